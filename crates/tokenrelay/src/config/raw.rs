@@ -1,0 +1,107 @@
+//! The config file as written: serde shapes only, validated by `super::build`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::token::oauth2::ClientAuth;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    #[serde(default, with = "humantime_serde")]
+    pub safety_margin: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_window: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub lock_lease: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub wait_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub failure_cooldown: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    #[serde(default)]
+    pub allow_unencrypted: bool,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub base_url: String,
+    pub token: RawToken,
+}
+
+/// A literal value or `{ env = "NAME" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawParam {
+    Literal(String),
+    Env { env: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum RawToken {
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2 {
+        url: String,
+        client_id: RawParam,
+        client_secret: RawParam,
+        #[serde(default)]
+        auth: Option<ClientAuth>,
+        scope: Option<String>,
+        audience: Option<String>,
+        #[serde(default)]
+        extra: BTreeMap<String, RawParam>,
+        #[serde(default, with = "humantime_serde")]
+        default_lifetime: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+    },
+    Json {
+        url: String,
+        #[serde(default)]
+        method: Option<String>,
+        #[serde(default)]
+        headers: BTreeMap<String, RawParam>,
+        #[serde(default)]
+        body: Option<toml::Table>,
+        #[serde(default)]
+        body_format: Option<BodyFormat>,
+        token_pointer: String,
+        expires_in_pointer: Option<String>,
+        expires_at_pointer: Option<String>,
+        #[serde(default, with = "humantime_serde")]
+        default_lifetime: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+    },
+    Static {
+        key: RawParam,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum BodyFormat {
+    Json,
+    Form,
+}

@@ -1,0 +1,140 @@
+//! One error type for the whole crate: every variant carries a stable machine
+//! code ([`Error::code`]) and a human message that names the field or cause.
+//! No variant ever holds a secret value: messages are built from names,
+//! statuses and upstream-provided error codes only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, each with a stable [`code`](Error::code).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("{}: cannot read the config file: {source}", file.display())]
+    ConfigUnreadable {
+        /// The file that was tried.
+        file: PathBuf,
+        /// The I/O cause.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    /// The config file is not valid; every problem found is listed.
+    #[error("{}: {}", file.display(), problems.join("; "))]
+    ConfigInvalid {
+        /// The file that was parsed.
+        file: PathBuf,
+        /// One entry per problem, each naming the upstream and field.
+        problems: Vec<String>,
+    },
+
+    /// Environment variables referenced by the config (or required by the
+    /// store) are not set; all of them are listed at once.
+    #[error("{}: missing environment variables: {}", file.display(), missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    MissingEnv {
+        /// The config file that references them.
+        file: PathBuf,
+        /// Every missing variable with where it is used.
+        missing: Vec<MissingVar>,
+    },
+
+    /// An environment variable is set but its value is unusable.
+    #[error("environment variable {name}: {reason}")]
+    InvalidEnv {
+        /// The variable's name (never its value).
+        name: String,
+        /// Why the value was refused.
+        reason: String,
+    },
+
+    /// No upstream of that name is configured.
+    #[error("unknown upstream \"{0}\"")]
+    UnknownUpstream(String),
+
+    /// The token endpoint refused the credentials or the request
+    /// (RFC 6749 §5.2 error response, or HTTP 401/403). Retrying will not help.
+    #[error("upstream \"{upstream}\": token endpoint rejected the request: {reason}")]
+    TokenRejected {
+        /// The upstream whose token was requested.
+        upstream: String,
+        /// The OAuth `error` code and description, or the HTTP status.
+        reason: String,
+    },
+
+    /// The token endpoint answered, but not with a usable token.
+    #[error("upstream \"{upstream}\": invalid token response: {reason}")]
+    TokenResponseInvalid {
+        /// The upstream whose token was requested.
+        upstream: String,
+        /// What was wrong with the response.
+        reason: String,
+    },
+
+    /// No token could be obtained (endpoint down, timing out, or still
+    /// cooling down after such a failure).
+    #[error("upstream \"{upstream}\": token unavailable: {reason}")]
+    TokenUnavailable {
+        /// The upstream whose token was requested.
+        upstream: String,
+        /// The last cause seen.
+        reason: String,
+    },
+}
+
+/// An environment variable the config needs but that is not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingVar {
+    /// The variable name.
+    pub name: String,
+    /// Where it is referenced, e.g. `upstream "getty": token.client_secret`.
+    pub used_by: String,
+}
+
+impl std::fmt::Display for MissingVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.used_by)
+    }
+}
+
+impl Error {
+    /// A stable, machine-readable code for this error, suitable for JSON
+    /// bodies, JS `Error.code` and documentation.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::ConfigUnreadable { .. } => "config_unreadable",
+            Error::ConfigInvalid { .. } => "config_invalid",
+            Error::MissingEnv { .. } => "missing_env",
+            Error::InvalidEnv { .. } => "invalid_env",
+            Error::UnknownUpstream(_) => "unknown_upstream",
+            Error::TokenRejected { .. } => "token_rejected",
+            Error::TokenResponseInvalid { .. } => "token_response_invalid",
+            Error::TokenUnavailable { .. } => "token_unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_env_lists_every_variable_with_its_use() {
+        let err = Error::MissingEnv {
+            file: "tokenrelay.toml".into(),
+            missing: vec![
+                MissingVar { name: "A".into(), used_by: "upstream \"x\": token.client_id".into() },
+                MissingVar { name: "B".into(), used_by: "upstream \"x\": token.client_secret".into() },
+            ],
+        };
+        assert_eq!(err.code(), "missing_env");
+        assert_eq!(
+            err.to_string(),
+            "tokenrelay.toml: missing environment variables: A (upstream \"x\": token.client_id), \
+             B (upstream \"x\": token.client_secret)"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! A small Upstash Redis REST client on reqwest.
+//!
+//! Protocol (Upstash REST API): a command is a JSON array POSTed to the base
+//! URL with `Authorization: Bearer <token>`; `/pipeline` takes an array of
+//! commands. Replies are `{"result": …}` or `{"error": "…"}` (HTTP 400 for
+//! Redis errors). We do not send `Upstash-Encoding: base64`: every value we
+//! store is ASCII, so plain JSON strings are exact.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use url::Url;
+
+use super::StoreError;
+
+/// A client for one Upstash database.
+pub(crate) struct UpstashClient {
+    url: Url,
+    pipeline_url: Url,
+    token: SecretString,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl UpstashClient {
+    pub(crate) fn new(url: Url, token: SecretString, http: reqwest::Client, timeout: Duration) -> Self {
+        let mut pipeline_url = url.clone();
+        pipeline_url.path_segments_mut().map(|mut s| { s.pop_if_empty().push("pipeline"); }).ok();
+        Self { url, pipeline_url, token, http, timeout }
+    }
+
+    /// The database URL (not secret; the token is).
+    pub(crate) fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Runs one command.
+    pub(crate) async fn command(&self, args: &[&str]) -> Result<Value, StoreError> {
+        let reply = self.post(&self.url, &serde_json::json!(args)).await?;
+        reply_result(reply)
+    }
+
+    /// Runs several commands in one round trip (not atomic); each has its own result.
+    pub(crate) async fn pipeline(&self, commands: &[Vec<&str>]) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
+        match self.post(&self.pipeline_url, &serde_json::json!(commands)).await? {
+            Value::Array(items) if items.len() == commands.len() => Ok(items.into_iter().map(reply_result).collect()),
+            _ => Err(StoreError::Protocol("pipeline reply is not one result per command")),
+        }
+    }
+
+    async fn post(&self, url: &Url, body: &Value) -> Result<Value, StoreError> {
+        let resp = self
+            .http
+            .post(url.clone())
+            .bearer_auth(self.token.expose_secret())
+            .json(body)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| StoreError::transport(&e))?;
+        let status = resp.status();
+        let value: Value = match resp.json().await {
+            Ok(v) => v,
+            Err(e) if e.is_timeout() => return Err(StoreError::Timeout),
+            Err(_) if !status.is_success() => return Err(StoreError::Status(status.as_u16())),
+            Err(_) => return Err(StoreError::Protocol("reply is not JSON")),
+        };
+        match status.as_u16() {
+            200 | 400 => Ok(value),
+            other => Err(StoreError::Status(other)),
+        }
+    }
+}
+
+fn reply_result(reply: Value) -> Result<Value, StoreError> {
+    match reply {
+        Value::Object(mut map) => match map.remove("error") {
+            Some(Value::String(e)) => Err(StoreError::Redis(e)),
+            Some(_) => Err(StoreError::Protocol("error is not a string")),
+            None => map.remove("result").ok_or(StoreError::Protocol("reply has neither result nor error")),
+        },
+        _ => Err(StoreError::Protocol("reply is not an object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const T: Duration = Duration::from_secs(20);
+
+    async fn client() -> (testkit::RedisServer, testkit::Upstash, UpstashClient) {
+        let redis = testkit::RedisServer::start().await.unwrap();
+        let upstash = testkit::Upstash::start(&redis).await.unwrap();
+        let c = UpstashClient::new(
+            Url::parse(&upstash.url()).unwrap(),
+            SecretString::from(upstash.token().to_owned()),
+            reqwest::Client::new(),
+            Duration::from_secs(2),
+        );
+        (redis, upstash, c)
+    }
+
+    #[tokio::test]
+    async fn commands_round_trip_through_real_redis() {
+        tokio::time::timeout(T, async {
+            let (_redis, _u, c) = client().await;
+            assert_eq!(c.command(&["SET", "k", "v", "PX", "60000"]).await.unwrap(), Value::from("OK"));
+            assert_eq!(c.command(&["GET", "k"]).await.unwrap(), Value::from("v"));
+            assert_eq!(c.command(&["GET", "missing"]).await.unwrap(), Value::Null);
+            assert_eq!(c.command(&["INCR", "n"]).await.unwrap(), Value::from(1));
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn pipeline_returns_one_result_per_command_including_errors() {
+        tokio::time::timeout(T, async {
+            let (_redis, _u, c) = client().await;
+            let out = c.pipeline(&[vec!["SET", "a", "1"], vec!["INCR", "a"], vec!["HGET", "a", "f"]]).await.unwrap();
+            assert_eq!(out.len(), 3);
+            assert_eq!(out[1].as_ref().unwrap(), &Value::from(2));
+            match &out[2] {
+                Err(StoreError::Redis(e)) => assert!(e.starts_with("WRONGTYPE"), "{e}"),
+                other => panic!("expected a Redis error, got {other:?}"),
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn redis_errors_keep_their_prefix() {
+        tokio::time::timeout(T, async {
+            let (_redis, _u, c) = client().await;
+            match c.command(&["EVALSHA", "0000000000000000000000000000000000000000", "0"]).await {
+                Err(StoreError::Redis(e)) => assert!(e.starts_with("NOSCRIPT"), "{e}"),
+                other => panic!("expected NOSCRIPT, got {other:?}"),
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_token_is_an_http_error_that_does_not_echo_the_token() {
+        tokio::time::timeout(T, async {
+            let (_redis, upstash, _) = client().await;
+            let c = UpstashClient::new(
+                Url::parse(&upstash.url()).unwrap(),
+                SecretString::from("wrong-token-value".to_owned()),
+                reqwest::Client::new(),
+                Duration::from_secs(2),
+            );
+            let err = c.command(&["GET", "k"]).await.unwrap_err();
+            assert!(matches!(err, StoreError::Status(401)), "{err:?}");
+            assert!(!err.to_string().contains("wrong-token-value"));
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_fast_with_a_transport_error() {
+        tokio::time::timeout(T, async {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let c = UpstashClient::new(
+                Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+                SecretString::from("t".to_owned()),
+                reqwest::Client::new(),
+                Duration::from_millis(500),
+            );
+            assert!(matches!(c.command(&["GET", "k"]).await, Err(StoreError::Transport(_) | StoreError::Timeout)));
+        })
+        .await
+        .unwrap();
+    }
+}

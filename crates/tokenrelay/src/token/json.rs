@@ -1,0 +1,144 @@
+//! A custom JSON token endpoint: any method, URL, headers and body built from
+//! env references, with JSON pointers (RFC 6901) to the token and its expiry.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use url::Url;
+
+use super::response::{self, Seconds};
+use super::{Failure, Token};
+use crate::param::Param;
+
+/// A configured custom token endpoint.
+#[derive(Debug)]
+pub(crate) struct JsonEndpoint {
+    pub(crate) method: reqwest::Method,
+    pub(crate) url: Url,
+    pub(crate) headers: Vec<(String, Param)>,
+    pub(crate) body: Option<Body>,
+    pub(crate) token_pointer: String,
+    pub(crate) expiry: Expiry,
+    pub(crate) default_lifetime: Option<Duration>,
+    pub(crate) timeout: Duration,
+}
+
+/// Where the response says when the token expires.
+#[derive(Debug)]
+pub(crate) enum Expiry {
+    /// Nowhere: use the configured default lifetime.
+    Unspecified,
+    /// A pointer to a lifetime in seconds.
+    In(String),
+    /// A pointer to an absolute expiry: Unix seconds or an RFC 3339 date.
+    At(String),
+}
+
+/// The request body.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Json(Template),
+    Form(Vec<(String, Param)>),
+}
+
+/// A JSON value whose leaves may come from the environment.
+#[derive(Debug)]
+pub(crate) enum Template {
+    Literal(Value),
+    Param(Param),
+    Array(Vec<Template>),
+    Object(Vec<(String, Template)>),
+}
+
+impl Template {
+    fn render(&self) -> Value {
+        match self {
+            Template::Literal(v) => v.clone(),
+            Template::Param(p) => Value::String(p.expose().to_owned()),
+            Template::Array(items) => Value::Array(items.iter().map(Template::render).collect()),
+            Template::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), v.render())).collect()),
+        }
+    }
+
+    fn params<'a>(&'a self, out: &mut Vec<&'a Param>) {
+        match self {
+            Template::Literal(_) => {}
+            Template::Param(p) => out.push(p),
+            Template::Array(items) => items.iter().for_each(|t| t.params(out)),
+            Template::Object(fields) => fields.iter().for_each(|(_, t)| t.params(out)),
+        }
+    }
+}
+
+impl JsonEndpoint {
+    pub(crate) fn identity(&self) -> String {
+        // The env var names, not their values: the key must never derive from a secret.
+        let names: Vec<String> = self.params().iter().map(|p| p.describe()).collect();
+        format!("json\n{}\n{}\n{}", self.method, self.url, names.join(","))
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        let mut out: Vec<&Param> = self.headers.iter().map(|(_, v)| v).collect();
+        match &self.body {
+            Some(Body::Json(t)) => t.params(&mut out),
+            Some(Body::Form(fields)) => out.extend(fields.iter().map(|(_, v)| v)),
+            None => {}
+        }
+        out
+    }
+
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        self.params().into_iter().filter_map(Param::secret).collect()
+    }
+
+    pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
+        let mut req = http.request(self.method.clone(), self.url.clone()).header(reqwest::header::ACCEPT, "application/json");
+        for (name, value) in &self.headers {
+            req = req.header(name, value.expose());
+        }
+        req = match &self.body {
+            Some(Body::Json(t)) => req.json(&t.render()),
+            Some(Body::Form(fields)) => {
+                let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+                req.form(&pairs)
+            }
+            None => req,
+        };
+        let (status, body) = response::send(req, self.timeout).await?;
+        if !status.is_success() {
+            return Err(response::rejection(upstream, status, &body, &self.secrets()));
+        }
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|_| response::invalid(upstream, format!("HTTP {status} body is not JSON")))?;
+        let token = match doc.pointer(&self.token_pointer) {
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            Some(_) => return Err(response::invalid(upstream, format!("{} is not a non-empty string", self.token_pointer))),
+            None => return Err(response::invalid(upstream, format!("missing {}", self.token_pointer))),
+        };
+        let expires_at = self.expiry(&doc).map_err(|reason| response::invalid(upstream, reason))?;
+        Ok(Token::new(token, Some(expires_at)))
+    }
+
+    fn expiry(&self, doc: &Value) -> Result<SystemTime, String> {
+        let found = match &self.expiry {
+            Expiry::Unspecified => None,
+            Expiry::In(ptr) | Expiry::At(ptr) => doc.pointer(ptr).filter(|v| !v.is_null()).map(|v| (ptr, v)),
+        };
+        let Some((ptr, value)) = found else {
+            return self
+                .default_lifetime
+                .map(|d| SystemTime::now() + d)
+                .ok_or_else(|| "the response gives no expiry and no token.default_lifetime is configured".to_owned());
+        };
+        let seconds = Seconds::of(value);
+        match (&self.expiry, seconds) {
+            (Expiry::In(_), Some(s)) => Ok(response::expires_in(s)),
+            (Expiry::At(_), Some(s)) => Ok(UNIX_EPOCH + Duration::from_secs_f64(s.min(u64::MAX as f64 / 2.0))),
+            (Expiry::At(_), None) => value
+                .as_str()
+                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                .ok_or_else(|| format!("{ptr} is neither Unix seconds nor an RFC 3339 date")),
+            _ => Err(format!("{ptr} is not a number of seconds")),
+        }
+    }
+}

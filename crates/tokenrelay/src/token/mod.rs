@@ -1,0 +1,172 @@
+//! Token sources: how an upstream's access token is obtained.
+//!
+//! Each upstream has exactly one [`Source`]. A source performs a single
+//! exchange ([`Source::fetch_once`]); [`retry`] adds bounded, jittered
+//! retries for transient failures.
+
+pub(crate) mod json;
+pub(crate) mod oauth2;
+pub(crate) mod retry;
+mod response;
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::Error;
+use crate::param::Param;
+
+/// An access token and, when the endpoint says so, the moment it expires.
+///
+/// `Debug` never shows the value; read it with [`Token::expose`] where it
+/// goes on the wire.
+#[derive(Clone)]
+pub struct Token {
+    value: SecretString,
+    expires_at: Option<SystemTime>,
+    outcome: Outcome,
+}
+
+/// Where the broker found a token on this call, for logs and `Server-Timing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The instance's in-process cache: no network at all.
+    Memory,
+    /// The shared store (another instance fetched it).
+    Store,
+    /// The token endpoint, by this instance, on behalf of all.
+    Fetched,
+    /// The token endpoint directly, because the shared store failed.
+    Direct,
+    /// A static key: nothing to fetch.
+    Static,
+}
+
+impl Outcome {
+    /// A short stable name: `memory`, `store`, `fetched`, `direct` or `static`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Memory => "memory",
+            Outcome::Store => "store",
+            Outcome::Fetched => "fetched",
+            Outcome::Direct => "direct",
+            Outcome::Static => "static",
+        }
+    }
+}
+
+impl Token {
+    pub(crate) fn new(value: impl Into<String>, expires_at: Option<SystemTime>) -> Self {
+        Self { value: SecretString::from(value.into()), expires_at, outcome: Outcome::Fetched }
+    }
+
+    /// The same token, marked as found at `outcome`.
+    pub(crate) fn from(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Where the broker found this token on this call.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The token itself. Only call this to put it on the wire.
+    pub fn expose(&self) -> &str {
+        self.value.expose_secret()
+    }
+
+    /// When the token expires (`None` for static keys, which never do).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    pub(crate) fn same_value(&self, other: &Token) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("value", &"[REDACTED]").field("expires_at", &self.expires_at).field("outcome", &self.outcome).finish()
+    }
+}
+
+/// How an upstream's token is obtained.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// RFC 6749 §4.4 client credentials grant.
+    OAuth2(oauth2::ClientCredentials),
+    /// Any custom JSON token endpoint.
+    Json(json::JsonEndpoint),
+    /// A plain API key, injected as is.
+    Static(Param),
+}
+
+/// Why a single exchange failed: worth retrying, or final.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Timeouts, connection errors, HTTP 5xx and 429.
+    Transient(String),
+    /// Rejections and unusable responses: retrying will not help.
+    Final(Error),
+}
+
+impl Source {
+    /// The config name of this source type.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Source::OAuth2(_) => "oauth2_client_credentials",
+            Source::Json(_) => "json",
+            Source::Static(_) => "static",
+        }
+    }
+
+    /// Whether tokens from this source expire and must be cached and rotated.
+    pub(crate) fn rotates(&self) -> bool {
+        !matches!(self, Source::Static(_))
+    }
+
+    /// Non-secret facts that identify the credentials, hashed into the cache key
+    /// so that changing client id or scope never serves a token minted for the old ones.
+    pub(crate) fn identity(&self) -> String {
+        match self {
+            Source::OAuth2(s) => s.identity(),
+            Source::Json(s) => s.identity(),
+            Source::Static(_) => String::new(),
+        }
+    }
+
+    /// Performs one exchange with the token endpoint.
+    pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
+        match self {
+            Source::OAuth2(s) => s.fetch_once(http, upstream).await,
+            Source::Json(s) => s.fetch_once(http, upstream).await,
+            Source::Static(key) => Ok(Token::new(key.expose(), None).from(Outcome::Static)),
+        }
+    }
+}
+
+/// Describes a transport error without its URL or any header.
+pub(crate) fn describe_transport(err: &reqwest::Error, timeout: Duration) -> String {
+    if err.is_timeout() {
+        format!("timed out after {}", humantime::format_duration(timeout))
+    } else if err.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        format!("request failed: {}", std::error::Error::source(err).map_or_else(|| "transport error".to_owned(), ToString::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = Token::new("tok_secret_value", None);
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("tok_secret_value"), "{shown}");
+        assert!(shown.contains("[REDACTED]"));
+    }
+}
