@@ -1,0 +1,168 @@
+use super::*;
+
+const GETTY: &str = r#"
+[upstreams.getty]
+base_url = "https://api.gettyimages.com/v3"
+
+[upstreams.getty.token]
+type = "oauth2_client_credentials"
+url = "https://authentication.gettyimages.com/oauth2/token"
+client_id = { env = "GETTY_API_KEY" }
+client_secret = { env = "GETTY_API_SECRET" }
+scope = "images"
+"#;
+
+fn env() -> Env {
+    Env::from_pairs([("GETTY_API_KEY", "key-123"), ("GETTY_API_SECRET", "secret-456")])
+}
+
+fn problems(text: &str, env: &Env) -> Vec<String> {
+    match Config::parse(text, "tokenrelay.toml", env) {
+        Err(Error::ConfigInvalid { problems, .. }) => problems,
+        other => panic!("expected config_invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn getty_example_parses_with_defaults() {
+    let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
+    let getty = config.upstreams().next().unwrap();
+    assert_eq!(getty.name(), "getty");
+    assert_eq!(getty.base_url().as_str(), "https://api.gettyimages.com/v3");
+    let Source::OAuth2(s) = &getty.source else { panic!("oauth2 source") };
+    assert_eq!(s.auth, ClientAuth::Basic);
+    assert_eq!(s.timeout, DEFAULT_TOKEN_TIMEOUT);
+    assert_eq!(config.cache.safety_margin, DEFAULT_SAFETY_MARGIN);
+}
+
+#[test]
+fn relative_token_url_names_file_upstream_and_field() {
+    let text = GETTY.replace("https://authentication.gettyimages.com/oauth2/token", "/oauth2/token");
+    let err = Config::parse(&text, "site/tokenrelay.toml", &env()).unwrap_err();
+    assert_eq!(err.code(), "config_invalid");
+    assert_eq!(err.to_string(), "site/tokenrelay.toml: upstream \"getty\": token.url: relative URL without a base");
+}
+
+#[test]
+fn every_missing_variable_is_listed_at_once() {
+    let err = Config::parse(GETTY, "tokenrelay.toml", &Env::default()).unwrap_err();
+    assert_eq!(err.code(), "missing_env");
+    let Error::MissingEnv { missing, .. } = &err else { panic!() };
+    let names: Vec<_> = missing.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["GETTY_API_KEY", "GETTY_API_SECRET"]);
+    assert!(err.to_string().contains("GETTY_API_SECRET (upstream \"getty\": token.client_secret)"), "{err}");
+}
+
+#[test]
+fn literal_secret_is_refused_without_being_echoed() {
+    let text = GETTY.replace("client_secret = { env = \"GETTY_API_SECRET\" }", "client_secret = \"s3cr3t-literal\"");
+    let p = problems(&text, &env());
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("upstream \"getty\": token.client_secret: must reference an environment variable"), "{}", p[0]);
+    assert!(!p[0].contains("s3cr3t-literal"));
+}
+
+#[test]
+fn syntax_errors_give_a_line_but_never_the_line_text() {
+    let text = format!("{GETTY}\nextra_secret = \"pasted-secret\" oops\n");
+    let p = problems(&text, &env());
+    assert!(p[0].starts_with("line 12:"), "{}", p[0]);
+    assert!(!p[0].contains("pasted-secret"), "{}", p[0]);
+}
+
+#[test]
+fn unknown_fields_and_types_are_named() {
+    let p = problems(&GETTY.replace("scope = \"images\"", "scop = \"images\""), &env());
+    assert!(p[0].contains("scop"), "{}", p[0]);
+    let p = problems(&GETTY.replace("oauth2_client_credentials", "magic"), &env());
+    assert!(p[0].contains("magic"), "{}", p[0]);
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let text = r#"
+[upstreams."Bad Name"]
+base_url = "ftp://example.com"
+token = { type = "static", key = "literal" }
+"#;
+    let p = problems(text, &env());
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p.iter().any(|m| m.contains("name must use only")));
+    assert!(p.iter().any(|m| m.contains("base_url: scheme must be http or https")));
+    assert!(p.iter().any(|m| m.contains("token.key: must reference an environment variable")));
+}
+
+#[test]
+fn empty_config_says_what_to_add() {
+    let p = problems("", &env());
+    assert_eq!(p, ["no upstreams configured: add an [upstreams.<name>] table"]);
+}
+
+#[test]
+fn wait_timeout_must_outlive_the_lock_lease() {
+    let text = format!("[cache]\nlock_lease = \"30s\"\nwait_timeout = \"10s\"\n{GETTY}");
+    let p = problems(&text, &env());
+    assert!(p[0].starts_with("cache.wait_timeout: must be at least cache.lock_lease (30s)"), "{}", p[0]);
+}
+
+#[test]
+fn json_source_builds_its_body_from_env_references() {
+    let text = r#"
+[upstreams.custom]
+base_url = "https://api.example.com"
+[upstreams.custom.token]
+type = "json"
+url = "https://auth.example.com/token"
+token_pointer = "/data/token"
+expires_at_pointer = "/data/expires_at"
+[upstreams.custom.token.body]
+key = { env = "K" }
+secret = { env = "S" }
+nested = { flag = true, list = [1, "two"] }
+"#;
+    let env = Env::from_pairs([("K", "key-value"), ("S", "secret-value")]);
+    let config = Config::parse(text, "tokenrelay.toml", &env).unwrap();
+    let Source::Json(s) = &config.upstreams["custom"].source else { panic!("json source") };
+    assert_eq!(s.method, reqwest::Method::POST);
+    let Some(Body::Json(t)) = &s.body else { panic!("json body") };
+    let rendered = serde_json::to_value(format!("{t:?}")).unwrap();
+    assert!(!rendered.to_string().contains("secret-value"), "template Debug must redact");
+}
+
+#[test]
+fn json_source_needs_some_expiry() {
+    let text = r#"
+[upstreams.custom]
+base_url = "https://api.example.com"
+[upstreams.custom.token]
+type = "json"
+url = "https://auth.example.com/token"
+token_pointer = "token"
+"#;
+    let p = problems(text, &env());
+    assert!(p.iter().any(|m| m.contains("token.token_pointer: must be a JSON pointer")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("token.default_lifetime: required")), "{p:?}");
+}
+
+#[test]
+fn config_debug_never_shows_secret_values() {
+    let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("secret-456") && !shown.contains("key-123"), "{shown}");
+}
+
+#[test]
+fn summary_names_variables_not_values() {
+    let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
+    let summary = serde_json::to_string(&config.summary("local".into())).unwrap();
+    assert!(summary.contains("$GETTY_API_SECRET (redacted)"), "{summary}");
+    assert!(!summary.contains("secret-456") && !summary.contains("key-123"), "{summary}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let env = Env::from_pairs([(CONFIG_PATH_VAR, "/nonexistent/tokenrelay.toml")]);
+    let err = Config::load(&env).unwrap_err();
+    assert_eq!(err.code(), "config_unreadable");
+    assert!(err.to_string().starts_with("/nonexistent/tokenrelay.toml: cannot read the config file"), "{err}");
+}

@@ -23,6 +23,12 @@ pub(crate) enum Sealer {
     Plain,
 }
 
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.encrypts() { "Sealer(AES-256-GCM, key redacted)" } else { "Sealer(plaintext)" })
+    }
+}
+
 /// A stored value could not be opened (wrong key, tampering, foreign format).
 #[derive(Debug, thiserror::Error)]
 #[error("stored value cannot be opened: {0}")]
