@@ -101,7 +101,8 @@ async fn fifty_cold_brokers_racing_on_an_empty_store_fetch_exactly_once() {
     bounded(async {
         let rig = Rig::default().await;
         let brokers: Vec<Broker> = (0..50).map(|_| rig.broker()).collect();
-        let tasks: Vec<_> = brokers.into_iter().map(|b| tokio::spawn(async move { b.token("api").await.unwrap() })).collect();
+        let tasks: Vec<_> =
+            brokers.into_iter().map(|b| tokio::spawn(async move { b.token("api").await.unwrap() })).collect();
         let mut values = Vec::new();
         for t in tasks {
             values.push(t.await.unwrap().expose().to_owned());
@@ -237,7 +238,9 @@ async fn token_is_refreshed_ahead_of_expiry_without_making_callers_wait() {
         let during = b.token("api").await.unwrap();
         assert_eq!(during.expose(), first.expose(), "the caller is served at once, from memory");
         assert_eq!(during.outcome(), Outcome::Memory);
-        testkit::wait_until("background refresh", Duration::from_secs(5), || async { rig.tokens.calls() == 2 }).await.unwrap();
+        testkit::wait_until("background refresh", Duration::from_secs(5), || async { rig.tokens.calls() == 2 })
+            .await
+            .unwrap();
         testkit::wait_until("new token served", Duration::from_secs(5), || async {
             b.token("api").await.unwrap().expose() != first.expose()
         })
@@ -284,7 +287,11 @@ async fn remote_store_without_an_encryption_key_is_refused_unless_opted_out() {
         let bad = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "c2hvcnQ=")]);
         let err = Broker::new(Config::parse(&rig.config(""), "tokenrelay.toml", &bad).unwrap(), &bad).unwrap_err();
         assert_eq!(err.code(), "invalid_env");
-        assert!(err.to_string().starts_with("environment variable TOKENRELAY_ENCRYPTION_KEY: must decode to 32 bytes, got 5"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("environment variable TOKENRELAY_ENCRYPTION_KEY: must decode to 32 bytes, got 5"),
+            "{err}"
+        );
     })
     .await;
 }
@@ -294,7 +301,12 @@ async fn vercel_kv_variables_select_the_same_store() {
     bounded(async {
         let rig = Rig::default().await;
         let (url, token) = (rig.upstash.url(), rig.upstash.token().to_owned());
-        let env = rig.env_with(&[("UPSTASH_REDIS_REST_URL", ""), ("UPSTASH_REDIS_REST_TOKEN", ""), ("KV_REST_API_URL", &url), ("KV_REST_API_TOKEN", &token)]);
+        let env = rig.env_with(&[
+            ("UPSTASH_REDIS_REST_URL", ""),
+            ("UPSTASH_REDIS_REST_TOKEN", ""),
+            ("KV_REST_API_URL", &url),
+            ("KV_REST_API_TOKEN", &token),
+        ]);
         let b = rig.broker_with(&rig.config(""), &env);
         assert!(b.has_remote_store());
         b.token("api").await.unwrap();
@@ -314,7 +326,10 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
         let rig = Rig::default().await;
         let err = failure(&rig, Behavior::Status(500)).await;
         assert_eq!(err.code(), "token_unavailable");
-        assert_eq!(err.to_string(), "upstream \"api\": token unavailable: token endpoint failed 3 times, last: HTTP 500 Internal Server Error");
+        assert_eq!(
+            err.to_string(),
+            "upstream \"api\": token unavailable: token endpoint failed 3 times, last: HTTP 500 Internal Server Error"
+        );
         assert_eq!(rig.tokens.calls(), 3);
     })
     .await;
@@ -337,7 +352,10 @@ async fn garbage_and_tokenless_responses_are_invalid_not_retried() {
         let rig = Rig::default().await;
         let err = failure(&rig, Behavior::Garbage).await;
         assert_eq!(err.code(), "token_response_invalid");
-        assert_eq!(err.to_string(), "upstream \"api\": invalid token response: HTTP 200 OK body is not a JSON token response");
+        assert_eq!(
+            err.to_string(),
+            "upstream \"api\": invalid token response: HTTP 200 OK body is not a JSON token response"
+        );
         let rig = Rig::default().await;
         let err = failure(&rig, Behavior::MissingToken).await;
         assert_eq!(err.to_string(), "upstream \"api\": invalid token response: missing \"access_token\"");
@@ -350,9 +368,16 @@ async fn garbage_and_tokenless_responses_are_invalid_not_retried() {
 async fn oauth_errors_and_bad_credentials_are_rejections() {
     bounded(async {
         let rig = Rig::default().await;
-        let err = failure(&rig, Behavior::OAuthError { error: "invalid_scope".into(), description: "scope x is unknown".into() }).await;
+        let err = failure(
+            &rig,
+            Behavior::OAuthError { error: "invalid_scope".into(), description: "scope x is unknown".into() },
+        )
+        .await;
         assert_eq!(err.code(), "token_rejected");
-        assert_eq!(err.to_string(), "upstream \"api\": token endpoint rejected the request: invalid_scope (scope x is unknown), HTTP 400");
+        assert_eq!(
+            err.to_string(),
+            "upstream \"api\": token endpoint rejected the request: invalid_scope (scope x is unknown), HTTP 400"
+        );
 
         let rig = Rig::default().await;
         let env = rig.env_with(&[("API_CLIENT_SECRET", "wrong-secret")]);
@@ -380,9 +405,11 @@ async fn a_failing_endpoint_is_not_hammered_by_this_or_other_instances() {
         assert_eq!(rig.tokens.calls(), 3, "no new endpoint calls during the cooldown");
         // After it, rotation resumes by itself.
         rig.tokens.set_behavior(Behavior::Normal);
-        testkit::wait_until("recovery after the cooldown", Duration::from_secs(10), || async { first.token("api").await.is_ok() })
-            .await
-            .unwrap();
+        testkit::wait_until("recovery after the cooldown", Duration::from_secs(10), || async {
+            first.token("api").await.is_ok()
+        })
+        .await
+        .unwrap();
     })
     .await;
 }
@@ -463,7 +490,11 @@ async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
         let rig = Rig::default().await;
         let dir = std::env::temp_dir().join(format!("tokenrelay-broker-local-{}", fastrand::u64(..)));
         let dir = dir.to_str().unwrap();
-        let env = rig.env_with(&[("UPSTASH_REDIS_REST_URL", ""), ("TOKENRELAY_ENCRYPTION_KEY", ""), ("TOKENRELAY_LOCAL_STORE", dir)]);
+        let env = rig.env_with(&[
+            ("UPSTASH_REDIS_REST_URL", ""),
+            ("TOKENRELAY_ENCRYPTION_KEY", ""),
+            ("TOKENRELAY_LOCAL_STORE", dir),
+        ]);
         let tasks: Vec<_> = (0..10)
             .map(|_| {
                 let b = rig.broker_with(&rig.config(""), &env);
@@ -500,7 +531,8 @@ impl std::io::Write for Captured {
 async fn no_secret_appears_in_any_log_line_or_error() {
     let logs = Captured::default();
     let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let mut errors = Vec::new();
     let mut tokens = Vec::new();
@@ -510,7 +542,11 @@ async fn no_secret_appears_in_any_log_line_or_error() {
         let t = b.token("api").await.unwrap();
         b.invalidate("api", &t).await.unwrap();
         tokens.push(b.token("api").await.unwrap().expose().to_owned());
-        for behavior in [Behavior::Status(500), Behavior::Garbage, Behavior::OAuthError { error: "invalid_client".into(), description: CLIENT_SECRET.into() }] {
+        for behavior in [
+            Behavior::Status(500),
+            Behavior::Garbage,
+            Behavior::OAuthError { error: "invalid_client".into(), description: CLIENT_SECRET.into() },
+        ] {
             b.invalidate("api", &b.token("api").await.unwrap()).await.unwrap();
             rig.tokens.set_behavior(behavior);
             let err = rig.broker().token("api").await.map(|_| ()).unwrap_err();
@@ -524,7 +560,10 @@ async fn no_secret_appears_in_any_log_line_or_error() {
         tokens.extend(rig.tokens.issued());
         let secrets = [CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned(), rig.upstash.token().to_owned(), rig.key.clone()];
         let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-        assert!(logs.contains("token ready") && logs.contains("shared store unavailable"), "the flow was logged:\n{logs}");
+        assert!(
+            logs.contains("token ready") && logs.contains("shared store unavailable"),
+            "the flow was logged:\n{logs}"
+        );
         for secret in secrets.iter().chain(&tokens) {
             assert!(!logs.contains(secret.as_str()), "a secret leaked into the logs:\n{logs}");
             for e in &errors {

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, Env, Summary};
 use crate::error::{Error, Result};
 use crate::store::{Store, StoreError};
-use crate::token::{retry, Outcome, Source, Token};
+use crate::token::{Outcome, Source, Token, retry};
 use entry::Entry;
 
 /// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
@@ -105,7 +105,10 @@ impl Broker {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("tokenrelay/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::InvalidEnv { name: "TLS".into(), reason: format!("cannot build the HTTP client: {e}") })?;
+            .map_err(|e| Error::InvalidEnv {
+                name: "TLS".into(),
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
         let store = Store::from_env(env, &config.store, http.clone(), &config.file)?;
         let slots = config.upstreams().map(|u| (u.name.clone(), Slot::new(&u.name, &u.source))).collect();
         Ok(Broker { inner: Arc::new(Inner { config, store, http, slots }) })
@@ -169,7 +172,9 @@ impl Broker {
         };
         match outcome.await {
             Ok(dropped) => tracing::info!(upstream, dropped_from_store = dropped, "token invalidated"),
-            Err(e) => tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropped from memory only"),
+            Err(e) => {
+                tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropped from memory only")
+            }
         }
         Ok(())
     }
@@ -237,7 +242,13 @@ impl Broker {
     /// Gets a fresh entry through the store, fetching it if this caller wins
     /// the lock. `current` is this instance's still-valid token, if any: with
     /// one, a caller never waits for another instance's refresh.
-    async fn rotate(&self, upstream: &str, source: &Source, slot: &Slot, current: Option<&Entry>) -> Result<(Entry, Outcome)> {
+    async fn rotate(
+        &self,
+        upstream: &str,
+        source: &Source,
+        slot: &Slot,
+        current: Option<&Entry>,
+    ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let keys = [slot.key.as_str(), slot.failure_key.as_str()];
@@ -286,12 +297,21 @@ impl Broker {
     }
 
     /// This caller holds the lock: fetch, store, release, in that order.
-    async fn fetch_as_leader(&self, upstream: &str, source: &Source, slot: &Slot, owner: &str, after: &[Option<String>]) -> Result<(Entry, Outcome)> {
+    async fn fetch_as_leader(
+        &self,
+        upstream: &str,
+        source: &Source,
+        slot: &Slot,
+        owner: &str,
+        after: &[Option<String>],
+    ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let now = SystemTime::now();
         // The previous holder may have stored a token just before we locked.
-        if let Some(e) = after.first().cloned().flatten().and_then(|raw| self.open(slot, &raw)).filter(|e| e.is_fresh(now)) {
+        if let Some(e) =
+            after.first().cloned().flatten().and_then(|raw| self.open(slot, &raw)).filter(|e| e.is_fresh(now))
+        {
             if let Err(err) = store.delete_if(&slot.lock_key, owner).await {
                 tracing::warn!(upstream, error = %err, "could not release the refresh lock; it will expire");
             }
@@ -311,7 +331,9 @@ impl Broker {
             Err(err) => {
                 let shared = SharedFailure { code: err.code().to_owned(), reason: reason_of(&err) };
                 let value = serde_json::to_string(&shared).unwrap_or_default();
-                if let Err(e) = store.set_and_unlock(&slot.failure_key, &value, cache.failure_cooldown, &slot.lock_key, owner).await {
+                if let Err(e) =
+                    store.set_and_unlock(&slot.failure_key, &value, cache.failure_cooldown, &slot.lock_key, owner).await
+                {
                     tracing::warn!(upstream, error = %e, "could not share the token failure");
                 }
                 Err(err)
@@ -342,7 +364,10 @@ impl Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("store", &self.inner.store.describe()).field("upstreams", &self.inner.slots.keys()).finish()
+        f.debug_struct("Broker")
+            .field("store", &self.inner.store.describe())
+            .field("upstreams", &self.inner.slots.keys())
+            .finish()
     }
 }
 
@@ -379,7 +404,9 @@ impl Slot {
 /// The human reason inside a token error, without the upstream prefix.
 fn reason_of(err: &Error) -> String {
     match err {
-        Error::TokenRejected { reason, .. } | Error::TokenResponseInvalid { reason, .. } | Error::TokenUnavailable { reason, .. } => reason.clone(),
+        Error::TokenRejected { reason, .. }
+        | Error::TokenResponseInvalid { reason, .. }
+        | Error::TokenUnavailable { reason, .. } => reason.clone(),
         other => other.to_string(),
     }
 }

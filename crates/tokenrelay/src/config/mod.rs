@@ -22,9 +22,9 @@ pub use summary::{Summary, UpstreamSummary};
 
 use crate::error::{Error, MissingVar, Result};
 use crate::param::Param;
+use crate::token::Source;
 use crate::token::json::{Body, Expiry, JsonEndpoint, Template};
 use crate::token::oauth2::{ClientAuth, ClientCredentials};
-use crate::token::Source;
 use raw::{BodyFormat, RawConfig, RawParam, RawToken, RawUpstream};
 
 /// The config file used when `TOKENRELAY_CONFIG` is not set.
@@ -106,17 +106,16 @@ impl Config {
     /// Reads and validates the config file named by [`Config::path`].
     pub fn load(env: &Env) -> Result<Config> {
         let file = Self::path(env);
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::ConfigUnreadable { file: file.clone(), source: source.into() })?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| Error::ConfigUnreadable { file: file.clone(), source: source.into() })?;
         Self::parse(&text, file, env)
     }
 
     /// Validates config text; `file` only names it in errors.
     pub fn parse(text: &str, file: impl Into<PathBuf>, env: &Env) -> Result<Config> {
         let file = file.into();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::ConfigInvalid {
-            problems: vec![describe_toml_error(text, &e)],
-            file: file.clone(),
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| Error::ConfigInvalid { problems: vec![describe_toml_error(text, &e)], file: file.clone() })?;
         let mut b = Builder { env, problems: Vec::new(), missing: Vec::new() };
         let cache = b.cache(&raw);
         if raw.upstreams.is_empty() {
@@ -194,7 +193,8 @@ impl Builder<'_> {
     }
 
     fn upstream(&mut self, name: &str, raw: RawUpstream) -> Option<Upstream> {
-        let name_ok = !name.is_empty() && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+        let name_ok = !name.is_empty()
+            && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
         if !name_ok {
             self.problems.push(format!("upstream \"{name}\": name must use only a-z, 0-9, '-' and '_'"));
         }
@@ -234,20 +234,40 @@ impl Builder<'_> {
     /// An env reference only: secrets are never literals in the file.
     fn secret(&mut self, upstream: &str, field: &str, raw: RawParam) -> Option<Param> {
         if let RawParam::Literal(_) = raw {
-            self.problem(upstream, field, "must reference an environment variable, e.g. { env = \"MY_SECRET\" }, never a literal secret");
+            self.problem(
+                upstream,
+                field,
+                "must reference an environment variable, e.g. { env = \"MY_SECRET\" }, never a literal secret",
+            );
             return None;
         }
         self.param(upstream, field, raw)
     }
 
     fn params(&mut self, upstream: &str, field: &str, raw: BTreeMap<String, RawParam>) -> Option<Vec<(String, Param)>> {
-        let out: Vec<_> = raw.into_iter().map(|(k, v)| { let p = self.param(upstream, &format!("{field}.{k}"), v); (k, p) }).collect();
+        let out: Vec<_> = raw
+            .into_iter()
+            .map(|(k, v)| {
+                let p = self.param(upstream, &format!("{field}.{k}"), v);
+                (k, p)
+            })
+            .collect();
         out.into_iter().map(|(k, p)| p.map(|p| (k, p))).collect()
     }
 
     fn source(&mut self, upstream: &str, raw: RawToken) -> Option<Source> {
         match raw {
-            RawToken::OAuth2 { url, client_id, client_secret, auth, scope, audience, extra, default_lifetime, timeout } => {
+            RawToken::OAuth2 {
+                url,
+                client_id,
+                client_secret,
+                auth,
+                scope,
+                audience,
+                extra,
+                default_lifetime,
+                timeout,
+            } => {
                 let url = self.url(upstream, "token.url", &url);
                 let client_id = self.param(upstream, "token.client_id", client_id);
                 let client_secret = self.secret(upstream, "token.client_secret", client_secret);
@@ -280,20 +300,36 @@ impl Builder<'_> {
                 let method = self.method(upstream, method.as_deref().unwrap_or("POST"));
                 let headers = self.params(upstream, "token.headers", headers);
                 let body = body.map(|t| self.body(upstream, t, body_format.unwrap_or(BodyFormat::Json))).transpose();
-                for (field, ptr) in [("token.token_pointer", Some(&token_pointer)), ("token.expires_in_pointer", expires_in_pointer.as_ref()), ("token.expires_at_pointer", expires_at_pointer.as_ref())] {
+                for (field, ptr) in [
+                    ("token.token_pointer", Some(&token_pointer)),
+                    ("token.expires_in_pointer", expires_in_pointer.as_ref()),
+                    ("token.expires_at_pointer", expires_at_pointer.as_ref()),
+                ] {
                     if ptr.is_some_and(|p| !p.starts_with('/')) {
-                        self.problem(upstream, field, "must be a JSON pointer starting with '/', e.g. \"/access_token\"");
+                        self.problem(
+                            upstream,
+                            field,
+                            "must be a JSON pointer starting with '/', e.g. \"/access_token\"",
+                        );
                     }
                 }
                 let expiry = match (expires_in_pointer, expires_at_pointer) {
                     (Some(_), Some(_)) => {
-                        self.problem(upstream, "token.expires_at_pointer", "set either expires_in_pointer or expires_at_pointer, not both");
+                        self.problem(
+                            upstream,
+                            "token.expires_at_pointer",
+                            "set either expires_in_pointer or expires_at_pointer, not both",
+                        );
                         None
                     }
                     (Some(p), None) => Some(Expiry::In(p)),
                     (None, Some(p)) => Some(Expiry::At(p)),
                     (None, None) if default_lifetime.is_none() => {
-                        self.problem(upstream, "token.default_lifetime", "required when neither expires_in_pointer nor expires_at_pointer is set");
+                        self.problem(
+                            upstream,
+                            "token.default_lifetime",
+                            "required when neither expires_in_pointer nor expires_at_pointer is set",
+                        );
                         None
                     }
                     (None, None) => Some(Expiry::Unspecified),
@@ -325,7 +361,9 @@ impl Builder<'_> {
 
     fn body(&mut self, upstream: &str, table: toml::Table, format: BodyFormat) -> Result<Body, ()> {
         match format {
-            BodyFormat::Json => self.template(upstream, "token.body", toml::Value::Table(table)).map(Body::Json).ok_or(()),
+            BodyFormat::Json => {
+                self.template(upstream, "token.body", toml::Value::Table(table)).map(Body::Json).ok_or(())
+            }
             BodyFormat::Form => {
                 let mut fields = Vec::new();
                 for (k, v) in table {
@@ -347,16 +385,28 @@ impl Builder<'_> {
                 Template::Param(self.param(upstream, field, RawParam::Env { env: name })?)
             }
             toml::Value::Table(t) => {
-                let fields: Vec<_> = t.into_iter().map(|(k, v)| { let f = format!("{field}.{k}"); (k, self.template(upstream, &f, v)) }).collect();
+                let fields: Vec<_> = t
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let f = format!("{field}.{k}");
+                        (k, self.template(upstream, &f, v))
+                    })
+                    .collect();
                 Template::Object(fields.into_iter().map(|(k, t)| t.map(|t| (k, t))).collect::<Option<_>>()?)
             }
             toml::Value::Array(items) => {
-                let items: Vec<_> = items.into_iter().enumerate().map(|(i, v)| self.template(upstream, &format!("{field}[{i}]"), v)).collect();
+                let items: Vec<_> = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| self.template(upstream, &format!("{field}[{i}]"), v))
+                    .collect();
                 Template::Array(items.into_iter().collect::<Option<_>>()?)
             }
             toml::Value::String(s) => Template::Literal(serde_json::Value::String(s)),
             toml::Value::Integer(i) => Template::Literal(i.into()),
-            toml::Value::Float(f) => Template::Literal(serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)),
+            toml::Value::Float(f) => {
+                Template::Literal(serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into))
+            }
             toml::Value::Boolean(b) => Template::Literal(b.into()),
             toml::Value::Datetime(d) => Template::Literal(d.to_string().into()),
         })

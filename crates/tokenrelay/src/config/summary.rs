@@ -62,7 +62,9 @@ fn describe(source: &Source) -> (Option<String>, Vec<(String, String)>) {
             creds.extend(s.extra.iter().map(|(k, v)| field(&format!("extra.{k}"), v)));
             (Some(s.url.to_string()), creds)
         }
-        Source::Json(s) => (Some(s.url.to_string()), s.headers.iter().map(|(k, v)| field(&format!("headers.{k}"), v)).collect()),
+        Source::Json(s) => {
+            (Some(s.url.to_string()), s.headers.iter().map(|(k, v)| field(&format!("headers.{k}"), v)).collect())
+        }
         Source::Static(key) => (None, vec![field("key", key)]),
     }
 }

@@ -58,7 +58,11 @@ fn literal_secret_is_refused_without_being_echoed() {
     let text = GETTY.replace("client_secret = { env = \"GETTY_API_SECRET\" }", "client_secret = \"s3cr3t-literal\"");
     let p = problems(&text, &env());
     assert_eq!(p.len(), 1);
-    assert!(p[0].starts_with("upstream \"getty\": token.client_secret: must reference an environment variable"), "{}", p[0]);
+    assert!(
+        p[0].starts_with("upstream \"getty\": token.client_secret: must reference an environment variable"),
+        "{}",
+        p[0]
+    );
     assert!(!p[0].contains("s3cr3t-literal"));
 }
 

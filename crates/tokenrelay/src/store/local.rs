@@ -76,7 +76,13 @@ impl LocalStore {
         self.run(move |e| delete_if(e, &key, &expected)).await
     }
 
-    pub(crate) async fn lock_and_read(&self, lock: &str, owner: &str, lease: Duration, keys: &[&str]) -> Result<(bool, Vec<Option<String>>), StoreError> {
+    pub(crate) async fn lock_and_read(
+        &self,
+        lock: &str,
+        owner: &str,
+        lease: Duration,
+        keys: &[&str],
+    ) -> Result<(bool, Vec<Option<String>>), StoreError> {
         let (lock, owner) = (lock.to_owned(), owner.to_owned());
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.run(move |e| {
@@ -89,7 +95,14 @@ impl LocalStore {
         .await
     }
 
-    pub(crate) async fn set_and_unlock(&self, key: &str, value: &str, ttl: Duration, lock: &str, owner: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
         self.run(move |e| {
             e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
@@ -98,7 +111,10 @@ impl LocalStore {
         .await
     }
 
-    async fn run<T: Send + 'static>(&self, op: impl FnOnce(&mut Entries) -> T + Send + 'static) -> Result<T, StoreError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Entries) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.locked(op))
             .await
@@ -171,7 +187,8 @@ mod tests {
     use super::*;
 
     fn temp_store(name: &str) -> LocalStore {
-        let dir = std::env::temp_dir().join(format!("tokenrelay-local-{name}-{}-{}", std::process::id(), fastrand::u64(..)));
+        let dir =
+            std::env::temp_dir().join(format!("tokenrelay-local-{name}-{}-{}", std::process::id(), fastrand::u64(..)));
         LocalStore::open(dir).unwrap()
     }
 
@@ -203,7 +220,9 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|i| {
                 let s = LocalStore::open(dir.clone()).unwrap();
-                tokio::spawn(async move { s.lock_and_read("lock", &i.to_string(), Duration::from_secs(5), &[]).await.unwrap().0 })
+                tokio::spawn(async move {
+                    s.lock_and_read("lock", &i.to_string(), Duration::from_secs(5), &[]).await.unwrap().0
+                })
             })
             .collect();
         let mut winners = 0;

@@ -29,7 +29,8 @@ pub const ENCRYPTION_KEY_VAR: &str = "TOKENRELAY_ENCRYPTION_KEY";
 pub const LOCAL_STORE_VAR: &str = "TOKENRELAY_LOCAL_STORE";
 
 /// Compare-and-delete: deletes KEYS[1] only while it still holds ARGV[1].
-const DELETE_IF_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const DELETE_IF_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Why a store operation failed. Never holds a secret: the Upstash token is
 /// only ever sent as a header.
@@ -57,7 +58,9 @@ impl StoreError {
             StoreError::Transport("connection failed".to_owned())
         } else {
             // The source, not the error itself: reqwest's Display includes the URL.
-            StoreError::Transport(std::error::Error::source(e).map_or_else(|| "request failed".to_owned(), ToString::to_string))
+            StoreError::Transport(
+                std::error::Error::source(e).map_or_else(|| "request failed".to_owned(), ToString::to_string),
+            )
         }
     }
 }
@@ -76,7 +79,12 @@ pub(crate) struct Store {
 impl Store {
     /// Chooses the store from the environment: Upstash (or Vercel KV) when its
     /// URL is set, else the local file store, said once in the log.
-    pub(crate) fn from_env(env: &Env, settings: &StoreSettings, http: reqwest::Client, config_file: &std::path::Path) -> Result<Store> {
+    pub(crate) fn from_env(
+        env: &Env,
+        settings: &StoreSettings,
+        http: reqwest::Client,
+        config_file: &std::path::Path,
+    ) -> Result<Store> {
         let missing = |name: &str, why: &str| Error::MissingEnv {
             file: config_file.to_owned(),
             missing: vec![MissingVar { name: name.to_owned(), used_by: why.to_owned() }],
@@ -87,7 +95,9 @@ impl Store {
         };
         let url = Url::parse(env.get(url_var).unwrap_or_default())
             .map_err(|e| Error::InvalidEnv { name: url_var.to_owned(), reason: format!("not a URL: {e}") })?;
-        let token = env.get(token_var).ok_or_else(|| missing(token_var, &format!("the shared store, since {url_var} is set")))?;
+        let token = env
+            .get(token_var)
+            .ok_or_else(|| missing(token_var, &format!("the shared store, since {url_var} is set")))?;
         let sealer = match env.get(ENCRYPTION_KEY_VAR) {
             Some(key) => sealer_from(key)?,
             None if settings.allow_unencrypted => Sealer::Plain,
@@ -104,8 +114,10 @@ impl Store {
 
     fn local(env: &Env) -> Result<Store> {
         let dir = env.get(LOCAL_STORE_VAR).map_or_else(LocalStore::default_dir, Into::into);
-        let local = LocalStore::open(dir.clone())
-            .map_err(|e| Error::InvalidEnv { name: LOCAL_STORE_VAR.to_owned(), reason: format!("cannot use {}: {e}", dir.display()) })?;
+        let local = LocalStore::open(dir.clone()).map_err(|e| Error::InvalidEnv {
+            name: LOCAL_STORE_VAR.to_owned(),
+            reason: format!("cannot use {}: {e}", dir.display()),
+        })?;
         let sealer = match env.get(ENCRYPTION_KEY_VAR) {
             Some(key) => sealer_from(key)?,
             None => {
@@ -142,7 +154,9 @@ impl Store {
             Backend::Upstash(c) => {
                 let args: Vec<&str> = std::iter::once("MGET").chain(keys.iter().copied()).collect();
                 match c.command(&args).await? {
-                    Value::Array(items) if items.len() == keys.len() => items.into_iter().map(optional_string).collect(),
+                    Value::Array(items) if items.len() == keys.len() => {
+                        items.into_iter().map(optional_string).collect()
+                    }
                     _ => Err(StoreError::Protocol("MGET reply is not one value per key")),
                 }
             }
@@ -153,7 +167,7 @@ impl Store {
     /// Deletes `key` only while it still holds `expected`.
     pub(crate) async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Upstash(c) => Ok(c.command(&["EVAL", DELETE_IF_SCRIPT, "1", key, expected]).await? == Value::from(1)),
+            Backend::Upstash(c) => Ok(c.command(&["EVAL", DELETE_IF_SCRIPT, "1", key, expected]).await? == 1),
             Backend::Local(l) => l.delete_if(key, expected).await,
         }
     }
@@ -161,7 +175,13 @@ impl Store {
     /// `SET lock owner NX PX lease`, then `MGET keys`, in one round trip: when
     /// the lock is won, the read shows the state after winning it, so a token
     /// stored by the previous holder is never fetched again.
-    pub(crate) async fn lock_and_read(&self, lock: &str, owner: &str, lease: Duration, keys: &[&str]) -> Result<(bool, Vec<Option<String>>), StoreError> {
+    pub(crate) async fn lock_and_read(
+        &self,
+        lock: &str,
+        owner: &str,
+        lease: Duration,
+        keys: &[&str],
+    ) -> Result<(bool, Vec<Option<String>>), StoreError> {
         match &self.backend {
             Backend::Upstash(c) => {
                 let lease = millis(lease);
@@ -169,7 +189,9 @@ impl Store {
                 let mut replies = c.pipeline(&[vec!["SET", lock, owner, "NX", "PX", &lease], mget]).await?.into_iter();
                 let won = !replies.next().ok_or(StoreError::Protocol("missing SET reply"))??.is_null();
                 match replies.next().ok_or(StoreError::Protocol("missing MGET reply"))?? {
-                    Value::Array(items) if items.len() == keys.len() => Ok((won, items.into_iter().map(optional_string).collect::<Result<_, _>>()?)),
+                    Value::Array(items) if items.len() == keys.len() => {
+                        Ok((won, items.into_iter().map(optional_string).collect::<Result<_, _>>()?))
+                    }
                     _ => Err(StoreError::Protocol("MGET reply is not one value per key")),
                 }
             }
@@ -178,11 +200,20 @@ impl Store {
     }
 
     /// Stores a value and releases a lock held by `owner`, in one round trip.
-    pub(crate) async fn set_and_unlock(&self, key: &str, value: &str, ttl: Duration, lock: &str, owner: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Upstash(c) => {
                 let ttl = millis(ttl);
-                let replies = c.pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]]).await?;
+                let replies = c
+                    .pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]])
+                    .await?;
                 replies.into_iter().try_for_each(|r| r.map(drop))
             }
             Backend::Local(l) => l.set_and_unlock(key, value, ttl, lock, owner).await,

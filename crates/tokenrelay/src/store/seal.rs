@@ -37,9 +37,14 @@ pub(crate) struct OpenError(&'static str);
 impl Sealer {
     /// A sealer from a base64-encoded 32-byte key; the error says what is wrong, never the key.
     pub(crate) fn from_base64(text: &str) -> Result<Self, String> {
-        let bytes = B64.decode(text.trim()).map_err(|_| "is not valid base64 (generate one with `openssl rand -base64 32`)".to_owned())?;
+        let bytes = B64
+            .decode(text.trim())
+            .map_err(|_| "is not valid base64 (generate one with `openssl rand -base64 32`)".to_owned())?;
         if bytes.len() != KEY_LEN {
-            return Err(format!("must decode to {KEY_LEN} bytes, got {} (generate one with `openssl rand -base64 32`)", bytes.len()));
+            return Err(format!(
+                "must decode to {KEY_LEN} bytes, got {} (generate one with `openssl rand -base64 32`)",
+                bytes.len()
+            ));
         }
         Ok(Self::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)))))
     }
@@ -81,7 +86,9 @@ impl Sealer {
                     .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
                     .map_err(|_| OpenError("authentication failed (different key or key name)"))
             }
-            Sealer::Plain => stored.strip_prefix(PLAIN).map(|s| s.as_bytes().to_vec()).ok_or(OpenError("not a plaintext value")),
+            Sealer::Plain => {
+                stored.strip_prefix(PLAIN).map(|s| s.as_bytes().to_vec()).ok_or(OpenError("not a plaintext value"))
+            }
         }
     }
 }

@@ -26,7 +26,12 @@ pub(crate) struct UpstashClient {
 impl UpstashClient {
     pub(crate) fn new(url: Url, token: SecretString, http: reqwest::Client, timeout: Duration) -> Self {
         let mut pipeline_url = url.clone();
-        pipeline_url.path_segments_mut().map(|mut s| { s.pop_if_empty().push("pipeline"); }).ok();
+        pipeline_url
+            .path_segments_mut()
+            .map(|mut s| {
+                s.pop_if_empty().push("pipeline");
+            })
+            .ok();
         Self { url, pipeline_url, token, http, timeout }
     }
 

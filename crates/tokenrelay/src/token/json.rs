@@ -92,7 +92,8 @@ impl JsonEndpoint {
     }
 
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
-        let mut req = http.request(self.method.clone(), self.url.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let mut req =
+            http.request(self.method.clone(), self.url.clone()).header(reqwest::header::ACCEPT, "application/json");
         for (name, value) in &self.headers {
             req = req.header(name, value.expose());
         }
@@ -112,7 +113,9 @@ impl JsonEndpoint {
             .map_err(|_| response::invalid(upstream, format!("HTTP {status} body is not JSON")))?;
         let token = match doc.pointer(&self.token_pointer) {
             Some(Value::String(t)) if !t.is_empty() => t.clone(),
-            Some(_) => return Err(response::invalid(upstream, format!("{} is not a non-empty string", self.token_pointer))),
+            Some(_) => {
+                return Err(response::invalid(upstream, format!("{} is not a non-empty string", self.token_pointer)));
+            }
             None => return Err(response::invalid(upstream, format!("missing {}", self.token_pointer))),
         };
         let expires_at = self.expiry(&doc).map_err(|reason| response::invalid(upstream, reason))?;

@@ -6,8 +6,8 @@
 
 pub(crate) mod json;
 pub(crate) mod oauth2;
-pub(crate) mod retry;
 mod response;
+pub(crate) mod retry;
 
 use std::time::{Duration, SystemTime};
 
@@ -88,7 +88,11 @@ impl Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("value", &"[REDACTED]").field("expires_at", &self.expires_at).field("outcome", &self.outcome).finish()
+        f.debug_struct("Token")
+            .field("value", &"[REDACTED]")
+            .field("expires_at", &self.expires_at)
+            .field("outcome", &self.outcome)
+            .finish()
     }
 }
 
@@ -154,7 +158,10 @@ pub(crate) fn describe_transport(err: &reqwest::Error, timeout: Duration) -> Str
     } else if err.is_connect() {
         "connection failed".to_owned()
     } else {
-        format!("request failed: {}", std::error::Error::source(err).map_or_else(|| "transport error".to_owned(), ToString::to_string))
+        format!(
+            "request failed: {}",
+            std::error::Error::source(err).map_or_else(|| "transport error".to_owned(), ToString::to_string)
+        )
     }
 }
 

@@ -94,12 +94,17 @@ impl ClientCredentials {
         };
         let expires_at = match (&parsed.expires_in, self.default_lifetime) {
             (Some(s), _) => {
-                let secs = s.value().ok_or_else(|| response::invalid(upstream, "\"expires_in\" is not a number of seconds"))?;
+                let secs = s
+                    .value()
+                    .ok_or_else(|| response::invalid(upstream, "\"expires_in\" is not a number of seconds"))?;
                 response::expires_in(secs)
             }
             (None, Some(lifetime)) => SystemTime::now() + lifetime,
             (None, None) => {
-                return Err(response::invalid(upstream, "no \"expires_in\" in the response and no token.default_lifetime configured"));
+                return Err(response::invalid(
+                    upstream,
+                    "no \"expires_in\" in the response and no token.default_lifetime configured",
+                ));
             }
         };
         Ok(Token::new(access_token, Some(expires_at)))

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::{describe_transport, Failure};
+use super::{Failure, describe_transport};
 use crate::error::Error;
 
 /// Token responses are small; anything bigger is not a token response.
@@ -36,8 +36,12 @@ impl Seconds {
 
 /// Sends a token request and reads its body, classifying transport failures
 /// and 5xx/429 as transient.
-pub(crate) async fn send(req: reqwest::RequestBuilder, timeout: Duration) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
-    let mut resp = req.timeout(timeout).send().await.map_err(|e| Failure::Transient(describe_transport(&e, timeout)))?;
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
+    let mut resp =
+        req.timeout(timeout).send().await.map_err(|e| Failure::Transient(describe_transport(&e, timeout)))?;
     let status = resp.status();
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return Err(Failure::Transient(format!("HTTP {status}")));

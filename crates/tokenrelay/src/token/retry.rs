@@ -29,5 +29,8 @@ pub(crate) async fn fetch(source: &Source, http: &reqwest::Client, upstream: &st
             }
         }
     }
-    Err(Error::TokenUnavailable { upstream: upstream.to_owned(), reason: format!("token endpoint failed {ATTEMPTS} times, last: {last}") })
+    Err(Error::TokenUnavailable {
+        upstream: upstream.to_owned(),
+        reason: format!("token endpoint failed {ATTEMPTS} times, last: {last}"),
+    })
 }
