@@ -1,100 +1,13 @@
 //! The broker against real parts: a redis-server reached through the Upstash
 //! REST protocol, and a real OAuth2 token endpoint that counts its calls.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use testkit::{Behavior, ExpiresIn, RedisServer, TokenServer, TokenServerConfig, Upstash};
-use tokenrelay::{Broker, Config, Env, Outcome};
-
-const CLIENT_ID: &str = "client-id-7f3a";
-const CLIENT_SECRET: &str = "client-secret-9b2c";
-const TEST_TIME: Duration = Duration::from_secs(60);
-
-/// Redis behind the Upstash REST protocol, a token endpoint, and an encryption key.
-struct Rig {
-    redis: RedisServer,
-    upstash: Upstash,
-    tokens: TokenServer,
-    key: String,
-}
-
-impl Rig {
-    async fn start(tokens: TokenServerConfig) -> Rig {
-        let redis = RedisServer::start().await.unwrap();
-        let upstash = Upstash::start(&redis).await.unwrap();
-        let tokens = TokenServer::start(tokens).await.unwrap();
-        let key = base64_key();
-        Rig { redis, upstash, tokens, key }
-    }
-
-    async fn default() -> Rig {
-        Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET)).await
-    }
-
-    fn env(&self) -> Env {
-        self.env_with(&[])
-    }
-
-    /// The rig's environment, with some variables replaced ("" unsets one).
-    fn env_with(&self, overrides: &[(&str, &str)]) -> Env {
-        let mut vars = vec![
-            ("API_CLIENT_ID", CLIENT_ID.to_owned()),
-            ("API_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
-            ("UPSTASH_REDIS_REST_URL", self.upstash.url()),
-            ("UPSTASH_REDIS_REST_TOKEN", self.upstash.token().to_owned()),
-            ("TOKENRELAY_ENCRYPTION_KEY", self.key.clone()),
-        ];
-        vars.retain(|(k, _)| !overrides.iter().any(|(o, _)| o == k));
-        vars.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        Env::from_pairs(vars)
-    }
-
-    fn config(&self, extra: &str) -> String {
-        format!(
-            r#"
-[cache]
-lock_lease = "2s"
-wait_timeout = "5s"
-failure_cooldown = "2s"
-{extra}
-
-[upstreams.api]
-base_url = "https://api.example.com/v3"
-
-[upstreams.api.token]
-type = "oauth2_client_credentials"
-url = "{url}"
-client_id = {{ env = "API_CLIENT_ID" }}
-client_secret = {{ env = "API_CLIENT_SECRET" }}
-timeout = "300ms"
-"#,
-            url = self.tokens.url()
-        )
-    }
-
-    /// A fully separate broker: its own memory cache, sharing only the store.
-    fn broker(&self) -> Broker {
-        self.broker_with(&self.config(""), &self.env())
-    }
-
-    fn broker_with(&self, config: &str, env: &Env) -> Broker {
-        Broker::new(Config::parse(config, "tokenrelay.toml", env).unwrap(), env).unwrap()
-    }
-
-    async fn stored_keys(&self) -> Vec<String> {
-        self.upstash.redis_keys("tokenrelay:*").await
-    }
-}
-
-fn base64_key() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(std::array::from_fn::<u8, 32, _>(|_| fastrand::u8(..)))
-}
-
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIME, f).await.expect("test timed out")
-}
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, base64_key, bounded};
+use testkit::{Behavior, ExpiresIn, TokenServerConfig};
+use tokenrelay::{Broker, Config, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_cold_brokers_racing_on_an_empty_store_fetch_exactly_once() {
@@ -509,67 +422,6 @@ async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
         let token = rig.tokens.issued().pop().unwrap();
         assert!(!file.contains(&token), "the local store is sealed too");
         let _ = std::fs::remove_dir_all(dir);
-    })
-    .await;
-}
-
-/// Captures every log line of the current thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn no_secret_appears_in_any_log_line_or_error() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber =
-        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let mut errors = Vec::new();
-    let mut tokens = Vec::new();
-    bounded(async {
-        let mut rig = Rig::default().await;
-        let b = rig.broker();
-        let t = b.token("api").await.unwrap();
-        b.invalidate("api", &t).await.unwrap();
-        tokens.push(b.token("api").await.unwrap().expose().to_owned());
-        for behavior in [
-            Behavior::Status(500),
-            Behavior::Garbage,
-            Behavior::OAuthError { error: "invalid_client".into(), description: CLIENT_SECRET.into() },
-        ] {
-            b.invalidate("api", &b.token("api").await.unwrap()).await.unwrap();
-            rig.tokens.set_behavior(behavior);
-            let err = rig.broker().token("api").await.map(|_| ()).unwrap_err();
-            rig.tokens.set_behavior(Behavior::Normal);
-            errors.push(format!("{err} {err:?}"));
-            tokio::time::sleep(Duration::from_millis(2100)).await; // let the shared cooldown lapse
-        }
-        rig.redis.stop().await.unwrap();
-        tokens.push(rig.broker().token("api").await.unwrap().expose().to_owned());
-        errors.push(format!("{:?} {:?}", b, b.summary()));
-        tokens.extend(rig.tokens.issued());
-        let secrets = [CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned(), rig.upstash.token().to_owned(), rig.key.clone()];
-        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-        assert!(
-            logs.contains("token ready") && logs.contains("shared store unavailable"),
-            "the flow was logged:\n{logs}"
-        );
-        for secret in secrets.iter().chain(&tokens) {
-            assert!(!logs.contains(secret.as_str()), "a secret leaked into the logs:\n{logs}");
-            for e in &errors {
-                assert!(!e.contains(secret.as_str()), "a secret leaked into an error: {e}");
-            }
-        }
     })
     .await;
 }

@@ -16,6 +16,7 @@
 //! instance hammers it.
 
 mod entry;
+mod prefetch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

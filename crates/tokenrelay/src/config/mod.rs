@@ -8,6 +8,7 @@
 
 mod env;
 mod raw;
+mod secret_vars;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use secrecy::SecretString;
 use url::Url;
 
 pub use env::Env;
+pub use secret_vars::SecretVar;
 pub use summary::{Summary, UpstreamSummary};
 
 use crate::error::{Error, MissingVar, Result};

@@ -77,7 +77,7 @@ impl JsonEndpoint {
         format!("json\n{}\n{}\n{}", self.method, self.url, names.join(","))
     }
 
-    fn params(&self) -> Vec<&Param> {
+    pub(crate) fn params(&self) -> Vec<&Param> {
         let mut out: Vec<&Param> = self.headers.iter().map(|(_, v)| v).collect();
         match &self.body {
             Some(Body::Json(t)) => t.params(&mut out),
