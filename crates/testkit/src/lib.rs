@@ -1,0 +1,20 @@
+//! Shared test support for the workspace.
+//!
+//! Every piece is real and local: [`RedisServer`] is a throwaway `redis-server`
+//! process, [`Upstash`] runs the Upstash REST protocol in-process in front of it,
+//! [`TokenServer`] is an OAuth2 client-credentials token endpoint and
+//! [`ApiServer`] a third-party API that accepts only that server's live tokens.
+//! All of them listen on free ports on 127.0.0.1 and stop when dropped.
+
+mod api_server;
+mod redis_server;
+mod serve;
+mod token_server;
+mod upstash;
+mod wait;
+
+pub use api_server::{ApiServer, RecordedRequest};
+pub use redis_server::RedisServer;
+pub use token_server::{Behavior, ExpiresIn, TokenServer, TokenServerConfig};
+pub use upstash::Upstash;
+pub use wait::{free_port, wait_until};

@@ -1,0 +1,409 @@
+//! A fake OAuth2 token endpoint (client-credentials grant, RFC 6749 §4.4), plus a
+//! JSON-in/JSON-out token route for testing generic token sources.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value as Json, json};
+
+use crate::serve::{Served, StopSignal};
+
+/// How `expires_in` is written in token responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiresIn {
+    /// `"expires_in": 1800` (RFC 6749).
+    #[default]
+    Number,
+    /// `"expires_in": "1800"` (as some providers, e.g. Getty Images, send it).
+    String,
+    /// No `expires_in` field at all (it is only RECOMMENDED by RFC 6749).
+    Omitted,
+}
+
+/// What the token server expects and how it answers.
+#[derive(Debug, Clone)]
+pub struct TokenServerConfig {
+    /// The only accepted client id.
+    pub client_id: String,
+    /// The only accepted client secret.
+    pub client_secret: String,
+    /// How long issued tokens stay valid (`expires_in` is its whole seconds).
+    pub lifetime: Duration,
+    /// How `expires_in` is written.
+    pub expires_in: ExpiresIn,
+}
+
+impl TokenServerConfig {
+    /// Accepts `client_id`/`client_secret`; tokens live 30 minutes.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            lifetime: Duration::from_secs(1800),
+            expires_in: ExpiresIn::Number,
+        }
+    }
+
+    /// Sets how long issued tokens stay valid.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Sets how `expires_in` is written.
+    pub fn expires_in(mut self, format: ExpiresIn) -> Self {
+        self.expires_in = format;
+        self
+    }
+}
+
+impl Default for TokenServerConfig {
+    /// Client `test-client` with secret `test-secret`.
+    fn default() -> Self {
+        Self::new("test-client", "test-secret")
+    }
+}
+
+/// How the token server answers, switchable while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Behavior {
+    /// Follows the protocol.
+    #[default]
+    Normal,
+    /// Answers with this HTTP status and a plain-text body.
+    Status(u16),
+    /// Waits this long, then behaves normally.
+    Delay(Duration),
+    /// Never answers (until the server is dropped).
+    Hang,
+    /// Answers 200 with a body that is not JSON.
+    Garbage,
+    /// Answers 200 with JSON that lacks the token.
+    MissingToken,
+    /// Answers 400 with an RFC 6749 §5.2 error object.
+    OAuthError {
+        /// The `error` code, e.g. `invalid_scope`.
+        error: String,
+        /// The `error_description`.
+        description: String,
+    },
+}
+
+/// A running fake token endpoint on 127.0.0.1. Stops when dropped.
+///
+/// `POST /oauth2/token` takes a form-encoded `grant_type=client_credentials` with
+/// client credentials in HTTP Basic auth (RFC 6749 §2.3.1) or in the
+/// `client_id`/`client_secret` form fields. `POST /custom/token` takes
+/// `{"key": id, "secret": secret}` and answers `{"data": {"token", "expires_at"}}`.
+pub struct TokenServer {
+    served: Served,
+    state: Arc<TokenState>,
+}
+
+impl TokenServer {
+    /// Starts on a free port.
+    pub async fn start(config: TokenServerConfig) -> anyhow::Result<Self> {
+        Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(config: TokenServerConfig, addr: SocketAddr) -> anyhow::Result<Self> {
+        let (stop, stop_signal) = Served::signal();
+        let state = Arc::new(TokenState {
+            config,
+            behavior: Mutex::default(),
+            calls: AtomicUsize::new(0),
+            ledger: Ledger::default(),
+            last: Mutex::default(),
+            stop: stop_signal,
+        });
+        let router = Router::new()
+            .route("/oauth2/token", post(oauth2_token))
+            .route("/custom/token", post(custom_token))
+            .with_state(state.clone());
+        let served = Served::spawn(addr, router, stop).await?;
+        Ok(Self { served, state })
+    }
+
+    /// Full URL of the OAuth2 token endpoint, `http://127.0.0.1:PORT/oauth2/token`.
+    pub fn url(&self) -> String {
+        format!("{}/oauth2/token", self.served.base_url())
+    }
+
+    /// Full URL of the JSON token route, `http://127.0.0.1:PORT/custom/token`.
+    pub fn custom_url(&self) -> String {
+        format!("{}/custom/token", self.served.base_url())
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &TokenServerConfig {
+        &self.state.config
+    }
+
+    /// Token requests received on either route, whatever their outcome.
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Every token issued so far, oldest first.
+    pub fn issued(&self) -> Vec<String> {
+        self.state.ledger.all()
+    }
+
+    /// Whether `token` was issued here and has not expired yet.
+    pub fn is_valid(&self, token: &str) -> bool {
+        self.state.ledger.is_valid(token)
+    }
+
+    /// Changes how the following requests are answered.
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *lock(&self.state.behavior) = behavior;
+    }
+
+    /// Form fields of the last request (JSON fields, as text, for `/custom/token`).
+    pub fn last_form(&self) -> Vec<(String, String)> {
+        lock(&self.state.last).form.clone()
+    }
+
+    /// The `Authorization` header of the last request, if it had one.
+    pub fn last_authorization(&self) -> Option<String> {
+        lock(&self.state.last).authorization.clone()
+    }
+
+    /// The raw body of the last request.
+    pub fn last_body(&self) -> String {
+        lock(&self.state.last).body.clone()
+    }
+
+    pub(crate) fn state(&self) -> Arc<TokenState> {
+        self.state.clone()
+    }
+}
+
+pub(crate) struct TokenState {
+    config: TokenServerConfig,
+    behavior: Mutex<Behavior>,
+    calls: AtomicUsize,
+    ledger: Ledger,
+    last: Mutex<LastRequest>,
+    stop: StopSignal,
+}
+
+impl TokenState {
+    /// Whether `token` was issued here and has not expired yet.
+    pub(crate) fn is_valid(&self, token: &str) -> bool {
+        self.ledger.is_valid(token)
+    }
+}
+
+#[derive(Default)]
+struct LastRequest {
+    form: Vec<(String, String)>,
+    authorization: Option<String>,
+    body: String,
+}
+
+/// Tokens issued, with their expiry.
+#[derive(Default)]
+struct Ledger(Mutex<Vec<(String, Instant)>>);
+
+impl Ledger {
+    fn issue(&self, lifetime: Duration) -> String {
+        let token = format!("tok_{:032x}", fastrand::u128(..));
+        lock(&self.0).push((token.clone(), Instant::now() + lifetime));
+        token
+    }
+
+    fn all(&self) -> Vec<String> {
+        lock(&self.0).iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    fn is_valid(&self, token: &str) -> bool {
+        let now = Instant::now();
+        lock(&self.0).iter().any(|(t, expires)| t == token && now < *expires)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How a request that the current [`Behavior`] lets through is answered.
+enum Answer {
+    /// By the protocol, issuing a token.
+    Token,
+    /// By the protocol, but leaving the token out of the response.
+    WithoutToken,
+}
+
+/// Counts and records a request, then applies the current [`Behavior`]:
+/// `Err(response)` is the answer, `Ok` lets the route answer by the protocol.
+async fn begin(
+    state: &TokenState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    form: Vec<(String, String)>,
+) -> Result<Answer, Response> {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    *lock(&state.last) = LastRequest {
+        form,
+        authorization: headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        body: String::from_utf8_lossy(body).into_owned(),
+    };
+    let behavior = lock(&state.behavior).clone();
+    match behavior {
+        Behavior::Normal => Ok(Answer::Token),
+        Behavior::MissingToken => Ok(Answer::WithoutToken),
+        Behavior::Delay(delay) => {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => Ok(Answer::Token),
+                _ = state.stop.clone().stopped() => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+            }
+        }
+        Behavior::Hang => {
+            state.stop.clone().stopped().await;
+            Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
+        }
+        Behavior::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Err((status, format!("token server failure ({code})")).into_response())
+        }
+        Behavior::Garbage => Err((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Service temporarily unavailable</body></html>",
+        )
+            .into_response()),
+        Behavior::OAuthError { error, description } => Err(oauth_error(StatusCode::BAD_REQUEST, &error, &description)),
+    }
+}
+
+async fn oauth2_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let answer = match begin(&state, &headers, &body, form.clone()).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "body must be application/x-www-form-urlencoded",
+        );
+    }
+
+    let credentials = match basic_credentials(&headers) {
+        Some(Ok(pair)) => Some(pair),
+        Some(Err(())) => None,
+        None => field("client_id").map(|id| (id.to_owned(), field("client_secret").unwrap_or_default().to_owned())),
+    };
+    let config = &state.config;
+    if credentials != Some((config.client_id.clone(), config.client_secret.clone())) {
+        let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"token\""));
+        return response;
+    }
+
+    if field("grant_type") != Some("client_credentials") {
+        return (StatusCode::BAD_REQUEST, no_store(), axum::Json(json!({ "error": "unsupported_grant_type" })))
+            .into_response();
+    }
+
+    let lifetime = config.lifetime;
+    let mut body = json!({ "token_type": "Bearer" });
+    if let Answer::Token = answer {
+        body["access_token"] = Json::String(state.ledger.issue(lifetime));
+    }
+    match config.expires_in {
+        ExpiresIn::Number => body["expires_in"] = json!(lifetime.as_secs()),
+        ExpiresIn::String => body["expires_in"] = json!(lifetime.as_secs().to_string()),
+        ExpiresIn::Omitted => {}
+    }
+    (StatusCode::OK, no_store(), axum::Json(body)).into_response()
+}
+
+async fn custom_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let parsed: Option<serde_json::Map<String, Json>> = serde_json::from_slice(&body).ok();
+    let form = parsed
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            (k.clone(), text)
+        })
+        .collect();
+    let answer = match begin(&state, &headers, &body, form).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let Some(fields) = parsed else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": "invalid_request", "message": "expected a JSON object" })),
+        )
+            .into_response();
+    };
+    let config = &state.config;
+    let matches = |name: &str, expected: &str| fields.get(name).and_then(Json::as_str) == Some(expected);
+    if !matches("key", &config.client_id) || !matches("secret", &config.client_secret) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "invalid_client", "message": "unknown key or secret" })),
+        )
+            .into_response();
+    }
+    let expires_at =
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(config.lifetime).as_secs();
+    let mut data = json!({ "expires_at": expires_at });
+    if let Answer::Token = answer {
+        data["token"] = Json::String(state.ledger.issue(config.lifetime));
+    }
+    (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response()
+}
+
+/// Credentials from `Authorization: Basic ...`: `None` without such a header,
+/// `Some(Err)` if it is malformed. Id and secret are form-urlencoded inside the
+/// base64 (RFC 6749 §2.3.1), so they are decoded after splitting on `:`.
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = BASE64.decode(encoded.trim()).map_err(|_| ());
+    Some(decoded.and_then(|bytes| {
+        let text = String::from_utf8(bytes).map_err(|_| ())?;
+        let (id, secret) = text.split_once(':').ok_or(())?;
+        Ok((form_decode(id)?, form_decode(secret)?))
+    }))
+}
+
+fn form_decode(part: &str) -> Result<String, ()> {
+    let spaced = part.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().map(|s| s.into_owned()).map_err(|_| ())
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (status, no_store(), axum::Json(json!({ "error": error, "error_description": description }))).into_response()
+}
+
+/// RFC 6749 §5.1: token responses must not be cached.
+fn no_store() -> [(header::HeaderName, &'static str); 2] {
+    [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")]
+}
