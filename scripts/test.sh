@@ -11,5 +11,7 @@ fi
 
 npm ci --no-audit --no-fund
 cargo build --workspace --bins --locked
+# The Node addon for the JS tests (a debug build is enough): crates/tokenrelay-node/tokenrelay.<platform>.node.
+npm run build --prefix crates/tokenrelay-node
 cargo test --workspace --locked
-node --test --test-timeout=120000 'tests/js/*.test.mjs'
+node --test --test-timeout=120000 tests/js/*.test.mjs

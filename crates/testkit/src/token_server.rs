@@ -165,6 +165,12 @@ impl TokenServer {
         self.state.ledger.is_valid(token)
     }
 
+    /// Revokes every token issued so far, as a provider does when it rotates
+    /// keys early: the API answers 401 to them, tokens issued later are valid.
+    pub fn revoke_issued(&self) {
+        self.state.ledger.revoke_all();
+    }
+
     /// Changes how the following requests are answered.
     pub fn set_behavior(&self, behavior: Behavior) {
         *lock(&self.state.behavior) = behavior;
@@ -231,6 +237,13 @@ impl Ledger {
     fn is_valid(&self, token: &str) -> bool {
         let now = Instant::now();
         lock(&self.0).iter().any(|(t, expires)| t == token && now < *expires)
+    }
+
+    fn revoke_all(&self) {
+        let now = Instant::now();
+        for (_, expires) in lock(&self.0).iter_mut() {
+            *expires = now;
+        }
     }
 }
 

@@ -205,3 +205,17 @@ async fn accepts_tokens_from_the_custom_json_route() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn revoked_tokens_are_refused_and_later_ones_accepted() {
+    bounded(async {
+        let (tokens, api, old) = servers(Duration::from_secs(60)).await?;
+        let url = format!("{}/search/images?phrase=x", api.url());
+        tokens.revoke_issued();
+        assert_eq!(get(&url, Some(&old)).await?.status(), StatusCode::UNAUTHORIZED);
+        let new = fetch_token(&tokens).await?;
+        assert_eq!(get(&url, Some(&new)).await?.status(), StatusCode::OK);
+        Ok(())
+    })
+    .await;
+}

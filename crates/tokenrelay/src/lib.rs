@@ -33,6 +33,7 @@ mod broker;
 mod config;
 mod error;
 mod param;
+pub mod relay;
 mod store;
 mod token;
 

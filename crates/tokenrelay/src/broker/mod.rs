@@ -105,6 +105,9 @@ impl Broker {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("tokenrelay/", env!("CARGO_PKG_VERSION")))
+            // Never follow redirects: the relay must not be steered to another
+            // host, and a token endpoint has no business redirecting.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::InvalidEnv {
                 name: "TLS".into(),
@@ -128,6 +131,16 @@ impl Broker {
     /// Whether the store is shared beyond this machine (Upstash).
     pub fn has_remote_store(&self) -> bool {
         self.inner.store.is_remote()
+    }
+
+    /// The process's one HTTP client, shared with the relay.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The shared store, for the relay's rate limits.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// A valid token for `upstream`.

@@ -35,7 +35,7 @@ impl Broker {
             upstream: upstream.to_owned(),
             reason: format!(
                 "a new token is valid for {}, less than the required {}: ask for a shorter minimum validity",
-                humantime::format_duration(whole_seconds(remaining(&fresh))),
+                humantime::format_duration(nearest_second(remaining(&fresh))),
                 humantime::format_duration(min)
             ),
         })
@@ -51,6 +51,6 @@ fn lasts(token: &Token, min: Duration) -> bool {
     remaining(token) >= min
 }
 
-fn whole_seconds(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs())
+fn nearest_second(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_millis() >= 500))
 }

@@ -8,6 +8,7 @@
 
 mod env;
 mod raw;
+pub(crate) mod relay;
 mod secret_vars;
 mod summary;
 
@@ -59,6 +60,7 @@ pub struct Config {
     pub(crate) file: PathBuf,
     pub(crate) cache: CacheSettings,
     pub(crate) store: StoreSettings,
+    pub(crate) relay: relay::RelaySettings,
     pub(crate) upstreams: BTreeMap<String, Upstream>,
 }
 
@@ -85,6 +87,8 @@ pub struct Upstream {
     pub(crate) name: String,
     pub(crate) base_url: Url,
     pub(crate) source: Source,
+    /// What the relay exposes; `None` keeps the upstream server-side only.
+    pub(crate) relay: Option<relay::UpstreamRelay>,
 }
 
 impl Upstream {
@@ -120,6 +124,7 @@ impl Config {
             .map_err(|e| Error::ConfigInvalid { problems: vec![describe_toml_error(text, &e)], file: file.clone() })?;
         let mut b = Builder { env, problems: Vec::new(), missing: Vec::new() };
         let cache = b.cache(&raw);
+        let relay = b.relay_settings(raw.relay);
         if raw.upstreams.is_empty() {
             b.problems.push("no upstreams configured: add an [upstreams.<name>] table".to_owned());
         }
@@ -135,7 +140,7 @@ impl Config {
             allow_unencrypted: raw.store.allow_unencrypted,
             timeout: raw.store.timeout.unwrap_or(DEFAULT_STORE_TIMEOUT),
         };
-        Ok(Config { file, cache, store, upstreams })
+        Ok(Config { file, cache, store, relay, upstreams })
     }
 
     /// The file this config came from.
@@ -201,8 +206,15 @@ impl Builder<'_> {
             self.problems.push(format!("upstream \"{name}\": name must use only a-z, 0-9, '-' and '_'"));
         }
         let base_url = self.url(name, "base_url", &raw.base_url);
+        if base_url.as_ref().is_some_and(|u| u.query().is_some() || u.fragment().is_some()) {
+            self.problem(name, "base_url", "must not have a query or fragment: the relay appends the request's own");
+        }
         let source = self.source(name, raw.token);
-        Some(Upstream { name: name.to_owned(), base_url: base_url?, source: source? }).filter(|_| name_ok)
+        let relay = match raw.relay {
+            None => Some(None),
+            Some(r) => self.upstream_relay(name, r).map(Some),
+        };
+        Some(Upstream { name: name.to_owned(), base_url: base_url?, source: source?, relay: relay? }).filter(|_| name_ok)
     }
 
     fn url(&mut self, upstream: &str, field: &str, text: &str) -> Option<Url> {

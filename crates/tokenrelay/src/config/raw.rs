@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub relay: RawRelay,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +49,59 @@ pub(super) struct RawStore {
 pub(super) struct RawUpstream {
     pub base_url: String,
     pub token: RawToken,
+    /// Absent: the upstream is not reachable through the relay.
+    pub relay: Option<RawUpstreamRelay>,
+}
+
+/// `[relay]`: site-wide relay settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub max_request_bytes: Option<u64>,
+    pub max_response_bytes: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// `[upstreams.<name>.relay]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamRelay {
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub inject: RawInject,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawParam>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    pub cache_control: Option<String>,
+}
+
+/// `{ header = "Authorization", format = "Bearer {token}" }` or `{ query = "access_token" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInject {
+    pub header: Option<String>,
+    pub format: Option<String>,
+    pub query: Option<String>,
 }
 
 /// A literal value or `{ env = "NAME" }`.

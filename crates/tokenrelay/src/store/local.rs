@@ -111,6 +111,18 @@ impl LocalStore {
         .await
     }
 
+    pub(crate) async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        let key = key.to_owned();
+        self.run(move |e| {
+            let now = now_ms();
+            let entry = e.0.entry(key).or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(window) });
+            let count = entry.value.parse::<u64>().unwrap_or(0).saturating_add(1);
+            entry.value = count.to_string();
+            (count, Duration::from_millis(entry.expires_at_ms.saturating_sub(now)))
+        })
+        .await
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut Entries) -> T + Send + 'static,
@@ -230,6 +242,18 @@ mod tests {
             winners += usize::from(t.await.unwrap());
         }
         assert_eq!(winners, 1);
+    }
+
+    #[tokio::test]
+    async fn window_counter_counts_until_its_window_ends() {
+        let s = temp_store("window");
+        let window = Duration::from_millis(200);
+        assert_eq!(s.incr_window("hits", window).await.unwrap().0, 1);
+        let (count, left) = s.incr_window("hits", window).await.unwrap();
+        assert_eq!(count, 2);
+        assert!(left <= window && !left.is_zero(), "{left:?}");
+        tokio::time::sleep(left + Duration::from_millis(20)).await;
+        assert_eq!(s.incr_window("hits", window).await.unwrap().0, 1, "a new window starts from zero");
     }
 
     #[test]

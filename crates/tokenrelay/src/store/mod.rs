@@ -32,6 +32,13 @@ pub const LOCAL_STORE_VAR: &str = "TOKENRELAY_LOCAL_STORE";
 const DELETE_IF_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Fixed-window counter: increments KEYS[1], starts its window of ARGV[1] ms
+/// on the first hit (or if it somehow lost its expiry), returns {count, ms left}.
+const INCR_WINDOW_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1]) \
+local t = redis.call('PTTL', KEYS[1]) \
+if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end \
+return {n, t}";
+
 /// Why a store operation failed. Never holds a secret: the Upstash token is
 /// only ever sent as a header.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +226,22 @@ impl Store {
             Backend::Local(l) => l.set_and_unlock(key, value, ttl, lock, owner).await,
         }
     }
+
+    /// Counts one hit on `key` in a fixed window that starts with the first
+    /// hit and lasts `window`; returns the hits so far and the time left.
+    /// Atomic in both backends, so every instance counts together.
+    pub(crate) async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+        match &self.backend {
+            Backend::Upstash(c) => {
+                let reply = c.command(&["EVAL", INCR_WINDOW_SCRIPT, "1", key, &millis(window)]).await?;
+                match reply.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()).as_deref() {
+                    Some([Some(count), Some(left)]) => Ok((*count, Duration::from_millis(*left))),
+                    _ => Err(StoreError::Protocol("rate counter reply is not {count, ms left}")),
+                }
+            }
+            Backend::Local(l) => l.incr_window(key, window).await,
+        }
+    }
 }
 
 fn sealer_from(key: &str) -> Result<Sealer> {
@@ -236,4 +259,30 @@ fn optional_string(v: Value) -> Result<Option<String>, StoreError> {
 /// Redis PX wants whole milliseconds, at least 1.
 fn millis(d: Duration) -> String {
     d.as_millis().max(1).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn window_counter_is_shared_by_instances_through_upstash() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let env = Env::from_pairs([(UPSTASH_VARS.0, upstash.url()), (UPSTASH_VARS.1, upstash.token().to_owned())]);
+            let settings = StoreSettings { allow_unencrypted: true, timeout: Duration::from_secs(2) };
+            let open = || Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
+            let (a, b) = (open(), open());
+            let window = Duration::from_secs(30);
+            assert_eq!(a.incr_window("rate:x", window).await.unwrap().0, 1);
+            let (count, left) = b.incr_window("rate:x", window).await.unwrap();
+            assert_eq!(count, 2, "both instances count in one window");
+            assert!(left <= window && left > Duration::from_secs(25), "{left:?}");
+            let pttl = upstash.redis_pttl("rate:x").await;
+            assert!(pttl > 0 && pttl <= 30_000, "the window expires in Redis too: {pttl}");
+        })
+        .await
+        .unwrap();
+    }
 }

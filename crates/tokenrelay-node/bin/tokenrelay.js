@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+// The `tokenrelay` command, for builds outside Netlify (Vercel, GitHub
+// Actions, any CI): a thin argument parser over the addon's functions.
+
+import { spawn } from "node:child_process";
+import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+
+import { check, prefetch, scanForLeaks, TokenrelayError } from "../index.js";
+
+const USAGE = `usage:
+  tokenrelay prefetch [options] [--write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
+      Fetches (or reuses) the tokens through the shared store, each valid for
+      at least the build margin, then either prints NAME=value lines on stdout
+      (e.g. >> "$GITHUB_ENV"), writes them to PATH (mode 600), or runs COMMAND
+      with them in its environment. (Not --env-file: Node 20 takes that flag
+      as its own wherever it appears.)
+        --upstream NAME          only this upstream (repeatable; default: all)
+        --env-var UPSTREAM=NAME  the variable of UPSTREAM's token (repeatable;
+                                 default: TOKENRELAY_<UPSTREAM>_TOKEN for each)
+        --build-margin DURATION  minimum remaining validity (default 15m)
+        --no-warm-store          keep off the shared store (local file store only)
+        --scan DIR               after COMMAND succeeds, fail (exit 1) if DIR holds
+                                 a token or secret (see scan)
+  tokenrelay check [--json]
+      Validates the config and store settings; prints them with secrets redacted.
+  tokenrelay scan DIR [--token-var NAME...]
+      Fails (exit 1) if a file under DIR holds the value of a token variable,
+      an upstream credential or a store secret; names file and variable only.
+
+common options:
+  --config PATH   the config file (default: $TOKENRELAY_CONFIG or ./tokenrelay.toml)
+  --cwd DIR       the site's directory (default: the current directory)
+  -h, --help      this help`;
+
+/** A usage mistake: exit status 2. */
+class UsageError extends Error {}
+
+const COMMON = /** @type {const} */ ({
+  config: { type: "string" },
+  cwd: { type: "string" },
+  help: { type: "boolean", short: "h" },
+});
+
+/**
+ * Runs a `parseArgs` call, turning its errors into usage errors.
+ * @template T
+ * @param {() => T} parse
+ * @returns {T}
+ */
+function parsing(parse) {
+  try {
+    return parse();
+  } catch (err) {
+    throw new UsageError(/** @type {Error} */ (err).message);
+  }
+}
+
+/** @param {{ config?: string, cwd?: string }} values */
+function site(values) {
+  return { configPath: values.config, cwd: values.cwd };
+}
+
+/** @param {string[]} args */
+async function runPrefetch(args) {
+  const split = args.indexOf("--");
+  const [own, command] = split === -1 ? [args, []] : [args.slice(0, split), args.slice(split + 1)];
+  const options = /** @type {const} */ ({
+    ...COMMON,
+    upstream: { type: "string", multiple: true },
+    "env-var": { type: "string", multiple: true },
+    "build-margin": { type: "string" },
+    "no-warm-store": { type: "boolean" },
+    "write-env-file": { type: "string" },
+    scan: { type: "string" },
+  });
+  const { values } = parsing(() => parseArgs({ args: own, options, strict: true }));
+  if (values.help) return usage();
+  if (split !== -1 && command.length === 0) throw new UsageError("nothing to run after --");
+  if (values["write-env-file"] && command.length > 0) throw new UsageError("use either --write-env-file or -- COMMAND, not both");
+  if (values.scan && command.length === 0) throw new UsageError("--scan needs a -- COMMAND whose output it scans");
+  const toStdout = !values["write-env-file"] && command.length === 0;
+  if (toStdout && process.stdout.isTTY) {
+    throw new UsageError(
+      'refusing to print tokens to a terminal: redirect stdout (e.g. >> "$GITHUB_ENV"), or use --write-env-file or -- COMMAND',
+    );
+  }
+
+  /** @type {Record<string, string> | undefined} */
+  let envVars;
+  for (const pair of values["env-var"] ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq < 1) throw new UsageError(`--env-var ${JSON.stringify(pair)}: expected UPSTREAM=NAME`);
+    envVars = { ...envVars, [pair.slice(0, eq)]: pair.slice(eq + 1) };
+  }
+  const report = await prefetch({
+    ...site(values),
+    upstreams: values.upstream,
+    envVars,
+    buildMargin: values["build-margin"],
+    warmStore: !values["no-warm-store"],
+  });
+  for (const t of report.tokens) {
+    const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key";
+    const as = t.envVar ? `, as ${t.envVar}` : "";
+    process.stderr.write(`tokenrelay: ${t.upstream}: ${until} (${t.outcome})${as}\n`);
+  }
+  process.stderr.write(`tokenrelay: store: ${report.store}\n`);
+
+  if (command.length > 0) {
+    const status = await runWith(command, report.env);
+    if (status !== 0 || !values.scan) return status;
+    return scan(values.scan, { ...site(values), env: report.env, tokenVars: Object.keys(report.env) });
+  }
+  const lines = Object.entries(report.env).map(([name, value]) => {
+    // One variable per line is the whole format of $GITHUB_ENV and .env files.
+    if (/[\r\n]/.test(value)) {
+      throw new TokenrelayError("token_response_invalid", `the token in ${name} contains a line break and cannot be written as NAME=value`);
+    }
+    return `${name}=${value}\n`;
+  });
+  const file = values["write-env-file"];
+  if (file) {
+    // Owner-only before the first byte, also when the file already existed.
+    const fd = openSync(file, "w", 0o600);
+    try {
+      fchmodSync(fd, 0o600);
+      writeFileSync(fd, lines.join(""));
+    } finally {
+      closeSync(fd);
+    }
+    process.stderr.write(`tokenrelay: wrote ${lines.length} variable(s) to ${file}\n`);
+  } else {
+    process.stdout.write(lines.join(""));
+  }
+  return 0;
+}
+
+/**
+ * Runs `command` with `env` added to this process's environment; resolves
+ * with its exit status.
+ * @param {string[]} command
+ * @param {Record<string, string>} env
+ * @returns {Promise<number>}
+ */
+function runWith([file, ...args], env) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: "inherit", env: { ...process.env, ...env } });
+    child.once("error", (/** @type {Error} */ err) => reject(new UsageError(`cannot run ${file}: ${err.message}`)));
+    child.once("exit", (/** @type {number | null} */ code) => resolve(code ?? 1));
+  });
+}
+
+/** @param {string[]} args */
+async function runCheck(args) {
+  const options = /** @type {const} */ ({ ...COMMON, json: { type: "boolean" } });
+  const { values } = parsing(() => parseArgs({ args, options, strict: true }));
+  if (values.help) return usage();
+  const summary = await check(site(values));
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    return 0;
+  }
+  const lines = [`config: ${summary.file}`, `store: ${summary.store}${summary.sharedStore ? "" : " (not shared)"}`];
+  for (const u of summary.upstreams) {
+    lines.push(`upstream ${u.name}: ${u.baseUrl}`, `  token: ${u.tokenSource}${u.tokenUrl ? ` from ${u.tokenUrl}` : ""}`);
+    for (const c of u.credentials) lines.push(`  ${c.field} = ${c.value}`);
+  }
+  process.stdout.write(`${lines.join("\n")}\nok\n`);
+  return 0;
+}
+
+/** @param {string[]} args */
+async function runScan(args) {
+  const options = /** @type {const} */ ({ ...COMMON, "token-var": { type: "string", multiple: true } });
+  const { values, positionals } = parsing(() => parseArgs({ args, options, allowPositionals: true, strict: true }));
+  if (values.help) return usage();
+  if (positionals.length !== 1) throw new UsageError("scan takes exactly one directory");
+  return scan(positionals[0], { ...site(values), tokenVars: values["token-var"] });
+}
+
+/**
+ * Scans `dir`; 1 when it holds a secret, else 0.
+ * @param {string} dir
+ * @param {import("../index.d.ts").ScanOptions} options
+ */
+async function scan(dir, options) {
+  const report = await scanForLeaks(dir, options);
+  for (const leak of report.leaks) {
+    process.stderr.write(`tokenrelay: ${dir}/${leak.file} contains ${leak.secret}\n`);
+  }
+  if (report.tooShort.length > 0) {
+    process.stderr.write(`tokenrelay: not searched (under 8 characters): ${report.tooShort.join(", ")}\n`);
+  }
+  const summary = `scanned ${report.filesScanned} file(s) for ${report.secretsScanned} secret(s)`;
+  if (report.leaks.length > 0) {
+    process.stderr.write(`tokenrelay: ${summary}: ${report.leaks.length} leak(s); remove the secrets from the output\n`);
+    return 1;
+  }
+  process.stderr.write(`tokenrelay: ${summary}: none found\n`);
+  return 0;
+}
+
+function usage() {
+  process.stdout.write(`${USAGE}\n`);
+  return 0;
+}
+
+/** @param {string[]} argv */
+async function main([command, ...args]) {
+  switch (command) {
+    case "prefetch":
+      return runPrefetch(args);
+    case "check":
+      return runCheck(args);
+    case "scan":
+      return runScan(args);
+    case "-h":
+    case "--help":
+    case "help":
+      return usage();
+    default:
+      throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : "no command given");
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof UsageError) {
+    process.stderr.write(`tokenrelay: ${err.message}\n\n${USAGE}\n`);
+    process.exitCode = 2;
+  } else if (err instanceof TokenrelayError) {
+    process.stderr.write(`tokenrelay: ${err.message} [${err.code}]\n`);
+    process.exitCode = 1;
+  } else {
+    throw err;
+  }
+}

@@ -1,0 +1,53 @@
+// Types of the package's entry point (index.js): the addon's functions and
+// objects as generated in binding.d.ts, plus the error they reject with.
+
+export type {
+  CheckOptions,
+  CheckSummary,
+  Credential,
+  Leak,
+  PrefetchedToken,
+  PrefetchOptions,
+  PrefetchReport,
+  ScanOptions,
+  ScanReport,
+  TokenOptions,
+  UpstreamCheck,
+} from "./binding.js";
+export { check, getToken, prefetch, scanForLeaks } from "./binding.js";
+
+/** Every `code` a {@link TokenrelayError} can carry. */
+export type ErrorCode =
+  /** The config file could not be read. */
+  | "config_unreadable"
+  /** The config file is invalid; every problem is listed. */
+  | "config_invalid"
+  /** Environment variables the config or store needs are not set; all are listed. */
+  | "missing_env"
+  /** An environment variable is set but unusable. */
+  | "invalid_env"
+  /** No upstream of that name is configured; the configured ones are listed. */
+  | "unknown_upstream"
+  /** The token endpoint refused the credentials or the request. */
+  | "token_rejected"
+  /** The token endpoint answered, but not with a usable token. */
+  | "token_response_invalid"
+  /** No token could be obtained (endpoint down or timing out), or none lasts the build margin. */
+  | "token_unavailable"
+  /** An option is unusable; the message names it. */
+  | "invalid_options"
+  /** The leak scan could not read the directory or a file in it. */
+  | "scan_failed"
+  /** No native binary loads on this platform (thrown when the package is imported). */
+  | "unsupported_platform";
+
+/** Every {@link ErrorCode}. */
+export declare const ERROR_CODES: ReadonlyArray<ErrorCode>;
+
+/** What every function rejects with: a message that says what to fix, never a secret. */
+export declare class TokenrelayError extends Error {
+  constructor(code: ErrorCode, message: string);
+  readonly name: "TokenrelayError";
+  /** Stable and machine-readable. */
+  readonly code: ErrorCode;
+}

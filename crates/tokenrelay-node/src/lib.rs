@@ -1,0 +1,62 @@
+//! # tokenrelay-node
+//!
+//! The Node.js addon of tokenrelay, for build time. Static-site generators
+//! call the upstream API while the site is built; this addon gets them a
+//! token through the same [`tokenrelay::Broker`] the browse-time functions
+//! use, so the build warms the shared store, and it guards the output:
+//!
+//! - `prefetch(options)` gets the chosen upstreams' tokens, each valid for
+//!   at least the build margin, and hands back those the build asked for;
+//! - `getToken(upstream, options)` returns one token, for a build script;
+//! - `check(options)` validates the config and returns a redacted summary;
+//! - `scanForLeaks(dir, options)` finds token, credential and store secret
+//!   values in a build's output, naming the file and variable only.
+//!
+//! Every function returns a Promise; errors carry a stable `code` (see
+//! [`error`]). The npm package's `index.js` wraps the generated loader
+//! (`binding.js`) to restore that code on the JS side.
+//!
+//! This crate only adapts: options become a [`tokenrelay::Env`] ([`site`]),
+//! results become plain objects. Token logic stays in the core.
+
+// Nothing from JS, the network or the environment may panic the host process.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod check;
+pub mod error;
+pub mod leak_scan;
+pub mod prefetch;
+mod site;
+pub mod token;
+
+use napi_derive::napi;
+
+use check::{CheckOptions, CheckSummary};
+use leak_scan::{ScanOptions, ScanReport};
+use prefetch::{PrefetchOptions, PrefetchReport};
+use token::TokenOptions;
+
+/// Prefetches the chosen upstreams' tokens through the broker (warming the
+/// shared store) and hands back those asked for in `env`.
+#[napi(js_name = "prefetch")]
+pub async fn js_prefetch(options: Option<PrefetchOptions>) -> napi::Result<PrefetchReport> {
+    prefetch::prefetch(options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// One upstream's token (a secret: never log it).
+#[napi(js_name = "getToken")]
+pub async fn js_get_token(upstream: String, options: Option<TokenOptions>) -> napi::Result<String> {
+    token::get_token(upstream, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// Validates the config and store settings without fetching anything.
+#[napi(js_name = "check")]
+pub async fn js_check(options: Option<CheckOptions>) -> napi::Result<CheckSummary> {
+    check::check(options.unwrap_or_default()).map_err(error::AddonError::into_napi)
+}
+
+/// Searches `dir` for the value of any token, credential or store secret.
+#[napi(js_name = "scanForLeaks")]
+pub async fn js_scan_for_leaks(dir: String, options: Option<ScanOptions>) -> napi::Result<ScanReport> {
+    leak_scan::scan_for_leaks(dir, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}

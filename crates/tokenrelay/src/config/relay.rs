@@ -1,0 +1,490 @@
+//! The relay's rules: `[relay]` for the whole site and
+//! `[upstreams.<name>.relay]` per upstream, validated once into typed values.
+//!
+//! ```toml
+//! [relay]
+//! allowed_origins = ["https://www.example.com"]
+//! rate_limit = { requests = 60, window = "1m" }
+//!
+//! [upstreams.getty.relay]
+//! headers = { Api-Key = { env = "GETTY_API_KEY" } }
+//! routes = [{ path = "/search/images/**", methods = ["GET"], cache_control = "public, max-age=300" }]
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use super::Builder;
+use super::raw::{RawInject, RawParam, RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
+use crate::param::Param;
+
+/// Longest time an upstream gets to answer, body included.
+pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body relayed (bodies are buffered so that a request can be
+/// replayed after a 401).
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+/// Largest response relayed: below Netlify's 6 MB limit for buffered
+/// function responses, so one setting behaves the same on every platform.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 5 * 1024 * 1024;
+/// Requests per client IP and upstream in [`DEFAULT_RATE_WINDOW`].
+pub const DEFAULT_RATE_REQUESTS: u32 = 60;
+/// The window of the default rate limit.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Where the token goes when `inject` is not set: `Authorization: Bearer <token>`
+/// (RFC 6750 §2.1).
+const DEFAULT_TOKEN_HEADER: &str = "authorization";
+const DEFAULT_TOKEN_FORMAT: &str = "Bearer {token}";
+const TOKEN_PLACEHOLDER: &str = "{token}";
+/// Methods a route may allow; `OPTIONS` is answered by the CORS preflight.
+const ROUTE_METHODS: [Method; 6] = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+/// Headers the relay sets or the transport owns; configuring them would break framing or routing.
+const RESERVED_HEADERS: [&str; 6] = ["host", "content-length", "transfer-encoding", "connection", "cookie", "upgrade"];
+
+/// Site-wide relay settings (`[relay]`).
+#[derive(Debug, Clone)]
+pub(crate) struct RelaySettings {
+    /// Cross-origin callers allowed, as ASCII origins (`https://host[:port]`).
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) rate_limit: RateLimit,
+    pub(crate) max_request_bytes: u64,
+    pub(crate) max_response_bytes: u64,
+    pub(crate) timeout: Duration,
+}
+
+/// At most `requests` per client IP and upstream in each `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateLimit {
+    pub(crate) requests: u32,
+    pub(crate) window: Duration,
+}
+
+/// What the relay exposes of one upstream (`[upstreams.<name>.relay]`).
+#[derive(Debug)]
+pub(crate) struct UpstreamRelay {
+    pub(crate) routes: Vec<Route>,
+    pub(crate) inject: Inject,
+    /// Extra headers sent upstream, e.g. Getty's `Api-Key`; values from the
+    /// environment are secrets.
+    pub(crate) headers: Vec<(HeaderName, Param)>,
+    /// Overrides `[relay] rate_limit` for this upstream.
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+/// One allowed path pattern with its methods.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) pattern: RoutePattern,
+    pub(crate) methods: Vec<Method>,
+    /// Set on successful responses so the platform CDN may cache them.
+    pub(crate) cache_control: Option<HeaderValue>,
+}
+
+/// How the token is put on the outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inject {
+    /// A header whose value is `prefix + token + suffix`.
+    Header { name: HeaderName, prefix: String, suffix: String },
+    /// A query parameter.
+    Query { name: String },
+}
+
+/// A path pattern below the upstream's base URL: literal segments, `*` for
+/// exactly one segment and `**` for any number of segments (including none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RoutePattern {
+    text: String,
+    segments: Vec<Glob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Glob {
+    Literal(String),
+    One,
+    Any,
+}
+
+impl RoutePattern {
+    /// Parses `/search/*/images/**`; the error says what is wrong.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let rest = text.strip_prefix('/').ok_or("must start with '/'")?;
+        let segments = rest
+            .split('/')
+            .map(|s| match s {
+                "*" => Ok(Glob::One),
+                "**" => Ok(Glob::Any),
+                "" => Err("must not contain empty segments (\"//\" or a trailing '/')".to_owned()),
+                "." | ".." => Err("must not contain \".\" or \"..\" segments".to_owned()),
+                s if s.contains('*') => Err(format!("\"{s}\": '*' and '**' must be whole segments")),
+                s if !s.bytes().all(is_pattern_byte) => {
+                    Err(format!("\"{s}\": use only letters, digits and - . _ ~ ! $ & ' ( ) + , ; = : in literal segments"))
+                }
+                s => Ok(Glob::Literal(s.to_owned())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // One `**` keeps matching linear in the path length.
+        if segments.iter().filter(|g| **g == Glob::Any).count() > 1 {
+            return Err("may contain '**' only once".to_owned());
+        }
+        Ok(Self { text: text.to_owned(), segments })
+    }
+
+    /// The pattern as written, for logs and errors.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the already validated path segments match.
+    pub(crate) fn matches(&self, segments: &[&str]) -> bool {
+        matches(&self.segments, segments)
+    }
+}
+
+fn matches(globs: &[Glob], segments: &[&str]) -> bool {
+    let Some((glob, rest)) = globs.split_first() else { return segments.is_empty() };
+    match (glob, segments.split_first()) {
+        (Glob::Any, _) => (0..=segments.len()).any(|skip| matches(rest, &segments[skip..])),
+        (Glob::One, Some((_, tail))) => matches(rest, tail),
+        (Glob::Literal(l), Some((first, tail))) => l == first && matches(rest, tail),
+        (_, None) => false,
+    }
+}
+
+/// Unreserved and sub-delimiter characters of RFC 3986 §2, plus ':'.
+fn is_pattern_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:".contains(&b)
+}
+
+impl Builder<'_> {
+    pub(super) fn relay_settings(&mut self, raw: RawRelay) -> RelaySettings {
+        let mut origins = Vec::new();
+        for (i, text) in raw.allowed_origins.iter().enumerate() {
+            match origin(text) {
+                Ok(o) => origins.push(o),
+                Err(why) => self.problems.push(format!("relay.allowed_origins[{i}]: {why}")),
+            }
+        }
+        let default = RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW };
+        let rate_limit = raw.rate_limit.map_or(default, |r| {
+            rate_limit(r).unwrap_or_else(|why| {
+                self.problems.push(format!("relay.rate_limit: {why}"));
+                default
+            })
+        });
+        let timeout = raw.timeout.unwrap_or(DEFAULT_RELAY_TIMEOUT);
+        if timeout.is_zero() {
+            self.problems.push("relay.timeout: must be greater than zero".to_owned());
+        }
+        RelaySettings {
+            allowed_origins: origins,
+            rate_limit,
+            max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+            max_response_bytes: raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            timeout,
+        }
+    }
+
+    pub(super) fn upstream_relay(&mut self, upstream: &str, raw: RawUpstreamRelay) -> Option<UpstreamRelay> {
+        if raw.routes.is_empty() {
+            self.problem(upstream, "relay.routes", "add at least one route, e.g. { path = \"/search/**\", methods = [\"GET\"] }");
+        }
+        let routes: Vec<_> = raw.routes.into_iter().enumerate().map(|(i, r)| self.route(upstream, i, r)).collect();
+        let inject = self.inject(upstream, raw.inject);
+        let headers = self.extra_headers(upstream, raw.headers, inject.as_ref());
+        let rate_limit = match raw.rate_limit.map(rate_limit) {
+            None => Some(None),
+            Some(Ok(limit)) => Some(Some(limit)),
+            Some(Err(why)) => {
+                self.problem(upstream, "relay.rate_limit", why);
+                None
+            }
+        };
+        Some(UpstreamRelay { routes: routes.into_iter().collect::<Option<_>>()?, inject: inject?, headers: headers?, rate_limit: rate_limit? })
+    }
+
+    fn route(&mut self, upstream: &str, i: usize, raw: RawRoute) -> Option<Route> {
+        let field = format!("relay.routes[{i}]");
+        let pattern = RoutePattern::parse(&raw.path).map_err(|why| self.problem(upstream, &format!("{field}.path"), why)).ok();
+        let methods: Option<Vec<Method>> = match raw.methods {
+            None => Some(vec![Method::GET]),
+            Some(list) if list.is_empty() => {
+                self.problem(upstream, &format!("{field}.methods"), "list at least one method, e.g. [\"GET\"]");
+                None
+            }
+            Some(list) => {
+                // Every unknown method is reported, not just the first.
+                let found: Vec<_> = list.iter().map(|m| (m, ROUTE_METHODS.iter().find(|k| k.as_str().eq_ignore_ascii_case(m)).cloned())).collect();
+                for (m, _) in found.iter().filter(|(_, known)| known.is_none()) {
+                    self.problem(upstream, &format!("{field}.methods"), format!("\"{m}\" is not one of GET, HEAD, POST, PUT, PATCH, DELETE"));
+                }
+                found.into_iter().map(|(_, known)| known).collect()
+            }
+        };
+        let cache_control = match raw.cache_control.map(|v| HeaderValue::from_str(&v)) {
+            Some(Ok(v)) => Some(Some(v)),
+            Some(Err(_)) => {
+                self.problem(upstream, &format!("{field}.cache_control"), "is not a valid header value (control characters or non-ASCII)");
+                None
+            }
+            None => Some(None),
+        };
+        Some(Route { pattern: pattern?, methods: methods?, cache_control: cache_control? })
+    }
+
+    fn inject(&mut self, upstream: &str, raw: RawInject) -> Option<Inject> {
+        match raw {
+            RawInject { query: Some(_), header: Some(_), .. } | RawInject { query: Some(_), format: Some(_), .. } => {
+                self.problem(upstream, "relay.inject", "set either query, or header and format, not both");
+                None
+            }
+            RawInject { query: Some(name), .. } => {
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+                    Some(Inject::Query { name })
+                } else {
+                    self.problem(upstream, "relay.inject.query", "must be a parameter name of letters, digits and - . _ ~");
+                    None
+                }
+            }
+            RawInject { header, format, .. } => {
+                let name = header.as_deref().unwrap_or(DEFAULT_TOKEN_HEADER);
+                let name = match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.problem(upstream, "relay.inject.header", format!("\"{name}\" is not a valid header name"));
+                        None
+                    }
+                };
+                let format = format.as_deref().unwrap_or(DEFAULT_TOKEN_FORMAT);
+                let parts = match format.split_once(TOKEN_PLACEHOLDER) {
+                    Some((prefix, suffix)) if !suffix.contains(TOKEN_PLACEHOLDER) && HeaderValue::from_str(&format.replace(TOKEN_PLACEHOLDER, "")).is_ok() => {
+                        Some((prefix.to_owned(), suffix.to_owned()))
+                    }
+                    _ => {
+                        self.problem(upstream, "relay.inject.format", "must contain {token} exactly once, e.g. \"Bearer {token}\", and no control characters");
+                        None
+                    }
+                };
+                let (prefix, suffix) = parts?;
+                Some(Inject::Header { name: name?, prefix, suffix })
+            }
+        }
+    }
+
+    fn extra_headers(&mut self, upstream: &str, raw: BTreeMap<String, RawParam>, inject: Option<&Inject>) -> Option<Vec<(HeaderName, Param)>> {
+        let mut out = Some(Vec::new());
+        for (name, value) in raw {
+            let field = format!("relay.headers.{name}");
+            let header = match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
+                    self.problem(upstream, &field, "is set by the relay or the transport and cannot be configured");
+                    None
+                }
+                Ok(h) if matches!(inject, Some(Inject::Header { name, .. }) if *name == h) => {
+                    self.problem(upstream, &field, "is already where the token goes (relay.inject.header)");
+                    None
+                }
+                Ok(h) => Some(h),
+                Err(_) => {
+                    self.problem(upstream, &field, "is not a valid header name");
+                    None
+                }
+            };
+            // The value is checked without echoing it: it may be a secret.
+            let param = self.param(upstream, &field, value).filter(|p| {
+                let ok = HeaderValue::from_str(p.expose()).is_ok();
+                if !ok {
+                    self.problem(upstream, &field, "value is not a valid header value (control characters or non-ASCII)");
+                }
+                ok
+            });
+            out = match (out, header, param) {
+                (Some(mut v), Some(h), Some(p)) => {
+                    v.push((h, p));
+                    Some(v)
+                }
+                _ => None,
+            };
+        }
+        out
+    }
+}
+
+/// `https://host[:port]`, exactly as browsers send it in `Origin` (RFC 6454 §6.1).
+fn origin(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("\"{text}\" is not a URL: {e}"))?;
+    let serialized = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") || serialized != text.trim_end_matches('/') {
+        return Err(format!("\"{text}\" is not an origin: write scheme://host[:port], without a path, e.g. \"https://www.example.com\""));
+    }
+    Ok(serialized)
+}
+
+fn rate_limit(raw: RawRateLimit) -> Result<RateLimit, &'static str> {
+    if raw.requests == 0 {
+        return Err("requests must be at least 1");
+    }
+    if raw.window < Duration::from_secs(1) {
+        return Err("window must be at least 1s");
+    }
+    Ok(RateLimit { requests: raw.requests, window: raw.window })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Env};
+    use crate::error::Error;
+
+    const GETTY: &str = r#"
+[relay]
+allowed_origins = ["https://www.example.com"]
+
+[upstreams.getty]
+base_url = "https://api.gettyimages.com/v3"
+token = { type = "oauth2_client_credentials", url = "https://auth.example.com/token", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.getty.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [
+  { path = "/search/images/**", cache_control = "public, max-age=300" },
+  { path = "/images/*", methods = ["get", "HEAD"] },
+]
+"#;
+
+    fn env() -> Env {
+        Env::from_pairs([("GETTY_API_KEY", "key-123"), ("GETTY_API_SECRET", "secret-456")])
+    }
+
+    fn problems(text: &str, env: &Env) -> Vec<String> {
+        match Config::parse(text, "tokenrelay.toml", env) {
+            Err(Error::ConfigInvalid { problems, .. }) => problems,
+            other => panic!("expected config_invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn getty_relay_parses_with_defaults() {
+        let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
+        assert_eq!(config.relay.allowed_origins, ["https://www.example.com"]);
+        assert_eq!(config.relay.rate_limit, RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW });
+        assert_eq!(config.relay.timeout, DEFAULT_RELAY_TIMEOUT);
+        let relay = config.upstreams["getty"].relay.as_ref().unwrap();
+        assert_eq!(relay.routes[0].methods, [Method::GET]);
+        assert_eq!(relay.routes[0].cache_control.as_ref().unwrap(), "public, max-age=300");
+        assert_eq!(relay.routes[1].methods, [Method::GET, Method::HEAD]);
+        let bearer = Inject::Header { name: HeaderName::from_static("authorization"), prefix: "Bearer ".into(), suffix: String::new() };
+        assert_eq!(relay.inject, bearer);
+        assert_eq!(relay.headers[0].0, "api-key");
+        assert!(!format!("{config:?}").contains("key-123"), "Debug must not show header secrets");
+    }
+
+    #[test]
+    fn upstream_without_relay_section_is_not_relayed() {
+        let text = GETTY.split("[upstreams.getty.relay]").next().unwrap();
+        let config = Config::parse(text, "tokenrelay.toml", &env()).unwrap();
+        assert!(config.upstreams["getty"].relay.is_none());
+    }
+
+    #[test]
+    fn every_relay_problem_names_its_field() {
+        let text = r#"
+[relay]
+allowed_origins = ["https://www.example.com/app"]
+rate_limit = { requests = 0, window = "1m" }
+timeout = "0s"
+
+[upstreams.getty]
+base_url = "https://api.example.com/v3?x=1"
+token = { type = "static", key = { env = "GETTY_API_KEY" } }
+
+[upstreams.getty.relay]
+inject = { query = "key", format = "{token}" }
+headers = { "Bad Name" = "x", Host = "evil.example" }
+routes = [{ path = "search/**", methods = ["GET", "TRACE"] }]
+"#;
+        let p = problems(text, &env());
+        let expect = [
+            "relay.allowed_origins[0]: \"https://www.example.com/app\" is not an origin",
+            "relay.rate_limit: requests must be at least 1",
+            "relay.timeout: must be greater than zero",
+            "upstream \"getty\": base_url: must not have a query or fragment",
+            "upstream \"getty\": relay.routes[0].path: must start with '/'",
+            "upstream \"getty\": relay.routes[0].methods: \"TRACE\" is not one of",
+            "upstream \"getty\": relay.inject: set either query, or header and format, not both",
+            "upstream \"getty\": relay.headers.Bad Name: is not a valid header name",
+            "upstream \"getty\": relay.headers.Host: is set by the relay",
+        ];
+        for e in expect {
+            assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn token_format_needs_exactly_one_placeholder() {
+        let text = GETTY.replace("headers = {", "inject = { header = \"X-Token\", format = \"Token\" }\nheaders = {");
+        let p = problems(&text, &env());
+        assert!(p[0].contains("relay.inject.format: must contain {token} exactly once"), "{p:?}");
+    }
+
+    #[test]
+    fn header_value_from_env_is_checked_without_being_echoed() {
+        let env = Env::from_pairs([("GETTY_API_KEY", "key-123\r\nX-Evil: 1"), ("GETTY_API_SECRET", "secret-456")]);
+        let p = problems(GETTY, &env);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("relay.headers.Api-Key: value is not a valid header value"), "{p:?}");
+        assert!(!p[0].contains("key-123"), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_relay_fields_are_named() {
+        let p = problems(&GETTY.replace("allowed_origins", "allowed_origin"), &env());
+        assert!(p[0].contains("allowed_origin"), "{p:?}");
+        let p = problems(&GETTY.replace("cache_control", "cache"), &env());
+        assert!(p[0].contains("cache"), "{p:?}");
+    }
+
+    fn segs(path: &str) -> Vec<&str> {
+        path.trim_start_matches('/').split('/').collect()
+    }
+
+    #[test]
+    fn single_star_matches_exactly_one_segment() {
+        let p = RoutePattern::parse("/images/*").unwrap();
+        assert!(p.matches(&segs("/images/42")));
+        assert!(!p.matches(&segs("/images/42/download")));
+        assert!(!p.matches(&segs("/images")));
+    }
+
+    #[test]
+    fn double_star_matches_any_depth_including_none() {
+        let p = RoutePattern::parse("/search/**").unwrap();
+        assert!(p.matches(&segs("/search")));
+        assert!(p.matches(&segs("/search/images")));
+        assert!(p.matches(&segs("/search/images/creative")));
+        assert!(!p.matches(&segs("/searches/images")));
+        let middle = RoutePattern::parse("/a/**/z").unwrap();
+        assert!(middle.matches(&segs("/a/z")) && middle.matches(&segs("/a/b/c/z")));
+        assert!(!middle.matches(&segs("/a/b/c")));
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        assert_eq!(RoutePattern::parse("search").unwrap_err(), "must start with '/'");
+        assert!(RoutePattern::parse("/a/../b").unwrap_err().contains("\"..\""));
+        assert!(RoutePattern::parse("/a//b").unwrap_err().contains("empty segments"));
+        assert!(RoutePattern::parse("/img*.png").unwrap_err().contains("whole segments"));
+        assert!(RoutePattern::parse("/a%2fb").unwrap_err().contains("literal segments"));
+        assert!(RoutePattern::parse("/**/x/**").unwrap_err().contains("only once"));
+    }
+
+    #[test]
+    fn origins_must_be_bare_origins() {
+        assert_eq!(origin("https://www.example.com").unwrap(), "https://www.example.com");
+        assert_eq!(origin("http://localhost:8888/").unwrap(), "http://localhost:8888");
+        assert!(origin("https://example.com/app").unwrap_err().contains("not an origin"));
+        assert!(origin("example.com").unwrap_err().contains("not a URL"));
+    }
+}

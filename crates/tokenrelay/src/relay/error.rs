@@ -1,0 +1,196 @@
+//! Every way a relayed request can fail, and the one place that maps each to
+//! an HTTP status and a JSON body `{ "error": { "code", "message" } }`.
+//!
+//! Messages name the cause and never contain a secret or the outgoing URL
+//! (which may carry the token as a query parameter).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+
+use super::Body;
+use crate::error::Error;
+
+/// Why the relay refused or failed a request. [`code`](RelayError::code) is
+/// stable; the message says what to change.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}")]
+pub struct RelayError {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Kind {
+    #[error("no relay route here: paths look like /api/relay/<upstream>/<path>")]
+    NotMounted,
+    #[error("unknown upstream \"{0}\"")]
+    UnknownUpstream(String),
+    #[error("upstream \"{0}\" has no route for this path")]
+    RouteNotFound(String),
+    #[error("method {method} is not allowed here; allowed: {}", list(allowed))]
+    MethodNotAllowed { method: Method, allowed: Vec<Method> },
+    #[error("path rejected: {0}")]
+    PathRejected(String),
+    #[error("query rejected: {0}")]
+    QueryRejected(String),
+    #[error("origin not allowed: add it to [relay] allowed_origins to call this relay from another site")]
+    OriginForbidden,
+    #[error("too many requests; retry after {}s", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    #[error("request body is larger than the limit of {0} bytes (relay.max_request_bytes)")]
+    BodyTooLarge(u64),
+    #[error("request body could not be read")]
+    BodyUnreadable,
+    #[error("upstream response is larger than the limit of {0} bytes (relay.max_response_bytes)")]
+    ResponseTooLarge(u64),
+    #[error("upstream did not answer within {} (relay.timeout)", humantime::format_duration(*.0))]
+    UpstreamTimeout(Duration),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream rejected a freshly fetched access token")]
+    UpstreamUnauthorized,
+    /// Details go to the log only: the browser learns the code.
+    #[error("could not obtain an access token for this upstream; see the function logs")]
+    Token(Error),
+    #[error("the relay is not configured correctly; see the function logs")]
+    Misconfigured(Error),
+}
+
+impl From<Kind> for RelayError {
+    fn from(kind: Kind) -> Self {
+        Self { kind }
+    }
+}
+
+impl RelayError {
+    /// A stable machine-readable code, e.g. `path_rejected`.
+    pub fn code(&self) -> &'static str {
+        match &self.kind {
+            Kind::NotMounted | Kind::RouteNotFound(_) => "route_not_found",
+            Kind::UnknownUpstream(_) => "unknown_upstream",
+            Kind::MethodNotAllowed { .. } => "method_not_allowed",
+            Kind::PathRejected(_) => "path_rejected",
+            Kind::QueryRejected(_) => "query_rejected",
+            Kind::OriginForbidden => "origin_forbidden",
+            Kind::RateLimited { .. } => "rate_limited",
+            Kind::BodyTooLarge(_) => "body_too_large",
+            Kind::BodyUnreadable => "body_unreadable",
+            Kind::ResponseTooLarge(_) => "response_too_large",
+            Kind::UpstreamTimeout(_) => "upstream_timeout",
+            Kind::UpstreamUnreachable(_) => "upstream_unreachable",
+            Kind::UpstreamUnauthorized => "upstream_unauthorized",
+            Kind::Token(e) | Kind::Misconfigured(e) => e.code(),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match &self.kind {
+            Kind::NotMounted | Kind::UnknownUpstream(_) | Kind::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Kind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::PathRejected(_) | Kind::QueryRejected(_) | Kind::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Kind::OriginForbidden => StatusCode::FORBIDDEN,
+            Kind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) | Kind::UpstreamUnauthorized => {
+                StatusCode::BAD_GATEWAY
+            }
+            Kind::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Kind::Token(Error::TokenUnavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Token(_) => StatusCode::BAD_GATEWAY,
+            Kind::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A failed exchange with the upstream, described without its URL.
+    pub(crate) fn from_transport(e: &reqwest::Error, timeout: Duration) -> Self {
+        if e.is_timeout() {
+            return Kind::UpstreamTimeout(timeout).into();
+        }
+        Kind::UpstreamUnreachable(crate::token::describe_transport(e, timeout)).into()
+    }
+
+    /// The underlying core error with its full reason, for the log.
+    pub(crate) fn detail(&self) -> Option<&Error> {
+        match &self.kind {
+            Kind::Token(e) | Kind::Misconfigured(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The JSON error response.
+    pub(crate) fn to_response(&self) -> Response<Body> {
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        match &self.kind {
+            Kind::MethodNotAllowed { allowed, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&list(allowed)) {
+                    headers.insert(header::ALLOW, v);
+                }
+            }
+            // RFC 9110 §10.2.3: delay-seconds, rounded up so a client never retries early.
+            Kind::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn list(methods: &[Method]) -> String {
+    methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// Answers every request of a process whose relay could not be built
+/// (invalid config, missing variables): 500 with the error's code, and the
+/// details in the log only.
+pub fn misconfigured(err: &Error) -> Response<Body> {
+    tracing::error!(code = err.code(), error = %err, "relay is not configured; answering 500");
+    RelayError::from(Kind::Misconfigured(err.clone())).to_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn json(e: RelayError) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let (parts, body) = e.to_response().into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn rate_limited_says_when_to_retry_rounded_up() {
+        let (status, headers, body) = json(Kind::RateLimited { retry_after: Duration::from_millis(1200) }.into()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_lists_the_allowed_methods() {
+        let e = Kind::MethodNotAllowed { method: Method::DELETE, allowed: vec![Method::GET, Method::HEAD] };
+        let (status, headers, body) = json(e.into()).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "GET, HEAD");
+        assert_eq!(body["error"]["message"], "method DELETE is not allowed here; allowed: GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn token_errors_keep_their_reason_out_of_the_response() {
+        let e = Error::TokenRejected { upstream: "getty".into(), reason: "invalid_client: bad credentials".into() };
+        let (status, _, body) = json(Kind::Token(e).into()).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["error"]["code"], "token_rejected");
+        assert!(!body.to_string().contains("invalid_client"), "{body}");
+    }
+}

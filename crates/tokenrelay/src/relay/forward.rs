@@ -1,0 +1,79 @@
+//! The exchange with the upstream: attach the token, send, and on a 401
+//! invalidate the token (compare-and-delete, so a late 401 never drops a
+//! newer token), fetch a fresh one and send once more.
+//!
+//! Request bodies are buffered (bounded by `relay.max_request_bytes`) before
+//! the first attempt, so every request is replayable; the second attempt is
+//! the only retry.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+
+use super::error::{Kind, RelayError};
+use super::timing::Timing;
+use super::{inject, path};
+use crate::broker::Broker;
+use crate::config::Upstream;
+use crate::config::relay::UpstreamRelay;
+use crate::token::{Outcome, Token};
+
+/// One request to relay, validated.
+pub(super) struct Outgoing<'a> {
+    pub(super) upstream: &'a Upstream,
+    pub(super) relay: &'a UpstreamRelay,
+    pub(super) method: Method,
+    pub(super) segments: &'a [&'a str],
+    pub(super) query: Option<&'a str>,
+    /// The allow-listed request headers.
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+    pub(super) timeout: Duration,
+}
+
+/// Sends `out`, retrying once with a fresh token after a 401. Returns the
+/// upstream's response and the token it was sent with.
+pub(super) async fn exchange(broker: &Broker, out: &Outgoing<'_>, timing: &mut Timing) -> Result<(reqwest::Response, Token), RelayError> {
+    let name = out.upstream.name();
+    let first = token(broker, name, timing).await?;
+    let response = send(broker, out, &first, timing).await?;
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return Ok((response, first));
+    }
+    // A static key cannot be refreshed: retrying would send the same key.
+    if first.outcome() == Outcome::Static {
+        return Err(Kind::UpstreamUnauthorized.into());
+    }
+    tracing::info!(upstream = name, "upstream answered 401; invalidating the token and retrying once");
+    broker.invalidate(name, &first).await.map_err(Kind::Token)?;
+    let fresh = token(broker, name, timing).await?;
+    let response = send(broker, out, &fresh, timing).await?;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        return Err(Kind::UpstreamUnauthorized.into());
+    }
+    Ok((response, fresh))
+}
+
+async fn token(broker: &Broker, upstream: &str, timing: &mut Timing) -> Result<Token, RelayError> {
+    let started = Instant::now();
+    let token = broker.token(upstream).await.map_err(Kind::Token)?;
+    timing.add_token(started.elapsed(), token.outcome());
+    Ok(token)
+}
+
+async fn send(broker: &Broker, out: &Outgoing<'_>, token: &Token, timing: &mut Timing) -> Result<reqwest::Response, RelayError> {
+    let credentials = inject::credentials(out.relay, out.upstream.name(), token).map_err(Kind::Token)?;
+    let param = credentials.query.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+    let url = path::outgoing_url(out.upstream.base_url(), out.segments, out.query, param)?;
+    let mut headers = out.headers.clone();
+    headers.extend(credentials.headers);
+    let mut request = broker.http().request(out.method.clone(), url).headers(headers).timeout(out.timeout);
+    if !out.body.is_empty() {
+        request = request.body(out.body.clone());
+    }
+    let started = Instant::now();
+    let result = request.send().await;
+    timing.add_upstream(started.elapsed());
+    result.map_err(|e| RelayError::from_transport(&e, out.timeout))
+}

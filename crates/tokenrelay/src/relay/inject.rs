@@ -1,0 +1,111 @@
+//! Putting the credentials on the outgoing request: the token (as a header
+//! in the configured format, or as a query parameter) and the extra headers
+//! (e.g. Getty's `Api-Key`), all marked sensitive.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::scrub::Scrubber;
+use crate::config::relay::{Inject, UpstreamRelay};
+use crate::error::Error;
+use crate::token::Token;
+
+/// The credentials of one attempt.
+pub(super) struct Credentials {
+    pub(super) headers: HeaderMap,
+    /// `(name, token)` when the token goes in the query.
+    pub(super) query: Option<(String, String)>,
+}
+
+/// The headers and query parameter for `token`.
+pub(super) fn credentials(relay: &UpstreamRelay, upstream: &str, token: &Token) -> Result<Credentials, Error> {
+    let mut headers = HeaderMap::new();
+    for (name, param) in &relay.headers {
+        // Validated when the config was loaded.
+        if let Ok(mut value) = HeaderValue::from_str(param.expose()) {
+            value.set_sensitive(true);
+            headers.insert(name.clone(), value);
+        }
+    }
+    let query = match &relay.inject {
+        Inject::Query { name } => Some((name.clone(), token.expose().to_owned())),
+        Inject::Header { name, prefix, suffix } => {
+            let mut value = HeaderValue::from_str(&format!("{prefix}{}{suffix}", token.expose())).map_err(|_| {
+                Error::TokenResponseInvalid {
+                    upstream: upstream.to_owned(),
+                    reason: "the token contains characters that cannot go in an HTTP header".to_owned(),
+                }
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name.clone(), value);
+            None
+        }
+    };
+    Ok(Credentials { headers, query })
+}
+
+/// Names of the headers the relay injects, never passed back to the browser.
+pub(super) fn header_names(relay: &UpstreamRelay) -> Vec<HeaderName> {
+    let token = match &relay.inject {
+        Inject::Header { name, .. } => Some(name.clone()),
+        Inject::Query { .. } => None,
+    };
+    relay.headers.iter().map(|(n, _)| n.clone()).chain(token).collect()
+}
+
+/// Every injected secret value, to be scrubbed from responses.
+pub(super) fn scrubber(relay: &UpstreamRelay, token: &Token) -> Scrubber {
+    let extra = relay.headers.iter().filter_map(|(_, p)| p.secret()).map(|s| s.as_bytes().to_vec());
+    Scrubber::new(extra.chain(std::iter::once(token.expose().as_bytes().to_vec())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::relay::{Route, RoutePattern};
+    use crate::param::Param;
+    use secrecy::SecretString;
+
+    fn relay(inject: Inject) -> UpstreamRelay {
+        UpstreamRelay {
+            routes: vec![Route { pattern: RoutePattern::parse("/**").unwrap(), methods: vec![http::Method::GET], cache_control: None }],
+            inject,
+            headers: vec![(
+                HeaderName::from_static("api-key"),
+                Param::Env { name: "GETTY_API_KEY".into(), value: SecretString::from("key-123".to_owned()) },
+            )],
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn header_injection_uses_the_format_and_marks_values_sensitive() {
+        let inject = Inject::Header { name: HeaderName::from_static("authorization"), prefix: "Bearer ".into(), suffix: String::new() };
+        let c = credentials(&relay(inject), "getty", &Token::new("tok_1", None)).unwrap();
+        assert_eq!(c.headers["authorization"], "Bearer tok_1");
+        assert_eq!(c.headers["api-key"], "key-123");
+        assert!(c.headers.values().all(HeaderValue::is_sensitive));
+        assert!(c.query.is_none());
+    }
+
+    #[test]
+    fn query_injection_leaves_headers_to_the_extras() {
+        let r = relay(Inject::Query { name: "access_token".into() });
+        let c = credentials(&r, "getty", &Token::new("tok_1", None)).unwrap();
+        assert_eq!(c.query, Some(("access_token".to_owned(), "tok_1".to_owned())));
+        assert_eq!(header_names(&r), [HeaderName::from_static("api-key")]);
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_a_token_error_without_the_value() {
+        let inject = Inject::Header { name: HeaderName::from_static("authorization"), prefix: String::new(), suffix: String::new() };
+        let Err(err) = credentials(&relay(inject), "getty", &Token::new("tok\nX-Evil: 1", None)) else { panic!("accepted") };
+        assert_eq!(err.code(), "token_response_invalid");
+        assert!(!err.to_string().contains("X-Evil"), "{err}");
+    }
+
+    #[test]
+    fn scrubber_covers_token_and_env_headers() {
+        let s = scrubber(&relay(Inject::Query { name: "k".into() }), &Token::new("tok_1", None));
+        assert!(s.contains(b"..tok_1..") && s.contains(b"key-123"));
+    }
+}

@@ -1,0 +1,278 @@
+//! The browse-time relay: `GET /api/relay/<upstream>/<path>?<query>` is
+//! forwarded to `<base_url>/<path>?<query>` with the upstream's credentials
+//! attached, and the answer comes back without them.
+//!
+//! Framework-free: an [`http::Request`] in, an [`http::Response`] out, so the
+//! Vercel and Netlify shells (and any other) only convert types. In order,
+//! a request goes through:
+//!
+//! 1. [`cors`]: a foreign `Origin` not in `[relay] allowed_origins` → 403;
+//! 2. [`path`]: the path is split and every segment validated (no dot
+//!    segments, encoded separators, `//`, `@`, `\`, control characters…);
+//! 3. [`route`]: the upstream's configured patterns and methods (404/405),
+//!    or the CORS preflight answer;
+//! 4. [`rate_limit`]: per client IP and upstream, in the shared store (429);
+//! 5. the body, buffered up to `relay.max_request_bytes` (413);
+//! 6. [`forward`]: token from the [`Broker`], [`inject`]ed, sent with
+//!    `relay.timeout`; a 401 invalidates the token and retries once;
+//! 7. [`headers`] and [`scrub`]: the response is streamed back without
+//!    hop-by-hop headers, cookies or any injected credential, within
+//!    `relay.max_response_bytes`.
+//!
+//! Every failure is one [`RelayError`] with a stable code, answered as
+//! `{ "error": { "code", "message" } }` by [`error`]. One structured log line
+//! per request, and a `Server-Timing` header splitting token and upstream time.
+//!
+//! ```no_run
+//! # async fn demo(request: http::Request<http_body_util::Full<bytes::Bytes>>) -> Result<(), tokenrelay::Error> {
+//! let relay = tokenrelay::relay::Relay::from_env(&tokenrelay::Env::process())?;
+//! let response = relay.handle(request).await; // http::Response<tokenrelay::relay::Body>
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod cors;
+mod error;
+mod forward;
+mod headers;
+mod inject;
+#[cfg(feature = "shell")]
+mod logging;
+mod path;
+mod rate_limit;
+mod route;
+mod scrub;
+mod timing;
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
+
+pub use body::Body;
+pub use error::{RelayError, misconfigured};
+#[cfg(feature = "shell")]
+pub use logging::init_logging;
+pub use path::MOUNT;
+
+use crate::broker::Broker;
+use crate::config::Env;
+use crate::config::relay::Inject;
+use error::Kind;
+use timing::Timing;
+
+/// The response header carrying the request id.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C Server Timing.
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The visitor's IP address, as the platform reports it; set by the shell as
+/// a request extension. Without it, all visitors share one rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// The first address in header `name` (e.g. `x-real-ip` on Vercel,
+    /// `x-nf-client-connection-ip` on Netlify). Only use a header the platform
+    /// itself sets: a visitor can send any header.
+    pub fn from_header(headers: &HeaderMap, name: &str) -> Option<Self> {
+        let value = headers.get(name)?.to_str().ok()?;
+        value.split(',').next()?.trim().parse().ok().map(ClientIp)
+    }
+}
+
+/// The platform's id of this request, for logs; set by the shell as a
+/// request extension. Without it, the relay makes one up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The relay. Cheap to clone; build one per process and share it.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    broker: Broker,
+}
+
+/// What is known about a request so far, for the log line.
+#[derive(Default)]
+struct Record {
+    upstream: Option<String>,
+    route: Option<String>,
+    timing: Timing,
+}
+
+impl Relay {
+    /// A relay over `broker`'s config, store and HTTP client.
+    pub fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+
+    /// Loads the config and builds the broker ([`Broker::from_env`]).
+    pub fn from_env(env: &Env) -> crate::Result<Self> {
+        Broker::from_env(env).map(Self::new)
+    }
+
+    /// Answers one request. The body streams from the upstream; if the
+    /// upstream fails midway the body ends with an error.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let request_id = request.extensions().get::<RequestId>().map_or_else(|| format!("{:016x}", fastrand::u64(..)), |r| r.0.clone());
+        let method = request.method().clone();
+        let caller = cors::caller(&self.broker.config().relay, request.headers());
+        let mut record = Record::default();
+        let result = match &caller {
+            Ok(_) => self.serve(request, &request_id, &mut record).await,
+            Err(e) => Err(e.clone()),
+        };
+        let (mut response, error) = match result {
+            Ok(r) => (r, None),
+            Err(e) => (e.to_response(), Some(e)),
+        };
+        let headers = response.headers_mut();
+        cors::decorate(headers, caller.as_ref().ok());
+        if let Ok(id) = HeaderValue::from_str(&request_id) {
+            headers.insert(REQUEST_ID, id);
+        }
+        if let Some(timing) = record.timing.header() {
+            headers.insert(SERVER_TIMING, timing);
+        }
+        log(&request_id, &method, &record, response.status(), error.as_ref(), started);
+        response
+    }
+
+    /// Like [`handle`](Self::handle), for shells that must return the whole
+    /// body at once (Netlify's Lambda-style functions): a body that fails
+    /// midway (too large, timed out) becomes that error's JSON answer.
+    pub async fn handle_buffered<B>(&self, request: Request<B>) -> Response<Bytes>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = self.handle(request).await.into_parts();
+        match body.collect().await {
+            Ok(collected) => Response::from_parts(parts, collected.to_bytes()),
+            Err(err) => {
+                let (mut error_parts, error_body) = err.to_response().into_parts();
+                let kept = [header::ACCESS_CONTROL_ALLOW_ORIGIN, header::ACCESS_CONTROL_EXPOSE_HEADERS, header::VARY, REQUEST_ID, SERVER_TIMING];
+                for name in kept {
+                    for value in parts.headers.get_all(&name) {
+                        error_parts.headers.append(name.clone(), value.clone());
+                    }
+                }
+                let bytes = error_body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                Response::from_parts(error_parts, bytes)
+            }
+        }
+    }
+
+    async fn serve<B>(&self, request: Request<B>, request_id: &str, record: &mut Record) -> Result<Response<Body>, RelayError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let settings = &self.broker.config().relay;
+        let (parts, body) = request.into_parts();
+        let target = path::parse(parts.uri.path())?;
+        record.upstream = Some(target.upstream.to_owned());
+        // An upstream without a relay section is as invisible as an unknown one.
+        let (upstream, relay) = self
+            .broker
+            .config()
+            .upstreams
+            .get(target.upstream)
+            .and_then(|u| Some((u, u.relay.as_ref()?)))
+            .ok_or_else(|| Kind::UnknownUpstream(target.upstream.to_owned()))?;
+        let query = parts.uri.query();
+        query.map(path::check_query).transpose()?;
+
+        if cors::is_preflight(&parts.method, &parts.headers) {
+            let route = route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
+            record.route = Some(route.pattern.as_str().to_owned());
+            return Ok(cors::preflight(&parts.headers, &route.methods));
+        }
+        let route = route::select(relay, upstream.name(), &target.segments, &parts.method)?;
+        record.route = Some(route.pattern.as_str().to_owned());
+        if let (Inject::Query { name }, Some(q)) = (&relay.inject, query)
+            && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name.as_str())
+        {
+            return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
+        }
+
+        let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
+        rate_limit::check(self.broker.store(), upstream.name(), client, relay.rate_limit.unwrap_or(settings.rate_limit)).await?;
+        let body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
+
+        let out = forward::Outgoing {
+            upstream,
+            relay,
+            method: parts.method,
+            segments: &target.segments,
+            query,
+            headers: headers::forward_request(&parts.headers),
+            body,
+            timeout: settings.timeout,
+        };
+        let (response, token) = forward::exchange(&self.broker, &out, &mut record.timing).await?;
+        if response.content_length().is_some_and(|n| n > settings.max_response_bytes) {
+            return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
+        }
+
+        let scrubber = inject::scrubber(relay, &token);
+        let status = response.status();
+        let mut headers = headers::filter_response(response.headers(), &inject::header_names(relay), &scrubber);
+        // Unless the route says the answer is public, no shared cache may keep it.
+        let cache_control = route.cache_control.clone().filter(|_| status.is_success());
+        headers.insert(header::CACHE_CONTROL, cache_control.unwrap_or(HeaderValue::from_static("no-store")));
+        let origin = body::Origin {
+            request_id: request_id.to_owned(),
+            upstream: upstream.name().to_owned(),
+            timeout: settings.timeout,
+            limit: settings.max_response_bytes,
+        };
+        let mut relayed = Response::new(Body::upstream(response, scrubber.stream(), origin));
+        *relayed.status_mut() = status;
+        *relayed.headers_mut() = headers;
+        Ok(relayed)
+    }
+}
+
+/// The request body, at most `limit` bytes.
+async fn read_body<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes, RelayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Kind::BodyTooLarge(limit).into());
+    }
+    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Kind::BodyTooLarge(limit).into()),
+        Err(_) => Err(Kind::BodyUnreadable.into()),
+    }
+}
+
+/// One line per request: ids, names, durations and outcomes, never a value.
+fn log(request_id: &str, method: &http::Method, record: &Record, status: http::StatusCode, error: Option<&RelayError>, started: Instant) {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let upstream = record.upstream.as_deref().unwrap_or("-");
+    let route = record.route.as_deref().unwrap_or("-");
+    let token = record.timing.token.map_or("-", |(_, o)| o.as_str());
+    let token_ms = record.timing.token.map_or(0.0, |(d, _)| ms(d));
+    let upstream_ms = record.timing.upstream.map_or(0.0, ms);
+    let duration_ms = ms(started.elapsed());
+    let code = error.map_or("-", RelayError::code);
+    let detail = error.and_then(RelayError::detail).map(ToString::to_string);
+    if status.is_server_error() {
+        tracing::warn!(request_id, %method, upstream, route, status = status.as_u16(), code, detail, token, token_ms, upstream_ms, duration_ms, "relay request failed");
+    } else {
+        tracing::info!(request_id, %method, upstream, route, status = status.as_u16(), code, token, token_ms, upstream_ms, duration_ms, "relay request");
+    }
+}

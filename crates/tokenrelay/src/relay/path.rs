@@ -1,0 +1,287 @@
+//! The request path and query, checked before anything else, and the
+//! outgoing URL built from them.
+//!
+//! Anything that could change what the upstream resolves is refused rather
+//! than normalised: dot segments and their percent-encoded forms (WHATWG URL
+//! treats `%2e` as `.`), encoded `/`, `\` and `%` (double encoding), empty
+//! segments (`//`, which also catches `http://…`), `@`, backslashes, control
+//! characters and anything outside RFC 3986's path characters. The outgoing
+//! URL is then built from the configured base URL, and checked to still have
+//! its scheme, host, port and path prefix.
+
+use url::Url;
+
+use super::error::{Kind, RelayError};
+
+/// Where the relay is mounted on every platform.
+pub const MOUNT: &str = "/api/relay";
+/// More segments than any API path needs; bounds the work spent on one path.
+const MAX_SEGMENTS: usize = 64;
+
+/// A request path below [`MOUNT`], split and validated.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Target<'a> {
+    pub(super) upstream: &'a str,
+    /// Segments below the upstream, raw (percent-encodings kept as sent).
+    pub(super) segments: Vec<&'a str>,
+}
+
+/// Splits `/api/relay/<upstream>/<path…>` and validates every segment.
+pub(super) fn parse(path: &str) -> Result<Target<'_>, RelayError> {
+    let rest = path.strip_prefix(MOUNT).and_then(|r| r.strip_prefix('/')).ok_or(Kind::NotMounted)?;
+    let mut segments = rest.split('/');
+    let upstream = segments.next().unwrap_or_default();
+    let segments: Vec<&str> = segments.collect();
+    if segments.len() >= MAX_SEGMENTS {
+        return Err(rejected(format!("more than {MAX_SEGMENTS} segments")));
+    }
+    // Check the upstream name with the same rules, so an encoded name is refused, not looked up.
+    for (i, segment) in std::iter::once(upstream).chain(segments.iter().copied()).enumerate() {
+        check_segment(segment).map_err(|why| rejected(format!("segment {}: {why}", i + 1)))?;
+    }
+    Ok(Target { upstream, segments })
+}
+
+fn rejected(why: String) -> RelayError {
+    Kind::PathRejected(why).into()
+}
+
+fn check_segment(segment: &str) -> Result<(), String> {
+    match segment {
+        "" => return Err("empty segment (\"//\", a trailing '/' or an absolute URL) is not allowed".to_owned()),
+        "." | ".." => return Err("\".\" and \"..\" segments are not allowed".to_owned()),
+        _ => {}
+    }
+    let bytes = segment.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let decoded = bytes.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+                match decoded {
+                    None => return Err("'%' must be followed by two hex digits".to_owned()),
+                    Some(b) if is_dangerous(b) => return Err(format!("percent-encoded {} is not allowed", describe(b))),
+                    Some(_) => i += 3,
+                }
+            }
+            b if is_path_byte(b) => i += 1,
+            b => return Err(format!("{} is not allowed", describe(b))),
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3986 `pchar` minus `%` (handled separately) and `@` (userinfo lookalike).
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b)
+}
+
+/// Bytes that must not appear percent-encoded: they would change the path's
+/// structure once decoded somewhere down the line.
+fn is_dangerous(b: u8) -> bool {
+    matches!(b, b'.' | b'/' | b'\\' | b'%' | b'@' | b'?' | b'#') || b.is_ascii_control()
+}
+
+fn describe(b: u8) -> String {
+    match b {
+        b'\\' => "a backslash".to_owned(),
+        b'@' => "'@'".to_owned(),
+        b if b.is_ascii_control() => format!("control character 0x{b:02x}"),
+        b if b.is_ascii_graphic() || b == b' ' => format!("'{}'", b as char),
+        b => format!("byte 0x{b:02x}"),
+    }
+}
+
+/// Checks the raw query: URL query characters and valid percent-encodings only.
+pub(super) fn check_query(query: &str) -> Result<(), RelayError> {
+    let bytes = query.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            b'%' => return Err(Kind::QueryRejected("'%' must be followed by two hex digits".to_owned()).into()),
+            b if is_path_byte(b) || b"/?@".contains(&b) => i += 1,
+            b => return Err(Kind::QueryRejected(format!("{} is not allowed", describe(b))).into()),
+        }
+    }
+    Ok(())
+}
+
+/// `base` + the validated segments + the query (+ the token parameter).
+///
+/// The result is checked, not assumed, to keep the base URL's scheme, host,
+/// port and path prefix.
+pub(super) fn outgoing_url(base: &Url, segments: &[&str], query: Option<&str>, param: Option<(&str, &str)>) -> Result<Url, RelayError> {
+    let base_path = base.path().trim_end_matches('/');
+    let mut url = base.clone();
+    url.set_path(&format!("{base_path}/{}", segments.join("/")));
+    url.set_query(query.filter(|q| !q.is_empty()));
+    if let Some((name, value)) = param {
+        url.query_pairs_mut().append_pair(name, value);
+    }
+    let stays = url.scheme() == base.scheme()
+        && url.host() == base.host()
+        && url.port_or_known_default() == base.port_or_known_default()
+        && url.username() == base.username()
+        && url.path().starts_with(&format!("{base_path}/"));
+    if !stays {
+        return Err(rejected("would leave the upstream's base URL".to_owned()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn why(path: &str) -> String {
+        match parse(path) {
+            Err(e) => {
+                assert_eq!(e.code(), "path_rejected", "{path}: {e}");
+                e.to_string()
+            }
+            Ok(t) => panic!("{path} was accepted as {t:?}"),
+        }
+    }
+
+    #[test]
+    fn splits_upstream_and_segments() {
+        let t = parse("/api/relay/getty/search/images").unwrap();
+        assert_eq!(t, Target { upstream: "getty", segments: vec!["search", "images"] });
+        assert_eq!(parse("/api/relay/getty").unwrap().segments, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn paths_outside_the_mount_are_not_found() {
+        for path in ["/", "/api", "/api/relayx/getty/a", "/other/getty"] {
+            assert_eq!(parse(path).unwrap_err().code(), "route_not_found", "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_rejected_in_every_spelling() {
+        for path in [
+            "/api/relay/getty/../admin",
+            "/api/relay/getty/./search",
+            "/api/relay/getty/%2e%2e/admin",
+            "/api/relay/getty/%2E%2e/admin",
+            "/api/relay/getty/.%2e/admin",
+            "/api/relay/getty/%2e/admin",
+            "/api/relay/getty/%252e%252e/admin",
+            "/api/relay/%2e%2e/admin",
+            "/api/relay/../etc",
+        ] {
+            let message = why(path);
+            assert!(message.contains("segment"), "{path}: {message}");
+        }
+    }
+
+    #[test]
+    fn encoded_separators_and_double_encoding_are_rejected() {
+        assert!(why("/api/relay/getty/a%2fb").contains("percent-encoded '/'"));
+        assert!(why("/api/relay/getty/a%2Fb").contains("percent-encoded '/'"));
+        assert!(why("/api/relay/getty/a%5cb").contains("percent-encoded a backslash"));
+        assert!(why("/api/relay/getty/a%252fb").contains("percent-encoded '%'"));
+        assert!(why("/api/relay/getty/a%40b").contains("percent-encoded '@'"));
+        assert!(why("/api/relay/getty/a%00b").contains("control character 0x00"));
+        assert!(why("/api/relay/getty/a%zzb").contains("two hex digits"));
+    }
+
+    #[test]
+    fn absolute_urls_userinfo_and_odd_bytes_are_rejected() {
+        assert!(why("/api/relay/getty//evil.example").contains("empty segment"));
+        assert!(why("/api/relay/getty/http://evil.example/x").contains("empty segment"));
+        assert!(why("/api/relay/getty/search/").contains("empty segment"));
+        assert!(why("/api/relay/getty/user@evil.example").contains("'@'"));
+        assert!(why("/api/relay/getty/a\\b").contains("backslash"));
+        assert!(why("/api/relay/getty/a\tb").contains("control character 0x09"));
+        assert!(why("/api/relay/getty/a b").contains("' '"));
+    }
+
+    #[test]
+    fn ordinary_encodings_pass_through_unchanged() {
+        let t = parse("/api/relay/getty/images/caf%C3%A9%20au%20lait").unwrap();
+        let base = Url::parse("https://api.example.com/v3").unwrap();
+        let url = outgoing_url(&base, &t.segments, Some("phrase=a%20b&x=1"), None).unwrap();
+        assert_eq!(url.as_str(), "https://api.example.com/v3/images/caf%C3%A9%20au%20lait?phrase=a%20b&x=1");
+    }
+
+    #[test]
+    fn token_parameter_is_appended_encoded() {
+        let base = Url::parse("https://api.example.com/").unwrap();
+        let url = outgoing_url(&base, &["q"], Some("a=1"), Some(("key", "k&v=w"))).unwrap();
+        assert_eq!(url.as_str(), "https://api.example.com/q?a=1&key=k%26v%3Dw");
+    }
+
+    #[test]
+    fn queries_with_raw_control_or_bad_escapes_are_rejected() {
+        assert!(check_query("phrase=cats&page=2&ids=1,2").is_ok());
+        assert!(check_query("a=%zz").is_err());
+        assert!(check_query("a=b c").is_err());
+        assert!(check_query("a=\u{7f}").is_err());
+    }
+
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Path pieces an attacker would try, mixed with ordinary text often
+        /// enough that about a quarter of the generated targets are accepted,
+        /// and so checked.
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                30 => "[a-z0-9._~-]{1,6}",
+                1 => Just("/".to_owned()),
+                4 => "%[0-9a-fA-F]{2}",
+                1 => Just(".".to_owned()),
+                1 => Just("..".to_owned()),
+                1 => Just("%2e".to_owned()),
+                1 => Just("%2E".to_owned()),
+                1 => Just("%2f".to_owned()),
+                1 => Just("%5c".to_owned()),
+                1 => Just("%25".to_owned()),
+                1 => Just("%40".to_owned()),
+                1 => Just("\\".to_owned()),
+                1 => Just("@".to_owned()),
+                1 => Just(":".to_owned()),
+                1 => Just("//".to_owned()),
+                1 => Just("http:".to_owned()),
+                1 => Just("evil.example:8080".to_owned()),
+                1 => Just("?".to_owned()),
+                1 => Just("#".to_owned()),
+                1 => Just("%".to_owned()),
+                1 => any::<char>().prop_map(String::from),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_path_or_query_changes_scheme_host_or_port(
+                segments in proptest::collection::vec(proptest::collection::vec(piece(), 1..3), 1..6),
+                query in proptest::collection::vec(piece(), 0..3),
+                base in prop_oneof![Just("https://api.example.com/v3"), Just("http://127.0.0.1:8080/"), Just("https://api.example.com")],
+            ) {
+                let base = Url::parse(base).unwrap();
+                let path = format!("/api/relay/getty/{}", segments.iter().map(|s| s.concat()).collect::<Vec<_>>().join("/"));
+                let query = query.concat();
+                if let Ok(target) = parse(&path)
+                    && check_query(&query).is_ok()
+                {
+                    let url = outgoing_url(&base, &target.segments, Some(&query), Some(("key", &query)))
+                        .expect("a validated path always stays below the base URL");
+                    prop_assert_eq!(url.scheme(), base.scheme());
+                    prop_assert_eq!(url.host_str(), base.host_str());
+                    prop_assert_eq!(url.port_or_known_default(), base.port_or_known_default());
+                    prop_assert!(url.username().is_empty() && url.password().is_none());
+                    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+                    prop_assert!(url.path().starts_with(&prefix), "{} is not below {}", url, prefix);
+                    // What was matched is what is sent: no segment was added, dropped or re-split.
+                    let sent: Vec<_> = url.path()[prefix.len()..].split('/').filter(|s| !s.is_empty()).collect();
+                    prop_assert_eq!(sent, target.segments);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The `Server-Timing` header (W3C Server Timing): how long the token took,
+//! and from where, versus how long the upstream took to answer.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::token::Outcome;
+
+/// Durations of one relayed request; retries add up.
+#[derive(Debug, Default)]
+pub(super) struct Timing {
+    pub(super) token: Option<(Duration, Outcome)>,
+    pub(super) upstream: Option<Duration>,
+}
+
+impl Timing {
+    pub(super) fn add_token(&mut self, took: Duration, outcome: Outcome) {
+        let before = self.token.map_or(Duration::ZERO, |(d, _)| d);
+        self.token = Some((before + took, outcome));
+    }
+
+    pub(super) fn add_upstream(&mut self, took: Duration) {
+        self.upstream = Some(self.upstream.unwrap_or_default() + took);
+    }
+
+    /// `token;dur=0.4;desc="memory", upstream;dur=182.3`, or `None` before either ran.
+    pub(super) fn header(&self) -> Option<HeaderValue> {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let token = self.token.map(|(d, o)| format!("token;dur={:.1};desc=\"{}\"", ms(d), o.as_str()));
+        let upstream = self.upstream.map(|d| format!("upstream;dur={:.1}", ms(d)));
+        let value = token.into_iter().chain(upstream).collect::<Vec<_>>().join(", ");
+        (!value.is_empty()).then(|| HeaderValue::from_str(&value).ok()).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_splits_token_and_upstream_time() {
+        let mut t = Timing::default();
+        assert!(t.header().is_none());
+        t.add_token(Duration::from_micros(400), Outcome::Memory);
+        t.add_upstream(Duration::from_millis(180));
+        t.add_upstream(Duration::from_micros(2300));
+        assert_eq!(t.header().unwrap(), "token;dur=0.4;desc=\"memory\", upstream;dur=182.3");
+    }
+}

@@ -1,0 +1,137 @@
+// Netlify build plugin for tokenrelay: a valid token in the build's
+// environment, a warm shared store for browse-time functions, and a build
+// that fails rather than publish a secret.
+//
+// Adaptation only: the addon (package "tokenrelay") does the work; this file
+// maps Netlify's events, inputs and utils onto it. Inputs: manifest.yml.
+// Runs on Node 20 (locally) and 22+ (Netlify's build image): plain ESM.
+
+import path from "node:path";
+
+import { prefetch, scanForLeaks } from "tokenrelay";
+
+/**
+ * @typedef {object} Inputs
+ * @property {string[]} [upstreams]
+ * @property {Record<string, string>} [envVars]
+ * @property {boolean} [warmStore]
+ * @property {string | number} [buildMargin]
+ * @property {string} [configPath]
+ * @property {boolean} [scanPublishDir]
+ *
+ * @typedef {object} Utils
+ * @property {{ failBuild(message: string, options?: { error?: Error }): never }} build
+ * @property {{ show(status: { title?: string, summary: string, text?: string }): void }} status
+ *
+ * @typedef {object} EventOptions
+ * @property {Inputs} inputs
+ * @property {{ build: { environment: Record<string, string> } }} netlifyConfig
+ * @property {{ PUBLISH_DIR: string }} constants
+ * @property {Utils} utils
+ */
+
+/** What to do about each error code, in Netlify's terms. */
+const FIXES = {
+  config_unreadable: "Add tokenrelay.toml to the base directory, or point the configPath input or TOKENRELAY_CONFIG at it.",
+  config_invalid: "Fix the config file as listed.",
+  missing_env:
+    "Set these in the site's environment variables (Site configuration > Environment variables, or `netlify env:set`), or in .env for `netlify dev`.",
+  invalid_env: "Fix that environment variable's value.",
+  unknown_upstream: "Fix the plugin's inputs in netlify.toml, or add the upstream to tokenrelay.toml.",
+  invalid_options: "Fix the plugin's inputs in netlify.toml ([[plugins]] package tokenrelay, [plugins.inputs]).",
+  token_rejected:
+    "The token endpoint refused the credentials: check the upstream's credential variables (`npx tokenrelay check` lists them) against the API provider's dashboard.",
+  token_response_invalid: "The token endpoint's answer does not match the upstream's [token] settings in tokenrelay.toml: check them.",
+  token_unavailable:
+    "Check the token endpoint's URL in tokenrelay.toml and that it is up, then retry the deploy. If its tokens are shorter than the build, lower the buildMargin input.",
+  scan_failed: "Check that the publish directory exists and is readable.",
+};
+
+/** Variables holding this build's tokens, for the leak scan (plugin events share one process). */
+let exposed = /** @type {string[]} */ ([]);
+/** The summary of onPreBuild/onPreDev, shown again with the scan's result. */
+let prepared = { summary: "no token prefetched", lines: /** @type {string[]} */ ([]) };
+
+/**
+ * @param {unknown} err
+ * @param {string} doing
+ */
+function failure(err, doing) {
+  const e = /** @type {{ code?: string, message?: string }} */ (err);
+  const fix = (e.code && FIXES[/** @type {keyof typeof FIXES} */ (e.code)]) ?? "";
+  return `tokenrelay could not ${doing}: ${e.message} [${e.code ?? "internal"}]${fix ? `\n${fix}` : ""}`;
+}
+
+/** @param {import("tokenrelay").PrefetchedToken} t */
+function describe(t) {
+  const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key, no expiry";
+  return `${t.upstream}: ${until} (${t.outcome})${t.envVar ? `, as ${t.envVar}` : ""}`;
+}
+
+/**
+ * Prefetches the tokens and exposes those asked for to the rest of the build.
+ * @param {EventOptions} options
+ */
+async function provideTokens({ inputs, netlifyConfig, utils }) {
+  let report;
+  try {
+    report = await prefetch({
+      configPath: inputs.configPath,
+      upstreams: inputs.upstreams,
+      envVars: inputs.envVars,
+      buildMargin: inputs.buildMargin,
+      warmStore: inputs.warmStore,
+    });
+  } catch (err) {
+    return utils.build.failBuild(failure(err, "prepare the build's tokens"));
+  }
+  for (const [name, value] of Object.entries(report.env)) {
+    // netlifyConfig for the build command and later plugins, process.env for this process.
+    netlifyConfig.build.environment[name] = value;
+    process.env[name] = value;
+  }
+  exposed = Object.keys(report.env);
+  const store = report.sharedStore
+    ? `shared store warmed: ${report.store}`
+    : `store: ${report.store}; not shared, so functions fetch their own (set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN to share)`;
+  prepared = { summary: `${report.tokens.length} token(s) ready`, lines: [...report.tokens.map(describe), store] };
+  for (const line of prepared.lines) console.log(`tokenrelay: ${line}`);
+  utils.status.show({ title: "tokenrelay", summary: prepared.summary, text: prepared.lines.join("\n") });
+}
+
+export const onPreBuild = provideTokens;
+export const onPreDev = provideTokens;
+
+/**
+ * Fails the build if the publish directory holds any token or secret.
+ * @param {EventOptions} options
+ */
+export async function onPostBuild({ inputs, constants, utils }) {
+  if (inputs.scanPublishDir === false) return;
+  const publishDir = path.resolve(constants.PUBLISH_DIR);
+  const shown = path.relative(process.cwd(), publishDir) || ".";
+  let report;
+  try {
+    report = await scanForLeaks(publishDir, { configPath: inputs.configPath, tokenVars: exposed });
+  } catch (err) {
+    return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+  }
+  if (report.leaks.length > 0) {
+    const found = report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`);
+    return utils.build.failBuild(
+      [
+        `tokenrelay: the publish directory holds secrets, so it must not be deployed:`,
+        ...found,
+        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles.",
+      ].join("\n"),
+    );
+  }
+  const scanned = `${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s), none found`;
+  const short = report.tooShort.length > 0 ? [`not searched (under 8 characters): ${report.tooShort.join(", ")}`] : [];
+  console.log(`tokenrelay: ${scanned}`);
+  utils.status.show({
+    title: "tokenrelay",
+    summary: `${prepared.summary}; no secret in ${shown}`,
+    text: [...prepared.lines, scanned, ...short].join("\n"),
+  });
+}

@@ -1,0 +1,205 @@
+// The `tokenrelay` command (crates/tokenrelay-node/bin/tokenrelay.js), run as
+// a real process in a site directory, against stand-in-api's token endpoint
+// and API, and redis-server behind upstash-local.
+//
+// Run: node --test tests/js/tokenrelay-cli.test.mjs
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./stand-ins.mjs";
+
+const BIN = path.join(ROOT, "crates", "tokenrelay-node", "bin", "tokenrelay.js");
+const TEST = { timeout: 20_000 };
+const CLIENT = { clientId: "cli-client-93ab", clientSecret: "cli-secret-0d4f-not-for-logs" };
+
+let work = "";
+/** @type {Awaited<ReturnType<typeof startUpstashLocal>>} */
+let upstash;
+/** @type {Awaited<ReturnType<typeof startStandInApi>>} */
+let api;
+let site = "";
+const key = randomBytes(32).toString("base64");
+
+before(async () => {
+  work = mkdtempSync(path.join(tmpdir(), "tokenrelay-cli-"));
+  const redis = await startRedis(work);
+  [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
+  site = path.join(work, "site");
+  mkdirSync(site);
+  writeFileSync(
+    path.join(site, "tokenrelay.toml"),
+    `[upstreams.getty]\nbase_url = "${api.apiUrl}"\n\n[upstreams.getty.token]\ntype = "oauth2_client_credentials"\n` +
+      `url = "${api.tokenUrl}"\nclient_id = { env = "GETTY_API_KEY" }\nclient_secret = { env = "GETTY_API_SECRET" }\n`,
+  );
+}, { timeout: 30_000 });
+
+after(async () => {
+  await stopAll();
+  rmSync(work, { recursive: true, force: true });
+});
+
+/**
+ * Runs `tokenrelay ...args` in the site; resolves with status and output.
+ * @param {string[]} args
+ * @param {Record<string, string>} [overrides]
+ * @returns {Promise<{ status: number | null, stdout: string, stderr: string }>}
+ */
+function tokenrelay(args, overrides = {}) {
+  return run(process.execPath, [BIN, ...args], overrides);
+}
+
+/**
+ * Runs `file args` in the site with its environment; resolves with status and output.
+ * @param {string} file
+ * @param {string[]} args
+ * @param {Record<string, string>} [overrides]
+ * @returns {Promise<{ status: number | null, stdout: string, stderr: string }>}
+ */
+function run(file, args, overrides = {}) {
+  const env = {
+    ...process.env,
+    GETTY_API_KEY: CLIENT.clientId,
+    GETTY_API_SECRET: CLIENT.clientSecret,
+    UPSTASH_REDIS_REST_URL: upstash.url,
+    UPSTASH_REDIS_REST_TOKEN: upstash.token,
+    TOKENRELAY_ENCRYPTION_KEY: key,
+    TOKENRELAY_LOCAL_STORE: path.join(work, "local-store"),
+    TOKENRELAY_CONFIG: "",
+    KV_REST_API_URL: "",
+    STAND_IN_API_URL: api.apiUrl,
+    ...overrides,
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { cwd: site, env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    child.once("error", reject);
+    child.once("exit", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
+
+/** @param {string} text @param {string[]} [more] */
+function assertNoSecret(text, more = []) {
+  for (const secret of [CLIENT.clientSecret, upstash.token, key, ...more]) {
+    assert.ok(!text.includes(secret), `a secret leaked into: ${text}`);
+  }
+}
+
+/** @param {string} token */
+async function apiAccepts(token) {
+  const res = await fetch(`${api.apiUrl}/search/images?phrase=cats`, { headers: { authorization: `Bearer ${token}` } });
+  return res.status === 200;
+}
+
+describe("tokenrelay prefetch", () => {
+  test("prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr", TEST, async () => {
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--env-var", "getty=GETTY_TOKEN"]);
+    assert.equal(status, 0, stderr);
+    const match = /^GETTY_TOKEN=(\S+)\n$/.exec(stdout);
+    assert.ok(match, stdout);
+    assert.ok(await apiAccepts(match[1]));
+    assert.match(stderr, /^tokenrelay: getty: valid until \S+Z \((fetched|store)\), as GETTY_TOKEN$/m);
+    assert.match(stderr, /^tokenrelay: store: upstash http:\/\/127\.0\.0\.1/m);
+    assertNoSecret(stderr, [match[1]]);
+  });
+
+  test("--write-env-file writes the variables to an owner-only file and prints none", TEST, async () => {
+    const file = path.join(work, "tokens.env");
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--write-env-file", file]);
+    assert.equal(status, 0, stderr);
+    assert.equal(stdout, "");
+    const text = readFileSync(file, "utf8");
+    assert.match(text, /^TOKENRELAY_GETTY_TOKEN=\S+\n$/);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.match(stderr, /wrote 1 variable\(s\) to /);
+    assertNoSecret(stderr, [text.split("=")[1].trim()]);
+  });
+
+  test("-- COMMAND runs the build with the tokens in its environment and passes its exit status on", TEST, async () => {
+    const probe = `const r = await fetch(process.env.STAND_IN_API_URL + "/search/images?phrase=x", { headers: { authorization: "Bearer " + process.env.TOKENRELAY_GETTY_TOKEN } }); process.exit(r.status === 200 ? 7 : 1);`;
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--", process.execPath, "--input-type=module", "-e", probe]);
+    assert.equal(status, 7, stderr);
+    assert.equal(stdout, "");
+  });
+
+  test("--scan DIR checks the command's output for the tokens it was given", TEST, async () => {
+    const write = (/** @type {string} */ leak) =>
+      `import { mkdirSync, writeFileSync } from "node:fs"; mkdirSync("public", { recursive: true }); ` +
+      `writeFileSync("public/index.html", ${leak} ? "<p>" + process.env.TOKENRELAY_GETTY_TOKEN + "</p>" : "<p>ok</p>");`;
+    const run = (/** @type {boolean} */ leak) =>
+      tokenrelay(["prefetch", "--scan", "public", "--", process.execPath, "--input-type=module", "-e", write(leak)]);
+    const clean = await run(false);
+    assert.equal(clean.status, 0, clean.stderr);
+    assert.match(clean.stderr, /scanned 1 file\(s\) for 5 secret\(s\): none found/);
+    const leaky = await run(true);
+    assert.equal(leaky.status, 1, leaky.stderr);
+    assert.match(leaky.stderr, /^tokenrelay: public\/index\.html contains the token in \$TOKENRELAY_GETTY_TOKEN$/m);
+  });
+
+  test("a rejected credential exits 1 with the code and the variables to check", TEST, async () => {
+    const wrong = "wrong-cli-secret-11aa";
+    // Off the shared store: the token an earlier test stored there would be served whatever the secret.
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--no-warm-store"], { GETTY_API_SECRET: wrong, TOKENRELAY_LOCAL_STORE: path.join(work, "cold-store") });
+    assert.equal(status, 1);
+    assert.equal(stdout, "");
+    assert.match(stderr, /^tokenrelay: upstream "getty": token endpoint rejected the request: .*check the values of \$GETTY_API_KEY, \$GETTY_API_SECRET \[token_rejected\]$/m);
+    assertNoSecret(stderr, [wrong]);
+  });
+
+  // util-linux `script` gives the command a terminal as its stdout.
+  const hasScript = spawnSync("script", ["--version"]).status === 0;
+  test("refuses to print tokens to a terminal", { ...TEST, skip: !hasScript && "needs util-linux script" }, async () => {
+    const { status, stdout } = await run("script", ["-qec", `${process.execPath} ${BIN} prefetch`, "/dev/null"]);
+    assert.equal(status, 2, stdout);
+    assert.match(stdout, /refusing to print tokens to a terminal: redirect stdout/);
+    assert.doesNotMatch(stdout, /TOKENRELAY_GETTY_TOKEN=/);
+  });
+
+  test("usage mistakes exit 2 with the usage", TEST, async () => {
+    const mistakes = [["prefetch", "--env-var", "nope"], ["prefetch", "--bogus"], ["prefetch", "--"], ["prefetch", "--scan", "out"], ["launch"], []];
+    for (const args of mistakes) {
+      const { status, stderr } = await tokenrelay(args);
+      assert.equal(status, 2, `${args}: ${stderr}`);
+      assert.match(stderr, /usage:\n {2}tokenrelay prefetch/);
+    }
+  });
+});
+
+describe("tokenrelay check and scan", () => {
+  test("check prints the config with secrets replaced by variable names; --json the same as data", TEST, async () => {
+    const human = await tokenrelay(["check"]);
+    assert.equal(human.status, 0, human.stderr);
+    assert.match(human.stdout, /^ {2}client_secret = \$GETTY_API_SECRET \(redacted\)$/m);
+    assert.match(human.stdout, /\nok\n$/);
+    assertNoSecret(human.stdout);
+    const json = await tokenrelay(["check", "--json"]);
+    assert.equal(JSON.parse(json.stdout).upstreams[0].credentials[1].value, "$GETTY_API_SECRET (redacted)");
+  });
+
+  test("scan exits 1 naming file and variable when the output holds a secret, 0 when clean", TEST, async () => {
+    const out = path.join(site, "out");
+    mkdirSync(out, { recursive: true });
+    writeFileSync(path.join(out, "index.html"), "<p>clean</p>");
+    const clean = await tokenrelay(["scan", "out", "--token-var", "BUILD_TOKEN"], { BUILD_TOKEN: "tok_cli_0123456789" });
+    assert.equal(clean.status, 0, clean.stderr);
+    assert.match(clean.stderr, /scanned 1 file\(s\) for 5 secret\(s\): none found/);
+
+    writeFileSync(path.join(out, "bundle.js"), "const t = 'tok_cli_0123456789';");
+    const leaky = await tokenrelay(["scan", "out", "--token-var", "BUILD_TOKEN"], { BUILD_TOKEN: "tok_cli_0123456789" });
+    assert.equal(leaky.status, 1);
+    assert.match(leaky.stderr, /^tokenrelay: out\/bundle\.js contains the token in \$BUILD_TOKEN$/m);
+    assertNoSecret(leaky.stderr, ["tok_cli_0123456789"]);
+  });
+});
