@@ -11,6 +11,11 @@ fi
 
 npm ci --no-audit --no-fund
 cargo build --workspace --bins --locked
+# The relay functions as their platforms build them, so that their tests find the builds warm:
+# `vercel build` (tests/vercel.rs) runs `cargo build --release --bin relay`, and `netlify dev`
+# (netlify/functions/relay/tests/netlify_dev.rs) builds into its site's .netlify/functions-serve/relay.
+cargo build --release --bin relay --locked
+cargo build -p tokenrelay-netlify --locked --target-dir target/netlify-e2e/site/.netlify/functions-serve/relay
 # The Node addon for the JS tests (a debug build is enough): crates/tokenrelay-node/tokenrelay.<platform>.node.
 npm run build --prefix crates/tokenrelay-node
 cargo test --workspace --locked

@@ -9,6 +9,8 @@
 //! - [`Broker`] fetches each upstream's token, caches it in memory and in a
 //!   shared store (Upstash Redis over REST, sealed with AES-256-GCM), and
 //!   rotates it with exactly one fetch across all instances.
+//! - [`relay`] answers the browser's `/api/relay/<upstream>/<path>` requests
+//!   with the token attached, framework-free, for the platform shells.
 //! - [`check`] validates everything and returns a redacted [`Summary`].
 //!
 //! Every error has a stable [`Error::code`] and never contains a secret.

@@ -214,7 +214,8 @@ impl Builder<'_> {
             None => Some(None),
             Some(r) => self.upstream_relay(name, r).map(Some),
         };
-        Some(Upstream { name: name.to_owned(), base_url: base_url?, source: source?, relay: relay? }).filter(|_| name_ok)
+        Some(Upstream { name: name.to_owned(), base_url: base_url?, source: source?, relay: relay? })
+            .filter(|_| name_ok)
     }
 
     fn url(&mut self, upstream: &str, field: &str, text: &str) -> Option<Url> {

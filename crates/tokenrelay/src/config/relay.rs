@@ -39,7 +39,8 @@ const DEFAULT_TOKEN_HEADER: &str = "authorization";
 const DEFAULT_TOKEN_FORMAT: &str = "Bearer {token}";
 const TOKEN_PLACEHOLDER: &str = "{token}";
 /// Methods a route may allow; `OPTIONS` is answered by the CORS preflight.
-const ROUTE_METHODS: [Method; 6] = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+const ROUTE_METHODS: [Method; 6] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
 /// Headers the relay sets or the transport owns; configuring them would break framing or routing.
 const RESERVED_HEADERS: [&str; 6] = ["host", "content-length", "transfer-encoding", "connection", "cookie", "upgrade"];
 
@@ -118,9 +119,9 @@ impl RoutePattern {
                 "" => Err("must not contain empty segments (\"//\" or a trailing '/')".to_owned()),
                 "." | ".." => Err("must not contain \".\" or \"..\" segments".to_owned()),
                 s if s.contains('*') => Err(format!("\"{s}\": '*' and '**' must be whole segments")),
-                s if !s.bytes().all(is_pattern_byte) => {
-                    Err(format!("\"{s}\": use only letters, digits and - . _ ~ ! $ & ' ( ) + , ; = : in literal segments"))
-                }
+                s if !s.bytes().all(is_pattern_byte) => Err(format!(
+                    "\"{s}\": use only letters, digits and - . _ ~ ! $ & ' ( ) + , ; = : in literal segments"
+                )),
                 s => Ok(Glob::Literal(s.to_owned())),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -188,7 +189,11 @@ impl Builder<'_> {
 
     pub(super) fn upstream_relay(&mut self, upstream: &str, raw: RawUpstreamRelay) -> Option<UpstreamRelay> {
         if raw.routes.is_empty() {
-            self.problem(upstream, "relay.routes", "add at least one route, e.g. { path = \"/search/**\", methods = [\"GET\"] }");
+            self.problem(
+                upstream,
+                "relay.routes",
+                "add at least one route, e.g. { path = \"/search/**\", methods = [\"GET\"] }",
+            );
         }
         let routes: Vec<_> = raw.routes.into_iter().enumerate().map(|(i, r)| self.route(upstream, i, r)).collect();
         let inject = self.inject(upstream, raw.inject);
@@ -201,12 +206,18 @@ impl Builder<'_> {
                 None
             }
         };
-        Some(UpstreamRelay { routes: routes.into_iter().collect::<Option<_>>()?, inject: inject?, headers: headers?, rate_limit: rate_limit? })
+        Some(UpstreamRelay {
+            routes: routes.into_iter().collect::<Option<_>>()?,
+            inject: inject?,
+            headers: headers?,
+            rate_limit: rate_limit?,
+        })
     }
 
     fn route(&mut self, upstream: &str, i: usize, raw: RawRoute) -> Option<Route> {
         let field = format!("relay.routes[{i}]");
-        let pattern = RoutePattern::parse(&raw.path).map_err(|why| self.problem(upstream, &format!("{field}.path"), why)).ok();
+        let pattern =
+            RoutePattern::parse(&raw.path).map_err(|why| self.problem(upstream, &format!("{field}.path"), why)).ok();
         let methods: Option<Vec<Method>> = match raw.methods {
             None => Some(vec![Method::GET]),
             Some(list) if list.is_empty() => {
@@ -215,9 +226,16 @@ impl Builder<'_> {
             }
             Some(list) => {
                 // Every unknown method is reported, not just the first.
-                let found: Vec<_> = list.iter().map(|m| (m, ROUTE_METHODS.iter().find(|k| k.as_str().eq_ignore_ascii_case(m)).cloned())).collect();
+                let found: Vec<_> = list
+                    .iter()
+                    .map(|m| (m, ROUTE_METHODS.iter().find(|k| k.as_str().eq_ignore_ascii_case(m)).cloned()))
+                    .collect();
                 for (m, _) in found.iter().filter(|(_, known)| known.is_none()) {
-                    self.problem(upstream, &format!("{field}.methods"), format!("\"{m}\" is not one of GET, HEAD, POST, PUT, PATCH, DELETE"));
+                    self.problem(
+                        upstream,
+                        &format!("{field}.methods"),
+                        format!("\"{m}\" is not one of GET, HEAD, POST, PUT, PATCH, DELETE"),
+                    );
                 }
                 found.into_iter().map(|(_, known)| known).collect()
             }
@@ -225,7 +243,11 @@ impl Builder<'_> {
         let cache_control = match raw.cache_control.map(|v| HeaderValue::from_str(&v)) {
             Some(Ok(v)) => Some(Some(v)),
             Some(Err(_)) => {
-                self.problem(upstream, &format!("{field}.cache_control"), "is not a valid header value (control characters or non-ASCII)");
+                self.problem(
+                    upstream,
+                    &format!("{field}.cache_control"),
+                    "is not a valid header value (control characters or non-ASCII)",
+                );
                 None
             }
             None => Some(None),
@@ -243,7 +265,11 @@ impl Builder<'_> {
                 if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
                     Some(Inject::Query { name })
                 } else {
-                    self.problem(upstream, "relay.inject.query", "must be a parameter name of letters, digits and - . _ ~");
+                    self.problem(
+                        upstream,
+                        "relay.inject.query",
+                        "must be a parameter name of letters, digits and - . _ ~",
+                    );
                     None
                 }
             }
@@ -258,11 +284,18 @@ impl Builder<'_> {
                 };
                 let format = format.as_deref().unwrap_or(DEFAULT_TOKEN_FORMAT);
                 let parts = match format.split_once(TOKEN_PLACEHOLDER) {
-                    Some((prefix, suffix)) if !suffix.contains(TOKEN_PLACEHOLDER) && HeaderValue::from_str(&format.replace(TOKEN_PLACEHOLDER, "")).is_ok() => {
+                    Some((prefix, suffix))
+                        if !suffix.contains(TOKEN_PLACEHOLDER)
+                            && HeaderValue::from_str(&format.replace(TOKEN_PLACEHOLDER, "")).is_ok() =>
+                    {
                         Some((prefix.to_owned(), suffix.to_owned()))
                     }
                     _ => {
-                        self.problem(upstream, "relay.inject.format", "must contain {token} exactly once, e.g. \"Bearer {token}\", and no control characters");
+                        self.problem(
+                            upstream,
+                            "relay.inject.format",
+                            "must contain {token} exactly once, e.g. \"Bearer {token}\", and no control characters",
+                        );
                         None
                     }
                 };
@@ -272,7 +305,12 @@ impl Builder<'_> {
         }
     }
 
-    fn extra_headers(&mut self, upstream: &str, raw: BTreeMap<String, RawParam>, inject: Option<&Inject>) -> Option<Vec<(HeaderName, Param)>> {
+    fn extra_headers(
+        &mut self,
+        upstream: &str,
+        raw: BTreeMap<String, RawParam>,
+        inject: Option<&Inject>,
+    ) -> Option<Vec<(HeaderName, Param)>> {
         let mut out = Some(Vec::new());
         for (name, value) in raw {
             let field = format!("relay.headers.{name}");
@@ -295,7 +333,11 @@ impl Builder<'_> {
             let param = self.param(upstream, &field, value).filter(|p| {
                 let ok = HeaderValue::from_str(p.expose()).is_ok();
                 if !ok {
-                    self.problem(upstream, &field, "value is not a valid header value (control characters or non-ASCII)");
+                    self.problem(
+                        upstream,
+                        &field,
+                        "value is not a valid header value (control characters or non-ASCII)",
+                    );
                 }
                 ok
             });
@@ -316,7 +358,9 @@ fn origin(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text).map_err(|e| format!("\"{text}\" is not a URL: {e}"))?;
     let serialized = url.origin().ascii_serialization();
     if !matches!(url.scheme(), "http" | "https") || serialized != text.trim_end_matches('/') {
-        return Err(format!("\"{text}\" is not an origin: write scheme://host[:port], without a path, e.g. \"https://www.example.com\""));
+        return Err(format!(
+            "\"{text}\" is not an origin: write scheme://host[:port], without a path, e.g. \"https://www.example.com\""
+        ));
     }
     Ok(serialized)
 }
@@ -374,7 +418,11 @@ routes = [
         assert_eq!(relay.routes[0].methods, [Method::GET]);
         assert_eq!(relay.routes[0].cache_control.as_ref().unwrap(), "public, max-age=300");
         assert_eq!(relay.routes[1].methods, [Method::GET, Method::HEAD]);
-        let bearer = Inject::Header { name: HeaderName::from_static("authorization"), prefix: "Bearer ".into(), suffix: String::new() };
+        let bearer = Inject::Header {
+            name: HeaderName::from_static("authorization"),
+            prefix: "Bearer ".into(),
+            suffix: String::new(),
+        };
         assert_eq!(relay.inject, bearer);
         assert_eq!(relay.headers[0].0, "api-key");
         assert!(!format!("{config:?}").contains("key-123"), "Debug must not show header secrets");

@@ -28,8 +28,8 @@ enum BodyKind {
     Upstream(Box<UpstreamBody>),
 }
 
-/// Where a streamed body comes from, for the log line if it fails.
-pub(super) struct Origin {
+/// Where a streamed body comes from and its limits, for the log line if it fails.
+pub(super) struct Source {
     pub(super) request_id: String,
     pub(super) upstream: String,
     pub(super) timeout: Duration,
@@ -39,7 +39,7 @@ pub(super) struct Origin {
 struct UpstreamBody {
     stream: ByteStream,
     redactor: Redactor,
-    origin: Origin,
+    source: Source,
     received: u64,
     done: bool,
 }
@@ -49,9 +49,9 @@ impl Body {
         Self { kind: BodyKind::Full((!bytes.is_empty()).then_some(bytes)) }
     }
 
-    pub(super) fn upstream(response: reqwest::Response, redactor: Redactor, origin: Origin) -> Self {
+    pub(super) fn upstream(response: reqwest::Response, redactor: Redactor, source: Source) -> Self {
         let stream = Box::pin(response.bytes_stream());
-        Self { kind: BodyKind::Upstream(Box::new(UpstreamBody { stream, redactor, origin, received: 0, done: false })) }
+        Self { kind: BodyKind::Upstream(Box::new(UpstreamBody { stream, redactor, source, received: 0, done: false })) }
     }
 }
 
@@ -59,7 +59,7 @@ impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             BodyKind::Full(b) => f.debug_struct("Body").field("bytes", &b.as_ref().map_or(0, Bytes::len)).finish(),
-            BodyKind::Upstream(u) => f.debug_struct("Body").field("streaming_from", &u.origin.upstream).finish(),
+            BodyKind::Upstream(u) => f.debug_struct("Body").field("streaming_from", &u.source.upstream).finish(),
         }
     }
 }
@@ -99,8 +99,8 @@ impl UpstreamBody {
             match ready!(self.stream.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => {
                     self.received += chunk.len() as u64;
-                    if self.received > self.origin.limit {
-                        return Poll::Ready(Some(Err(self.fail(Kind::ResponseTooLarge(self.origin.limit).into()))));
+                    if self.received > self.source.limit {
+                        return Poll::Ready(Some(Err(self.fail(Kind::ResponseTooLarge(self.source.limit).into()))));
                     }
                     let out = self.redactor.push(&chunk);
                     if !out.is_empty() {
@@ -108,7 +108,7 @@ impl UpstreamBody {
                     }
                 }
                 Some(Err(e)) => {
-                    let err = RelayError::from_transport(&e, self.origin.timeout);
+                    let err = RelayError::from_transport(&e, self.source.timeout);
                     return Poll::Ready(Some(Err(self.fail(err))));
                 }
                 None => {
@@ -122,7 +122,7 @@ impl UpstreamBody {
 
     fn fail(&mut self, err: RelayError) -> RelayError {
         self.done = true;
-        let o = &self.origin;
+        let o = &self.source;
         tracing::warn!(request_id = %o.request_id, upstream = %o.upstream, code = err.code(), bytes = self.received, "upstream body failed midway; response cut short");
         err
     }

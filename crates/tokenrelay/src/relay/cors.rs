@@ -128,7 +128,10 @@ mod tests {
 
     #[test]
     fn same_origin_and_no_origin_are_served_without_cors_headers() {
-        let c = caller(&settings(), &headers(&[(header::ORIGIN, "http://localhost:8888"), (header::HOST, "localhost:8888")]));
+        let c = caller(
+            &settings(),
+            &headers(&[(header::ORIGIN, "http://localhost:8888"), (header::HOST, "localhost:8888")]),
+        );
         assert!(matches!(c, Ok(Caller::SameOrigin)));
         assert!(matches!(caller(&settings(), &HeaderMap::new()), Ok(Caller::SameOrigin)));
     }
@@ -136,7 +139,8 @@ mod tests {
     #[test]
     fn other_and_null_origins_are_forbidden() {
         for origin in ["https://evil.example", "null", "https://site.example.evil.example", "http://site.example"] {
-            let e = caller(&settings(), &headers(&[(header::ORIGIN, origin), (header::HOST, "relay.example")])).unwrap_err();
+            let e = caller(&settings(), &headers(&[(header::ORIGIN, origin), (header::HOST, "relay.example")]))
+                .unwrap_err();
             assert_eq!(e.code(), "origin_forbidden", "{origin}");
         }
     }

@@ -34,7 +34,11 @@ pub(super) struct Outgoing<'a> {
 
 /// Sends `out`, retrying once with a fresh token after a 401. Returns the
 /// upstream's response and the token it was sent with.
-pub(super) async fn exchange(broker: &Broker, out: &Outgoing<'_>, timing: &mut Timing) -> Result<(reqwest::Response, Token), RelayError> {
+pub(super) async fn exchange(
+    broker: &Broker,
+    out: &Outgoing<'_>,
+    timing: &mut Timing,
+) -> Result<(reqwest::Response, Token), RelayError> {
     let name = out.upstream.name();
     let first = token(broker, name, timing).await?;
     let response = send(broker, out, &first, timing).await?;
@@ -62,7 +66,12 @@ async fn token(broker: &Broker, upstream: &str, timing: &mut Timing) -> Result<T
     Ok(token)
 }
 
-async fn send(broker: &Broker, out: &Outgoing<'_>, token: &Token, timing: &mut Timing) -> Result<reqwest::Response, RelayError> {
+async fn send(
+    broker: &Broker,
+    out: &Outgoing<'_>,
+    token: &Token,
+    timing: &mut Timing,
+) -> Result<reqwest::Response, RelayError> {
     let credentials = inject::credentials(out.relay, out.upstream.name(), token).map_err(Kind::Token)?;
     let param = credentials.query.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
     let url = path::outgoing_url(out.upstream.base_url(), out.segments, out.query, param)?;

@@ -65,7 +65,14 @@ pub(super) fn filter_response(upstream: &HeaderMap, injected: &[HeaderName], sec
     let mut out = HeaderMap::new();
     for (name, value) in upstream {
         let drop = DROPPED.contains(name)
-            || matches!(name.as_str(), "keep-alive" | "proxy-connection" | "set-cookie2" | "access-control-expose-headers" | "access-control-max-age")
+            || matches!(
+                name.as_str(),
+                "keep-alive"
+                    | "proxy-connection"
+                    | "set-cookie2"
+                    | "access-control-expose-headers"
+                    | "access-control-max-age"
+            )
             || listed.iter().any(|l| l == name.as_str())
             || injected.contains(name)
             || secrets.contains(value.as_bytes());
@@ -82,7 +89,10 @@ mod tests {
     use http::HeaderValue;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect()
     }
 
     #[test]

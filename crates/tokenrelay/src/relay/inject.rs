@@ -67,7 +67,11 @@ mod tests {
 
     fn relay(inject: Inject) -> UpstreamRelay {
         UpstreamRelay {
-            routes: vec![Route { pattern: RoutePattern::parse("/**").unwrap(), methods: vec![http::Method::GET], cache_control: None }],
+            routes: vec![Route {
+                pattern: RoutePattern::parse("/**").unwrap(),
+                methods: vec![http::Method::GET],
+                cache_control: None,
+            }],
             inject,
             headers: vec![(
                 HeaderName::from_static("api-key"),
@@ -79,7 +83,11 @@ mod tests {
 
     #[test]
     fn header_injection_uses_the_format_and_marks_values_sensitive() {
-        let inject = Inject::Header { name: HeaderName::from_static("authorization"), prefix: "Bearer ".into(), suffix: String::new() };
+        let inject = Inject::Header {
+            name: HeaderName::from_static("authorization"),
+            prefix: "Bearer ".into(),
+            suffix: String::new(),
+        };
         let c = credentials(&relay(inject), "getty", &Token::new("tok_1", None)).unwrap();
         assert_eq!(c.headers["authorization"], "Bearer tok_1");
         assert_eq!(c.headers["api-key"], "key-123");
@@ -97,8 +105,14 @@ mod tests {
 
     #[test]
     fn a_token_that_cannot_be_a_header_is_a_token_error_without_the_value() {
-        let inject = Inject::Header { name: HeaderName::from_static("authorization"), prefix: String::new(), suffix: String::new() };
-        let Err(err) = credentials(&relay(inject), "getty", &Token::new("tok\nX-Evil: 1", None)) else { panic!("accepted") };
+        let inject = Inject::Header {
+            name: HeaderName::from_static("authorization"),
+            prefix: String::new(),
+            suffix: String::new(),
+        };
+        let Err(err) = credentials(&relay(inject), "getty", &Token::new("tok\nX-Evil: 1", None)) else {
+            panic!("accepted")
+        };
         assert_eq!(err.code(), "token_response_invalid");
         assert!(!err.to_string().contains("X-Evil"), "{err}");
     }

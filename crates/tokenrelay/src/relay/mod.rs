@@ -6,21 +6,21 @@
 //! Vercel and Netlify shells (and any other) only convert types. In order,
 //! a request goes through:
 //!
-//! 1. [`cors`]: a foreign `Origin` not in `[relay] allowed_origins` → 403;
-//! 2. [`path`]: the path is split and every segment validated (no dot
+//! 1. `cors`: a foreign `Origin` not in `[relay] allowed_origins` → 403;
+//! 2. `path`: the path is split and every segment validated (no dot
 //!    segments, encoded separators, `//`, `@`, `\`, control characters…);
-//! 3. [`route`]: the upstream's configured patterns and methods (404/405),
+//! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. [`rate_limit`]: per client IP and upstream, in the shared store (429);
+//! 4. `rate_limit`: per client IP and upstream, in the shared store (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
-//! 6. [`forward`]: token from the [`Broker`], [`inject`]ed, sent with
+//! 6. `forward`: token from the [`Broker`], `inject`ed, sent with
 //!    `relay.timeout`; a 401 invalidates the token and retries once;
-//! 7. [`headers`] and [`scrub`]: the response is streamed back without
+//! 7. `headers` and `scrub`: the response is streamed back without
 //!    hop-by-hop headers, cookies or any injected credential, within
 //!    `relay.max_response_bytes`.
 //!
 //! Every failure is one [`RelayError`] with a stable code, answered as
-//! `{ "error": { "code", "message" } }` by [`error`]. One structured log line
+//! `{ "error": { "code", "message" } }` by `error`. One structured log line
 //! per request, and a `Server-Timing` header splitting token and upstream time.
 //!
 //! ```no_run
@@ -68,6 +68,9 @@ use timing::Timing;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C Server Timing.
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+/// A Content Security Policy that loads nothing and sandboxes the document:
+/// `fetch()` callers are unaffected, an HTML answer opened directly is inert.
+const INERT: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// The visitor's IP address, as the platform reports it; set by the shell as
 /// a request extension. Without it, all visitors share one rate limit.
@@ -122,7 +125,10 @@ impl Relay {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let request_id = request.extensions().get::<RequestId>().map_or_else(|| format!("{:016x}", fastrand::u64(..)), |r| r.0.clone());
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map_or_else(|| format!("{:016x}", fastrand::u64(..)), |r| r.0.clone());
         let method = request.method().clone();
         let caller = cors::caller(&self.broker.config().relay, request.headers());
         let mut record = Record::default();
@@ -159,7 +165,13 @@ impl Relay {
             Ok(collected) => Response::from_parts(parts, collected.to_bytes()),
             Err(err) => {
                 let (mut error_parts, error_body) = err.to_response().into_parts();
-                let kept = [header::ACCESS_CONTROL_ALLOW_ORIGIN, header::ACCESS_CONTROL_EXPOSE_HEADERS, header::VARY, REQUEST_ID, SERVER_TIMING];
+                let kept = [
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    header::VARY,
+                    REQUEST_ID,
+                    SERVER_TIMING,
+                ];
                 for name in kept {
                     for value in parts.headers.get_all(&name) {
                         error_parts.headers.append(name.clone(), value.clone());
@@ -171,7 +183,12 @@ impl Relay {
         }
     }
 
-    async fn serve<B>(&self, request: Request<B>, request_id: &str, record: &mut Record) -> Result<Response<Body>, RelayError>
+    async fn serve<B>(
+        &self,
+        request: Request<B>,
+        request_id: &str,
+        record: &mut Record,
+    ) -> Result<Response<Body>, RelayError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -192,7 +209,8 @@ impl Relay {
         query.map(path::check_query).transpose()?;
 
         if cors::is_preflight(&parts.method, &parts.headers) {
-            let route = route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
+            let route =
+                route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
             record.route = Some(route.pattern.as_str().to_owned());
             return Ok(cors::preflight(&parts.headers, &route.methods));
         }
@@ -205,7 +223,13 @@ impl Relay {
         }
 
         let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
-        rate_limit::check(self.broker.store(), upstream.name(), client, relay.rate_limit.unwrap_or(settings.rate_limit)).await?;
+        rate_limit::check(
+            self.broker.store(),
+            upstream.name(),
+            client,
+            relay.rate_limit.unwrap_or(settings.rate_limit),
+        )
+        .await?;
         let body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
 
         let out = forward::Outgoing {
@@ -226,16 +250,21 @@ impl Relay {
         let scrubber = inject::scrubber(relay, &token);
         let status = response.status();
         let mut headers = headers::filter_response(response.headers(), &inject::header_names(relay), &scrubber);
-        // Unless the route says the answer is public, no shared cache may keep it.
-        let cache_control = route.cache_control.clone().filter(|_| status.is_success());
+        // Unless the route says the answer is public, no cache may keep it.
+        let cacheable = status.is_success() || status == http::StatusCode::NOT_MODIFIED;
+        let cache_control = route.cache_control.clone().filter(|_| cacheable);
         headers.insert(header::CACHE_CONTROL, cache_control.unwrap_or(HeaderValue::from_static("no-store")));
-        let origin = body::Origin {
+        // The answer is served from the site's own origin: whatever the upstream
+        // sends, a browser must not run it as a page of this site.
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(INERT));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        let source = body::Source {
             request_id: request_id.to_owned(),
             upstream: upstream.name().to_owned(),
             timeout: settings.timeout,
             limit: settings.max_response_bytes,
         };
-        let mut relayed = Response::new(Body::upstream(response, scrubber.stream(), origin));
+        let mut relayed = Response::new(Body::upstream(response, scrubber.stream(), source));
         *relayed.status_mut() = status;
         *relayed.headers_mut() = headers;
         Ok(relayed)
@@ -260,7 +289,14 @@ where
 }
 
 /// One line per request: ids, names, durations and outcomes, never a value.
-fn log(request_id: &str, method: &http::Method, record: &Record, status: http::StatusCode, error: Option<&RelayError>, started: Instant) {
+fn log(
+    request_id: &str,
+    method: &http::Method,
+    record: &Record,
+    status: http::StatusCode,
+    error: Option<&RelayError>,
+    started: Instant,
+) {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let upstream = record.upstream.as_deref().unwrap_or("-");
     let route = record.route.as_deref().unwrap_or("-");

@@ -57,10 +57,13 @@ fn check_segment(segment: &str) -> Result<(), String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let decoded = bytes.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+                let decoded =
+                    bytes.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
                 match decoded {
                     None => return Err("'%' must be followed by two hex digits".to_owned()),
-                    Some(b) if is_dangerous(b) => return Err(format!("percent-encoded {} is not allowed", describe(b))),
+                    Some(b) if is_dangerous(b) => {
+                        return Err(format!("percent-encoded {} is not allowed", describe(b)));
+                    }
                     Some(_) => i += 3,
                 }
             }
@@ -111,7 +114,12 @@ pub(super) fn check_query(query: &str) -> Result<(), RelayError> {
 ///
 /// The result is checked, not assumed, to keep the base URL's scheme, host,
 /// port and path prefix.
-pub(super) fn outgoing_url(base: &Url, segments: &[&str], query: Option<&str>, param: Option<(&str, &str)>) -> Result<Url, RelayError> {
+pub(super) fn outgoing_url(
+    base: &Url,
+    segments: &[&str],
+    query: Option<&str>,
+    param: Option<(&str, &str)>,
+) -> Result<Url, RelayError> {
     let base_path = base.path().trim_end_matches('/');
     let mut url = base.clone();
     url.set_path(&format!("{base_path}/{}", segments.join("/")));

@@ -18,7 +18,12 @@ use crate::store::Store;
 ///
 /// If the store fails, the request is let through with a warning: an outage
 /// of the counter must not take the site down.
-pub(super) async fn check(store: &Store, upstream: &str, client: Option<IpAddr>, limit: RateLimit) -> Result<(), RelayError> {
+pub(super) async fn check(
+    store: &Store,
+    upstream: &str,
+    client: Option<IpAddr>,
+    limit: RateLimit,
+) -> Result<(), RelayError> {
     let key = key(upstream, client);
     match store.incr_window(&key, limit.window).await {
         Ok((count, left)) if count > u64::from(limit.requests) => Err(Kind::RateLimited { retry_after: left }.into()),

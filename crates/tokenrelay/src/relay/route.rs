@@ -8,7 +8,12 @@ use super::error::{Kind, RelayError};
 use crate::config::relay::{Route, UpstreamRelay};
 
 /// The first route whose pattern matches `segments` and allows `method`.
-pub(super) fn select<'a>(relay: &'a UpstreamRelay, upstream: &str, segments: &[&str], method: &Method) -> Result<&'a Route, RelayError> {
+pub(super) fn select<'a>(
+    relay: &'a UpstreamRelay,
+    upstream: &str,
+    segments: &[&str],
+    method: &Method,
+) -> Result<&'a Route, RelayError> {
     let matching: Vec<&Route> = relay.routes.iter().filter(|r| r.pattern.matches(segments)).collect();
     if matching.is_empty() {
         return Err(Kind::RouteNotFound(upstream.to_owned()).into());
@@ -34,7 +39,11 @@ mod tests {
         UpstreamRelay {
             routes: routes
                 .iter()
-                .map(|(p, m)| Route { pattern: RoutePattern::parse(p).unwrap(), methods: m.to_vec(), cache_control: None })
+                .map(|(p, m)| Route {
+                    pattern: RoutePattern::parse(p).unwrap(),
+                    methods: m.to_vec(),
+                    cache_control: None,
+                })
                 .collect(),
             inject: Inject::Query { name: "key".into() },
             headers: Vec::new(),

@@ -26,7 +26,8 @@ impl Scrubber {
         let longest = secrets.iter().map(Vec::len).max().unwrap_or(0);
         // Building only fails for patterns far beyond any credential's size; then
         // nothing is injected either (see `inject`), so there is nothing to hide.
-        let finder = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&secrets).ok().filter(|_| longest > 0);
+        let finder =
+            AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&secrets).ok().filter(|_| longest > 0);
         Self { finder, longest }
     }
 

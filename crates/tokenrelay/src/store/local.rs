@@ -115,7 +115,8 @@ impl LocalStore {
         let key = key.to_owned();
         self.run(move |e| {
             let now = now_ms();
-            let entry = e.0.entry(key).or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(window) });
+            let entry =
+                e.0.entry(key).or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(window) });
             let count = entry.value.parse::<u64>().unwrap_or(0).saturating_add(1);
             entry.value = count.to_string();
             (count, Duration::from_millis(entry.expires_at_ms.saturating_sub(now)))

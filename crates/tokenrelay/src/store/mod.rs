@@ -272,7 +272,8 @@ mod tests {
             let upstash = testkit::Upstash::start(&redis).await.unwrap();
             let env = Env::from_pairs([(UPSTASH_VARS.0, upstash.url()), (UPSTASH_VARS.1, upstash.token().to_owned())]);
             let settings = StoreSettings { allow_unencrypted: true, timeout: Duration::from_secs(2) };
-            let open = || Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
+            let open =
+                || Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
             let (a, b) = (open(), open());
             let window = Duration::from_secs(30);
             assert_eq!(a.incr_window("rate:x", window).await.unwrap().0, 1);

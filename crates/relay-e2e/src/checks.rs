@@ -1,0 +1,366 @@
+//! What every platform shell must do, checked over HTTP. Each check leaves
+//! the fixture as it found it (token rejection switched back off, request
+//! logs cleared) so they can run in sequence against one deployment.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use futures_util::StreamExt;
+
+use crate::fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, TIMEOUT_SECS};
+use crate::http::{Reply, Shell};
+
+const SEARCH: &str = "/api/relay/getty/search/images?phrase=cats";
+
+/// 200 `GET`s spread over `shells` (processes sharing one store), 16 at a
+/// time, cause exactly one token request. Run it first, on a fresh fixture.
+pub async fn one_token_for_many_requests(shells: &[Shell], fx: &Fixture, requests: usize) -> anyhow::Result<()> {
+    ensure!(fx.tokens.calls() == 0, "precondition: no token fetched yet");
+    let replies: Vec<anyhow::Result<Reply>> = futures_util::stream::iter(0..requests)
+        .map(|i| {
+            let shell = &shells[i % shells.len()];
+            async move { shell.get(SEARCH, &[]).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for reply in replies {
+        let reply = reply?;
+        ensure!(reply.status == 200, "a request failed: {} {}", reply.status, reply.text());
+    }
+    ensure!(
+        fx.tokens.calls() == 1,
+        "{requests} requests over {} processes made {} token requests",
+        shells.len(),
+        fx.tokens.calls()
+    );
+    Ok(())
+}
+
+/// The upstream receives the path, query, token and key, and nothing of the visitor's.
+pub async fn happy_path_forwards_only_what_it_should(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    let reply = shell
+        .get(
+            SEARCH,
+            &[
+                ("Origin", ALLOWED_ORIGIN),
+                ("Accept", "application/json"),
+                ("Accept-Language", "fr"),
+                ("Authorization", "Bearer visitor-token"),
+                ("Cookie", "session=visitor-cookie"),
+                ("X-Forwarded-For", "198.51.100.1"),
+                ("Forwarded", "for=198.51.100.1"),
+                ("Api-Key", "visitor-key"),
+            ],
+        )
+        .await?;
+    ensure!(reply.status == 200, "status {}: {}", reply.status, reply.text());
+    let body = reply.json()?;
+    ensure!(body["images"][0]["title"] == "cats 1", "unexpected body {body}");
+    ensure!(reply.header("access-control-allow-origin") == Some(ALLOWED_ORIGIN), "no CORS header: {:?}", reply.headers);
+    ensure!(
+        reply.header("cache-control") == Some("public, max-age=60"),
+        "route cache_control not set: {:?}",
+        reply.header("cache-control")
+    );
+    ensure!(reply.header_all("vary").to_ascii_lowercase().contains("origin"), "no Vary: Origin");
+    ensure!(reply.header("x-request-id").is_some(), "no request id");
+    let csp = reply.header("content-security-policy").unwrap_or_default();
+    ensure!(
+        csp.contains("sandbox") && reply.header("x-content-type-options") == Some("nosniff"),
+        "answers must be inert as pages"
+    );
+    let timing = reply.header("server-timing").context("no Server-Timing")?;
+    ensure!(
+        timing.contains("token;dur=") && timing.contains("desc=\"") && timing.contains("upstream;dur="),
+        "Server-Timing {timing:?}"
+    );
+
+    let requests = fx.api.requests();
+    ensure!(requests.len() == 1, "upstream saw {} requests", requests.len());
+    let seen = &requests[0];
+    ensure!(seen.uri == "/v3/search/images?phrase=cats", "upstream saw {}", seen.uri);
+    let bearer = seen.header("authorization").unwrap_or_default().strip_prefix("Bearer ").unwrap_or_default();
+    ensure!(fx.tokens.is_valid(bearer), "upstream did not get a live token");
+    ensure!(seen.header("api-key") == Some(fx.key()), "upstream did not get the API key");
+    ensure!(
+        seen.header("accept-language") == Some("fr") && seen.header("accept") == Some("application/json"),
+        "negotiation headers lost"
+    );
+    for name in ["cookie", "x-forwarded-for", "forwarded", "origin"] {
+        ensure!(seen.header(name).is_none(), "visitor header {name} reached the upstream");
+    }
+    ensure!(
+        !seen.headers.iter().any(|(_, v)| v.contains("visitor")),
+        "a visitor value reached the upstream: {:?}",
+        seen.headers
+    );
+    Ok(())
+}
+
+/// Cookies, hop-by-hop and injected headers stay behind; echoed credentials are redacted.
+pub async fn responses_never_carry_credentials_or_cookies(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    let reply = shell.get("/api/relay/getty/cookie", &[]).await?;
+    ensure!(reply.status == 200, "status {}", reply.status);
+    ensure!(reply.header("set-cookie").is_none(), "Set-Cookie passed through");
+    ensure!(reply.header("cache-control") == Some("no-store"), "a route without cache_control must be no-store");
+
+    let reply = shell.get("/api/relay/getty/echo/whoami?x=1", &[]).await?;
+    ensure!(reply.status == 200, "status {}", reply.status);
+    let echoed = reply.json()?;
+    ensure!(
+        echoed["headers"]["authorization"] == "Bearer [REDACTED]",
+        "token not redacted: {}",
+        echoed["headers"]["authorization"]
+    );
+    ensure!(echoed["headers"]["api-key"] == "[REDACTED]", "key not redacted");
+    ensure!(reply.header("authorization").is_none() && reply.header("api-key").is_none(), "injected headers echoed");
+    fx.assert_no_secrets("the echo response", &reply.text())
+}
+
+/// Requests with these targets must be refused before reaching any upstream.
+/// Each comes with the code the relay gives when it sees the target as sent;
+/// where a dev server resolves dot segments first, each still lands outside
+/// every route (see [`AFTER_NORMALISATION`]).
+const HOSTILE: &[(&str, &str)] = &[
+    ("/api/relay/getty/echo/../../admin", "path_rejected"),
+    ("/api/relay/getty/./admin", "path_rejected"),
+    ("/api/relay/getty/echo\\..\\..\\admin", "path_rejected"),
+    ("/api/relay/getty/echo/%2e%2e/%2e%2e/admin", "path_rejected"),
+    ("/api/relay/getty/echo/%2E%2e/admin", "path_rejected"),
+    ("/api/relay/getty/echo/.%2e/admin", "path_rejected"),
+    ("/api/relay/getty/echo/%252e%252e/admin", "path_rejected"),
+    ("/api/relay/getty/echo/a%2fb", "path_rejected"),
+    ("/api/relay/getty/echo/a%2F..%2F..%2Fadmin", "path_rejected"),
+    ("/api/relay/getty/echo/a%5c..%5cadmin", "path_rejected"),
+    ("/api/relay/getty/echo/a%252fb", "path_rejected"),
+    ("/api/relay/getty/echo//{evil}/v3/echo/x", "path_rejected"),
+    ("/api/relay/getty/echo/http://{evil}/v3/echo/x", "path_rejected"),
+    ("/api/relay/getty/echo/http:%2f%2f{evil}/v3/echo/x", "path_rejected"),
+    ("/api/relay/getty/echo/user@{evil}", "path_rejected"),
+    ("/api/relay/getty/echo/%40{evil}", "path_rejected"),
+    ("/api/relay/getty/echo/a%00b", "path_rejected"),
+    ("/api/relay/getty/echo/a%0d%0aX-Injected:%201", "path_rejected"),
+    ("/api/relay/getty/admin", "route_not_found"),
+    ("/api/relay/getty/search/../../hidden/search/images", "path_rejected"),
+    ("/api/relay/nope/search/images", "unknown_upstream"),
+    ("/api/relay/hidden/search/images", "unknown_upstream"),
+    ("/api/relay/%2e%2e/getty/echo/x", "path_rejected"),
+];
+
+/// Codes a target may get instead when a dev server resolved its dot segments first.
+const AFTER_NORMALISATION: &[&str] = &["route_not_found", "unknown_upstream"];
+
+/// No path can reach anything but the configured routes on the configured host.
+pub async fn hostile_paths_never_reach_anything(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    let evil = fx.evil.url().trim_start_matches("http://").trim_end_matches("/v3").to_owned();
+    for (target, code) in HOSTILE {
+        let target = target.replace("{evil}", &evil);
+        let reply = shell.get(&target, &[]).await?;
+        ensure!((400..500).contains(&reply.status), "{target}: status {} {}", reply.status, reply.text());
+        // A platform's own HTTP parser may refuse raw bytes before the function runs.
+        if let Some(got) = reply.error_code() {
+            let normalised = shell.normalizes_paths && AFTER_NORMALISATION.contains(&got.as_str());
+            ensure!(got == *code || normalised, "{target}: code {got}, expected {code}");
+        }
+        ensure!(fx.api.requests().is_empty(), "{target} reached the upstream: {:?}", fx.api.requests());
+    }
+    ensure!(fx.evil.requests().is_empty(), "the evil server was reached: {:?}", fx.evil.requests());
+
+    // Host-like inputs elsewhere do not move the request either.
+    let reply = shell
+        .get(
+            &format!("/api/relay/getty/echo/here?url=http://{evil}/v3/echo/x&next=//{evil}"),
+            &[("X-Forwarded-Host", &evil), ("Forwarded", &format!("host={evil}"))],
+        )
+        .await?;
+    ensure!(reply.status == 200, "status {}", reply.status);
+    let seen = fx.api.requests();
+    ensure!(
+        seen.len() == 1 && seen[0].path() == "/v3/echo/here",
+        "upstream saw {:?}",
+        seen.iter().map(|r| &r.uri).collect::<Vec<_>>()
+    );
+    ensure!(fx.evil.requests().is_empty(), "the evil server was reached");
+    Ok(())
+}
+
+/// 404 for unknown paths, 405 with `Allow` for other methods, JSON errors.
+pub async fn routes_and_methods_are_enforced(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    let reply = shell.send("DELETE", "/api/relay/getty/search/images", &[], b"").await?;
+    ensure!(reply.status == 405, "DELETE: status {}", reply.status);
+    ensure!(reply.header("allow") == Some("GET"), "Allow: {:?}", reply.header("allow"));
+    ensure!(reply.error_code().as_deref() == Some("method_not_allowed"), "body {}", reply.text());
+    ensure!(reply.header("content-type") == Some("application/json"), "error content type");
+    let message = reply.json()?["error"]["message"].as_str().unwrap_or_default().to_owned();
+    ensure!(message.contains("DELETE") && message.contains("GET"), "message {message:?}");
+    let reply = shell.send("POST", "/api/relay/getty/search/images", &[], b"{}").await?;
+    ensure!(reply.status == 405, "POST: status {}", reply.status);
+    ensure!(fx.api.requests().is_empty(), "a refused method reached the upstream");
+    Ok(())
+}
+
+/// Allowed origins get CORS headers and preflights; others get 403 and reach nothing.
+pub async fn cors_allows_only_configured_origins(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    let reply = shell.get(SEARCH, &[("Origin", "https://evil.example")]).await?;
+    ensure!(reply.status == 403, "foreign origin: status {}", reply.status);
+    ensure!(reply.error_code().as_deref() == Some("origin_forbidden"), "body {}", reply.text());
+    ensure!(reply.header("access-control-allow-origin").is_none(), "CORS header for a foreign origin");
+    ensure!(fx.api.requests().is_empty(), "a foreign origin reached the upstream");
+
+    let preflight = [
+        ("Origin", ALLOWED_ORIGIN),
+        ("Access-Control-Request-Method", "GET"),
+        ("Access-Control-Request-Headers", "content-type, authorization"),
+    ];
+    let reply = shell.send("OPTIONS", "/api/relay/getty/search/images", &preflight, b"").await?;
+    ensure!(reply.status == 204, "preflight: status {} {}", reply.status, reply.text());
+    ensure!(reply.header("access-control-allow-origin") == Some(ALLOWED_ORIGIN), "preflight origin");
+    ensure!(
+        reply.header("access-control-allow-methods") == Some("GET"),
+        "preflight methods {:?}",
+        reply.header("access-control-allow-methods")
+    );
+    ensure!(
+        reply.header("access-control-allow-headers") == Some("content-type"),
+        "preflight must not allow Authorization"
+    );
+    ensure!(reply.header("access-control-max-age").is_some(), "preflight max age");
+
+    let reply = shell
+        .send(
+            "OPTIONS",
+            "/api/relay/getty/search/images",
+            &[("Origin", ALLOWED_ORIGIN), ("Access-Control-Request-Method", "DELETE")],
+            b"",
+        )
+        .await?;
+    ensure!(reply.status == 405, "preflight for DELETE: status {}", reply.status);
+    let reply = shell
+        .send(
+            "OPTIONS",
+            "/api/relay/getty/search/images",
+            &[("Origin", "https://evil.example"), ("Access-Control-Request-Method", "GET")],
+            b"",
+        )
+        .await?;
+    ensure!(reply.status == 403, "foreign preflight: status {}", reply.status);
+
+    // The site's own pages: Origin is the host they were served from.
+    let same = format!("http://{}", shell.addr);
+    let reply = shell.get(SEARCH, &[("Origin", &same)]).await?;
+    ensure!(reply.status == 200, "same origin: status {} {}", reply.status, reply.text());
+    ensure!(reply.header("access-control-allow-origin").is_none(), "same origin needs no CORS header");
+    ensure!(fx.api.requests().len() == 1, "only the allowed requests reached the upstream");
+    Ok(())
+}
+
+/// Oversized bodies, oversized answers and slow upstreams end with clear errors, never a hang.
+pub async fn limits_end_with_clear_errors(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    let small = vec![b'a'; 100];
+    let reply = shell.send("POST", "/api/relay/getty/echo/body", &[("Content-Type", "text/plain")], &small).await?;
+    ensure!(reply.status == 200, "small body: status {} {}", reply.status, reply.text());
+    ensure!(reply.json()?["body"] == String::from_utf8_lossy(&small).as_ref(), "body not relayed");
+
+    let big = vec![b'a'; MAX_REQUEST_BYTES + 1];
+    fx.api.clear_requests();
+    let reply = shell.send("POST", "/api/relay/getty/echo/body", &[("Content-Type", "text/plain")], &big).await?;
+    ensure!(reply.status == 413, "big body: status {} {}", reply.status, reply.text());
+    ensure!(reply.error_code().as_deref() == Some("body_too_large"), "body {}", reply.text());
+    ensure!(fx.api.requests().is_empty(), "an oversized body reached the upstream");
+
+    let reply = shell.get("/api/relay/getty/big?bytes=1000", &[]).await?;
+    ensure!(
+        reply.status == 200 && reply.body.len() == 1000,
+        "1000 bytes: status {} len {}",
+        reply.status,
+        reply.body.len()
+    );
+
+    let too_big = MAX_RESPONSE_BYTES * 2;
+    let reply = shell.get(&format!("/api/relay/getty/big?bytes={too_big}"), &[]).await?;
+    if shell.streams {
+        // Headers went out before the limit was crossed: the stream is cut.
+        let cut = reply.cut_short || reply.body.len() < too_big;
+        ensure!(reply.status == 200 && cut, "oversized stream: status {} len {}", reply.status, reply.body.len());
+        ensure!(reply.body.len() <= MAX_RESPONSE_BYTES, "more than the limit was sent: {}", reply.body.len());
+    } else {
+        ensure!(reply.status == 502, "oversized answer: status {}", reply.status);
+        ensure!(reply.error_code().as_deref() == Some("response_too_large"), "body {}", reply.text());
+    }
+
+    let started = Instant::now();
+    let reply = shell.get("/api/relay/getty/slow?ms=20000", &[]).await?;
+    ensure!(reply.status == 504, "slow upstream: status {} {}", reply.status, reply.text());
+    ensure!(reply.error_code().as_deref() == Some("upstream_timeout"), "body {}", reply.text());
+    let bound = Duration::from_secs(TIMEOUT_SECS + 8);
+    ensure!(started.elapsed() < bound, "timeout took {:?}", started.elapsed());
+    Ok(())
+}
+
+/// A revoked token costs one 401, one refresh and one retry; a rejected fresh one is a 502.
+pub async fn a_401_refreshes_the_token_once(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    let reply = shell.get(SEARCH, &[]).await?;
+    ensure!(reply.status == 200, "warm-up: status {}", reply.status);
+    let calls = fx.tokens.calls();
+    fx.tokens.revoke_issued();
+    fx.api.clear_requests();
+    let reply = shell.get(SEARCH, &[]).await?;
+    ensure!(reply.status == 200, "after revocation: status {} {}", reply.status, reply.text());
+    ensure!(fx.tokens.calls() == calls + 1, "expected one refresh, got {}", fx.tokens.calls() - calls);
+    ensure!(fx.api.requests().len() == 2, "expected the 401 and one retry, upstream saw {}", fx.api.requests().len());
+    let reply = shell.get(SEARCH, &[]).await?;
+    ensure!(reply.status == 200 && fx.tokens.calls() == calls + 1, "the new token is reused");
+
+    fx.api.reject_all_tokens(true);
+    fx.api.clear_requests();
+    let reply = shell.get(SEARCH, &[]).await;
+    fx.api.reject_all_tokens(false);
+    let reply = reply?;
+    ensure!(reply.status == 502, "persistent 401: status {} {}", reply.status, reply.text());
+    ensure!(reply.error_code().as_deref() == Some("upstream_unauthorized"), "body {}", reply.text());
+    ensure!(fx.api.requests().len() == 2, "exactly one retry, upstream saw {}", fx.api.requests().len());
+    Ok(())
+}
+
+/// `limited` allows a few requests per client IP and window, then 429 with `Retry-After`.
+pub async fn rate_limit_counts_per_client(shell: &Shell, _fx: &Fixture) -> anyhow::Result<()> {
+    let target = "/api/relay/limited/search/images?phrase=x";
+    for i in 0..LIMITED_REQUESTS {
+        let reply = shell.get_as(10, target).await?;
+        ensure!(reply.status == 200, "request {i}: status {} {}", reply.status, reply.text());
+    }
+    let reply = shell.get_as(10, target).await?;
+    ensure!(reply.status == 429, "over the limit: status {}", reply.status);
+    ensure!(reply.error_code().as_deref() == Some("rate_limited"), "body {}", reply.text());
+    let retry: u64 = reply.header("retry-after").context("no Retry-After")?.parse()?;
+    ensure!((1..=60).contains(&retry), "Retry-After {retry}");
+    let reply = shell.get_as(11, target).await?;
+    ensure!(reply.status == 200, "another client: status {}", reply.status);
+    let reply = shell.get_as(10, SEARCH).await?;
+    ensure!(reply.status == 200, "another upstream: status {}", reply.status);
+    Ok(())
+}
+
+/// The function's structured logs: one line per request with its fields, never a secret.
+pub fn logs_are_structured_and_secret_free(
+    lines: &[String],
+    json: &[serde_json::Value],
+    fx: &Fixture,
+) -> anyhow::Result<()> {
+    for line in lines {
+        fx.assert_no_secrets("a log line", line)?;
+    }
+    let relayed =
+        json.iter().find(|l| l["message"] == "relay request" && l["upstream"] == "getty" && l["status"] == 200);
+    let line = relayed.context("no `relay request` log line for getty")?;
+    for field in ["request_id", "method", "route", "token", "token_ms", "upstream_ms", "duration_ms"] {
+        ensure!(line.get(field).is_some(), "log line lacks {field}: {line}");
+    }
+    ensure!(json.iter().any(|l| l["code"] == "path_rejected"), "refusals are logged with their code");
+    Ok(())
+}

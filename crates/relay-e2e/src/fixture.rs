@@ -1,0 +1,159 @@
+//! Everything a relay function talks to, real and on loopback: Redis behind
+//! the Upstash REST protocol, an OAuth2 token endpoint, the third-party API
+//! and a second, "evil" server that nothing may ever reach; plus the
+//! `tokenrelay.toml` and environment a function process runs with.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine as _;
+use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash};
+
+/// The site's origin allowed to call the relay cross-origin.
+pub const ALLOWED_ORIGIN: &str = "https://site.example";
+/// Requests per client in the `limited` upstream's window.
+pub const LIMITED_REQUESTS: u32 = 3;
+/// `relay.max_request_bytes` of the fixture.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+/// `relay.max_response_bytes` of the fixture.
+pub const MAX_RESPONSE_BYTES: usize = 65536;
+/// `relay.timeout` of the fixture, in seconds.
+pub const TIMEOUT_SECS: u64 = 2;
+
+/// The relay config under test. `getty` is relayed with Getty's shape (bearer
+/// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
+/// token but no relay section.
+const CONFIG: &str = r#"
+[relay]
+allowed_origins = ["{origin}"]
+max_request_bytes = {max_request}
+max_response_bytes = {max_response}
+timeout = "{timeout}s"
+rate_limit = { requests = 100000, window = "1m" }
+
+[upstreams.getty]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.getty.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [
+  { path = "/search/images", methods = ["GET"], cache_control = "public, max-age=60" },
+  { path = "/echo/**", methods = ["GET", "POST"] },
+  { path = "/big" },
+  { path = "/slow" },
+  { path = "/cookie" },
+]
+
+[upstreams.limited]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.limited.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+rate_limit = { requests = {limited}, window = "1m" }
+routes = [{ path = "/search/images" }]
+
+[upstreams.hidden]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+"#;
+
+/// The running services and the config pointing at them. Stops everything when dropped.
+pub struct Fixture {
+    pub redis: RedisServer,
+    pub upstash: Upstash,
+    pub tokens: TokenServer,
+    pub api: ApiServer,
+    /// A server on loopback that hostile inputs try to reach; it must never be.
+    pub evil: ApiServer,
+    dir: tempfile::TempDir,
+    key: String,
+    secret: String,
+    encryption_key: String,
+}
+
+impl Fixture {
+    pub async fn start() -> anyhow::Result<Self> {
+        let key = format!("key_{:024x}", fastrand::u128(..));
+        let secret = format!("secret_{:024x}", fastrand::u128(..));
+        let redis = RedisServer::start().await?;
+        let upstash = Upstash::start(&redis).await?;
+        let tokens = TokenServer::start(TokenServerConfig::new(&key, &secret)).await?;
+        let api = ApiServer::start(&tokens).await?;
+        let evil = ApiServer::start(&tokens).await?;
+        let dir = tempfile::Builder::new().prefix("relay-e2e-").tempdir().context("creating the config directory")?;
+        let config = CONFIG
+            .replace("{origin}", ALLOWED_ORIGIN)
+            .replace("{max_request}", &MAX_REQUEST_BYTES.to_string())
+            .replace("{max_response}", &MAX_RESPONSE_BYTES.to_string())
+            .replace("{timeout}", &TIMEOUT_SECS.to_string())
+            .replace("{limited}", &LIMITED_REQUESTS.to_string())
+            .replace("{api}", &api.url())
+            .replace("{token_url}", &tokens.url());
+        std::fs::write(dir.path().join("tokenrelay.toml"), config).context("writing tokenrelay.toml")?;
+        let encryption_key =
+            base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_le_bytes().repeat(2));
+        Ok(Self { redis, upstash, tokens, api, evil, dir, key, secret, encryption_key })
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("tokenrelay.toml")
+    }
+
+    /// A scratch directory that lives as long as the fixture.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The environment of a function process: config, credentials and the
+    /// shared store (Upstash REST in front of the fixture's Redis).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.env_without_store();
+        env.push(("UPSTASH_REDIS_REST_URL".into(), self.upstash.url()));
+        env.push(("UPSTASH_REDIS_REST_TOKEN".into(), self.upstash.token().to_owned()));
+        env.push(("TOKENRELAY_ENCRYPTION_KEY".into(), self.encryption_key.clone()));
+        env
+    }
+
+    /// The same without a remote store: the function uses the local file store in `dir`.
+    pub fn env_with_local_store(&self, dir: &Path) -> Vec<(String, String)> {
+        let mut env = self.env_without_store();
+        env.push(("TOKENRELAY_LOCAL_STORE".into(), dir.display().to_string()));
+        env
+    }
+
+    fn env_without_store(&self) -> Vec<(String, String)> {
+        vec![
+            ("TOKENRELAY_CONFIG".into(), self.config_path().display().to_string()),
+            ("GETTY_API_KEY".into(), self.key.clone()),
+            ("GETTY_API_SECRET".into(), self.secret.clone()),
+            ("RUST_LOG".into(), "info".into()),
+        ]
+    }
+
+    /// The API key (also sent upstream as `Api-Key`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Every secret value: the key, the secret, the store's token and
+    /// encryption key, and every token issued so far.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut all =
+            vec![self.key.clone(), self.secret.clone(), self.upstash.token().to_owned(), self.encryption_key.clone()];
+        all.extend(self.tokens.issued());
+        all
+    }
+
+    /// Fails naming `what` if `text` contains any secret (never the secret itself).
+    pub fn assert_no_secrets(&self, what: &str, text: &str) -> anyhow::Result<()> {
+        let names = ["API key", "client secret", "Upstash token", "encryption key"];
+        for (i, secret) in self.secrets().iter().enumerate() {
+            let name = names.get(i).copied().unwrap_or("an access token");
+            anyhow::ensure!(!text.contains(secret.as_str()), "{what} contains {name}");
+        }
+        Ok(())
+    }
+}

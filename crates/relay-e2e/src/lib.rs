@@ -1,0 +1,27 @@
+//! End-to-end checks of the `/api/relay` function, shared by the platform
+//! suites (the compiled Vercel binary, the Netlify function under
+//! `netlify dev`) so that every shell is held to the same rules.
+//!
+//! A [`Fixture`] starts what a function talks to (Redis behind the Upstash
+//! REST protocol, a token endpoint, the API, and an "evil" server nothing may
+//! reach) and writes the config; a suite starts its platform's function with
+//! [`Fixture::env`] and runs the [`checks`] against a [`Shell`], a raw HTTP
+//! client that sends hostile paths byte for byte.
+
+pub mod checks;
+mod fixture;
+mod http;
+mod logs;
+
+pub use fixture::{ALLOWED_ORIGIN, Fixture};
+pub use http::{Reply, Shell, Visitor};
+pub use logs::Logs;
+
+/// Runs `test`, failing it if it takes longer than `limit`.
+pub async fn bounded<F: std::future::Future<Output = anyhow::Result<()>>>(limit: std::time::Duration, test: F) {
+    match tokio::time::timeout(limit, test).await {
+        Err(_) => panic!("test timed out after {limit:?}"),
+        Ok(Err(e)) => panic!("test failed: {e:#}"),
+        Ok(Ok(())) => {}
+    }
+}

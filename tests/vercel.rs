@@ -1,0 +1,236 @@
+//! The compiled Vercel function (`api/relay.rs`), run as Vercel runs it: a
+//! process serving HTTP on `127.0.0.1:$VERCEL_DEV_PORT`, several of them
+//! sharing one store, against real Redis, token endpoint and API; and the
+//! output of `vercel build`, run the same way.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use relay_e2e::{Fixture, Logs, Shell, Visitor, bounded, checks};
+use tokio::process::{Child, Command};
+
+/// Processes sharing the store, as concurrent Vercel instances would.
+const INSTANCES: usize = 4;
+/// How long a fresh process gets to answer `/_vercel/ping`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Ports taken between our check and the child's bind are retried this often.
+const PORT_ATTEMPTS: usize = 5;
+
+/// A running function process; killed when dropped.
+struct Function {
+    _child: Child,
+    port: u16,
+}
+
+impl Function {
+    async fn start(env: &[(String, String)], logs: &Logs) -> anyhow::Result<Self> {
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_relay")), env, logs).await
+    }
+
+    async fn start_binary(binary: &Path, env: &[(String, String)], logs: &Logs) -> anyhow::Result<Self> {
+        for _ in 0..PORT_ATTEMPTS {
+            let port = testkit::free_port()?;
+            let mut child = Command::new(binary)
+                .env_clear()
+                .envs(env.iter().cloned())
+                .env("VERCEL_DEV_PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("spawning the relay binary")?;
+            logs.capture(child.stdout.take().context("stdout")?);
+            logs.capture(child.stderr.take().context("stderr")?);
+            let ping = format!("http://127.0.0.1:{port}/_vercel/ping");
+            let ready = testkit::wait_until("the function answers /_vercel/ping", READY_TIMEOUT, || async {
+                reqwest::get(&ping).await.is_ok_and(|r| r.status().is_success())
+            });
+            tokio::select! {
+                ready = ready => {
+                    ready.with_context(|| logs.tail(20))?;
+                    return Ok(Self { _child: child, port });
+                }
+                // Exited before answering: most likely the port was taken meanwhile.
+                status = child.wait() => eprintln!("relay exited with {status:?} before answering; retrying on another port"),
+            }
+        }
+        bail!("the relay binary did not start: {}", logs.tail(20))
+    }
+}
+
+/// Vercel appends what the `/api/relay/:path*` rewrite matched to the query.
+fn vercel_rewrite(target: &str) -> String {
+    let Some(rest) = target.strip_prefix("/api/relay/") else { return target.to_owned() };
+    let path = rest.split('?').next().unwrap_or_default();
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let separator = if target.contains('?') { '&' } else { '?' };
+    format!("{target}{separator}path={encoded}")
+}
+
+#[tokio::test]
+async fn vercel_function_relays_and_enforces_every_rule() {
+    bounded(Duration::from_secs(180), async {
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        let mut functions = Vec::new();
+        for _ in 0..INSTANCES {
+            functions.push(Function::start(&fx.env(), &logs).await?);
+        }
+        let shell = Shell::new(
+            format!("127.0.0.1:{}", functions[0].port),
+            Visitor::Header("x-real-ip"),
+            true,
+            false,
+            vercel_rewrite,
+        );
+        let shells: Vec<Shell> = functions.iter().map(|f| shell.at(format!("127.0.0.1:{}", f.port))).collect();
+
+        checks::one_token_for_many_requests(&shells, &fx, 200).await.context("one token for many requests")?;
+        checks::happy_path_forwards_only_what_it_should(&shell, &fx).await.context("happy path")?;
+        checks::responses_never_carry_credentials_or_cookies(&shell, &fx).await.context("response filtering")?;
+        checks::hostile_paths_never_reach_anything(&shell, &fx).await.context("hostile paths")?;
+        checks::routes_and_methods_are_enforced(&shell, &fx).await.context("routes and methods")?;
+        checks::cors_allows_only_configured_origins(&shell, &fx).await.context("CORS")?;
+        checks::limits_end_with_clear_errors(&shell, &fx).await.context("limits")?;
+        checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
+        checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
+
+        fx.assert_no_secrets("the responses", &shell.transcript())?;
+        checks::logs_are_structured_and_secret_free(&logs.lines(), &logs.json_lines(), &fx).context("logs")?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limit_is_shared_by_all_instances() {
+    bounded(Duration::from_secs(60), async {
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        let a = Function::start(&fx.env(), &logs).await?;
+        let b = Function::start(&fx.env(), &logs).await?;
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), true, false, vercel_rewrite);
+        let other = shell.at(format!("127.0.0.1:{}", b.port));
+        let target = "/api/relay/limited/search/images";
+        let mut statuses = Vec::new();
+        for i in 0..4 {
+            let instance = if i % 2 == 0 { &shell } else { &other };
+            statuses.push(instance.get_as(20, target).await?.status);
+        }
+        anyhow::ensure!(statuses == [200, 200, 200, 429], "two instances must count together: {statuses:?}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_misconfigured_function_answers_500_without_details() {
+    bounded(Duration::from_secs(60), async {
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        // The API secret is missing: the config cannot be resolved.
+        let env: Vec<_> = fx.env().into_iter().filter(|(k, _)| k != "GETTY_API_SECRET").collect();
+        let function = Function::start(&env, &logs).await?;
+        let shell = Shell::new(
+            format!("127.0.0.1:{}", function.port),
+            Visitor::Header("x-real-ip"),
+            true,
+            false,
+            vercel_rewrite,
+        );
+        let reply = shell.get("/api/relay/getty/search/images", &[]).await?;
+        anyhow::ensure!(reply.status == 500, "status {}", reply.status);
+        anyhow::ensure!(reply.error_code().as_deref() == Some("missing_env"), "body {}", reply.text());
+        anyhow::ensure!(!reply.text().contains("GETTY_API_SECRET"), "the response names the variable");
+        let logged =
+            || async { logs.lines().iter().any(|l| l.contains("GETTY_API_SECRET") && l.contains("missing_env")) };
+        testkit::wait_until("the log says what is missing", Duration::from_secs(5), logged)
+            .await
+            .with_context(|| logs.tail(10))?;
+        fx.assert_no_secrets("the response", &reply.text())
+    })
+    .await;
+}
+
+/// `vercel build` as Vercel's build image runs it (`VERCEL_BUILD_IMAGE` makes
+/// @vercel/rust use plain `cargo build --release`; offline, with the
+/// hand-written `.vercel/project.json`): one Rust function with the config
+/// beside it, only `public/` as static files, the rewrite in the routes, and
+/// an executable that relays.
+#[tokio::test]
+async fn vercel_build_outputs_a_working_function_and_only_public_files() {
+    bounded(Duration::from_secs(1500), async {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let vercel = root.join("node_modules/.bin/vercel");
+        ensure!(vercel.exists(), "{} is missing: run `npm ci` in the repository root", vercel.display());
+        let build = Command::new(&vercel)
+            .args(["build", "--yes"])
+            .current_dir(root)
+            .env("VERCEL_TELEMETRY_DISABLED", "1")
+            .env("NO_UPDATE_NOTIFIER", "1")
+            .env("VERCEL_BUILD_IMAGE", "1")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running vercel build")?;
+        let said = format!("{}{}", String::from_utf8_lossy(&build.stdout), String::from_utf8_lossy(&build.stderr));
+        ensure!(build.status.success(), "vercel build failed: {said}");
+
+        let output = root.join(".vercel/output");
+        let read = |p: &str| -> anyhow::Result<serde_json::Value> {
+            Ok(serde_json::from_str(&std::fs::read_to_string(output.join(p)).with_context(|| p.to_owned())?)?)
+        };
+        let function = read("functions/api/relay.func/.vc-config.json")?;
+        ensure!(
+            function["runtime"] == "executable" && function["runtimeLanguage"] == "rust",
+            "not a Rust function: {function}"
+        );
+        ensure!(function["supportsResponseStreaming"] == true, "streaming is off: {function}");
+        ensure!(function["filePathMap"]["tokenrelay.toml"] == "tokenrelay.toml", "config not included: {function}");
+        let executable = root.join(function["filePathMap"]["executable"].as_str().context("no executable")?);
+
+        let mut statics: Vec<String> = walk(&output.join("static"))?;
+        let mut public: Vec<String> = walk(&root.join("public"))?;
+        statics.sort();
+        public.sort();
+        ensure!(statics == public, "static output {statics:?} is not exactly public/ {public:?}");
+
+        let config = read("config.json")?;
+        let rewrite = config["routes"].as_array().into_iter().flatten().find(|r| r["dest"] == "/api/relay?path=$1");
+        ensure!(rewrite.is_some(), "the /api/relay/:path* rewrite is missing: {config}");
+
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        let function = Function::start_binary(&executable, &fx.env(), &logs).await?;
+        let shell = Shell::new(
+            format!("127.0.0.1:{}", function.port),
+            Visitor::Header("x-real-ip"),
+            true,
+            false,
+            vercel_rewrite,
+        );
+        checks::happy_path_forwards_only_what_it_should(&shell, &fx).await.context("happy path")?;
+        checks::hostile_paths_never_reach_anything(&shell, &fx).await.context("hostile paths")?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Files below `dir`, as paths relative to it.
+fn walk(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+        let path = entry?.path();
+        if path.is_dir() {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            out.extend(walk(&path)?.into_iter().map(|p| format!("{name}/{p}")));
+        } else {
+            out.push(path.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
