@@ -167,9 +167,13 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let vercel = root.join("node_modules/.bin/vercel");
         ensure!(vercel.exists(), "{} is missing: run `npm ci` in the repository root", vercel.display());
+        // vercel.json's build command prefetches the token and renders the
+        // example site into public/, against the fixture's API.
+        let fx = Fixture::start().await?;
         let build = Command::new(&vercel)
             .args(["build", "--yes"])
             .current_dir(root)
+            .envs(fx.env())
             .env("VERCEL_TELEMETRY_DISABLED", "1")
             .env("NO_UPDATE_NOTIFIER", "1")
             .env("VERCEL_BUILD_IMAGE", "1")
@@ -203,7 +207,8 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         let rewrite = config["routes"].as_array().into_iter().flatten().find(|r| r["dest"] == "/api/relay?path=$1");
         ensure!(rewrite.is_some(), "the /api/relay/:path* rewrite is missing: {config}");
 
-        let fx = Fixture::start().await?;
+        ensure!(public.contains(&"index.html".to_owned()), "the site build rendered no page: {public:?}");
+
         let logs = Logs::default();
         let function = Function::start_binary(&executable, &fx.env(), &logs).await?;
         let shell = Shell::new(
