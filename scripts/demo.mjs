@@ -140,7 +140,7 @@ process.on("SIGTERM", () => stop(0));
 
 async function main() {
   say("building the relay function, the stand-in API and the Node addon (the first run takes a few minutes)");
-  if (!existsSync(path.join(ROOT, "node_modules"))) run("npm", ["ci", "--no-audit", "--no-fund"]);
+  if (!existsSync(path.join(ROOT, "node_modules"))) run("npm", ["install", "--no-audit", "--no-fund"]);
   run("cargo", ["build", "--workspace", "--bin", "relay", "--bin", "stand-in-api"]);
   const addonDir = path.join(ROOT, "crates", "tokenrelay-node");
   if (!readdirSync(addonDir).some((f) => f.endsWith(".node"))) run("npm", ["run", "build", "--prefix", addonDir]);

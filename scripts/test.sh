@@ -14,7 +14,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-npm ci --no-audit --no-fund
+# `npm install`, not `npm ci`: npm 11 on Node 20 leaves the other platforms' optional
+# binaries of a Node-22-only dependency out of the lock file, and `npm ci` then refuses
+# the lock it wrote. With the lock present, `npm install` installs exactly what it pins.
+npm install --no-audit --no-fund
 cargo build --workspace --bins --locked
 # The relay functions as their platforms build them, so that their tests find the builds warm:
 # `vercel build` (tests/vercel.rs) runs `cargo build --release --bin relay`, and `netlify dev`
