@@ -34,7 +34,7 @@ use crate::token::{Outcome, Source, Token, retry};
 use entry::Entry;
 
 /// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(25);
+const FIRST_POLL: Duration = Duration::from_millis(5);
 /// Longest pause between two looks at the store while waiting.
 const MAX_POLL: Duration = Duration::from_millis(400);
 /// When another instance holds the lock and our token is still valid, look

@@ -96,6 +96,7 @@ pub struct RequestId(pub String);
 #[derive(Debug, Clone)]
 pub struct Relay {
     broker: Broker,
+    scrubbers: inject::Scrubbers,
 }
 
 /// What is known about a request so far, for the log line.
@@ -109,7 +110,7 @@ struct Record {
 impl Relay {
     /// A relay over `broker`'s config, store and HTTP client.
     pub fn new(broker: Broker) -> Self {
-        Self { broker }
+        Self { broker, scrubbers: inject::Scrubbers::default() }
     }
 
     /// Loads the config and builds the broker ([`Broker::from_env`]).
@@ -247,7 +248,7 @@ impl Relay {
             return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
         }
 
-        let scrubber = inject::scrubber(relay, &token);
+        let scrubber = self.scrubbers.get(upstream.name(), relay, &token);
         let status = response.status();
         let mut headers = headers::filter_response(response.headers(), &inject::header_names(relay), &scrubber);
         // Unless the route says the answer is public, no cache may keep it.

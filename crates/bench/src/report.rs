@@ -1,0 +1,427 @@
+//! The table: one row per figure, tokenrelay beside the Node baseline, with
+//! the issue's target and whether this run met it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::machine::Machine;
+use crate::plan::Plan;
+use crate::scenario::addon::Addon;
+use crate::scenario::cold_start::ColdStarts;
+use crate::scenario::hot_path::{Cost, Figures, HotPath, Series};
+use crate::scenario::rotation::Rotation;
+use crate::scenario::stampede::{Burst, Phase, Stampede};
+use crate::stats::{Percentiles, ms_diff};
+
+/// Added latency through the relay, p50 (issue 6, item 1).
+const TARGET_ADDED_P50: Duration = Duration::from_micros(300);
+/// Added latency through the relay, p99.
+const TARGET_ADDED_P99: Duration = Duration::from_millis(1);
+/// Relayed throughput as a share of direct.
+const TARGET_THROUGHPUT_SHARE: f64 = 0.8;
+/// How many times better than the Node baseline on added latency and cold start.
+const TARGET_VS_BASELINE: f64 = 5.0;
+/// Markers of the block `--readme` replaces.
+const BLOCK_BEGIN: &str = "<!-- bench:results:begin -->";
+const BLOCK_END: &str = "<!-- bench:results:end -->";
+
+/// Everything one run measured.
+pub struct Results {
+    pub machine: Machine,
+    pub plan: Plan,
+    pub relay_cold: Option<ColdStarts>,
+    pub node_cold: ColdStarts,
+    pub hot: HotPath,
+    /// One Upstash REST round trip on one connection.
+    pub store_trip: Option<Percentiles>,
+    pub peak_rss: PeakRss,
+    pub relay_burst: Option<Burst>,
+    pub node_burst: Burst,
+    pub relay_rotation: Option<Rotation>,
+    pub node_rotation: Rotation,
+    pub stampede: Stampede,
+    pub addon: Result<Addon, String>,
+}
+
+/// Peak RSS of the long-running instances after the hot-path load, KiB.
+pub struct PeakRss {
+    pub relay: Option<u64>,
+    pub node: u64,
+}
+
+/// Whether a figure met its target.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Met {
+    Yes,
+    No,
+    /// Reported, no target.
+    Info,
+    /// Not measured in this run.
+    Missing,
+}
+
+struct Row {
+    figure: String,
+    ours: String,
+    node: String,
+    ratio: String,
+    target: &'static str,
+    met: Met,
+    /// A correctness property (one fetch per rotation, no expired token…)
+    /// rather than a performance figure: the quick plan fails when it is broken.
+    check: Option<bool>,
+}
+
+impl Row {
+    /// A figure without a target; "not measured" where a value is missing.
+    fn info(figure: impl Into<String>, ours: Option<String>, node: Option<String>) -> Row {
+        let met = if ours.is_some() { Met::Info } else { Met::Missing };
+        Row {
+            figure: figure.into(),
+            ours: opt(ours),
+            node: node.unwrap_or_default(),
+            ratio: String::new(),
+            target: "",
+            met,
+            check: None,
+        }
+    }
+
+    fn ratio(mut self, ratio: Option<f64>) -> Row {
+        self.ratio = opt(ratio.map(fmt_x));
+        self
+    }
+
+    /// A target, met or not (`None`: not measured).
+    fn target(mut self, target: &'static str, ok: Option<bool>) -> Row {
+        self.target = target;
+        self.met = match ok {
+            Some(true) => Met::Yes,
+            Some(false) => Met::No,
+            None => Met::Missing,
+        };
+        self
+    }
+
+    /// `ok` is a correctness property this figure shows.
+    fn check(mut self, ok: Option<bool>) -> Row {
+        self.check = ok;
+        self
+    }
+}
+
+pub struct Report {
+    pub markdown: String,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    pub fn new(results: Results) -> Report {
+        let rows = rows(&results);
+        let markdown = markdown(&results, &rows);
+        Report { markdown, rows }
+    }
+
+    /// Correctness figures this run got wrong (a token fetched twice, an
+    /// expired token served, a store call on a warm instance).
+    pub fn broken_invariants(&self) -> Vec<String> {
+        self.rows.iter().filter(|r| r.check == Some(false)).map(|r| r.figure.clone()).collect()
+    }
+}
+
+fn rows(r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    hot_path_rows(r, &mut rows);
+    store_rows(r, &mut rows);
+    stampede_rows(r, &mut rows);
+    cold_start_rows(r, &mut rows);
+    addon_rows(r, &mut rows);
+    rows
+}
+
+fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
+    for level in &r.hot.levels {
+        let c = level.concurrency;
+        let Some(direct) = level.direct.pooled.samples.percentiles() else { continue };
+        let connections = match level.upstream_delay {
+            None => format!("{c} connection{}", plural(c)),
+            Some(delay) => format!("{c} connections, upstream answering in {} ms", delay.as_millis()),
+        };
+        if level.upstream_delay.is_none() {
+            type Pick = fn(&Figures) -> Duration;
+            let percentiles: [(&str, Pick, Duration, &'static str); 2] = [
+                ("p50", |f| f.p50, TARGET_ADDED_P50, "< 0.3 ms, ≥ 5x better"),
+                ("p99", |f| f.p99, TARGET_ADDED_P99, "< 1 ms, ≥ 5x better"),
+            ];
+            for (name, pick, limit, target) in percentiles {
+                let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(pick(f), pick(d)));
+                let (ours, theirs) = (level.relay.as_ref().and_then(added), added(&level.node));
+                let ratio = ratio_lower_better(ours, theirs);
+                let ok = ours.zip(ratio).map(|(ms, x)| ms < ms_f(limit) && x >= TARGET_VS_BASELINE);
+                let direct_ms = ms_f(if name == "p50" { direct.p50 } else { direct.p99 });
+                let figure = format!("Added latency {name}, {connections} (direct {direct_ms:.3} ms)");
+                rows.push(Row::info(figure, ours.map(fmt_ms), theirs.map(fmt_ms)).ratio(ratio).target(target, ok));
+            }
+        }
+        let share = |s: &Series| s.median_vs(&level.direct, |f, d| f.throughput / d.throughput);
+        let shown = |s: &Series| share(s).map(|x| format!("{} ({:.0}%)", fmt_rps(s.pooled.throughput()), x * 100.0));
+        let (ours, theirs) = (level.relay.as_ref().and_then(share), share(&level.node));
+        let figure = format!("Throughput, {connections} (direct {})", fmt_rps(level.direct.pooled.throughput()));
+        rows.push(
+            Row::info(figure, level.relay.as_ref().and_then(shown), shown(&level.node))
+                .ratio(ours.zip(theirs).map(|(o, t)| o / t))
+                .target("≥ 80% of direct", ours.map(|s| s >= TARGET_THROUGHPUT_SHARE)),
+        );
+    }
+    let cpu = |cost: &Cost| cost.cpu_per_request().as_secs_f64() * 1e6;
+    let ours = r.hot.relay_cost.as_ref().map(cpu);
+    let theirs = cpu(&r.hot.node_cost);
+    rows.push(
+        Row::info(
+            "CPU time of the function process per relayed request",
+            ours.map(|us| format!("{us:.0} µs")),
+            Some(format!("{theirs:.0} µs")),
+        )
+        .ratio(ratio_lower_better(ours, Some(theirs))),
+    );
+}
+
+fn store_rows(r: &Results, rows: &mut Vec<Row>) {
+    let pair = |p: Percentiles| format!("{} / {}", fmt_ms(ms_f(p.p50)), fmt_ms(ms_f(p.p99)));
+    rows.push(Row::info(
+        "One Upstash REST round trip on this machine, p50 / p99 (for reference)",
+        r.store_trip.map(pair),
+        None,
+    ));
+
+    let steady = r.hot.relay_cost;
+    let split =
+        |all: f64, token: f64| format!("{all:.3}: {token:.3} for the token, {:.3} for the rate limit", all - token);
+    rows.push(
+        Row::info(
+            "Store round trips per relayed request, token warm",
+            steady.map(|s| {
+                let (all, token) = s.store_per_request();
+                split(all, token)
+            }),
+            Some(format!("{:.3}", r.hot.node_cost.store_per_request().0)),
+        )
+        .target("0", steady.map(|s| s.store.requests == 0))
+        .check(steady.map(|s| s.store.token() == 0)),
+    );
+
+    let cold = r.relay_cold.as_ref();
+    let (all, token) = (cold.and_then(ColdStarts::max_trips), cold.and_then(ColdStarts::max_token_trips));
+    rows.push(
+        Row::info(
+            "Store round trips of a cold instance's first request, token in store",
+            all.zip(token)
+                .map(|(all, token)| format!("{all}: {token} for the token, {} for the rate limit", all - token)),
+            Some(opt(r.node_cold.max_trips().map(|n| n.to_string()))),
+        )
+        .target("1", all.map(|n| n == 1))
+        .check(token.map(|n| n == 1)),
+    );
+
+    let rotation = r.relay_rotation.as_ref();
+    let node = &r.node_rotation;
+    let under_load =
+        format!("{} s tokens, {} connections", r.plan.rotation_lifetime.as_secs(), r.plan.rotation_concurrency);
+    rows.push(Row::info(
+        format!("Store round trips per rotation ({under_load})"),
+        rotation.map(|x| format!("{:.1} for the token (the rate limit: 1 per request)", x.token_trips_per_rotation())),
+        Some(format!("{:.2} per request", node.store.requests as f64 / node.sent.max(1) as f64)),
+    ));
+    let calls =
+        |x: &Rotation| format!("{:.2} ({} in {} rotations)", x.calls_per_rotation(), x.token_calls, x.rotations);
+    let ok = rotation.map(|x| x.token_calls == x.rotations);
+    rows.push(
+        Row::info(
+            format!("Token-endpoint calls per rotation under load ({under_load})"),
+            rotation.map(calls),
+            Some(calls(node)),
+        )
+        .ratio(ratio_lower_better(rotation.map(Rotation::calls_per_rotation), Some(node.calls_per_rotation())))
+        .target("1", ok)
+        .check(ok),
+    );
+    let expired = |x: &Rotation| format!("{} of {}", x.expired(), x.sent);
+    let ok = rotation.map(|x| x.expired() == 0);
+    rows.push(
+        Row::info("Requests that met an expired token, under load", rotation.map(expired), Some(expired(node)))
+            .target("0", ok)
+            .check(ok),
+    );
+}
+
+fn stampede_rows(r: &Results, rows: &mut Vec<Row>) {
+    let s = &r.stampede;
+    let who = format!("{} instances in {} processes", s.instances, s.processes);
+    for (phase, when) in [(&s.empty, "empty store"), (&s.expiry, "at the moment of expiry")] {
+        let ok = Some(phase.token_calls == 1);
+        let figure = format!("Token-endpoint calls, stampede of {who}, {when}");
+        rows.push(Row::info(figure, Some(phase.token_calls.to_string()), None).target("1", ok).check(ok));
+    }
+    let expired = s.empty.expired() + s.expiry.expired();
+    let ok = Some(expired == 0);
+    rows.push(
+        Row::info(
+            format!("Requests served with an expired token, both stampedes of {who}"),
+            Some(format!("{expired} of {}", s.empty.records.len() + s.expiry.records.len())),
+            None,
+        )
+        .target("0", ok)
+        .check(ok),
+    );
+    for (phase, when) in [(&s.empty, "empty store"), (&s.expiry, "at expiry")] {
+        let figure = format!("Latency added by the stampede, {when}, p50 / p99 (vs the same instances warm)");
+        rows.push(Row::info(figure, added_pair(phase, &s.warm), None));
+        let per_instance = phase.store_requests as f64 / phase.records.len().max(1) as f64;
+        let figure = format!("Store round trips per instance, stampede, {when}");
+        rows.push(Row::info(figure, Some(format!("{per_instance:.1}")), None));
+    }
+
+    let n = r.node_burst.requests;
+    let ours = r.relay_burst.as_ref();
+    let ok = ours.map(|b| b.token_calls == 1 && b.failed == 0);
+    rows.push(
+        Row::info(
+            format!("Token-endpoint calls, {n} simultaneous requests to a cold process, empty store"),
+            ours.map(|b| b.token_calls.to_string()),
+            Some(r.node_burst.token_calls.to_string()),
+        )
+        .ratio(ratio_lower_better(ours.map(|b| b.token_calls as f64), Some(r.node_burst.token_calls as f64)))
+        .target("1", ok)
+        .check(ok),
+    );
+    let pair = |b: &Burst| b.latency.map(|p| format!("{} / {}", fmt_ms(ms_f(p.p50)), fmt_ms(ms_f(p.p99))));
+    let p50 = |b: &Burst| b.latency.map(|p| ms_f(p.p50));
+    rows.push(
+        Row::info(
+            format!("Latency of those {n} requests, p50 / p99"),
+            ours.and_then(pair),
+            Some(opt(pair(&r.node_burst))),
+        )
+        .ratio(ratio_lower_better(ours.and_then(p50), p50(&r.node_burst))),
+    );
+}
+
+fn cold_start_rows(r: &Results, rows: &mut Vec<Row>) {
+    let ours = r.relay_cold.as_ref().and_then(ColdStarts::median_first_answer).map(ms_f);
+    let theirs = r.node_cold.median_first_answer().map(ms_f);
+    let ratio = ratio_lower_better(ours, theirs);
+    rows.push(
+        Row::info(
+            format!("Cold start: spawn to first relayed answer, token in store (median of {})", r.plan.cold_starts),
+            ours.map(fmt_ms),
+            Some(opt(theirs.map(fmt_ms))),
+        )
+        .ratio(ratio)
+        .target("≥ 5x better", ratio.map(|x| x >= TARGET_VS_BASELINE)),
+    );
+    let ours = r.relay_cold.as_ref().and_then(ColdStarts::median_peak_rss_kib);
+    rows.push(memory_row("Peak RSS at the first answer", ours, r.node_cold.median_peak_rss_kib()));
+    rows.push(memory_row("Peak RSS after the hot-path load", r.peak_rss.relay, Some(r.peak_rss.node)));
+}
+
+fn memory_row(figure: &str, ours: Option<u64>, theirs: Option<u64>) -> Row {
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    let as_f64 = |kib: Option<u64>| kib.map(|k| k as f64);
+    Row::info(figure, ours.map(mib), Some(opt(theirs.map(mib)))).ratio(ratio_lower_better(as_f64(ours), as_f64(theirs)))
+}
+
+fn addon_rows(r: &Results, rows: &mut Vec<Row>) {
+    let (load, overhead) = match &r.addon {
+        Ok(a) => (format!("{} ({} addon)", fmt_ms(a.load_ms), a.build), fmt_ms(a.prefetch_overhead_ms)),
+        Err(why) => (format!("not measured: {why}"), "not measured".into()),
+    };
+    let met = if r.addon.is_ok() { Met::Info } else { Met::Missing };
+    for (figure, ours) in [
+        ("Build time: addon load, `import(\"tokenrelay\")` in a fresh process, beyond an empty module", load),
+        ("Build time: prefetch overhead beyond the token endpoint's latency", overhead),
+    ] {
+        rows.push(Row { met, ..Row::info(figure, Some(ours), None) });
+    }
+}
+
+fn markdown(r: &Results, rows: &[Row]) -> String {
+    let plan =
+        if r.plan.quick { "quick plan (`--quick`: a smoke test, too few samples to quote)" } else { "full plan" };
+    let mut out = format!("Run {} · {plan}\n\n", r.machine.summary());
+    out += "| figure | tokenrelay | node baseline | ratio | target | met? |\n";
+    out += "| --- | --- | --- | --- | --- | --- |\n";
+    for row in rows {
+        let met = match row.met {
+            Met::Yes => "yes",
+            Met::No => "**no**",
+            Met::Info => "",
+            Met::Missing => "not measured",
+        };
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {met} |\n",
+            row.figure,
+            cell(&row.ours),
+            cell(&row.node),
+            cell(&row.ratio),
+            cell(row.target)
+        );
+    }
+    out += "\nRatio: how many times better tokenrelay is than the baseline (baseline ÷ tokenrelay for latencies, \
+            cold start, memory and token calls; tokenrelay ÷ baseline for throughput). Added latency: \
+            p50 (or p99) through the function minus the same percentile straight to the API in the same round, median over \
+            the interleaved rounds; throughput shares likewise. \
+            \"5x better\" targets compare with the baseline.\n";
+    out
+}
+
+/// Replaces the text between the results markers of `path` with `report`.
+pub fn replace_block(path: &Path, report: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (head, rest) =
+        text.split_once(BLOCK_BEGIN).with_context(|| format!("{} has no {BLOCK_BEGIN}", path.display()))?;
+    let (_, tail) = rest.split_once(BLOCK_END).with_context(|| format!("{} has no {BLOCK_END}", path.display()))?;
+    let updated = format!("{head}{BLOCK_BEGIN}\n{report}{BLOCK_END}{tail}");
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+fn added_pair(phase: &Phase, warm: &Phase) -> Option<String> {
+    let (p, w) = (phase.latency()?, warm.latency()?);
+    Some(format!("{} / {}", fmt_ms(ms_diff(p.p50, w.p50)), fmt_ms(ms_diff(p.p99, w.p99))))
+}
+
+/// Baseline ÷ ours, for costs; `None` unless both are measured. Costs at or
+/// below a microsecond count as one microsecond, so that the ratio stays finite.
+fn ratio_lower_better(ours: Option<f64>, theirs: Option<f64>) -> Option<f64> {
+    let (ours, theirs) = (ours?, theirs?);
+    Some(theirs / ours.max(0.001))
+}
+
+fn ms_f(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn fmt_ms(ms: f64) -> String {
+    if ms.abs() < 10.0 { format!("{ms:.3} ms") } else { format!("{ms:.1} ms") }
+}
+
+fn fmt_x(x: f64) -> String {
+    if x >= 10.0 { format!("{x:.0}x") } else { format!("{x:.1}x") }
+}
+
+fn fmt_rps(rps: f64) -> String {
+    format!("{rps:.0} req/s")
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn opt(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "not measured".into())
+}
+
+fn cell(text: &str) -> String {
+    if text.is_empty() { "—".into() } else { text.replace('|', "\\|") }
+}

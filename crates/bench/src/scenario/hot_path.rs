@@ -1,0 +1,169 @@
+//! Hot path: the same API request sent straight to the upstream, through the
+//! relay binary and through the Node baseline, with the token warm, at each
+//! concurrency level, then once more against an upstream as slow as a real
+//! API. Rounds interleave the three so that machine noise hits them alike.
+//! Alongside: store round trips per request (Upstash REST counter) and the
+//! function processes' CPU time per request.
+
+use std::time::Duration;
+
+use crate::load::{self, Measured, Target};
+use crate::plan::Plan;
+use crate::procs::Instance;
+use crate::world::{SEARCH, StoreCount, Upstream, World, relay_path_for, slow_request};
+
+/// One concurrency level: every round of each way to the API.
+pub struct Level {
+    pub concurrency: usize,
+    /// How long the upstream took to answer on purpose (`None`: at once).
+    pub upstream_delay: Option<Duration>,
+    pub direct: Series,
+    pub relay: Option<Series>,
+    pub node: Series,
+}
+
+/// The rounds of one way to the API, in order, and all of them pooled.
+#[derive(Default)]
+pub struct Series {
+    pub pooled: Measured,
+    pub rounds: Vec<Figures>,
+}
+
+/// What one round measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub throughput: f64,
+}
+
+impl Series {
+    fn add(&mut self, measured: Measured) {
+        if let Some(p) = measured.samples.percentiles() {
+            self.rounds.push(Figures { p50: p.p50, p99: p.p99, throughput: measured.throughput() });
+        }
+        self.pooled.merge(measured);
+    }
+
+    /// The median over rounds of `f(this round, the same round of `base`)`:
+    /// comparing within a round cancels the noise that moves both.
+    pub fn median_vs(&self, base: &Series, f: impl Fn(&Figures, &Figures) -> f64) -> Option<f64> {
+        let mut values: Vec<f64> = self.rounds.iter().zip(&base.rounds).map(|(a, b)| f(a, b)).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    }
+}
+
+/// What a function spent serving the hot path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cost {
+    pub store: StoreCount,
+    pub cpu: Duration,
+    /// Requests it relayed, warmups included.
+    pub relayed: u64,
+}
+
+impl Cost {
+    /// Per relayed request: all store round trips, and those for the token.
+    pub fn store_per_request(&self) -> (f64, f64) {
+        let per = |n: u64| if self.relayed == 0 { 0.0 } else { n as f64 / self.relayed as f64 };
+        (per(self.store.requests), per(self.store.token()))
+    }
+
+    pub fn cpu_per_request(&self) -> Duration {
+        self.cpu.checked_div(u32::try_from(self.relayed.max(1)).unwrap_or(u32::MAX)).unwrap_or_default()
+    }
+
+    fn add(&mut self, other: Cost) {
+        self.store.add(other.store);
+        self.cpu += other.cpu;
+        self.relayed += other.relayed;
+    }
+}
+
+pub struct HotPath {
+    pub levels: Vec<Level>,
+    pub relay_cost: Option<Cost>,
+    pub node_cost: Cost,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Direct,
+    Relay,
+    Node,
+}
+
+pub async fn run(
+    world: &World,
+    upstream: &Upstream,
+    token: &str,
+    relay: Option<&Instance>,
+    node: &Instance,
+    plan: &Plan,
+) -> anyhow::Result<HotPath> {
+    let (delay, slow_concurrency) = plan.slow_upstream;
+    let loads = plan.concurrency.iter().map(|&c| (c, None)).chain([(slow_concurrency, Some(delay))]);
+    let mut levels = Vec::new();
+    let mut relay_cost = relay.map(|_| Cost::default());
+    let mut node_cost = Cost::default();
+    for (concurrency, upstream_delay) in loads {
+        let request = upstream_delay.map_or_else(|| SEARCH.to_owned(), slow_request);
+        let relayed = |instance: &Instance| Target::new(instance.addr, relay_path_for(&request));
+        let mut targets =
+            vec![(Via::Direct, upstream.direct(token, &request)?, None), (Via::Node, relayed(node), Some(node))];
+        if let Some(relay) = relay {
+            targets.insert(1, (Via::Relay, relayed(relay), Some(relay)));
+        }
+        let mut level = Level {
+            concurrency,
+            upstream_delay,
+            direct: Series::default(),
+            relay: relay.map(|_| Series::default()),
+            node: Series::default(),
+        };
+        for round in 0..plan.rounds {
+            // Each round starts with a different target, so none is always first.
+            let mut order = targets.clone();
+            let first = round % order.len();
+            order.rotate_left(first);
+            for (via, target, instance) in order {
+                world.reset_store_count().await?;
+                let cpu_before = instance.map(Instance::cpu_time).transpose()?.unwrap_or_default();
+                let measured = load::run(&target, concurrency, plan.warmup, plan.measure).await?;
+                let cpu = instance.map(Instance::cpu_time).transpose()?.unwrap_or_default().saturating_sub(cpu_before);
+                let cost = Cost { store: world.store_count().await?, cpu, relayed: measured.sent };
+                upstream.api.clear_requests();
+                if measured.failed > 0 {
+                    anyhow::bail!(
+                        "{} of {} requests {} failed on the hot path",
+                        measured.failed,
+                        measured.sent,
+                        describe(via)
+                    );
+                }
+                let (series, total) = match via {
+                    Via::Direct => (Some(&mut level.direct), None),
+                    Via::Relay => (level.relay.as_mut(), relay_cost.as_mut()),
+                    Via::Node => (Some(&mut level.node), Some(&mut node_cost)),
+                };
+                if let Some(total) = total {
+                    total.add(cost);
+                }
+                if let Some(series) = series {
+                    series.add(measured);
+                }
+            }
+        }
+        levels.push(level);
+    }
+    Ok(HotPath { levels, relay_cost, node_cost })
+}
+
+fn describe(via: Via) -> &'static str {
+    match via {
+        Via::Direct => "straight to the API",
+        Via::Relay => "through the relay",
+        Via::Node => "through the Node baseline",
+    }
+}

@@ -1,0 +1,51 @@
+//! The measurements, one module each, in the order of the issue: hot path
+//! (with store round trips in steady state), cold start (with the store round
+//! trips of a cold instance), rotation under load, stampede, build time.
+
+pub mod addon;
+pub mod cold_start;
+pub mod hot_path;
+pub mod rotation;
+pub mod stampede;
+pub mod store_trip;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::procs::Spec;
+use crate::world::{Upstream, World};
+
+/// How to start each kind of function instance.
+pub struct Functions {
+    /// The compiled Vercel function, when it was found.
+    pub relay: Option<PathBuf>,
+    /// `node`, and the baseline's script.
+    pub node: PathBuf,
+    pub baseline: PathBuf,
+}
+
+impl Functions {
+    /// The relay binary on `config`, served on `VERCEL_DEV_PORT` like `vercel dev` does.
+    pub fn relay(&self, world: &World, config: &Path) -> Option<Spec> {
+        Some(Spec {
+            name: "relay",
+            program: self.relay.clone()?,
+            args: Vec::new(),
+            env: world.relay_env(config),
+            port_var: "VERCEL_DEV_PORT",
+            log_dir: world.dir().to_owned(),
+        })
+    }
+
+    /// The Node baseline for `upstream`, caching its token `margin` shorter than its lifetime.
+    pub fn baseline(&self, world: &World, upstream: &Upstream, margin: Duration) -> Spec {
+        Spec {
+            name: "node",
+            program: self.node.clone(),
+            args: vec![self.baseline.clone().into()],
+            env: world.baseline_env(upstream, margin),
+            port_var: "PORT",
+            log_dir: world.dir().to_owned(),
+        }
+    }
+}

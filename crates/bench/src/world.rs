@@ -1,0 +1,254 @@
+//! The local world every scenario runs in: a redis-server behind the Upstash
+//! REST protocol, OAuth2 token endpoints and the API that trusts their tokens,
+//! all on 127.0.0.1.
+//!
+//! The servers run on a runtime of their own (other threads than the load
+//! generator's), in this process, so that their counters can be read directly:
+//! Upstash REST requests, token-endpoint calls, and what the API received.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::header::HeaderValue;
+use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash};
+use tokio::runtime::Handle;
+
+use crate::load::Target;
+
+/// The upstream's name in `tokenrelay.toml`, and so in relay paths.
+pub const UPSTREAM: &str = "api";
+/// The request every scenario relays, below the upstream's base URL.
+pub const SEARCH: &str = "/search/images?phrase=cat";
+/// The API's route that answers after a delay (`/slow?ms=N`), for an upstream
+/// as slow as a real one.
+const SLOW: &str = "/slow";
+/// Environment variables the config's client id and secret come from.
+const CLIENT_ID_VAR: &str = "BENCH_CLIENT_ID";
+const CLIENT_SECRET_VAR: &str = "BENCH_CLIENT_SECRET";
+const CLIENT_ID: &str = "bench-client";
+const CLIENT_SECRET: &str = "bench-secret";
+/// The relay's rate limit is per client IP, and every bench client is 127.0.0.1:
+/// the limit is set out of reach (it is still checked on every request).
+const UNREACHABLE_RATE_LIMIT: u32 = u32::MAX;
+
+/// Redis, Upstash REST in front of it, and the encryption key of the store.
+pub struct World {
+    servers: Handle,
+    pub upstash: Upstash,
+    _redis: RedisServer,
+    key: String,
+    dir: tempfile::TempDir,
+}
+
+/// A token endpoint and the API that accepts its live tokens.
+pub struct Upstream {
+    pub tokens: TokenServer,
+    pub api: ApiServer,
+}
+
+/// `[cache]` settings; `None` keeps the documented defaults.
+#[derive(Clone, Copy, Default)]
+pub struct Cache {
+    pub safety_margin: Option<Duration>,
+    pub refresh_window: Option<Duration>,
+}
+
+impl World {
+    /// Starts redis-server and Upstash REST on the `servers` runtime.
+    pub async fn start(servers: Handle) -> anyhow::Result<World> {
+        let (redis, upstash) = servers
+            .spawn(async {
+                let redis = RedisServer::start().await?;
+                let upstash = Upstash::start(&redis).await?;
+                anyhow::Ok((redis, upstash))
+            })
+            .await??;
+        let dir = tempfile::Builder::new().prefix("tokenrelay-bench-").tempdir()?;
+        Ok(World { servers, upstash, _redis: redis, key: encryption_key(), dir })
+    }
+
+    /// A token endpoint whose tokens live `lifetime`, and an API trusting it.
+    pub async fn upstream(&self, lifetime: Duration) -> anyhow::Result<Upstream> {
+        let config = TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).lifetime(lifetime);
+        let (tokens, api) = self
+            .servers
+            .spawn(async move {
+                let tokens = TokenServer::start(config).await?;
+                let api = ApiServer::start(&tokens).await?;
+                anyhow::Ok((tokens, api))
+            })
+            .await??;
+        Ok(Upstream { tokens, api })
+    }
+
+    /// A scratch directory for configs and logs, removed at the end.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `tokenrelay.toml` for `upstream` as `<name>.toml`, relaying
+    /// `GET /search/**`.
+    pub fn write_config(&self, name: &str, upstream: &Upstream, cache: Cache) -> anyhow::Result<PathBuf> {
+        let mut cache_table = String::new();
+        if let Some(margin) = cache.safety_margin {
+            cache_table += &format!("safety_margin = \"{}ms\"\n", margin.as_millis());
+        }
+        if let Some(window) = cache.refresh_window {
+            cache_table += &format!("refresh_window = \"{}ms\"\n", window.as_millis());
+        }
+        let text = format!(
+            r#"[cache]
+{cache_table}
+[relay]
+rate_limit = {{ requests = {UNREACHABLE_RATE_LIMIT}, window = "1s" }}
+
+[upstreams.{UPSTREAM}]
+base_url = "{api}"
+
+[upstreams.{UPSTREAM}.token]
+type = "oauth2_client_credentials"
+url = "{token_url}"
+client_id = {{ env = "{CLIENT_ID_VAR}" }}
+client_secret = {{ env = "{CLIENT_SECRET_VAR}" }}
+
+[upstreams.{UPSTREAM}.relay]
+routes = [{{ path = "/search/**", methods = ["GET"] }}, {{ path = "{SLOW}", methods = ["GET"] }}]
+"#,
+            api = upstream.api.url(),
+            token_url = upstream.tokens.url(),
+        );
+        let path = self.dir().join(format!("{name}.toml"));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The environment a relay instance gets on a platform: store, key,
+    /// credentials and config path.
+    pub fn relay_env(&self, config: &Path) -> Vec<(String, String)> {
+        let pairs = [
+            ("UPSTASH_REDIS_REST_URL", self.upstash.url()),
+            ("UPSTASH_REDIS_REST_TOKEN", self.upstash.token().to_owned()),
+            (tokenrelay::ENCRYPTION_KEY_VAR, self.key.clone()),
+            (tokenrelay::CONFIG_PATH_VAR, config.display().to_string()),
+            (CLIENT_ID_VAR, CLIENT_ID.to_owned()),
+            (CLIENT_SECRET_VAR, CLIENT_SECRET.to_owned()),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// The environment of the Node baseline, which reads its settings the way
+    /// such functions usually do: one variable each.
+    pub fn baseline_env(&self, upstream: &Upstream, token_margin: Duration) -> Vec<(String, String)> {
+        let pairs = [
+            ("UPSTASH_REDIS_REST_URL", self.upstash.url()),
+            ("UPSTASH_REDIS_REST_TOKEN", self.upstash.token().to_owned()),
+            ("BASELINE_UPSTREAM", UPSTREAM.to_owned()),
+            ("BASELINE_BASE_URL", upstream.api.url()),
+            ("BASELINE_TOKEN_URL", upstream.tokens.url()),
+            ("BASELINE_CLIENT_ID", CLIENT_ID.to_owned()),
+            ("BASELINE_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+            ("BASELINE_TOKEN_MARGIN_SECS", token_margin.as_secs().to_string()),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// An in-process broker on `config`, as one more instance would have.
+    pub fn broker(&self, config: &Path) -> anyhow::Result<tokenrelay::Broker> {
+        Ok(tokenrelay::Broker::from_env(&tokenrelay::Env::from_pairs(self.relay_env(config)))?)
+    }
+
+    /// Starts counting store round trips from zero.
+    pub async fn reset_store_count(&self) -> anyhow::Result<()> {
+        self.upstash.reset_counts();
+        let mut redis = self.upstash.redis_client().get_multiplexed_async_connection().await?;
+        redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut redis).await?;
+        Ok(())
+    }
+
+    /// Store round trips since [`reset_store_count`](Self::reset_store_count).
+    pub async fn store_count(&self) -> anyhow::Result<StoreCount> {
+        let requests = self.upstash.requests();
+        let mut redis = self.upstash.redis_client().get_multiplexed_async_connection().await?;
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis).await?;
+        let rate_limit = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_incr:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0);
+        Ok(StoreCount { requests, rate_limit })
+    }
+
+    /// Empties Redis (uncounted: straight to Redis, not through Upstash REST).
+    pub async fn flush_store(&self) -> anyhow::Result<()> {
+        let mut redis = self.upstash.redis_client().get_multiplexed_async_connection().await?;
+        redis::cmd("FLUSHDB").query_async::<()>(&mut redis).await?;
+        Ok(())
+    }
+}
+
+/// Upstash REST requests, split by purpose.
+///
+/// The relay's rate limit counts every request in the store with a script
+/// that runs exactly one `INCR` (Redis counts it in `INFO commandstats`); the
+/// token path never increments anything. So each `INCR` is one rate-limit
+/// round trip, and the rest are token round trips.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreCount {
+    pub requests: u64,
+    pub rate_limit: u64,
+}
+
+impl StoreCount {
+    /// Round trips for the token: reads, locks, writes.
+    pub fn token(&self) -> u64 {
+        self.requests.saturating_sub(self.rate_limit)
+    }
+
+    pub fn add(&mut self, other: StoreCount) {
+        self.requests += other.requests;
+        self.rate_limit += other.rate_limit;
+    }
+}
+
+impl Upstream {
+    pub fn api_addr(&self) -> anyhow::Result<SocketAddr> {
+        addr_of(&self.api.url())
+    }
+
+    /// `request` (below the base URL) straight to the API, with `token`.
+    pub fn direct(&self, token: &str, request: &str) -> anyhow::Result<Target> {
+        let base = reqwest::Url::parse(&self.api.url())?;
+        let authorization = HeaderValue::from_str(&format!("Bearer {token}"))?;
+        Ok(Target::new(self.api_addr()?, format!("{}{request}", base.path())).with_authorization(authorization))
+    }
+}
+
+/// The path a relay function serves the bench's usual request under.
+pub fn relay_path() -> String {
+    relay_path_for(SEARCH)
+}
+
+/// The path a relay function serves `request` (below the base URL) under.
+pub fn relay_path_for(request: &str) -> String {
+    format!("/api/relay/{UPSTREAM}{request}")
+}
+
+/// A request the API answers after `delay`.
+pub fn slow_request(delay: Duration) -> String {
+    format!("{SLOW}?ms={}", delay.as_millis())
+}
+
+/// `host:port` of an `http://` URL.
+pub fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
+    let url = reqwest::Url::parse(url)?;
+    let addrs = url.socket_addrs(|| None)?;
+    addrs.into_iter().next().with_context(|| format!("{url} has no address"))
+}
+
+/// Base64 of 32 random bytes, as `openssl rand -base64 32` makes.
+fn encryption_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::array::from_fn::<u8, 32, _>(|_| fastrand::u8(..)))
+}

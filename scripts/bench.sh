@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The benchmark (bench/README.md): builds the release binaries, starts
+# everything on loopback (redis-server behind upstash-local's Upstash REST
+# protocol, a token endpoint and the API it serves, the relay binary, the Node
+# baseline), measures, and prints a markdown table of figures.
+#
+#   bash scripts/bench.sh                             # the full run: a few minutes
+#   bash scripts/bench.sh --quick                     # every scenario briefly: a smoke test
+#   bash scripts/bench.sh --readme bench/README.md    # also put the table in the README
+#
+# Other arguments go to tokenrelay-bench (`target/release/tokenrelay-bench --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The bench starts its own redis-server on a free port; it only needs the binary.
+if ! command -v redis-server >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+# The Node baseline and the addon's bench import @upstash/redis and the addon.
+# `npm install`, not `npm ci`, for the reason scripts/test.sh gives.
+if [ ! -d node_modules ]; then
+  npm install --no-audit --no-fund
+fi
+
+# The bench with its stand-ins, the Vercel function (`relay`), and the addon's cdylib.
+cargo build --release --locked --bins -p tokenrelay-bench -p tokenrelay-vercel -p upstash-local -p testkit
+cargo build --release --locked --lib -p tokenrelay-node
+
+exec target/release/tokenrelay-bench --relay-bin target/release/relay "$@"
