@@ -27,7 +27,7 @@ cargo build -p tokenrelay-netlify --locked --target-dir target/netlify-e2e/site/
 # The Node addon for the JS tests (a debug build is enough): crates/tokenrelay-node/tokenrelay.<platform>.node.
 npm run build --prefix crates/tokenrelay-node
 cargo test --workspace --locked
-node --test --test-timeout=120000 tests/js/*.test.mjs
+node --test --test-timeout=600000 tests/js/*.test.mjs
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures
 # (a second token fetch per rotation, an expired token served, a store call for a warm token).
 target/debug/tokenrelay-bench --quick
