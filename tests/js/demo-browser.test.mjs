@@ -38,7 +38,9 @@ let siteUrl = "";
 
 before(async () => {
   const port = await freePort();
-  demo = spawn("npm", ["run", "demo"], { cwd: ROOT, env: { ...env, PORT: String(port) }, stdio: ["ignore", "pipe", "pipe"] });
+  // Its own process group: npm does not pass signals on to the script it runs,
+  // so stopping the demo means signalling the whole group.
+  demo = spawn("npm", ["run", "demo"], { cwd: ROOT, env: { ...env, PORT: String(port) }, stdio: ["ignore", "pipe", "pipe"], detached: true });
   demo.stderr.on("data", (chunk) => (output += chunk));
   siteUrl = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the demo was not ready in time:\n${output}`)), READY_TIMEOUT_MS);
@@ -50,14 +52,21 @@ before(async () => {
         resolve(ready[1]);
       }
     });
-    demo.on("exit", (code) => reject(new Error(`the demo exited (${code}):\n${output}`)));
+    demo.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the demo exited (${code}):\n${output}`));
+    });
   });
 }, { timeout: READY_TIMEOUT_MS + 5_000 });
 
-after(() => {
-  demo?.kill("SIGINT");
+after(async () => {
+  if (demo?.exitCode === null) {
+    const exited = new Promise((resolve) => demo.on("exit", resolve));
+    process.kill(-demo.pid, "SIGINT");
+    await exited;
+  }
   rmSync(store, { recursive: true, force: true });
-});
+}, { timeout: 15_000 });
 
 test("build-time content, browse-time search, and no secret in anything the browser received", { timeout: 120_000 }, async () => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
