@@ -166,7 +166,7 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
     bounded(Duration::from_secs(1500), async {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let vercel = root.join("node_modules/.bin/vercel");
-        ensure!(vercel.exists(), "{} is missing: run `npm ci` in the repository root", vercel.display());
+        ensure!(vercel.exists(), "{} is missing: run `npm install` in the repository root", vercel.display());
         // vercel.json's build command prefetches the token and renders the
         // example site into public/, against the fixture's API.
         let fx = Fixture::start().await?;
