@@ -1,123 +1,34 @@
 // Compatibility of upstash-local with the official @upstash/redis client.
 //
 // Starts its own redis-server on a free loopback port and the upstash-local
-// binary built by `cargo build --workspace --bins` (override with
-// UPSTASH_LOCAL_BIN), then drives them through the real client.
+// binary (tests/js/stand-ins.mjs), then drives them through the real client.
 //
 // Run: node --test tests/js/upstash-protocol.test.mjs
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 
 import { Redis } from "@upstash/redis";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const UPSTASH_LOCAL_BIN =
-  process.env.UPSTASH_LOCAL_BIN ?? path.join(ROOT, "target", "debug", "upstash-local");
-const TEST_TIMEOUT = 10_000;
-const TOKEN = `js_${Math.random().toString(16).slice(2)}`;
+import { startRedis, startUpstashLocal, stopAll } from "./stand-ins.mjs";
 
-const children = [];
+const TEST_TIMEOUT = 10_000;
+
 let workDir;
 let url;
-
-/** A loopback port that was free a moment ago. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves true if a Redis on `port` answers PING with PONG. */
-function redisPongs(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: "127.0.0.1", port });
-    const done = (ok) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(300, () => done(false));
-    socket.once("error", () => done(false));
-    socket.once("connect", () => socket.write("PING\r\n"));
-    socket.once("data", (data) => done(data.toString().startsWith("+PONG")));
-  });
-}
-
-/** Polls `check` until it resolves truthy, failing after `timeoutMs`. */
-async function waitFor(what, timeoutMs, check) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting until ${what}`);
-}
-
-function exited(child) {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-async function startRedis() {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
-    const child = spawn(
-      "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-      { cwd: workDir, stdio: "ignore" },
-    );
-    children.push(child);
-    await waitFor("redis-server answers PING or exits", 10_000, async () =>
-      exited(child) || (await redisPongs(port)),
-    );
-    if (!exited(child)) return port;
-    // The port was taken between picking and binding: try another.
-  }
-  throw new Error("redis-server did not start");
-}
-
-/** Starts upstash-local on a free port; resolves with the URL it prints when ready. */
-function startUpstashLocal(redisPort) {
-  const child = spawn(
-    UPSTASH_LOCAL_BIN,
-    ["--redis", `redis://127.0.0.1:${redisPort}`, "--listen", "127.0.0.1:0", "--token", TOKEN],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("upstash-local did not get ready")), 10_000);
-    child.once("error", (err) => reject(new Error(`cannot run ${UPSTASH_LOCAL_BIN}: ${err.message}`)));
-    child.once("exit", (code) => reject(new Error(`upstash-local exited with ${code}`)));
-    createInterface({ input: child.stdout }).once("line", (line) => {
-      clearTimeout(timer);
-      const match = /^upstash-local ready url=(\S+)$/.exec(line);
-      if (match) resolve(match[1]);
-      else reject(new Error(`unexpected first line: ${line}`));
-    });
-  });
-}
+let TOKEN;
 
 before(async () => {
   workDir = mkdtempSync(path.join(tmpdir(), "upstash-protocol-"));
-  const redisPort = await startRedis();
-  url = await startUpstashLocal(redisPort);
+  const redis = await startRedis(workDir);
+  ({ url, token: TOKEN } = await startUpstashLocal(redis.port));
 }, { timeout: 30_000 });
 
-after(() => {
-  for (const child of children) {
-    if (!exited(child)) child.kill("SIGKILL");
-  }
+after(async () => {
+  await stopAll();
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
