@@ -37,6 +37,17 @@ pub async fn one_token_for_many_requests(shells: &[Shell], fx: &Fixture, request
     Ok(())
 }
 
+/// The rules every request goes through, checked on one function: what is
+/// forwarded, what comes back, hostile paths, routes and methods, CORS, limits.
+pub async fn request_rules(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    happy_path_forwards_only_what_it_should(shell, fx).await.context("happy path")?;
+    responses_never_carry_credentials_or_cookies(shell, fx).await.context("response filtering")?;
+    hostile_paths_never_reach_anything(shell, fx).await.context("hostile paths")?;
+    routes_and_methods_are_enforced(shell, fx).await.context("routes and methods")?;
+    cors_allows_only_configured_origins(shell, fx).await.context("CORS")?;
+    limits_end_with_clear_errors(shell, fx).await.context("limits")
+}
+
 /// The upstream receives the path, query, token and key, and nothing of the visitor's.
 pub async fn happy_path_forwards_only_what_it_should(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
     fx.api.clear_requests();
