@@ -11,7 +11,8 @@
 //!    segments, encoded separators, `//`, `@`, `\`, control characters…);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. `rate_limit`: per client IP and upstream, in the shared store (429);
+//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream,
+//!    decided in memory and counted across instances in the background (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
 //! 6. `forward`: token from the [`Broker`], `inject`ed, sent with
 //!    `relay.timeout`; a 401 invalidates the token and retries once;
@@ -73,7 +74,9 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 const INERT: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// The visitor's IP address, as the platform reports it; set by the shell as
-/// a request extension. Without it, all visitors share one rate limit.
+/// a request extension. Rate limits count IPv6 clients by network
+/// (`[relay] rate_limit.ipv6_prefix`, /64 by default); without an address,
+/// all such visitors share one rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
@@ -96,6 +99,7 @@ pub struct RequestId(pub String);
 #[derive(Debug, Clone)]
 pub struct Relay {
     broker: Broker,
+    limiter: rate_limit::RateLimiter,
     scrubbers: inject::Scrubbers,
 }
 
@@ -110,7 +114,7 @@ struct Record {
 impl Relay {
     /// A relay over `broker`'s config, store and HTTP client.
     pub fn new(broker: Broker) -> Self {
-        Self { broker, scrubbers: inject::Scrubbers::default() }
+        Self { limiter: rate_limit::RateLimiter::new(broker.clone()), broker, scrubbers: inject::Scrubbers::default() }
     }
 
     /// Loads the config and builds the broker ([`Broker::from_env`]).
@@ -223,14 +227,7 @@ impl Relay {
             return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
         }
 
-        let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
-        rate_limit::check(
-            self.broker.store(),
-            upstream.name(),
-            client,
-            relay.rate_limit.unwrap_or(settings.rate_limit),
-        )
-        .await?;
+        self.limiter.check(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0))?;
         let body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
 
         let out = forward::Outgoing {

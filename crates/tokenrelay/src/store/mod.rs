@@ -32,12 +32,11 @@ pub const LOCAL_STORE_VAR: &str = "TOKENRELAY_LOCAL_STORE";
 const DELETE_IF_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-/// Fixed-window counter: increments KEYS[1], starts its window of ARGV[1] ms
-/// on the first hit (or if it somehow lost its expiry), returns {count, ms left}.
-const INCR_WINDOW_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1]) \
-local t = redis.call('PTTL', KEYS[1]) \
-if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end \
-return {n, t}";
+/// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
+/// no expiry yet, and returns the new total.
+const ADD_COUNT_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+return n";
 
 /// Why a store operation failed. Never holds a secret: the Upstash token is
 /// only ever sent as a header.
@@ -227,21 +226,36 @@ impl Store {
         }
     }
 
-    /// Counts one hit on `key` in a fixed window that starts with the first
-    /// hit and lasts `window`; returns the hits so far and the time left.
-    /// Atomic in both backends, so every instance counts together.
-    pub(crate) async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
+    /// Adds each count to its counter (created with its `ttl` to live) and
+    /// returns the new totals, in order: one round trip for all of them,
+    /// each addition atomic, so that every instance counts together.
+    pub(crate) async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
         match &self.backend {
             Backend::Upstash(c) => {
-                let reply = c.command(&["EVAL", INCR_WINDOW_SCRIPT, "1", key, &millis(window)]).await?;
-                match reply.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()).as_deref() {
-                    Some([Some(count), Some(left)]) => Ok((*count, Duration::from_millis(*left))),
-                    _ => Err(StoreError::Protocol("rate counter reply is not {count, ms left}")),
-                }
+                let args: Vec<(String, String)> = counts.iter().map(|n| (n.add.to_string(), millis(n.ttl))).collect();
+                let commands: Vec<Vec<&str>> = counts
+                    .iter()
+                    .zip(&args)
+                    .map(|(n, (add, ttl))| vec!["EVAL", ADD_COUNT_SCRIPT, "1", &n.key, add, ttl])
+                    .collect();
+                c.pipeline(&commands)
+                    .await?
+                    .into_iter()
+                    .map(|reply| reply?.as_u64().ok_or(StoreError::Protocol("counter reply is not a number")))
+                    .collect()
             }
-            Backend::Local(l) => l.incr_window(key, window).await,
+            Backend::Local(l) => l.add_counts(counts).await,
         }
     }
+}
+
+/// An addition to a shared counter ([`Store::add_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Count {
+    pub(crate) key: String,
+    pub(crate) add: u64,
+    /// How long a counter this addition creates lives.
+    pub(crate) ttl: Duration,
 }
 
 fn sealer_from(key: &str) -> Result<Sealer> {
@@ -266,7 +280,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn window_counter_is_shared_by_instances_through_upstash() {
+    async fn counts_add_up_across_instances_through_upstash() {
         tokio::time::timeout(Duration::from_secs(20), async {
             let redis = testkit::RedisServer::start().await.unwrap();
             let upstash = testkit::Upstash::start(&redis).await.unwrap();
@@ -275,13 +289,12 @@ mod tests {
             let open =
                 || Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
             let (a, b) = (open(), open());
-            let window = Duration::from_secs(30);
-            assert_eq!(a.incr_window("rate:x", window).await.unwrap().0, 1);
-            let (count, left) = b.incr_window("rate:x", window).await.unwrap();
-            assert_eq!(count, 2, "both instances count in one window");
-            assert!(left <= window && left > Duration::from_secs(25), "{left:?}");
+            let ttl = Duration::from_secs(30);
+            let count = |key: &str, add| Count { key: key.to_owned(), add, ttl };
+            assert_eq!(a.add_counts(&[count("rate:x", 3), count("rate:y", 1)]).await.unwrap(), [3, 1]);
+            assert_eq!(b.add_counts(&[count("rate:x", 2)]).await.unwrap(), [5], "both instances count together");
             let pttl = upstash.redis_pttl("rate:x").await;
-            assert!(pttl > 0 && pttl <= 30_000, "the window expires in Redis too: {pttl}");
+            assert!(pttl > 25_000 && pttl <= 30_000, "the counter expires in Redis too: {pttl}");
         })
         .await
         .unwrap();
