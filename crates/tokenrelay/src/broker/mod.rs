@@ -23,13 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Env, Summary};
 use crate::error::{Error, Result};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TokenKeys, TokenState};
 use crate::token::{Outcome, Source, Token, retry};
 use entry::Entry;
 
@@ -71,11 +69,8 @@ struct Inner {
 
 /// Per-upstream state.
 struct Slot {
-    /// Store key of the sealed token: names the upstream and a hash of the
-    /// credentials' identity, never a secret.
-    key: String,
-    lock_key: String,
-    failure_key: String,
+    /// Where the store keeps this upstream's token, lock and failure.
+    keys: TokenKeys,
     memory: Mutex<Option<Entry>>,
     /// In-process single flight.
     flight: tokio::sync::Mutex<()>,
@@ -114,7 +109,10 @@ impl Broker {
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
         let store = Store::from_env(env, &config.store, http.clone(), &config.file)?;
-        let slots = config.upstreams().map(|u| (u.name.clone(), Slot::new(&u.name, &u.source))).collect();
+        let slots = config
+            .upstreams()
+            .map(|u| (u.name.clone(), Slot::new(store.token_keys(&u.name, &u.source.identity()))))
+            .collect();
         Ok(Broker { inner: Arc::new(Inner { config, store, http, slots }) })
     }
 
@@ -178,9 +176,9 @@ impl Broker {
         }
         let store = &self.inner.store;
         let outcome = async {
-            let Some(raw) = store.mget(&[&slot.key]).await?.pop().flatten() else { return Ok(false) };
-            match self.open(slot, &raw) {
-                Some(e) if e.token.same_value(rejected) => store.delete_if(&slot.key, &raw).await,
+            let Some(stored) = store.read(&slot.keys).await?.token else { return Ok(false) };
+            match self.entry(&stored.plain) {
+                Some(e) if e.token.same_value(rejected) => store.delete_token(&slot.keys, &stored).await,
                 _ => Ok(false),
             }
         };
@@ -265,25 +263,24 @@ impl Broker {
     ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
-        let keys = [slot.key.as_str(), slot.failure_key.as_str()];
         let owner = format!("{:032x}", fastrand::u128(..));
         let deadline = Instant::now() + cache.wait_timeout;
         let mut pause = FIRST_POLL;
 
-        let mut values = match store.mget(&keys).await {
+        let mut state = match store.read(&slot.keys).await {
             Ok(v) => v,
             Err(e) => return self.fetch_direct(upstream, source, e).await,
         };
         loop {
             let now = SystemTime::now();
-            let stored = values.first().cloned().flatten().and_then(|raw| self.open(slot, &raw));
+            let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain));
             if let Some(e) = stored.clone().filter(|e| e.is_fresh(now)) {
                 return Ok((e, Outcome::Store));
             }
-            if let Some(err) = values.get(1).cloned().flatten().and_then(|raw| shared_failure(upstream, &raw)) {
+            if let Some(err) = state.failure.as_deref().and_then(|raw| shared_failure(upstream, raw)) {
                 return Err(err);
             }
-            let (won, after) = match store.lock_and_read(&slot.lock_key, &owner, cache.lock_lease, &keys).await {
+            let (won, after) = match store.lock_and_read(&slot.keys, &owner, cache.lock_lease).await {
                 Ok(x) => x,
                 Err(e) => return self.fetch_direct(upstream, source, e).await,
             };
@@ -306,7 +303,7 @@ impl Broker {
             }
             tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
             pause = (pause * 2).min(MAX_POLL);
-            values = after;
+            state = after;
         }
     }
 
@@ -317,16 +314,14 @@ impl Broker {
         source: &Source,
         slot: &Slot,
         owner: &str,
-        after: &[Option<String>],
+        after: &TokenState,
     ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let now = SystemTime::now();
         // The previous holder may have stored a token just before we locked.
-        if let Some(e) =
-            after.first().cloned().flatten().and_then(|raw| self.open(slot, &raw)).filter(|e| e.is_fresh(now))
-        {
-            if let Err(err) = store.delete_if(&slot.lock_key, owner).await {
+        if let Some(e) = after.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_fresh(now)) {
+            if let Err(err) = store.unlock(&slot.keys, owner).await {
                 tracing::warn!(upstream, error = %err, "could not release the refresh lock; it will expire");
             }
             return Ok((e, Outcome::Store));
@@ -335,9 +330,8 @@ impl Broker {
         match retry::fetch(source, &self.inner.http, upstream).await {
             Ok(token) => {
                 let entry = Entry::new(token, fetched_at, cache);
-                let sealed = store.sealer.seal(&slot.key, &entry.to_bytes());
                 let ttl = entry.ttl(SystemTime::now());
-                if let Err(err) = store.set_and_unlock(&slot.key, &sealed, ttl, &slot.lock_key, owner).await {
+                if let Err(err) = store.put_token(&slot.keys, &entry.to_bytes(), ttl, owner).await {
                     tracing::warn!(upstream, error = %err, "could not store the new token; other instances will fetch their own");
                 }
                 Ok((entry, Outcome::Fetched))
@@ -345,9 +339,7 @@ impl Broker {
             Err(err) => {
                 let shared = SharedFailure { code: err.code().to_owned(), reason: reason_of(&err) };
                 let value = serde_json::to_string(&shared).unwrap_or_default();
-                if let Err(e) =
-                    store.set_and_unlock(&slot.failure_key, &value, cache.failure_cooldown, &slot.lock_key, owner).await
-                {
+                if let Err(e) = store.put_failure(&slot.keys, &value, cache.failure_cooldown, owner).await {
                     tracing::warn!(upstream, error = %e, "could not share the token failure");
                 }
                 Err(err)
@@ -363,16 +355,9 @@ impl Broker {
         Ok((Entry::new(token, fetched_at, &self.inner.config.cache), Outcome::Direct))
     }
 
-    /// Opens a stored value; a value that cannot be opened (key changed,
-    /// tampered) is treated as absent and soon overwritten.
-    fn open(&self, slot: &Slot, raw: &str) -> Option<Entry> {
-        match self.inner.store.sealer.open(&slot.key, raw) {
-            Ok(bytes) => Entry::from_bytes(&bytes, &self.inner.config.cache),
-            Err(e) => {
-                tracing::warn!(key = %slot.key, error = %e, "ignoring a stored token that cannot be opened");
-                None
-            }
-        }
+    /// Reads an opened token back into an entry with this config's schedule.
+    fn entry(&self, plain: &[u8]) -> Option<Entry> {
+        Entry::from_bytes(plain, &self.inner.config.cache)
     }
 }
 
@@ -386,14 +371,9 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Slot {
-    fn new(name: &str, source: &Source) -> Self {
-        let digest = Sha256::digest(source.identity().as_bytes());
-        let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]);
-        let key = format!("tokenrelay:v1:{name}:{hash}");
+    fn new(keys: TokenKeys) -> Self {
         Slot {
-            lock_key: format!("{key}:lock"),
-            failure_key: format!("{key}:failure"),
-            key,
+            keys,
             memory: Mutex::new(None),
             flight: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Count, StoreError};
+use super::{Backend, Count, StoreError};
 
 const DATA_FILE: &str = "store.json";
 const LOCK_FILE: &str = "store.lock";
@@ -66,70 +66,6 @@ impl LocalStore {
         }
     }
 
-    pub(crate) async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.run(move |e| keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect()).await
-    }
-
-    pub(crate) async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
-        let (key, expected) = (key.to_owned(), expected.to_owned());
-        self.run(move |e| delete_if(e, &key, &expected)).await
-    }
-
-    pub(crate) async fn lock_and_read(
-        &self,
-        lock: &str,
-        owner: &str,
-        lease: Duration,
-        keys: &[&str],
-    ) -> Result<(bool, Vec<Option<String>>), StoreError> {
-        let (lock, owner) = (lock.to_owned(), owner.to_owned());
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.run(move |e| {
-            let won = !e.0.contains_key(&lock);
-            if won {
-                e.0.insert(lock, Entry { value: owner, expires_at_ms: now_ms() + ms(lease) });
-            }
-            (won, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
-        })
-        .await
-    }
-
-    pub(crate) async fn set_and_unlock(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-        lock: &str,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
-        self.run(move |e| {
-            e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
-            delete_if(e, &lock, &owner);
-        })
-        .await
-    }
-
-    pub(crate) async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
-        let counts = counts.to_vec();
-        self.run(move |e| {
-            let now = now_ms();
-            counts
-                .into_iter()
-                .map(|n| {
-                    let entry =
-                        e.0.entry(n.key)
-                            .or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(n.ttl) });
-                    let total = entry.value.parse::<u64>().unwrap_or(0).saturating_add(n.add);
-                    entry.value = total.to_string();
-                    total
-                })
-                .collect()
-        })
-        .await
-    }
-
     async fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&mut Entries) -> T + Send + 'static,
@@ -171,6 +107,72 @@ impl LocalStore {
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join(LOCK_FILE))?;
         file.lock()?;
         Ok(file)
+    }
+}
+
+impl Backend for LocalStore {
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.run(move |e| keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect()).await
+    }
+
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        let (key, expected) = (key.to_owned(), expected.to_owned());
+        self.run(move |e| delete_if(e, &key, &expected)).await
+    }
+
+    async fn lock_and_read(
+        &self,
+        lock: &str,
+        owner: &str,
+        lease: Duration,
+        keys: &[&str],
+    ) -> Result<(bool, Vec<Option<String>>), StoreError> {
+        let (lock, owner) = (lock.to_owned(), owner.to_owned());
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.run(move |e| {
+            let won = !e.0.contains_key(&lock);
+            if won {
+                e.0.insert(lock, Entry { value: owner, expires_at_ms: now_ms() + ms(lease) });
+            }
+            (won, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
+        })
+        .await
+    }
+
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
+        self.run(move |e| {
+            e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
+            delete_if(e, &lock, &owner);
+        })
+        .await
+    }
+
+    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+        let counts = counts.to_vec();
+        self.run(move |e| {
+            let now = now_ms();
+            counts
+                .into_iter()
+                .map(|n| {
+                    let entry =
+                        e.0.entry(n.key)
+                            .or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(n.ttl) });
+                    let total = entry.value.parse::<u64>().unwrap_or(0).saturating_add(n.add);
+                    entry.value = total.to_string();
+                    total
+                })
+                .collect()
+        })
+        .await
     }
 }
 

@@ -1,7 +1,9 @@
 //! The shared token store: Upstash Redis over REST when configured, else an
-//! embedded local file store. Both offer the same few operations, and values
-//! are sealed before they are written (see [`seal`]).
+//! embedded local file store. Both implement the few operations of
+//! [`Backend`]; [`Store`] seals what it writes (see [`seal`]) and names the
+//! keys (see [`keys`]).
 
+mod keys;
 mod local;
 pub(crate) mod seal;
 pub(crate) mod upstash;
@@ -10,11 +12,11 @@ use std::sync::Once;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde_json::Value;
 use url::Url;
 
 use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
+pub(crate) use keys::TokenKeys;
 use local::LocalStore;
 use seal::Sealer;
 use upstash::UpstashClient;
@@ -27,16 +29,6 @@ pub const VERCEL_KV_VARS: (&str, &str) = ("KV_REST_API_URL", "KV_REST_API_TOKEN"
 pub const ENCRYPTION_KEY_VAR: &str = "TOKENRELAY_ENCRYPTION_KEY";
 /// Overrides the local store's directory.
 pub const LOCAL_STORE_VAR: &str = "TOKENRELAY_LOCAL_STORE";
-
-/// Compare-and-delete: deletes KEYS[1] only while it still holds ARGV[1].
-const DELETE_IF_SCRIPT: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-
-/// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
-/// no expiry yet, and returns the new total.
-const ADD_COUNT_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
-return n";
 
 /// Why a store operation failed. Never holds a secret: the Upstash token is
 /// only ever sent as a header.
@@ -71,15 +63,85 @@ impl StoreError {
     }
 }
 
-enum Backend {
+/// The operations every backend implements, each atomic in its backend, so
+/// that one instance's read-modify-write never interleaves with another's.
+pub(crate) trait Backend {
+    /// The values of `keys`, `None` where absent or expired.
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError>;
+
+    /// Deletes `key` only while it still holds `expected`.
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError>;
+
+    /// Takes `lock` for `owner` unless someone holds it, for `lease`; then
+    /// reads `keys`, so that a winner sees the state after winning.
+    async fn lock_and_read(
+        &self,
+        lock: &str,
+        owner: &str,
+        lease: Duration,
+        keys: &[&str],
+    ) -> Result<(bool, Vec<Option<String>>), StoreError>;
+
+    /// Stores `value` under `key` for `ttl` and releases `lock` if `owner` holds it.
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Adds each count to its counter (created with the count's `ttl`) and
+    /// returns the new totals, in order, in one round trip.
+    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError>;
+}
+
+/// An addition to a shared counter ([`Store::add_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Count {
+    pub(crate) key: String,
+    pub(crate) add: u64,
+    /// How long a counter this addition creates lives.
+    pub(crate) ttl: Duration,
+}
+
+enum Backends {
     Upstash(UpstashClient),
     Local(LocalStore),
 }
 
-/// The store in use, with the sealer for its values.
+/// Runs one [`Backend`] operation on whichever backend is in use.
+macro_rules! on_backend {
+    ($store:expr, $b:ident => $call:expr) => {
+        match &$store.backend {
+            Backends::Upstash($b) => $call.await,
+            Backends::Local($b) => $call.await,
+        }
+    };
+}
+
+/// The store in use. It seals every token it writes and opens every token it
+/// reads, so callers only see plaintext.
 pub(crate) struct Store {
-    backend: Backend,
-    pub(crate) sealer: Sealer,
+    backend: Backends,
+    sealer: Sealer,
+}
+
+/// One upstream's shared state as the store holds it.
+pub(crate) struct TokenState {
+    /// The token, opened; `None` when absent or when it cannot be opened.
+    pub(crate) token: Option<StoredToken>,
+    /// The failure another instance shared, if any.
+    pub(crate) failure: Option<String>,
+}
+
+/// An opened token, with the sealed form it was read in so that it can be
+/// deleted only while the store still holds exactly that value.
+pub(crate) struct StoredToken {
+    sealed: String,
+    /// The plaintext that was sealed.
+    pub(crate) plain: Vec<u8>,
 }
 
 impl Store {
@@ -115,7 +177,7 @@ impl Store {
             }
         };
         let client = UpstashClient::new(url, SecretString::from(token.to_owned()), http, settings.timeout);
-        Ok(Store { backend: Backend::Upstash(client), sealer })
+        Ok(Store { backend: Backends::Upstash(client), sealer })
     }
 
     fn local(env: &Env) -> Result<Store> {
@@ -138,141 +200,110 @@ impl Store {
         SAID.call_once(|| {
             tracing::info!(dir = %dir.display(), "no Upstash database configured (UPSTASH_REDIS_REST_URL or KV_REST_API_URL): using the local file store, shared by processes on this machine only");
         });
-        Ok(Store { backend: Backend::Local(local), sealer })
+        Ok(Store { backend: Backends::Local(local), sealer })
     }
 
     /// Whether other machines share this store.
     pub(crate) fn is_remote(&self) -> bool {
-        matches!(self.backend, Backend::Upstash(_))
+        matches!(self.backend, Backends::Upstash(_))
     }
 
     /// One line saying which store is used, without secrets.
     pub(crate) fn describe(&self) -> String {
         let sealing = if self.sealer.encrypts() { "AES-256-GCM" } else { "unencrypted" };
         match &self.backend {
-            Backend::Upstash(c) => format!("upstash {} ({sealing})", c.url()),
-            Backend::Local(l) => format!("local file store {} ({sealing})", l.dir().display()),
+            Backends::Upstash(c) => format!("upstash {} ({sealing})", c.url()),
+            Backends::Local(l) => format!("local file store {} ({sealing})", l.dir().display()),
         }
     }
 
-    pub(crate) async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
-        match &self.backend {
-            Backend::Upstash(c) => {
-                let args: Vec<&str> = std::iter::once("MGET").chain(keys.iter().copied()).collect();
-                match c.command(&args).await? {
-                    Value::Array(items) if items.len() == keys.len() => {
-                        items.into_iter().map(optional_string).collect()
-                    }
-                    _ => Err(StoreError::Protocol("MGET reply is not one value per key")),
-                }
-            }
-            Backend::Local(l) => l.mget(keys).await,
-        }
+    /// The keys of `upstream`'s token state; `identity` names its credentials.
+    pub(crate) fn token_keys(&self, upstream: &str, identity: &str) -> TokenKeys {
+        TokenKeys::new(upstream, identity)
     }
 
-    /// Deletes `key` only while it still holds `expected`.
-    pub(crate) async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Upstash(c) => Ok(c.command(&["EVAL", DELETE_IF_SCRIPT, "1", key, expected]).await? == 1),
-            Backend::Local(l) => l.delete_if(key, expected).await,
-        }
+    /// The rate counter key of `client` on `upstream` in fixed window number `window`.
+    pub(crate) fn rate_key(&self, upstream: &str, client: &str, window: u64) -> String {
+        keys::rate(upstream, client, window)
     }
 
-    /// `SET lock owner NX PX lease`, then `MGET keys`, in one round trip: when
-    /// the lock is won, the read shows the state after winning it, so a token
-    /// stored by the previous holder is never fetched again.
+    /// Reads the token and the shared failure, in one round trip.
+    pub(crate) async fn read(&self, keys: &TokenKeys) -> Result<TokenState, StoreError> {
+        let values = on_backend!(self, b => b.mget(&[&keys.token, &keys.failure]))?;
+        Ok(self.state(keys, values))
+    }
+
+    /// Takes the refresh lock unless another instance holds it, then reads
+    /// the state, in one round trip: when the lock is won, the read shows the
+    /// state after winning it, so a token stored by the previous holder is
+    /// never fetched again.
     pub(crate) async fn lock_and_read(
         &self,
-        lock: &str,
+        keys: &TokenKeys,
         owner: &str,
         lease: Duration,
-        keys: &[&str],
-    ) -> Result<(bool, Vec<Option<String>>), StoreError> {
-        match &self.backend {
-            Backend::Upstash(c) => {
-                let lease = millis(lease);
-                let mget: Vec<&str> = std::iter::once("MGET").chain(keys.iter().copied()).collect();
-                let mut replies = c.pipeline(&[vec!["SET", lock, owner, "NX", "PX", &lease], mget]).await?.into_iter();
-                let won = !replies.next().ok_or(StoreError::Protocol("missing SET reply"))??.is_null();
-                match replies.next().ok_or(StoreError::Protocol("missing MGET reply"))?? {
-                    Value::Array(items) if items.len() == keys.len() => {
-                        Ok((won, items.into_iter().map(optional_string).collect::<Result<_, _>>()?))
-                    }
-                    _ => Err(StoreError::Protocol("MGET reply is not one value per key")),
-                }
-            }
-            Backend::Local(l) => l.lock_and_read(lock, owner, lease, keys).await,
-        }
+    ) -> Result<(bool, TokenState), StoreError> {
+        let (won, values) =
+            on_backend!(self, b => b.lock_and_read(&keys.lock, owner, lease, &[&keys.token, &keys.failure]))?;
+        Ok((won, self.state(keys, values)))
     }
 
-    /// Stores a value and releases a lock held by `owner`, in one round trip.
-    pub(crate) async fn set_and_unlock(
+    /// Seals and stores a new token for `ttl`, releasing the lock `owner` holds.
+    pub(crate) async fn put_token(
         &self,
-        key: &str,
-        value: &str,
+        keys: &TokenKeys,
+        plain: &[u8],
         ttl: Duration,
-        lock: &str,
         owner: &str,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Upstash(c) => {
-                let ttl = millis(ttl);
-                let replies = c
-                    .pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]])
-                    .await?;
-                replies.into_iter().try_for_each(|r| r.map(drop))
-            }
-            Backend::Local(l) => l.set_and_unlock(key, value, ttl, lock, owner).await,
-        }
+        let sealed = self.sealer.seal(&keys.token, plain);
+        on_backend!(self, b => b.set_and_unlock(&keys.token, &sealed, ttl, &keys.lock, owner))
     }
 
-    /// Adds each count to its counter (created with its `ttl` to live) and
-    /// returns the new totals, in order: one round trip for all of them,
-    /// each addition atomic, so that every instance counts together.
+    /// Shares a token endpoint failure for `ttl`, releasing the lock `owner` holds.
+    pub(crate) async fn put_failure(
+        &self,
+        keys: &TokenKeys,
+        failure: &str,
+        ttl: Duration,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set_and_unlock(&keys.failure, failure, ttl, &keys.lock, owner))
+    }
+
+    /// Releases the lock if `owner` still holds it.
+    pub(crate) async fn unlock(&self, keys: &TokenKeys, owner: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.delete_if(&keys.lock, owner))
+    }
+
+    /// Deletes the token only while the store still holds `token`.
+    pub(crate) async fn delete_token(&self, keys: &TokenKeys, token: &StoredToken) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.delete_if(&keys.token, &token.sealed))
+    }
+
+    /// Adds each count to its shared counter and returns the new totals, in
+    /// one round trip; each addition is atomic, so every instance counts together.
     pub(crate) async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
-        match &self.backend {
-            Backend::Upstash(c) => {
-                let args: Vec<(String, String)> = counts.iter().map(|n| (n.add.to_string(), millis(n.ttl))).collect();
-                let commands: Vec<Vec<&str>> = counts
-                    .iter()
-                    .zip(&args)
-                    .map(|(n, (add, ttl))| vec!["EVAL", ADD_COUNT_SCRIPT, "1", &n.key, add, ttl])
-                    .collect();
-                c.pipeline(&commands)
-                    .await?
-                    .into_iter()
-                    .map(|reply| reply?.as_u64().ok_or(StoreError::Protocol("counter reply is not a number")))
-                    .collect()
-            }
-            Backend::Local(l) => l.add_counts(counts).await,
-        }
+        on_backend!(self, b => b.add_counts(counts))
     }
-}
 
-/// An addition to a shared counter ([`Store::add_counts`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Count {
-    pub(crate) key: String,
-    pub(crate) add: u64,
-    /// How long a counter this addition creates lives.
-    pub(crate) ttl: Duration,
+    /// Opens `[token, failure]` values. A token that cannot be opened (key
+    /// changed, tampered) is treated as absent, and soon overwritten.
+    fn state(&self, keys: &TokenKeys, values: Vec<Option<String>>) -> TokenState {
+        let mut values = values.into_iter();
+        let token = values.next().flatten().and_then(|sealed| match self.sealer.open(&keys.token, &sealed) {
+            Ok(plain) => Some(StoredToken { sealed, plain }),
+            Err(e) => {
+                tracing::warn!(key = %keys.token, error = %e, "ignoring a stored token that cannot be opened");
+                None
+            }
+        });
+        TokenState { token, failure: values.next().flatten() }
+    }
 }
 
 fn sealer_from(key: &str) -> Result<Sealer> {
     Sealer::from_base64(key).map_err(|reason| Error::InvalidEnv { name: ENCRYPTION_KEY_VAR.to_owned(), reason })
-}
-
-fn optional_string(v: Value) -> Result<Option<String>, StoreError> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        _ => Err(StoreError::Protocol("expected a string or null")),
-    }
-}
-
-/// Redis PX wants whole milliseconds, at least 1.
-fn millis(d: Duration) -> String {
-    d.as_millis().max(1).to_string()
 }
 
 #[cfg(test)]
@@ -292,6 +323,7 @@ mod tests {
             let ttl = Duration::from_secs(30);
             let count = |key: &str, add| Count { key: key.to_owned(), add, ttl };
             assert_eq!(a.add_counts(&[count("rate:x", 3), count("rate:y", 1)]).await.unwrap(), [3, 1]);
+            assert_eq!(upstash.requests(), 1, "one round trip for every counter");
             assert_eq!(b.add_counts(&[count("rate:x", 2)]).await.unwrap(), [5], "both instances count together");
             let pttl = upstash.redis_pttl("rate:x").await;
             assert!(pttl > 25_000 && pttl <= 30_000, "the counter expires in Redis too: {pttl}");

@@ -5,6 +5,9 @@
 //! commands. Replies are `{"result": …}` or `{"error": "…"}` (HTTP 400 for
 //! Redis errors). We do not send `Upstash-Encoding: base64`: every value we
 //! store is ASCII, so plain JSON strings are exact.
+//!
+//! The [`Backend`] operations are Redis commands, Lua scripts (`EVAL`, atomic
+//! in Redis) and pipelines (one round trip, not atomic).
 
 use std::time::Duration;
 
@@ -12,7 +15,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
-use super::StoreError;
+use super::{Backend, Count, StoreError};
+
+/// Compare-and-delete: deletes KEYS[1] only while it still holds ARGV[1].
+const DELETE_IF_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
+/// no expiry yet, and returns the new total.
+const ADD_COUNT_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+return n";
 
 /// A client for one Upstash database.
 pub(crate) struct UpstashClient {
@@ -78,6 +91,85 @@ impl UpstashClient {
     }
 }
 
+impl Backend for UpstashClient {
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+        strings(self.command(&mget(keys)).await?, keys.len())
+    }
+
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        Ok(self.command(&["EVAL", DELETE_IF_SCRIPT, "1", key, expected]).await? == 1)
+    }
+
+    /// `SET lock owner NX PX lease`, then `MGET keys`, pipelined.
+    async fn lock_and_read(
+        &self,
+        lock: &str,
+        owner: &str,
+        lease: Duration,
+        keys: &[&str],
+    ) -> Result<(bool, Vec<Option<String>>), StoreError> {
+        let lease = millis(lease);
+        let mut replies = self.pipeline(&[vec!["SET", lock, owner, "NX", "PX", &lease], mget(keys)]).await?.into_iter();
+        let won = !replies.next().ok_or(StoreError::Protocol("missing SET reply"))??.is_null();
+        let values = replies.next().ok_or(StoreError::Protocol("missing MGET reply"))??;
+        Ok((won, strings(values, keys.len())?))
+    }
+
+    async fn set_and_unlock(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let ttl = millis(ttl);
+        let replies = self
+            .pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]])
+            .await?;
+        replies.into_iter().try_for_each(|r| r.map(drop))
+    }
+
+    /// One `EVAL` per counter, all pipelined.
+    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+        let args: Vec<(String, String)> = counts.iter().map(|n| (n.add.to_string(), millis(n.ttl))).collect();
+        let commands: Vec<Vec<&str>> = counts
+            .iter()
+            .zip(&args)
+            .map(|(n, (add, ttl))| vec!["EVAL", ADD_COUNT_SCRIPT, "1", &n.key, add, ttl])
+            .collect();
+        self.pipeline(&commands)
+            .await?
+            .into_iter()
+            .map(|reply| reply?.as_u64().ok_or(StoreError::Protocol("counter reply is not a number")))
+            .collect()
+    }
+}
+
+fn mget<'a>(keys: &[&'a str]) -> Vec<&'a str> {
+    std::iter::once("MGET").chain(keys.iter().copied()).collect()
+}
+
+/// An MGET reply: one string or null per key.
+fn strings(reply: Value, n: usize) -> Result<Vec<Option<String>>, StoreError> {
+    match reply {
+        Value::Array(items) if items.len() == n => items
+            .into_iter()
+            .map(|v| match v {
+                Value::Null => Ok(None),
+                Value::String(s) => Ok(Some(s)),
+                _ => Err(StoreError::Protocol("expected a string or null")),
+            })
+            .collect(),
+        _ => Err(StoreError::Protocol("MGET reply is not one value per key")),
+    }
+}
+
+/// Redis PX wants whole milliseconds, at least 1.
+fn millis(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
 fn reply_result(reply: Value) -> Result<Value, StoreError> {
     match reply {
         Value::Object(mut map) => match map.remove("error") {
@@ -92,7 +184,6 @@ fn reply_result(reply: Value) -> Result<Value, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const T: Duration = Duration::from_secs(20);
 

@@ -36,19 +36,20 @@ impl RateLimiter {
         if sent.is_empty() {
             return;
         }
+        let store = self.shared.broker.store();
         let counts: Vec<Count> = sent
             .iter()
             .map(|s| {
                 let window = self.shared.upstreams[&s.upstream].window_ms();
                 let ends = (s.window + 1) * window;
                 Count {
-                    key: key(&s.upstream, s.client, s.window),
+                    key: store.rate_key(&s.upstream, &s.client.name(), s.window),
                     add: s.add,
                     ttl: Duration::from_millis(ends.saturating_sub(now)) + KEY_GRACE,
                 }
             })
             .collect();
-        match self.shared.broker.store().add_counts(&counts).await {
+        match store.add_counts(&counts).await {
             Ok(totals) => {
                 for (s, total) in sent.iter().zip(totals) {
                     self.reconcile(s, |t| t.known = t.known.max(total));
@@ -104,9 +105,4 @@ async fn later(limiter: RateLimiter) {
     tokio::time::sleep(limiter.shared.sync_interval).await;
     limiter.shared.sync_due.store(false, Ordering::Release);
     limiter.sync().await;
-}
-
-/// The shared counter of `client` on `upstream` in `window`.
-fn key(upstream: &str, client: Client, window: u64) -> String {
-    format!("tokenrelay:v1:rate:{upstream}:{}:{window}", client.store_id())
 }
