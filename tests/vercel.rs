@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use relay_e2e::{Fixture, Logs, Shell, Visitor, bounded, checks};
+use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, Visitor, bounded, checks};
 use tokio::process::{Child, Command};
 
 /// Processes sharing the store, as concurrent Vercel instances would.
@@ -100,8 +100,13 @@ async fn vercel_function_relays_and_enforces_every_rule() {
     .await;
 }
 
+/// Each instance decides alone and adds its counts to the store in the
+/// background: it blocks a client as soon as it learns from a sync that the
+/// shared count is over the limit, and an instance that has not synced that
+/// client yet admits at most what it counted itself (the bound
+/// `tokenrelay::relay` documents).
 #[tokio::test]
-async fn rate_limit_is_shared_by_all_instances() {
+async fn instances_share_rate_limit_counts_through_the_store() {
     bounded(Duration::from_secs(60), async {
         let fx = Fixture::start().await?;
         let logs = Logs::default();
@@ -111,15 +116,40 @@ async fn rate_limit_is_shared_by_all_instances() {
             Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), true, false, vercel_rewrite);
         let other = shell.at(format!("127.0.0.1:{}", b.port));
         let target = "/api/relay/limited/search/images";
+        let synced = |total: u64| {
+            let fx = &fx;
+            async move {
+                let counted = || async { shared_count(fx).await == total };
+                testkit::wait_until(&format!("the store counts {total}"), Duration::from_secs(10), counted).await
+            }
+        };
+
         let mut statuses = Vec::new();
-        for i in 0..4 {
-            let instance = if i % 2 == 0 { &shell } else { &other };
-            statuses.push(instance.get_as(20, target).await?.status);
+        for _ in 0..=LIMITED_REQUESTS {
+            statuses.push(shell.get_as(20, target).await?.status);
         }
-        anyhow::ensure!(statuses == [200, 200, 200, 429], "two instances must count together: {statuses:?}");
+        ensure!(statuses == [200, 200, 200, 429], "one instance blocks on its own count: {statuses:?}");
+        synced(u64::from(LIMITED_REQUESTS)).await?;
+
+        let reply = other.get_as(20, target).await?;
+        ensure!(reply.status == 200, "b has not counted this client yet: {}", reply.status);
+        synced(u64::from(LIMITED_REQUESTS) + 1).await?;
+        let reply = other.get_as(20, target).await?;
+        ensure!(reply.status == 429, "b learned a's count from its sync: {}", reply.status);
+        ensure!(shell.get_as(20, target).await?.status == 429, "a still blocks");
+        ensure!(other.get_as(21, target).await?.status == 200, "another client is not limited");
         Ok(())
     })
     .await;
+}
+
+/// The sum of the `limited` upstream's shared rate counters, read straight from Redis.
+async fn shared_count(fx: &Fixture) -> u64 {
+    let mut total = 0;
+    for key in fx.upstash.redis_keys("tokenrelay:v1:rate:limited:*").await {
+        total += fx.upstash.redis_get(&key).await.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
 }
 
 #[tokio::test]
