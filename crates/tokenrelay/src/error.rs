@@ -83,6 +83,15 @@ pub enum Error {
         /// The last cause seen.
         reason: String,
     },
+
+    /// A cache purge could not be recorded (no cached route, store unreachable or busy).
+    #[error("upstream \"{upstream}\": cache purge failed: {reason}")]
+    CachePurgeFailed {
+        /// The upstream being purged.
+        upstream: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
 }
 
 /// An environment variable the config needs but that is not set.
@@ -113,6 +122,7 @@ impl Error {
             Error::TokenRejected { .. } => "token_rejected",
             Error::TokenResponseInvalid { .. } => "token_response_invalid",
             Error::TokenUnavailable { .. } => "token_unavailable",
+            Error::CachePurgeFailed { .. } => "cache_purge_failed",
         }
     }
 }

@@ -9,6 +9,7 @@
 mod env;
 mod raw;
 pub(crate) mod relay;
+mod route_cache;
 mod secret_vars;
 mod summary;
 

@@ -95,6 +95,7 @@ pub(super) struct RawRoute {
     pub path: String,
     pub methods: Option<Vec<String>>,
     pub cache_control: Option<String>,
+    pub cache: Option<super::route_cache::RawRouteCache>,
 }
 
 /// `{ header = "Authorization", format = "Bearer {token}" }` or `{ query = "access_token" }`.

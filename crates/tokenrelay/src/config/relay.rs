@@ -18,6 +18,8 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::Builder;
 use super::raw::{RawInject, RawParam, RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
+use super::route_cache;
+pub(crate) use super::route_cache::RouteCache;
 use crate::param::Param;
 
 /// Longest time an upstream gets to answer, body included.
@@ -89,6 +91,8 @@ pub(crate) struct Route {
     pub(crate) methods: Vec<Method>,
     /// Set on successful responses so the platform CDN may cache them.
     pub(crate) cache_control: Option<HeaderValue>,
+    /// The relay's own shared response cache, when the route opts in.
+    pub(crate) cache: Option<RouteCache>,
 }
 
 /// How the token is put on the outgoing request.
@@ -272,7 +276,17 @@ impl Builder<'_> {
             }
             None => Some(None),
         };
-        Some(Route { pattern: pattern?, methods: methods?, cache_control: cache_control? })
+        let cache = match raw.cache.map(route_cache::parse) {
+            Some(Ok(c)) => Some(Some(c)),
+            Some(Err(problems)) => {
+                for (name, why) in problems {
+                    self.problem(upstream, &format!("{field}.cache.{name}"), why);
+                }
+                None
+            }
+            None => Some(None),
+        };
+        Some(Route { pattern: pattern?, methods: methods?, cache_control: cache_control?, cache: cache? })
     }
 
     fn inject(&mut self, upstream: &str, raw: RawInject) -> Option<Inject> {

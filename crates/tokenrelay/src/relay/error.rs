@@ -111,6 +111,12 @@ impl RelayError {
         Kind::UpstreamUnreachable(crate::token::describe_transport(e, timeout)).into()
     }
 
+    /// Whether the upstream (or its token endpoint) failed, rather than the
+    /// request: what `stale_if_error` covers.
+    pub(crate) fn is_upstream_failure(&self) -> bool {
+        matches!(self.kind, Kind::UpstreamTimeout(_) | Kind::UpstreamUnreachable(_) | Kind::Token(_))
+    }
+
     /// The underlying core error with its full reason, for the log.
     pub(crate) fn detail(&self) -> Option<&Error> {
         match &self.kind {

@@ -100,6 +100,7 @@ mod tests {
                 pattern: RoutePattern::parse("/**").unwrap(),
                 methods: vec![http::Method::GET],
                 cache_control: None,
+                cache: None,
             }],
             inject,
             headers: vec![(

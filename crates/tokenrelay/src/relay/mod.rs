@@ -32,6 +32,7 @@
 //! ```
 
 mod body;
+mod cache;
 mod cors;
 mod error;
 mod forward;
@@ -54,6 +55,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 pub use body::Body;
+pub use cache::purge as purge_cache;
 pub use error::{RelayError, misconfigured};
 #[cfg(feature = "shell")]
 pub use logging::init_logging;
@@ -61,7 +63,8 @@ pub use path::MOUNT;
 
 use crate::broker::Broker;
 use crate::config::Env;
-use crate::config::relay::Inject;
+use crate::config::relay::{Inject, Route};
+use crate::token::Token;
 use error::Kind;
 use timing::Timing;
 
@@ -101,6 +104,7 @@ pub struct Relay {
     broker: Broker,
     limiter: rate_limit::RateLimiter,
     scrubbers: inject::Scrubbers,
+    cache: cache::ResponseCache,
 }
 
 /// What is known about a request so far, for the log line.
@@ -114,7 +118,12 @@ struct Record {
 impl Relay {
     /// A relay over `broker`'s config, store and HTTP client.
     pub fn new(broker: Broker) -> Self {
-        Self { limiter: rate_limit::RateLimiter::new(broker.clone()), broker, scrubbers: inject::Scrubbers::default() }
+        Self {
+            limiter: rate_limit::RateLimiter::new(broker.clone()),
+            broker,
+            scrubbers: inject::Scrubbers::default(),
+            cache: cache::ResponseCache::default(),
+        }
     }
 
     /// Loads the config and builds the broker ([`Broker::from_env`]).
@@ -240,22 +249,42 @@ impl Relay {
             body,
             timeout: settings.timeout,
         };
-        let (response, token) = forward::exchange(&self.broker, &out, &mut record.timing).await?;
+        if let Some(policy) = route.cache {
+            return cache::serve(self, &out, route, policy, request_id, &mut record.timing).await;
+        }
+        self.relay_upstream(&out, route, request_id, &mut record.timing).await
+    }
+
+    /// Exchanges `out` with the upstream and streams the answer back.
+    async fn relay_upstream(
+        &self,
+        out: &forward::Outgoing<'_>,
+        route: &Route,
+        request_id: &str,
+        timing: &mut Timing,
+    ) -> Result<Response<Body>, RelayError> {
+        let (response, token) = forward::exchange(&self.broker, out, timing).await?;
+        self.stream_answer(out, route, response, &token, request_id)
+    }
+
+    /// The upstream's answer, streamed back scrubbed and within the size limit.
+    fn stream_answer(
+        &self,
+        out: &forward::Outgoing<'_>,
+        route: &Route,
+        response: reqwest::Response,
+        token: &Token,
+        request_id: &str,
+    ) -> Result<Response<Body>, RelayError> {
+        let settings = &self.broker.config().relay;
         if response.content_length().is_some_and(|n| n > settings.max_response_bytes) {
             return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
         }
-
-        let scrubber = self.scrubbers.get(upstream.name(), relay, &token);
+        let (upstream, relay) = (out.upstream, out.relay);
+        let scrubber = self.scrubbers.get(upstream.name(), relay, token);
         let status = response.status();
         let mut headers = headers::filter_response(response.headers(), &inject::header_names(relay), &scrubber);
-        // Unless the route says the answer is public, no cache may keep it.
-        let cacheable = status.is_success() || status == http::StatusCode::NOT_MODIFIED;
-        let cache_control = route.cache_control.clone().filter(|_| cacheable);
-        headers.insert(header::CACHE_CONTROL, cache_control.unwrap_or(HeaderValue::from_static("no-store")));
-        // The answer is served from the site's own origin: whatever the upstream
-        // sends, a browser must not run it as a page of this site.
-        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(INERT));
-        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        decorate(&mut headers, status, route);
         let source = body::Source {
             request_id: request_id.to_owned(),
             upstream: upstream.name().to_owned(),
@@ -267,6 +296,18 @@ impl Relay {
         *relayed.headers_mut() = headers;
         Ok(relayed)
     }
+}
+
+/// The headers the relay sets on every relayed answer, cached or not.
+fn decorate(headers: &mut HeaderMap, status: http::StatusCode, route: &Route) {
+    // Unless the route says the answer is public, no cache may keep it.
+    let cacheable = status.is_success() || status == http::StatusCode::NOT_MODIFIED;
+    let cache_control = route.cache_control.clone().filter(|_| cacheable);
+    headers.insert(header::CACHE_CONTROL, cache_control.unwrap_or(HeaderValue::from_static("no-store")));
+    // The answer is served from the site's own origin: whatever the upstream
+    // sends, a browser must not run it as a page of this site.
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(INERT));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 /// The request body, at most `limit` bytes.
@@ -301,12 +342,13 @@ fn log(
     let token = record.timing.token.map_or("-", |(_, o)| o.as_str());
     let token_ms = record.timing.token.map_or(0.0, |(d, _)| ms(d));
     let upstream_ms = record.timing.upstream.map_or(0.0, ms);
+    let cache = record.timing.cache.map_or("-", |(_, o)| o.as_str());
     let duration_ms = ms(started.elapsed());
     let code = error.map_or("-", RelayError::code);
     let detail = error.and_then(RelayError::detail).map(ToString::to_string);
     if status.is_server_error() {
-        tracing::warn!(request_id, %method, upstream, route, status = status.as_u16(), code, detail, token, token_ms, upstream_ms, duration_ms, "relay request failed");
+        tracing::warn!(request_id, %method, upstream, route, status = status.as_u16(), code, detail, cache, token, token_ms, upstream_ms, duration_ms, "relay request failed");
     } else {
-        tracing::info!(request_id, %method, upstream, route, status = status.as_u16(), code, token, token_ms, upstream_ms, duration_ms, "relay request");
+        tracing::info!(request_id, %method, upstream, route, status = status.as_u16(), code, cache, token, token_ms, upstream_ms, duration_ms, "relay request");
     }
 }

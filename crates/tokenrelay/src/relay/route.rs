@@ -43,6 +43,7 @@ mod tests {
                     pattern: RoutePattern::parse(p).unwrap(),
                     methods: m.to_vec(),
                     cache_control: None,
+                    cache: None,
                 })
                 .collect(),
             inject: Inject::Query { name: "key".into() },

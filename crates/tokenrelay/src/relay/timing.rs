@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::cache;
 use crate::token::Outcome;
 
 /// Durations of one relayed request; retries add up.
@@ -12,6 +13,8 @@ use crate::token::Outcome;
 pub(super) struct Timing {
     pub(super) token: Option<(Duration, Outcome)>,
     pub(super) upstream: Option<Duration>,
+    /// Time spent in the response cache, and how it answered.
+    pub(super) cache: Option<(Duration, cache::Outcome)>,
 }
 
 impl Timing {
@@ -24,12 +27,13 @@ impl Timing {
         self.upstream = Some(self.upstream.unwrap_or_default() + took);
     }
 
-    /// `token;dur=0.4;desc="memory", upstream;dur=182.3`, or `None` before either ran.
+    /// `cache;dur=0.2;desc="miss", token;dur=0.4;desc="memory", upstream;dur=182.3`, or `None` before any ran.
     pub(super) fn header(&self) -> Option<HeaderValue> {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let token = self.token.map(|(d, o)| format!("token;dur={:.1};desc=\"{}\"", ms(d), o.as_str()));
         let upstream = self.upstream.map(|d| format!("upstream;dur={:.1}", ms(d)));
-        let value = token.into_iter().chain(upstream).collect::<Vec<_>>().join(", ");
+        let cache = self.cache.map(|(d, o)| format!("cache;dur={:.1};desc=\"{}\"", ms(d), o.as_str()));
+        let value = cache.into_iter().chain(token).chain(upstream).collect::<Vec<_>>().join(", ");
         (!value.is_empty()).then(|| HeaderValue::from_str(&value).ok()).flatten()
     }
 }
@@ -46,5 +50,7 @@ mod tests {
         t.add_upstream(Duration::from_millis(180));
         t.add_upstream(Duration::from_micros(2300));
         assert_eq!(t.header().unwrap(), "token;dur=0.4;desc=\"memory\", upstream;dur=182.3");
+        t.cache = Some((Duration::from_micros(300), cache::Outcome::Miss));
+        assert!(t.header().unwrap().to_str().unwrap().starts_with("cache;dur=0.3;desc=\"miss\", token;"));
     }
 }

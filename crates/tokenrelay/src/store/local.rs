@@ -156,6 +156,25 @@ impl Backend for LocalStore {
         .await
     }
 
+    async fn set_if_locked(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
+        self.run(move |e| {
+            let held = delete_if(e, &lock, &owner);
+            if held {
+                e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
+            }
+            held
+        })
+        .await
+    }
+
     async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
         let counts = counts.to_vec();
         self.run(move |e| {
@@ -251,6 +270,17 @@ mod tests {
             winners += usize::from(t.await.unwrap());
         }
         assert_eq!(winners, 1);
+    }
+
+    #[tokio::test]
+    async fn fenced_write_stores_only_for_the_lock_holder() {
+        let s = temp_store("fenced");
+        let (lease, ttl) = (Duration::from_secs(5), Duration::from_secs(60));
+        assert!(s.lock_and_read("lock", "a", lease, &[]).await.unwrap().0);
+        assert!(!s.set_if_locked("k", "from b", ttl, "lock", "b").await.unwrap());
+        assert!(s.set_if_locked("k", "from a", ttl, "lock", "a").await.unwrap());
+        assert_eq!(s.mget(&["k", "lock"]).await.unwrap(), vec![Some("from a".to_owned()), None], "stored and unlocked");
+        assert!(!s.set_if_locked("k", "late", ttl, "lock", "a").await.unwrap(), "a released lock fences a late writer");
     }
 
     #[tokio::test]

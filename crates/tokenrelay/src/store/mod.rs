@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
-pub(crate) use keys::TokenKeys;
+pub(crate) use keys::{CacheKeys, TokenKeys};
 use local::LocalStore;
 use seal::Sealer;
 use upstash::UpstashClient;
@@ -92,6 +92,18 @@ pub(crate) trait Backend {
         owner: &str,
     ) -> Result<(), StoreError>;
 
+    /// Stores `value` under `key` for `ttl` only while `owner` holds `lock`
+    /// (a fenced write: a filler whose lease ran out writes nothing), and
+    /// releases the lock; whether it stored.
+    async fn set_if_locked(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Adds each count to its counter (created with the count's `ttl`) and
     /// returns the new totals, in order, in one round trip.
     async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError>;
@@ -126,6 +138,17 @@ macro_rules! on_backend {
 pub(crate) struct Store {
     backend: Backends,
     sealer: Sealer,
+}
+
+/// One cached answer's shared state, opened.
+#[derive(Debug, Default)]
+pub(crate) struct CacheState {
+    /// The entry's plaintext; `None` when absent or when it cannot be opened.
+    pub(crate) entry: Option<Vec<u8>>,
+    /// The upstream's purge record.
+    pub(crate) purges: Option<String>,
+    /// Whether an instance holds the fill lock.
+    pub(crate) filling: bool,
 }
 
 /// One upstream's shared state as the store holds it.
@@ -227,6 +250,11 @@ impl Store {
         keys::rate(upstream, client, window)
     }
 
+    /// The keys of `upstream`'s cached answer named by `identity`.
+    pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
+        CacheKeys::new(upstream, identity)
+    }
+
     /// Reads the token and the shared failure, in one round trip.
     pub(crate) async fn read(&self, keys: &TokenKeys) -> Result<TokenState, StoreError> {
         let values = on_backend!(self, b => b.mget(&[&keys.token, &keys.failure]))?;
@@ -285,6 +313,80 @@ impl Store {
     /// one round trip; each addition is atomic, so every instance counts together.
     pub(crate) async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
         on_backend!(self, b => b.add_counts(counts))
+    }
+
+    /// Reads a cached answer, its upstream's purges and whether a fill is
+    /// under way, in one round trip.
+    pub(crate) async fn read_cached(&self, keys: &CacheKeys) -> Result<CacheState, StoreError> {
+        let values = on_backend!(self, b => b.mget(&[&keys.entry, &keys.purges, &keys.lock]))?;
+        Ok(self.cache_state(keys, values))
+    }
+
+    /// Takes the fill lock unless another instance holds it, then reads the
+    /// answer and purges, in one round trip (as [`Store::lock_and_read`]).
+    pub(crate) async fn lock_cached(
+        &self,
+        keys: &CacheKeys,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(bool, CacheState), StoreError> {
+        let (won, mut values) =
+            on_backend!(self, b => b.lock_and_read(&keys.lock, owner, lease, &[&keys.entry, &keys.purges]))?;
+        values.push(Some(String::new()));
+        Ok((won, self.cache_state(keys, values)))
+    }
+
+    /// Seals and stores an answer for `ttl` if `owner` still holds the fill
+    /// lock, and releases it; whether it stored.
+    pub(crate) async fn put_cached(
+        &self,
+        keys: &CacheKeys,
+        plain: &[u8],
+        ttl: Duration,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let sealed = self.sealer.seal(&keys.entry, plain);
+        on_backend!(self, b => b.set_if_locked(&keys.entry, &sealed, ttl, &keys.lock, owner))
+    }
+
+    /// Releases the fill lock if `owner` still holds it.
+    pub(crate) async fn unlock_cached(&self, keys: &CacheKeys, owner: &str) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.delete_if(&keys.lock, owner))
+    }
+
+    /// Takes the purge record's lock and reads the record, in one round trip.
+    pub(crate) async fn lock_purges(
+        &self,
+        keys: &CacheKeys,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(bool, Option<String>), StoreError> {
+        let (won, values) = on_backend!(self, b => b.lock_and_read(&keys.purges_lock, owner, lease, &[&keys.purges]))?;
+        Ok((won, values.into_iter().next().flatten()))
+    }
+
+    /// Stores the purge record for `ttl`, releasing the lock `owner` holds.
+    pub(crate) async fn put_purges(
+        &self,
+        keys: &CacheKeys,
+        record: &str,
+        ttl: Duration,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.set_if_locked(&keys.purges, record, ttl, &keys.purges_lock, owner))
+    }
+
+    /// Opens `[entry, purges, lock]` values; an entry that cannot be opened is absent.
+    fn cache_state(&self, keys: &CacheKeys, values: Vec<Option<String>>) -> CacheState {
+        let mut values = values.into_iter();
+        let entry = values.next().flatten().and_then(|sealed| match self.sealer.open(&keys.entry, &sealed) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                tracing::warn!(key = %keys.entry, error = %e, "ignoring a cached answer that cannot be opened");
+                None
+            }
+        });
+        CacheState { entry, purges: values.next().flatten(), filling: values.next().flatten().is_some() }
     }
 
     /// Opens `[token, failure]` values. A token that cannot be opened (key

@@ -21,6 +21,11 @@ use super::{Backend, Count, StoreError};
 const DELETE_IF_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Fenced write: while KEYS[2] holds ARGV[3], sets KEYS[1] to ARGV[1] for
+/// ARGV[2] ms and deletes KEYS[2]; returns 1 if it stored, else 0.
+const SET_IF_LOCKED_SCRIPT: &str = "if redis.call('GET', KEYS[2]) == ARGV[3] then \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) redis.call('DEL', KEYS[2]) return 1 else return 0 end";
+
 /// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
 /// no expiry yet, and returns the new total.
 const ADD_COUNT_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
@@ -128,6 +133,18 @@ impl Backend for UpstashClient {
             .pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]])
             .await?;
         replies.into_iter().try_for_each(|r| r.map(drop))
+    }
+
+    async fn set_if_locked(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+        lock: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let ttl = millis(ttl);
+        Ok(self.command(&["EVAL", SET_IF_LOCKED_SCRIPT, "2", key, lock, value, &ttl, owner]).await? == 1)
     }
 
     /// One `EVAL` per counter, all pipelined.

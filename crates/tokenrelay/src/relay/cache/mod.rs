@@ -1,0 +1,463 @@
+//! The shared response cache of routes with `cache = { ttl = … }`.
+//!
+//! Two levels, like tokens: a small in-process level ([`memory`]) and the
+//! shared store, where entries are sealed like tokens and named by
+//! `store::keys`. [`entry`] says what is cacheable, the key, the format and
+//! freshness; this module decides what to serve:
+//!
+//! - fresh: served from memory or the store, the upstream is not asked;
+//! - within `stale_while_revalidate`: served at once, and one refresh runs
+//!   in the background (single flight in the process, and across instances
+//!   through the fill lock);
+//! - otherwise one instance takes the fill lock (the token rotation's lock
+//!   machinery: `SET NX PX` and a fenced write) and asks the upstream; the
+//!   others poll the store for its answer for at most [`FILL_WAIT`], then ask
+//!   the upstream themselves (without storing);
+//! - within `stale_if_error`, a 5xx, timeout or unreachable upstream (or no
+//!   token) serves the stored answer instead.
+//!
+//! Every answer says how it was served in `Cache-Status` (RFC 9211).
+
+mod entry;
+mod memory;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::error::RelayError;
+use super::forward::{self, Outgoing};
+use super::timing::Timing;
+use super::{Body, Relay, headers, inject};
+use crate::broker::Broker;
+use crate::config::relay::{Route, RouteCache};
+use crate::error::Error;
+use crate::store::CacheKeys;
+use crate::token::Token;
+pub(crate) use entry::MAX_ENTRY_BODY_BYTES;
+use entry::{Entry, Freshness, Purges};
+use memory::Memory;
+
+/// RFC 9211 `Cache-Status`.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// How long a miss waits for another instance's fill before asking the upstream itself.
+pub(crate) const FILL_WAIT: Duration = Duration::from_secs(3);
+/// How often a waiting miss looks for the filled entry.
+const FILL_POLL: Duration = Duration::from_millis(20);
+/// Added to `relay.timeout` for the fill lock's lease: time to store the answer.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// Tries of a purge while another purge of the same upstream holds the record.
+const PURGE_ATTEMPTS: u32 = 50;
+const PURGE_RETRY: Duration = Duration::from_millis(50);
+
+/// The cache levels and refreshes in flight; shared by the clones of a relay.
+#[derive(Default, Clone)]
+pub(super) struct ResponseCache {
+    memory: Arc<Memory>,
+    refreshing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseCache")
+    }
+}
+
+/// One cacheable request.
+struct Ask<'a> {
+    out: &'a Outgoing<'a>,
+    route: &'a Route,
+    policy: RouteCache,
+    keys: CacheKeys,
+    path: String,
+    request_id: &'a str,
+}
+
+/// How the cache took part in an answer: log outcome and `Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    HitMemory,
+    Hit,
+    /// Served another instance's fill after waiting for it.
+    Collapsed,
+    /// Served stale while one refresh runs.
+    Stale,
+    /// Served stale because the upstream failed.
+    StaleIfError,
+    Miss,
+    /// Not answerable from the cache (method, conditional or range request).
+    Bypass,
+}
+
+impl Outcome {
+    /// The log and `Server-Timing` name.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::HitMemory => "hit-memory",
+            Outcome::Hit => "hit",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Stale => "stale",
+            Outcome::StaleIfError => "stale-if-error",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// Answers `out` on a route with a cache: from the cache when it can, else
+/// from the upstream, storing what may be stored.
+pub(super) async fn serve(
+    relay: &Relay,
+    out: &Outgoing<'_>,
+    route: &Route,
+    policy: RouteCache,
+    request_id: &str,
+    timing: &mut Timing,
+) -> Result<Response<Body>, RelayError> {
+    let started = Instant::now();
+    if !entry::request_applies(&out.method, &out.headers) {
+        timing.cache = Some((Duration::ZERO, Outcome::Bypass));
+        let mut response = relay.relay_upstream(out, route, request_id, timing).await?;
+        let fwd =
+            if out.method == http::Method::GET || out.method == http::Method::HEAD { "request" } else { "method" };
+        set_status(&mut response, &format!("fwd={fwd}"));
+        return Ok(response);
+    }
+    let path = format!("/{}", out.segments.join("/"));
+    let identity = entry::identity(&out.method, &path, out.query, &out.headers);
+    let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
+    let ask = Ask { out, route, policy, keys, path, request_id };
+    let (mut response, outcome) = lookup(relay, &ask, timing).await?;
+    timing.cache =
+        Some((started.elapsed().saturating_sub(timing.upstream.unwrap_or_default() + token_time(timing)), outcome));
+    if outcome == Outcome::Miss && response.headers().get(&CACHE_STATUS).is_none() {
+        set_status(&mut response, "fwd=miss");
+    }
+    Ok(response)
+}
+
+fn token_time(timing: &Timing) -> Duration {
+    timing.token.map_or(Duration::ZERO, |(d, _)| d)
+}
+
+async fn lookup(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<(Response<Body>, Outcome), RelayError> {
+    let cache = &relay.cache;
+    if let Some(e) = cache.memory.get(&ask.keys.entry) {
+        return Ok((answer(&e, ask, Outcome::HitMemory, None), Outcome::HitMemory));
+    }
+    let store = relay.broker.store();
+    let state = match store.read_cached(&ask.keys).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
+            return pass(relay, ask, None, None, timing).await;
+        }
+    };
+    let now = entry::now_ms();
+    let stored = usable(state.entry.as_deref(), state.purges.as_deref());
+    let freshness = stored.as_ref().map(|e| e.freshness(now, &ask.policy));
+    match (&stored, freshness) {
+        (Some(e), Some(Freshness::Fresh)) => {
+            remember(cache, ask, e.clone(), now);
+            return Ok((answer(e, ask, Outcome::Hit, None), Outcome::Hit));
+        }
+        (Some(e), Some(Freshness::Revalidate)) => {
+            refresh_in_background(relay, ask);
+            return Ok((answer(e, ask, Outcome::Stale, None), Outcome::Stale));
+        }
+        _ => {}
+    }
+    let stale = stored.filter(|_| matches!(freshness, Some(Freshness::Revalidate | Freshness::IfError)));
+    let owner = format!("{:032x}", fastrand::u128(..));
+    let lease = relay.broker.config().relay.timeout + LEASE_MARGIN;
+    let won = if state.filling {
+        false
+    } else {
+        match store.lock_cached(&ask.keys, &owner, lease).await {
+            Ok((true, after)) => {
+                // Another instance may have stored it between our read and our lock.
+                if let Some(e) = usable(after.entry.as_deref(), after.purges.as_deref())
+                    .filter(|e| e.freshness(entry::now_ms(), &ask.policy) == Freshness::Fresh)
+                {
+                    store.unlock_cached(&ask.keys, &owner).await.ok();
+                    remember(cache, ask, e.clone(), entry::now_ms());
+                    return Ok((answer(&e, ask, Outcome::Hit, None), Outcome::Hit));
+                }
+                true
+            }
+            Ok((false, _)) => false,
+            Err(_) => return pass(relay, ask, None, stale, timing).await,
+        }
+    };
+    if won {
+        return pass(relay, ask, Some(&owner), stale, timing).await;
+    }
+    if let Some(e) = wait_for_fill(relay, ask).await {
+        remember(cache, ask, e.clone(), entry::now_ms());
+        return Ok((answer(&e, ask, Outcome::Collapsed, None), Outcome::Collapsed));
+    }
+    pass(relay, ask, None, stale, timing).await
+}
+
+/// Polls the store until another instance's fill is stored, it gave up
+/// (uncacheable answer, failure), or [`FILL_WAIT`] passed.
+async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<Entry>> {
+    let deadline = Instant::now() + FILL_WAIT.min(relay.broker.config().relay.timeout);
+    while Instant::now() < deadline {
+        tokio::time::sleep(FILL_POLL).await;
+        let state = relay.broker.store().read_cached(&ask.keys).await.ok()?;
+        let fresh = usable(state.entry.as_deref(), state.purges.as_deref())
+            .filter(|e| e.freshness(entry::now_ms(), &ask.policy) == Freshness::Fresh);
+        if fresh.is_some() || !state.filling {
+            return fresh;
+        }
+    }
+    None
+}
+
+/// An opened entry that no purge covers.
+fn usable(plain: Option<&[u8]>, purges: Option<&str>) -> Option<Arc<Entry>> {
+    let e = Entry::decode(plain?)?;
+    (!Purges::parse(purges).covers(&e)).then(|| Arc::new(e))
+}
+
+fn remember(cache: &ResponseCache, ask: &Ask<'_>, e: Arc<Entry>, now: u64) {
+    let fresh_for = u64::try_from(e.ttl_secs(now, &ask.policy)).map_or(Duration::ZERO, Duration::from_secs);
+    cache.memory.put(&ask.keys.entry, e, fresh_for);
+}
+
+/// What a fill brought back.
+enum Filled {
+    /// A cacheable answer, buffered and scrubbed; `stored` when it is in the store.
+    Entry { entry: Arc<Entry>, stored: bool },
+    /// An answer not to store, to stream as is.
+    Pass { response: reqwest::Response, token: Token, reason: &'static str },
+}
+
+/// Asks the upstream; stores a cacheable answer while `owner` holds the fill
+/// lock, and releases it in every case. With no `owner`, stores nothing.
+async fn fill(relay: &Relay, ask: &Ask<'_>, owner: Option<&str>, timing: &mut Timing) -> Result<Filled, RelayError> {
+    let result = fill_unlocked(relay, ask, owner, timing).await;
+    let stored = matches!(result, Ok(Filled::Entry { stored: true, .. }));
+    if let (Some(owner), false) = (owner, stored) {
+        relay.broker.store().unlock_cached(&ask.keys, owner).await.ok();
+    }
+    result
+}
+
+async fn fill_unlocked(
+    relay: &Relay,
+    ask: &Ask<'_>,
+    owner: Option<&str>,
+    timing: &mut Timing,
+) -> Result<Filled, RelayError> {
+    let (response, token) = forward::exchange(&relay.broker, ask.out, timing).await?;
+    let status = response.status();
+    let too_big = response.content_length().is_some_and(|n| n > MAX_ENTRY_BODY_BYTES as u64);
+    let refusal = entry::refusal(status, response.headers(), &ask.policy).or(too_big.then_some("size"));
+    if let Some(reason) = refusal {
+        return Ok(Filled::Pass { response, token, reason });
+    }
+    let settings = &relay.broker.config().relay;
+    let relay_cfg = ask.out.relay;
+    let scrubber = relay.scrubbers.get(ask.out.upstream.name(), relay_cfg, &token);
+    let headers = headers::filter_response(response.headers(), &inject::header_names(relay_cfg), &scrubber);
+    let mut redactor = scrubber.stream();
+    let mut body = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RelayError::from_transport(&e, settings.timeout))?;
+        if (body.len() + chunk.len()) as u64 > settings.max_response_bytes {
+            return Err(super::error::Kind::ResponseTooLarge(settings.max_response_bytes).into());
+        }
+        body.extend_from_slice(&redactor.push(&chunk));
+    }
+    body.extend_from_slice(&redactor.finish());
+    let entry = Arc::new(Entry::new(&ask.path, status, &headers, body.freeze()));
+    let stored = match owner.filter(|_| entry.body.len() <= MAX_ENTRY_BODY_BYTES) {
+        Some(owner) => {
+            let put = relay.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), owner).await;
+            put.unwrap_or_else(|e| {
+                tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
+                false
+            })
+        }
+        None => false,
+    };
+    Ok(Filled::Entry { entry, stored })
+}
+
+/// Asks the upstream (storing when `owner` holds the fill lock) and answers,
+/// falling back to `stale` when the upstream fails.
+async fn pass(
+    relay: &Relay,
+    ask: &Ask<'_>,
+    owner: Option<&str>,
+    stale: Option<Arc<Entry>>,
+    timing: &mut Timing,
+) -> Result<(Response<Body>, Outcome), RelayError> {
+    let now = entry::now_ms();
+    let stale = stale.filter(|e| e.age(now) < ask.policy.ttl + ask.policy.stale_if_error);
+    match (fill(relay, ask, owner, timing).await, stale) {
+        (Err(e), Some(stale)) if e.is_upstream_failure() => {
+            tracing::warn!(
+                request_id = ask.request_id,
+                upstream = ask.out.upstream.name(),
+                code = e.code(),
+                "upstream failed; serving the stored answer (stale_if_error)"
+            );
+            Ok((answer(&stale, ask, Outcome::StaleIfError, None), Outcome::StaleIfError))
+        }
+        (Ok(Filled::Pass { response, .. }), Some(stale)) if response.status().is_server_error() => {
+            let status = response.status();
+            Ok((answer(&stale, ask, Outcome::StaleIfError, Some(status)), Outcome::StaleIfError))
+        }
+        (Err(e), _) => Err(e),
+        (Ok(Filled::Pass { response, token, reason }), _) => {
+            let mut answer = relay.stream_answer(ask.out, ask.route, response, &token, ask.request_id)?;
+            set_status(&mut answer, &format!("fwd=miss; detail={reason}"));
+            Ok((answer, Outcome::Miss))
+        }
+        (Ok(Filled::Entry { entry, stored }), _) => {
+            if stored {
+                relay.cache.memory.put(&ask.keys.entry, entry.clone(), ask.policy.ttl);
+            }
+            let mut answer = answer(&entry, ask, Outcome::Miss, None);
+            set_status(&mut answer, if stored { "fwd=miss; stored" } else { "fwd=miss" });
+            Ok((answer, Outcome::Miss))
+        }
+    }
+}
+
+/// Starts one background refresh of `ask` unless this process runs one;
+/// across instances, the fill lock lets only one through.
+fn refresh_in_background(relay: &Relay, ask: &Ask<'_>) {
+    {
+        let mut refreshing = relay.cache.refreshing.lock().unwrap_or_else(PoisonError::into_inner);
+        if !refreshing.insert(ask.keys.entry.clone()) {
+            return;
+        }
+    }
+    let relay = relay.clone();
+    let out = ask.out;
+    let owned = (
+        out.upstream.name().to_owned(),
+        out.method.clone(),
+        out.segments.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        out.query.map(str::to_owned),
+        out.headers.clone(),
+        ask.route.pattern.as_str().to_owned(),
+        ask.keys.clone(),
+        ask.path.clone(),
+        ask.request_id.to_owned(),
+    );
+    tokio::spawn(async move {
+        let (upstream, method, segments, query, headers, pattern, keys, path, request_id) = owned;
+        let config = relay.broker.config();
+        let found = config.upstreams.get(&upstream).and_then(|u| {
+            let r = u.relay.as_ref()?;
+            let route = r.routes.iter().find(|x| x.pattern.as_str() == pattern)?;
+            Some((u, r, route, route.cache?))
+        });
+        if let Some((u, r, route, policy)) = found {
+            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+            let out = Outgoing {
+                upstream: u,
+                relay: r,
+                method,
+                segments: &segments,
+                query: query.as_deref(),
+                headers,
+                body: Bytes::new(),
+                timeout: config.relay.timeout,
+            };
+            let ask = Ask { out: &out, route, policy, keys: keys.clone(), path, request_id: &request_id };
+            let owner = format!("{:032x}", fastrand::u128(..));
+            let lease = config.relay.timeout + LEASE_MARGIN;
+            if let Ok((true, _)) = relay.broker.store().lock_cached(&keys, &owner, lease).await {
+                match fill(&relay, &ask, Some(&owner), &mut Timing::default()).await {
+                    Ok(Filled::Entry { entry, stored: true }) => relay.cache.memory.put(&keys.entry, entry, policy.ttl),
+                    Ok(_) => tracing::info!(request_id, upstream, "background refresh got an answer not to store"),
+                    Err(e) => tracing::warn!(request_id, upstream, code = e.code(), "background refresh failed"),
+                }
+            }
+        }
+        relay.cache.refreshing.lock().unwrap_or_else(PoisonError::into_inner).remove(&keys.entry);
+    });
+}
+
+/// The answer built from a stored entry, with `Age` and `Cache-Status`.
+fn answer(e: &Entry, ask: &Ask<'_>, outcome: Outcome, failed: Option<StatusCode>) -> Response<Body> {
+    let now = entry::now_ms();
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
+    let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    *headers = e.headers();
+    super::decorate(headers, status, ask.route);
+    // RFC 9111 §5.1: seconds since the upstream answered.
+    headers.insert(header::AGE, HeaderValue::from(e.age(now).as_secs()));
+    let ttl = e.ttl_secs(now, &ask.policy);
+    let detail = match outcome {
+        Outcome::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
+        Outcome::Hit => format!("hit; ttl={ttl}"),
+        Outcome::Collapsed => format!("hit; ttl={ttl}; collapsed"),
+        Outcome::Stale => format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
+        Outcome::StaleIfError => match failed {
+            Some(s) => format!("fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error", s.as_u16()),
+            None => format!("fwd=stale; ttl={ttl}; detail=stale-if-error"),
+        },
+        Outcome::Miss | Outcome::Bypass => return response,
+    };
+    set_status(&mut response, &detail);
+    response
+}
+
+fn set_status(response: &mut Response<Body>, params: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("tokenrelay; {params}")) {
+        response.headers_mut().insert(CACHE_STATUS, v);
+    }
+}
+
+/// Forgets every cached answer of `upstream` whose path is `prefix` or below
+/// it (`""` or `"/"`: all of them), in every instance sharing the store.
+///
+/// Records the purge in the upstream's purge record, which every lookup
+/// reads with the entry (so a purge costs one write, never a scan); each
+/// instance's in-process level forgets within [`memory::HOT_LIFETIME`].
+pub async fn purge(broker: &Broker, upstream: &str, prefix: &str) -> crate::Result<()> {
+    let failed = |reason: String| Error::CachePurgeFailed { upstream: upstream.to_owned(), reason };
+    let u = broker.config().upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;
+    let keep = u
+        .relay
+        .iter()
+        .flat_map(|r| &r.routes)
+        .filter_map(|r| r.cache.map(|c| c.lifetime()))
+        .max()
+        .ok_or_else(|| failed("no route of this upstream has a cache".to_owned()))?;
+    if !(prefix.is_empty() || prefix.starts_with('/')) {
+        return Err(failed(format!("path prefix \"{prefix}\" must start with '/'")));
+    }
+    let store = broker.store();
+    let keys = store.cache_keys(upstream, "");
+    let owner = format!("{:032x}", fastrand::u128(..));
+    for _ in 0..PURGE_ATTEMPTS {
+        let (won, record) = store.lock_purges(&keys, &owner, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
+        if won {
+            let record = Purges::parse(record.as_deref()).add(prefix, keep);
+            return match store.put_purges(&keys, &record, keep, &owner).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(failed("the store took too long; run the purge again".to_owned())),
+                Err(e) => Err(failed(e.to_string())),
+            };
+        }
+        tokio::time::sleep(PURGE_RETRY).await;
+    }
+    Err(failed("another purge of this upstream is still running; run the purge again".to_owned()))
+}
