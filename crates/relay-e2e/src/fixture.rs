@@ -22,7 +22,7 @@ pub const TIMEOUT_SECS: u64 = 2;
 
 /// The relay config under test. `getty` is relayed with Getty's shape (bearer
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
-/// token but no relay section.
+/// token but no relay section; `cached` has routes with a response cache.
 const CONFIG: &str = r#"
 [relay]
 allowed_origins = ["{origin}"]
@@ -53,6 +53,18 @@ token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = {
 headers = { Api-Key = { env = "GETTY_API_KEY" } }
 rate_limit = { requests = {limited}, window = "1m" }
 routes = [{ path = "/search/images" }]
+
+[upstreams.cached]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.cached.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [
+  { path = "/echo/fresh/**", methods = ["GET", "HEAD"], cache = { ttl = "1h" }, cache_control = "public, max-age=60" },
+  { path = "/echo/swr/**", cache = { ttl = "1s", stale_while_revalidate = "1h" } },
+  { path = "/echo/sie/**", cache = { ttl = "1s", stale_if_error = "3s" } },
+]
 
 [upstreams.hidden]
 base_url = "{api}"

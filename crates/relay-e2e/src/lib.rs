@@ -8,6 +8,7 @@
 //! [`Fixture::env`] and runs the [`checks`] against a [`Shell`], a raw HTTP
 //! client that sends hostile paths byte for byte.
 
+pub mod cache_checks;
 pub mod checks;
 mod fixture;
 mod http;

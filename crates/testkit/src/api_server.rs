@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +55,8 @@ impl RecordedRequest {
 /// Every route requires `Authorization: Bearer <token>` with a token that the
 /// [`TokenServer`] issued and that has not expired; otherwise 401
 /// `{"error":"invalid_token"}`. Routes: `GET /v3/search/images?phrase=`,
-/// `ANY /v3/echo/*rest` (answers with the request as JSON), `GET /v3/big?bytes=N`
+/// `ANY /v3/echo/*rest` (answers with the request as JSON; `?status=N` and
+/// `?cache_control=V` set the answer's status and `Cache-Control`), `GET /v3/big?bytes=N`
 /// (N bytes, streamed), `GET /v3/slow?ms=N`, `GET /v3/cookie` (sets a cookie).
 pub struct ApiServer {
     served: Served,
@@ -74,6 +75,7 @@ impl ApiServer {
         let state = Arc::new(ApiState {
             tokens: tokens.state(),
             reject_all: AtomicBool::new(false),
+            failing: AtomicU16::new(0),
             recorded: Mutex::default(),
             stop: stop_signal,
         });
@@ -108,6 +110,12 @@ impl ApiServer {
         lock(&self.state.recorded).clear();
     }
 
+    /// While `Some(status)`, answers `status` to every authorized request, as
+    /// if the API were failing.
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.state.failing.store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
     /// While `true`, answers 401 to every request, as if all tokens were revoked.
     pub fn reject_all_tokens(&self, reject: bool) {
         self.state.reject_all.store(reject, Ordering::SeqCst);
@@ -117,6 +125,8 @@ impl ApiServer {
 struct ApiState {
     tokens: Arc<TokenState>,
     reject_all: AtomicBool,
+    /// A status answered to every authorized request, 0 for none.
+    failing: AtomicU16,
     recorded: Mutex<Vec<RecordedRequest>>,
     stop: StopSignal,
 }
@@ -159,6 +169,9 @@ async fn record_and_authorize(State(state): State<Shared>, request: Request, nex
         )
             .into_response();
     }
+    if let Ok(status) = StatusCode::from_u16(state.failing.load(Ordering::SeqCst)) {
+        return (status, axum::Json(json!({ "error": "failing" }))).into_response();
+    }
     next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
@@ -182,14 +195,21 @@ async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap,
             }
         }
     }
-    axum::Json(json!({
+    let answer = axum::Json(json!({
         "method": method.as_str(),
         "path": uri.path(),
         "query": uri.query(),
         "headers": header_map,
         "body": String::from_utf8_lossy(&body),
-    }))
-    .into_response()
+    }));
+    let knobs: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+    let status = knobs.get("status").and_then(|s| s.parse().ok()).and_then(|s| StatusCode::from_u16(s).ok());
+    let mut response = (status.unwrap_or(StatusCode::OK), answer).into_response();
+    if let Some(v) = knobs.get("cache_control").and_then(|v| HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    response
 }
 
 async fn big(Query(query): Query<HashMap<String, String>>) -> Response {

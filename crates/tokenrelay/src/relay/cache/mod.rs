@@ -379,11 +379,25 @@ fn refresh_in_background(relay: &Relay, ask: &Ask<'_>) {
             let ask = Ask { out: &out, route, policy, keys: keys.clone(), path, request_id: &request_id };
             let owner = format!("{:032x}", fastrand::u128(..));
             let lease = config.relay.timeout + LEASE_MARGIN;
-            if let Ok((true, _)) = relay.broker.store().lock_cached(&keys, &owner, lease).await {
-                match fill(&relay, &ask, Some(&owner), &mut Timing::default()).await {
-                    Ok(Filled::Entry { entry, stored: true }) => relay.cache.memory.put(&keys.entry, entry, policy.ttl),
-                    Ok(_) => tracing::info!(request_id, upstream, "background refresh got an answer not to store"),
-                    Err(e) => tracing::warn!(request_id, upstream, code = e.code(), "background refresh failed"),
+            if let Ok((true, after)) = relay.broker.store().lock_cached(&keys, &owner, lease).await {
+                // Another instance may have refreshed it since we read it stale.
+                let refreshed = usable(after.entry.as_deref(), after.purges.as_deref())
+                    .is_some_and(|e| e.freshness(entry::now_ms(), &policy) == Freshness::Fresh);
+                let filled = if refreshed {
+                    relay.broker.store().unlock_cached(&keys, &owner).await.ok();
+                    None
+                } else {
+                    Some(fill(&relay, &ask, Some(&owner), &mut Timing::default()).await)
+                };
+                match filled {
+                    None => {}
+                    Some(Ok(Filled::Entry { entry, stored: true })) => {
+                        relay.cache.memory.put(&keys.entry, entry, policy.ttl)
+                    }
+                    Some(Ok(_)) => {
+                        tracing::info!(request_id, upstream, "background refresh got an answer not to store")
+                    }
+                    Some(Err(e)) => tracing::warn!(request_id, upstream, code = e.code(), "background refresh failed"),
                 }
             }
         }

@@ -1,0 +1,222 @@
+//! The shared response cache, checked over HTTP through several function
+//! processes on one store, against the counting API: one upstream call per
+//! miss, keys, what is never stored, stale answers, sealing and purges.
+//! Each check uses its own paths, so they run in sequence on one fixture.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use futures_util::StreamExt;
+
+use crate::fixture::Fixture;
+use crate::http::{Reply, Shell};
+
+const BASE: &str = "/api/relay/cached/echo";
+/// The fixture's `ttl` of `/echo/swr/**` and `/echo/sie/**`.
+const SHORT_TTL: Duration = Duration::from_secs(1);
+/// The fixture's `stale_if_error` of `/echo/sie/**`.
+const STALE_IF_ERROR: Duration = Duration::from_secs(3);
+/// Longest wait for something another process does in the background.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Every cache check, in order.
+pub async fn response_cache(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    concurrent_misses_make_one_upstream_call(shells, fx).await.context("concurrent misses")?;
+    keys_sort_the_query_and_respect_forwarded_headers(shells, fx).await.context("keys")?;
+    uncacheable_answers_are_never_stored(&shells[0], fx).await.context("uncacheable answers")?;
+    a_401_is_never_cached_and_still_refreshes(&shells[0], fx).await.context("401")?;
+    entries_are_sealed_in_redis(fx).await.context("sealing")?;
+    stale_while_revalidate_serves_at_once_and_refreshes_once(shells, fx).await.context("stale-while-revalidate")?;
+    stale_if_error_covers_an_outage_then_ends(&shells[0], fx).await.context("stale-if-error")?;
+    purge_forgets_a_prefix_everywhere(shells, fx).await.context("purge")
+}
+
+/// How many requests the API saw for `path` (below `/v3`).
+fn calls(fx: &Fixture, path: &str) -> usize {
+    fx.api.requests().iter().filter(|r| r.path() == format!("/v3/echo{path}")).count()
+}
+
+fn cache_status(reply: &Reply) -> &str {
+    reply.header("cache-status").unwrap_or_default()
+}
+
+async fn get_ok(shell: &Shell, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+    let reply = shell.get(&format!("{BASE}{path}"), headers).await?;
+    ensure!(reply.status == 200, "GET {path}: {} {} ({})", reply.status, reply.text(), cache_status(&reply));
+    Ok(reply)
+}
+
+/// 40 identical requests at once over every process: one upstream call,
+/// the same answer everywhere; later ones are hits with an `Age`.
+pub async fn concurrent_misses_make_one_upstream_call(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    let path = "/fresh/stampede?q=cats";
+    let replies: Vec<anyhow::Result<Reply>> = futures_util::stream::iter(0..40)
+        .map(|i| get_ok(&shells[i % shells.len()], path, &[]))
+        .buffer_unordered(40)
+        .collect()
+        .await;
+    let replies = replies.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(
+        calls(fx, "/fresh/stampede") == 1,
+        "40 concurrent misses made {} upstream calls",
+        calls(fx, "/fresh/stampede")
+    );
+    let stored = replies.iter().filter(|r| cache_status(r) == "tokenrelay; fwd=miss; stored").count();
+    ensure!(stored == 1, "one answer says it was stored, got {stored}");
+    ensure!(replies.iter().all(|r| r.body == replies[0].body), "every process served the same answer");
+    let hit = get_ok(&shells[1 % shells.len()], path, &[]).await?;
+    ensure!(cache_status(&hit).starts_with("tokenrelay; hit; ttl="), "then a hit: {}", cache_status(&hit));
+    ensure!(hit.header("age").is_some_and(|a| a.parse::<u64>().is_ok()), "a hit has an Age");
+    ensure!(hit.header("cache-control") == Some("public, max-age=60"), "the route's cache_control as before");
+    ensure!(hit.header_all("server-timing").contains("cache;dur="), "Server-Timing has a cache entry");
+    ensure!(calls(fx, "/fresh/stampede") == 1, "a hit never reaches the upstream");
+    Ok(())
+}
+
+/// Parameter order does not split entries, values and forwarded headers do.
+pub async fn keys_sort_the_query_and_respect_forwarded_headers(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    for (i, query) in ["?b=2&a=1", "?a=1&b=2", "?a=1&b=3", "?a=1&b=3"].iter().enumerate() {
+        get_ok(&shells[i % shells.len()], &format!("/fresh/keys{query}"), &[]).await?;
+    }
+    ensure!(calls(fx, "/fresh/keys") == 2, "two distinct queries, {} calls", calls(fx, "/fresh/keys"));
+    for (i, accept) in ["application/json", "text/csv", "application/json", "text/csv"].iter().enumerate() {
+        let reply = get_ok(&shells[i % shells.len()], "/fresh/vary", &[("Accept", accept)]).await?;
+        let seen = reply.json()?.pointer("/headers/accept").and_then(|v| v.as_str().map(str::to_owned));
+        ensure!(seen.as_deref() == Some(*accept), "Accept {accept} got the answer for {seen:?}");
+    }
+    ensure!(calls(fx, "/fresh/vary") == 2, "one entry per Accept, {} calls", calls(fx, "/fresh/vary"));
+    Ok(())
+}
+
+/// `no-store`, `private` and statuses outside the list always reach the upstream.
+pub async fn uncacheable_answers_are_never_stored(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    for (path, detail) in [
+        ("/fresh/nostore?cache_control=no-store", "no-store"),
+        ("/fresh/private?cache_control=private,%20max-age=60", "no-store"),
+        ("/fresh/created?status=201", "status"),
+    ] {
+        for _ in 0..2 {
+            let reply = shell.get(&format!("{BASE}{path}"), &[]).await?;
+            ensure!(reply.status < 300, "{path}: {}", reply.status);
+            let status = cache_status(&reply);
+            ensure!(status == format!("tokenrelay; fwd=miss; detail={detail}"), "{path}: Cache-Status {status}");
+        }
+        let bare = path.split('?').next().unwrap_or_default();
+        ensure!(calls(fx, bare) == 2, "{path} reached the upstream {} times, not 2", calls(fx, bare));
+    }
+    let head = shell.send("HEAD", &format!("{BASE}/fresh/stampede?q=cats"), &[], b"").await?;
+    ensure!(head.status == 200 && head.body.is_empty(), "HEAD has its own entry and no body");
+    Ok(())
+}
+
+/// A 401 still invalidates the token and retries once, and nothing is stored.
+pub async fn a_401_is_never_cached_and_still_refreshes(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.reject_all_tokens(true);
+    let reply = shell.get(&format!("{BASE}/fresh/auth"), &[]).await;
+    fx.api.reject_all_tokens(false);
+    let reply = reply?;
+    ensure!(reply.error_code().as_deref() == Some("upstream_unauthorized"), "{} {}", reply.status, reply.text());
+    ensure!(calls(fx, "/fresh/auth") == 2, "the 401 and one retry, got {}", calls(fx, "/fresh/auth"));
+    get_ok(shell, "/fresh/auth", &[]).await?;
+    ensure!(calls(fx, "/fresh/auth") == 3, "the 401 was not cached");
+    Ok(())
+}
+
+/// Entries in Redis hold no readable answer.
+pub async fn entries_are_sealed_in_redis(fx: &Fixture) -> anyhow::Result<()> {
+    let keys = fx.upstash.redis_keys("tokenrelay:v1:cache:*").await;
+    ensure!(keys.len() >= 3, "entries are in the store: {keys:?}");
+    for key in keys.iter().filter(|k| !k.ends_with(":lock") && !k.ends_with(":purges")) {
+        ensure!(!key.contains("stampede") && !key.contains("cats"), "a key names the request: {key}");
+        let value = fx.upstash.redis_get(key).await.unwrap_or_default();
+        ensure!(value.starts_with("v1."), "{key} is not sealed");
+        for readable in ["cats", "stampede", "application/json", "\"path\""] {
+            ensure!(!value.contains(readable), "{key} holds {readable:?} in clear");
+        }
+    }
+    Ok(())
+}
+
+/// After `ttl`, stale answers are served at once while one refresh runs.
+pub async fn stale_while_revalidate_serves_at_once_and_refreshes_once(
+    shells: &[Shell],
+    fx: &Fixture,
+) -> anyhow::Result<()> {
+    let first = get_ok(&shells[0], "/swr/a", &[]).await?;
+    tokio::time::sleep(SHORT_TTL + Duration::from_millis(100)).await;
+    let stale: Vec<anyhow::Result<Reply>> = futures_util::stream::iter(0..12)
+        .map(|i| get_ok(&shells[i % shells.len()], "/swr/a", &[]))
+        .buffer_unordered(12)
+        .collect()
+        .await;
+    for reply in stale {
+        let reply = reply?;
+        ensure!(reply.body == first.body, "the stored answer is served");
+        let status = cache_status(&reply);
+        ensure!(status.starts_with("tokenrelay; hit;"), "served without waiting: {status}");
+    }
+    let deadline = Instant::now() + SETTLE;
+    while calls(fx, "/swr/a") < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(calls(fx, "/swr/a") == 2, "one background refresh, got {} calls", calls(fx, "/swr/a"));
+    // The refreshed entry is fresh again: more requests make no more calls.
+    let after = get_ok(&shells[0], "/swr/a", &[]).await?;
+    ensure!(cache_status(&after).starts_with("tokenrelay; hit; ttl=0"), "refreshed: {}", cache_status(&after));
+    ensure!(calls(fx, "/swr/a") == 2, "refreshed exactly once");
+    Ok(())
+}
+
+/// Within `stale_if_error` a failing upstream is hidden; after it, its error shows.
+pub async fn stale_if_error_covers_an_outage_then_ends(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    let first = get_ok(shell, "/sie/a", &[]).await?;
+    let stored_at = Instant::now();
+    tokio::time::sleep(SHORT_TTL + Duration::from_millis(100)).await;
+    fx.api.fail_with(Some(503));
+    let outcome = async {
+        let reply = get_ok(shell, "/sie/a", &[]).await?;
+        ensure!(reply.body == first.body, "the stored answer stands in");
+        let status = cache_status(&reply);
+        ensure!(status.starts_with("tokenrelay; fwd=stale; fwd-status=503;"), "Cache-Status {status}");
+        tokio::time::sleep(
+            (SHORT_TTL + STALE_IF_ERROR).saturating_sub(stored_at.elapsed()) + Duration::from_millis(200),
+        )
+        .await;
+        let reply = shell.get(&format!("{BASE}/sie/a"), &[]).await?;
+        ensure!(reply.status == 503, "after the window the upstream's error shows: {}", reply.status);
+        ensure!(cache_status(&reply).starts_with("tokenrelay; fwd=miss"), "Cache-Status {}", cache_status(&reply));
+        Ok(())
+    }
+    .await;
+    fx.api.fail_with(None);
+    outcome
+}
+
+/// A purge of a path prefix reaches every process; other paths stay cached.
+pub async fn purge_forgets_a_prefix_everywhere(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    for shell in shells {
+        get_ok(shell, "/fresh/purge/one", &[]).await?;
+        get_ok(shell, "/fresh/kept/two", &[]).await?;
+    }
+    ensure!(calls(fx, "/fresh/purge/one") == 1 && calls(fx, "/fresh/kept/two") == 1, "cached before the purge");
+    let env = tokenrelay::Env::from_pairs(fx.env());
+    let broker = tokenrelay::Broker::from_env(&env).context("a broker on the fixture's store")?;
+    tokenrelay::relay::purge_cache(&broker, "cached", "/echo/fresh/purge").await?;
+    // Each process answers from its in-process level for at most a second,
+    // then asks the store, which knows the purge.
+    let deadline = Instant::now() + SETTLE;
+    for shell in shells {
+        while cache_status(&get_ok(shell, "/fresh/purge/one", &[]).await?).contains("detail=memory") {
+            ensure!(Instant::now() < deadline, "the purge never reached {}", shell.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ensure!(calls(fx, "/fresh/purge/one") == 2, "refetched once after the purge: {}", calls(fx, "/fresh/purge/one"));
+    for shell in shells {
+        get_ok(shell, "/fresh/kept/two", &[]).await?;
+    }
+    ensure!(calls(fx, "/fresh/kept/two") == 1, "another prefix stays cached");
+    let err = tokenrelay::relay::purge_cache(&broker, "getty", "").await.unwrap_err();
+    ensure!(err.code() == "cache_purge_failed", "an upstream without a cache: {err}");
+    Ok(())
+}
