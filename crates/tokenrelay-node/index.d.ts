@@ -9,12 +9,13 @@ export type {
   PrefetchedToken,
   PrefetchOptions,
   PrefetchReport,
+  PurgeOptions,
   ScanOptions,
   ScanReport,
   TokenOptions,
   UpstreamCheck,
 } from "./binding.js";
-export { check, getToken, prefetch, scanForLeaks } from "./binding.js";
+export { check, getToken, prefetch, purgeCache, scanForLeaks } from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -34,6 +35,8 @@ export type ErrorCode =
   | "token_response_invalid"
   /** No token could be obtained (endpoint down or timing out), or none lasts the build margin. */
   | "token_unavailable"
+  /** A cache purge could not be recorded (no cached route, store unreachable). */
+  | "cache_purge_failed"
   /** An option is unusable; the message names it. */
   | "invalid_options"
   /** The leak scan could not read the directory or a file in it. */

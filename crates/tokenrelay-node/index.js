@@ -22,6 +22,7 @@ export const ERROR_CODES = Object.freeze([
   "token_rejected",
   "token_response_invalid",
   "token_unavailable",
+  "cache_purge_failed",
   "invalid_options",
   "scan_failed",
   "unsupported_platform",
@@ -123,3 +124,5 @@ export const getToken = coded(binding.getToken);
 export const check = coded(binding.check);
 /** @type {typeof import("./index.d.ts").scanForLeaks} */
 export const scanForLeaks = coded(binding.scanForLeaks);
+/** @type {typeof import("./index.d.ts").purgeCache} */
+export const purgeCache = coded(binding.purgeCache);

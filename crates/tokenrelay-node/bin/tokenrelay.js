@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import { check, prefetch, scanForLeaks, TokenrelayError } from "../index.js";
+import { check, prefetch, purgeCache, scanForLeaks, TokenrelayError } from "../index.js";
 
 const USAGE = `usage:
   tokenrelay prefetch [options] [--write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
@@ -24,6 +24,10 @@ const USAGE = `usage:
                                  a token or secret (see scan)
   tokenrelay check [--json]
       Validates the config and store settings; prints them with secrets redacted.
+  tokenrelay cache purge UPSTREAM [PATH-PREFIX]
+      Forgets UPSTREAM's cached answers (routes with cache = { ttl = ... })
+      whose path is PATH-PREFIX or below it (e.g. /search/images), or all of
+      them, in every instance sharing the store (within 1s).
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
       an upstream credential or a store secret; names file and variable only.
@@ -171,6 +175,18 @@ async function runCheck(args) {
 }
 
 /** @param {string[]} args */
+async function runCache(args) {
+  const { values, positionals } = parsing(() => parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }));
+  if (values.help) return usage();
+  const [action, upstream, prefix, ...rest] = positionals;
+  if (action !== "purge") throw new UsageError(action ? `unknown cache action ${JSON.stringify(action)}` : "cache needs an action: purge");
+  if (!upstream || rest.length > 0) throw new UsageError("cache purge takes an upstream and an optional path prefix");
+  await purgeCache(upstream, prefix, site(values));
+  process.stderr.write(`tokenrelay: purged ${upstream}${prefix ? ` below ${prefix}` : ""}\n`);
+  return 0;
+}
+
+/** @param {string[]} args */
 async function runScan(args) {
   const options = /** @type {const} */ ({ ...COMMON, "token-var": { type: "string", multiple: true } });
   const { values, positionals } = parsing(() => parseArgs({ args, options, allowPositionals: true, strict: true }));
@@ -215,6 +231,8 @@ async function main([command, ...args]) {
       return runCheck(args);
     case "scan":
       return runScan(args);
+    case "cache":
+      return runCache(args);
     case "-h":
     case "--help":
     case "help":

@@ -9,6 +9,8 @@
 //!   at least the build margin, and hands back those the build asked for;
 //! - `getToken(upstream, options)` returns one token, for a build script;
 //! - `check(options)` validates the config and returns a redacted summary;
+//! - `purgeCache(upstream, pathPrefix, options)` forgets cached answers
+//!   (the relay's response cache) in every instance sharing the store;
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
 //!   values in a build's output, naming the file and variable only.
 //!
@@ -22,6 +24,7 @@
 // Nothing from JS, the network or the environment may panic the host process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod cache;
 pub mod check;
 pub mod error;
 pub mod leak_scan;
@@ -31,6 +34,7 @@ pub mod token;
 
 use napi_derive::napi;
 
+use cache::PurgeOptions;
 use check::{CheckOptions, CheckSummary};
 use leak_scan::{ScanOptions, ScanReport};
 use prefetch::{PrefetchOptions, PrefetchReport};
@@ -59,4 +63,14 @@ pub async fn js_check(options: Option<CheckOptions>) -> napi::Result<CheckSummar
 #[napi(js_name = "scanForLeaks")]
 pub async fn js_scan_for_leaks(dir: String, options: Option<ScanOptions>) -> napi::Result<ScanReport> {
     leak_scan::scan_for_leaks(dir, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// Forgets `upstream`'s cached answers below `pathPrefix` (all without one).
+#[napi(js_name = "purgeCache")]
+pub async fn js_purge_cache(
+    upstream: String,
+    path_prefix: Option<String>,
+    options: Option<PurgeOptions>,
+) -> napi::Result<()> {
+    cache::purge_cache(upstream, path_prefix, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
 }
