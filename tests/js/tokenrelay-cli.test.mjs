@@ -203,3 +203,49 @@ describe("tokenrelay check and scan", () => {
     assertNoSecret(leaky.stderr, ["tok_cli_0123456789"]);
   });
 });
+
+describe("tokenrelay cache purge", () => {
+  /** One Upstash REST command against the test's store. @param {string[]} command */
+  async function redis(command) {
+    const res = await fetch(upstash.url, { method: "POST", headers: { authorization: `Bearer ${upstash.token}` }, body: JSON.stringify(command) });
+    return (await res.json()).result;
+  }
+
+  /** A config whose getty routes cache their answers. */
+  function cachedConfig() {
+    const file = path.join(work, "cached.toml");
+    writeFileSync(
+      file,
+      readFileSync(path.join(site, "tokenrelay.toml"), "utf8") +
+        `\n[upstreams.getty.relay]\nroutes = [{ path = "/search/**", cache = { ttl = "5m" } }]\n`,
+    );
+    return file;
+  }
+
+  test("records a purge of a path prefix in the shared store, for every instance to read", TEST, async () => {
+    const { status, stderr } = await tokenrelay(["cache", "purge", "getty", "/search/images", "--config", cachedConfig()]);
+    assert.equal(status, 0, stderr);
+    assert.match(stderr, /^tokenrelay: purged getty below \/search\/images$/m);
+    const record = JSON.parse(await redis(["GET", "tokenrelay:v1:cache:getty:purges"]));
+    assert.ok(Math.abs(record["/search/images"] - Date.now()) < 10_000, JSON.stringify(record));
+    const ttl = await redis(["PTTL", "tokenrelay:v1:cache:getty:purges"]);
+    assert.ok(ttl > 0 && ttl <= 300_000, `the record lives as long as an entry can: ${ttl}`);
+  });
+
+  test("a whole-upstream purge, and clear errors for what cannot be purged", TEST, async () => {
+    const config = cachedConfig();
+    assert.equal((await tokenrelay(["cache", "purge", "getty", "--config", config])).status, 0);
+    const record = JSON.parse(await redis(["GET", "tokenrelay:v1:cache:getty:purges"]));
+    assert.ok("" in record && "/search/images" in record, JSON.stringify(record));
+
+    const uncached = await tokenrelay(["cache", "purge", "getty"]);
+    assert.equal(uncached.status, 1);
+    assert.match(uncached.stderr, /no route of this upstream has a cache \[cache_purge_failed\]/);
+    const unknown = await tokenrelay(["cache", "purge", "nope", "--config", config]);
+    assert.equal(unknown.status, 1);
+    assert.match(unknown.stderr, /\[unknown_upstream\]/);
+    const relative = await tokenrelay(["cache", "purge", "getty", "search", "--config", config]);
+    assert.match(relative.stderr, /must start with '\/' \[cache_purge_failed\]/);
+    assert.equal((await tokenrelay(["cache", "flush", "getty"])).status, 2);
+  });
+});
