@@ -93,6 +93,9 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
         checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
         relay_e2e::cache_checks::response_cache(&shells, &fx).await.context("response cache")?;
+        relay_e2e::cache_checks::stale_while_revalidate_serves_at_once_and_refreshes_once(&shells, &fx)
+            .await
+            .context("stale-while-revalidate")?;
 
         fx.assert_no_secrets("the responses", &shell.transcript())?;
         checks::logs_are_structured_and_secret_free(&logs.lines(), &logs.json_lines(), &fx).context("logs")?;

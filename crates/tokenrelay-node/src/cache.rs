@@ -24,7 +24,11 @@ pub struct PurgeOptions {
 /// Runs `purgeCache`: every cached answer of `upstream` whose path (as
 /// forwarded, e.g. `/search/images`) is `path_prefix` or below it is gone
 /// for every instance sharing the store; all of them without a prefix.
-pub async fn purge_cache(upstream: String, path_prefix: Option<String>, options: PurgeOptions) -> Result<(), AddonError> {
+pub async fn purge_cache(
+    upstream: String,
+    path_prefix: Option<String>,
+    options: PurgeOptions,
+) -> Result<(), AddonError> {
     let site =
         Site::resolve(SiteOptions::of(&options.config_path, &options.cwd, &options.env), StoreChoice::AsConfigured)?;
     let broker = Broker::from_env(&site.env)?;

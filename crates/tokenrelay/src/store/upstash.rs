@@ -246,6 +246,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fenced_write_stores_only_while_the_lock_is_held() {
+        tokio::time::timeout(T, async {
+            let (_redis, _u, c) = client().await;
+            let (lease, ttl) = (Duration::from_secs(5), Duration::from_secs(60));
+            assert!(c.lock_and_read("lock", "a", lease, &["k"]).await.unwrap().0);
+            assert!(!c.set_if_locked("k", "from b", ttl, "lock", "b").await.unwrap());
+            assert!(c.set_if_locked("k", "from a", ttl, "lock", "a").await.unwrap());
+            assert_eq!(c.mget(&["k", "lock"]).await.unwrap(), vec![Some("from a".to_owned()), None]);
+            assert!(!c.set_if_locked("k", "late", ttl, "lock", "a").await.unwrap(), "released: a late write is fenced");
+            let pttl = c.command(&["PTTL", "k"]).await.unwrap().as_i64().unwrap();
+            assert!(pttl > 55_000 && pttl <= 60_000, "{pttl}");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
     async fn redis_errors_keep_their_prefix() {
         tokio::time::timeout(T, async {
             let (_redis, _u, c) = client().await;
