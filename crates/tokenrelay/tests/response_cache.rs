@@ -1,0 +1,137 @@
+//! The response cache through the relay's real interface, with two relays
+//! (two instances) on one store, on both backends: Redis behind the Upstash
+//! REST protocol, and the local file store. What the platform e2e suites
+//! cannot do cheaply is checked here: an upstream that stops answering at all.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Rig, bounded};
+use http_body_util::{BodyExt, Full};
+use testkit::ApiServer;
+use tokenrelay::relay::Relay;
+use tokenrelay::{Broker, Config, Env};
+
+const TTL: Duration = Duration::from_secs(1);
+const STALE_IF_ERROR: Duration = Duration::from_secs(2);
+
+struct Answer {
+    status: u16,
+    cache_status: String,
+    body: Bytes,
+}
+
+async fn get(relay: &Relay, target: &str) -> Answer {
+    let request = http::Request::builder().uri(target).body(Full::new(Bytes::new())).unwrap();
+    let response = relay.handle(request).await;
+    let status = response.status().as_u16();
+    let cache_status =
+        response.headers().get("cache-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, cache_status, body }
+}
+
+fn relay(rig: &Rig, api: &str, env: &Env) -> Relay {
+    let config = rig.config("").replace("https://api.example.com/v3", api)
+        + "\n[upstreams.api.relay]\nroutes = [{ path = \"/echo/**\", cache = { ttl = \"1s\", stale_if_error = \"2s\" } }]\n";
+    Relay::new(Broker::new(Config::parse(&config, "tokenrelay.toml", env).unwrap(), env).unwrap())
+}
+
+/// Where the entries are, to look at them raw.
+enum Backend<'a> {
+    Upstash,
+    Local(&'a Path),
+}
+
+impl Backend<'_> {
+    /// Every stored cache key and value, as the backend holds them.
+    async fn cache_entries(&self, rig: &Rig) -> Vec<(String, String)> {
+        match self {
+            Backend::Upstash => {
+                let mut out = Vec::new();
+                for key in rig.upstash.redis_keys("tokenrelay:v1:cache:*").await {
+                    out.push((key.clone(), rig.upstash.redis_get(&key).await.unwrap_or_default()));
+                }
+                out
+            }
+            Backend::Local(dir) => {
+                let file: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(dir.join("store.json")).unwrap()).unwrap();
+                let entries = file.as_object().unwrap().iter();
+                entries
+                    .filter(|(k, _)| k.starts_with("tokenrelay:v1:cache:"))
+                    .map(|(k, v)| (k.clone(), v["value"].as_str().unwrap().to_owned()))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Fills from one instance, stops the API, and reads from another.
+async fn outage_is_covered_within_stale_if_error(rig: &Rig, env: &Env, backend: Backend<'_>) {
+    let api = ApiServer::start(&rig.tokens).await.unwrap();
+    let (a, b) = (relay(rig, &api.url(), env), relay(rig, &api.url(), env));
+    let target = "/api/relay/api/echo/outage?q=1";
+    let first = get(&a, target).await;
+    assert_eq!((first.status, first.cache_status.as_str()), (200, "tokenrelay; fwd=miss; stored"));
+    let stored_at = Instant::now();
+    let entries = backend.cache_entries(rig).await;
+    assert_eq!(entries.len(), 1, "one entry, fill lock released: {entries:?}");
+    assert!(entries[0].1.starts_with("v1.") && !entries[0].1.contains("outage"), "sealed: {}", entries[0].1);
+    assert!(!entries[0].0.contains("outage"), "the key hides the request");
+    let hit = get(&b, target).await;
+    assert!(hit.cache_status.starts_with("tokenrelay; hit;"), "{}", hit.cache_status);
+    assert_eq!(hit.body, first.body, "the other instance serves the stored answer");
+    drop(api);
+
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
+    let stale = get(&b, target).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.body, first.body);
+    assert!(
+        stale.cache_status.starts_with("tokenrelay; fwd=stale; ttl=-")
+            && stale.cache_status.ends_with("detail=stale-if-error"),
+        "unreachable: no fwd-status: {}",
+        stale.cache_status
+    );
+
+    tokio::time::sleep((TTL + STALE_IF_ERROR).saturating_sub(stored_at.elapsed()) + Duration::from_millis(100)).await;
+    let after = get(&a, target).await;
+    assert_eq!(after.status, 502, "past the window the outage shows");
+    let code: serde_json::Value = serde_json::from_slice(&after.body).unwrap();
+    assert_eq!(code["error"]["code"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn upstream_down_serves_stale_then_a_clean_error_through_upstash() {
+    bounded(async {
+        let rig = Rig::default().await;
+        outage_is_covered_within_stale_if_error(&rig, &rig.env(), Backend::Upstash).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_down_serves_stale_then_a_clean_error_through_the_local_store() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let dir = tempfile_dir();
+        let env = rig.env_with(&[
+            ("UPSTASH_REDIS_REST_URL", ""),
+            ("UPSTASH_REDIS_REST_TOKEN", ""),
+            ("TOKENRELAY_LOCAL_STORE", dir.to_str().unwrap()),
+        ]);
+        outage_is_covered_within_stale_if_error(&rig, &env, Backend::Local(&dir)).await;
+        std::fs::remove_dir_all(dir).ok();
+    })
+    .await;
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokenrelay-cache-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
