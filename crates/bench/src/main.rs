@@ -7,9 +7,11 @@
 //! tokenrelay-bench [--quick] [--relay-bin PATH] [--baseline PATH] [--addon-bench PATH]
 //!                  [--out FILE] [--readme FILE]
 //! tokenrelay-bench load URL [-c N] [-d SECS] [-w SECS] [-H 'Authorization: …']
+//! tokenrelay-bench cache [--relay-bin PATH]
 //! ```
 //!
-//! The second form is the load generator alone, against any server.
+//! The second form is the load generator alone, against any server; the
+//! third measures the response cache alone (`scenario::response_cache`).
 //!
 //! `scripts/bench.sh` builds what it needs and runs it; see bench/README.md.
 
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("instances") => return worker::main(&args[1..]),
         Some("load") => return cli_load::main(&args[1..]),
+        Some("cache") => return cache_main(&args[1..]),
         _ => {}
     }
     let options = match parse_args(&args) {
@@ -88,6 +91,38 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("tokenrelay-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tokenrelay-bench cache [--relay-bin PATH]`: the response cache scenario alone.
+fn cache_main(args: &[String]) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let relay = match args {
+            [flag, path] if flag == "--relay-bin" => PathBuf::from(path),
+            [] => std::env::current_exe()?.with_file_name(RELAY_BIN),
+            _ => anyhow::bail!("usage: tokenrelay-bench cache [--relay-bin PATH]"),
+        };
+        anyhow::ensure!(relay.is_file(), "relay binary {} not found (build it, or pass --relay-bin)", relay.display());
+        let servers =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(SERVER_THREADS).enable_all().build()?;
+        let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = servers.handle().clone();
+        let report = client.block_on(async move {
+            let world = World::start(handle).await?;
+            scenario::response_cache::run(&world, &relay).await
+        });
+        servers.shutdown_timeout(Duration::from_secs(2));
+        report
+    };
+    match run() {
+        Ok(markdown) => {
+            print!("{markdown}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tokenrelay-bench cache: {err:#}");
             ExitCode::FAILURE
         }
     }

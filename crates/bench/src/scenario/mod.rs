@@ -5,6 +5,7 @@
 pub mod addon;
 pub mod cold_start;
 pub mod hot_path;
+pub mod response_cache;
 pub mod rotation;
 pub mod stampede;
 pub mod store_trip;
