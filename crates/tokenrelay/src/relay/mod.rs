@@ -14,9 +14,12 @@
 //! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream,
 //!    decided in memory and counted across instances in the background (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
-//! 6. `forward`: token from the [`Broker`], `inject`ed, sent with
+//! 6. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
+//!    answered from the shared response cache when it can be, and a miss
+//!    makes one upstream call across instances (the steps below);
+//! 7. `forward`: token from the [`Broker`], `inject`ed, sent with
 //!    `relay.timeout`; a 401 invalidates the token and retries once;
-//! 7. `headers` and `scrub`: the response is streamed back without
+//! 8. `headers` and `scrub`: the response is streamed back without
 //!    hop-by-hop headers, cookies or any injected credential, within
 //!    `relay.max_response_bytes`.
 //!

@@ -330,10 +330,11 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<(bool, CacheState), StoreError> {
-        let (won, mut values) =
+        let (won, values) =
             on_backend!(self, b => b.lock_and_read(&keys.lock, owner, lease, &[&keys.entry, &keys.purges]))?;
-        values.push(Some(String::new()));
-        Ok((won, self.cache_state(keys, values)))
+        // Whoever won, the lock is held now.
+        let state = CacheState { filling: true, ..self.cache_state(keys, values) };
+        Ok((won, state))
     }
 
     /// Seals and stores an answer for `ttl` if `owner` still holds the fill
