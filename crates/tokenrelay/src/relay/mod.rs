@@ -58,7 +58,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 pub use body::Body;
-pub use cache::purge as purge_cache;
+pub use cache::purge_cache;
 pub use error::{RelayError, misconfigured};
 #[cfg(feature = "shell")]
 pub use logging::init_logging;

@@ -20,6 +20,7 @@
 
 mod entry;
 mod memory;
+mod purge;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,26 +35,22 @@ use super::error::RelayError;
 use super::forward::{self, Outgoing};
 use super::timing::Timing;
 use super::{Body, Relay, headers, inject};
-use crate::broker::Broker;
 use crate::config::relay::{Route, RouteCache};
-use crate::error::Error;
 use crate::store::CacheKeys;
 use crate::token::Token;
-pub(crate) use entry::MAX_ENTRY_BODY_BYTES;
-use entry::{Entry, Freshness, Purges};
+use entry::{Entry, Freshness, MAX_ENTRY_BODY_BYTES, Purges};
 use memory::Memory;
+pub use purge::purge_cache;
 
 /// RFC 9211 `Cache-Status`.
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// How long a miss waits for another instance's fill before asking the upstream itself.
-pub(crate) const FILL_WAIT: Duration = Duration::from_secs(3);
+const FILL_WAIT: Duration = Duration::from_secs(3);
 /// How often a waiting miss looks for the filled entry.
 const FILL_POLL: Duration = Duration::from_millis(20);
 /// Added to `relay.timeout` for the fill lock's lease: time to store the answer.
+/// Also the lease of the purge record's lock.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
-/// Tries of a purge while another purge of the same upstream holds the record.
-const PURGE_ATTEMPTS: u32 = 50;
-const PURGE_RETRY: Duration = Duration::from_millis(50);
 
 /// The cache levels and refreshes in flight; shared by the clones of a relay.
 #[derive(Default, Clone)]
@@ -132,12 +129,9 @@ pub(super) async fn serve(
     let identity = entry::identity(&out.method, &path, out.query, &out.headers);
     let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
     let ask = Ask { out, route, policy, keys, path, request_id };
-    let (mut response, outcome) = lookup(relay, &ask, timing).await?;
+    let (response, outcome) = lookup(relay, &ask, timing).await?;
     timing.cache =
         Some((started.elapsed().saturating_sub(timing.upstream.unwrap_or_default() + token_time(timing)), outcome));
-    if outcome == Outcome::Miss && response.headers().get(&CACHE_STATUS).is_none() {
-        set_status(&mut response, "fwd=miss");
-    }
     Ok(response)
 }
 
@@ -437,41 +431,4 @@ fn set_status(response: &mut Response<Body>, params: &str) {
     if let Ok(v) = HeaderValue::from_str(&format!("tokenrelay; {params}")) {
         response.headers_mut().insert(CACHE_STATUS, v);
     }
-}
-
-/// Forgets every cached answer of `upstream` whose path is `prefix` or below
-/// it (`""` or `"/"`: all of them), in every instance sharing the store.
-///
-/// Records the purge in the upstream's purge record, which every lookup
-/// reads with the entry (so a purge costs one write, never a scan); each
-/// instance's in-process level forgets within [`memory::HOT_LIFETIME`].
-pub async fn purge(broker: &Broker, upstream: &str, prefix: &str) -> crate::Result<()> {
-    let failed = |reason: String| Error::CachePurgeFailed { upstream: upstream.to_owned(), reason };
-    let u = broker.config().upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;
-    let keep = u
-        .relay
-        .iter()
-        .flat_map(|r| &r.routes)
-        .filter_map(|r| r.cache.map(|c| c.lifetime()))
-        .max()
-        .ok_or_else(|| failed("no route of this upstream has a cache".to_owned()))?;
-    if !(prefix.is_empty() || prefix.starts_with('/')) {
-        return Err(failed(format!("path prefix \"{prefix}\" must start with '/'")));
-    }
-    let store = broker.store();
-    let keys = store.cache_keys(upstream, "");
-    let owner = format!("{:032x}", fastrand::u128(..));
-    for _ in 0..PURGE_ATTEMPTS {
-        let (won, record) = store.lock_purges(&keys, &owner, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
-        if won {
-            let record = Purges::parse(record.as_deref()).add(prefix, keep);
-            return match store.put_purges(&keys, &record, keep, &owner).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(failed("the store took too long; run the purge again".to_owned())),
-                Err(e) => Err(failed(e.to_string())),
-            };
-        }
-        tokio::time::sleep(PURGE_RETRY).await;
-    }
-    Err(failed("another purge of this upstream is still running; run the purge again".to_owned()))
 }

@@ -1,0 +1,50 @@
+//! Purges: an upstream's purge record (path prefix → time), written here
+//! and read by every lookup with the entry (see `entry::Purges`).
+
+use std::time::Duration;
+
+use super::LEASE_MARGIN;
+use super::entry::Purges;
+use crate::broker::Broker;
+use crate::error::Error;
+
+/// Tries of a purge while another purge of the same upstream holds the record.
+const PURGE_ATTEMPTS: u32 = 50;
+const PURGE_RETRY: Duration = Duration::from_millis(50);
+
+/// Forgets every cached answer of `upstream` whose path is `prefix` or below
+/// it (`""` or `"/"`: all of them), in every instance sharing the store.
+///
+/// Records the purge in the upstream's purge record, which every lookup
+/// reads with the entry (so a purge costs one write, never a scan); each
+/// instance's in-process level forgets within [`HOT_LIFETIME`](super::memory::HOT_LIFETIME).
+pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate::Result<()> {
+    let failed = |reason: String| Error::CachePurgeFailed { upstream: upstream.to_owned(), reason };
+    let u = broker.config().upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;
+    let keep = u
+        .relay
+        .iter()
+        .flat_map(|r| &r.routes)
+        .filter_map(|r| r.cache.map(|c| c.lifetime()))
+        .max()
+        .ok_or_else(|| failed("no route of this upstream has a cache".to_owned()))?;
+    if !(prefix.is_empty() || prefix.starts_with('/')) {
+        return Err(failed(format!("path prefix \"{prefix}\" must start with '/'")));
+    }
+    let store = broker.store();
+    let keys = store.cache_keys(upstream, "");
+    let owner = format!("{:032x}", fastrand::u128(..));
+    for _ in 0..PURGE_ATTEMPTS {
+        let (won, record) = store.lock_purges(&keys, &owner, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
+        if won {
+            let record = Purges::parse(record.as_deref()).add(prefix, keep);
+            return match store.put_purges(&keys, &record, keep, &owner).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(failed("the store took too long; run the purge again".to_owned())),
+                Err(e) => Err(failed(e.to_string())),
+            };
+        }
+        tokio::time::sleep(PURGE_RETRY).await;
+    }
+    Err(failed("another purge of this upstream is still running; run the purge again".to_owned()))
+}
