@@ -125,8 +125,8 @@ async fn netlify_function_relays_and_enforces_every_rule() {
             .context("one token for many requests")?;
         checks::request_rules(&shell, &fx).await?;
         checks::a_401_refreshes_the_token_once(&shell, &fx).await.context("401 refresh")?;
-        checks::rate_limit_counts_per_client(&shell, &fx).await.context("rate limit")?;
         relay_e2e::cache_checks::response_cache(std::slice::from_ref(&shell), &fx).await.context("response cache")?;
+        checks::rate_limit_counts_per_client(&shell, &fx).await.context("rate limit")?;
 
         // The function's own path reaches the same rules.
         let reply = shell.get("/.netlify/functions/relay/getty/search/images?phrase=cats", &[]).await?;
