@@ -45,6 +45,7 @@ mod route;
 mod scrub;
 mod timing;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -103,11 +104,12 @@ pub struct Relay {
     scrubbers: inject::Scrubbers,
 }
 
-/// What is known about a request so far, for the log line.
+/// What is known about a request so far, for the log line. Names are
+/// borrowed from the config where they can be: no copy per request.
 #[derive(Default)]
-struct Record {
-    upstream: Option<String>,
-    route: Option<String>,
+struct Record<'a> {
+    upstream: Option<Cow<'a, str>>,
+    route: Option<&'a str>,
     timing: Timing,
 }
 
@@ -188,11 +190,11 @@ impl Relay {
         }
     }
 
-    async fn serve<B>(
-        &self,
+    async fn serve<'a, B>(
+        &'a self,
         request: Request<B>,
         request_id: &str,
-        record: &mut Record,
+        record: &mut Record<'a>,
     ) -> Result<Response<Body>, RelayError>
     where
         B: http_body::Body<Data = Bytes>,
@@ -201,26 +203,25 @@ impl Relay {
         let settings = &self.broker.config().relay;
         let (parts, body) = request.into_parts();
         let target = path::parse(parts.uri.path())?;
-        record.upstream = Some(target.upstream.to_owned());
         // An upstream without a relay section is as invisible as an unknown one.
-        let (upstream, relay) = self
-            .broker
-            .config()
-            .upstreams
-            .get(target.upstream)
-            .and_then(|u| Some((u, u.relay.as_ref()?)))
-            .ok_or_else(|| Kind::UnknownUpstream(target.upstream.to_owned()))?;
+        let Some((upstream, relay)) =
+            self.broker.config().upstreams.get(target.upstream).and_then(|u| Some((u, u.relay.as_ref()?)))
+        else {
+            record.upstream = Some(Cow::Owned(target.upstream.to_owned()));
+            return Err(Kind::UnknownUpstream(target.upstream.to_owned()).into());
+        };
+        record.upstream = Some(Cow::Borrowed(upstream.name()));
         let query = parts.uri.query();
         query.map(path::check_query).transpose()?;
 
         if cors::is_preflight(&parts.method, &parts.headers) {
             let route =
                 route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
-            record.route = Some(route.pattern.as_str().to_owned());
+            record.route = Some(route.pattern.as_str());
             return Ok(cors::preflight(&parts.headers, &route.methods));
         }
         let route = route::select(relay, upstream.name(), &target.segments, &parts.method)?;
-        record.route = Some(route.pattern.as_str().to_owned());
+        record.route = Some(route.pattern.as_str());
         if let (Inject::Query { name }, Some(q)) = (&relay.inject, query)
             && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name.as_str())
         {
@@ -297,7 +298,7 @@ fn log(
 ) {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let upstream = record.upstream.as_deref().unwrap_or("-");
-    let route = record.route.as_deref().unwrap_or("-");
+    let route = record.route.unwrap_or("-");
     let token = record.timing.token.map_or("-", |(_, o)| o.as_str());
     let token_ms = record.timing.token.map_or(0.0, |(d, _)| ms(d));
     let upstream_ms = record.timing.upstream.map_or(0.0, ms);
