@@ -88,10 +88,7 @@ fn config(dir: &Path, addr: SocketAddr, routes: &[Route]) -> String {
     let mut upstreams = String::new();
     let mut locations = String::new();
     for (i, r) in routes.iter().enumerate() {
-        upstreams += &format!(
-            "  upstream u{i} {{ server {}; keepalive {UPSTREAM_KEEPALIVE}; }}\n",
-            r.upstream
-        );
+        upstreams += &format!("  upstream u{i} {{ server {}; keepalive {UPSTREAM_KEEPALIVE}; }}\n", r.upstream);
         locations += &format!(
             "    location {prefix}/ {{\n      proxy_pass http://u{i}{base}/;\n      proxy_http_version 1.1;\n      \
              proxy_set_header Connection \"\";\n      proxy_set_header Authorization \"{auth}\";\n    }}\n",

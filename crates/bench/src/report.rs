@@ -262,7 +262,12 @@ fn side_by_side(r: &Results) -> String {
     let cell = |s: Option<&Series>| {
         s.and_then(|s| {
             let p = s.pooled.samples.percentiles()?;
-            Some(format!("{} (p50 {}, p99 {})", fmt_rps(s.pooled.throughput()), fmt_ms(ms_f(p.p50)), fmt_ms(ms_f(p.p99))))
+            Some(format!(
+                "{} (p50 {}, p99 {})",
+                fmt_rps(s.pooled.throughput()),
+                fmt_ms(ms_f(p.p50)),
+                fmt_ms(ms_f(p.p99))
+            ))
         })
         .unwrap_or_else(|| "—".into())
     };
@@ -337,7 +342,9 @@ fn store_rows(r: &Results, rows: &mut Vec<Row>) {
         format!("{} s tokens, {} connections", r.plan.rotation_lifetime.as_secs(), r.plan.rotation_concurrency);
     rows.push(Row::info(
         format!("Store round trips per rotation ({under_load})"),
-        rotation.map(|x| format!("{:.1} for the token (the rate limit: 1 a second, in the background)", x.token_trips_per_rotation())),
+        rotation.map(|x| {
+            format!("{:.1} for the token (the rate limit: 1 a second, in the background)", x.token_trips_per_rotation())
+        }),
         Some(format!("{:.2} per request", node.store.requests as f64 / node.sent.max(1) as f64)),
     ));
     let calls =

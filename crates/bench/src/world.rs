@@ -151,7 +151,10 @@ routes = [{{ path = "/search/**", methods = ["GET"] }}]
 
     /// The environment of the JWT-verifying API: the one client it accepts.
     pub fn jwt_api_env(&self) -> Vec<(String, String)> {
-        vec![("JWT_API_CLIENT_ID".to_owned(), CLIENT_ID.to_owned()), ("JWT_API_CLIENT_SECRET".to_owned(), CLIENT_SECRET.to_owned())]
+        vec![
+            ("JWT_API_CLIENT_ID".to_owned(), CLIENT_ID.to_owned()),
+            ("JWT_API_CLIENT_SECRET".to_owned(), CLIENT_SECRET.to_owned()),
+        ]
     }
 
     /// The environment a relay instance gets on a platform: store, key,

@@ -263,7 +263,12 @@ impl Relay {
             timeout: settings.timeout,
             limit: settings.max_response_bytes,
         };
-        let mut relayed = Response::new(Body::upstream(response, scrubber.stream(), source));
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let body = Body::upstream(response, scrubber.stream(), source).primed(event_stream).await?;
+        let mut relayed = Response::new(body);
         *relayed.status_mut() = status;
         *relayed.headers_mut() = headers;
         Ok(relayed)
