@@ -79,13 +79,8 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         for _ in 0..INSTANCES {
             functions.push(Function::start(&fx.env(), &logs).await?);
         }
-        let shell = Shell::new(
-            format!("127.0.0.1:{}", functions[0].port),
-            Visitor::Header("x-real-ip"),
-            true,
-            false,
-            vercel_rewrite,
-        );
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", functions[0].port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let shells: Vec<Shell> = functions.iter().map(|f| shell.at(format!("127.0.0.1:{}", f.port))).collect();
 
         checks::one_token_for_many_requests(&shells, &fx, 200).await.context("one token for many requests")?;
@@ -116,8 +111,7 @@ async fn instances_share_rate_limit_counts_through_the_store() {
         let logs = Logs::default();
         let a = Function::start(&fx.env(), &logs).await?;
         let b = Function::start(&fx.env(), &logs).await?;
-        let shell =
-            Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), true, false, vercel_rewrite);
+        let shell = Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let other = shell.at(format!("127.0.0.1:{}", b.port));
         let target = "/api/relay/limited/search/images";
         let synced = |total: u64| {
@@ -156,6 +150,32 @@ async fn shared_count(fx: &Fixture) -> u64 {
     total
 }
 
+/// A streamed (chunked) upstream answer goes out with its head in one write:
+/// written apart, the body waited for the client's delayed ACK under Nagle's
+/// algorithm, 40 ms or more per request on a keep-alive connection.
+#[tokio::test]
+async fn streamed_answers_are_not_held_back_on_keep_alive_connections() {
+    bounded(Duration::from_secs(60), async {
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        let function = Function::start(&fx.env(), &logs).await?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let url = format!("http://127.0.0.1:{}{}", function.port, vercel_rewrite("/api/relay/getty/big?bytes=200"));
+        let mut took = Vec::new();
+        for _ in 0..9 {
+            let started = std::time::Instant::now();
+            let reply = client.get(&url).header("x-real-ip", "203.0.113.30").send().await?;
+            ensure!(reply.status() == 200, "status {}", reply.status());
+            ensure!(reply.bytes().await?.len() == 200, "whole body");
+            took.push(started.elapsed());
+        }
+        took.sort();
+        ensure!(took[4] < Duration::from_millis(25), "median {:?} (all {took:?})", took[4]);
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_misconfigured_function_answers_500_without_details() {
     bounded(Duration::from_secs(60), async {
@@ -164,13 +184,8 @@ async fn a_misconfigured_function_answers_500_without_details() {
         // The API secret is missing: the config cannot be resolved.
         let env: Vec<_> = fx.env().into_iter().filter(|(k, _)| k != "GETTY_API_SECRET").collect();
         let function = Function::start(&env, &logs).await?;
-        let shell = Shell::new(
-            format!("127.0.0.1:{}", function.port),
-            Visitor::Header("x-real-ip"),
-            true,
-            false,
-            vercel_rewrite,
-        );
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let reply = shell.get("/api/relay/getty/search/images", &[]).await?;
         anyhow::ensure!(reply.status == 500, "status {}", reply.status);
         anyhow::ensure!(reply.error_code().as_deref() == Some("missing_env"), "body {}", reply.text());
@@ -240,13 +255,8 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
 
         let logs = Logs::default();
         let function = Function::start_binary(&executable, &fx.env(), &logs).await?;
-        let shell = Shell::new(
-            format!("127.0.0.1:{}", function.port),
-            Visitor::Header("x-real-ip"),
-            true,
-            false,
-            vercel_rewrite,
-        );
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         checks::happy_path_forwards_only_what_it_should(&shell, &fx).await.context("happy path")?;
         checks::hostile_paths_never_reach_anything(&shell, &fx).await.context("hostile paths")?;
         Ok(())

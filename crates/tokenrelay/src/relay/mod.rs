@@ -49,6 +49,7 @@ mod route;
 mod scrub;
 mod timing;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -110,11 +111,12 @@ pub struct Relay {
     cache: cache::ResponseCache,
 }
 
-/// What is known about a request so far, for the log line.
+/// What is known about a request so far, for the log line. Names are
+/// borrowed from the config where they can be: no copy per request.
 #[derive(Default)]
-struct Record {
-    upstream: Option<String>,
-    route: Option<String>,
+struct Record<'a> {
+    upstream: Option<Cow<'a, str>>,
+    route: Option<&'a str>,
     timing: Timing,
 }
 
@@ -200,11 +202,11 @@ impl Relay {
         }
     }
 
-    async fn serve<B>(
-        &self,
+    async fn serve<'a, B>(
+        &'a self,
         request: Request<B>,
         request_id: &str,
-        record: &mut Record,
+        record: &mut Record<'a>,
     ) -> Result<Response<Body>, RelayError>
     where
         B: http_body::Body<Data = Bytes>,
@@ -213,26 +215,25 @@ impl Relay {
         let settings = &self.broker.config().relay;
         let (parts, body) = request.into_parts();
         let target = path::parse(parts.uri.path())?;
-        record.upstream = Some(target.upstream.to_owned());
         // An upstream without a relay section is as invisible as an unknown one.
-        let (upstream, relay) = self
-            .broker
-            .config()
-            .upstreams
-            .get(target.upstream)
-            .and_then(|u| Some((u, u.relay.as_ref()?)))
-            .ok_or_else(|| Kind::UnknownUpstream(target.upstream.to_owned()))?;
+        let Some((upstream, relay)) =
+            self.broker.config().upstreams.get(target.upstream).and_then(|u| Some((u, u.relay.as_ref()?)))
+        else {
+            record.upstream = Some(Cow::Owned(target.upstream.to_owned()));
+            return Err(Kind::UnknownUpstream(target.upstream.to_owned()).into());
+        };
+        record.upstream = Some(Cow::Borrowed(upstream.name()));
         let query = parts.uri.query();
         query.map(path::check_query).transpose()?;
 
         if cors::is_preflight(&parts.method, &parts.headers) {
             let route =
                 route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
-            record.route = Some(route.pattern.as_str().to_owned());
+            record.route = Some(route.pattern.as_str());
             return Ok(cors::preflight(&parts.headers, &route.methods));
         }
         let route = route::select(relay, upstream.name(), &target.segments, &parts.method)?;
-        record.route = Some(route.pattern.as_str().to_owned());
+        record.route = Some(route.pattern.as_str());
         if let (Inject::Query { name }, Some(q)) = (&relay.inject, query)
             && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name.as_str())
         {
@@ -267,11 +268,11 @@ impl Relay {
         timing: &mut Timing,
     ) -> Result<Response<Body>, RelayError> {
         let (response, token) = forward::exchange(&self.broker, out, timing).await?;
-        self.stream_answer(out, route, response, &token, request_id)
+        self.stream_answer(out, route, response, &token, request_id).await
     }
 
     /// The upstream's answer, streamed back scrubbed and within the size limit.
-    fn stream_answer(
+    async fn stream_answer(
         &self,
         out: &forward::Outgoing<'_>,
         route: &Route,
@@ -294,7 +295,12 @@ impl Relay {
             timeout: settings.timeout,
             limit: settings.max_response_bytes,
         };
-        let mut relayed = Response::new(Body::upstream(response, scrubber.stream(), source));
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let body = Body::upstream(response, scrubber.stream(), source).primed(event_stream).await?;
+        let mut relayed = Response::new(body);
         *relayed.status_mut() = status;
         *relayed.headers_mut() = headers;
         Ok(relayed)
@@ -341,7 +347,7 @@ fn log(
 ) {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let upstream = record.upstream.as_deref().unwrap_or("-");
-    let route = record.route.as_deref().unwrap_or("-");
+    let route = record.route.unwrap_or("-");
     let token = record.timing.token.map_or("-", |(_, o)| o.as_str());
     let token_ms = record.timing.token.map_or(0.0, |(d, _)| ms(d));
     let upstream_ms = record.timing.upstream.map_or(0.0, ms);

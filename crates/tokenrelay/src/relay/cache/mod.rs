@@ -313,7 +313,7 @@ async fn pass(
         }
         (Err(e), _) => Err(e),
         (Ok(Filled::Pass { response, token, reason }), _) => {
-            let mut answer = relay.stream_answer(ask.out, ask.route, response, &token, ask.request_id)?;
+            let mut answer = relay.stream_answer(ask.out, ask.route, response, &token, ask.request_id).await?;
             set_status(&mut answer, &format!("fwd=miss; detail={reason}"));
             Ok((answer, Outcome::Miss))
         }
