@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use futures_util::StreamExt;
 
-use crate::fixture::Fixture;
+use crate::fixture::{ALLOWED_ORIGIN, Fixture};
 use crate::http::{Reply, Shell};
 
 const BASE: &str = "/api/relay/cached/echo";
@@ -64,11 +64,16 @@ pub async fn concurrent_misses_make_one_upstream_call(shells: &[Shell], fx: &Fix
     let stored = replies.iter().filter(|r| cache_status(r) == "tokenrelay; fwd=miss; stored").count();
     ensure!(stored == 1, "one answer says it was stored, got {stored}");
     ensure!(replies.iter().all(|r| r.body == replies[0].body), "every process served the same answer");
-    let hit = get_ok(&shells[1 % shells.len()], path, &[]).await?;
+    let hit = get_ok(&shells[1 % shells.len()], path, &[("Origin", ALLOWED_ORIGIN)]).await?;
     ensure!(cache_status(&hit).starts_with("tokenrelay; hit; ttl="), "then a hit: {}", cache_status(&hit));
     ensure!(hit.header("age").is_some_and(|a| a.parse::<u64>().is_ok()), "a hit has an Age");
     ensure!(hit.header("cache-control") == Some("public, max-age=60"), "the route's cache_control as before");
     ensure!(hit.header_all("server-timing").contains("cache;dur="), "Server-Timing has a cache entry");
+    let exposed = hit.header_all("access-control-expose-headers");
+    ensure!(
+        exposed.contains("age") && exposed.contains("cache-status"),
+        "a cross-origin page can read them: {exposed}"
+    );
     ensure!(calls(fx, "/fresh/stampede") == 1, "a hit never reaches the upstream");
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::config::relay::RelaySettings;
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// Response headers a cross-origin page may read beyond the CORS-safelisted ones.
-const EXPOSED: &str = "retry-after, server-timing, x-request-id";
+const EXPOSED: &str = "age, cache-status, retry-after, server-timing, x-request-id";
 
 /// Who is calling, as far as the browser tells.
 #[derive(Debug, Clone)]
