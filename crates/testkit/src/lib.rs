@@ -15,6 +15,6 @@ mod wait;
 
 pub use api_server::{ApiServer, RecordedRequest};
 pub use redis_server::RedisServer;
-pub use token_server::{Behavior, ExpiresIn, TokenServer, TokenServerConfig};
+pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;
 pub use wait::{free_port, wait_until};

@@ -122,6 +122,7 @@ impl TokenServer {
         let state = Arc::new(TokenState {
             config,
             behavior: Mutex::default(),
+            held: Mutex::default(),
             calls: AtomicUsize::new(0),
             ledger: Ledger::default(),
             last: Mutex::default(),
@@ -191,14 +192,33 @@ impl TokenServer {
         lock(&self.state.last).body.clone()
     }
 
+    /// Holds the next token request (on either route) until the returned
+    /// [`Hold`] is released or dropped, then answers it by the current behavior.
+    pub fn hold_next(&self) -> Hold {
+        let (release, held) = tokio::sync::oneshot::channel();
+        *lock(&self.state.held) = Some(held);
+        Hold(release)
+    }
+
     pub(crate) fn state(&self) -> Arc<TokenState> {
         self.state.clone()
+    }
+}
+
+/// A token request held by [`TokenServer::hold_next`].
+pub struct Hold(tokio::sync::oneshot::Sender<()>);
+
+impl Hold {
+    /// Lets the held request be answered.
+    pub fn release(self) {
+        let _ = self.0.send(());
     }
 }
 
 pub(crate) struct TokenState {
     config: TokenServerConfig,
     behavior: Mutex<Behavior>,
+    held: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     calls: AtomicUsize,
     ledger: Ledger,
     last: Mutex<LastRequest>,
@@ -273,6 +293,13 @@ async fn begin(
         authorization: headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         body: String::from_utf8_lossy(body).into_owned(),
     };
+    let held = lock(&state.held).take();
+    if let Some(held) = held {
+        tokio::select! {
+            _ = held => {}
+            _ = state.stop.clone().stopped() => return Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+        }
+    }
     let behavior = lock(&state.behavior).clone();
     match behavior {
         Behavior::Normal => Ok(Answer::Token),

@@ -52,9 +52,8 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
     bounded(async {
         let rig = Rig::default().await;
         rig.tokens.set_behavior(Behavior::Hang);
-        // A holder with a long token timeout takes the lock, then dies mid-refresh.
-        let slow = rig.config("").replace("timeout = \"300ms\"", "timeout = \"30s\"");
-        let holder = rig.broker_with(&slow, &rig.env());
+        // A holder takes the lock, then dies mid-refresh.
+        let holder = rig.broker();
         let crashed = tokio::spawn(async move { holder.token("api").await });
         testkit::wait_until("the lock is taken", Duration::from_secs(5), || async {
             rig.stored_keys().await.iter().any(|k| k.ends_with(":lock"))
@@ -63,12 +62,52 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
         .unwrap();
         let locked_at = Instant::now();
         crashed.abort();
+        let crashed_calls = rig.tokens.calls();
         rig.tokens.set_behavior(Behavior::Normal);
 
         let token = rig.broker().token("api").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(locked_at.elapsed() >= Duration::from_millis(1500), "waited for the 2 s lease, not less");
-        assert_eq!(rig.tokens.calls(), 2, "the crashed attempt and the one that resumed rotation");
+        assert_eq!(rig.tokens.calls(), crashed_calls + 1, "one fetch resumed rotation");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_ran_out_never_overwrites_the_newer_token() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let config = rig
+            .config("")
+            .replace("lock_lease = \"2s\"", "lock_lease = \"20s\"")
+            .replace("wait_timeout = \"5s\"", "wait_timeout = \"25s\"")
+            .replace("timeout = \"300ms\"", "timeout = \"5s\"");
+        // The leader takes the lock; the token server holds its fetch.
+        let hold = rig.tokens.hold_next();
+        let leader = rig.broker_with(&config, &rig.env());
+        let leader = tokio::spawn(async move { leader.token("api").await });
+        testkit::wait_until("the leader's fetch arrives", Duration::from_secs(5), || async { rig.tokens.calls() == 1 })
+            .await
+            .unwrap();
+        // Its lease runs out (a paused process, a slow network) and another
+        // instance takes the lock and stores a newer token.
+        let lock = rig.stored_keys().await.into_iter().find(|k| k.ends_with(":lock")).expect("the leader's lock");
+        assert!(rig.upstash.redis_pexpire(&lock, 1).await);
+        testkit::wait_until("the lease runs out", Duration::from_secs(5), || async {
+            rig.upstash.redis_get(&lock).await.is_none()
+        })
+        .await
+        .unwrap();
+        let newer = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
+        assert_eq!(newer.outcome(), Outcome::Fetched);
+
+        // The old leader's fetch completes: it may use its token, but never store it.
+        hold.release();
+        let late = leader.await.unwrap().unwrap();
+        assert_ne!(late.expose(), newer.expose());
+        let cold = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
+        assert_eq!((cold.expose(), cold.outcome()), (newer.expose(), Outcome::Store), "the store kept the newer token");
+        assert_eq!(rig.tokens.calls(), 2);
     })
     .await;
 }

@@ -331,16 +331,27 @@ impl Broker {
             Ok(token) => {
                 let entry = Entry::new(token, fetched_at, cache);
                 let ttl = entry.ttl(SystemTime::now());
-                if let Err(err) = store.put_token(&slot.keys, &entry.to_bytes(), ttl, owner).await {
-                    tracing::warn!(upstream, error = %err, "could not store the new token; other instances will fetch their own");
+                match store.put_token(&slot.keys, &entry.to_bytes(), ttl, owner).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        upstream,
+                        "the refresh lock's lease ran out during the fetch; not storing this token over a newer one"
+                    ),
+                    Err(err) => tracing::warn!(
+                        upstream,
+                        error = %err,
+                        "could not store the new token; other instances will fetch their own"
+                    ),
                 }
                 Ok((entry, Outcome::Fetched))
             }
             Err(err) => {
                 let shared = SharedFailure { code: err.code().to_owned(), reason: reason_of(&err) };
                 let value = serde_json::to_string(&shared).unwrap_or_default();
-                if let Err(e) = store.put_failure(&slot.keys, &value, cache.failure_cooldown, owner).await {
-                    tracing::warn!(upstream, error = %e, "could not share the token failure");
+                match store.put_failure(&slot.keys, &value, cache.failure_cooldown, owner).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(upstream, "the refresh lock's lease ran out; not sharing the failure"),
+                    Err(e) => tracing::warn!(upstream, error = %e, "could not share the token failure"),
                 }
                 Err(err)
             }

@@ -25,9 +25,9 @@ pub use summary::{Summary, UpstreamSummary};
 
 use crate::error::{Error, MissingVar, Result};
 use crate::param::Param;
-use crate::token::Source;
 use crate::token::json::{Body, Expiry, JsonEndpoint, Template};
 use crate::token::oauth2::{ClientAuth, ClientCredentials};
+use crate::token::{Source, retry};
 use raw::{BodyFormat, RawConfig, RawParam, RawToken, RawUpstream};
 
 /// The config file used when `TOKENRELAY_CONFIG` is not set.
@@ -130,6 +130,9 @@ impl Config {
         }
         let upstreams: BTreeMap<_, _> =
             raw.upstreams.into_iter().filter_map(|(name, u)| b.upstream(&name, u).map(|u| (name, u))).collect();
+        for u in upstreams.values() {
+            b.lease_outlives_fetch(&cache, u);
+        }
         if !b.problems.is_empty() {
             return Err(Error::ConfigInvalid { file, problems: b.problems });
         }
@@ -197,6 +200,28 @@ impl Builder<'_> {
             ));
         }
         settings
+    }
+
+    /// The refresh lock must outlast the longest fetch its holder can make:
+    /// else the lease runs out mid-fetch, a second instance fetches too, and
+    /// the first one's write is refused (see the fenced write in `store`).
+    fn lease_outlives_fetch(&mut self, cache: &CacheSettings, u: &Upstream) {
+        let Some(timeout) = u.source.timeout() else { return };
+        let worst = retry::worst_case(timeout);
+        if cache.lock_lease < worst {
+            self.problem(
+                &u.name,
+                "token.timeout",
+                format_args!(
+                    "cache.lock_lease ({}) is shorter than the worst-case token fetch, {} attempts × token.timeout ({}) + {} backoff = {}: raise cache.lock_lease or lower token.timeout",
+                    humantime::format_duration(cache.lock_lease),
+                    retry::ATTEMPTS,
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(retry::max_backoff()),
+                    humantime::format_duration(worst),
+                ),
+            );
+        }
     }
 
     fn upstream(&mut self, name: &str, raw: RawUpstream) -> Option<Upstream> {

@@ -110,6 +110,21 @@ fn wait_timeout_must_outlive_the_lock_lease() {
 }
 
 #[test]
+fn lock_lease_must_outlast_the_worst_case_token_fetch() {
+    // 3 attempts × 10s + 200ms + 400ms backoff = 30.6s.
+    let text = format!("[cache]\nlock_lease = \"30s\"\nwait_timeout = \"40s\"\n{GETTY}timeout = \"10s\"\n");
+    let p = problems(&text, &env());
+    assert_eq!(
+        p,
+        [
+            "upstream \"getty\": token.timeout: cache.lock_lease (30s) is shorter than the worst-case token fetch, 3 attempts × token.timeout (10s) + 600ms backoff = 30s 600ms: raise cache.lock_lease or lower token.timeout"
+        ]
+    );
+    let fits = text.replace("lock_lease = \"30s\"", "lock_lease = \"31s\"");
+    Config::parse(&fits, "tokenrelay.toml", &env()).unwrap();
+}
+
+#[test]
 fn json_source_builds_its_body_from_env_references() {
     let text = r#"
 [upstreams.custom]

@@ -140,18 +140,22 @@ impl Backend for LocalStore {
         .await
     }
 
-    async fn set_and_unlock(
+    async fn set_fenced(
         &self,
         key: &str,
         value: &str,
         ttl: Duration,
         lock: &str,
         owner: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
+        // Under the file lock, with expired entries (an expired lease) already gone.
         self.run(move |e| {
-            e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
-            delete_if(e, &lock, &owner);
+            let held = delete_if(e, &lock, &owner);
+            if held {
+                e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
+            }
+            held
         })
         .await
     }
@@ -210,7 +214,8 @@ mod tests {
     #[tokio::test]
     async fn entries_expire() {
         let s = temp_store("expire");
-        s.set_and_unlock("k", "v", Duration::from_millis(50), "lock", "me").await.unwrap();
+        assert!(s.lock_and_read("lock", "me", Duration::from_secs(5), &[]).await.unwrap().0);
+        assert!(s.set_fenced("k", "v", Duration::from_millis(50), "lock", "me").await.unwrap());
         assert_eq!(s.mget(&["k"]).await.unwrap(), vec![Some("v".to_owned())]);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.mget(&["k"]).await.unwrap(), vec![None]);
@@ -227,6 +232,24 @@ mod tests {
         let (won, values) = s.lock_and_read("lock", "b", lease, &["k"]).await.unwrap();
         assert!(won);
         assert_eq!(values, vec![None]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_lease_ran_out_never_overwrites_the_new_holder() {
+        let s = temp_store("fence");
+        assert!(s.lock_and_read("lock", "old", Duration::from_millis(1), &[]).await.unwrap().0);
+        // The old holder's lease runs out; the next caller takes the lock and stores.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !s.lock_and_read("lock", "new", Duration::from_secs(5), &[]).await.unwrap().0 {
+            assert!(std::time::Instant::now() < deadline, "the 1 ms lease never expired");
+        }
+        assert!(s.set_fenced("k", "newer", Duration::from_secs(60), "lock", "new").await.unwrap());
+        assert!(!s.set_fenced("k", "older", Duration::from_secs(60), "lock", "old").await.unwrap());
+        assert_eq!(s.mget(&["k", "lock"]).await.unwrap(), vec![Some("newer".to_owned()), None]);
+        // Nor while the new holder still holds the lock.
+        assert!(s.lock_and_read("lock", "third", Duration::from_secs(5), &[]).await.unwrap().0);
+        assert!(!s.set_fenced("k", "older", Duration::from_secs(60), "lock", "old").await.unwrap());
+        assert_eq!(s.mget(&["k", "lock"]).await.unwrap(), vec![Some("newer".to_owned()), Some("third".to_owned())]);
     }
 
     #[tokio::test]

@@ -82,15 +82,18 @@ pub(crate) trait Backend {
         keys: &[&str],
     ) -> Result<(bool, Vec<Option<String>>), StoreError>;
 
-    /// Stores `value` under `key` for `ttl` and releases `lock` if `owner` holds it.
-    async fn set_and_unlock(
+    /// Fenced write: only while `owner` still holds `lock`, stores `value`
+    /// under `key` for `ttl` and releases the lock; returns whether it did.
+    /// A writer whose lease ran out (another instance may hold the lock and
+    /// have stored a newer value) writes nothing.
+    async fn set_fenced(
         &self,
         key: &str,
         value: &str,
         ttl: Duration,
         lock: &str,
         owner: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Counts one hit on `key` in a fixed window that starts with the first
     /// hit and lasts `window`; returns the hits so far and the time left.
@@ -239,27 +242,29 @@ impl Store {
         Ok((won, self.state(keys, values)))
     }
 
-    /// Seals and stores a new token for `ttl`, releasing the lock `owner` holds.
+    /// Seals and stores a new token for `ttl` and releases the lock, only
+    /// while `owner` still holds it; returns whether it was stored.
     pub(crate) async fn put_token(
         &self,
         keys: &TokenKeys,
         plain: &[u8],
         ttl: Duration,
         owner: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sealed = self.sealer.seal(&keys.token, plain);
-        on_backend!(self, b => b.set_and_unlock(&keys.token, &sealed, ttl, &keys.lock, owner))
+        on_backend!(self, b => b.set_fenced(&keys.token, &sealed, ttl, &keys.lock, owner))
     }
 
-    /// Shares a token endpoint failure for `ttl`, releasing the lock `owner` holds.
+    /// Shares a token endpoint failure for `ttl` and releases the lock, only
+    /// while `owner` still holds it; returns whether it was shared.
     pub(crate) async fn put_failure(
         &self,
         keys: &TokenKeys,
         failure: &str,
         ttl: Duration,
         owner: &str,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, b => b.set_and_unlock(&keys.failure, failure, ttl, &keys.lock, owner))
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.set_fenced(&keys.failure, failure, ttl, &keys.lock, owner))
     }
 
     /// Releases the lock if `owner` still holds it.

@@ -21,6 +21,15 @@ use super::{Backend, StoreError};
 const DELETE_IF_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Fenced write: sets KEYS[1] to ARGV[1] for ARGV[2] ms and deletes the lock
+/// KEYS[2], only while the lock still holds the owner ARGV[3]; returns 1 if so.
+/// The owner check and the write are one script, so no other instance can take
+/// the lock between them (Redis runs a script atomically).
+const SET_FENCED_SCRIPT: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+redis.call('DEL', KEYS[2]) \
+return 1";
+
 /// Fixed-window counter: increments KEYS[1], starts its window of ARGV[1] ms
 /// on the first hit (or if it somehow lost its expiry), returns {count, ms left}.
 const INCR_WINDOW_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1]) \
@@ -116,19 +125,15 @@ impl Backend for UpstashClient {
         Ok((won, strings(values, keys.len())?))
     }
 
-    async fn set_and_unlock(
+    async fn set_fenced(
         &self,
         key: &str,
         value: &str,
         ttl: Duration,
         lock: &str,
         owner: &str,
-    ) -> Result<(), StoreError> {
-        let ttl = millis(ttl);
-        let replies = self
-            .pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]])
-            .await?;
-        replies.into_iter().try_for_each(|r| r.map(drop))
+    ) -> Result<bool, StoreError> {
+        Ok(self.command(&["EVAL", SET_FENCED_SCRIPT, "2", key, lock, value, &millis(ttl), owner]).await? == 1)
     }
 
     async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {

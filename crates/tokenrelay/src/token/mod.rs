@@ -141,6 +141,15 @@ impl Source {
         }
     }
 
+    /// The time limit of one exchange (`None` for static keys, which make none).
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        match self {
+            Source::OAuth2(s) => Some(s.timeout),
+            Source::Json(s) => Some(s.timeout),
+            Source::Static(_) => None,
+        }
+    }
+
     /// Performs one exchange with the token endpoint.
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
         match self {
