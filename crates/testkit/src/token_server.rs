@@ -28,6 +28,19 @@ pub enum ExpiresIn {
     String,
     /// No `expires_in` field at all (it is only RECOMMENDED by RFC 6749).
     Omitted,
+    /// This JSON text as `expires_in`, and as `expires_at` on the JSON route:
+    /// for expiries that are past, absurd or malformed.
+    Raw(&'static str),
+}
+
+impl ExpiresIn {
+    /// The [`Raw`](Self::Raw) value, parsed.
+    fn raw(self) -> Option<Json> {
+        match self {
+            ExpiresIn::Raw(text) => Some(serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))),
+            _ => None,
+        }
+    }
 }
 
 /// What the token server expects and how it answers.
@@ -374,6 +387,7 @@ async fn oauth2_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
         ExpiresIn::Number => body["expires_in"] = json!(lifetime.as_secs()),
         ExpiresIn::String => body["expires_in"] = json!(lifetime.as_secs().to_string()),
         ExpiresIn::Omitted => {}
+        ExpiresIn::Raw(_) => body["expires_in"] = config.expires_in.raw().unwrap_or_default(),
     }
     (StatusCode::OK, no_store(), axum::Json(body)).into_response()
 }
@@ -410,7 +424,7 @@ async fn custom_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
     }
     let expires_at =
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(config.lifetime).as_secs();
-    let mut data = json!({ "expires_at": expires_at });
+    let mut data = json!({ "expires_at": config.expires_in.raw().unwrap_or_else(|| json!(expires_at)) });
     if let Answer::Token = answer {
         data["token"] = Json::String(state.ledger.issue(config.lifetime));
     }

@@ -317,6 +317,49 @@ async fn garbage_and_tokenless_responses_are_invalid_not_retried() {
 }
 
 #[tokio::test]
+async fn tokens_that_arrive_expired_or_with_absurd_expiry_are_invalid_never_served() {
+    bounded(async {
+        let cases = [
+            ("0", "\"expires_in\" says the token has already expired"),
+            ("1e300", "\"expires_in\" is out of range"),
+            ("1.7e12", "\"expires_in\" is more than 10 years away (milliseconds where seconds are due?)"),
+            ("-30", "\"expires_in\" is not a number of seconds"),
+        ];
+        for (raw, reason) in cases {
+            let rig =
+                Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).expires_in(ExpiresIn::Raw(raw))).await;
+            let err = rig.broker().token("api").await.unwrap_err();
+            assert_eq!(err.code(), "token_response_invalid", "expires_in {raw}: {err}");
+            assert_eq!(err.to_string(), format!("upstream \"api\": invalid token response: {reason}"));
+            assert_eq!(rig.tokens.calls(), 1, "not retried");
+            assert!(
+                !rig.stored_keys().await.iter().any(|k| !k.ends_with(":failure")),
+                "nothing but the failure stored"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_expires_at_in_the_past_or_out_of_range_is_invalid_never_a_panic() {
+    bounded(async {
+        for (raw, reason) in [
+            ("1700000000", "/data/expires_at says the token has already expired"),
+            ("1e300", "/data/expires_at is out of range"),
+            ("\"1999-01-01T00:00:00Z\"", "/data/expires_at says the token has already expired"),
+        ] {
+            let rig =
+                Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).expires_in(ExpiresIn::Raw(raw))).await;
+            let err = rig.broker_with(&json_config(&rig), &rig.env()).token("custom").await.unwrap_err();
+            assert_eq!(err.code(), "token_response_invalid", "expires_at {raw}: {err}");
+            assert_eq!(err.to_string(), format!("upstream \"custom\": invalid token response: {reason}"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn oauth_errors_and_bad_credentials_are_rejections() {
     bounded(async {
         let rig = Rig::default().await;
@@ -401,20 +444,7 @@ async fn basic_auth_is_the_default() {
 async fn json_source_reads_token_and_absolute_expiry_by_pointer() {
     bounded(async {
         let rig = Rig::default().await;
-        let config = format!(
-            r#"
-[upstreams.custom]
-base_url = "https://api.example.com"
-[upstreams.custom.token]
-type = "json"
-url = "{}"
-token_pointer = "/data/token"
-expires_at_pointer = "/data/expires_at"
-body = {{ key = {{ env = "API_CLIENT_ID" }}, secret = {{ env = "API_CLIENT_SECRET" }} }}
-"#,
-            rig.tokens.custom_url()
-        );
-        let token = rig.broker_with(&config, &rig.env()).token("custom").await.unwrap();
+        let token = rig.broker_with(&json_config(&rig), &rig.env()).token("custom").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(token.expires_at().unwrap() > std::time::SystemTime::now() + Duration::from_secs(1700));
     })
@@ -463,4 +493,21 @@ async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
         let _ = std::fs::remove_dir_all(dir);
     })
     .await;
+}
+
+/// A `json` source on the token server's JSON route.
+fn json_config(rig: &Rig) -> String {
+    format!(
+        r#"
+[upstreams.custom]
+base_url = "https://api.example.com"
+[upstreams.custom.token]
+type = "json"
+url = "{}"
+token_pointer = "/data/token"
+expires_at_pointer = "/data/expires_at"
+body = {{ key = {{ env = "API_CLIENT_ID" }}, secret = {{ env = "API_CLIENT_SECRET" }} }}
+"#,
+        rig.tokens.custom_url()
+    )
 }

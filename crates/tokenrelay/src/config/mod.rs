@@ -49,6 +49,9 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(25);
 /// After a failed refresh, callers fail fast for this long instead of
 /// hammering the token endpoint.
 pub const DEFAULT_FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
+/// Upper bound of every `[cache]` duration: far beyond any sensible value,
+/// and small enough that deadlines computed from it never overflow.
+const MAX_CACHE_DURATION: Duration = Duration::from_secs(31_557_600); // 1 year, as humantime counts it
 /// Timeout of one shared-store call; past it the broker degrades.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Timeout of one token endpoint request.
@@ -190,6 +193,20 @@ impl Builder<'_> {
             wait_timeout: c.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
             failure_cooldown: c.failure_cooldown.unwrap_or(DEFAULT_FAILURE_COOLDOWN),
         };
+        let durations = [
+            ("safety_margin", settings.safety_margin),
+            ("refresh_window", settings.refresh_window),
+            ("lock_lease", settings.lock_lease),
+            ("wait_timeout", settings.wait_timeout),
+            ("failure_cooldown", settings.failure_cooldown),
+        ];
+        for (field, d) in durations.into_iter().filter(|(_, d)| *d > MAX_CACHE_DURATION) {
+            self.problems.push(format!(
+                "cache.{field}: must be at most {} (got {})",
+                humantime::format_duration(MAX_CACHE_DURATION),
+                humantime::format_duration(d)
+            ));
+        }
         if settings.lock_lease.is_zero() {
             self.problems.push("cache.lock_lease: must be greater than zero".to_owned());
         }

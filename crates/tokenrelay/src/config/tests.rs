@@ -125,6 +125,14 @@ fn lock_lease_must_outlast_the_worst_case_token_fetch() {
 }
 
 #[test]
+fn absurd_cache_durations_are_refused_not_overflowed() {
+    let text = format!("[cache]\nfailure_cooldown = \"500000000000y\"\n{GETTY}");
+    let p = problems(&text, &env());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("cache.failure_cooldown: must be at most 1year (got 500000000000years)"), "{}", p[0]);
+}
+
+#[test]
 fn json_source_builds_its_body_from_env_references() {
     let text = r#"
 [upstreams.custom]

@@ -1,7 +1,7 @@
 //! A custom JSON token endpoint: any method, URL, headers and body built from
 //! env references, with JSON pointers (RFC 6901) to the token and its expiry.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use url::Url;
@@ -128,20 +128,22 @@ impl JsonEndpoint {
             Expiry::In(ptr) | Expiry::At(ptr) => doc.pointer(ptr).filter(|v| !v.is_null()).map(|v| (ptr, v)),
         };
         let Some((ptr, value)) = found else {
-            return self
+            let lifetime = self
                 .default_lifetime
-                .map(|d| SystemTime::now() + d)
-                .ok_or_else(|| "the response gives no expiry and no token.default_lifetime is configured".to_owned());
+                .ok_or_else(|| "the response gives no expiry and no token.default_lifetime is configured".to_owned())?;
+            return response::usable("token.default_lifetime", SystemTime::now().checked_add(lifetime));
         };
-        let seconds = Seconds::of(value);
-        match (&self.expiry, seconds) {
-            (Expiry::In(_), Some(s)) => Ok(response::expires_in(s)),
-            (Expiry::At(_), Some(s)) => Ok(UNIX_EPOCH + Duration::from_secs_f64(s.min(u64::MAX as f64 / 2.0))),
-            (Expiry::At(_), None) => value
-                .as_str()
-                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-                .ok_or_else(|| format!("{ptr} is neither Unix seconds nor an RFC 3339 date")),
-            _ => Err(format!("{ptr} is not a number of seconds")),
-        }
+        let expires_at = match (&self.expiry, Seconds::of(value)) {
+            (Expiry::In(_), Some(s)) => response::after(s),
+            (Expiry::At(_), Some(s)) => response::unix(s),
+            (Expiry::At(_), None) => Some(
+                value
+                    .as_str()
+                    .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                    .ok_or_else(|| format!("{ptr} is neither Unix seconds nor an RFC 3339 date"))?,
+            ),
+            _ => return Err(format!("{ptr} is not a number of seconds")),
+        };
+        response::usable(ptr, expires_at)
     }
 }

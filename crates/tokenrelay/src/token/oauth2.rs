@@ -97,16 +97,19 @@ impl ClientCredentials {
                 let secs = s
                     .value()
                     .ok_or_else(|| response::invalid(upstream, "\"expires_in\" is not a number of seconds"))?;
-                response::expires_in(secs)
+                response::usable("\"expires_in\"", response::after(secs))
             }
-            (None, Some(lifetime)) => SystemTime::now() + lifetime,
+            (None, Some(lifetime)) => {
+                response::usable("token.default_lifetime", SystemTime::now().checked_add(lifetime))
+            }
             (None, None) => {
                 return Err(response::invalid(
                     upstream,
                     "no \"expires_in\" in the response and no token.default_lifetime configured",
                 ));
             }
-        };
+        }
+        .map_err(|reason| response::invalid(upstream, reason))?;
         Ok(Token::new(access_token, Some(expires_at)))
     }
 }

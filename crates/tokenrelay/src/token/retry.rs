@@ -23,7 +23,7 @@ pub(crate) fn max_backoff() -> Duration {
 
 /// The longest [`fetch`] takes when every attempt runs into `timeout`.
 pub(crate) fn worst_case(timeout: Duration) -> Duration {
-    timeout * ATTEMPTS + max_backoff()
+    timeout.saturating_mul(ATTEMPTS).saturating_add(max_backoff())
 }
 
 /// Fetches a token, retrying transient failures up to [`ATTEMPTS`] times.
