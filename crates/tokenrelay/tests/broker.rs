@@ -222,6 +222,58 @@ async fn raw_value_in_redis_is_sealed_and_keyed_without_secrets() {
 }
 
 #[tokio::test]
+async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
+    bounded(async {
+        let rig = Rig::default().await;
+        // Production and preview: one config, one store, one encryption key,
+        // but the same variable names hold other values.
+        let production = rig.broker_with(&json_config(&rig), &rig.env());
+        assert_eq!(production.token("custom").await.unwrap().outcome(), Outcome::Fetched);
+        let preview_env = rig.env_with(&[("API_CLIENT_ID", "preview-client")]);
+        let preview = rig.broker_with(&json_config(&rig), &preview_env).token("custom").await;
+        assert_eq!(preview.unwrap_err().code(), "token_rejected", "preview asked for its own token");
+        assert_eq!(rig.tokens.calls(), 2);
+
+        // Extra parameters are part of what a token is minted for, too.
+        let with = |resource: &str| {
+            rig.config("").replace(
+                "timeout = \"300ms\"",
+                &format!("timeout = \"300ms\"\nextra = {{ resource = \"{resource}\" }}"),
+            )
+        };
+        assert_eq!(
+            rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(),
+            Outcome::Fetched
+        );
+        assert_eq!(
+            rig.broker_with(&with("videos"), &rig.env()).token("api").await.unwrap().outcome(),
+            Outcome::Fetched
+        );
+        assert_eq!(rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(), Outcome::Store);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cache_keys_are_keyed_by_the_encryption_key() {
+    bounded(async {
+        let rig = Rig::default().await;
+        rig.broker().token("api").await.unwrap();
+        let other_key = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
+        rig.broker_with(&rig.config(""), &other_key).token("api").await.unwrap();
+        let tokens: Vec<String> = rig.stored_keys().await.into_iter().filter(|k| !k.ends_with(":lock")).collect();
+        assert_eq!(tokens.len(), 2, "same credentials, other key: another name, not a guessable hash: {tokens:?}");
+
+        // Without an encryption key, names are keyed by the Upstash token.
+        let plain = rig.config("").replace("[cache]", "[store]\nallow_unencrypted = true\n\n[cache]");
+        let unencrypted = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "")]);
+        rig.broker_with(&plain, &unencrypted).token("api").await.unwrap();
+        assert_eq!(rig.stored_keys().await.len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn remote_store_without_an_encryption_key_is_refused_unless_opted_out() {
     bounded(async {
         let rig = Rig::default().await;

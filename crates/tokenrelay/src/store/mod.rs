@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
+use keys::KeyNamer;
 pub(crate) use keys::TokenKeys;
 use local::LocalStore;
 use seal::Sealer;
@@ -120,6 +121,7 @@ macro_rules! on_backend {
 pub(crate) struct Store {
     backend: Backends,
     sealer: Sealer,
+    namer: KeyNamer,
 }
 
 /// One upstream's shared state as the store holds it.
@@ -160,9 +162,12 @@ impl Store {
         let token = env
             .get(token_var)
             .ok_or_else(|| missing(token_var, &format!("the shared store, since {url_var} is set")))?;
-        let sealer = match env.get(ENCRYPTION_KEY_VAR) {
-            Some(key) => sealer_from(key)?,
-            None if settings.allow_unencrypted => Sealer::Plain,
+        let (sealer, namer) = match env.get(ENCRYPTION_KEY_VAR) {
+            Some(key) => keyed(key)?,
+            // Without an encryption key, names are keyed by the Upstash token:
+            // only who can read the database (and so its plaintext tokens) can
+            // test guesses of a client id against them.
+            None if settings.allow_unencrypted => (Sealer::Plain, KeyNamer::new(token.as_bytes())),
             None => {
                 return Err(missing(
                     ENCRYPTION_KEY_VAR,
@@ -171,7 +176,7 @@ impl Store {
             }
         };
         let client = UpstashClient::new(url, SecretString::from(token.to_owned()), http, settings.timeout);
-        Ok(Store { backend: Backends::Upstash(client), sealer })
+        Ok(Store { backend: Backends::Upstash(client), sealer, namer })
     }
 
     fn local(env: &Env) -> Result<Store> {
@@ -180,21 +185,21 @@ impl Store {
             name: LOCAL_STORE_VAR.to_owned(),
             reason: format!("cannot use {}: {e}", dir.display()),
         })?;
-        let sealer = match env.get(ENCRYPTION_KEY_VAR) {
-            Some(key) => sealer_from(key)?,
+        let (sealer, namer) = match env.get(ENCRYPTION_KEY_VAR) {
+            Some(key) => keyed(key)?,
             None => {
                 let key = local.key().map_err(|e| Error::InvalidEnv {
                     name: LOCAL_STORE_VAR.to_owned(),
                     reason: format!("cannot create the local key in {}: {e}", dir.display()),
                 })?;
-                sealer_from(&key)?
+                keyed(&key)?
             }
         };
         static SAID: Once = Once::new();
         SAID.call_once(|| {
             tracing::info!(dir = %dir.display(), "no Upstash database configured (UPSTASH_REDIS_REST_URL or KV_REST_API_URL): using the local file store, shared by processes on this machine only");
         });
-        Ok(Store { backend: Backends::Local(local), sealer })
+        Ok(Store { backend: Backends::Local(local), sealer, namer })
     }
 
     /// Whether other machines share this store.
@@ -213,12 +218,12 @@ impl Store {
 
     /// The keys of `upstream`'s token state; `identity` names its credentials.
     pub(crate) fn token_keys(&self, upstream: &str, identity: &str) -> TokenKeys {
-        TokenKeys::new(upstream, identity)
+        self.namer.token_keys(upstream, identity)
     }
 
     /// The rate counter key of `client` on `upstream`.
     pub(crate) fn rate_key(&self, upstream: &str, client: &str) -> String {
-        keys::rate(upstream, client)
+        self.namer.rate(upstream, client)
     }
 
     /// Reads the token and the shared failure, in one round trip.
@@ -299,8 +304,11 @@ impl Store {
     }
 }
 
-fn sealer_from(key: &str) -> Result<Sealer> {
-    Sealer::from_base64(key).map_err(|reason| Error::InvalidEnv { name: ENCRYPTION_KEY_VAR.to_owned(), reason })
+/// The sealer and key namer of a base64 encryption key.
+fn keyed(key: &str) -> Result<(Sealer, KeyNamer)> {
+    let key =
+        seal::decode_key(key).map_err(|reason| Error::InvalidEnv { name: ENCRYPTION_KEY_VAR.to_owned(), reason })?;
+    Ok((Sealer::new(&key), KeyNamer::new(&key)))
 }
 
 #[cfg(test)]

@@ -71,10 +71,16 @@ impl Template {
 }
 
 impl JsonEndpoint {
+    /// What the token is minted for: the request as sent, with the resolved
+    /// values (see [`Source::identity`](super::Source::identity)).
     pub(crate) fn identity(&self) -> String {
-        // The env var names, not their values: the key must never derive from a secret.
-        let names: Vec<String> = self.params().iter().map(|p| p.describe()).collect();
-        format!("json\n{}\n{}\n{}", self.method, self.url, names.join(","))
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        let body = match &self.body {
+            Some(Body::Json(t)) => t.render(),
+            Some(Body::Form(fields)) => fields.iter().map(|(k, v)| Value::from([k.as_str(), v.expose()])).collect(),
+            None => Value::Null,
+        };
+        serde_json::json!(["json", self.method.as_str(), self.url.as_str(), headers, body]).to_string()
     }
 
     pub(crate) fn params(&self) -> Vec<&Param> {

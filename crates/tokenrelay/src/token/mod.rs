@@ -131,8 +131,11 @@ impl Source {
         !matches!(self, Source::Static(_))
     }
 
-    /// Non-secret facts that identify the credentials, hashed into the cache key
-    /// so that changing client id or scope never serves a token minted for the old ones.
+    /// What identifies the credentials a token is minted for: token URL,
+    /// client id, scope, audience and extra parameters (for `json` sources,
+    /// the request with its resolved values). It may hold secrets: the store
+    /// only ever keeps a keyed hash of it, so that a change of credentials
+    /// (or another deployment's) never serves a token minted for others.
     pub(crate) fn identity(&self) -> String {
         match self {
             Source::OAuth2(s) => s.identity(),

@@ -46,14 +46,11 @@ struct TokenResponse {
 }
 
 impl ClientCredentials {
+    /// What the token is minted for (see [`Source::identity`](super::Source::identity)).
     pub(crate) fn identity(&self) -> String {
-        format!(
-            "oauth2\n{}\n{}\n{}\n{}",
-            self.url,
-            self.client_id.expose(),
-            self.scope.as_deref().unwrap_or(""),
-            self.audience.as_deref().unwrap_or("")
-        )
+        let extra: Vec<(&str, &str)> = self.extra.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        serde_json::json!(["oauth2", self.url.as_str(), self.client_id.expose(), self.scope, self.audience, extra])
+            .to_string()
     }
 
     pub(crate) fn secrets(&self) -> Vec<&str> {
