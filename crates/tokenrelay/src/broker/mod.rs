@@ -8,7 +8,9 @@
 //!    all instances fetches it: an in-process guard plus a distributed lock
 //!    (`SET NX PX` with an owner value, released by compare-and-delete). The
 //!    others wait, with jittered backoff and a bound, for the new token; a
-//!    crashed holder's lock simply expires.
+//!    crashed holder's lock simply expires. The new token is written only
+//!    while its fetcher still holds the lock (a fenced write), so a holder
+//!    whose lease ran out never overwrites a newer token.
 //!
 //! If the store fails, the broker fetches directly and logs a warning; the
 //! next rotation tries the store again. If the token endpoint fails, the
