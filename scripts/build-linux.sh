@@ -26,7 +26,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=${TARGET:-x86_64-unknown-linux-gnu}
-TARGET_DIR=target/glibc-2.17
 
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64) host=x64 ;;
@@ -64,22 +63,34 @@ export "CXX_${triple_env}=$toolchain/bin/$TARGET-g++"
 export "AR_${triple_env}=$toolchain/bin/$TARGET-ar"
 export "RANLIB_${triple_env}=$toolchain/bin/$TARGET-ranlib"
 export PATH="$toolchain/bin:$PATH"
+# scripts/glibc-floor.mjs reads the binaries with the toolchain's objdump, which knows the target's ELF.
+export OBJDUMP="$toolchain/bin/$TARGET-objdump"
 
+# The executables a `cargo build --message-format json` run linked, one per line.
+executables() {
+  node -e 'for (const line of require("fs").readFileSync(0, "utf8").split("\n")) {
+    const m = line ? JSON.parse(line) : {};
+    if (m.reason === "compiler-artifact" && m.executable) console.log(m.executable);
+  }'
+}
+
+# Absolute: napi-derive writes the type definitions under it from rustc, whose
+# working directory is the workspace root, not the addon's.
+target_dir="$PWD/target/glibc-2.17"
 case "${1:-}" in
   addon)
     (cd crates/tokenrelay-node &&
       ../../node_modules/.bin/napi build --platform --release --esm --js binding.js --dts binding.d.ts \
-        --target "$TARGET" --target-dir "../../$TARGET_DIR")
+        --target "$TARGET" --target-dir "$target_dir")
     built=(crates/tokenrelay-node/tokenrelay.*.node)
     ;;
   bin)
     shift
     [ $# -gt 0 ] || { echo "build-linux.sh bin: name the package, e.g. bin -p tokenrelay-netlify" >&2; exit 2; }
-    # The binaries cargo links, one per line: the JSON messages of artefacts with an executable.
-    mapfile -t built < <(cargo build --release --locked --target "$TARGET" --target-dir "$TARGET_DIR" \
-      --message-format json-render-diagnostics "$@" |
-      node -e 'for (const l of require("fs").readFileSync(0, "utf8").split("\n")) {
-        const m = l && JSON.parse(l); if (m.reason === "compiler-artifact" && m.executable) console.log(m.executable) }')
+    mkdir -p "$target_dir"
+    cargo build --release --locked --target "$TARGET" --target-dir "$target_dir" \
+      --message-format json-render-diagnostics "$@" >"$target_dir/build-linux.json"
+    mapfile -t built < <(executables <"$target_dir/build-linux.json")
     ;;
   *)
     echo "usage: scripts/build-linux.sh addon | bin CARGO_BUILD_ARGS..." >&2

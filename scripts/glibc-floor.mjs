@@ -1,6 +1,7 @@
 // The newest glibc symbol version a Linux binary needs, read from its dynamic
-// symbol table (`objdump -T`): a binary needing GLIBC_2.28 does not start
-// where only glibc 2.17 is installed (ld.so: "version `GLIBC_2.28' not found").
+// symbol table (`objdump -T`; $OBJDUMP for another architecture's binaries): a
+// binary needing GLIBC_2.28 does not start where only glibc 2.17 is installed
+// (ld.so: "version `GLIBC_2.28' not found").
 // Netlify's and Vercel's build images and AWS Lambda run older glibc than a
 // current desktop, so the packages' Linux binaries are held to FLOOR.
 //
@@ -34,7 +35,7 @@ export function compareVersions(a, b) {
  * @returns {string[]}
  */
 export function glibcVersions(file) {
-  const table = execFileSync("objdump", ["-T", file], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  const table = execFileSync(process.env.OBJDUMP || "objdump", ["-T", file], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
   const found = new Set([...table.matchAll(/\bGLIBC_(\d+(?:\.\d+)+)\b/g)].map((m) => m[1]));
   return [...found].sort(compareVersions);
 }

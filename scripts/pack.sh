@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Packs what a release publishes, as a user would get it, into target/packages/:
+#   tokenrelay-<v>.tgz                   the npm package: JS loader, types, CLI; no binary
+#   tokenrelay-linux-x64-gnu-<v>.tgz     its platform package: the one .node binary
+#   netlify-plugin-tokenrelay-<v>.tgz    the Netlify build plugin
+#   tokenrelay-<v>.crate                 the core crate
+# Needs the release addon from `scripts/build-linux.sh addon`. Only linux-x64-gnu is
+# built on this machine; the release workflow (.github/workflows/release.yml) packs
+# every platform. tests/js/packed-install.test.mjs installs these outside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/packages
+version=$(node -p 'require("./crates/tokenrelay-node/package.json").version')
+rm -rf "$out"
+mkdir -p "$out"
+
+# napi's own copy step fills npm/linux-x64-gnu with the binary. `napi artifacts`
+# insists on every target in package.json, so it is given a config naming the one
+# built here (the release workflow runs it with all of them).
+echo '{ "binaryName": "tokenrelay", "targets": ["x86_64-unknown-linux-gnu"] }' >"$out/napi-linux-x64-gnu.json"
+(cd crates/tokenrelay-node && ../../node_modules/.bin/napi artifacts --config-path "../../$out/napi-linux-x64-gnu.json" --output-dir .)
+
+for dir in crates/tokenrelay-node crates/tokenrelay-node/npm/linux-x64-gnu netlify/plugins/tokenrelay; do
+  (cd "$dir" && npm pack --silent --pack-destination "$OLDPWD/$out" >/dev/null)
+done
+
+# --no-verify: verifying would compile the crate and all its dependencies once more
+# in debug, a few minutes, for what `cargo build --workspace` already compiles from
+# the same sources and lock file; the packed-install test checks the archive's contents.
+cargo package -p tokenrelay --locked --no-verify --allow-dirty --quiet
+cp "target/package/tokenrelay-$version.crate" "$out/"
+
+ls -l "$out"
