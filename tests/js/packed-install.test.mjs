@@ -277,4 +277,18 @@ describe("installed from the tarballs into a site outside the checkout, with no 
     assert.match(output, /tokenrelay: dist: 1 file\(s\) scanned for \d+ secret\(s\), none found/);
     await assertNoSecret(output);
   });
+
+  test("without the platform package, the plugin still loads and fails the build naming the platform", TEST, async () => {
+    // As if installed with --omit=optional: the main package is there, its binary is not.
+    rmSync(path.join(site, "node_modules", "tokenrelay-linux-x64-gnu"), { recursive: true });
+    const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
+    assert.notEqual(status, 0, output);
+    assert.match(output, /In "onPreBuild" event in "netlify-plugin-tokenrelay" from netlify\.toml and package\.json/);
+    assert.match(
+      output,
+      /tokenrelay could not load its native addon: tokenrelay has no native binary that loads on linux-x64-gnu \(Node v[\d.]+\)\. Its binary comes in the optional dependency tokenrelay-linux-x64-gnu/,
+    );
+    assert.match(output, /\[unsupported_platform\]/);
+    assert.doesNotMatch(output, /build: rendered/);
+  });
 });
