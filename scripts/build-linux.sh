@@ -9,9 +9,10 @@
 # Both link with the same toolchain: napi-rs's prebuilt gcc cross toolchain with a
 # glibc 2.17 sysroot (rust-cross/manylinux-cross, published on npm as
 # @napi-rs/cross-toolchain-<host>-target-<arch>), fetched once with `npm pack` into
-# target/cross-toolchain/. Both use one target directory (target/glibc-2.17), so the
-# relay binary reuses the dependencies the addon compiled. Every binary built is
-# then checked by scripts/glibc-floor.mjs.
+# target/cross-toolchain/. Both use one target directory (target/glibc-2.17), so a
+# binary reuses the dependencies the addon compiled with the same features (the
+# Netlify function after the addon: 43 crates compiled, 155 for the addon from cold).
+# Every binary built is then checked by scripts/glibc-floor.mjs.
 #
 # Why not `napi build --use-napi-cross`, which uses the same toolchain? Its
 # download step needs @napi-rs/lzma, whose native binary requires Node 22, and it
