@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: tests start their own redis-server on a free loopback port
-# (they only need the binary), and the browser test drives Debian's Chromium
+# (they only need the binary), the browser test drives Debian's Chromium
 # (Playwright's own browser download cannot work offline).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# scripts/build-linux.sh unpacks its toolchain with xz; scripts/glibc-floor.mjs reads binaries with objdump.
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v objdump >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
