@@ -19,7 +19,11 @@ mkdir -p "$out"
 # insists on every target in package.json, so it is given a config naming the one
 # built here (the release workflow runs it with all of them).
 echo '{ "binaryName": "tokenrelay", "targets": ["x86_64-unknown-linux-gnu"] }' >"$out/napi-linux-x64-gnu.json"
-(cd crates/tokenrelay-node && ../../node_modules/.bin/napi artifacts --config-path "../../$out/napi-linux-x64-gnu.json" --output-dir .)
+# Then napi's pre-publish checks, without publishing, that the platform package is
+# ready (the release publishes through it: the main package's prepublishOnly).
+(cd crates/tokenrelay-node &&
+  ../../node_modules/.bin/napi artifacts --config-path "../../$out/napi-linux-x64-gnu.json" --output-dir . &&
+  ../../node_modules/.bin/napi pre-publish --config-path "../../$out/napi-linux-x64-gnu.json" -t npm --no-gh-release --dry-run)
 
 for dir in crates/tokenrelay-node crates/tokenrelay-node/npm/linux-x64-gnu netlify/plugins/tokenrelay; do
   (cd "$dir" && npm pack --silent --pack-destination "$OLDPWD/$out" >/dev/null)
