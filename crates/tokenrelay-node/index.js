@@ -100,13 +100,17 @@ async function loadBinding() {
     return await import("./binding.js");
   } catch (cause) {
     const pkg = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8"));
-    const built = (pkg.napi?.targets ?? []).join(", ");
+    const platform = platformName();
+    const published = Object.keys(pkg.optionalDependencies ?? {}).map((name) => name.slice(`${pkg.name}-`.length));
+    const fix = published.includes(platform)
+      ? `Its binary comes in the optional dependency ${pkg.name}-${platform}: reinstall without omitting optional ` +
+        "dependencies (no --no-optional, --omit=optional or --ignore-optional), with the lock file made on any platform."
+      : `Binaries are published for: ${published.join(", ")}. On another platform, build one with ` +
+        "`npm run build:release` in the package's source directory (crates/tokenrelay-node; needs a Rust toolchain).";
     const err = new TokenrelayError(
       "unsupported_platform",
-      `tokenrelay has no native binary that loads on ${platformName()} (Node ${process.version}). ` +
-        `Binaries are built for: ${built}. Build one for this machine with ` +
-        "`npx napi build --platform --release --esm --js binding.js --dts binding.d.ts` in the package directory " +
-        "(needs a Rust toolchain), or set NAPI_RS_NATIVE_LIBRARY_PATH to a tokenrelay .node file built for it.",
+      `tokenrelay has no native binary that loads on ${platform} (Node ${process.version}). ${fix} ` +
+        "NAPI_RS_NATIVE_LIBRARY_PATH may also point at a tokenrelay .node file built for it.",
     );
     err.cause = cause;
     throw err;

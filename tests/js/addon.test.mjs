@@ -416,7 +416,7 @@ describe("loading", () => {
     const { code, message } = JSON.parse(out);
     assert.equal(code, "unsupported_platform");
     assert.match(message, /^tokenrelay has no native binary that loads on linux-riscv64-(gnu|musl) \(Node v\d+/);
-    assert.match(message, /Binaries are built for: x86_64-unknown-linux-gnu, /);
+    assert.match(message, /Binaries are published for: linux-x64-gnu, linux-arm64-gnu, darwin-x64, darwin-arm64, win32-x64-msvc\./);
   });
 });
 

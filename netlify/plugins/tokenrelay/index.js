@@ -8,8 +8,6 @@
 
 import path from "node:path";
 
-import { prefetch, scanForLeaks } from "tokenrelay";
-
 /**
  * @typedef {object} Inputs
  * @property {string[]} [upstreams]
@@ -45,6 +43,8 @@ const FIXES = {
   token_unavailable:
     "Check the token endpoint's URL in tokenrelay.toml and that it is up, then retry the deploy. If its tokens are shorter than the build, lower the buildMargin input.",
   scan_failed: "Check that the publish directory exists and is readable.",
+  unsupported_platform:
+    "Install tokenrelay with its optional dependencies (not `npm install --no-optional` or `--omit=optional`), on a platform it has a binary for.",
 };
 
 /** Variables holding this build's tokens, for the leak scan (plugin events share one process). */
@@ -62,6 +62,23 @@ function failure(err, doing) {
   return `tokenrelay could not ${doing}: ${e.message} [${e.code ?? "internal"}]${fix ? `\n${fix}` : ""}`;
 }
 
+/**
+ * The tokenrelay package, imported on first use rather than when Netlify loads
+ * the plugin: where its native binary is missing (an unsupported platform,
+ * optional dependencies left out), the build then fails with the package's
+ * `unsupported_platform` message, which names the platform, instead of
+ * crashing while the plugin loads.
+ * @param {Utils} utils
+ * @returns {Promise<typeof import("tokenrelay")>}
+ */
+async function tokenrelay(utils) {
+  try {
+    return await import("tokenrelay");
+  } catch (err) {
+    return utils.build.failBuild(failure(err, "load its native addon"));
+  }
+}
+
 /** @param {import("tokenrelay").PrefetchedToken} t */
 function describe(t) {
   const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key, no expiry";
@@ -73,6 +90,7 @@ function describe(t) {
  * @param {EventOptions} options
  */
 async function provideTokens({ inputs, netlifyConfig, utils }) {
+  const { prefetch } = await tokenrelay(utils);
   let report;
   try {
     report = await prefetch({
@@ -110,6 +128,7 @@ export async function onPostBuild({ inputs, constants, utils }) {
   if (inputs.scanPublishDir === false) return;
   const publishDir = path.resolve(constants.PUBLISH_DIR);
   const shown = path.relative(process.cwd(), publishDir) || ".";
+  const { scanForLeaks } = await tokenrelay(utils);
   let report;
   try {
     report = await scanForLeaks(publishDir, { configPath: inputs.configPath, tokenVars: exposed });
