@@ -69,10 +69,15 @@ function describe(t) {
 }
 
 /**
- * Prefetches the tokens and exposes those asked for to the rest of the build.
+ * Prefetches the tokens and exposes those asked for to the rest of the build
+ * through `process.env`: @netlify/build hands a plugin's environment changes
+ * to the build command and later plugins. Never through
+ * `netlifyConfig.build.environment`: that is a config mutation, which
+ * @netlify/build saves into the deployed `netlify.toml` (and prints with
+ * `--debug`).
  * @param {EventOptions} options
  */
-async function provideTokens({ inputs, netlifyConfig, utils }) {
+async function provideTokens({ inputs, utils }) {
   let report;
   try {
     report = await prefetch({
@@ -85,11 +90,7 @@ async function provideTokens({ inputs, netlifyConfig, utils }) {
   } catch (err) {
     return utils.build.failBuild(failure(err, "prepare the build's tokens"));
   }
-  for (const [name, value] of Object.entries(report.env)) {
-    // netlifyConfig for the build command and later plugins, process.env for this process.
-    netlifyConfig.build.environment[name] = value;
-    process.env[name] = value;
-  }
+  for (const [name, value] of Object.entries(report.env)) process.env[name] = value;
   exposed = Object.keys(report.env);
   const store = report.sharedStore
     ? `shared store warmed: ${report.store}`
@@ -100,7 +101,19 @@ async function provideTokens({ inputs, netlifyConfig, utils }) {
 }
 
 export const onPreBuild = provideTokens;
-export const onPreDev = provideTokens;
+
+/**
+ * `provideTokens` for `netlify dev`, whose framework server gets only
+ * `netlifyConfig.build.environment`, not the plugin's `process.env`
+ * (netlify-cli, `devCommand` in dist/utils/run-build.js). The mutation is
+ * safe there: the dev timeline has no step that saves the config, and
+ * @netlify/build never prints `build.environment` values.
+ * @param {EventOptions} options
+ */
+export async function onPreDev(options) {
+  await provideTokens(options);
+  for (const name of exposed) options.netlifyConfig.build.environment[name] = /** @type {string} */ (process.env[name]);
+}
 
 /**
  * Fails the build if the publish directory holds any token or secret.
