@@ -104,8 +104,8 @@ async function apiAccepts(token) {
 }
 
 describe("tokenrelay prefetch", () => {
-  test("prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr", TEST, async () => {
-    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--env-var", "getty=GETTY_TOKEN"]);
+  test("--print prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr", TEST, async () => {
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--print", "--env-var", "getty=GETTY_TOKEN"]);
     assert.equal(status, 0, stderr);
     const match = /^GETTY_TOKEN=(\S+)\n$/.exec(stdout);
     assert.ok(match, stdout);
@@ -158,17 +158,29 @@ describe("tokenrelay prefetch", () => {
     assertNoSecret(stderr, [wrong]);
   });
 
+  test("without --print no token is printed, though stdout is a pipe (a CI log)", TEST, async () => {
+    const { status, stdout, stderr } = await tokenrelay(["prefetch"]);
+    assert.equal(status, 0, stderr);
+    assert.equal(stdout, "");
+    assert.match(stderr, /^tokenrelay: getty: valid until \S+Z \((fetched|store)\), as TOKENRELAY_GETTY_TOKEN$/m);
+    assert.match(stderr, /^tokenrelay: tokens ready, none printed \(--print writes NAME=value lines on stdout\)$/m);
+    assert.doesNotMatch(stdout + stderr, /TOKENRELAY_GETTY_TOKEN=/);
+  });
+
   // util-linux `script` gives the command a terminal as its stdout.
   const hasScript = spawnSync("script", ["--version"]).status === 0;
-  test("refuses to print tokens to a terminal", { ...TEST, skip: !hasScript && "needs util-linux script" }, async () => {
+  test("without --print no token is printed to a terminal either", { ...TEST, skip: !hasScript && "needs util-linux script" }, async () => {
     const { status, stdout } = await run("script", ["-qec", `${process.execPath} ${BIN} prefetch`, "/dev/null"]);
-    assert.equal(status, 2, stdout);
-    assert.match(stdout, /refusing to print tokens to a terminal: redirect stdout/);
+    assert.equal(status, 0, stdout);
+    assert.match(stdout, /tokens ready, none printed/);
     assert.doesNotMatch(stdout, /TOKENRELAY_GETTY_TOKEN=/);
   });
 
   test("usage mistakes exit 2 with the usage", TEST, async () => {
-    const mistakes = [["prefetch", "--env-var", "nope"], ["prefetch", "--bogus"], ["prefetch", "--"], ["prefetch", "--scan", "out"], ["launch"], []];
+    const mistakes = [
+      ["prefetch", "--env-var", "nope"], ["prefetch", "--bogus"], ["prefetch", "--"], ["prefetch", "--scan", "out"],
+      ["prefetch", "--print", "--write-env-file", "x.env"], ["prefetch", "--print", "--", "true"], ["launch"], [],
+    ];
     for (const args of mistakes) {
       const { status, stderr } = await tokenrelay(args);
       assert.equal(status, 2, `${args}: ${stderr}`);
