@@ -246,8 +246,8 @@ describe("check", () => {
     const [u] = summary.upstreams;
     assert.deepEqual([u.name, u.tokenSource, u.tokenUrl], ["getty", "oauth2_client_credentials", api.tokenUrl]);
     assert.deepEqual(u.credentials, [
-      { field: "client_id", value: "$GETTY_API_KEY (redacted)" },
-      { field: "client_secret", value: "$GETTY_API_SECRET (redacted)" },
+      { field: "token.client_id", value: "$GETTY_API_KEY (redacted)" },
+      { field: "token.client_secret", value: "$GETTY_API_SECRET (redacted)" },
     ]);
     assertNoSecret(JSON.stringify(summary));
     assert.ok(!JSON.stringify(summary).includes(CLIENT.clientId));
@@ -386,7 +386,7 @@ describe("scanForLeaks", () => {
         ["debug.txt", "store", "UPSTASH_REDIS_REST_TOKEN"],
       ],
     );
-    assert.equal(report.leaks[1].secret, '$GETTY_API_SECRET (credential of upstream "getty")');
+    assert.equal(report.leaks[1].secret, '$GETTY_API_SECRET (token.client_secret of upstream "getty")');
     assert.equal(report.filesScanned, 5);
     // BUILD_TOKEN, GETTY_API_KEY, GETTY_API_SECRET, UPSTASH_REDIS_REST_TOKEN, TOKENRELAY_ENCRYPTION_KEY
     assert.equal(report.secretsScanned, 5);

@@ -193,11 +193,31 @@ describe("tokenrelay check and scan", () => {
   test("check prints the config with secrets replaced by variable names; --json the same as data", TEST, async () => {
     const human = await tokenrelay(["check"]);
     assert.equal(human.status, 0, human.stderr);
-    assert.match(human.stdout, /^ {2}client_secret = \$GETTY_API_SECRET \(redacted\)$/m);
+    assert.match(human.stdout, /^ {2}token\.client_secret = \$GETTY_API_SECRET \(redacted\)$/m);
     assert.match(human.stdout, /\nok\n$/);
     assertNoSecret(human.stdout);
     const json = await tokenrelay(["check", "--json"]);
     assert.equal(JSON.parse(json.stdout).upstreams[0].credentials[1].value, "$GETTY_API_SECRET (redacted)");
+  });
+
+  test("check lists every credential of a json source (headers and body) and of the relay's headers", TEST, async () => {
+    const config = path.join(site, "json.toml");
+    writeFileSync(
+      config,
+      `[upstreams.maps]\nbase_url = "${api.apiUrl}"\n\n[upstreams.maps.token]\ntype = "json"\nurl = "${api.tokenUrl}"\n` +
+        `headers = { X-Client = { env = "GETTY_API_KEY" } }\nbody = { auth = { secret = { env = "GETTY_API_SECRET" } }, grant = "key" }\n` +
+        `token_pointer = "/access_token"\ndefault_lifetime = "10m"\n\n` +
+        `[upstreams.maps.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "MAPS_RELAY_KEY" } }\n`,
+    );
+    const { status, stdout, stderr } = await tokenrelay(["check", "--config", config], { MAPS_RELAY_KEY: "relay-key-7c1d-secret" });
+    assert.equal(status, 0, stderr);
+    const listed = stdout.split("\n").filter((l) => l.startsWith("  token.") || l.startsWith("  relay."));
+    assert.deepEqual(listed, [
+      "  token.headers.X-Client = $GETTY_API_KEY (redacted)",
+      "  token.body.auth.secret = $GETTY_API_SECRET (redacted)",
+      "  relay.headers.api-key = $MAPS_RELAY_KEY (redacted)",
+    ]);
+    assertNoSecret(stdout, ["relay-key-7c1d-secret"]);
   });
 
   test("scan exits 1 naming file and variable when the output holds a secret, 0 when clean", TEST, async () => {

@@ -80,7 +80,7 @@ pub struct Leak {
     pub kind: String,
     /// The environment variable whose value was found.
     pub variable: String,
-    /// A description for messages, e.g. `$API_SECRET (credential of upstream "getty")`.
+    /// A description for messages, e.g. `$API_SECRET (token.client_secret of upstream "getty")`.
     pub secret: String,
 }
 
@@ -117,7 +117,7 @@ fn secrets(site: &Site, config: &Config, token_vars: &[String]) -> Vec<Secret> {
     let credentials = config
         .secret_vars()
         .into_iter()
-        .map(|v| ("credential", v.name.clone(), format!("${} (credential of upstream \"{}\")", v.name, v.upstream)));
+        .map(|v| ("credential", v.name.clone(), format!("${} ({} of upstream \"{}\")", v.name, v.field, v.upstream)));
     let store = [UPSTASH_VARS.1, VERCEL_KV_VARS.1, ENCRYPTION_KEY_VAR]
         .into_iter()
         .map(|v| ("store", v.to_owned(), format!("${v} (shared store)")));

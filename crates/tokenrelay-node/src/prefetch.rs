@@ -194,7 +194,7 @@ pub(crate) fn name_credentials(broker: &Broker, upstream: &str, err: tokenrelay:
         .config()
         .secret_vars()
         .into_iter()
-        .filter(|v| v.upstream == upstream)
+        .filter(|v| v.upstream == upstream && v.is_token_credential())
         .map(|v| format!("${}", v.name))
         .collect();
     let e = AddonError::from(err);
