@@ -12,7 +12,7 @@ import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -283,10 +283,30 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     const { status, output } = await netlifyBuild(dir, env);
     assert.notEqual(status, 0, output);
     assert.match(output, /build: rendered 3 images/);
-    assert.match(output, /tokenrelay: the publish directory holds secrets, so it must not be deployed:\s+- dist\/assets\/app\.js contains the token in \$GETTY_TOKEN/);
+    assert.match(output, /tokenrelay: the build output holds secrets, so it must not be deployed:\s+- dist\/assets\/app\.js contains the token in \$GETTY_TOKEN/);
     assert.match(output, /In "onPostBuild" event/);
     assert.ok(existsSync(path.join(dir, "dist", "assets", "app.js")));
     assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+
+  test("a token bundled into a function fails the build: the functions output is scanned too", TEST, async () => {
+    const dir = fixtureSite();
+    const env = siteEnv(dir, { LEAK_FUNCTION: "1" });
+    const { status, output } = await netlifyBuild(dir, env);
+    assert.notEqual(status, 0, output);
+    assert.ok(existsSync(path.join(dir, ".netlify", "functions", "leak.zip")), output);
+    assert.match(output, /- \.netlify\/functions\/leak\.zip contains the token in \$GETTY_TOKEN/);
+    assert.doesNotMatch(output, /- dist\//);
+    assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+
+  test("a link in the publish directory to a file outside it fails the build, naming both", TEST, async () => {
+    const dir = fixtureSite();
+    writeFileSync(path.join(dir, "build.mjs"), readFileSync(path.join(dir, "build.mjs"), "utf8") + 'import { symlinkSync } from "node:fs";\nsymlinkSync("../../.env", "dist/assets/env.txt");\n');
+    writeFileSync(path.join(dir, ".env"), "NOTHING_SECRET=1\n");
+    const { status, output } = await netlifyBuild(dir, siteEnv(dir));
+    assert.notEqual(status, 0, output);
+    assert.match(output, new RegExp(`- dist/assets/env\\.txt links outside dist, to ${realpathSync(path.join(dir, ".env")).replaceAll(".", "\\.")}`));
   });
 
   test("netlify dev gets the same token from onPreDev, for local development to match a build", TEST, async () => {

@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -233,5 +233,12 @@ describe("tokenrelay check and scan", () => {
     assert.equal(leaky.status, 1);
     assert.match(leaky.stderr, /^tokenrelay: out\/bundle\.js contains the token in \$BUILD_TOKEN$/m);
     assertNoSecret(leaky.stderr, ["tok_cli_0123456789"]);
+
+    rmSync(path.join(out, "bundle.js"));
+    symlinkSync(path.join(site, "tokenrelay.toml"), path.join(out, "config.toml"));
+    const linked = await tokenrelay(["scan", "out"]);
+    assert.equal(linked.status, 1, linked.stderr);
+    assert.match(linked.stderr, /^tokenrelay: out\/config\.toml links outside out, to \/.*tokenrelay\.toml$/m);
+    assert.match(linked.stderr, /0 leak\(s\), 1 link\(s\) outside; remove the secrets and links from the output$/m);
   });
 });

@@ -27,7 +27,9 @@ const USAGE = `usage:
       Validates the config and store settings; prints them with secrets redacted.
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
-      an upstream credential or a store secret; names file and variable only.
+      an upstream credential or a store secret (also escaped, base64-encoded
+      or compressed), or if a symbolic link under DIR points outside it;
+      names file and variable only.
 
 common options:
   --config PATH   the config file (default: $TOKENRELAY_CONFIG or ./tokenrelay.toml)
@@ -181,7 +183,7 @@ async function runScan(args) {
 }
 
 /**
- * Scans `dir`; 1 when it holds a secret, else 0.
+ * Scans `dir`; 1 when it holds a secret or a link out of it, else 0.
  * @param {string} dir
  * @param {import("../index.d.ts").ScanOptions} options
  */
@@ -190,12 +192,16 @@ async function scan(dir, options) {
   for (const leak of report.leaks) {
     process.stderr.write(`tokenrelay: ${dir}/${leak.file} contains ${leak.secret}\n`);
   }
+  for (const link of report.outsideLinks) {
+    process.stderr.write(`tokenrelay: ${dir}/${link.file} links outside ${dir}, to ${link.target}\n`);
+  }
   if (report.tooShort.length > 0) {
     process.stderr.write(`tokenrelay: not searched (under 8 characters): ${report.tooShort.join(", ")}\n`);
   }
   const summary = `scanned ${report.filesScanned} file(s) for ${report.secretsScanned} secret(s)`;
-  if (report.leaks.length > 0) {
-    process.stderr.write(`tokenrelay: ${summary}: ${report.leaks.length} leak(s); remove the secrets from the output\n`);
+  if (report.leaks.length > 0 || report.outsideLinks.length > 0) {
+    const found = `${report.leaks.length} leak(s), ${report.outsideLinks.length} link(s) outside`;
+    process.stderr.write(`tokenrelay: ${summary}: ${found}; remove the secrets and links from the output\n`);
     return 1;
   }
   process.stderr.write(`tokenrelay: ${summary}: none found\n`);

@@ -95,6 +95,7 @@ pub async fn prefetch(options: PrefetchOptions) -> Result<PrefetchReport, AddonE
     };
     for (upstream, result) in plan.upstreams.iter().zip(results) {
         let token = result.map_err(|e| name_credentials(&broker, upstream, e))?;
+        crate::issued::remember(upstream, "prefetch", &token);
         let env_var = plan.env_vars.get(upstream).cloned();
         if let Some(name) = &env_var {
             report.env.insert(name.clone(), token.expose().to_owned());

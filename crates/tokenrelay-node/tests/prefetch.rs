@@ -201,8 +201,9 @@ async fn the_scan_finds_the_prefetched_token_in_the_output_by_its_variable() {
             ..ScanOptions::default()
         };
         let scan = scan_for_leaks("public".into(), options).await.unwrap();
-        let found: Vec<(&str, &str)> = scan.leaks.iter().map(|l| (l.file.as_str(), l.variable.as_str())).collect();
-        assert_eq!(found, [("js/page.js", "TOKENRELAY_GETTY_TOKEN")]);
+        let found: Vec<(&str, Option<&str>)> =
+            scan.leaks.iter().map(|l| (l.file.as_str(), l.variable.as_deref())).collect();
+        assert_eq!(found, [("js/page.js", Some("TOKENRELAY_GETTY_TOKEN"))]);
         assert_eq!(scan.leaks[0].secret, "the token in $TOKENRELAY_GETTY_TOKEN");
     })
     .await;

@@ -6,6 +6,7 @@
 // maps Netlify's events, inputs and utils onto it. Inputs: manifest.yml.
 // Runs on Node 20 (locally) and 22+ (Netlify's build image): plain ESM.
 
+import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { prefetch, scanForLeaks } from "tokenrelay";
@@ -26,7 +27,7 @@ import { prefetch, scanForLeaks } from "tokenrelay";
  * @typedef {object} EventOptions
  * @property {Inputs} inputs
  * @property {{ build: { environment: Record<string, string> } }} netlifyConfig
- * @property {{ PUBLISH_DIR: string }} constants
+ * @property {{ PUBLISH_DIR: string, FUNCTIONS_DIST?: string }} constants
  * @property {Utils} utils
  */
 
@@ -45,6 +46,8 @@ const FIXES = {
   token_unavailable:
     "Check the token endpoint's URL in tokenrelay.toml and that it is up, then retry the deploy. If its tokens are shorter than the build, lower the buildMargin input.",
   scan_failed: "Check that the publish directory exists and is readable.",
+  scan_too_large:
+    "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
 };
 
 /** Variables holding this build's tokens, for the leak scan (plugin events share one process). */
@@ -116,35 +119,49 @@ export async function onPreDev(options) {
 }
 
 /**
- * Fails the build if the publish directory holds any token or secret.
+ * Fails the build if the publish directory or the bundled functions hold any
+ * token or secret, or a symbolic link out of the directory.
  * @param {EventOptions} options
  */
 export async function onPostBuild({ inputs, constants, utils }) {
   if (inputs.scanPublishDir === false) return;
-  const publishDir = path.resolve(constants.PUBLISH_DIR);
-  const shown = path.relative(process.cwd(), publishDir) || ".";
-  let report;
-  try {
-    report = await scanForLeaks(publishDir, { configPath: inputs.configPath, tokenVars: exposed });
-  } catch (err) {
-    return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+  // The functions directory exists only when the site has functions.
+  const dirs = [constants.PUBLISH_DIR, ...(constants.FUNCTIONS_DIST && existsSync(constants.FUNCTIONS_DIST) ? [constants.FUNCTIONS_DIST] : [])];
+  const problems = [];
+  const scanned = [];
+  const short = new Set();
+  for (const dir of dirs) {
+    const absolute = path.resolve(dir);
+    const shown = path.relative(process.cwd(), absolute) || ".";
+    let report;
+    try {
+      report = await scanForLeaks(absolute, { configPath: inputs.configPath, tokenVars: exposed });
+    } catch (err) {
+      return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+    }
+    problems.push(
+      ...report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`),
+      ...report.outsideLinks.map((l) => `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`),
+    );
+    scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
+    for (const name of report.tooShort) short.add(name);
   }
-  if (report.leaks.length > 0) {
-    const found = report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`);
+  if (problems.length > 0) {
     return utils.build.failBuild(
       [
-        `tokenrelay: the publish directory holds secrets, so it must not be deployed:`,
-        ...found,
-        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles.",
+        `tokenrelay: the build output holds secrets, so it must not be deployed:`,
+        ...problems,
+        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles; and publish no link to files outside the output.",
       ].join("\n"),
     );
   }
-  const scanned = `${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s), none found`;
-  const short = report.tooShort.length > 0 ? [`not searched (under 8 characters): ${report.tooShort.join(", ")}`] : [];
-  console.log(`tokenrelay: ${scanned}`);
+  const lines = scanned.map((s) => `${s}, none found`);
+  const notSearched = short.size > 0 ? [`not searched (under 8 characters): ${[...short].join(", ")}`] : [];
+  for (const line of lines) console.log(`tokenrelay: ${line}`);
+  const shownPublish = path.relative(process.cwd(), path.resolve(constants.PUBLISH_DIR)) || ".";
   utils.status.show({
     title: "tokenrelay",
-    summary: `${prepared.summary}; no secret in ${shown}`,
-    text: [...prepared.lines, scanned, ...short].join("\n"),
+    summary: `${prepared.summary}; no secret in ${shownPublish}`,
+    text: [...prepared.lines, ...lines, ...notSearched].join("\n"),
   });
 }
