@@ -6,6 +6,7 @@ export type {
   CheckSummary,
   Credential,
   Leak,
+  OutsideLink,
   PrefetchedToken,
   PrefetchOptions,
   PrefetchReport,
