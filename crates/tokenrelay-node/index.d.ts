@@ -6,6 +6,7 @@ export type {
   CheckSummary,
   Credential,
   Leak,
+  OutsideLink,
   PrefetchedToken,
   PrefetchOptions,
   PrefetchReport,
@@ -38,6 +39,8 @@ export type ErrorCode =
   | "invalid_options"
   /** The leak scan could not read the directory or a file in it. */
   | "scan_failed"
+  /** The leak scan would read more than its `maxBytes` (decompressed content counted); names the file reached. */
+  | "scan_too_large"
   /** No native binary loads on this platform (thrown when the package is imported). */
   | "unsupported_platform";
 

@@ -24,6 +24,7 @@ export const ERROR_CODES = Object.freeze([
   "token_unavailable",
   "invalid_options",
   "scan_failed",
+  "scan_too_large",
   "unsupported_platform",
 ]);
 

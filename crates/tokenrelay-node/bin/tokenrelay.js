@@ -9,12 +9,13 @@ import { parseArgs } from "node:util";
 import { check, prefetch, scanForLeaks, TokenrelayError } from "../index.js";
 
 const USAGE = `usage:
-  tokenrelay prefetch [options] [--write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
+  tokenrelay prefetch [options] [--print | --write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
       Fetches (or reuses) the tokens through the shared store, each valid for
-      at least the build margin, then either prints NAME=value lines on stdout
-      (e.g. >> "$GITHUB_ENV"), writes them to PATH (mode 600), or runs COMMAND
-      with them in its environment. (Not --env-file: Node 20 takes that flag
-      as its own wherever it appears.)
+      at least the build margin, then runs COMMAND with them in its
+      environment, writes them to PATH (mode 600), or, only with --print,
+      prints NAME=value lines on stdout (e.g. >> "$GITHUB_ENV"). With none of
+      these it only warms the store: CI logs are often public. (Not
+      --env-file: Node 20 takes that flag as its own wherever it appears.)
         --upstream NAME          only this upstream (repeatable; default: all)
         --env-var UPSTREAM=NAME  the variable of UPSTREAM's token (repeatable;
                                  default: TOKENRELAY_<UPSTREAM>_TOKEN for each)
@@ -26,7 +27,9 @@ const USAGE = `usage:
       Validates the config and store settings; prints them with secrets redacted.
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
-      an upstream credential or a store secret; names file and variable only.
+      an upstream credential or a store secret (also escaped, base64-encoded
+      or compressed), or if a symbolic link under DIR points outside it;
+      names file and variable only.
 
 common options:
   --config PATH   the config file (default: $TOKENRELAY_CONFIG or ./tokenrelay.toml)
@@ -71,20 +74,16 @@ async function runPrefetch(args) {
     "env-var": { type: "string", multiple: true },
     "build-margin": { type: "string" },
     "no-warm-store": { type: "boolean" },
+    print: { type: "boolean" },
     "write-env-file": { type: "string" },
     scan: { type: "string" },
   });
   const { values } = parsing(() => parseArgs({ args: own, options, strict: true }));
   if (values.help) return usage();
   if (split !== -1 && command.length === 0) throw new UsageError("nothing to run after --");
-  if (values["write-env-file"] && command.length > 0) throw new UsageError("use either --write-env-file or -- COMMAND, not both");
+  const outputs = [values.print && "--print", values["write-env-file"] && "--write-env-file", command.length > 0 && "-- COMMAND"];
+  if (outputs.filter(Boolean).length > 1) throw new UsageError(`use one of ${outputs.filter(Boolean).join(", ")}, not several`);
   if (values.scan && command.length === 0) throw new UsageError("--scan needs a -- COMMAND whose output it scans");
-  const toStdout = !values["write-env-file"] && command.length === 0;
-  if (toStdout && process.stdout.isTTY) {
-    throw new UsageError(
-      'refusing to print tokens to a terminal: redirect stdout (e.g. >> "$GITHUB_ENV"), or use --write-env-file or -- COMMAND',
-    );
-  }
 
   /** @type {Record<string, string> | undefined} */
   let envVars;
@@ -111,6 +110,10 @@ async function runPrefetch(args) {
     const status = await runWith(command, report.env);
     if (status !== 0 || !values.scan) return status;
     return scan(values.scan, { ...site(values), env: report.env, tokenVars: Object.keys(report.env) });
+  }
+  if (!values.print && !values["write-env-file"]) {
+    process.stderr.write("tokenrelay: tokens ready, none printed (--print writes NAME=value lines on stdout)\n");
+    return 0;
   }
   const lines = Object.entries(report.env).map(([name, value]) => {
     // One variable per line is the whole format of $GITHUB_ENV and .env files.
@@ -180,7 +183,7 @@ async function runScan(args) {
 }
 
 /**
- * Scans `dir`; 1 when it holds a secret, else 0.
+ * Scans `dir`; 1 when it holds a secret or a link out of it, else 0.
  * @param {string} dir
  * @param {import("../index.d.ts").ScanOptions} options
  */
@@ -189,12 +192,16 @@ async function scan(dir, options) {
   for (const leak of report.leaks) {
     process.stderr.write(`tokenrelay: ${dir}/${leak.file} contains ${leak.secret}\n`);
   }
+  for (const link of report.outsideLinks) {
+    process.stderr.write(`tokenrelay: ${dir}/${link.file} links outside ${dir}, to ${link.target}\n`);
+  }
   if (report.tooShort.length > 0) {
     process.stderr.write(`tokenrelay: not searched (under 8 characters): ${report.tooShort.join(", ")}\n`);
   }
   const summary = `scanned ${report.filesScanned} file(s) for ${report.secretsScanned} secret(s)`;
-  if (report.leaks.length > 0) {
-    process.stderr.write(`tokenrelay: ${summary}: ${report.leaks.length} leak(s); remove the secrets from the output\n`);
+  if (report.leaks.length > 0 || report.outsideLinks.length > 0) {
+    const found = `${report.leaks.length} leak(s), ${report.outsideLinks.length} link(s) outside`;
+    process.stderr.write(`tokenrelay: ${summary}: ${found}; remove the secrets and links from the output\n`);
     return 1;
   }
   process.stderr.write(`tokenrelay: ${summary}: none found\n`);

@@ -24,6 +24,7 @@
 
 pub mod check;
 pub mod error;
+mod issued;
 pub mod leak_scan;
 pub mod prefetch;
 mod site;

@@ -6,6 +6,7 @@
 // maps Netlify's events, inputs and utils onto it. Inputs: manifest.yml.
 // Runs on Node 20 (locally) and 22+ (Netlify's build image): plain ESM.
 
+import { existsSync } from "node:fs";
 import path from "node:path";
 
 /**
@@ -24,7 +25,7 @@ import path from "node:path";
  * @typedef {object} EventOptions
  * @property {Inputs} inputs
  * @property {{ build: { environment: Record<string, string> } }} netlifyConfig
- * @property {{ PUBLISH_DIR: string }} constants
+ * @property {{ PUBLISH_DIR: string, FUNCTIONS_DIST?: string }} constants
  * @property {Utils} utils
  */
 
@@ -45,6 +46,8 @@ const FIXES = {
   scan_failed: "Check that the publish directory exists and is readable.",
   unsupported_platform:
     "Install tokenrelay with its optional dependencies (not `npm install --no-optional` or `--omit=optional`), on a platform it has a binary for.",
+  scan_too_large:
+    "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
 };
 
 /** Variables holding this build's tokens, for the leak scan (plugin events share one process). */
@@ -86,10 +89,15 @@ function describe(t) {
 }
 
 /**
- * Prefetches the tokens and exposes those asked for to the rest of the build.
+ * Prefetches the tokens and exposes those asked for to the rest of the build
+ * through `process.env`: @netlify/build hands a plugin's environment changes
+ * to the build command and later plugins. Never through
+ * `netlifyConfig.build.environment`: that is a config mutation, which
+ * @netlify/build saves into the deployed `netlify.toml` (and prints with
+ * `--debug`).
  * @param {EventOptions} options
  */
-async function provideTokens({ inputs, netlifyConfig, utils }) {
+async function provideTokens({ inputs, utils }) {
   const { prefetch } = await tokenrelay(utils);
   let report;
   try {
@@ -103,11 +111,7 @@ async function provideTokens({ inputs, netlifyConfig, utils }) {
   } catch (err) {
     return utils.build.failBuild(failure(err, "prepare the build's tokens"));
   }
-  for (const [name, value] of Object.entries(report.env)) {
-    // netlifyConfig for the build command and later plugins, process.env for this process.
-    netlifyConfig.build.environment[name] = value;
-    process.env[name] = value;
-  }
+  for (const [name, value] of Object.entries(report.env)) process.env[name] = value;
   exposed = Object.keys(report.env);
   const store = report.sharedStore
     ? `shared store warmed: ${report.store}`
@@ -118,39 +122,65 @@ async function provideTokens({ inputs, netlifyConfig, utils }) {
 }
 
 export const onPreBuild = provideTokens;
-export const onPreDev = provideTokens;
 
 /**
- * Fails the build if the publish directory holds any token or secret.
+ * `provideTokens` for `netlify dev`, whose framework server gets only
+ * `netlifyConfig.build.environment`, not the plugin's `process.env`
+ * (netlify-cli, `devCommand` in dist/utils/run-build.js). The mutation is
+ * safe there: the dev timeline has no step that saves the config, and
+ * @netlify/build never prints `build.environment` values.
+ * @param {EventOptions} options
+ */
+export async function onPreDev(options) {
+  await provideTokens(options);
+  for (const name of exposed) options.netlifyConfig.build.environment[name] = /** @type {string} */ (process.env[name]);
+}
+
+/**
+ * Fails the build if the publish directory or the bundled functions hold any
+ * token or secret, or a symbolic link out of the directory.
  * @param {EventOptions} options
  */
 export async function onPostBuild({ inputs, constants, utils }) {
   if (inputs.scanPublishDir === false) return;
-  const publishDir = path.resolve(constants.PUBLISH_DIR);
-  const shown = path.relative(process.cwd(), publishDir) || ".";
+  // The functions directory exists only when the site has functions.
+  const dirs = [constants.PUBLISH_DIR, ...(constants.FUNCTIONS_DIST && existsSync(constants.FUNCTIONS_DIST) ? [constants.FUNCTIONS_DIST] : [])];
   const { scanForLeaks } = await tokenrelay(utils);
-  let report;
-  try {
-    report = await scanForLeaks(publishDir, { configPath: inputs.configPath, tokenVars: exposed });
-  } catch (err) {
-    return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+  const problems = [];
+  const scanned = [];
+  const short = new Set();
+  for (const dir of dirs) {
+    const absolute = path.resolve(dir);
+    const shown = path.relative(process.cwd(), absolute) || ".";
+    let report;
+    try {
+      report = await scanForLeaks(absolute, { configPath: inputs.configPath, tokenVars: exposed });
+    } catch (err) {
+      return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+    }
+    problems.push(
+      ...report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`),
+      ...report.outsideLinks.map((l) => `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`),
+    );
+    scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
+    for (const name of report.tooShort) short.add(name);
   }
-  if (report.leaks.length > 0) {
-    const found = report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`);
+  if (problems.length > 0) {
     return utils.build.failBuild(
       [
-        `tokenrelay: the publish directory holds secrets, so it must not be deployed:`,
-        ...found,
-        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles.",
+        `tokenrelay: the build output holds secrets, so it must not be deployed:`,
+        ...problems,
+        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles; and publish no link to files outside the output.",
       ].join("\n"),
     );
   }
-  const scanned = `${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s), none found`;
-  const short = report.tooShort.length > 0 ? [`not searched (under 8 characters): ${report.tooShort.join(", ")}`] : [];
-  console.log(`tokenrelay: ${scanned}`);
+  const lines = scanned.map((s) => `${s}, none found`);
+  const notSearched = short.size > 0 ? [`not searched (under 8 characters): ${[...short].join(", ")}`] : [];
+  for (const line of lines) console.log(`tokenrelay: ${line}`);
+  const shownPublish = path.relative(process.cwd(), path.resolve(constants.PUBLISH_DIR)) || ".";
   utils.status.show({
     title: "tokenrelay",
-    summary: `${prepared.summary}; no secret in ${shown}`,
-    text: [...prepared.lines, scanned, ...short].join("\n"),
+    summary: `${prepared.summary}; no secret in ${shownPublish}`,
+    text: [...prepared.lines, ...lines, ...notSearched].join("\n"),
   });
 }

@@ -6,10 +6,10 @@
 //! [`Env`]. Every problem is reported at once, naming the file, the upstream
 //! and the field; every missing variable is listed at once.
 
+mod credentials;
 mod env;
 mod raw;
 pub(crate) mod relay;
-mod secret_vars;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -19,8 +19,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+pub use credentials::SecretVar;
 pub use env::Env;
-pub use secret_vars::SecretVar;
 pub use summary::{Summary, UpstreamSummary};
 
 use crate::error::{Error, MissingVar, Result};

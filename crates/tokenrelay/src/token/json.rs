@@ -7,7 +7,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::response::{self, Seconds};
-use super::{Failure, Token};
+use super::{Credential, Failure, Token};
 use crate::param::Param;
 
 /// A configured custom token endpoint.
@@ -60,12 +60,16 @@ impl Template {
         }
     }
 
-    fn params<'a>(&'a self, out: &mut Vec<&'a Param>) {
+    /// The values from the environment, named as the config builder names
+    /// them (`token.body.a.b`, `token.body.list[0]`).
+    fn credentials<'a>(&'a self, field: &str, out: &mut Vec<Credential<'a>>) {
         match self {
             Template::Literal(_) => {}
-            Template::Param(p) => out.push(p),
-            Template::Array(items) => items.iter().for_each(|t| t.params(out)),
-            Template::Object(fields) => fields.iter().for_each(|(_, t)| t.params(out)),
+            Template::Param(p) => out.push((field.to_owned(), p)),
+            Template::Array(items) => {
+                items.iter().enumerate().for_each(|(i, t)| t.credentials(&format!("{field}[{i}]"), out));
+            }
+            Template::Object(fields) => fields.iter().for_each(|(k, t)| t.credentials(&format!("{field}.{k}"), out)),
         }
     }
 }
@@ -83,18 +87,20 @@ impl JsonEndpoint {
         serde_json::json!(["json", self.method.as_str(), self.url.as_str(), headers, body]).to_string()
     }
 
-    pub(crate) fn params(&self) -> Vec<&Param> {
-        let mut out: Vec<&Param> = self.headers.iter().map(|(_, v)| v).collect();
+    /// Every credential (headers, then body), in config order (see [`Credential`]).
+    pub(crate) fn credentials(&self) -> Vec<Credential<'_>> {
+        let mut out: Vec<Credential<'_>> =
+            self.headers.iter().map(|(k, v)| (format!("token.headers.{k}"), v)).collect();
         match &self.body {
-            Some(Body::Json(t)) => t.params(&mut out),
-            Some(Body::Form(fields)) => out.extend(fields.iter().map(|(_, v)| v)),
+            Some(Body::Json(t)) => t.credentials("token.body", &mut out),
+            Some(Body::Form(fields)) => out.extend(fields.iter().map(|(k, v)| (format!("token.body.{k}"), v))),
             None => {}
         }
         out
     }
 
-    pub(crate) fn secrets(&self) -> Vec<&str> {
-        self.params().into_iter().filter_map(Param::secret).collect()
+    fn params(&self) -> Vec<&Param> {
+        self.credentials().into_iter().map(|(_, p)| p).collect()
     }
 
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
@@ -113,7 +119,7 @@ impl JsonEndpoint {
         };
         let (status, body) = response::send(req, self.timeout).await?;
         if !status.is_success() {
-            return Err(response::rejection(upstream, status, &body, &self.secrets()));
+            return Err(response::rejection(upstream, status, &body, &super::secrets(&self.credentials())));
         }
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|_| response::invalid(upstream, format!("HTTP {status} body is not JSON")))?;

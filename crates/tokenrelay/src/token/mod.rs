@@ -107,6 +107,17 @@ pub(crate) enum Source {
     Static(Param),
 }
 
+/// A configured value a token source sends to its endpoint, named by its
+/// field in the config (e.g. `token.client_secret`). Each source lists its
+/// own once ([`Source::credentials`]); summaries, secret variables and the
+/// scrubbing of rejections all derive from that list.
+pub(crate) type Credential<'a> = (String, &'a Param);
+
+/// The secret values among `credentials` (those read from the environment).
+pub(crate) fn secrets<'a>(credentials: &[Credential<'a>]) -> Vec<&'a str> {
+    credentials.iter().filter_map(|(_, p)| p.secret()).collect()
+}
+
 /// Why a single exchange failed: worth retrying, or final.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -129,6 +140,15 @@ impl Source {
     /// Whether tokens from this source expire and must be cached and rotated.
     pub(crate) fn rotates(&self) -> bool {
         !matches!(self, Source::Static(_))
+    }
+
+    /// Every credential this source sends, in config order.
+    pub(crate) fn credentials(&self) -> Vec<Credential<'_>> {
+        match self {
+            Source::OAuth2(s) => s.credentials(),
+            Source::Json(s) => s.credentials(),
+            Source::Static(key) => vec![("token.key".to_owned(), key)],
+        }
     }
 
     /// What identifies the credentials a token is minted for: token URL,

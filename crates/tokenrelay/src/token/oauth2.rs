@@ -11,7 +11,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::response::{self, Seconds};
-use super::{Failure, Token};
+use super::{Credential, Failure, Token};
 use crate::param::Param;
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
@@ -53,9 +53,14 @@ impl ClientCredentials {
             .to_string()
     }
 
-    pub(crate) fn secrets(&self) -> Vec<&str> {
-        let params = [&self.client_id, &self.client_secret].into_iter().chain(self.extra.iter().map(|(_, v)| v));
-        params.filter_map(Param::secret).collect()
+    /// Every credential, in config order (see [`Credential`]).
+    pub(crate) fn credentials(&self) -> Vec<Credential<'_>> {
+        let mut out = vec![
+            ("token.client_id".to_owned(), &self.client_id),
+            ("token.client_secret".to_owned(), &self.client_secret),
+        ];
+        out.extend(self.extra.iter().map(|(k, v)| (format!("token.extra.{k}"), v)));
+        out
     }
 
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
@@ -82,7 +87,7 @@ impl ClientCredentials {
         }
         let (status, body) = response::send(req.form(&form), self.timeout).await?;
         if !status.is_success() {
-            return Err(response::rejection(upstream, status, &body, &self.secrets()));
+            return Err(response::rejection(upstream, status, &body, &super::secrets(&self.credentials())));
         }
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| response::invalid(upstream, format!("HTTP {status} body is not a JSON token response")))?;
