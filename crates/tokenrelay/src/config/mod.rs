@@ -9,6 +9,7 @@
 mod env;
 mod raw;
 pub(crate) mod relay;
+mod route_pattern;
 mod secret_vars;
 mod summary;
 

@@ -93,6 +93,10 @@ pub(super) struct RawRoute {
     pub path: String,
     pub methods: Option<Vec<String>>,
     pub cache_control: Option<String>,
+    #[serde(default)]
+    pub path_params: bool,
+    #[serde(default)]
+    pub forward_range: bool,
 }
 
 /// `{ header = "Authorization", format = "Bearer {token}" }` or `{ query = "access_token" }`.
