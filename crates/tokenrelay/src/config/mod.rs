@@ -50,6 +50,11 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(25);
 /// After a failed refresh, callers fail fast for this long instead of
 /// hammering the token endpoint.
 pub const DEFAULT_FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
+/// A token the upstream refuses younger than this is kept, not invalidated:
+/// a fresh token that is refused too points at the request, not the token.
+pub const DEFAULT_MIN_TOKEN_AGE: Duration = Duration::from_secs(60);
+/// Invalidations per upstream and hour, counted across instances in the store.
+pub const DEFAULT_INVALIDATIONS_PER_HOUR: u32 = 10;
 /// Timeout of one shared-store call; past it the broker degrades.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Timeout of one token endpoint request.
@@ -73,6 +78,8 @@ pub(crate) struct CacheSettings {
     pub(crate) lock_lease: Duration,
     pub(crate) wait_timeout: Duration,
     pub(crate) failure_cooldown: Duration,
+    pub(crate) min_token_age: Duration,
+    pub(crate) invalidations_per_hour: u32,
 }
 
 /// Shared-store options (`[store]`).
@@ -187,7 +194,12 @@ impl Builder<'_> {
             lock_lease: c.lock_lease.unwrap_or(DEFAULT_LOCK_LEASE),
             wait_timeout: c.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
             failure_cooldown: c.failure_cooldown.unwrap_or(DEFAULT_FAILURE_COOLDOWN),
+            min_token_age: c.min_token_age.unwrap_or(DEFAULT_MIN_TOKEN_AGE),
+            invalidations_per_hour: c.invalidations_per_hour.unwrap_or(DEFAULT_INVALIDATIONS_PER_HOUR),
         };
+        if settings.invalidations_per_hour == 0 {
+            self.problems.push("cache.invalidations_per_hour: must be at least 1".to_owned());
+        }
         if settings.lock_lease.is_zero() {
             self.problems.push("cache.lock_lease: must be greater than zero".to_owned());
         }

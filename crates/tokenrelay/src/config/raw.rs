@@ -33,6 +33,9 @@ pub(super) struct RawCache {
     pub wait_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub failure_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub min_token_age: Option<Duration>,
+    pub invalidations_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,7 +36,9 @@ pub(crate) enum Kind {
     QueryRejected(String),
     #[error("origin not allowed: add it to [relay] allowed_origins to call this relay from another site")]
     OriginForbidden,
-    #[error("cross-site request without an allowed Origin (Sec-Fetch-Site): only pages of allowed origins may call this relay")]
+    #[error(
+        "cross-site request without an allowed Origin (Sec-Fetch-Site): only pages of allowed origins may call this relay"
+    )]
     CrossSiteForbidden,
     #[error("too many requests; retry after {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
@@ -50,8 +52,6 @@ pub(crate) enum Kind {
     UpstreamTimeout(Duration),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
-    #[error("upstream rejected a freshly fetched access token")]
-    UpstreamUnauthorized,
     /// Details go to the log only: the browser learns the code.
     #[error("could not obtain an access token for this upstream; see the function logs")]
     Token(Error),
@@ -81,7 +81,6 @@ impl RelayError {
             Kind::ResponseTooLarge(_) => "response_too_large",
             Kind::UpstreamTimeout(_) => "upstream_timeout",
             Kind::UpstreamUnreachable(_) => "upstream_unreachable",
-            Kind::UpstreamUnauthorized => "upstream_unauthorized",
             Kind::Token(e) | Kind::Misconfigured(e) => e.code(),
         }
     }
@@ -95,9 +94,7 @@ impl RelayError {
             Kind::OriginForbidden | Kind::CrossSiteForbidden => StatusCode::FORBIDDEN,
             Kind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) | Kind::UpstreamUnauthorized => {
-                StatusCode::BAD_GATEWAY
-            }
+            Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Kind::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Kind::Token(Error::TokenUnavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Token(_) => StatusCode::BAD_GATEWAY,
