@@ -65,8 +65,10 @@ impl Scrubber {
 /// `secret` as an upstream may echo it (case aside: matching ignores it).
 fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![secret.to_vec()];
-    // Percent-encoding: RFC 3986 (unreserved kept), encodeURIComponent, and
-    // application/x-www-form-urlencoded (WHATWG URL §5.2: space as '+').
+    // Percent-encoding: every non-alphanumeric byte, RFC 3986 (unreserved
+    // kept), encodeURIComponent, and application/x-www-form-urlencoded
+    // (WHATWG URL §5.2: space as '+').
+    out.push(percent_encoded(secret, |_| false));
     out.push(percent_encoded(secret, |b| UNRESERVED.contains(&b)));
     out.push(percent_encoded(secret, |b| UNRESERVED.contains(&b) || URI_COMPONENT_EXTRA.contains(&b)));
     out.push(url::form_urlencoded::byte_serialize(secret).collect::<String>().into_bytes());
@@ -192,6 +194,7 @@ mod tests {
         let encoded = [
             "tok_ab%2Fcd%2Bef%3D%3D~x%20y".to_owned(),
             "tok_ab%2fcd%2bef%3d%3d~x%20y".to_owned(),
+            "tok%5Fab%2Fcd%2Bef%3D%3D%7Ex%20y".to_owned(),
             "tok_ab%2Fcd%2Bef%3D%3D%7Ex+y".to_owned(),
             "tok_ab\\/cd+ef==~x y".to_owned(),
             "tok_ab\\u002Fcd+ef==~x y".to_owned(),
