@@ -8,13 +8,15 @@
 //!
 //! 1. `cors`: a foreign `Origin` not in `[relay] allowed_origins` → 403;
 //! 2. `path`: the path is split and every segment validated (no dot
-//!    segments, encoded separators, `//`, `@`, `\`, control characters…);
+//!    segments, encoded separators, `//`, `@`, `\`, control characters…;
+//!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
 //! 4. `rate_limit`: per client IP and upstream, in the shared store (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
 //! 6. `forward`: token from the [`Broker`], `inject`ed, sent with
-//!    `relay.timeout`; a 401 invalidates the token and retries once;
+//!    `relay.timeout`; a 401 invalidates the token and retries once, unless
+//!    the broker keeps the token: then the upstream's 401 is the answer;
 //! 7. `headers` and `scrub`: the response is streamed back with allow-listed
 //!    headers only, injected credentials redacted in every encoding the
 //!    scrubber knows, within `relay.max_response_bytes`.
