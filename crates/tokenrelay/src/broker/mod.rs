@@ -88,6 +88,9 @@ struct Slot {
     failure: Mutex<Option<(Instant, Error)>>,
 }
 
+/// Why [`Broker::invalidate`] kept a young token (a log field).
+const TOO_YOUNG: &str = "younger than cache.min_token_age";
+
 /// What [`Broker::invalidate`] decided.
 enum Verdict {
     /// Drop it from memory; `from_store` when the store held it and dropped it too.
@@ -190,37 +193,21 @@ impl Broker {
         if !source.rotates() {
             return Ok(false);
         }
-        let cache = &self.inner.config.cache;
-        let now = SystemTime::now();
-        let young = |e: &Entry| e.token.same_value(rejected) && e.age(now) < cache.min_token_age;
-        if slot.memory().as_ref().is_some_and(young) {
-            tracing::info!(upstream, "upstream refused a token younger than cache.min_token_age; keeping it");
-            return Ok(false);
-        }
-        let store = &self.inner.store;
-        let budget_key = format!("{}:invalidations", slot.key);
-        let verdict = async {
-            let gone = Verdict::Drop { from_store: false };
-            let Some(raw) = store.mget(&[&slot.key]).await?.pop().flatten() else { return Ok(gone) };
-            match self.open(slot, &raw) {
-                Some(e) if young(&e) => Ok(Verdict::Keep("younger than cache.min_token_age")),
-                Some(e) if e.token.same_value(rejected) => {
-                    let (spent, _) = store.incr_window(&budget_key, INVALIDATION_WINDOW).await?;
-                    if spent > u64::from(cache.invalidations_per_hour) {
-                        return Ok(Verdict::Keep("cache.invalidations_per_hour spent"));
-                    }
-                    store.delete_if(&slot.key, &raw).await.map(|from_store| Verdict::Drop { from_store })
-                }
-                _ => Ok(gone),
-            }
+        let min_age = self.inner.config.cache.min_token_age;
+        // Judged from memory first: a refused young token costs no store call.
+        let young =
+            slot.memory().as_ref().is_some_and(|e| e.token.same_value(rejected) && e.age(SystemTime::now()) < min_age);
+        let verdict = if young {
+            Verdict::Keep(TOO_YOUNG)
+        } else {
+            self.drop_stored(slot, rejected, true).await.unwrap_or_else(|e| {
+                tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropping from memory only");
+                Verdict::Drop { from_store: false }
+            })
         };
-        let verdict = verdict.await.unwrap_or_else(|e: StoreError| {
-            tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropping from memory only");
-            Verdict::Drop { from_store: false }
-        });
         match verdict {
             Verdict::Keep(reason) => {
-                tracing::warn!(upstream, reason, "upstream refused the token; keeping it");
+                tracing::info!(upstream, reason, "upstream refused the token; keeping it");
                 Ok(false)
             }
             Verdict::Drop { from_store } => {
@@ -236,18 +223,32 @@ impl Broker {
     async fn discard(&self, upstream: &str, stale: &Token) -> Result<()> {
         let (_, slot) = self.slot(upstream)?;
         self.forget(slot, stale);
-        let store = &self.inner.store;
-        let outcome = async {
-            let Some(raw) = store.mget(&[&slot.key]).await?.pop().flatten() else { return Ok(false) };
-            match self.open(slot, &raw) {
-                Some(e) if e.token.same_value(stale) => store.delete_if(&slot.key, &raw).await,
-                _ => Ok(false),
-            }
-        };
-        if let Err(e) = outcome.await {
+        if let Err(e) = self.drop_stored(slot, stale, false).await {
             tracing::warn!(upstream, error = %e, "shared store unavailable while discarding; dropped from memory only");
         }
         Ok(())
+    }
+
+    /// Drops `token` from the store while the store holds it (compare-and-delete).
+    /// When `limited`, keeps it instead if it is younger than
+    /// `cache.min_token_age` or the upstream's invalidations for the hour are spent.
+    async fn drop_stored(&self, slot: &Slot, token: &Token, limited: bool) -> std::result::Result<Verdict, StoreError> {
+        let cache = &self.inner.config.cache;
+        let store = &self.inner.store;
+        let gone = Verdict::Drop { from_store: false };
+        let Some(raw) = store.mget(&[&slot.key]).await?.pop().flatten() else { return Ok(gone) };
+        let Some(entry) = self.open(slot, &raw).filter(|e| e.token.same_value(token)) else { return Ok(gone) };
+        if limited {
+            if entry.age(SystemTime::now()) < cache.min_token_age {
+                return Ok(Verdict::Keep(TOO_YOUNG));
+            }
+            let budget_key = format!("{}:invalidations", slot.key);
+            let (spent, _) = store.incr_window(&budget_key, INVALIDATION_WINDOW).await?;
+            if spent > u64::from(cache.invalidations_per_hour) {
+                return Ok(Verdict::Keep("cache.invalidations_per_hour spent"));
+            }
+        }
+        store.delete_if(&slot.key, &raw).await.map(|from_store| Verdict::Drop { from_store })
     }
 
     /// Drops `token` from memory if memory still holds it.
