@@ -104,6 +104,11 @@ pub async fn happy_path_forwards_only_what_it_should(shell: &Shell, fx: &Fixture
         seen.header("accept-language") == Some("fr") && seen.header("accept") == Some("application/json"),
         "negotiation headers lost"
     );
+    ensure!(
+        seen.header("accept-encoding") == Some("identity"),
+        "the upstream must be asked for a body the relay can scrub, got {:?}",
+        seen.header("accept-encoding")
+    );
     for name in ["cookie", "x-forwarded-for", "forwarded", "origin"] {
         ensure!(seen.header(name).is_none(), "visitor header {name} reached the upstream");
     }

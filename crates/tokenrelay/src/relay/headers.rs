@@ -3,7 +3,9 @@
 //! Requests: the browser's `Authorization`, `Cookie`, `Forwarded`/`X-Forwarded-*`,
 //! `Origin` and everything else stay behind, so the upstream sees the relay's
 //! credentials and nothing of the visitor's. `Range` only on routes that set
-//! `forward_range`.
+//! `forward_range`. `Accept-Encoding: identity` is always sent: without it
+//! any content coding is acceptable (RFC 9110 §12.5.3), and a compressed
+//! body could not be scrubbed.
 //!
 //! Responses: the answer is served from the site's own origin, so a header
 //! the upstream sends acts on the site (`Clear-Site-Data` wipes its storage,
@@ -12,7 +14,7 @@
 //! an injected credential (in any encoding the scrubber knows) is dropped
 //! even then.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::scrub::Scrubber;
 
@@ -48,9 +50,10 @@ pub(super) fn forwarded(forward_range: bool) -> impl Iterator<Item = HeaderName>
     FORWARDED.into_iter().chain(forward_range.then_some(header::RANGE))
 }
 
-/// The allow-listed request headers of `incoming`.
+/// The allow-listed request headers of `incoming`, asking for an uncompressed answer.
 pub(super) fn forward_request(incoming: &HeaderMap, forward_range: bool) -> HeaderMap {
     let mut out = HeaderMap::new();
+    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     for name in forwarded(forward_range) {
         for value in incoming.get_all(&name) {
             out.append(name.clone(), value.clone());
@@ -94,16 +97,17 @@ mod tests {
             ("if-none-match", "\"abc\""),
             ("api-key", "visitor-key"),
             ("origin", "https://site.example"),
+            ("accept-encoding", "gzip, br"),
         ]);
         let out = forward_request(&incoming, false);
-        let names: Vec<_> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["accept", "if-none-match"]);
+        let names: Vec<_> = out.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+        assert_eq!(names, ["accept-encoding: identity", "accept: application/json", "if-none-match: \"abc\""]);
     }
 
     #[test]
     fn range_goes_upstream_only_where_the_route_opts_in() {
         let incoming = map(&[("range", "bytes=0-9")]);
-        assert!(forward_request(&incoming, false).is_empty());
+        assert!(!forward_request(&incoming, false).contains_key("range"));
         assert_eq!(forward_request(&incoming, true)["range"], "bytes=0-9");
     }
 
