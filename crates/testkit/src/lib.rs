@@ -13,7 +13,7 @@ mod token_server;
 mod upstash;
 mod wait;
 
-pub use api_server::{ApiServer, RecordedRequest};
+pub use api_server::{ApiServer, REVEALED, RecordedRequest};
 pub use redis_server::RedisServer;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;

@@ -54,6 +54,9 @@ pub struct TokenServerConfig {
     pub lifetime: Duration,
     /// How `expires_in` is written.
     pub expires_in: ExpiresIn,
+    /// Whether tokens hold `/`, `+` and `=`, as base64 tokens do (Getty's):
+    /// their percent-, form- and JSON-encoded forms then differ from the token.
+    pub punctuated: bool,
 }
 
 impl TokenServerConfig {
@@ -64,12 +67,19 @@ impl TokenServerConfig {
             client_secret: client_secret.into(),
             lifetime: Duration::from_secs(1800),
             expires_in: ExpiresIn::Number,
+            punctuated: false,
         }
     }
 
     /// Sets how long issued tokens stay valid.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = lifetime;
+        self
+    }
+
+    /// Issues tokens shaped like base64 text, with `/`, `+` and `=` in them.
+    pub fn punctuated(mut self) -> Self {
+        self.punctuated = true;
         self
     }
 
@@ -257,8 +267,12 @@ struct LastRequest {
 struct Ledger(Mutex<Vec<(String, Instant)>>);
 
 impl Ledger {
-    fn issue(&self, lifetime: Duration) -> String {
-        let token = format!("tok_{:032x}", fastrand::u128(..));
+    fn issue(&self, lifetime: Duration, punctuated: bool) -> String {
+        let token = if punctuated {
+            format!("tok_{:014x}/{:014x}+==", fastrand::u64(..) >> 8, fastrand::u64(..) >> 8)
+        } else {
+            format!("tok_{:032x}", fastrand::u128(..))
+        };
         lock(&self.0).push((token.clone(), Instant::now() + lifetime));
         token
     }
@@ -381,7 +395,7 @@ async fn oauth2_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
     let lifetime = config.lifetime;
     let mut body = json!({ "token_type": "Bearer" });
     if let Answer::Token = answer {
-        body["access_token"] = Json::String(state.ledger.issue(lifetime));
+        body["access_token"] = Json::String(state.ledger.issue(lifetime, state.config.punctuated));
     }
     match config.expires_in {
         ExpiresIn::Number => body["expires_in"] = json!(lifetime.as_secs()),
@@ -426,7 +440,7 @@ async fn custom_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(config.lifetime).as_secs();
     let mut data = json!({ "expires_at": config.expires_in.raw().unwrap_or_else(|| json!(expires_at)) });
     if let Answer::Token = answer {
-        data["token"] = Json::String(state.ledger.issue(config.lifetime));
+        data["token"] = Json::String(state.ledger.issue(config.lifetime, config.punctuated));
     }
     (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response()
 }

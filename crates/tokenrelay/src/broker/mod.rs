@@ -40,6 +40,8 @@ const MAX_POLL: Duration = Duration::from_millis(400);
 /// When another instance holds the lock and our token is still valid, look
 /// again after this long instead of on every request.
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
+/// The window of `cache.invalidations_per_hour`.
+const INVALIDATION_WINDOW: Duration = Duration::from_secs(3600);
 /// Connect timeout of the broker's HTTP client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -54,7 +56,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// let broker = Broker::from_env(&Env::local())?;
 /// let token = broker.token("getty").await?;
 /// // ... call the API with `token.expose()`; on a 401:
-/// broker.invalidate("getty", &token).await?;
+/// if broker.invalidate("getty", &token).await? {
+///     let fresh = broker.token("getty").await?; // and retry once
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -79,6 +83,17 @@ struct Slot {
     refreshing: AtomicBool,
     /// The last failure and until when callers fail fast with it.
     failure: Mutex<Option<(Instant, Error)>>,
+}
+
+/// Why [`Broker::invalidate`] kept a young token (a log field).
+const TOO_YOUNG: &str = "younger than cache.min_token_age";
+
+/// What [`Broker::invalidate`] decided.
+enum Verdict {
+    /// Drop it from memory; `from_store` when the store held it and dropped it too.
+    Drop { from_store: bool },
+    /// Keep it, for this reason (a log field).
+    Keep(&'static str),
 }
 
 /// A token endpoint failure as shared through the store (never a secret:
@@ -165,32 +180,82 @@ impl Broker {
     /// Drops `rejected` (a token the upstream answered 401 to) from both
     /// levels, but from the store only if it still holds that same token:
     /// a late 401 never throws away a newer token.
-    pub async fn invalidate(&self, upstream: &str, rejected: &Token) -> Result<()> {
+    ///
+    /// A 401 that a new token cannot cure (a resource the credentials may
+    /// not see) must not rotate the token on every request, so the token is
+    /// kept while younger than `cache.min_token_age`, and once
+    /// `cache.invalidations_per_hour` tokens of this upstream were dropped
+    /// from the store (counted there, across instances). Returns whether a
+    /// retry may get another token: `false` when it was kept, or for a static
+    /// key.
+    pub async fn invalidate(&self, upstream: &str, rejected: &Token) -> Result<bool> {
         let (source, slot) = self.slot(upstream)?;
         if !source.rotates() {
-            return Ok(());
+            return Ok(false);
         }
-        {
-            let mut memory = slot.memory();
-            if memory.as_ref().is_some_and(|e| e.token.same_value(rejected)) {
-                *memory = None;
-            }
-        }
-        let store = &self.inner.store;
-        let outcome = async {
-            let Some(stored) = store.read(&slot.keys).await?.token else { return Ok(false) };
-            match self.entry(&stored.plain) {
-                Some(e) if e.token.same_value(rejected) => store.delete_token(&slot.keys, &stored).await,
-                _ => Ok(false),
-            }
+        let min_age = self.inner.config.cache.min_token_age;
+        // Judged from memory first: a refused young token costs no store call.
+        let young =
+            slot.memory().as_ref().is_some_and(|e| e.token.same_value(rejected) && e.age(SystemTime::now()) < min_age);
+        let verdict = if young {
+            Verdict::Keep(TOO_YOUNG)
+        } else {
+            self.drop_stored(slot, rejected, true).await.unwrap_or_else(|e| {
+                tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropping from memory only");
+                Verdict::Drop { from_store: false }
+            })
         };
-        match outcome.await {
-            Ok(dropped) => tracing::info!(upstream, dropped_from_store = dropped, "token invalidated"),
-            Err(e) => {
-                tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropped from memory only")
+        match verdict {
+            Verdict::Keep(reason) => {
+                tracing::info!(upstream, reason, "upstream refused the token; keeping it");
+                Ok(false)
             }
+            Verdict::Drop { from_store } => {
+                self.forget(slot, rejected);
+                tracing::info!(upstream, dropped_from_store = from_store, "token invalidated");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Drops `stale` from memory and, while the store still holds it, from
+    /// the store: for tokens that are valid but not for long enough.
+    async fn discard(&self, upstream: &str, stale: &Token) -> Result<()> {
+        let (_, slot) = self.slot(upstream)?;
+        self.forget(slot, stale);
+        if let Err(e) = self.drop_stored(slot, stale, false).await {
+            tracing::warn!(upstream, error = %e, "shared store unavailable while discarding; dropped from memory only");
         }
         Ok(())
+    }
+
+    /// Drops `token` from the store while the store holds it (compare-and-delete).
+    /// When `limited`, keeps it instead if it is younger than
+    /// `cache.min_token_age` or the upstream's invalidations for the hour are spent.
+    async fn drop_stored(&self, slot: &Slot, token: &Token, limited: bool) -> std::result::Result<Verdict, StoreError> {
+        let cache = &self.inner.config.cache;
+        let store = &self.inner.store;
+        let gone = Verdict::Drop { from_store: false };
+        let Some(stored) = store.read(&slot.keys).await?.token else { return Ok(gone) };
+        let Some(entry) = self.entry(&stored.plain).filter(|e| e.token.same_value(token)) else { return Ok(gone) };
+        if limited {
+            if entry.age(SystemTime::now()) < cache.min_token_age {
+                return Ok(Verdict::Keep(TOO_YOUNG));
+            }
+            let (spent, _) = store.incr_window(&slot.keys.invalidations, INVALIDATION_WINDOW).await?;
+            if spent > u64::from(cache.invalidations_per_hour) {
+                return Ok(Verdict::Keep("cache.invalidations_per_hour spent"));
+            }
+        }
+        store.delete_token(&slot.keys, &stored).await.map(|from_store| Verdict::Drop { from_store })
+    }
+
+    /// Drops `token` from memory if memory still holds it.
+    fn forget(&self, slot: &Slot, token: &Token) {
+        let mut memory = slot.memory();
+        if memory.as_ref().is_some_and(|e| e.token.same_value(token)) {
+            *memory = None;
+        }
     }
 
     fn slot(&self, upstream: &str) -> Result<(&Source, &Slot)> {

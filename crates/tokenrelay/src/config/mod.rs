@@ -10,6 +10,7 @@ mod credentials;
 mod env;
 mod raw;
 pub(crate) mod relay;
+mod route_pattern;
 mod summary;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,11 @@ pub const DEFAULT_FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
 /// Upper bound of every `[cache]` duration: far beyond any sensible value,
 /// and small enough that deadlines computed from it never overflow.
 const MAX_CACHE_DURATION: Duration = Duration::from_secs(31_557_600); // 1 year, as humantime counts it
+/// A token the upstream refuses younger than this is kept, not invalidated:
+/// a fresh token that is refused too points at the request, not the token.
+pub const DEFAULT_MIN_TOKEN_AGE: Duration = Duration::from_secs(60);
+/// Invalidations per upstream and hour, counted across instances in the store.
+pub const DEFAULT_INVALIDATIONS_PER_HOUR: u32 = 10;
 /// Timeout of one shared-store call; past it the broker degrades.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Timeout of one token endpoint request.
@@ -75,6 +81,8 @@ pub(crate) struct CacheSettings {
     pub(crate) lock_lease: Duration,
     pub(crate) wait_timeout: Duration,
     pub(crate) failure_cooldown: Duration,
+    pub(crate) min_token_age: Duration,
+    pub(crate) invalidations_per_hour: u32,
 }
 
 /// Shared-store options (`[store]`).
@@ -192,6 +200,8 @@ impl Builder<'_> {
             lock_lease: c.lock_lease.unwrap_or(DEFAULT_LOCK_LEASE),
             wait_timeout: c.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
             failure_cooldown: c.failure_cooldown.unwrap_or(DEFAULT_FAILURE_COOLDOWN),
+            min_token_age: c.min_token_age.unwrap_or(DEFAULT_MIN_TOKEN_AGE),
+            invalidations_per_hour: c.invalidations_per_hour.unwrap_or(DEFAULT_INVALIDATIONS_PER_HOUR),
         };
         let durations = [
             ("safety_margin", settings.safety_margin),
@@ -199,6 +209,7 @@ impl Builder<'_> {
             ("lock_lease", settings.lock_lease),
             ("wait_timeout", settings.wait_timeout),
             ("failure_cooldown", settings.failure_cooldown),
+            ("min_token_age", settings.min_token_age),
         ];
         for (field, d) in durations.into_iter().filter(|(_, d)| *d > MAX_CACHE_DURATION) {
             self.problems.push(format!(
@@ -206,6 +217,9 @@ impl Builder<'_> {
                 humantime::format_duration(MAX_CACHE_DURATION),
                 humantime::format_duration(d)
             ));
+        }
+        if settings.invalidations_per_hour == 0 {
+            self.problems.push("cache.invalidations_per_hour: must be at least 1".to_owned());
         }
         if settings.lock_lease.is_zero() {
             self.problems.push("cache.lock_lease: must be greater than zero".to_owned());

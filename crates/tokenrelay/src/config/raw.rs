@@ -33,6 +33,9 @@ pub(super) struct RawCache {
     pub wait_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub failure_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub min_token_age: Option<Duration>,
+    pub invalidations_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +96,10 @@ pub(super) struct RawRoute {
     pub path: String,
     pub methods: Option<Vec<String>>,
     pub cache_control: Option<String>,
+    #[serde(default)]
+    pub path_params: bool,
+    #[serde(default)]
+    pub forward_range: bool,
 }
 
 /// `{ header = "Authorization", format = "Bearer {token}" }` or `{ query = "access_token" }`.

@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::Builder;
 use super::raw::{RawInject, RawParam, RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
+pub(crate) use super::route_pattern::RoutePattern;
 use crate::param::Param;
 
 /// Longest time an upstream gets to answer, body included.
@@ -81,6 +82,14 @@ pub(crate) struct Route {
     pub(crate) methods: Vec<Method>,
     /// Set on successful responses so the platform CDN may cache them.
     pub(crate) cache_control: Option<HeaderValue>,
+    /// Whether segments may carry `;` path parameters (RFC 3986 §3.3).
+    /// Off by default: Tomcat, Jetty and Spring strip them before
+    /// normalising, so `/images/..;/admin` reaches `/admin` there.
+    pub(crate) path_params: bool,
+    /// Whether the visitor's `Range` header is forwarded. Off by default: a
+    /// credential echoed in the body could be fetched in slices that the
+    /// scrubber never sees whole.
+    pub(crate) forward_range: bool,
 }
 
 /// How the token is put on the outgoing request.
@@ -90,72 +99,6 @@ pub(crate) enum Inject {
     Header { name: HeaderName, prefix: String, suffix: String },
     /// A query parameter.
     Query { name: String },
-}
-
-/// A path pattern below the upstream's base URL: literal segments, `*` for
-/// exactly one segment and `**` for any number of segments (including none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RoutePattern {
-    text: String,
-    segments: Vec<Glob>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Glob {
-    Literal(String),
-    One,
-    Any,
-}
-
-impl RoutePattern {
-    /// Parses `/search/*/images/**`; the error says what is wrong.
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let rest = text.strip_prefix('/').ok_or("must start with '/'")?;
-        let segments = rest
-            .split('/')
-            .map(|s| match s {
-                "*" => Ok(Glob::One),
-                "**" => Ok(Glob::Any),
-                "" => Err("must not contain empty segments (\"//\" or a trailing '/')".to_owned()),
-                "." | ".." => Err("must not contain \".\" or \"..\" segments".to_owned()),
-                s if s.contains('*') => Err(format!("\"{s}\": '*' and '**' must be whole segments")),
-                s if !s.bytes().all(is_pattern_byte) => Err(format!(
-                    "\"{s}\": use only letters, digits and - . _ ~ ! $ & ' ( ) + , ; = : in literal segments"
-                )),
-                s => Ok(Glob::Literal(s.to_owned())),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // One `**` keeps matching linear in the path length.
-        if segments.iter().filter(|g| **g == Glob::Any).count() > 1 {
-            return Err("may contain '**' only once".to_owned());
-        }
-        Ok(Self { text: text.to_owned(), segments })
-    }
-
-    /// The pattern as written, for logs and errors.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Whether the already validated path segments match.
-    pub(crate) fn matches(&self, segments: &[&str]) -> bool {
-        matches(&self.segments, segments)
-    }
-}
-
-fn matches(globs: &[Glob], segments: &[&str]) -> bool {
-    let Some((glob, rest)) = globs.split_first() else { return segments.is_empty() };
-    match (glob, segments.split_first()) {
-        (Glob::Any, _) => (0..=segments.len()).any(|skip| matches(rest, &segments[skip..])),
-        (Glob::One, Some((_, tail))) => matches(rest, tail),
-        (Glob::Literal(l), Some((first, tail))) => l == first && matches(rest, tail),
-        (_, None) => false,
-    }
-}
-
-/// Unreserved and sub-delimiter characters of RFC 3986 §2, plus ':'.
-fn is_pattern_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:".contains(&b)
 }
 
 impl Builder<'_> {
@@ -252,7 +195,13 @@ impl Builder<'_> {
             }
             None => Some(None),
         };
-        Some(Route { pattern: pattern?, methods: methods?, cache_control: cache_control? })
+        Some(Route {
+            pattern: pattern?,
+            methods: methods?,
+            cache_control: cache_control?,
+            path_params: raw.path_params,
+            forward_range: raw.forward_range,
+        })
     }
 
     fn inject(&mut self, upstream: &str, raw: RawInject) -> Option<Inject> {
@@ -393,7 +342,7 @@ token = { type = "oauth2_client_credentials", url = "https://auth.example.com/to
 headers = { Api-Key = { env = "GETTY_API_KEY" } }
 routes = [
   { path = "/search/images/**", cache_control = "public, max-age=300" },
-  { path = "/images/*", methods = ["get", "HEAD"] },
+  { path = "/images/*", methods = ["get", "HEAD"], path_params = true, forward_range = true },
 ]
 "#;
 
@@ -418,6 +367,8 @@ routes = [
         assert_eq!(relay.routes[0].methods, [Method::GET]);
         assert_eq!(relay.routes[0].cache_control.as_ref().unwrap(), "public, max-age=300");
         assert_eq!(relay.routes[1].methods, [Method::GET, Method::HEAD]);
+        assert!(!relay.routes[0].path_params && !relay.routes[0].forward_range, "both are opt-in");
+        assert!(relay.routes[1].path_params && relay.routes[1].forward_range);
         let bearer = Inject::Header {
             name: HeaderName::from_static("authorization"),
             prefix: "Bearer ".into(),
@@ -492,40 +443,6 @@ routes = [{ path = "search/**", methods = ["GET", "TRACE"] }]
         assert!(p[0].contains("allowed_origin"), "{p:?}");
         let p = problems(&GETTY.replace("cache_control", "cache"), &env());
         assert!(p[0].contains("cache"), "{p:?}");
-    }
-
-    fn segs(path: &str) -> Vec<&str> {
-        path.trim_start_matches('/').split('/').collect()
-    }
-
-    #[test]
-    fn single_star_matches_exactly_one_segment() {
-        let p = RoutePattern::parse("/images/*").unwrap();
-        assert!(p.matches(&segs("/images/42")));
-        assert!(!p.matches(&segs("/images/42/download")));
-        assert!(!p.matches(&segs("/images")));
-    }
-
-    #[test]
-    fn double_star_matches_any_depth_including_none() {
-        let p = RoutePattern::parse("/search/**").unwrap();
-        assert!(p.matches(&segs("/search")));
-        assert!(p.matches(&segs("/search/images")));
-        assert!(p.matches(&segs("/search/images/creative")));
-        assert!(!p.matches(&segs("/searches/images")));
-        let middle = RoutePattern::parse("/a/**/z").unwrap();
-        assert!(middle.matches(&segs("/a/z")) && middle.matches(&segs("/a/b/c/z")));
-        assert!(!middle.matches(&segs("/a/b/c")));
-    }
-
-    #[test]
-    fn bad_patterns_say_why() {
-        assert_eq!(RoutePattern::parse("search").unwrap_err(), "must start with '/'");
-        assert!(RoutePattern::parse("/a/../b").unwrap_err().contains("\"..\""));
-        assert!(RoutePattern::parse("/a//b").unwrap_err().contains("empty segments"));
-        assert!(RoutePattern::parse("/img*.png").unwrap_err().contains("whole segments"));
-        assert!(RoutePattern::parse("/a%2fb").unwrap_err().contains("literal segments"));
-        assert!(RoutePattern::parse("/**/x/**").unwrap_err().contains("only once"));
     }
 
     #[test]

@@ -133,6 +133,15 @@ fn absurd_cache_durations_are_refused_not_overflowed() {
 }
 
 #[test]
+fn invalidation_limits_have_defaults_and_a_budget_of_at_least_one() {
+    let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
+    assert_eq!(config.cache.min_token_age, DEFAULT_MIN_TOKEN_AGE);
+    assert_eq!(config.cache.invalidations_per_hour, DEFAULT_INVALIDATIONS_PER_HOUR);
+    let text = format!("[cache]\nmin_token_age = \"5m\"\ninvalidations_per_hour = 0\n{GETTY}");
+    assert_eq!(problems(&text, &env()), ["cache.invalidations_per_hour: must be at least 1"]);
+}
+
+#[test]
 fn json_source_builds_its_body_from_env_references() {
     let text = r#"
 [upstreams.custom]

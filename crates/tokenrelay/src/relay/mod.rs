@@ -8,16 +8,18 @@
 //!
 //! 1. `cors`: a foreign `Origin` not in `[relay] allowed_origins` → 403;
 //! 2. `path`: the path is split and every segment validated (no dot
-//!    segments, encoded separators, `//`, `@`, `\`, control characters…);
+//!    segments, encoded separators, `//`, `@`, `\`, control characters…;
+//!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
 //! 4. `rate_limit`: per client IP and upstream, in the shared store (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
 //! 6. `forward`: token from the [`Broker`], `inject`ed, sent with
-//!    `relay.timeout`; a 401 invalidates the token and retries once;
-//! 7. `headers` and `scrub`: the response is streamed back without
-//!    hop-by-hop headers, cookies or any injected credential, within
-//!    `relay.max_response_bytes`.
+//!    `relay.timeout`; a 401 invalidates the token and retries once, unless
+//!    the broker keeps the token: then the upstream's 401 is the answer;
+//! 7. `headers` and `scrub`: the response is streamed back with allow-listed
+//!    headers only, injected credentials redacted in every encoding the
+//!    scrubber knows, within `relay.max_response_bytes`.
 //!
 //! Every failure is one [`RelayError`] with a stable code, answered as
 //! `{ "error": { "code", "message" } }` by `error`. One structured log line
@@ -213,10 +215,13 @@ impl Relay {
             let route =
                 route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
             record.route = Some(route.pattern.as_str().to_owned());
-            return Ok(cors::preflight(&parts.headers, &route.methods));
+            return Ok(cors::preflight(&parts.headers, route));
         }
         let route = route::select(relay, upstream.name(), &target.segments, &parts.method)?;
         record.route = Some(route.pattern.as_str().to_owned());
+        if !route.path_params {
+            path::check_no_params(&target.segments)?;
+        }
         if let (Inject::Query { name }, Some(q)) = (&relay.inject, query)
             && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name.as_str())
         {
@@ -239,7 +244,7 @@ impl Relay {
             method: parts.method,
             segments: &target.segments,
             query,
-            headers: headers::forward_request(&parts.headers),
+            headers: headers::forward_request(&parts.headers, route.forward_range),
             body,
             timeout: settings.timeout,
         };
@@ -250,7 +255,7 @@ impl Relay {
 
         let scrubber = self.scrubbers.get(upstream.name(), relay, &token);
         let status = response.status();
-        let mut headers = headers::filter_response(response.headers(), &inject::header_names(relay), &scrubber);
+        let mut headers = headers::filter_response(response.headers(), &scrubber);
         // Unless the route says the answer is public, no cache may keep it.
         let cacheable = status.is_success() || status == http::StatusCode::NOT_MODIFIED;
         let cache_control = route.cache_control.clone().filter(|_| cacheable);

@@ -26,6 +26,9 @@ pub(crate) struct TokenKeys {
     pub(crate) lock: String,
     /// The last token endpoint failure, shared for the cooldown.
     pub(crate) failure: String,
+    /// Counts the tokens dropped after a 401 in the current window, so that
+    /// every instance spends one budget.
+    pub(crate) invalidations: String,
 }
 
 /// Names store keys with a key derived from the store's secret.
@@ -50,7 +53,12 @@ impl KeyNamer {
     /// store) get different keys, and so never share a token.
     pub(crate) fn token_keys(&self, upstream: &str, identity: &str) -> TokenKeys {
         let token = format!("{PREFIX}:{upstream}:{}", self.hash(identity));
-        TokenKeys { lock: format!("{token}:lock"), failure: format!("{token}:failure"), token }
+        TokenKeys {
+            lock: format!("{token}:lock"),
+            failure: format!("{token}:failure"),
+            invalidations: format!("{token}:invalidations"),
+            token,
+        }
     }
 
     /// The rate counter of `client` on `upstream`.

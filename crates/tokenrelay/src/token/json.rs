@@ -99,10 +99,6 @@ impl JsonEndpoint {
         out
     }
 
-    fn params(&self) -> Vec<&Param> {
-        self.credentials().into_iter().map(|(_, p)| p).collect()
-    }
-
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
         let mut req =
             http.request(self.method.clone(), self.url.clone()).header(reqwest::header::ACCEPT, "application/json");
