@@ -5,16 +5,20 @@ export type {
   CheckOptions,
   CheckSummary,
   Credential,
+  FileChange,
+  InitOptions,
+  InitReport,
   Leak,
   PrefetchedToken,
   PrefetchOptions,
   PrefetchReport,
   ScanOptions,
   ScanReport,
+  Setting,
   TokenOptions,
   UpstreamCheck,
 } from "./binding.js";
-export { check, getToken, prefetch, scanForLeaks } from "./binding.js";
+export { check, getToken, init, prefetch, scanForLeaks } from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -38,6 +42,12 @@ export type ErrorCode =
   | "invalid_options"
   /** The leak scan could not read the directory or a file in it. */
   | "scan_failed"
+  /** `init`: a file of the site already says something else about what tokenrelay needs; the message names file and conflict. */
+  | "init_conflict"
+  /** `init`: no platform given and none recognisable from the site. */
+  | "init_platform_unknown"
+  /** `init`: a file of the site could not be read, parsed or written. */
+  | "init_failed"
   /** No native binary loads on this platform (thrown when the package is imported). */
   | "unsupported_platform";
 
