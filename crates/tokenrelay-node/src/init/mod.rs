@@ -241,7 +241,7 @@ fn detect(dir: &Path, is_set: impl Fn(&str) -> bool) -> Result<(Platform, String
 
 /// Every variable the site needs, with where to set it. Netlify: both the
 /// Builds scope (the build plugin prefetches tokens) and the Functions scope
-/// (the relay), https://docs.netlify.com/environment-variables/overview/#scopes.
+/// (the relay), https://docs.netlify.com/build/environment-variables/overview/#scopes.
 /// Vercel: all three environments; the Upstash integration from the Vercel
 /// Marketplace sets the store's variables itself.
 fn settings(platform: Platform, config_vars: &[String]) -> Vec<Setting> {
