@@ -5,6 +5,9 @@ export type {
   CheckOptions,
   CheckSummary,
   Credential,
+  FileChange,
+  InitOptions,
+  InitReport,
   Leak,
   OutsideLink,
   PrefetchedToken,
@@ -12,10 +15,11 @@ export type {
   PrefetchReport,
   ScanOptions,
   ScanReport,
+  Setting,
   TokenOptions,
   UpstreamCheck,
 } from "./binding.js";
-export { check, getToken, prefetch, scanForLeaks } from "./binding.js";
+export { check, getToken, init, prefetch, scanForLeaks } from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -41,6 +45,12 @@ export type ErrorCode =
   | "scan_failed"
   /** The leak scan would read more than its `maxBytes` (decompressed content counted); names the file reached. */
   | "scan_too_large"
+  /** `init`: a file of the site already says something else about what tokenrelay needs; the message names file and conflict. */
+  | "init_conflict"
+  /** `init`: no platform given and none recognisable from the site. */
+  | "init_platform_unknown"
+  /** `init`: a file of the site could not be read, parsed or written. */
+  | "init_failed"
   /** No native binary loads on this platform (thrown when the package is imported). */
   | "unsupported_platform";
 

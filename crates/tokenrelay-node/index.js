@@ -25,6 +25,9 @@ export const ERROR_CODES = Object.freeze([
   "invalid_options",
   "scan_failed",
   "scan_too_large",
+  "init_conflict",
+  "init_platform_unknown",
+  "init_failed",
   "unsupported_platform",
 ]);
 
@@ -126,5 +129,7 @@ export const prefetch = coded(binding.prefetch);
 export const getToken = coded(binding.getToken);
 /** @type {typeof import("./index.d.ts").check} */
 export const check = coded(binding.check);
+/** @type {typeof import("./index.d.ts").init} */
+export const init = coded(binding.init);
 /** @type {typeof import("./index.d.ts").scanForLeaks} */
 export const scanForLeaks = coded(binding.scanForLeaks);

@@ -7,6 +7,7 @@ import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { check, prefetch, scanForLeaks, TokenrelayError } from "../index.js";
+import { runInit } from "./init.js";
 
 const USAGE = `usage:
   tokenrelay prefetch [options] [--print | --write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
@@ -23,6 +24,14 @@ const USAGE = `usage:
         --no-warm-store          keep off the shared store (local file store only)
         --scan DIR               after COMMAND succeeds, fail (exit 1) if DIR holds
                                  a token or secret (see scan)
+  tokenrelay init [--platform netlify|vercel] [--yes]
+      Adds tokenrelay to the site: a starter tokenrelay.toml, .env.example,
+      and what the platform needs merged into netlify.toml or vercel.json,
+      Cargo.toml and api/relay.rs (Vercel), and .gitignore, keeping everything
+      else as it is. Shows the changes and asks first (--yes: don't ask), then
+      lists the variables to set, by name and scope. The platform is detected
+      from netlify.toml / vercel.json or the build's environment when not given.
+      A second run changes nothing and says "already set up".
   tokenrelay check [--json]
       Validates the config and store settings; prints them with secrets redacted.
   tokenrelay scan DIR [--token-var NAME...]
@@ -174,6 +183,19 @@ async function runCheck(args) {
 }
 
 /** @param {string[]} args */
+async function runInitCommand(args) {
+  const options = /** @type {const} */ ({
+    cwd: COMMON.cwd,
+    help: COMMON.help,
+    platform: { type: "string" },
+    yes: { type: "boolean", short: "y" },
+  });
+  const { values } = parsing(() => parseArgs({ args, options, strict: true }));
+  if (values.help) return usage();
+  return runInit(values, (message) => new UsageError(message));
+}
+
+/** @param {string[]} args */
 async function runScan(args) {
   const options = /** @type {const} */ ({ ...COMMON, "token-var": { type: "string", multiple: true } });
   const { values, positionals } = parsing(() => parseArgs({ args, options, allowPositionals: true, strict: true }));
@@ -220,6 +242,8 @@ async function main([command, ...args]) {
       return runPrefetch(args);
     case "check":
       return runCheck(args);
+    case "init":
+      return runInitCommand(args);
     case "scan":
       return runScan(args);
     case "-h":

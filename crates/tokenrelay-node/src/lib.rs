@@ -9,6 +9,8 @@
 //!   at least the build margin, and hands back those the build asked for;
 //! - `getToken(upstream, options)` returns one token, for a build script;
 //! - `check(options)` validates the config and returns a redacted summary;
+//! - `init(options)` adds tokenrelay to a site for Netlify or Vercel,
+//!   merging into its existing files (the `tokenrelay init` command);
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
 //!   values in a build's output, naming the file and variable only.
 //!
@@ -24,6 +26,7 @@
 
 pub mod check;
 pub mod error;
+pub mod init;
 mod issued;
 pub mod leak_scan;
 pub mod prefetch;
@@ -33,6 +36,7 @@ pub mod token;
 use napi_derive::napi;
 
 use check::{CheckOptions, CheckSummary};
+use init::{InitOptions, InitReport};
 use leak_scan::{ScanOptions, ScanReport};
 use prefetch::{PrefetchOptions, PrefetchReport};
 use token::TokenOptions;
@@ -60,4 +64,10 @@ pub async fn js_check(options: Option<CheckOptions>) -> napi::Result<CheckSummar
 #[napi(js_name = "scanForLeaks")]
 pub async fn js_scan_for_leaks(dir: String, options: Option<ScanOptions>) -> napi::Result<ScanReport> {
     leak_scan::scan_for_leaks(dir, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// Adds tokenrelay to the site in `options.cwd` (see [`init`]); writes only with `write: true`.
+#[napi(js_name = "init")]
+pub async fn js_init(options: Option<InitOptions>) -> napi::Result<InitReport> {
+    init::init(options.unwrap_or_default()).map_err(error::AddonError::into_napi)
 }

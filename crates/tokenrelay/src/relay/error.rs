@@ -151,7 +151,7 @@ fn list(methods: &[Method]) -> String {
 /// Answers every request of a process whose relay could not be built
 /// (invalid config, missing variables): 500 with the error's code, and the
 /// details in the log only.
-pub fn misconfigured(err: &Error) -> Response<Body> {
+pub(crate) fn misconfigured(err: &Error) -> Response<Body> {
     tracing::error!(code = err.code(), error = %err, "relay is not configured; answering 500");
     RelayError::from(Kind::Misconfigured(err.clone())).to_response()
 }

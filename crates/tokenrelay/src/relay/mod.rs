@@ -44,6 +44,7 @@ mod path;
 mod rate_limit;
 mod route;
 mod scrub;
+mod service;
 mod timing;
 
 use std::net::IpAddr;
@@ -55,10 +56,11 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 
 pub use body::Body;
-pub use error::{RelayError, misconfigured};
+pub use error::RelayError;
 #[cfg(feature = "shell")]
 pub use logging::init_logging;
 pub use path::MOUNT;
+pub use service::{Endpoint, ResponseFuture};
 
 use crate::broker::Broker;
 use crate::config::Env;
