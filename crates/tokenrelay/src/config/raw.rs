@@ -1,4 +1,4 @@
-//! The config file as written: serde shapes only, validated by `super::build`.
+//! The config file as written: serde shapes only, validated by `super::builder`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -10,16 +10,21 @@
 //! headers = { Api-Key = { env = "GETTY_API_KEY" } }
 //! routes = [{ path = "/search/images/**", methods = ["GET"], cache_control = "public, max-age=300" }]
 //! ```
+//!
+//! This file holds the settings, routes and rate limits; `inject` where the
+//! token and the extra headers go on the upstream request.
 
-use std::collections::BTreeMap;
+mod inject;
+
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
 use super::Builder;
-use super::raw::{RawInject, RawParam, RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
+use super::raw::{RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
 pub(crate) use super::route_pattern::RoutePattern;
 use crate::param::Param;
+pub(crate) use inject::Inject;
 
 /// Longest time an upstream gets to answer, body included.
 pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,16 +39,9 @@ pub const DEFAULT_RATE_REQUESTS: u32 = 60;
 /// The window of the default rate limit.
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Where the token goes when `inject` is not set: `Authorization: Bearer <token>`
-/// (RFC 6750 §2.1).
-const DEFAULT_TOKEN_HEADER: &str = "authorization";
-const DEFAULT_TOKEN_FORMAT: &str = "Bearer {token}";
-const TOKEN_PLACEHOLDER: &str = "{token}";
 /// Methods a route may allow; `OPTIONS` is answered by the CORS preflight.
 const ROUTE_METHODS: [Method; 6] =
     [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
-/// Headers the relay sets or the transport owns; configuring them would break framing or routing.
-const RESERVED_HEADERS: [&str; 6] = ["host", "content-length", "transfer-encoding", "connection", "cookie", "upgrade"];
 
 /// Site-wide relay settings (`[relay]`).
 #[derive(Debug, Clone)]
@@ -90,15 +88,6 @@ pub(crate) struct Route {
     /// credential echoed in the body could be fetched in slices that the
     /// scrubber never sees whole.
     pub(crate) forward_range: bool,
-}
-
-/// How the token is put on the outgoing request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Inject {
-    /// A header whose value is `prefix + token + suffix`.
-    Header { name: HeaderName, prefix: String, suffix: String },
-    /// A query parameter.
-    Query { name: String },
 }
 
 impl Builder<'_> {
@@ -202,103 +191,6 @@ impl Builder<'_> {
             path_params: raw.path_params,
             forward_range: raw.forward_range,
         })
-    }
-
-    fn inject(&mut self, upstream: &str, raw: RawInject) -> Option<Inject> {
-        match raw {
-            RawInject { query: Some(_), header: Some(_), .. } | RawInject { query: Some(_), format: Some(_), .. } => {
-                self.problem(upstream, "relay.inject", "set either query, or header and format, not both");
-                None
-            }
-            RawInject { query: Some(name), .. } => {
-                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
-                    Some(Inject::Query { name })
-                } else {
-                    self.problem(
-                        upstream,
-                        "relay.inject.query",
-                        "must be a parameter name of letters, digits and - . _ ~",
-                    );
-                    None
-                }
-            }
-            RawInject { header, format, .. } => {
-                let name = header.as_deref().unwrap_or(DEFAULT_TOKEN_HEADER);
-                let name = match HeaderName::from_bytes(name.as_bytes()) {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        self.problem(upstream, "relay.inject.header", format!("\"{name}\" is not a valid header name"));
-                        None
-                    }
-                };
-                let format = format.as_deref().unwrap_or(DEFAULT_TOKEN_FORMAT);
-                let parts = match format.split_once(TOKEN_PLACEHOLDER) {
-                    Some((prefix, suffix))
-                        if !suffix.contains(TOKEN_PLACEHOLDER)
-                            && HeaderValue::from_str(&format.replace(TOKEN_PLACEHOLDER, "")).is_ok() =>
-                    {
-                        Some((prefix.to_owned(), suffix.to_owned()))
-                    }
-                    _ => {
-                        self.problem(
-                            upstream,
-                            "relay.inject.format",
-                            "must contain {token} exactly once, e.g. \"Bearer {token}\", and no control characters",
-                        );
-                        None
-                    }
-                };
-                let (prefix, suffix) = parts?;
-                Some(Inject::Header { name: name?, prefix, suffix })
-            }
-        }
-    }
-
-    fn extra_headers(
-        &mut self,
-        upstream: &str,
-        raw: BTreeMap<String, RawParam>,
-        inject: Option<&Inject>,
-    ) -> Option<Vec<(HeaderName, Param)>> {
-        let mut out = Some(Vec::new());
-        for (name, value) in raw {
-            let field = format!("relay.headers.{name}");
-            let header = match HeaderName::from_bytes(name.as_bytes()) {
-                Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
-                    self.problem(upstream, &field, "is set by the relay or the transport and cannot be configured");
-                    None
-                }
-                Ok(h) if matches!(inject, Some(Inject::Header { name, .. }) if *name == h) => {
-                    self.problem(upstream, &field, "is already where the token goes (relay.inject.header)");
-                    None
-                }
-                Ok(h) => Some(h),
-                Err(_) => {
-                    self.problem(upstream, &field, "is not a valid header name");
-                    None
-                }
-            };
-            // The value is checked without echoing it: it may be a secret.
-            let param = self.param(upstream, &field, value).filter(|p| {
-                let ok = HeaderValue::from_str(p.expose()).is_ok();
-                if !ok {
-                    self.problem(
-                        upstream,
-                        &field,
-                        "value is not a valid header value (control characters or non-ASCII)",
-                    );
-                }
-                ok
-            });
-            out = match (out, header, param) {
-                (Some(mut v), Some(h), Some(p)) => {
-                    v.push((h, p));
-                    Some(v)
-                }
-                _ => None,
-            };
-        }
-        out
     }
 }
 

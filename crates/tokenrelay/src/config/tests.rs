@@ -1,4 +1,6 @@
 use super::*;
+use crate::token::json::Body;
+use crate::token::oauth2::ClientAuth;
 
 const GETTY: &str = r#"
 [upstreams.getty]
