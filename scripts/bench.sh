@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark (bench/README.md): builds the release binaries, starts
 # everything on loopback (redis-server behind upstash-local's Upstash REST
-# protocol, a token endpoint and the API it serves, the relay binary, the Node
-# baseline), measures, and prints a markdown table of figures.
+# protocol, a token endpoint and the API it serves, a JWT-verifying Node API,
+# nginx, the relay binary, the Node baseline), measures, and prints a markdown
+# table of figures.
 #
 #   bash scripts/bench.sh                             # the full run: a few minutes
 #   bash scripts/bench.sh --quick                     # every scenario briefly: a smoke test
@@ -15,6 +16,10 @@ cd "$(dirname "$0")/.."
 # The bench starts its own redis-server on a free port; it only needs the binary.
 if ! command -v redis-server >/dev/null; then
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+# nginx is the bench's physical-limit row (one bare proxy hop); the bench finds it in /usr/sbin.
+if [ ! -x /usr/sbin/nginx ]; then
+  apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
 fi
 # The Node baseline and the addon's bench import @upstash/redis and the addon.
 # `npm install`, not `npm ci`, for the reason scripts/test.sh gives.

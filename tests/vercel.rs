@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use relay_e2e::{Fixture, Logs, Shell, Visitor, bounded, checks};
+use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, Visitor, bounded, checks};
 use tokio::process::{Child, Command};
 
 /// Processes sharing the store, as concurrent Vercel instances would.
@@ -79,13 +79,8 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         for _ in 0..INSTANCES {
             functions.push(Function::start(&fx.env(), &logs).await?);
         }
-        let shell = Shell::new(
-            format!("127.0.0.1:{}", functions[0].port),
-            Visitor::Header("x-real-ip"),
-            true,
-            false,
-            vercel_rewrite,
-        );
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", functions[0].port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let shells: Vec<Shell> = functions.iter().map(|f| shell.at(format!("127.0.0.1:{}", f.port))).collect();
 
         checks::one_token_for_many_requests(&shells, &fx, 200).await.context("one token for many requests")?;
@@ -100,23 +95,78 @@ async fn vercel_function_relays_and_enforces_every_rule() {
     .await;
 }
 
+/// Each instance decides alone and adds its counts to the store in the
+/// background: it blocks a client as soon as it learns from a sync that the
+/// shared count is over the limit, and an instance that has not synced that
+/// client yet admits at most what it counted itself (the bound
+/// `tokenrelay::relay` documents).
 #[tokio::test]
-async fn rate_limit_is_shared_by_all_instances() {
+async fn instances_share_rate_limit_counts_through_the_store() {
     bounded(Duration::from_secs(60), async {
         let fx = Fixture::start().await?;
         let logs = Logs::default();
         let a = Function::start(&fx.env(), &logs).await?;
         let b = Function::start(&fx.env(), &logs).await?;
-        let shell =
-            Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), true, false, vercel_rewrite);
+        let shell = Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let other = shell.at(format!("127.0.0.1:{}", b.port));
         let target = "/api/relay/limited/search/images";
+        let synced = |total: u64| {
+            let fx = &fx;
+            async move {
+                let counted = || async { shared_count(fx).await == total };
+                testkit::wait_until(&format!("the store counts {total}"), Duration::from_secs(10), counted).await
+            }
+        };
+
         let mut statuses = Vec::new();
-        for i in 0..4 {
-            let instance = if i % 2 == 0 { &shell } else { &other };
-            statuses.push(instance.get_as(20, target).await?.status);
+        for _ in 0..=LIMITED_REQUESTS {
+            statuses.push(shell.get_as(20, target).await?.status);
         }
-        anyhow::ensure!(statuses == [200, 200, 200, 429], "two instances must count together: {statuses:?}");
+        ensure!(statuses == [200, 200, 200, 429], "one instance blocks on its own count: {statuses:?}");
+        synced(u64::from(LIMITED_REQUESTS)).await?;
+
+        let reply = other.get_as(20, target).await?;
+        ensure!(reply.status == 200, "b has not counted this client yet: {}", reply.status);
+        synced(u64::from(LIMITED_REQUESTS) + 1).await?;
+        let reply = other.get_as(20, target).await?;
+        ensure!(reply.status == 429, "b learned a's count from its sync: {}", reply.status);
+        ensure!(shell.get_as(20, target).await?.status == 429, "a still blocks");
+        ensure!(other.get_as(21, target).await?.status == 200, "another client is not limited");
+        Ok(())
+    })
+    .await;
+}
+
+/// The sum of the `limited` upstream's shared rate counters, read straight from Redis.
+async fn shared_count(fx: &Fixture) -> u64 {
+    let mut total = 0;
+    for key in fx.upstash.redis_keys("tokenrelay:v1:rate:limited:*").await {
+        total += fx.upstash.redis_get(&key).await.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
+}
+
+/// A streamed (chunked) upstream answer goes out with its head in one write:
+/// written apart, the body waited for the client's delayed ACK under Nagle's
+/// algorithm, 40 ms or more per request on a keep-alive connection.
+#[tokio::test]
+async fn streamed_answers_are_not_held_back_on_keep_alive_connections() {
+    bounded(Duration::from_secs(60), async {
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        let function = Function::start(&fx.env(), &logs).await?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let url = format!("http://127.0.0.1:{}{}", function.port, vercel_rewrite("/api/relay/getty/big?bytes=200"));
+        let mut took = Vec::new();
+        for _ in 0..9 {
+            let started = std::time::Instant::now();
+            let reply = client.get(&url).header("x-real-ip", "203.0.113.30").send().await?;
+            ensure!(reply.status() == 200, "status {}", reply.status());
+            ensure!(reply.bytes().await?.len() == 200, "whole body");
+            took.push(started.elapsed());
+        }
+        took.sort();
+        ensure!(took[4] < Duration::from_millis(25), "median {:?} (all {took:?})", took[4]);
         Ok(())
     })
     .await;
@@ -130,13 +180,8 @@ async fn a_misconfigured_function_answers_500_without_details() {
         // The API secret is missing: the config cannot be resolved.
         let env: Vec<_> = fx.env().into_iter().filter(|(k, _)| k != "GETTY_API_SECRET").collect();
         let function = Function::start(&env, &logs).await?;
-        let shell = Shell::new(
-            format!("127.0.0.1:{}", function.port),
-            Visitor::Header("x-real-ip"),
-            true,
-            false,
-            vercel_rewrite,
-        );
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let reply = shell.get("/api/relay/getty/search/images", &[]).await?;
         anyhow::ensure!(reply.status == 500, "status {}", reply.status);
         anyhow::ensure!(reply.error_code().as_deref() == Some("missing_env"), "body {}", reply.text());
@@ -207,13 +252,8 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
 
         let logs = Logs::default();
         let function = Function::start_binary(&executable, &fx.env(), &logs).await?;
-        let shell = Shell::new(
-            format!("127.0.0.1:{}", function.port),
-            Visitor::Header("x-real-ip"),
-            true,
-            false,
-            vercel_rewrite,
-        );
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         checks::happy_path_forwards_only_what_it_should(&shell, &fx).await.context("happy path")?;
         checks::hostile_paths_never_reach_anything(&shell, &fx).await.context("hostile paths")?;
         Ok(())

@@ -1,6 +1,7 @@
 //! `tokenrelay-bench`: starts everything on loopback (redis-server behind the
-//! Upstash REST protocol, a token endpoint and the API it serves, the relay
-//! binary, the Node baseline), measures, and prints a markdown table.
+//! Upstash REST protocol, a token endpoint and the API it serves, the
+//! JWT-verifying API, nginx when installed, the relay binary, the Node
+//! baseline), measures, and prints a markdown table.
 //!
 //! ```text
 //! tokenrelay-bench [--quick] [--relay-bin PATH] [--baseline PATH] [--addon-bench PATH]
@@ -15,6 +16,7 @@
 mod cli_load;
 mod load;
 mod machine;
+mod nginx;
 mod plan;
 mod procs;
 mod report;
@@ -30,8 +32,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::plan::{BASELINE_MARGIN, MAIN_TOKEN_LIFETIME, Plan};
+use crate::procs::Spec;
 use crate::scenario::{Functions, addon, cold_start, hot_path, rotation, stampede, store_trip};
-use crate::world::{Cache, UPSTREAM, World, relay_path};
+use crate::world::{Cache, JWT_UPSTREAM, UPSTREAM, World, relay_path};
 
 /// The Vercel function's binary name, looked for next to this binary.
 const RELAY_BIN: &str = "relay";
@@ -40,11 +43,12 @@ const RELAY_BIN: &str = "relay";
 const SERVER_THREADS: usize = 2;
 
 const USAGE: &str = "usage: tokenrelay-bench [--quick] [--relay-bin PATH] [--baseline PATH] [--addon-bench PATH]
-                        [--out FILE] [--readme FILE]
+                        [--jwt-api PATH] [--out FILE] [--readme FILE]
   --quick        every scenario, briefly: a smoke test (exits 1 if a correctness figure is off)
   --relay-bin    the compiled Vercel function (default: `relay` next to this binary)
   --baseline     the Node baseline's server (default: bench/node-baseline/server.mjs)
   --addon-bench  the addon's build-time bench (default: bench/addon.mjs)
+  --jwt-api      the realistic upstream's server (default: bench/jwt-api/server.mjs)
   --out          also write the report to FILE
   --readme       replace the results block of FILE (bench/README.md) with the report";
 
@@ -53,6 +57,7 @@ pub struct Options {
     relay_bin: Option<PathBuf>,
     baseline: PathBuf,
     addon_bench: PathBuf,
+    jwt_api: PathBuf,
     out: Option<PathBuf>,
     readme: Option<PathBuf>,
 }
@@ -97,6 +102,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
         relay_bin: Some(exe_dir.join(RELAY_BIN)).filter(|p| p.is_file()),
         baseline: repo.join("bench/node-baseline/server.mjs"),
         addon_bench: repo.join("bench/addon.mjs"),
+        jwt_api: repo.join("bench/jwt-api/server.mjs"),
         out: None,
         readme: None,
     };
@@ -108,6 +114,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
             "--relay-bin" => options.relay_bin = Some(value()?),
             "--baseline" => options.baseline = value()?,
             "--addon-bench" => options.addon_bench = value()?,
+            "--jwt-api" => options.jwt_api = value()?,
             "--out" => options.out = Some(value()?),
             "--readme" => options.readme = Some(value()?),
             "-h" | "--help" => {
@@ -151,6 +158,18 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let world = World::start(servers).await?;
     let main = world.upstream(MAIN_TOKEN_LIFETIME).await?;
     let config = world.write_config("main", &main, Cache::default())?;
+    let jwt_api = Spec {
+        name: "jwt-api",
+        program: "node".into(),
+        args: vec![options.jwt_api.clone().into()],
+        env: world.jwt_api_env(),
+        port_var: "PORT",
+        log_dir: world.dir().to_owned(),
+    }
+    .start(None)
+    .await?
+    .instance;
+    world.add_jwt_upstream(&config, &format!("http://{}", jwt_api.addr))?;
     let functions =
         Functions { relay: options.relay_bin.clone(), node: "node".into(), baseline: options.baseline.clone() };
     let relay_spec = functions.relay(&world, &config);
@@ -162,11 +181,43 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     // Long-running instances for the hot path; their first requests put each
     // function's token in the store, for the cold starts.
     let relay = match &relay_spec {
-        Some(spec) => Some(spec.start(Some(&relay_path())).await?.instance),
+        Some(spec) => {
+            let instance = spec.start(Some(&relay_path())).await?.instance;
+            // Its token for the JWT API too, so that the hot path is warm for both.
+            let jwt_path = relay_path().replacen(&format!("/{UPSTREAM}/"), &format!("/{JWT_UPSTREAM}/"), 1);
+            load::Connection::open(instance.addr).await?.send(&load::Target::new(instance.addr, jwt_path)).await?;
+            Some(instance)
+        }
         None => None,
     };
     let node = node_spec.start(Some(&relay_path())).await?.instance;
-    let token = world.broker(&config)?.token(UPSTREAM).await?;
+    let broker = world.broker(&config)?;
+    let token = broker.token(UPSTREAM).await?;
+    let jwt = hot_path::JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
+    let nginx = match nginx::binary() {
+        Some(binary) => {
+            let bearer = |token: &str| format!("Bearer {token}");
+            let routes = [
+                nginx::Route {
+                    prefix: format!("/api/relay/{UPSTREAM}"),
+                    upstream: main.api_addr()?,
+                    base_path: reqwest::Url::parse(&main.api.url())?.path().to_owned(),
+                    authorization: bearer(token.expose()),
+                },
+                nginx::Route {
+                    prefix: format!("/api/relay/{JWT_UPSTREAM}"),
+                    upstream: jwt.addr,
+                    base_path: String::new(),
+                    authorization: bearer(&jwt.token),
+                },
+            ];
+            Some(nginx::Nginx::start(&binary, world.dir(), &routes).await?)
+        }
+        None => {
+            progress("nginx not installed: its rows are left out (scripts/bench.sh installs nginx-light)");
+            None
+        }
+    };
 
     progress("cold starts");
     let specs: Vec<_> = relay_spec.iter().chain([&node_spec]).collect();
@@ -175,11 +226,19 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let relay_cold = cold.pop();
 
     progress("hot path");
-    let hot = hot_path::run(&world, &main, token.expose(), relay.as_ref(), &node, plan).await?;
+    let servers = hot_path::Servers {
+        upstream: &main,
+        token: token.expose(),
+        jwt: Some(&jwt),
+        nginx: nginx.as_ref(),
+        relay: relay.as_ref(),
+        node: &node,
+    };
+    let hot = hot_path::run(&world, &servers, plan).await?;
     let store_trip = store_trip::run(&world, plan).await?;
     let peak_rss =
         report::PeakRss { relay: relay.as_ref().map(|r| r.peak_rss_kib()).transpose()?, node: node.peak_rss_kib()? };
-    drop((relay, node));
+    drop((relay, node, nginx, jwt_api));
 
     progress("cold bursts");
     let relay_burst = match &relay_spec {

@@ -406,15 +406,10 @@ pub async fn limits_end_with_clear_errors(shell: &Shell, fx: &Fixture) -> anyhow
 
     let too_big = MAX_RESPONSE_BYTES * 2;
     let reply = shell.get(&format!("/api/relay/getty/big?bytes={too_big}"), &[]).await?;
-    if shell.streams {
-        // Headers went out before the limit was crossed: the stream is cut.
-        let cut = reply.cut_short || reply.body.len() < too_big;
-        ensure!(reply.status == 200 && cut, "oversized stream: status {} len {}", reply.status, reply.body.len());
-        ensure!(reply.body.len() <= MAX_RESPONSE_BYTES, "more than the limit was sent: {}", reply.body.len());
-    } else {
-        ensure!(reply.status == 502, "oversized answer: status {}", reply.status);
-        ensure!(reply.error_code().as_deref() == Some("response_too_large"), "body {}", reply.text());
-    }
+    // The relay reads up to 64 KiB of an answer before answering (relay::body),
+    // more than the fixture's limit: every shell can still answer the error.
+    ensure!(reply.status == 502, "oversized answer: status {}", reply.status);
+    ensure!(reply.error_code().as_deref() == Some("response_too_large"), "body {}", reply.text());
 
     let started = Instant::now();
     let reply = shell.get("/api/relay/getty/slow?ms=20000", &[]).await?;

@@ -31,9 +31,6 @@ pub struct Shell {
     pub addr: String,
     /// How the platform learns the visitor's IP address.
     pub visitor: Visitor,
-    /// Whether the shell streams bodies (an oversized body is then cut short
-    /// rather than answered with 502).
-    pub streams: bool,
     /// Whether a dev server in front normalises dot segments before the
     /// function sees them (`netlify dev` parses URLs with WHATWG rules).
     pub normalizes_paths: bool,
@@ -44,14 +41,8 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub fn new(
-        addr: String,
-        visitor: Visitor,
-        streams: bool,
-        normalizes_paths: bool,
-        rewrite: fn(&str) -> String,
-    ) -> Self {
-        Self { addr, visitor, streams, normalizes_paths, rewrite, transcript: Arc::default() }
+    pub fn new(addr: String, visitor: Visitor, normalizes_paths: bool, rewrite: fn(&str) -> String) -> Self {
+        Self { addr, visitor, normalizes_paths, rewrite, transcript: Arc::default() }
     }
 
     /// The same platform at another address (another process), sharing the transcript.

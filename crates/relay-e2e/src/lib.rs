@@ -13,7 +13,7 @@ mod fixture;
 mod http;
 mod logs;
 
-pub use fixture::{ALLOWED_ORIGIN, Fixture};
+pub use fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS};
 pub use http::{Reply, Shell, Visitor};
 pub use logs::Logs;
 

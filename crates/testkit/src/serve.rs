@@ -37,6 +37,11 @@ impl Served {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
         let mut stopped = stop.subscribe();
+        // As real servers do (nginx, Node): a streamed answer's last write is
+        // small, and under Nagle's algorithm it would wait for a delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move {

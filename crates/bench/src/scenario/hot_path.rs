@@ -1,24 +1,47 @@
-//! Hot path: the same API request sent straight to the upstream, through the
-//! relay binary and through the Node baseline, with the token warm, at each
-//! concurrency level, then once more against an upstream as slow as a real
-//! API. Rounds interleave the three so that machine noise hits them alike.
-//! Alongside: store round trips per request (Upstash REST counter) and the
-//! function processes' CPU time per request.
+//! Hot path: the same API request sent straight to the upstream, through
+//! nginx (one bare proxy hop, when installed), through the relay binary and
+//! through the Node baseline, with the token warm, at each concurrency level,
+//! then once more against an upstream as slow as a real API; and the same
+//! levels against the realistic upstream (bench/jwt-api, verifying a JWT per
+//! request) without the baseline. Rounds interleave the ways so that machine
+//! noise hits them alike. Alongside: store round trips per request (Upstash
+//! REST counter) and the function processes' CPU time per request.
 
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
+
 use crate::load::{self, Measured, Target};
+use crate::nginx::Nginx;
 use crate::plan::Plan;
 use crate::procs::Instance;
-use crate::world::{SEARCH, StoreCount, Upstream, World, relay_path_for, slow_request};
+use crate::world::{JWT_UPSTREAM, SEARCH, StoreCount, UPSTREAM, Upstream, World, relay_path_for, slow_request};
+
+/// Which API a level was measured against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Api {
+    /// testkit's in-process API: about 30 µs per answer.
+    InProcess,
+    /// bench/jwt-api: a Node API verifying an RS256 JWT per request.
+    Jwt,
+}
+
+/// The realistic upstream, when it runs: its address and a token it accepts.
+pub struct JwtApi {
+    pub addr: std::net::SocketAddr,
+    pub token: String,
+}
 
 /// One concurrency level: every round of each way to the API.
 pub struct Level {
+    pub api: Api,
     pub concurrency: usize,
     /// How long the upstream took to answer on purpose (`None`: at once).
     pub upstream_delay: Option<Duration>,
     pub direct: Series,
+    pub nginx: Option<Series>,
     pub relay: Option<Series>,
+    /// Empty for the JWT API (the baseline serves one upstream).
     pub node: Series,
 }
 
@@ -90,35 +113,57 @@ pub struct HotPath {
 #[derive(Clone, Copy, PartialEq)]
 enum Via {
     Direct,
+    Nginx,
     Relay,
     Node,
 }
 
-pub async fn run(
-    world: &World,
-    upstream: &Upstream,
-    token: &str,
-    relay: Option<&Instance>,
-    node: &Instance,
-    plan: &Plan,
-) -> anyhow::Result<HotPath> {
+/// The servers under test.
+pub struct Servers<'a> {
+    pub upstream: &'a Upstream,
+    /// The main upstream's token, for the direct calls.
+    pub token: &'a str,
+    pub jwt: Option<&'a JwtApi>,
+    pub nginx: Option<&'a Nginx>,
+    pub relay: Option<&'a Instance>,
+    pub node: &'a Instance,
+}
+
+pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::Result<HotPath> {
+    let Servers { upstream, token, jwt, nginx, relay, node } = *servers;
     let (delay, slow_concurrency) = plan.slow_upstream;
-    let loads = plan.concurrency.iter().map(|&c| (c, None)).chain([(slow_concurrency, Some(delay))]);
+    let main = plan.concurrency.iter().map(|&c| (Api::InProcess, c, None)).chain([(
+        Api::InProcess,
+        slow_concurrency,
+        Some(delay),
+    )]);
+    let realistic = plan.concurrency.iter().filter(|_| jwt.is_some()).map(|&c| (Api::Jwt, c, None));
     let mut levels = Vec::new();
     let mut relay_cost = relay.map(|_| Cost::default());
     let mut node_cost = Cost::default();
-    for (concurrency, upstream_delay) in loads {
+    for (api, concurrency, upstream_delay) in main.chain(realistic) {
         let request = upstream_delay.map_or_else(|| SEARCH.to_owned(), slow_request);
-        let relayed = |instance: &Instance| Target::new(instance.addr, relay_path_for(&request));
-        let mut targets =
-            vec![(Via::Direct, upstream.direct(token, &request)?, None), (Via::Node, relayed(node), Some(node))];
-        if let Some(relay) = relay {
-            targets.insert(1, (Via::Relay, relayed(relay), Some(relay)));
+        let (name, direct) = match (api, jwt) {
+            (Api::Jwt, Some(jwt)) => (
+                JWT_UPSTREAM,
+                Target::new(jwt.addr, request.clone())
+                    .with_authorization(HeaderValue::from_str(&format!("Bearer {}", jwt.token))?),
+            ),
+            _ => (UPSTREAM, upstream.direct(token, &request)?),
+        };
+        let relayed = |addr| Target::new(addr, format!("/api/relay/{name}{request}"));
+        let mut targets = vec![(Via::Direct, direct, None)];
+        targets.extend(nginx.map(|n| (Via::Nginx, relayed(n.addr), None)));
+        targets.extend(relay.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
+        if api == Api::InProcess {
+            targets.push((Via::Node, Target::new(node.addr, relay_path_for(&request)), Some(node)));
         }
         let mut level = Level {
+            api,
             concurrency,
             upstream_delay,
             direct: Series::default(),
+            nginx: nginx.map(|_| Series::default()),
             relay: relay.map(|_| Series::default()),
             node: Series::default(),
         };
@@ -144,6 +189,7 @@ pub async fn run(
                 }
                 let (series, total) = match via {
                     Via::Direct => (Some(&mut level.direct), None),
+                    Via::Nginx => (level.nginx.as_mut(), None),
                     Via::Relay => (level.relay.as_mut(), relay_cost.as_mut()),
                     Via::Node => (Some(&mut level.node), Some(&mut node_cost)),
                 };
@@ -163,6 +209,7 @@ pub async fn run(
 fn describe(via: Via) -> &'static str {
     match via {
         Via::Direct => "straight to the API",
+        Via::Nginx => "through nginx",
         Via::Relay => "through the relay",
         Via::Node => "through the Node baseline",
     }

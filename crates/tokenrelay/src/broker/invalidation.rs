@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::Broker;
 use super::slot::Slot;
 use crate::error::Result;
-use crate::store::StoreError;
+use crate::store::{Count, StoreError};
 use crate::token::Token;
 
 /// The window of `cache.invalidations_per_hour`.
@@ -90,7 +90,10 @@ impl Broker {
             if entry.age(SystemTime::now()) < cache.min_token_age {
                 return Ok(Verdict::Keep(TOO_YOUNG));
             }
-            let (spent, _) = store.incr_window(&slot.keys.invalidations, INVALIDATION_WINDOW).await?;
+            // A counter created by the first invalidation lives one window: a fixed
+            // window from that moment, shared by every instance.
+            let count = Count { key: slot.keys.invalidations.clone(), add: 1, ttl: INVALIDATION_WINDOW };
+            let spent = store.add_counts(&[count]).await?.pop().unwrap_or(u64::MAX);
             if spent > u64::from(cache.invalidations_per_hour) {
                 return Ok(Verdict::Keep("cache.invalidations_per_hour spent"));
             }

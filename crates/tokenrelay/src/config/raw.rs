@@ -75,6 +75,8 @@ pub(super) struct RawRateLimit {
     pub requests: u32,
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// Site-wide only: `[relay] rate_limit`.
+    pub ipv6_prefix: Option<u8>,
 }
 
 /// `[upstreams.<name>.relay]`.

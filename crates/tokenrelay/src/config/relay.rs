@@ -4,7 +4,7 @@
 //! ```toml
 //! [relay]
 //! allowed_origins = ["https://www.example.com"]
-//! rate_limit = { requests = 60, window = "1m" }
+//! rate_limit = { requests = 60, window = "1m", ipv6_prefix = 64 }
 //!
 //! [upstreams.getty.relay]
 //! headers = { Api-Key = { env = "GETTY_API_KEY" } }
@@ -38,6 +38,12 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_RATE_REQUESTS: u32 = 60;
 /// The window of the default rate limit.
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(60);
+/// IPv6 clients are counted by network, not address: one subscriber usually
+/// gets a whole /64 (RFC 6177 recommends /48 to /64 per site; SLAAC needs a /64,
+/// RFC 4291 §2.5.1) and can pick a fresh address in it for every request.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// Allowed `ipv6_prefix` values: from an ISP's allocation (/32) to one address.
+const IPV6_PREFIXES: std::ops::RangeInclusive<u8> = 32..=128;
 
 /// Methods a route may allow; `OPTIONS` is answered by the CORS preflight.
 const ROUTE_METHODS: [Method; 6] =
@@ -49,6 +55,8 @@ pub(crate) struct RelaySettings {
     /// Cross-origin callers allowed, as ASCII origins (`https://host[:port]`).
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) rate_limit: RateLimit,
+    /// IPv6 clients sharing this many leading bits share their rate limits.
+    pub(crate) ipv6_prefix: u8,
     pub(crate) max_request_bytes: u64,
     pub(crate) max_response_bytes: u64,
     pub(crate) timeout: Duration,
@@ -100,6 +108,14 @@ impl Builder<'_> {
             }
         }
         let default = RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW };
+        let ipv6_prefix = raw.rate_limit.as_ref().and_then(|r| r.ipv6_prefix).unwrap_or(DEFAULT_IPV6_PREFIX);
+        if !IPV6_PREFIXES.contains(&ipv6_prefix) {
+            self.problems.push(format!(
+                "relay.rate_limit.ipv6_prefix: {ipv6_prefix} is not between {} and {}",
+                IPV6_PREFIXES.start(),
+                IPV6_PREFIXES.end()
+            ));
+        }
         let rate_limit = raw.rate_limit.map_or(default, |r| {
             rate_limit(r).unwrap_or_else(|why| {
                 self.problems.push(format!("relay.rate_limit: {why}"));
@@ -113,6 +129,7 @@ impl Builder<'_> {
         RelaySettings {
             allowed_origins: origins,
             rate_limit,
+            ipv6_prefix,
             max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             max_response_bytes: raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             timeout,
@@ -130,6 +147,9 @@ impl Builder<'_> {
         let routes: Vec<_> = raw.routes.into_iter().enumerate().map(|(i, r)| self.route(upstream, i, r)).collect();
         let inject = self.inject(upstream, raw.inject);
         let headers = self.extra_headers(upstream, raw.headers, inject.as_ref());
+        if raw.rate_limit.as_ref().is_some_and(|r| r.ipv6_prefix.is_some()) {
+            self.problem(upstream, "relay.rate_limit.ipv6_prefix", "is site-wide: set it in [relay] rate_limit");
+        }
         let rate_limit = match raw.rate_limit.map(rate_limit) {
             None => Some(None),
             Some(Ok(limit)) => Some(Some(limit)),
@@ -254,6 +274,7 @@ routes = [
         let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
         assert_eq!(config.relay.allowed_origins, ["https://www.example.com"]);
         assert_eq!(config.relay.rate_limit, RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW });
+        assert_eq!(config.relay.ipv6_prefix, DEFAULT_IPV6_PREFIX);
         assert_eq!(config.relay.timeout, DEFAULT_RELAY_TIMEOUT);
         let relay = config.upstreams["getty"].relay.as_ref().unwrap();
         assert_eq!(relay.routes[0].methods, [Method::GET]);
@@ -283,7 +304,7 @@ routes = [
         let text = r#"
 [relay]
 allowed_origins = ["https://www.example.com/app"]
-rate_limit = { requests = 0, window = "1m" }
+rate_limit = { requests = 0, window = "1m", ipv6_prefix = 129 }
 timeout = "0s"
 
 [upstreams.getty]
@@ -293,11 +314,13 @@ token = { type = "static", key = { env = "GETTY_API_KEY" } }
 [upstreams.getty.relay]
 inject = { query = "key", format = "{token}" }
 headers = { "Bad Name" = "x", Host = "evil.example" }
+rate_limit = { requests = 5, window = "1m", ipv6_prefix = 48 }
 routes = [{ path = "search/**", methods = ["GET", "TRACE"] }]
 "#;
         let p = problems(text, &env());
         let expect = [
             "relay.allowed_origins[0]: \"https://www.example.com/app\" is not an origin",
+            "relay.rate_limit.ipv6_prefix: 129 is not between 32 and 128",
             "relay.rate_limit: requests must be at least 1",
             "relay.timeout: must be greater than zero",
             "upstream \"getty\": base_url: must not have a query or fragment",
@@ -306,6 +329,7 @@ routes = [{ path = "search/**", methods = ["GET", "TRACE"] }]
             "upstream \"getty\": relay.inject: set either query, or header and format, not both",
             "upstream \"getty\": relay.headers.Bad Name: is not a valid header name",
             "upstream \"getty\": relay.headers.Host: is set by the relay",
+            "upstream \"getty\": relay.rate_limit.ipv6_prefix: is site-wide",
         ];
         for e in expect {
             assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");

@@ -124,6 +124,7 @@ mod tests {
         RelaySettings {
             allowed_origins: vec!["https://site.example".into()],
             rate_limit: RateLimit { requests: 1, window: Duration::from_secs(1) },
+            ipv6_prefix: 64,
             max_request_bytes: 0,
             max_response_bytes: 0,
             timeout: Duration::from_secs(1),

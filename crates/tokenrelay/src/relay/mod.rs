@@ -12,7 +12,8 @@
 //!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. `rate_limit`: per client IP and upstream, in the shared store (429);
+//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream,
+//!    decided in memory and counted across instances in the background (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
 //! 6. `forward`: token from the [`Broker`], `inject`ed, sent with
 //!    `relay.timeout`; a 401 invalidates the token and retries once, unless
@@ -47,6 +48,7 @@ mod scrub;
 mod service;
 mod timing;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -77,7 +79,9 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 const INERT: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
 /// The visitor's IP address, as the platform reports it; set by the shell as
-/// a request extension. Without it, all visitors share one rate limit.
+/// a request extension. Rate limits count IPv6 clients by network
+/// (`[relay] rate_limit.ipv6_prefix`, /64 by default); without an address,
+/// all such visitors share one rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
@@ -100,21 +104,23 @@ pub struct RequestId(pub String);
 #[derive(Debug, Clone)]
 pub struct Relay {
     broker: Broker,
+    limiter: rate_limit::RateLimiter,
     scrubbers: inject::Scrubbers,
 }
 
-/// What is known about a request so far, for the log line.
+/// What is known about a request so far, for the log line. Names are
+/// borrowed from the config where they can be: no copy per request.
 #[derive(Default)]
-struct Record {
-    upstream: Option<String>,
-    route: Option<String>,
+struct Record<'a> {
+    upstream: Option<Cow<'a, str>>,
+    route: Option<&'a str>,
     timing: Timing,
 }
 
 impl Relay {
     /// A relay over `broker`'s config, store and HTTP client.
     pub fn new(broker: Broker) -> Self {
-        Self { broker, scrubbers: inject::Scrubbers::default() }
+        Self { limiter: rate_limit::RateLimiter::new(broker.clone()), broker, scrubbers: inject::Scrubbers::default() }
     }
 
     /// Loads the config and builds the broker ([`Broker::from_env`]).
@@ -188,11 +194,11 @@ impl Relay {
         }
     }
 
-    async fn serve<B>(
-        &self,
+    async fn serve<'a, B>(
+        &'a self,
         request: Request<B>,
         request_id: &str,
-        record: &mut Record,
+        record: &mut Record<'a>,
     ) -> Result<Response<Body>, RelayError>
     where
         B: http_body::Body<Data = Bytes>,
@@ -201,26 +207,25 @@ impl Relay {
         let settings = &self.broker.config().relay;
         let (parts, body) = request.into_parts();
         let target = path::parse(parts.uri.path())?;
-        record.upstream = Some(target.upstream.to_owned());
         // An upstream without a relay section is as invisible as an unknown one.
-        let (upstream, relay) = self
-            .broker
-            .config()
-            .upstreams
-            .get(target.upstream)
-            .and_then(|u| Some((u, u.relay.as_ref()?)))
-            .ok_or_else(|| Kind::UnknownUpstream(target.upstream.to_owned()))?;
+        let Some((upstream, relay)) =
+            self.broker.config().upstreams.get(target.upstream).and_then(|u| Some((u, u.relay.as_ref()?)))
+        else {
+            record.upstream = Some(Cow::Owned(target.upstream.to_owned()));
+            return Err(Kind::UnknownUpstream(target.upstream.to_owned()).into());
+        };
+        record.upstream = Some(Cow::Borrowed(upstream.name()));
         let query = parts.uri.query();
         query.map(path::check_query).transpose()?;
 
         if cors::is_preflight(&parts.method, &parts.headers) {
             let route =
                 route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
-            record.route = Some(route.pattern.as_str().to_owned());
+            record.route = Some(route.pattern.as_str());
             return Ok(cors::preflight(&parts.headers, route));
         }
         let route = route::select(relay, upstream.name(), &target.segments, &parts.method)?;
-        record.route = Some(route.pattern.as_str().to_owned());
+        record.route = Some(route.pattern.as_str());
         if !route.path_params {
             path::check_no_params(&target.segments)?;
         }
@@ -230,14 +235,7 @@ impl Relay {
             return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
         }
 
-        let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
-        rate_limit::check(
-            self.broker.store(),
-            upstream.name(),
-            client,
-            relay.rate_limit.unwrap_or(settings.rate_limit),
-        )
-        .await?;
+        self.limiter.check(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0))?;
         let body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
 
         let out = forward::Outgoing {
@@ -272,7 +270,12 @@ impl Relay {
             timeout: settings.timeout,
             limit: settings.max_response_bytes,
         };
-        let mut relayed = Response::new(Body::upstream(response, scrubber.stream(), source));
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let body = Body::upstream(response, scrubber.stream(), source).primed(event_stream).await?;
+        let mut relayed = Response::new(body);
         *relayed.status_mut() = status;
         *relayed.headers_mut() = headers;
         Ok(relayed)
@@ -307,7 +310,7 @@ fn log(
 ) {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let upstream = record.upstream.as_deref().unwrap_or("-");
-    let route = record.route.as_deref().unwrap_or("-");
+    let route = record.route.unwrap_or("-");
     let token = record.timing.token.map_or("-", |(_, o)| o.as_str());
     let token_ms = record.timing.token.map_or(0.0, |(d, _)| ms(d));
     let upstream_ms = record.timing.upstream.map_or(0.0, ms);

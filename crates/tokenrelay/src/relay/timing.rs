@@ -26,11 +26,18 @@ impl Timing {
 
     /// `token;dur=0.4;desc="memory", upstream;dur=182.3`, or `None` before either ran.
     pub(super) fn header(&self) -> Option<HeaderValue> {
+        use std::fmt::Write as _;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let token = self.token.map(|(d, o)| format!("token;dur={:.1};desc=\"{}\"", ms(d), o.as_str()));
-        let upstream = self.upstream.map(|d| format!("upstream;dur={:.1}", ms(d)));
-        let value = token.into_iter().chain(upstream).collect::<Vec<_>>().join(", ");
-        (!value.is_empty()).then(|| HeaderValue::from_str(&value).ok()).flatten()
+        // One buffer, written once per request.
+        let mut value = String::with_capacity(64);
+        if let Some((d, o)) = self.token {
+            let _ = write!(value, "token;dur={:.1};desc=\"{}\"", ms(d), o.as_str());
+        }
+        if let Some(d) = self.upstream {
+            let separator = if value.is_empty() { "" } else { ", " };
+            let _ = write!(value, "{separator}upstream;dur={:.1}", ms(d));
+        }
+        (!value.is_empty()).then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()).flatten()
     }
 }
 

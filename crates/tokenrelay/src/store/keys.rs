@@ -61,9 +61,10 @@ impl KeyNamer {
         }
     }
 
-    /// The rate counter of `client` on `upstream`.
-    pub(crate) fn rate(&self, upstream: &str, client: &str) -> String {
-        format!("{PREFIX}:rate:{upstream}:{}", self.hash(client))
+    /// The rate counter of `client` on `upstream` in fixed window number
+    /// `window`; the client's address is never named in clear.
+    pub(crate) fn rate(&self, upstream: &str, client: &str, window: u64) -> String {
+        format!("{PREFIX}:rate:{upstream}:{}:{window}", self.hash(client))
     }
 
     fn hash(&self, text: &str) -> String {
@@ -85,11 +86,12 @@ mod tests {
     const IDENTITY: &str = "[\"oauth2\",\"https://id.example.com/token\",\"client-7f3a\"]";
 
     #[test]
-    fn rate_keys_separate_upstreams_and_clients_without_naming_the_address() {
+    fn rate_keys_separate_upstreams_clients_and_windows_without_naming_the_address() {
         let n = KeyNamer::new(b"k");
-        assert_ne!(n.rate("getty", "203.0.113.7"), n.rate("getty", "2001:db8::1"));
-        assert_ne!(n.rate("getty", "203.0.113.7"), n.rate("other", "203.0.113.7"));
-        assert!(!n.rate("getty", "203.0.113.7").contains("203.0.113.7"));
+        assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("getty", "2001:db8::/64", 1));
+        assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("other", "203.0.113.7", 1));
+        assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("getty", "203.0.113.7", 2));
+        assert!(!n.rate("getty", "203.0.113.7", 1).contains("203.0.113.7"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, StoreError};
+use super::{Backend, Count, StoreError};
 
 mod owner;
 
@@ -194,15 +194,21 @@ impl Backend for LocalStore {
         .await
     }
 
-    async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
-        let key = key.to_owned();
+    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+        let counts = counts.to_vec();
         self.run(move |e| {
             let now = now_ms();
-            let entry =
-                e.0.entry(key).or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(window) });
-            let count = entry.value.parse::<u64>().unwrap_or(0).saturating_add(1);
-            entry.value = count.to_string();
-            (count, Duration::from_millis(entry.expires_at_ms.saturating_sub(now)))
+            counts
+                .into_iter()
+                .map(|n| {
+                    let entry =
+                        e.0.entry(n.key)
+                            .or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(n.ttl) });
+                    let total = entry.value.parse::<u64>().unwrap_or(0).saturating_add(n.add);
+                    entry.value = total.to_string();
+                    total
+                })
+                .collect()
         })
         .await
     }
@@ -294,15 +300,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn window_counter_counts_until_its_window_ends() {
-        let s = temp_store("window");
-        let window = Duration::from_millis(200);
-        assert_eq!(s.incr_window("hits", window).await.unwrap().0, 1);
-        let (count, left) = s.incr_window("hits", window).await.unwrap();
-        assert_eq!(count, 2);
-        assert!(left <= window && !left.is_zero(), "{left:?}");
-        tokio::time::sleep(left + Duration::from_millis(20)).await;
-        assert_eq!(s.incr_window("hits", window).await.unwrap().0, 1, "a new window starts from zero");
+    async fn counters_add_up_until_they_expire() {
+        let s = temp_store("counts");
+        let ttl = Duration::from_millis(200);
+        let count = |add| [Count { key: "hits".to_owned(), add, ttl }];
+        assert_eq!(s.add_counts(&count(2)).await.unwrap(), [2]);
+        assert_eq!(s.add_counts(&count(3)).await.unwrap(), [5], "an addition keeps the counter's expiry");
+        tokio::time::sleep(ttl + Duration::from_millis(20)).await;
+        assert_eq!(s.add_counts(&count(1)).await.unwrap(), [1], "an expired counter starts from zero");
     }
 
     #[cfg(unix)]

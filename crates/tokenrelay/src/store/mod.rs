@@ -96,9 +96,18 @@ pub(crate) trait Backend {
         owner: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Counts one hit on `key` in a fixed window that starts with the first
-    /// hit and lasts `window`; returns the hits so far and the time left.
-    async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError>;
+    /// Adds each count to its counter (created with the count's `ttl`) and
+    /// returns the new totals, in order, in one round trip.
+    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError>;
+}
+
+/// An addition to a shared counter ([`Store::add_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Count {
+    pub(crate) key: String,
+    pub(crate) add: u64,
+    /// How long a counter this addition creates lives.
+    pub(crate) ttl: Duration,
 }
 
 enum Backends {
@@ -221,9 +230,9 @@ impl Store {
         self.namer.token_keys(upstream, identity)
     }
 
-    /// The rate counter key of `client` on `upstream`.
-    pub(crate) fn rate_key(&self, upstream: &str, client: &str) -> String {
-        self.namer.rate(upstream, client)
+    /// The rate counter key of `client` on `upstream` in fixed window number `window`.
+    pub(crate) fn rate_key(&self, upstream: &str, client: &str, window: u64) -> String {
+        self.namer.rate(upstream, client, window)
     }
 
     /// Reads the token and the shared failure, in one round trip.
@@ -282,11 +291,10 @@ impl Store {
         on_backend!(self, b => b.delete_if(&keys.token, &token.sealed))
     }
 
-    /// Counts one hit on `key` in a fixed window that starts with the first
-    /// hit and lasts `window`; returns the hits so far and the time left.
-    /// Atomic in both backends, so every instance counts together.
-    pub(crate) async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
-        on_backend!(self, b => b.incr_window(key, window))
+    /// Adds each count to its shared counter and returns the new totals, in
+    /// one round trip; each addition is atomic, so every instance counts together.
+    pub(crate) async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+        on_backend!(self, b => b.add_counts(counts))
     }
 
     /// Opens `[token, failure]` values. A token that cannot be opened (key
@@ -316,7 +324,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn window_counter_is_shared_by_instances_through_upstash() {
+    async fn counts_add_up_across_instances_through_upstash() {
         tokio::time::timeout(Duration::from_secs(20), async {
             let redis = testkit::RedisServer::start().await.unwrap();
             let upstash = testkit::Upstash::start(&redis).await.unwrap();
@@ -325,13 +333,13 @@ mod tests {
             let open =
                 || Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
             let (a, b) = (open(), open());
-            let window = Duration::from_secs(30);
-            assert_eq!(a.incr_window("rate:x", window).await.unwrap().0, 1);
-            let (count, left) = b.incr_window("rate:x", window).await.unwrap();
-            assert_eq!(count, 2, "both instances count in one window");
-            assert!(left <= window && left > Duration::from_secs(25), "{left:?}");
+            let ttl = Duration::from_secs(30);
+            let count = |key: &str, add| Count { key: key.to_owned(), add, ttl };
+            assert_eq!(a.add_counts(&[count("rate:x", 3), count("rate:y", 1)]).await.unwrap(), [3, 1]);
+            assert_eq!(upstash.requests(), 1, "one round trip for every counter");
+            assert_eq!(b.add_counts(&[count("rate:x", 2)]).await.unwrap(), [5], "both instances count together");
             let pttl = upstash.redis_pttl("rate:x").await;
-            assert!(pttl > 0 && pttl <= 30_000, "the window expires in Redis too: {pttl}");
+            assert!(pttl > 25_000 && pttl <= 30_000, "the counter expires in Redis too: {pttl}");
         })
         .await
         .unwrap();

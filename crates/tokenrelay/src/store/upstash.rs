@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
-use super::{Backend, StoreError};
+use super::{Backend, Count, StoreError};
 
 /// Compare-and-delete: deletes KEYS[1] only while it still holds ARGV[1].
 const DELETE_IF_SCRIPT: &str =
@@ -30,12 +30,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
 redis.call('DEL', KEYS[2]) \
 return 1";
 
-/// Fixed-window counter: increments KEYS[1], starts its window of ARGV[1] ms
-/// on the first hit (or if it somehow lost its expiry), returns {count, ms left}.
-const INCR_WINDOW_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1]) \
-local t = redis.call('PTTL', KEYS[1]) \
-if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end \
-return {n, t}";
+/// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
+/// no expiry yet, and returns the new total.
+const ADD_COUNT_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+return n";
 
 /// A client for one Upstash database.
 pub(crate) struct UpstashClient {
@@ -136,12 +135,19 @@ impl Backend for UpstashClient {
         Ok(self.command(&["EVAL", SET_FENCED_SCRIPT, "2", key, lock, value, &millis(ttl), owner]).await? == 1)
     }
 
-    async fn incr_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), StoreError> {
-        let reply = self.command(&["EVAL", INCR_WINDOW_SCRIPT, "1", key, &millis(window)]).await?;
-        match reply.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()).as_deref() {
-            Some([Some(count), Some(left)]) => Ok((*count, Duration::from_millis(*left))),
-            _ => Err(StoreError::Protocol("rate counter reply is not {count, ms left}")),
-        }
+    /// One `EVAL` per counter, all pipelined.
+    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+        let args: Vec<(String, String)> = counts.iter().map(|n| (n.add.to_string(), millis(n.ttl))).collect();
+        let commands: Vec<Vec<&str>> = counts
+            .iter()
+            .zip(&args)
+            .map(|(n, (add, ttl))| vec!["EVAL", ADD_COUNT_SCRIPT, "1", &n.key, add, ttl])
+            .collect();
+        self.pipeline(&commands)
+            .await?
+            .into_iter()
+            .map(|reply| reply?.as_u64().ok_or(StoreError::Protocol("counter reply is not a number")))
+            .collect()
     }
 }
 

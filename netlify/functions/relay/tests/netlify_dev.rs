@@ -98,7 +98,7 @@ impl NetlifyDev {
     fn shell(&self) -> Shell {
         // netlify dev takes the client IP from the connection (its proxy appends
         // it to X-Forwarded-For, and the last entry wins).
-        Shell::new(format!("127.0.0.1:{}", self.port), Visitor::SourceAddress, false, true, str::to_owned)
+        Shell::new(format!("127.0.0.1:{}", self.port), Visitor::SourceAddress, true, str::to_owned)
     }
 }
 

@@ -1,0 +1,88 @@
+//! Who a rate limit counts: the identity derived from the address the
+//! platform reports.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// One rate-limit bucket's owner. `Copy` and cheap to hash: the decision on
+/// the request path never formats or allocates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Client {
+    /// An IPv4 address (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    V4(Ipv4Addr),
+    /// An IPv6 network: the address with every bit past the prefix cleared,
+    /// and the prefix length.
+    V6(Ipv6Addr, u8),
+    /// Every request the platform gave no address for. They share one
+    /// bucket, limited like a single client: an address-less request cannot
+    /// be used to escape the limit, and the platforms tokenrelay runs on
+    /// always set the address, so in production this bucket stays empty
+    /// (the relay warns once per instance when it is used).
+    Unknown,
+}
+
+impl Client {
+    /// The bucket of `ip`, grouping IPv6 addresses by their first
+    /// `ipv6_prefix` bits (at most 128).
+    pub(super) fn of(ip: Option<IpAddr>, ipv6_prefix: u8) -> Self {
+        match ip.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(v4)) => Client::V4(v4),
+            Some(IpAddr::V6(v6)) => {
+                let prefix = ipv6_prefix.min(128);
+                let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+                Client::V6(Ipv6Addr::from(u128::from(v6) & mask), prefix)
+            }
+            None => Client::Unknown,
+        }
+    }
+
+    /// The bucket's name for its shared counter key (which hashes it). Only
+    /// built when counts are synced, never per request.
+    pub(super) fn name(self) -> String {
+        match self {
+            Client::V4(a) => a.to_string(),
+            Client::V6(net, prefix) => format!("{net}/{prefix}"),
+            Client::Unknown => "unknown".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(ip: &str, prefix: u8) -> Client {
+        Client::of(Some(ip.parse().unwrap()), prefix)
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_slash_64_share_a_bucket() {
+        assert_eq!(of("2001:db8:1:2:aaaa::1", 64), of("2001:db8:1:2:ffff:1:2:3", 64));
+        assert_ne!(of("2001:db8:1:2::1", 64), of("2001:db8:1:3::1", 64), "the next /64 is another client");
+        assert_eq!(of("2001:db8:1:2::1", 64), Client::V6("2001:db8:1:2::".parse().unwrap(), 64));
+    }
+
+    #[test]
+    fn ipv6_prefix_is_configurable() {
+        assert_eq!(of("2001:db8:1:2::1", 48), of("2001:db8:1:ffff::1", 48));
+        assert_ne!(of("2001:db8:1::1", 128), of("2001:db8:1::2", 128), "/128 counts single addresses");
+    }
+
+    #[test]
+    fn ipv4_counts_each_address_and_mapped_ipv6_is_ipv4() {
+        assert_ne!(of("203.0.113.7", 64), of("203.0.113.8", 64));
+        assert_eq!(of("::ffff:203.0.113.7", 64), of("203.0.113.7", 64));
+    }
+
+    #[test]
+    fn address_less_requests_share_one_bucket_apart_from_any_address() {
+        assert_eq!(Client::of(None, 64), Client::Unknown);
+        assert_ne!(Client::Unknown.name(), of("0.0.0.0", 64).name());
+        assert_ne!(Client::Unknown.name(), of("::", 64).name());
+    }
+
+    #[test]
+    fn names_say_the_network() {
+        assert_eq!(of("2001:db8::1", 64).name(), "2001:db8::/64");
+        assert_eq!(of("203.0.113.7", 64).name(), "203.0.113.7");
+    }
+}
