@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: tests start their own redis-server on a free loopback port
-# (they only need the binary), and the browser test drives Debian's Chromium
+# (they only need the binary), the browser test drives Debian's Chromium
 # (Playwright's own browser download cannot work offline).
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# scripts/build-linux.sh unpacks its toolchain with xz; scripts/glibc-floor.mjs reads binaries with objdump.
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v objdump >/dev/null || missing+=(binutils)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -24,8 +27,13 @@ cargo build --workspace --bins --locked
 # (netlify/functions/relay/tests/netlify_dev.rs) builds into its site's .netlify/functions-serve/relay.
 cargo build --release --bin relay --locked
 cargo build -p tokenrelay-netlify --locked --target-dir target/netlify-e2e/site/.netlify/functions-serve/relay
-# The Node addon for the JS tests (a debug build is enough): crates/tokenrelay-node/tokenrelay.<platform>.node.
-npm run build --prefix crates/tokenrelay-node
+# The Node addon, built once as it is published: release, linked against a glibc 2.17
+# sysroot (scripts/build-linux.sh fetches the toolchain from npm the first time). The JS
+# tests load it from crates/tokenrelay-node/tokenrelay.linux-x64-gnu.node, and
+# scripts/pack.sh packs it with the npm packages and the crate into target/packages/
+# for tests/js/packed-install.test.mjs.
+bash scripts/build-linux.sh addon
+bash scripts/pack.sh
 cargo test --workspace --locked
 node --test --test-timeout=600000 tests/js/*.test.mjs
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures

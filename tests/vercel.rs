@@ -202,7 +202,7 @@ async fn a_misconfigured_function_answers_500_without_details() {
 
 /// `vercel build` as Vercel's build image runs it (`VERCEL_BUILD_IMAGE` makes
 /// @vercel/rust use plain `cargo build --release`; offline, with the
-/// hand-written `.vercel/project.json`): one Rust function with the config
+/// project link of [`OfflineLink`]): one Rust function with the config
 /// beside it, only `public/` as static files, the rewrite in the routes, and
 /// an executable that relays.
 #[tokio::test]
@@ -214,6 +214,7 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         // vercel.json's build command prefetches the token and renders the
         // example site into public/, against the fixture's API.
         let fx = Fixture::start().await?;
+        let _link = OfflineLink::place(root)?;
         let build = Command::new(&vercel)
             .args(["build", "--yes"])
             .current_dir(root)
@@ -262,6 +263,33 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         Ok(())
     })
     .await;
+}
+
+/// The project link `vercel build` reads its settings from
+/// (`.vercel/project.json`, normally written by `vercel link`). A clone is
+/// linked to no project, so the test puts a hand-written one in place for the
+/// build, offline, and removes it afterwards; a checkout already linked keeps
+/// its own.
+struct OfflineLink(Option<std::path::PathBuf>);
+
+impl OfflineLink {
+    fn place(root: &Path) -> anyhow::Result<Self> {
+        let link = root.join(".vercel/project.json");
+        if link.exists() {
+            return Ok(Self(None));
+        }
+        std::fs::create_dir_all(root.join(".vercel"))?;
+        std::fs::copy(root.join("tests/fixtures/vercel/project.json"), &link).context("placing the project link")?;
+        Ok(Self(Some(link)))
+    }
+}
+
+impl Drop for OfflineLink {
+    fn drop(&mut self) {
+        if let Some(link) = &self.0 {
+            let _ = std::fs::remove_file(link);
+        }
+    }
 }
 
 /// Files below `dir`, as paths relative to it.

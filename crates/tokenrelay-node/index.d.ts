@@ -5,17 +5,22 @@ export type {
   CheckOptions,
   CheckSummary,
   Credential,
+  FileChange,
+  InitOptions,
+  InitReport,
   Leak,
+  OutsideLink,
   PrefetchedToken,
   PrefetchOptions,
   PrefetchReport,
   PurgeOptions,
   ScanOptions,
   ScanReport,
+  Setting,
   TokenOptions,
   UpstreamCheck,
 } from "./binding.js";
-export { check, getToken, prefetch, purgeCache, scanForLeaks } from "./binding.js";
+export { check, getToken, init, prefetch, purgeCache, scanForLeaks } from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -41,6 +46,14 @@ export type ErrorCode =
   | "invalid_options"
   /** The leak scan could not read the directory or a file in it. */
   | "scan_failed"
+  /** The leak scan would read more than its `maxBytes` (decompressed content counted); names the file reached. */
+  | "scan_too_large"
+  /** `init`: a file of the site already says something else about what tokenrelay needs; the message names file and conflict. */
+  | "init_conflict"
+  /** `init`: no platform given and none recognisable from the site. */
+  | "init_platform_unknown"
+  /** `init`: a file of the site could not be read, parsed or written. */
+  | "init_failed"
   /** No native binary loads on this platform (thrown when the package is imported). */
   | "unsupported_platform";
 

@@ -25,6 +25,10 @@ export const ERROR_CODES = Object.freeze([
   "cache_purge_failed",
   "invalid_options",
   "scan_failed",
+  "scan_too_large",
+  "init_conflict",
+  "init_platform_unknown",
+  "init_failed",
   "unsupported_platform",
 ]);
 
@@ -101,13 +105,17 @@ async function loadBinding() {
     return await import("./binding.js");
   } catch (cause) {
     const pkg = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8"));
-    const built = (pkg.napi?.targets ?? []).join(", ");
+    const platform = platformName();
+    const published = Object.keys(pkg.optionalDependencies ?? {}).map((name) => name.slice(`${pkg.name}-`.length));
+    const fix = published.includes(platform)
+      ? `Its binary comes in the optional dependency ${pkg.name}-${platform}: reinstall without omitting optional ` +
+        "dependencies (no --no-optional, --omit=optional or --ignore-optional), with the lock file made on any platform."
+      : `Binaries are published for: ${published.join(", ")}. On another platform, build one with ` +
+        "`npm run build:release` in the package's source directory (crates/tokenrelay-node; needs a Rust toolchain).";
     const err = new TokenrelayError(
       "unsupported_platform",
-      `tokenrelay has no native binary that loads on ${platformName()} (Node ${process.version}). ` +
-        `Binaries are built for: ${built}. Build one for this machine with ` +
-        "`npx napi build --platform --release --esm --js binding.js --dts binding.d.ts` in the package directory " +
-        "(needs a Rust toolchain), or set NAPI_RS_NATIVE_LIBRARY_PATH to a tokenrelay .node file built for it.",
+      `tokenrelay has no native binary that loads on ${platform} (Node ${process.version}). ${fix} ` +
+        "NAPI_RS_NATIVE_LIBRARY_PATH may also point at a tokenrelay .node file built for it.",
     );
     err.cause = cause;
     throw err;
@@ -122,6 +130,8 @@ export const prefetch = coded(binding.prefetch);
 export const getToken = coded(binding.getToken);
 /** @type {typeof import("./index.d.ts").check} */
 export const check = coded(binding.check);
+/** @type {typeof import("./index.d.ts").init} */
+export const init = coded(binding.init);
 /** @type {typeof import("./index.d.ts").scanForLeaks} */
 export const scanForLeaks = coded(binding.scanForLeaks);
 /** @type {typeof import("./index.d.ts").purgeCache} */

@@ -9,11 +9,12 @@ import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { gzipSync } from "node:zlib";
 
 import { Redis } from "@upstash/redis";
 import { check, ERROR_CODES, getToken, prefetch, scanForLeaks, TokenrelayError } from "tokenrelay";
@@ -246,8 +247,8 @@ describe("check", () => {
     const [u] = summary.upstreams;
     assert.deepEqual([u.name, u.tokenSource, u.tokenUrl], ["getty", "oauth2_client_credentials", api.tokenUrl]);
     assert.deepEqual(u.credentials, [
-      { field: "client_id", value: "$GETTY_API_KEY (redacted)" },
-      { field: "client_secret", value: "$GETTY_API_SECRET (redacted)" },
+      { field: "token.client_id", value: "$GETTY_API_KEY (redacted)" },
+      { field: "token.client_secret", value: "$GETTY_API_SECRET (redacted)" },
     ]);
     assertNoSecret(JSON.stringify(summary));
     assert.ok(!JSON.stringify(summary).includes(CLIENT.clientId));
@@ -386,13 +387,48 @@ describe("scanForLeaks", () => {
         ["debug.txt", "store", "UPSTASH_REDIS_REST_TOKEN"],
       ],
     );
-    assert.equal(report.leaks[1].secret, '$GETTY_API_SECRET (credential of upstream "getty")');
-    assert.equal(report.filesScanned, 5);
-    // BUILD_TOKEN, GETTY_API_KEY, GETTY_API_SECRET, UPSTASH_REDIS_REST_TOKEN, TOKENRELAY_ENCRYPTION_KEY
-    assert.equal(report.secretsScanned, 5);
+    assert.equal(report.leaks[1].secret, '$GETTY_API_SECRET (token.client_secret of upstream "getty")');
+    // A link out of the directory is reported, not read.
+    assert.deepEqual(report.outsideLinks, [{ file: "linked.toml", target: realpathSync(path.join(dir, "tokenrelay.toml")) }]);
+    assert.equal(report.filesScanned, 4);
+    // BUILD_TOKEN, GETTY_API_KEY, GETTY_API_SECRET, UPSTASH_REDIS_REST_TOKEN,
+    // TOKENRELAY_ENCRYPTION_KEY, and the tokens earlier tests were handed.
+    assert.ok(report.secretsScanned >= 5, String(report.secretsScanned));
     assert.deepEqual(report.tooShort, []);
     tokensSeen.add(token);
     assertNoSecret(JSON.stringify(report));
+  });
+
+  test("finds tokens this process handed out (no variable named) and relay header values, encoded", TEST, async () => {
+    const relayKey = `relay-${randomBytes(12).toString("hex")}`;
+    const dir = site(`${config()}\n[upstreams.getty.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "GETTY_RELAY_KEY" } }\n`);
+    const siteEnv = env({ GETTY_RELAY_KEY: relayKey });
+    const token = await getToken("getty", { cwd: dir, env: siteEnv });
+    tokensSeen.add(token);
+    const dist = path.join(dir, "dist");
+    mkdirSync(dist);
+    writeFileSync(path.join(dist, "auth.txt"), Buffer.from(`Authorization: Bearer ${token}`).toString("base64"));
+    writeFileSync(path.join(dist, "page.html"), `<img src="/img?k=${encodeURIComponent(relayKey)}">`);
+    writeFileSync(path.join(dist, "app.js.gz"), gzipSync(`const k = ${JSON.stringify({ k: relayKey })};`));
+
+    const report = await scanForLeaks("dist", { cwd: dir, env: siteEnv });
+    assert.deepEqual(
+      report.leaks.map((l) => [l.file, l.kind, l.variable, l.secret]),
+      [
+        ["app.js.gz", "credential", "GETTY_RELAY_KEY", '$GETTY_RELAY_KEY (relay.headers.api-key of upstream "getty")'],
+        ["auth.txt", "token", undefined, 'a token of upstream "getty" handed out by getToken'],
+        ["page.html", "credential", "GETTY_RELAY_KEY", '$GETTY_RELAY_KEY (relay.headers.api-key of upstream "getty")'],
+      ],
+    );
+    assert.ok(!JSON.stringify(report).includes(relayKey));
+    assertNoSecret(JSON.stringify(report));
+  });
+
+  test("past maxBytes the scan fails with scan_too_large, naming the file", TEST, async () => {
+    const dir = site();
+    mkdirSync(path.join(dir, "dist"));
+    writeFileSync(path.join(dir, "dist", "video.mp4"), Buffer.alloc(4096));
+    await rejectsWith(scanForLeaks("dist", { cwd: dir, env: env(), maxBytes: 1024 }), "scan_too_large", /more than 1024 bytes to search .*reached at video\.mp4/);
   });
 
   test("a clean directory has no leaks, and short values are listed as not searched", TEST, async () => {
@@ -416,7 +452,7 @@ describe("loading", () => {
     const { code, message } = JSON.parse(out);
     assert.equal(code, "unsupported_platform");
     assert.match(message, /^tokenrelay has no native binary that loads on linux-riscv64-(gnu|musl) \(Node v\d+/);
-    assert.match(message, /Binaries are built for: x86_64-unknown-linux-gnu, /);
+    assert.match(message, /Binaries are published for: linux-x64-gnu, linux-arm64-gnu, darwin-x64, darwin-arm64, win32-x64-msvc\./);
   });
 });
 

@@ -12,9 +12,11 @@ import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createRequire } from "node:module";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 
 import { Redis } from "@upstash/redis";
 import { getToken } from "tokenrelay";
@@ -95,11 +97,42 @@ function siteEnv(dir, overrides = {}) {
  * combined output.
  * @param {string} dir
  * @param {Record<string, string>} env
- * @returns {Promise<{ status: number | null, output: string }>}
  */
 function netlifyBuild(dir, env) {
+  return buildProcess(NETLIFY, ["build", "--offline"], dir, env);
+}
+
+/**
+ * Runs a build in `dir` through @netlify/build's programmatic API (the one
+ * netlify-cli and Netlify's build servers call), in debug mode and with
+ * config saving on, as for a deploy: config mutations are written to
+ * `outputConfigPath`, and the uploaded config is printed.
+ * @param {string} dir
+ * @param {Record<string, string>} env
+ * @param {string} outputConfigPath
+ */
+function netlifyBuildApi(dir, env, outputConfigPath) {
+  // @netlify/build as netlify-cli resolves it (a dependency of netlify-cli, not of ours).
+  const entry = createRequire(path.join(ROOT, "node_modules", "netlify-cli", "package.json")).resolve("@netlify/build");
+  const flags = { cwd: dir, repositoryRoot: dir, offline: true, saveConfig: true, outputConfigPath, debug: true, telemetry: false, mode: "cli" };
+  const script =
+    `const { default: build } = await import(${JSON.stringify(pathToFileURL(entry).href)});` +
+    `const { success } = await build(${JSON.stringify(flags)}); process.exit(success ? 0 : 1);`;
+  return buildProcess(process.execPath, ["--input-type=module", "-e", script], dir, env);
+}
+
+/**
+ * Runs `file args` in `dir` to its end, bounded by BUILD_TIMEOUT_MS;
+ * resolves with its exit status and combined output.
+ * @param {string} file
+ * @param {string[]} args
+ * @param {string} dir
+ * @param {Record<string, string>} env
+ * @returns {Promise<{ status: number | null, output: string }>}
+ */
+function buildProcess(file, args, dir, env) {
   return new Promise((resolve, reject) => {
-    const child = spawn(NETLIFY, ["build", "--offline"], {
+    const child = spawn(file, args, {
       cwd: dir,
       // CI=true keeps netlify-cli from telemetry and update checks: tests talk to loopback only.
       env: { ...process.env, ...env, CI: "true", NO_UPDATE_NOTIFIER: "1", NO_COLOR: "1", FORCE_COLOR: "0" },
@@ -110,7 +143,7 @@ function netlifyBuild(dir, env) {
     child.stderr.on("data", (d) => (output += d));
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`netlify build did not finish in ${BUILD_TIMEOUT_MS} ms:\n${output}`));
+      reject(new Error(`the build did not finish in ${BUILD_TIMEOUT_MS} ms:\n${output}`));
     }, BUILD_TIMEOUT_MS);
     child.once("error", reject);
     child.once("exit", (status) => {
@@ -204,6 +237,23 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     assert.equal((await redis.keys("tokenrelay:v1:getty:*")).length, 1, "the shared store holds the token for functions");
   });
 
+  test("the token reaches the build command but never the config @netlify/build saves for the deploy", TEST, async () => {
+    const dir = fixtureSite();
+    const env = siteEnv(dir);
+    const saved = path.join(dir, "saved-netlify.toml");
+    const { status, output } = await netlifyBuildApi(dir, env, saved);
+    assert.equal(status, 0, output);
+    assert.match(output, /build: rendered 3 images/);
+    const token = await storedToken(dir, env);
+    // Mutations would be saved (and printed under "Uploaded config"); the
+    // plugin makes none, so nothing is written.
+    const config = existsSync(saved) ? readFileSync(saved, "utf8") : "";
+    assert.ok(!config.includes(token), `the saved config holds the token:\n${config}`);
+    assert.doesNotMatch(config, /environment/);
+    assert.doesNotMatch(output, /build\.environment/);
+    assertNoSecret(output, [token]);
+  });
+
   test("a bad credential fails the build before the build command, naming what to check", TEST, async () => {
     const dir = fixtureSite();
     const wrong = "wrong-secret-3d9b-also-secret";
@@ -233,10 +283,30 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     const { status, output } = await netlifyBuild(dir, env);
     assert.notEqual(status, 0, output);
     assert.match(output, /build: rendered 3 images/);
-    assert.match(output, /tokenrelay: the publish directory holds secrets, so it must not be deployed:\s+- dist\/assets\/app\.js contains the token in \$GETTY_TOKEN/);
+    assert.match(output, /tokenrelay: the build output holds secrets, so it must not be deployed:\s+- dist\/assets\/app\.js contains the token in \$GETTY_TOKEN/);
     assert.match(output, /In "onPostBuild" event/);
     assert.ok(existsSync(path.join(dir, "dist", "assets", "app.js")));
     assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+
+  test("a token bundled into a function fails the build: the functions output is scanned too", TEST, async () => {
+    const dir = fixtureSite();
+    const env = siteEnv(dir, { LEAK_FUNCTION: "1" });
+    const { status, output } = await netlifyBuild(dir, env);
+    assert.notEqual(status, 0, output);
+    assert.ok(existsSync(path.join(dir, ".netlify", "functions", "leak.zip")), output);
+    assert.match(output, /- \.netlify\/functions\/leak\.zip contains the token in \$GETTY_TOKEN/);
+    assert.doesNotMatch(output, /- dist\//);
+    assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+
+  test("a link in the publish directory to a file outside it fails the build, naming both", TEST, async () => {
+    const dir = fixtureSite();
+    writeFileSync(path.join(dir, "build.mjs"), readFileSync(path.join(dir, "build.mjs"), "utf8") + 'import { symlinkSync } from "node:fs";\nsymlinkSync("../../.env", "dist/assets/env.txt");\n');
+    writeFileSync(path.join(dir, ".env"), "NOTHING_SECRET=1\n");
+    const { status, output } = await netlifyBuild(dir, siteEnv(dir));
+    assert.notEqual(status, 0, output);
+    assert.match(output, new RegExp(`- dist/assets/env\\.txt links outside dist, to ${realpathSync(path.join(dir, ".env")).replaceAll(".", "\\.")}`));
   });
 
   test("netlify dev gets the same token from onPreDev, for local development to match a build", TEST, async () => {

@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -104,8 +104,8 @@ async function apiAccepts(token) {
 }
 
 describe("tokenrelay prefetch", () => {
-  test("prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr", TEST, async () => {
-    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--env-var", "getty=GETTY_TOKEN"]);
+  test("--print prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr", TEST, async () => {
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--print", "--env-var", "getty=GETTY_TOKEN"]);
     assert.equal(status, 0, stderr);
     const match = /^GETTY_TOKEN=(\S+)\n$/.exec(stdout);
     assert.ok(match, stdout);
@@ -158,17 +158,29 @@ describe("tokenrelay prefetch", () => {
     assertNoSecret(stderr, [wrong]);
   });
 
+  test("without --print no token is printed, though stdout is a pipe (a CI log)", TEST, async () => {
+    const { status, stdout, stderr } = await tokenrelay(["prefetch"]);
+    assert.equal(status, 0, stderr);
+    assert.equal(stdout, "");
+    assert.match(stderr, /^tokenrelay: getty: valid until \S+Z \((fetched|store)\), as TOKENRELAY_GETTY_TOKEN$/m);
+    assert.match(stderr, /^tokenrelay: tokens ready, none printed \(--print writes NAME=value lines on stdout\)$/m);
+    assert.doesNotMatch(stdout + stderr, /TOKENRELAY_GETTY_TOKEN=/);
+  });
+
   // util-linux `script` gives the command a terminal as its stdout.
   const hasScript = spawnSync("script", ["--version"]).status === 0;
-  test("refuses to print tokens to a terminal", { ...TEST, skip: !hasScript && "needs util-linux script" }, async () => {
+  test("without --print no token is printed to a terminal either", { ...TEST, skip: !hasScript && "needs util-linux script" }, async () => {
     const { status, stdout } = await run("script", ["-qec", `${process.execPath} ${BIN} prefetch`, "/dev/null"]);
-    assert.equal(status, 2, stdout);
-    assert.match(stdout, /refusing to print tokens to a terminal: redirect stdout/);
+    assert.equal(status, 0, stdout);
+    assert.match(stdout, /tokens ready, none printed/);
     assert.doesNotMatch(stdout, /TOKENRELAY_GETTY_TOKEN=/);
   });
 
   test("usage mistakes exit 2 with the usage", TEST, async () => {
-    const mistakes = [["prefetch", "--env-var", "nope"], ["prefetch", "--bogus"], ["prefetch", "--"], ["prefetch", "--scan", "out"], ["launch"], []];
+    const mistakes = [
+      ["prefetch", "--env-var", "nope"], ["prefetch", "--bogus"], ["prefetch", "--"], ["prefetch", "--scan", "out"],
+      ["prefetch", "--print", "--write-env-file", "x.env"], ["prefetch", "--print", "--", "true"], ["launch"], [],
+    ];
     for (const args of mistakes) {
       const { status, stderr } = await tokenrelay(args);
       assert.equal(status, 2, `${args}: ${stderr}`);
@@ -181,11 +193,31 @@ describe("tokenrelay check and scan", () => {
   test("check prints the config with secrets replaced by variable names; --json the same as data", TEST, async () => {
     const human = await tokenrelay(["check"]);
     assert.equal(human.status, 0, human.stderr);
-    assert.match(human.stdout, /^ {2}client_secret = \$GETTY_API_SECRET \(redacted\)$/m);
+    assert.match(human.stdout, /^ {2}token\.client_secret = \$GETTY_API_SECRET \(redacted\)$/m);
     assert.match(human.stdout, /\nok\n$/);
     assertNoSecret(human.stdout);
     const json = await tokenrelay(["check", "--json"]);
     assert.equal(JSON.parse(json.stdout).upstreams[0].credentials[1].value, "$GETTY_API_SECRET (redacted)");
+  });
+
+  test("check lists every credential of a json source (headers and body) and of the relay's headers", TEST, async () => {
+    const config = path.join(site, "json.toml");
+    writeFileSync(
+      config,
+      `[upstreams.maps]\nbase_url = "${api.apiUrl}"\n\n[upstreams.maps.token]\ntype = "json"\nurl = "${api.tokenUrl}"\n` +
+        `headers = { X-Client = { env = "GETTY_API_KEY" } }\nbody = { auth = { secret = { env = "GETTY_API_SECRET" } }, grant = "key" }\n` +
+        `token_pointer = "/access_token"\ndefault_lifetime = "10m"\n\n` +
+        `[upstreams.maps.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "MAPS_RELAY_KEY" } }\n`,
+    );
+    const { status, stdout, stderr } = await tokenrelay(["check", "--config", config], { MAPS_RELAY_KEY: "relay-key-7c1d-secret" });
+    assert.equal(status, 0, stderr);
+    const listed = stdout.split("\n").filter((l) => l.startsWith("  token.") || l.startsWith("  relay."));
+    assert.deepEqual(listed, [
+      "  token.headers.X-Client = $GETTY_API_KEY (redacted)",
+      "  token.body.auth.secret = $GETTY_API_SECRET (redacted)",
+      "  relay.headers.api-key = $MAPS_RELAY_KEY (redacted)",
+    ]);
+    assertNoSecret(stdout, ["relay-key-7c1d-secret"]);
   });
 
   test("scan exits 1 naming file and variable when the output holds a secret, 0 when clean", TEST, async () => {
@@ -201,6 +233,13 @@ describe("tokenrelay check and scan", () => {
     assert.equal(leaky.status, 1);
     assert.match(leaky.stderr, /^tokenrelay: out\/bundle\.js contains the token in \$BUILD_TOKEN$/m);
     assertNoSecret(leaky.stderr, ["tok_cli_0123456789"]);
+
+    rmSync(path.join(out, "bundle.js"));
+    symlinkSync(path.join(site, "tokenrelay.toml"), path.join(out, "config.toml"));
+    const linked = await tokenrelay(["scan", "out"]);
+    assert.equal(linked.status, 1, linked.stderr);
+    assert.match(linked.stderr, /^tokenrelay: out\/config\.toml links outside out, to \/.*tokenrelay\.toml$/m);
+    assert.match(linked.stderr, /0 leak\(s\), 1 link\(s\) outside; remove the secrets and links from the output$/m);
   });
 });
 

@@ -193,10 +193,14 @@ routes = [{{ path = "/search/**", methods = ["GET"] }}]
     }
 
     /// Starts counting store round trips from zero.
+    ///
+    /// Redis' counters first: a background rate-limit sync landing between
+    /// the two resets then counts as an `INCRBY` without its request, never
+    /// as a request without its `INCRBY` (a phantom token round trip).
     pub async fn reset_store_count(&self) -> anyhow::Result<()> {
-        self.upstash.reset_counts();
         let mut redis = self.upstash.redis_client().get_multiplexed_async_connection().await?;
         redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut redis).await?;
+        self.upstash.reset_counts();
         Ok(())
     }
 

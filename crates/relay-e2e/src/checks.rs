@@ -11,6 +11,8 @@ use crate::fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS, MAX_REQUEST_BYTE
 use crate::http::{Reply, Shell};
 
 const SEARCH: &str = "/api/relay/getty/search/images?phrase=cats";
+/// Requests to a resource the upstream always refuses, in the 401 check.
+const DENIED_REQUESTS: usize = 20;
 
 /// 200 `GET`s spread over `shells` (processes sharing one store), 16 at a
 /// time, cause exactly one token request. Run it first, on a fresh fixture.
@@ -42,7 +44,10 @@ pub async fn one_token_for_many_requests(shells: &[Shell], fx: &Fixture, request
 pub async fn request_rules(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
     happy_path_forwards_only_what_it_should(shell, fx).await.context("happy path")?;
     responses_never_carry_credentials_or_cookies(shell, fx).await.context("response filtering")?;
+    only_allow_listed_response_headers_come_back(shell, fx).await.context("response headers")?;
+    echoed_credentials_are_redacted_in_every_encoding(shell, fx).await.context("encoded echoes")?;
     hostile_paths_never_reach_anything(shell, fx).await.context("hostile paths")?;
+    path_parameters_only_where_a_route_allows_them(shell, fx).await.context("path parameters")?;
     routes_and_methods_are_enforced(shell, fx).await.context("routes and methods")?;
     cors_allows_only_configured_origins(shell, fx).await.context("CORS")?;
     limits_end_with_clear_errors(shell, fx).await.context("limits")
@@ -99,6 +104,11 @@ pub async fn happy_path_forwards_only_what_it_should(shell: &Shell, fx: &Fixture
         seen.header("accept-language") == Some("fr") && seen.header("accept") == Some("application/json"),
         "negotiation headers lost"
     );
+    ensure!(
+        seen.header("accept-encoding") == Some("identity"),
+        "the upstream must be asked for a body the relay can scrub, got {:?}",
+        seen.header("accept-encoding")
+    );
     for name in ["cookie", "x-forwarded-for", "forwarded", "origin"] {
         ensure!(seen.header(name).is_none(), "visitor header {name} reached the upstream");
     }
@@ -130,6 +140,82 @@ pub async fn responses_never_carry_credentials_or_cookies(shell: &Shell, fx: &Fi
     fx.assert_no_secrets("the echo response", &reply.text())
 }
 
+/// Headers that would act on the site's own origin (wipe its storage, pin
+/// HSTS, preload scripts, redirect, prompt for a password) never come back;
+/// what an API client reads does.
+pub async fn only_allow_listed_response_headers_come_back(shell: &Shell, _fx: &Fixture) -> anyhow::Result<()> {
+    let reply = shell.get("/api/relay/getty/headers", &[]).await?;
+    ensure!(reply.status == 200, "status {} {}", reply.status, reply.text());
+    for name in [
+        "clear-site-data",
+        "strict-transport-security",
+        "alt-svc",
+        "nel",
+        "report-to",
+        "link",
+        "refresh",
+        "location",
+        "www-authenticate",
+    ] {
+        ensure!(reply.header(name).is_none(), "{name} passed through: {:?}", reply.header(name));
+    }
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("etag", "\"v1\""),
+        ("last-modified", "Sun, 29 Nov 2026 09:00:00 GMT"),
+        ("retry-after", "7"),
+        ("x-ratelimit-remaining", "41"),
+        ("ratelimit-policy", "\"default\";q=100;w=60"),
+    ] {
+        ensure!(reply.header(name) == Some(value), "{name}: {:?}, expected {value:?}", reply.header(name));
+    }
+    Ok(())
+}
+
+/// The upstream echoes the token and key raw, percent-encoded (either case),
+/// form-encoded, JSON-escaped and base64-encoded: every form is redacted, and
+/// `Range` (which would let a caller fetch the echo in slices) is not
+/// forwarded unless the route opts in.
+pub async fn echoed_credentials_are_redacted_in_every_encoding(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    let reply = shell.get("/api/relay/getty/reveal", &[("Range", "bytes=0-39")]).await?;
+    ensure!(reply.status == 200, "status {} (Range must not reach the upstream): {}", reply.status, reply.text());
+    let seen = fx.api.requests();
+    ensure!(seen.len() == 1 && seen[0].header("range").is_none(), "Range was forwarded");
+    let body = reply.json()?;
+    for field in testkit::REVEALED {
+        let value = body[field].as_str().unwrap_or_default();
+        ensure!(value.contains("[REDACTED]"), "{field} was not redacted");
+    }
+    ensure!(reply.header("etag").is_none(), "an ETag holding the base64 token passed through");
+    fx.assert_no_secrets("the encoded echo", &reply.text())?;
+
+    fx.api.clear_requests();
+    let reply = shell.get("/api/relay/getty/echo/ranged/file", &[("Range", "bytes=0-9")]).await?;
+    ensure!(reply.status == 200, "ranged route: status {} {}", reply.status, reply.text());
+    let seen = fx.api.requests();
+    ensure!(
+        seen.len() == 1 && seen[0].header("range") == Some("bytes=0-9"),
+        "a route with forward_range must forward Range"
+    );
+    Ok(())
+}
+
+/// `;` path parameters reach the upstream only on a route with
+/// `path_params`, and never behind a dot segment.
+pub async fn path_parameters_only_where_a_route_allows_them(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    let reply = shell.get("/api/relay/getty/echo/params/a;v=1/b", &[]).await?;
+    ensure!(reply.status == 200, "opted-in route: status {} {}", reply.status, reply.text());
+    let seen = fx.api.requests();
+    ensure!(seen.len() == 1 && seen[0].path() == "/v3/echo/params/a;v=1/b", "upstream saw {:?}", seen);
+    let reply = shell.get("/api/relay/getty/echo/a;v=1", &[]).await?;
+    ensure!(reply.status == 400, "default route: status {} {}", reply.status, reply.text());
+    ensure!(reply.error_code().as_deref() == Some("path_rejected"), "body {}", reply.text());
+    ensure!(fx.api.requests().len() == 1, "a refused path parameter reached the upstream");
+    Ok(())
+}
+
 /// Requests with these targets must be refused before reaching any upstream.
 /// Each comes with the code the relay gives when it sees the target as sent;
 /// where a dev server resolves dot segments first, each still lands outside
@@ -158,6 +244,14 @@ const HOSTILE: &[(&str, &str)] = &[
     ("/api/relay/nope/search/images", "unknown_upstream"),
     ("/api/relay/hidden/search/images", "unknown_upstream"),
     ("/api/relay/%2e%2e/getty/echo/x", "path_rejected"),
+    // Tomcat, Jetty and Spring strip `;` parameters, then resolve dot segments.
+    ("/api/relay/getty/echo/..;/..;/admin", "path_rejected"),
+    ("/api/relay/getty/echo/.;/admin", "path_rejected"),
+    ("/api/relay/getty/echo/%2e%2e;/admin", "path_rejected"),
+    ("/api/relay/getty/echo/..;jsessionid=x/..;/admin", "path_rejected"),
+    ("/api/relay/getty/echo/..%3B/admin", "path_rejected"),
+    ("/api/relay/getty/echo/params/..;/..;/admin", "path_rejected"),
+    ("/api/relay/getty/echo/a;x=1/b", "path_rejected"),
 ];
 
 /// Codes a target may get instead when a dev server resolved its dot segments first.
@@ -267,6 +361,24 @@ pub async fn cors_allows_only_configured_origins(shell: &Shell, fx: &Fixture) ->
     ensure!(reply.status == 200, "same origin: status {} {}", reply.status, reply.text());
     ensure!(reply.header("access-control-allow-origin").is_none(), "same origin needs no CORS header");
     ensure!(fx.api.requests().len() == 1, "only the allowed requests reached the upstream");
+
+    // <img> and <script> tags on other sites send no Origin; Fetch Metadata says where they come from.
+    fx.api.clear_requests();
+    for site in ["cross-site", "same-site"] {
+        let tag = [("Sec-Fetch-Site", site), ("Sec-Fetch-Mode", "no-cors"), ("Sec-Fetch-Dest", "image")];
+        let reply = shell.get(SEARCH, &tag).await?;
+        ensure!(reply.status == 403, "{site} without Origin: status {} {}", reply.status, reply.text());
+        ensure!(reply.error_code().as_deref() == Some("origin_forbidden"), "body {}", reply.text());
+    }
+    ensure!(fx.api.requests().is_empty(), "a cross-site request without Origin reached the upstream");
+    for headers in [
+        [("Sec-Fetch-Site", "cross-site"), ("Origin", ALLOWED_ORIGIN)],
+        [("Sec-Fetch-Site", "same-origin"), ("Sec-Fetch-Mode", "cors")],
+        [("Sec-Fetch-Site", "none"), ("Sec-Fetch-Mode", "navigate")],
+    ] {
+        let reply = shell.get(SEARCH, &headers).await?;
+        ensure!(reply.status == 200, "{headers:?}: status {} {}", reply.status, reply.text());
+    }
     Ok(())
 }
 
@@ -308,7 +420,10 @@ pub async fn limits_end_with_clear_errors(shell: &Shell, fx: &Fixture) -> anyhow
     Ok(())
 }
 
-/// A revoked token costs one 401, one refresh and one retry; a rejected fresh one is a 502.
+/// A revoked token costs one 401, one refresh and one retry. A 401 that a
+/// new token cannot cure is the upstream's own answer, and rotates nothing:
+/// the fixture allows one invalidation an hour (`INVALIDATIONS_PER_HOUR`),
+/// which the revocation spends.
 pub async fn a_401_refreshes_the_token_once(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
     let reply = shell.get(SEARCH, &[]).await?;
     ensure!(reply.status == 200, "warm-up: status {}", reply.status);
@@ -322,14 +437,35 @@ pub async fn a_401_refreshes_the_token_once(shell: &Shell, fx: &Fixture) -> anyh
     let reply = shell.get(SEARCH, &[]).await?;
     ensure!(reply.status == 200 && fx.tokens.calls() == calls + 1, "the new token is reused");
 
+    let calls = fx.tokens.calls();
+    fx.api.clear_requests();
+    for i in 0..DENIED_REQUESTS {
+        let reply = shell.get("/api/relay/getty/denied", &[]).await?;
+        ensure!(reply.status == 401, "denied request {i}: status {} {}", reply.status, reply.text());
+        ensure!(reply.json()?["error"] == "insufficient_scope", "not the upstream's own answer: {}", reply.text());
+        ensure!(reply.header("www-authenticate").is_none(), "WWW-Authenticate passed through");
+    }
+    let fetched = fx.tokens.calls() - calls;
+    ensure!(fetched == 0, "{DENIED_REQUESTS} refused requests fetched {fetched} tokens (budget spent: none expected)");
+    ensure!(
+        fx.api.requests().len() == DENIED_REQUESTS,
+        "a kept token is not retried: upstream saw {} requests",
+        fx.api.requests().len()
+    );
+
     fx.api.reject_all_tokens(true);
     fx.api.clear_requests();
     let reply = shell.get(SEARCH, &[]).await;
     fx.api.reject_all_tokens(false);
     let reply = reply?;
-    ensure!(reply.status == 502, "persistent 401: status {} {}", reply.status, reply.text());
-    ensure!(reply.error_code().as_deref() == Some("upstream_unauthorized"), "body {}", reply.text());
-    ensure!(fx.api.requests().len() == 2, "exactly one retry, upstream saw {}", fx.api.requests().len());
+    ensure!(reply.status == 401, "persistent 401: status {} {}", reply.status, reply.text());
+    ensure!(reply.json()?["error"] == "invalid_token", "not the upstream's own answer: {}", reply.text());
+    ensure!(
+        fx.api.requests().len() == 1,
+        "no retry once the budget is spent: upstream saw {}",
+        fx.api.requests().len()
+    );
+    ensure!(fx.tokens.calls() == calls, "a persistent 401 fetched a token");
     Ok(())
 }
 

@@ -18,13 +18,21 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 /// `relay.max_response_bytes` of the fixture: below the 64 KiB the relay
 /// reads ahead, so that the limit is crossed before it answers.
 pub const MAX_RESPONSE_BYTES: usize = 32768;
+/// `cache.invalidations_per_hour` of the fixture.
+pub const INVALIDATIONS_PER_HOUR: usize = 1;
 /// `relay.timeout` of the fixture, in seconds.
 pub const TIMEOUT_SECS: u64 = 2;
 
 /// The relay config under test. `getty` is relayed with Getty's shape (bearer
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
 /// token but no relay section; `cached` has routes with a response cache.
+/// Tokens may be invalidated at any age but only once an hour
+/// ([`INVALIDATIONS_PER_HOUR`]), so the first 401 check spends it.
 const CONFIG: &str = r#"
+[cache]
+min_token_age = "0s"
+invalidations_per_hour = {invalidations}
+
 [relay]
 allowed_origins = ["{origin}"]
 max_request_bytes = {max_request}
@@ -40,7 +48,12 @@ token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = {
 headers = { Api-Key = { env = "GETTY_API_KEY" } }
 routes = [
   { path = "/search/images", methods = ["GET"], cache_control = "public, max-age=60" },
+  { path = "/echo/params/**", path_params = true },
+  { path = "/echo/ranged/**", forward_range = true },
   { path = "/echo/**", methods = ["GET", "POST"] },
+  { path = "/reveal" },
+  { path = "/headers" },
+  { path = "/denied" },
   { path = "/big" },
   { path = "/slow" },
   { path = "/cookie" },
@@ -92,7 +105,7 @@ impl Fixture {
         let secret = format!("secret_{:024x}", fastrand::u128(..));
         let redis = RedisServer::start().await?;
         let upstash = Upstash::start(&redis).await?;
-        let tokens = TokenServer::start(TokenServerConfig::new(&key, &secret)).await?;
+        let tokens = TokenServer::start(TokenServerConfig::new(&key, &secret).punctuated()).await?;
         let api = ApiServer::start(&tokens).await?;
         let evil = ApiServer::start(&tokens).await?;
         let dir = tempfile::Builder::new().prefix("relay-e2e-").tempdir().context("creating the config directory")?;
@@ -102,6 +115,7 @@ impl Fixture {
             .replace("{max_response}", &MAX_RESPONSE_BYTES.to_string())
             .replace("{timeout}", &TIMEOUT_SECS.to_string())
             .replace("{limited}", &LIMITED_REQUESTS.to_string())
+            .replace("{invalidations}", &INVALIDATIONS_PER_HOUR.to_string())
             .replace("{api}", &api.url())
             .replace("{token_url}", &tokens.url());
         std::fs::write(dir.path().join("tokenrelay.toml"), config).context("writing tokenrelay.toml")?;

@@ -57,7 +57,11 @@ impl RecordedRequest {
 /// `{"error":"invalid_token"}`. Routes: `GET /v3/search/images?phrase=`,
 /// `ANY /v3/echo/*rest` (answers with the request as JSON; `?status=N` and
 /// `?cache_control=V` set the answer's status and `Cache-Control`), `GET /v3/big?bytes=N`
-/// (N bytes, streamed), `GET /v3/slow?ms=N`, `GET /v3/cookie` (sets a cookie).
+/// (N bytes, streamed), `GET /v3/slow?ms=N`, `GET /v3/cookie` (sets a cookie),
+/// `GET /v3/reveal` (the credentials it received in [`REVEALED`] encodings,
+/// honouring `Range`), `GET /v3/headers` (headers that act on the origin
+/// serving them, beside ordinary API headers), `GET /v3/denied` (always 401,
+/// as for a resource the credentials may not see).
 pub struct ApiServer {
     served: Served,
     state: Arc<ApiState>,
@@ -85,6 +89,9 @@ impl ApiServer {
             .route("/big", get(big))
             .route("/slow", get(slow))
             .route("/cookie", get(cookie))
+            .route("/reveal", get(reveal))
+            .route("/headers", get(origin_headers))
+            .route("/denied", get(denied))
             .fallback(not_found);
         let router = Router::new()
             .nest("/v3", v3)
@@ -236,6 +243,109 @@ async fn slow(State(state): State<Shared>, Query(query): Query<HashMap<String, S
 
 async fn cookie() -> Response {
     ([(header::SET_COOKIE, "session=stand-in; Path=/; HttpOnly")], axum::Json(json!({ "cookie": "set" })))
+        .into_response()
+}
+
+/// The fields of a `/v3/reveal` answer: each holds the bearer token or the
+/// `Api-Key` as an API might echo it.
+pub const REVEALED: [&str; 12] = [
+    "token",
+    "token_percent_upper",
+    "token_percent_lower",
+    "token_form",
+    "token_json_slash",
+    "token_json_u002f",
+    "token_json_u002F",
+    "bearer_base64",
+    "bearer_base64url",
+    "token_base64",
+    "key_base64",
+    "key_percent_upper",
+];
+
+/// Credentials echoed in several encodings, in a JSON body written by hand
+/// (so that each escape is exactly as listed); `Range: bytes=a-b` gets that slice.
+async fn reveal(headers: HeaderMap) -> Response {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or_default().to_owned();
+    let bearer = text(header::AUTHORIZATION);
+    let token = bearer.strip_prefix("Bearer ").unwrap_or_default().to_owned();
+    let key = text(header::HeaderName::from_static("api-key"));
+    let percent = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let values = [
+        token.clone(),
+        percent(&token),
+        percent(&token).to_ascii_lowercase(),
+        url::form_urlencoded::byte_serialize(token.as_bytes()).collect(),
+        token.replace('/', "\\/"),
+        token.replace('/', "\\u002f"),
+        token.replace('/', "\\u002F"),
+        STANDARD.encode(&bearer),
+        URL_SAFE.encode(format!("x{bearer}")),
+        STANDARD.encode(format!("xy{token}")),
+        STANDARD.encode(&key),
+        percent(&key),
+    ];
+    let fields: Vec<String> =
+        REVEALED.iter().zip(&values).map(|(name, value)| format!("\"{name}\":\"{value}\"")).collect();
+    let body = format!("{{{}}}", fields.join(","));
+    let range = text(header::RANGE);
+    let slice = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+        .filter(|(a, b)| a <= b && *b < body.len());
+    let etag = format!("\"{}\"", STANDARD.encode(&token));
+    match slice {
+        Some((a, b)) => (
+            StatusCode::PARTIAL_CONTENT,
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", body.len())),
+                (header::ETAG, etag),
+            ],
+            body[a..=b].to_owned(),
+        )
+            .into_response(),
+        None => ([(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, etag)], body).into_response(),
+    }
+}
+
+/// Headers that act on the site serving them, beside ones an API client reads.
+async fn origin_headers() -> Response {
+    let mut response = axum::Json(json!({ "headers": "sent" })).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("clear-site-data", "\"cache\", \"cookies\", \"storage\""),
+        ("strict-transport-security", "max-age=63072000; includeSubDomains; preload"),
+        ("alt-svc", "h3=\":443\"; ma=86400"),
+        ("nel", "{\"report_to\":\"default\",\"max_age\":31536000}"),
+        (
+            "report-to",
+            "{\"group\":\"default\",\"max_age\":31536000,\"endpoints\":[{\"url\":\"https://evil.example/r\"}]}",
+        ),
+        ("link", "<https://evil.example/x.js>; rel=preload; as=script"),
+        ("refresh", "0; url=https://evil.example/"),
+        ("location", "https://evil.example/"),
+        ("www-authenticate", "Basic realm=\"api\""),
+        ("etag", "\"v1\""),
+        ("last-modified", "Sun, 29 Nov 2026 09:00:00 GMT"),
+        ("retry-after", "7"),
+        ("x-ratelimit-remaining", "41"),
+        ("ratelimit-policy", "\"default\";q=100;w=60"),
+    ] {
+        headers.append(header::HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn denied() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"insufficient_scope\""))],
+        axum::Json(json!({ "error": "insufficient_scope" })),
+    )
         .into_response()
 }
 

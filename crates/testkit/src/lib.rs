@@ -13,8 +13,8 @@ mod token_server;
 mod upstash;
 mod wait;
 
-pub use api_server::{ApiServer, RecordedRequest};
+pub use api_server::{ApiServer, REVEALED, RecordedRequest};
 pub use redis_server::RedisServer;
-pub use token_server::{Behavior, ExpiresIn, TokenServer, TokenServerConfig};
+pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;
 pub use wait::{free_port, wait_until};

@@ -28,6 +28,19 @@ pub enum ExpiresIn {
     String,
     /// No `expires_in` field at all (it is only RECOMMENDED by RFC 6749).
     Omitted,
+    /// This JSON text as `expires_in`, and as `expires_at` on the JSON route:
+    /// for expiries that are past, absurd or malformed.
+    Raw(&'static str),
+}
+
+impl ExpiresIn {
+    /// The [`Raw`](Self::Raw) value, parsed.
+    fn raw(self) -> Option<Json> {
+        match self {
+            ExpiresIn::Raw(text) => Some(serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))),
+            _ => None,
+        }
+    }
 }
 
 /// What the token server expects and how it answers.
@@ -41,6 +54,9 @@ pub struct TokenServerConfig {
     pub lifetime: Duration,
     /// How `expires_in` is written.
     pub expires_in: ExpiresIn,
+    /// Whether tokens hold `/`, `+` and `=`, as base64 tokens do (Getty's):
+    /// their percent-, form- and JSON-encoded forms then differ from the token.
+    pub punctuated: bool,
 }
 
 impl TokenServerConfig {
@@ -51,12 +67,19 @@ impl TokenServerConfig {
             client_secret: client_secret.into(),
             lifetime: Duration::from_secs(1800),
             expires_in: ExpiresIn::Number,
+            punctuated: false,
         }
     }
 
     /// Sets how long issued tokens stay valid.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = lifetime;
+        self
+    }
+
+    /// Issues tokens shaped like base64 text, with `/`, `+` and `=` in them.
+    pub fn punctuated(mut self) -> Self {
+        self.punctuated = true;
         self
     }
 
@@ -122,6 +145,7 @@ impl TokenServer {
         let state = Arc::new(TokenState {
             config,
             behavior: Mutex::default(),
+            held: Mutex::default(),
             calls: AtomicUsize::new(0),
             ledger: Ledger::default(),
             last: Mutex::default(),
@@ -191,14 +215,33 @@ impl TokenServer {
         lock(&self.state.last).body.clone()
     }
 
+    /// Holds the next token request (on either route) until the returned
+    /// [`Hold`] is released or dropped, then answers it by the current behavior.
+    pub fn hold_next(&self) -> Hold {
+        let (release, held) = tokio::sync::oneshot::channel();
+        *lock(&self.state.held) = Some(held);
+        Hold(release)
+    }
+
     pub(crate) fn state(&self) -> Arc<TokenState> {
         self.state.clone()
+    }
+}
+
+/// A token request held by [`TokenServer::hold_next`].
+pub struct Hold(tokio::sync::oneshot::Sender<()>);
+
+impl Hold {
+    /// Lets the held request be answered.
+    pub fn release(self) {
+        let _ = self.0.send(());
     }
 }
 
 pub(crate) struct TokenState {
     config: TokenServerConfig,
     behavior: Mutex<Behavior>,
+    held: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     calls: AtomicUsize,
     ledger: Ledger,
     last: Mutex<LastRequest>,
@@ -224,8 +267,12 @@ struct LastRequest {
 struct Ledger(Mutex<Vec<(String, Instant)>>);
 
 impl Ledger {
-    fn issue(&self, lifetime: Duration) -> String {
-        let token = format!("tok_{:032x}", fastrand::u128(..));
+    fn issue(&self, lifetime: Duration, punctuated: bool) -> String {
+        let token = if punctuated {
+            format!("tok_{:014x}/{:014x}+==", fastrand::u64(..) >> 8, fastrand::u64(..) >> 8)
+        } else {
+            format!("tok_{:032x}", fastrand::u128(..))
+        };
         lock(&self.0).push((token.clone(), Instant::now() + lifetime));
         token
     }
@@ -273,6 +320,13 @@ async fn begin(
         authorization: headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         body: String::from_utf8_lossy(body).into_owned(),
     };
+    let held = lock(&state.held).take();
+    if let Some(held) = held {
+        tokio::select! {
+            _ = held => {}
+            _ = state.stop.clone().stopped() => return Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+        }
+    }
     let behavior = lock(&state.behavior).clone();
     match behavior {
         Behavior::Normal => Ok(Answer::Token),
@@ -341,12 +395,13 @@ async fn oauth2_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
     let lifetime = config.lifetime;
     let mut body = json!({ "token_type": "Bearer" });
     if let Answer::Token = answer {
-        body["access_token"] = Json::String(state.ledger.issue(lifetime));
+        body["access_token"] = Json::String(state.ledger.issue(lifetime, state.config.punctuated));
     }
     match config.expires_in {
         ExpiresIn::Number => body["expires_in"] = json!(lifetime.as_secs()),
         ExpiresIn::String => body["expires_in"] = json!(lifetime.as_secs().to_string()),
         ExpiresIn::Omitted => {}
+        ExpiresIn::Raw(_) => body["expires_in"] = config.expires_in.raw().unwrap_or_default(),
     }
     (StatusCode::OK, no_store(), axum::Json(body)).into_response()
 }
@@ -383,9 +438,9 @@ async fn custom_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
     }
     let expires_at =
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(config.lifetime).as_secs();
-    let mut data = json!({ "expires_at": expires_at });
+    let mut data = json!({ "expires_at": config.expires_in.raw().unwrap_or_else(|| json!(expires_at)) });
     if let Answer::Token = answer {
-        data["token"] = Json::String(state.ledger.issue(config.lifetime));
+        data["token"] = Json::String(state.ledger.issue(config.lifetime, config.punctuated));
     }
     (StatusCode::OK, axum::Json(json!({ "data": data }))).into_response()
 }

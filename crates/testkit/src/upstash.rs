@@ -78,6 +78,15 @@ impl Upstash {
         self.query(redis::cmd("PTTL").arg(key), "PTTL").await
     }
 
+    /// Makes `key` expire in `ms` milliseconds (Redis `PEXPIRE`), as if its
+    /// lease ran out; returns whether the key existed.
+    ///
+    /// # Panics
+    /// If Redis cannot be reached.
+    pub async fn redis_pexpire(&self, key: &str, ms: u64) -> bool {
+        self.query(redis::cmd("PEXPIRE").arg(key).arg(ms), "PEXPIRE").await
+    }
+
     /// A client for the Redis behind the facade, for anything else a test needs.
     pub fn redis_client(&self) -> &redis::Client {
         &self.redis

@@ -7,14 +7,16 @@ import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { check, prefetch, purgeCache, scanForLeaks, TokenrelayError } from "../index.js";
+import { runInit } from "./init.js";
 
 const USAGE = `usage:
-  tokenrelay prefetch [options] [--write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
+  tokenrelay prefetch [options] [--print | --write-env-file PATH | [--scan DIR] -- COMMAND [ARGS...]]
       Fetches (or reuses) the tokens through the shared store, each valid for
-      at least the build margin, then either prints NAME=value lines on stdout
-      (e.g. >> "$GITHUB_ENV"), writes them to PATH (mode 600), or runs COMMAND
-      with them in its environment. (Not --env-file: Node 20 takes that flag
-      as its own wherever it appears.)
+      at least the build margin, then runs COMMAND with them in its
+      environment, writes them to PATH (mode 600), or, only with --print,
+      prints NAME=value lines on stdout (e.g. >> "$GITHUB_ENV"). With none of
+      these it only warms the store: CI logs are often public. (Not
+      --env-file: Node 20 takes that flag as its own wherever it appears.)
         --upstream NAME          only this upstream (repeatable; default: all)
         --env-var UPSTREAM=NAME  the variable of UPSTREAM's token (repeatable;
                                  default: TOKENRELAY_<UPSTREAM>_TOKEN for each)
@@ -22,6 +24,14 @@ const USAGE = `usage:
         --no-warm-store          keep off the shared store (local file store only)
         --scan DIR               after COMMAND succeeds, fail (exit 1) if DIR holds
                                  a token or secret (see scan)
+  tokenrelay init [--platform netlify|vercel] [--yes]
+      Adds tokenrelay to the site: a starter tokenrelay.toml, .env.example,
+      and what the platform needs merged into netlify.toml or vercel.json,
+      Cargo.toml and api/relay.rs (Vercel), and .gitignore, keeping everything
+      else as it is. Shows the changes and asks first (--yes: don't ask), then
+      lists the variables to set, by name and scope. The platform is detected
+      from netlify.toml / vercel.json or the build's environment when not given.
+      A second run changes nothing and says "already set up".
   tokenrelay check [--json]
       Validates the config and store settings; prints them with secrets redacted.
   tokenrelay cache purge UPSTREAM [PATH-PREFIX]
@@ -30,7 +40,9 @@ const USAGE = `usage:
       them, in every instance sharing the store (within 1s).
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
-      an upstream credential or a store secret; names file and variable only.
+      an upstream credential or a store secret (also escaped, base64-encoded
+      or compressed), or if a symbolic link under DIR points outside it;
+      names file and variable only.
 
 common options:
   --config PATH   the config file (default: $TOKENRELAY_CONFIG or ./tokenrelay.toml)
@@ -75,20 +87,16 @@ async function runPrefetch(args) {
     "env-var": { type: "string", multiple: true },
     "build-margin": { type: "string" },
     "no-warm-store": { type: "boolean" },
+    print: { type: "boolean" },
     "write-env-file": { type: "string" },
     scan: { type: "string" },
   });
   const { values } = parsing(() => parseArgs({ args: own, options, strict: true }));
   if (values.help) return usage();
   if (split !== -1 && command.length === 0) throw new UsageError("nothing to run after --");
-  if (values["write-env-file"] && command.length > 0) throw new UsageError("use either --write-env-file or -- COMMAND, not both");
+  const outputs = [values.print && "--print", values["write-env-file"] && "--write-env-file", command.length > 0 && "-- COMMAND"];
+  if (outputs.filter(Boolean).length > 1) throw new UsageError(`use one of ${outputs.filter(Boolean).join(", ")}, not several`);
   if (values.scan && command.length === 0) throw new UsageError("--scan needs a -- COMMAND whose output it scans");
-  const toStdout = !values["write-env-file"] && command.length === 0;
-  if (toStdout && process.stdout.isTTY) {
-    throw new UsageError(
-      'refusing to print tokens to a terminal: redirect stdout (e.g. >> "$GITHUB_ENV"), or use --write-env-file or -- COMMAND',
-    );
-  }
 
   /** @type {Record<string, string> | undefined} */
   let envVars;
@@ -115,6 +123,10 @@ async function runPrefetch(args) {
     const status = await runWith(command, report.env);
     if (status !== 0 || !values.scan) return status;
     return scan(values.scan, { ...site(values), env: report.env, tokenVars: Object.keys(report.env) });
+  }
+  if (!values.print && !values["write-env-file"]) {
+    process.stderr.write("tokenrelay: tokens ready, none printed (--print writes NAME=value lines on stdout)\n");
+    return 0;
   }
   const lines = Object.entries(report.env).map(([name, value]) => {
     // One variable per line is the whole format of $GITHUB_ENV and .env files.
@@ -187,6 +199,19 @@ async function runCache(args) {
 }
 
 /** @param {string[]} args */
+async function runInitCommand(args) {
+  const options = /** @type {const} */ ({
+    cwd: COMMON.cwd,
+    help: COMMON.help,
+    platform: { type: "string" },
+    yes: { type: "boolean", short: "y" },
+  });
+  const { values } = parsing(() => parseArgs({ args, options, strict: true }));
+  if (values.help) return usage();
+  return runInit(values, (message) => new UsageError(message));
+}
+
+/** @param {string[]} args */
 async function runScan(args) {
   const options = /** @type {const} */ ({ ...COMMON, "token-var": { type: "string", multiple: true } });
   const { values, positionals } = parsing(() => parseArgs({ args, options, allowPositionals: true, strict: true }));
@@ -196,7 +221,7 @@ async function runScan(args) {
 }
 
 /**
- * Scans `dir`; 1 when it holds a secret, else 0.
+ * Scans `dir`; 1 when it holds a secret or a link out of it, else 0.
  * @param {string} dir
  * @param {import("../index.d.ts").ScanOptions} options
  */
@@ -205,12 +230,16 @@ async function scan(dir, options) {
   for (const leak of report.leaks) {
     process.stderr.write(`tokenrelay: ${dir}/${leak.file} contains ${leak.secret}\n`);
   }
+  for (const link of report.outsideLinks) {
+    process.stderr.write(`tokenrelay: ${dir}/${link.file} links outside ${dir}, to ${link.target}\n`);
+  }
   if (report.tooShort.length > 0) {
     process.stderr.write(`tokenrelay: not searched (under 8 characters): ${report.tooShort.join(", ")}\n`);
   }
   const summary = `scanned ${report.filesScanned} file(s) for ${report.secretsScanned} secret(s)`;
-  if (report.leaks.length > 0) {
-    process.stderr.write(`tokenrelay: ${summary}: ${report.leaks.length} leak(s); remove the secrets from the output\n`);
+  if (report.leaks.length > 0 || report.outsideLinks.length > 0) {
+    const found = `${report.leaks.length} leak(s), ${report.outsideLinks.length} link(s) outside`;
+    process.stderr.write(`tokenrelay: ${summary}: ${found}; remove the secrets and links from the output\n`);
     return 1;
   }
   process.stderr.write(`tokenrelay: ${summary}: none found\n`);
@@ -229,6 +258,8 @@ async function main([command, ...args]) {
       return runPrefetch(args);
     case "check":
       return runCheck(args);
+    case "init":
+      return runInitCommand(args);
     case "scan":
       return runScan(args);
     case "cache":

@@ -14,6 +14,8 @@ pub mod codes {
     pub const INVALID_OPTIONS: &str = "invalid_options";
     /// The leak scan could not read the directory or a file in it.
     pub const SCAN_FAILED: &str = "scan_failed";
+    /// The leak scan would read more than its byte limit (names the file reached).
+    pub const SCAN_TOO_LARGE: &str = "scan_too_large";
     /// An upstream named by the caller is not configured.
     pub const UNKNOWN_UPSTREAM: &str = "unknown_upstream";
 }

@@ -11,6 +11,8 @@
 //! - `check(options)` validates the config and returns a redacted summary;
 //! - `purgeCache(upstream, pathPrefix, options)` forgets cached answers
 //!   (the relay's response cache) in every instance sharing the store;
+//! - `init(options)` adds tokenrelay to a site for Netlify or Vercel,
+//!   merging into its existing files (the `tokenrelay init` command);
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
 //!   values in a build's output, naming the file and variable only.
 //!
@@ -27,6 +29,8 @@
 pub mod cache;
 pub mod check;
 pub mod error;
+pub mod init;
+mod issued;
 pub mod leak_scan;
 pub mod prefetch;
 mod site;
@@ -36,6 +40,7 @@ use napi_derive::napi;
 
 use cache::PurgeOptions;
 use check::{CheckOptions, CheckSummary};
+use init::{InitOptions, InitReport};
 use leak_scan::{ScanOptions, ScanReport};
 use prefetch::{PrefetchOptions, PrefetchReport};
 use token::TokenOptions;
@@ -73,4 +78,10 @@ pub async fn js_purge_cache(
     options: Option<PurgeOptions>,
 ) -> napi::Result<()> {
     cache::purge_cache(upstream, path_prefix, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// Adds tokenrelay to the site in `options.cwd` (see [`init`]); writes only with `write: true`.
+#[napi(js_name = "init")]
+pub async fn js_init(options: Option<InitOptions>) -> napi::Result<InitReport> {
+    init::init(options.unwrap_or_default()).map_err(error::AddonError::into_napi)
 }

@@ -95,6 +95,7 @@ pub async fn prefetch(options: PrefetchOptions) -> Result<PrefetchReport, AddonE
     };
     for (upstream, result) in plan.upstreams.iter().zip(results) {
         let token = result.map_err(|e| name_credentials(&broker, upstream, e))?;
+        crate::issued::remember(upstream, "prefetch", &token);
         let env_var = plan.env_vars.get(upstream).cloned();
         if let Some(name) = &env_var {
             report.env.insert(name.clone(), token.expose().to_owned());
@@ -194,7 +195,7 @@ pub(crate) fn name_credentials(broker: &Broker, upstream: &str, err: tokenrelay:
         .config()
         .secret_vars()
         .into_iter()
-        .filter(|v| v.upstream == upstream)
+        .filter(|v| v.upstream == upstream && v.is_token_credential())
         .map(|v| format!("${}", v.name))
         .collect();
     let e = AddonError::from(err);

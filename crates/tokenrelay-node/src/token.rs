@@ -39,5 +39,6 @@ pub async fn get_token(upstream: String, options: TokenOptions) -> Result<String
         None => broker.token(&upstream).await,
     };
     let token = token.map_err(|e| name_credentials(&broker, &upstream, e))?;
+    crate::issued::remember(&upstream, "getToken", &token);
     Ok(token.expose().to_owned())
 }

@@ -201,9 +201,41 @@ async fn the_scan_finds_the_prefetched_token_in_the_output_by_its_variable() {
             ..ScanOptions::default()
         };
         let scan = scan_for_leaks("public".into(), options).await.unwrap();
-        let found: Vec<(&str, &str)> = scan.leaks.iter().map(|l| (l.file.as_str(), l.variable.as_str())).collect();
-        assert_eq!(found, [("js/page.js", "TOKENRELAY_GETTY_TOKEN")]);
+        let found: Vec<(&str, Option<&str>)> =
+            scan.leaks.iter().map(|l| (l.file.as_str(), l.variable.as_deref())).collect();
+        assert_eq!(found, [("js/page.js", Some("TOKENRELAY_GETTY_TOKEN"))]);
         assert_eq!(scan.leaks[0].secret, "the token in $TOKENRELAY_GETTY_TOKEN");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_scan_finds_every_token_get_token_handed_out_even_after_a_refresh() {
+    bounded(async {
+        let rig = Rig::start().await;
+        // Off the shared store, each call with its own local store: the
+        // second call finds no token and fetches a new one, as a build does
+        // when its token is replaced mid-build.
+        let get = |store: &str| {
+            let mut env = rig.env();
+            env.insert("UPSTASH_REDIS_REST_URL".into(), String::new());
+            env.insert("TOKENRELAY_LOCAL_STORE".into(), rig.site.path().join(store).to_string_lossy().into_owned());
+            get_token("getty".into(), TokenOptions { cwd: Some(rig.dir()), env: Some(env), ..TokenOptions::default() })
+        };
+        let first = get("store-1").await.unwrap();
+        let second = get("store-2").await.unwrap();
+        assert_ne!(first, second);
+        let out = rig.site.path().join("public");
+        write(&out.join("a.js"), &format!("let t = {first:?};"));
+        write(&out.join("b.js"), &format!("let t = {second:?};"));
+
+        // No token variable named: the scan knows what this process handed out.
+        let options = ScanOptions { cwd: Some(rig.dir()), env: Some(rig.env()), ..ScanOptions::default() };
+        let scan = scan_for_leaks("public".into(), options).await.unwrap();
+        let found: Vec<(&str, &str)> = scan.leaks.iter().map(|l| (l.file.as_str(), l.secret.as_str())).collect();
+        let by_get_token = "a token of upstream \"getty\" handed out by getToken";
+        assert_eq!(found, [("a.js", by_get_token), ("b.js", by_get_token)]);
+        assert!(scan.leaks.iter().all(|l| l.variable.is_none() && l.kind == "token"));
     })
     .await;
 }

@@ -11,6 +11,8 @@
 //!   rotates it with exactly one fetch across all instances.
 //! - [`relay`] answers the browser's `/api/relay/<upstream>/<path>` requests
 //!   with the token attached, framework-free, for the platform shells.
+//! - [`vercel`] and [`netlify`] (features of the same names) are the whole
+//!   function of each platform: a site's function file only calls their `run`.
 //! - [`check`] validates everything and returns a redacted [`Summary`].
 //!
 //! Every error has a stable [`Error::code`] and never contains a secret.
@@ -34,10 +36,16 @@
 mod broker;
 mod config;
 mod error;
+#[cfg(feature = "netlify")]
+pub mod netlify;
 mod param;
 pub mod relay;
+#[cfg(feature = "shell")]
+mod shell;
 mod store;
 mod token;
+#[cfg(feature = "vercel")]
+pub mod vercel;
 
 pub use broker::Broker;
 pub use config::{CONFIG_PATH_VAR, Config, DEFAULT_CONFIG_FILE, Env, SecretVar, Summary, Upstream, UpstreamSummary};

@@ -52,9 +52,8 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
     bounded(async {
         let rig = Rig::default().await;
         rig.tokens.set_behavior(Behavior::Hang);
-        // A holder with a long token timeout takes the lock, then dies mid-refresh.
-        let slow = rig.config("").replace("timeout = \"300ms\"", "timeout = \"30s\"");
-        let holder = rig.broker_with(&slow, &rig.env());
+        // A holder takes the lock, then dies mid-refresh.
+        let holder = rig.broker();
         let crashed = tokio::spawn(async move { holder.token("api").await });
         testkit::wait_until("the lock is taken", Duration::from_secs(5), || async {
             rig.stored_keys().await.iter().any(|k| k.ends_with(":lock"))
@@ -63,12 +62,52 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
         .unwrap();
         let locked_at = Instant::now();
         crashed.abort();
+        let crashed_calls = rig.tokens.calls();
         rig.tokens.set_behavior(Behavior::Normal);
 
         let token = rig.broker().token("api").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(locked_at.elapsed() >= Duration::from_millis(1500), "waited for the 2 s lease, not less");
-        assert_eq!(rig.tokens.calls(), 2, "the crashed attempt and the one that resumed rotation");
+        assert_eq!(rig.tokens.calls(), crashed_calls + 1, "one fetch resumed rotation");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_ran_out_never_overwrites_the_newer_token() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let config = rig
+            .config("")
+            .replace("lock_lease = \"2s\"", "lock_lease = \"20s\"")
+            .replace("wait_timeout = \"5s\"", "wait_timeout = \"25s\"")
+            .replace("timeout = \"300ms\"", "timeout = \"5s\"");
+        // The leader takes the lock; the token server holds its fetch.
+        let hold = rig.tokens.hold_next();
+        let leader = rig.broker_with(&config, &rig.env());
+        let leader = tokio::spawn(async move { leader.token("api").await });
+        testkit::wait_until("the leader's fetch arrives", Duration::from_secs(5), || async { rig.tokens.calls() == 1 })
+            .await
+            .unwrap();
+        // Its lease runs out (a paused process, a slow network) and another
+        // instance takes the lock and stores a newer token.
+        let lock = rig.stored_keys().await.into_iter().find(|k| k.ends_with(":lock")).expect("the leader's lock");
+        assert!(rig.upstash.redis_pexpire(&lock, 1).await);
+        testkit::wait_until("the lease runs out", Duration::from_secs(5), || async {
+            rig.upstash.redis_get(&lock).await.is_none()
+        })
+        .await
+        .unwrap();
+        let newer = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
+        assert_eq!(newer.outcome(), Outcome::Fetched);
+
+        // The old leader's fetch completes: it may use its token, but never store it.
+        hold.release();
+        let late = leader.await.unwrap().unwrap();
+        assert_ne!(late.expose(), newer.expose());
+        let cold = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
+        assert_eq!((cold.expose(), cold.outcome()), (newer.expose(), Outcome::Store), "the store kept the newer token");
+        assert_eq!(rig.tokens.calls(), 2);
     })
     .await;
 }
@@ -98,7 +137,9 @@ async fn late_401_keeps_the_newer_token_in_the_store() {
 
 async fn token_key(rig: &Rig) -> String {
     let keys = rig.stored_keys().await;
-    keys.into_iter().find(|k| !k.ends_with(":lock") && !k.ends_with(":failure")).expect("a stored token")
+    keys.into_iter()
+        .find(|k| [":lock", ":failure", ":invalidations"].iter().all(|s| !k.ends_with(s)))
+        .expect("a stored token")
 }
 
 #[tokio::test]
@@ -108,7 +149,8 @@ async fn invalidation_drops_the_rejected_token_from_both_levels() {
         let b = rig.broker();
         let first = b.token("api").await.unwrap();
         b.invalidate("api", &first).await.unwrap();
-        assert!(rig.stored_keys().await.is_empty(), "store no longer holds the rejected token");
+        let left = rig.stored_keys().await;
+        assert!(left.iter().all(|k| k.ends_with(":invalidations")), "store still holds the token: {left:?}");
         let second = b.token("api").await.unwrap();
         assert_ne!(first.expose(), second.expose());
         assert_eq!(second.outcome(), Outcome::Fetched);
@@ -178,6 +220,58 @@ async fn raw_value_in_redis_is_sealed_and_keyed_without_secrets() {
         let env = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
         let other = rig.broker_with(&rig.config(""), &env).token("api").await.unwrap();
         assert_eq!(other.outcome(), Outcome::Fetched);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
+    bounded(async {
+        let rig = Rig::default().await;
+        // Production and preview: one config, one store, one encryption key,
+        // but the same variable names hold other values.
+        let production = rig.broker_with(&json_config(&rig), &rig.env());
+        assert_eq!(production.token("custom").await.unwrap().outcome(), Outcome::Fetched);
+        let preview_env = rig.env_with(&[("API_CLIENT_ID", "preview-client")]);
+        let preview = rig.broker_with(&json_config(&rig), &preview_env).token("custom").await;
+        assert_eq!(preview.unwrap_err().code(), "token_rejected", "preview asked for its own token");
+        assert_eq!(rig.tokens.calls(), 2);
+
+        // Extra parameters are part of what a token is minted for, too.
+        let with = |resource: &str| {
+            rig.config("").replace(
+                "timeout = \"300ms\"",
+                &format!("timeout = \"300ms\"\nextra = {{ resource = \"{resource}\" }}"),
+            )
+        };
+        assert_eq!(
+            rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(),
+            Outcome::Fetched
+        );
+        assert_eq!(
+            rig.broker_with(&with("videos"), &rig.env()).token("api").await.unwrap().outcome(),
+            Outcome::Fetched
+        );
+        assert_eq!(rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(), Outcome::Store);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cache_keys_are_keyed_by_the_encryption_key() {
+    bounded(async {
+        let rig = Rig::default().await;
+        rig.broker().token("api").await.unwrap();
+        let other_key = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
+        rig.broker_with(&rig.config(""), &other_key).token("api").await.unwrap();
+        let tokens: Vec<String> = rig.stored_keys().await.into_iter().filter(|k| !k.ends_with(":lock")).collect();
+        assert_eq!(tokens.len(), 2, "same credentials, other key: another name, not a guessable hash: {tokens:?}");
+
+        // Without an encryption key, names are keyed by the Upstash token.
+        let plain = rig.config("").replace("[cache]", "[store]\nallow_unencrypted = true\n\n[cache]");
+        let unencrypted = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "")]);
+        rig.broker_with(&plain, &unencrypted).token("api").await.unwrap();
+        assert_eq!(rig.stored_keys().await.len(), 3);
     })
     .await;
 }
@@ -278,6 +372,49 @@ async fn garbage_and_tokenless_responses_are_invalid_not_retried() {
 }
 
 #[tokio::test]
+async fn tokens_that_arrive_expired_or_with_absurd_expiry_are_invalid_never_served() {
+    bounded(async {
+        let cases = [
+            ("0", "\"expires_in\" says the token has already expired"),
+            ("1e300", "\"expires_in\" is out of range"),
+            ("1.7e12", "\"expires_in\" is more than 10 years away (milliseconds where seconds are due?)"),
+            ("-30", "\"expires_in\" is not a number of seconds"),
+        ];
+        for (raw, reason) in cases {
+            let rig =
+                Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).expires_in(ExpiresIn::Raw(raw))).await;
+            let err = rig.broker().token("api").await.unwrap_err();
+            assert_eq!(err.code(), "token_response_invalid", "expires_in {raw}: {err}");
+            assert_eq!(err.to_string(), format!("upstream \"api\": invalid token response: {reason}"));
+            assert_eq!(rig.tokens.calls(), 1, "not retried");
+            assert!(
+                !rig.stored_keys().await.iter().any(|k| !k.ends_with(":failure")),
+                "nothing but the failure stored"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_expires_at_in_the_past_or_out_of_range_is_invalid_never_a_panic() {
+    bounded(async {
+        for (raw, reason) in [
+            ("1700000000", "/data/expires_at says the token has already expired"),
+            ("1e300", "/data/expires_at is out of range"),
+            ("\"1999-01-01T00:00:00Z\"", "/data/expires_at says the token has already expired"),
+        ] {
+            let rig =
+                Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).expires_in(ExpiresIn::Raw(raw))).await;
+            let err = rig.broker_with(&json_config(&rig), &rig.env()).token("custom").await.unwrap_err();
+            assert_eq!(err.code(), "token_response_invalid", "expires_at {raw}: {err}");
+            assert_eq!(err.to_string(), format!("upstream \"custom\": invalid token response: {reason}"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn oauth_errors_and_bad_credentials_are_rejections() {
     bounded(async {
         let rig = Rig::default().await;
@@ -362,20 +499,7 @@ async fn basic_auth_is_the_default() {
 async fn json_source_reads_token_and_absolute_expiry_by_pointer() {
     bounded(async {
         let rig = Rig::default().await;
-        let config = format!(
-            r#"
-[upstreams.custom]
-base_url = "https://api.example.com"
-[upstreams.custom.token]
-type = "json"
-url = "{}"
-token_pointer = "/data/token"
-expires_at_pointer = "/data/expires_at"
-body = {{ key = {{ env = "API_CLIENT_ID" }}, secret = {{ env = "API_CLIENT_SECRET" }} }}
-"#,
-            rig.tokens.custom_url()
-        );
-        let token = rig.broker_with(&config, &rig.env()).token("custom").await.unwrap();
+        let token = rig.broker_with(&json_config(&rig), &rig.env()).token("custom").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(token.expires_at().unwrap() > std::time::SystemTime::now() + Duration::from_secs(1700));
     })
@@ -424,4 +548,21 @@ async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
         let _ = std::fs::remove_dir_all(dir);
     })
     .await;
+}
+
+/// A `json` source on the token server's JSON route.
+fn json_config(rig: &Rig) -> String {
+    format!(
+        r#"
+[upstreams.custom]
+base_url = "https://api.example.com"
+[upstreams.custom.token]
+type = "json"
+url = "{}"
+token_pointer = "/data/token"
+expires_at_pointer = "/data/expires_at"
+body = {{ key = {{ env = "API_CLIENT_ID" }}, secret = {{ env = "API_CLIENT_SECRET" }} }}
+"#,
+        rig.tokens.custom_url()
+    )
 }

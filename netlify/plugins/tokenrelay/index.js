@@ -6,9 +6,8 @@
 // maps Netlify's events, inputs and utils onto it. Inputs: manifest.yml.
 // Runs on Node 20 (locally) and 22+ (Netlify's build image): plain ESM.
 
+import { existsSync } from "node:fs";
 import path from "node:path";
-
-import { prefetch, scanForLeaks } from "tokenrelay";
 
 /**
  * @typedef {object} Inputs
@@ -26,7 +25,7 @@ import { prefetch, scanForLeaks } from "tokenrelay";
  * @typedef {object} EventOptions
  * @property {Inputs} inputs
  * @property {{ build: { environment: Record<string, string> } }} netlifyConfig
- * @property {{ PUBLISH_DIR: string }} constants
+ * @property {{ PUBLISH_DIR: string, FUNCTIONS_DIST?: string }} constants
  * @property {Utils} utils
  */
 
@@ -45,6 +44,12 @@ const FIXES = {
   token_unavailable:
     "Check the token endpoint's URL in tokenrelay.toml and that it is up, then retry the deploy. If its tokens are shorter than the build, lower the buildMargin input.",
   scan_failed: "Check that the publish directory exists and is readable.",
+  unsupported_platform:
+    "Install tokenrelay with its optional dependencies (not `npm install --no-optional` or `--omit=optional`), on a platform it has a binary for.",
+  scan_too_large:
+    "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
+  cache_purge_failed:
+    "Purge only upstreams that have a route with `cache` in tokenrelay.toml, with a path prefix starting with '/', and check that the store is reachable; then purge again.",
 };
 
 /** Variables holding this build's tokens, for the leak scan (plugin events share one process). */
@@ -62,6 +67,23 @@ function failure(err, doing) {
   return `tokenrelay could not ${doing}: ${e.message} [${e.code ?? "internal"}]${fix ? `\n${fix}` : ""}`;
 }
 
+/**
+ * The tokenrelay package, imported on first use rather than when Netlify loads
+ * the plugin: where its native binary is missing (an unsupported platform,
+ * optional dependencies left out), the build then fails with the package's
+ * `unsupported_platform` message, which names the platform, instead of
+ * crashing while the plugin loads.
+ * @param {Utils} utils
+ * @returns {Promise<typeof import("tokenrelay")>}
+ */
+async function tokenrelay(utils) {
+  try {
+    return await import("tokenrelay");
+  } catch (err) {
+    return utils.build.failBuild(failure(err, "load its native addon"));
+  }
+}
+
 /** @param {import("tokenrelay").PrefetchedToken} t */
 function describe(t) {
   const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key, no expiry";
@@ -69,10 +91,16 @@ function describe(t) {
 }
 
 /**
- * Prefetches the tokens and exposes those asked for to the rest of the build.
+ * Prefetches the tokens and exposes those asked for to the rest of the build
+ * through `process.env`: @netlify/build hands a plugin's environment changes
+ * to the build command and later plugins. Never through
+ * `netlifyConfig.build.environment`: that is a config mutation, which
+ * @netlify/build saves into the deployed `netlify.toml` (and prints with
+ * `--debug`).
  * @param {EventOptions} options
  */
-async function provideTokens({ inputs, netlifyConfig, utils }) {
+async function provideTokens({ inputs, utils }) {
+  const { prefetch } = await tokenrelay(utils);
   let report;
   try {
     report = await prefetch({
@@ -85,11 +113,7 @@ async function provideTokens({ inputs, netlifyConfig, utils }) {
   } catch (err) {
     return utils.build.failBuild(failure(err, "prepare the build's tokens"));
   }
-  for (const [name, value] of Object.entries(report.env)) {
-    // netlifyConfig for the build command and later plugins, process.env for this process.
-    netlifyConfig.build.environment[name] = value;
-    process.env[name] = value;
-  }
+  for (const [name, value] of Object.entries(report.env)) process.env[name] = value;
   exposed = Object.keys(report.env);
   const store = report.sharedStore
     ? `shared store warmed: ${report.store}`
@@ -100,38 +124,65 @@ async function provideTokens({ inputs, netlifyConfig, utils }) {
 }
 
 export const onPreBuild = provideTokens;
-export const onPreDev = provideTokens;
 
 /**
- * Fails the build if the publish directory holds any token or secret.
+ * `provideTokens` for `netlify dev`, whose framework server gets only
+ * `netlifyConfig.build.environment`, not the plugin's `process.env`
+ * (netlify-cli, `devCommand` in dist/utils/run-build.js). The mutation is
+ * safe there: the dev timeline has no step that saves the config, and
+ * @netlify/build never prints `build.environment` values.
+ * @param {EventOptions} options
+ */
+export async function onPreDev(options) {
+  await provideTokens(options);
+  for (const name of exposed) options.netlifyConfig.build.environment[name] = /** @type {string} */ (process.env[name]);
+}
+
+/**
+ * Fails the build if the publish directory or the bundled functions hold any
+ * token or secret, or a symbolic link out of the directory.
  * @param {EventOptions} options
  */
 export async function onPostBuild({ inputs, constants, utils }) {
   if (inputs.scanPublishDir === false) return;
-  const publishDir = path.resolve(constants.PUBLISH_DIR);
-  const shown = path.relative(process.cwd(), publishDir) || ".";
-  let report;
-  try {
-    report = await scanForLeaks(publishDir, { configPath: inputs.configPath, tokenVars: exposed });
-  } catch (err) {
-    return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+  // The functions directory exists only when the site has functions.
+  const dirs = [constants.PUBLISH_DIR, ...(constants.FUNCTIONS_DIST && existsSync(constants.FUNCTIONS_DIST) ? [constants.FUNCTIONS_DIST] : [])];
+  const { scanForLeaks } = await tokenrelay(utils);
+  const problems = [];
+  const scanned = [];
+  const short = new Set();
+  for (const dir of dirs) {
+    const absolute = path.resolve(dir);
+    const shown = path.relative(process.cwd(), absolute) || ".";
+    let report;
+    try {
+      report = await scanForLeaks(absolute, { configPath: inputs.configPath, tokenVars: exposed });
+    } catch (err) {
+      return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
+    }
+    problems.push(
+      ...report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`),
+      ...report.outsideLinks.map((l) => `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`),
+    );
+    scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
+    for (const name of report.tooShort) short.add(name);
   }
-  if (report.leaks.length > 0) {
-    const found = report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`);
+  if (problems.length > 0) {
     return utils.build.failBuild(
       [
-        `tokenrelay: the publish directory holds secrets, so it must not be deployed:`,
-        ...found,
-        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles.",
+        `tokenrelay: the build output holds secrets, so it must not be deployed:`,
+        ...problems,
+        "Keep tokens and credentials out of the output: use them at build time or in functions, never write them into pages or bundles; and publish no link to files outside the output.",
       ].join("\n"),
     );
   }
-  const scanned = `${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s), none found`;
-  const short = report.tooShort.length > 0 ? [`not searched (under 8 characters): ${report.tooShort.join(", ")}`] : [];
-  console.log(`tokenrelay: ${scanned}`);
+  const lines = scanned.map((s) => `${s}, none found`);
+  const notSearched = short.size > 0 ? [`not searched (under 8 characters): ${[...short].join(", ")}`] : [];
+  for (const line of lines) console.log(`tokenrelay: ${line}`);
+  const shownPublish = path.relative(process.cwd(), path.resolve(constants.PUBLISH_DIR)) || ".";
   utils.status.show({
     title: "tokenrelay",
-    summary: `${prepared.summary}; no secret in ${shown}`,
-    text: [...prepared.lines, scanned, ...short].join("\n"),
+    summary: `${prepared.summary}; no secret in ${shownPublish}`,
+    text: [...prepared.lines, ...lines, ...notSearched].join("\n"),
   });
 }

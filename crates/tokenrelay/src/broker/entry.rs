@@ -50,6 +50,11 @@ impl Entry {
         now < self.refresh_at
     }
 
+    /// How long ago it was minted (zero if the clocks disagree).
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.fetched_at).unwrap_or_default()
+    }
+
     /// How long the store should keep it: until it stops being valid.
     pub(crate) fn ttl(&self, now: SystemTime) -> Duration {
         self.valid_until.duration_since(now).unwrap_or_default()
@@ -94,6 +99,8 @@ mod tests {
             lock_lease: Duration::from_secs(1),
             wait_timeout: Duration::from_secs(1),
             failure_cooldown: Duration::from_secs(1),
+            min_token_age: Duration::ZERO,
+            invalidations_per_hour: 1,
         }
     }
 

@@ -8,36 +8,41 @@
 //!    all instances fetches it: an in-process guard plus a distributed lock
 //!    (`SET NX PX` with an owner value, released by compare-and-delete). The
 //!    others wait, with jittered backoff and a bound, for the new token; a
-//!    crashed holder's lock simply expires.
+//!    crashed holder's lock simply expires. The new token is written only
+//!    while its fetcher still holds the lock (a fenced write), so a holder
+//!    whose lease ran out never overwrites a newer token.
 //!
 //! If the store fails, the broker fetches directly and logs a warning; the
 //! next rotation tries the store again. If the token endpoint fails, the
 //! failure is remembered for a cooldown, in-process and in the store, so no
 //! instance hammers it.
+//!
+//! This file holds the public API ([`Broker`]: construction, `token`,
+//! `summary`); the rest lives in one file per job: `slot` (per-upstream
+//! state: the memory level and the cooldown), `rotation` (single flight,
+//! refresh, waiting for another instance), `invalidation` (dropping a refused
+//! or stale token), `shared_failure` (the failure stored for the cooldown),
+//! `entry` (a token's schedule and sealed form) and `prefetch` (tokens that
+//! must outlive a build).
 
 mod entry;
+mod invalidation;
 mod prefetch;
+mod rotation;
+mod shared_failure;
+mod slot;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
-
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Env, Summary};
 use crate::error::{Error, Result};
-use crate::store::{Store, StoreError, TokenKeys, TokenState};
+use crate::store::Store;
 use crate::token::{Outcome, Source, Token, retry};
 use entry::Entry;
+use slot::Slot;
 
-/// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(5);
-/// Longest pause between two looks at the store while waiting.
-const MAX_POLL: Duration = Duration::from_millis(400);
-/// When another instance holds the lock and our token is still valid, look
-/// again after this long instead of on every request.
-const REFRESH_RETRY: Duration = Duration::from_secs(1);
 /// Connect timeout of the broker's HTTP client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -52,7 +57,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// let broker = Broker::from_env(&Env::local())?;
 /// let token = broker.token("getty").await?;
 /// // ... call the API with `token.expose()`; on a 401:
-/// broker.invalidate("getty", &token).await?;
+/// if broker.invalidate("getty", &token).await? {
+///     let fresh = broker.token("getty").await?; // and retry once
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -65,26 +72,6 @@ struct Inner {
     store: Store,
     http: reqwest::Client,
     slots: BTreeMap<String, Slot>,
-}
-
-/// Per-upstream state.
-struct Slot {
-    /// Where the store keeps this upstream's token, lock and failure.
-    keys: TokenKeys,
-    memory: Mutex<Option<Entry>>,
-    /// In-process single flight.
-    flight: tokio::sync::Mutex<()>,
-    refreshing: AtomicBool,
-    /// The last failure and until when callers fail fast with it.
-    failure: Mutex<Option<(Instant, Error)>>,
-}
-
-/// A token endpoint failure as shared through the store (never a secret:
-/// error reasons are built from codes and statuses and scrubbed).
-#[derive(Serialize, Deserialize)]
-struct SharedFailure {
-    code: String,
-    reason: String,
 }
 
 impl Broker {
@@ -160,199 +147,10 @@ impl Broker {
         self.refresh(upstream, false).await
     }
 
-    /// Drops `rejected` (a token the upstream answered 401 to) from both
-    /// levels, but from the store only if it still holds that same token:
-    /// a late 401 never throws away a newer token.
-    pub async fn invalidate(&self, upstream: &str, rejected: &Token) -> Result<()> {
-        let (source, slot) = self.slot(upstream)?;
-        if !source.rotates() {
-            return Ok(());
-        }
-        {
-            let mut memory = slot.memory();
-            if memory.as_ref().is_some_and(|e| e.token.same_value(rejected)) {
-                *memory = None;
-            }
-        }
-        let store = &self.inner.store;
-        let outcome = async {
-            let Some(stored) = store.read(&slot.keys).await?.token else { return Ok(false) };
-            match self.entry(&stored.plain) {
-                Some(e) if e.token.same_value(rejected) => store.delete_token(&slot.keys, &stored).await,
-                _ => Ok(false),
-            }
-        };
-        match outcome.await {
-            Ok(dropped) => tracing::info!(upstream, dropped_from_store = dropped, "token invalidated"),
-            Err(e) => {
-                tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropped from memory only")
-            }
-        }
-        Ok(())
-    }
-
+    /// The upstream's token source and state.
     fn slot(&self, upstream: &str) -> Result<(&Source, &Slot)> {
         let u = self.inner.config.upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;
         Ok((&u.source, &self.inner.slots[upstream]))
-    }
-
-    fn refresh_in_background(&self, upstream: &str) {
-        let Ok((_, slot)) = self.slot(upstream) else { return };
-        if slot.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (broker, upstream) = (self.clone(), upstream.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = broker.refresh(&upstream, true).await {
-                tracing::warn!(upstream, code = e.code(), error = %e, "background token refresh failed");
-            }
-            if let Ok((_, slot)) = broker.slot(&upstream) {
-                slot.refreshing.store(false, Ordering::Release);
-            }
-        });
-    }
-
-    /// Single flight within the process, then across instances.
-    async fn refresh(&self, upstream: &str, background: bool) -> Result<Token> {
-        let (source, slot) = self.slot(upstream)?;
-        let _flight = slot.flight.lock().await;
-        let now = SystemTime::now();
-        let current = slot.memory().clone().filter(|e| e.is_valid(now));
-        // Another task may have refreshed while this one waited for the guard.
-        if let Some(e) = current.as_ref().filter(|e| e.is_fresh(now) || !background) {
-            return Ok(e.token.clone().from(Outcome::Memory));
-        }
-        if let Some(err) = slot.cooling_down() {
-            return current.map(|e| e.token.from(Outcome::Memory)).ok_or(err);
-        }
-        let started = Instant::now();
-        match self.rotate(upstream, source, slot, current.as_ref()).await {
-            Ok((entry, outcome)) => {
-                tracing::info!(
-                    upstream,
-                    outcome = outcome.as_str(),
-                    valid_for_s = entry.ttl(SystemTime::now()).as_secs(),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "token ready"
-                );
-                *slot.memory() = Some(entry.clone());
-                Ok(entry.token.from(outcome))
-            }
-            Err(err) => {
-                slot.cool_down(err.clone(), self.inner.config.cache.failure_cooldown);
-                match current {
-                    Some(e) => {
-                        tracing::warn!(upstream, code = err.code(), error = %err, "token refresh failed; serving the current token until it expires");
-                        Ok(e.token.from(Outcome::Memory))
-                    }
-                    None => Err(err),
-                }
-            }
-        }
-    }
-
-    /// Gets a fresh entry through the store, fetching it if this caller wins
-    /// the lock. `current` is this instance's still-valid token, if any: with
-    /// one, a caller never waits for another instance's refresh.
-    async fn rotate(
-        &self,
-        upstream: &str,
-        source: &Source,
-        slot: &Slot,
-        current: Option<&Entry>,
-    ) -> Result<(Entry, Outcome)> {
-        let cache = &self.inner.config.cache;
-        let store = &self.inner.store;
-        let owner = format!("{:032x}", fastrand::u128(..));
-        let deadline = Instant::now() + cache.wait_timeout;
-        let mut pause = FIRST_POLL;
-
-        let mut state = match store.read(&slot.keys).await {
-            Ok(v) => v,
-            Err(e) => return self.fetch_direct(upstream, source, e).await,
-        };
-        loop {
-            let now = SystemTime::now();
-            let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain));
-            if let Some(e) = stored.clone().filter(|e| e.is_fresh(now)) {
-                return Ok((e, Outcome::Store));
-            }
-            if let Some(err) = state.failure.as_deref().and_then(|raw| shared_failure(upstream, raw)) {
-                return Err(err);
-            }
-            let (won, after) = match store.lock_and_read(&slot.keys, &owner, cache.lock_lease).await {
-                Ok(x) => x,
-                Err(e) => return self.fetch_direct(upstream, source, e).await,
-            };
-            if won {
-                return self.fetch_as_leader(upstream, source, slot, &owner, &after).await;
-            }
-            // Someone else is refreshing: keep serving a valid token meanwhile.
-            let valid = stored.or_else(|| current.cloned()).filter(|e| e.is_valid(now));
-            if let Some(e) = valid {
-                return Ok((e.retry_refresh_after(now, REFRESH_RETRY), Outcome::Store));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::TokenUnavailable {
-                    upstream: upstream.to_owned(),
-                    reason: format!(
-                        "waited {} for another instance to refresh the token",
-                        humantime::format_duration(cache.wait_timeout)
-                    ),
-                });
-            }
-            tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
-            pause = (pause * 2).min(MAX_POLL);
-            state = after;
-        }
-    }
-
-    /// This caller holds the lock: fetch, store, release, in that order.
-    async fn fetch_as_leader(
-        &self,
-        upstream: &str,
-        source: &Source,
-        slot: &Slot,
-        owner: &str,
-        after: &TokenState,
-    ) -> Result<(Entry, Outcome)> {
-        let cache = &self.inner.config.cache;
-        let store = &self.inner.store;
-        let now = SystemTime::now();
-        // The previous holder may have stored a token just before we locked.
-        if let Some(e) = after.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_fresh(now)) {
-            if let Err(err) = store.unlock(&slot.keys, owner).await {
-                tracing::warn!(upstream, error = %err, "could not release the refresh lock; it will expire");
-            }
-            return Ok((e, Outcome::Store));
-        }
-        let fetched_at = SystemTime::now();
-        match retry::fetch(source, &self.inner.http, upstream).await {
-            Ok(token) => {
-                let entry = Entry::new(token, fetched_at, cache);
-                let ttl = entry.ttl(SystemTime::now());
-                if let Err(err) = store.put_token(&slot.keys, &entry.to_bytes(), ttl, owner).await {
-                    tracing::warn!(upstream, error = %err, "could not store the new token; other instances will fetch their own");
-                }
-                Ok((entry, Outcome::Fetched))
-            }
-            Err(err) => {
-                let shared = SharedFailure { code: err.code().to_owned(), reason: reason_of(&err) };
-                let value = serde_json::to_string(&shared).unwrap_or_default();
-                if let Err(e) = store.put_failure(&slot.keys, &value, cache.failure_cooldown, owner).await {
-                    tracing::warn!(upstream, error = %e, "could not share the token failure");
-                }
-                Err(err)
-            }
-        }
-    }
-
-    /// The store failed: degrade to a direct fetch, guarded in-process only.
-    async fn fetch_direct(&self, upstream: &str, source: &Source, cause: StoreError) -> Result<(Entry, Outcome)> {
-        tracing::warn!(upstream, error = %cause, "shared store unavailable; fetching the token directly");
-        let fetched_at = SystemTime::now();
-        let token = retry::fetch(source, &self.inner.http, upstream).await?;
-        Ok((Entry::new(token, fetched_at, &self.inner.config.cache), Outcome::Direct))
     }
 
     /// Reads an opened token back into an entry with this config's schedule.
@@ -368,51 +166,4 @@ impl std::fmt::Debug for Broker {
             .field("upstreams", &self.inner.slots.keys())
             .finish()
     }
-}
-
-impl Slot {
-    fn new(keys: TokenKeys) -> Self {
-        Slot {
-            keys,
-            memory: Mutex::new(None),
-            flight: tokio::sync::Mutex::new(()),
-            refreshing: AtomicBool::new(false),
-            failure: Mutex::new(None),
-        }
-    }
-
-    fn memory(&self) -> MutexGuard<'_, Option<Entry>> {
-        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn cooling_down(&self) -> Option<Error> {
-        let failure = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failure.as_ref().filter(|(until, _)| Instant::now() < *until).map(|(_, e)| e.clone())
-    }
-
-    fn cool_down(&self, err: Error, for_: Duration) {
-        *self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now() + for_, err));
-    }
-}
-
-/// The human reason inside a token error, without the upstream prefix.
-fn reason_of(err: &Error) -> String {
-    match err {
-        Error::TokenRejected { reason, .. }
-        | Error::TokenResponseInvalid { reason, .. }
-        | Error::TokenUnavailable { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Rebuilds the error another instance shared.
-fn shared_failure(upstream: &str, raw: &str) -> Option<Error> {
-    let f: SharedFailure = serde_json::from_str(raw).ok()?;
-    let upstream = upstream.to_owned();
-    let reason = format!("{} (shared by another instance; retried after the cooldown)", f.reason);
-    Some(match f.code.as_str() {
-        "token_rejected" => Error::TokenRejected { upstream, reason },
-        "token_response_invalid" => Error::TokenResponseInvalid { upstream, reason },
-        _ => Error::TokenUnavailable { upstream, reason },
-    })
 }

@@ -26,7 +26,7 @@ impl Broker {
         if lasts(&token, min) {
             return Ok(token);
         }
-        self.invalidate(upstream, &token).await?;
+        self.discard(upstream, &token).await?;
         let fresh = self.token(upstream).await?;
         if lasts(&fresh, min) {
             return Ok(fresh);

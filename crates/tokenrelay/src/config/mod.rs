@@ -5,31 +5,39 @@
 //! `client_secret = { env = "GETTY_API_SECRET" }`, resolved against an
 //! [`Env`]. Every problem is reported at once, naming the file, the upstream
 //! and the field; every missing variable is listed at once.
+//!
+//! This file holds the typed values and the entry points ([`Config::load`],
+//! [`Config::parse`]). `raw` holds the file's serde shapes; `builder`
+//! validates them into typed values, `token_source` the `token` tables,
+//! `relay` the relay's rules (`route_pattern` its path patterns,
+//! `route_cache` its routes' response caches); `env` is
+//! the environment they are resolved against; `credentials` lists an
+//! upstream's credentials once and `summary` reports the config redacted.
 
+mod builder;
+mod credentials;
 mod env;
 mod raw;
 pub(crate) mod relay;
 mod route_cache;
-mod secret_vars;
+mod route_pattern;
 mod summary;
+mod token_source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
 use url::Url;
 
+pub use credentials::SecretVar;
 pub use env::Env;
-pub use secret_vars::SecretVar;
 pub use summary::{Summary, UpstreamSummary};
 
-use crate::error::{Error, MissingVar, Result};
-use crate::param::Param;
+use crate::error::{Error, Result};
 use crate::token::Source;
-use crate::token::json::{Body, Expiry, JsonEndpoint, Template};
-use crate::token::oauth2::{ClientAuth, ClientCredentials};
-use raw::{BodyFormat, RawConfig, RawParam, RawToken, RawUpstream};
+use builder::Builder;
+use raw::RawConfig;
 
 /// The config file used when `TOKENRELAY_CONFIG` is not set.
 pub const DEFAULT_CONFIG_FILE: &str = "tokenrelay.toml";
@@ -50,6 +58,14 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(25);
 /// After a failed refresh, callers fail fast for this long instead of
 /// hammering the token endpoint.
 pub const DEFAULT_FAILURE_COOLDOWN: Duration = Duration::from_secs(5);
+/// Upper bound of every `[cache]` duration: far beyond any sensible value,
+/// and small enough that deadlines computed from it never overflow.
+const MAX_CACHE_DURATION: Duration = Duration::from_secs(31_557_600); // 1 year, as humantime counts it
+/// A token the upstream refuses younger than this is kept, not invalidated:
+/// a fresh token that is refused too points at the request, not the token.
+pub const DEFAULT_MIN_TOKEN_AGE: Duration = Duration::from_secs(60);
+/// Invalidations per upstream and hour, counted across instances in the store.
+pub const DEFAULT_INVALIDATIONS_PER_HOUR: u32 = 10;
 /// Timeout of one shared-store call; past it the broker degrades.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Timeout of one token endpoint request.
@@ -73,6 +89,8 @@ pub(crate) struct CacheSettings {
     pub(crate) lock_lease: Duration,
     pub(crate) wait_timeout: Duration,
     pub(crate) failure_cooldown: Duration,
+    pub(crate) min_token_age: Duration,
+    pub(crate) invalidations_per_hour: u32,
 }
 
 /// Shared-store options (`[store]`).
@@ -131,6 +149,9 @@ impl Config {
         }
         let upstreams: BTreeMap<_, _> =
             raw.upstreams.into_iter().filter_map(|(name, u)| b.upstream(&name, u).map(|u| (name, u))).collect();
+        for u in upstreams.values() {
+            b.lease_outlives_fetch(&cache, u);
+        }
         if !b.problems.is_empty() {
             return Err(Error::ConfigInvalid { file, problems: b.problems });
         }
@@ -164,268 +185,6 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
             format!("line {line}: {}", e.message().trim())
         }
         None => e.message().trim().to_owned(),
-    }
-}
-
-/// Collects problems and missing variables while building typed values.
-struct Builder<'a> {
-    env: &'a Env,
-    problems: Vec<String>,
-    missing: Vec<MissingVar>,
-}
-
-impl Builder<'_> {
-    fn problem(&mut self, upstream: &str, field: &str, message: impl std::fmt::Display) {
-        self.problems.push(format!("upstream \"{upstream}\": {field}: {message}"));
-    }
-
-    fn cache(&mut self, raw: &RawConfig) -> CacheSettings {
-        let c = &raw.cache;
-        let settings = CacheSettings {
-            safety_margin: c.safety_margin.unwrap_or(DEFAULT_SAFETY_MARGIN),
-            refresh_window: c.refresh_window.unwrap_or(DEFAULT_REFRESH_WINDOW),
-            lock_lease: c.lock_lease.unwrap_or(DEFAULT_LOCK_LEASE),
-            wait_timeout: c.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
-            failure_cooldown: c.failure_cooldown.unwrap_or(DEFAULT_FAILURE_COOLDOWN),
-        };
-        if settings.lock_lease.is_zero() {
-            self.problems.push("cache.lock_lease: must be greater than zero".to_owned());
-        }
-        if settings.wait_timeout < settings.lock_lease {
-            self.problems.push(format!(
-                "cache.wait_timeout: must be at least cache.lock_lease ({}) so waiters outlive a crashed lock holder",
-                humantime::format_duration(settings.lock_lease)
-            ));
-        }
-        settings
-    }
-
-    fn upstream(&mut self, name: &str, raw: RawUpstream) -> Option<Upstream> {
-        let name_ok = !name.is_empty()
-            && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
-        if !name_ok {
-            self.problems.push(format!("upstream \"{name}\": name must use only a-z, 0-9, '-' and '_'"));
-        }
-        let base_url = self.url(name, "base_url", &raw.base_url);
-        if base_url.as_ref().is_some_and(|u| u.query().is_some() || u.fragment().is_some()) {
-            self.problem(name, "base_url", "must not have a query or fragment: the relay appends the request's own");
-        }
-        let source = self.source(name, raw.token);
-        let relay = match raw.relay {
-            None => Some(None),
-            Some(r) => self.upstream_relay(name, r).map(Some),
-        };
-        Some(Upstream { name: name.to_owned(), base_url: base_url?, source: source?, relay: relay? })
-            .filter(|_| name_ok)
-    }
-
-    fn url(&mut self, upstream: &str, field: &str, text: &str) -> Option<Url> {
-        match Url::parse(text) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            Ok(u) => {
-                self.problem(upstream, field, format!("scheme must be http or https, not \"{}\"", u.scheme()));
-                None
-            }
-            Err(e) => {
-                self.problem(upstream, field, e);
-                None
-            }
-        }
-    }
-
-    /// A literal or an env reference.
-    fn param(&mut self, upstream: &str, field: &str, raw: RawParam) -> Option<Param> {
-        match raw {
-            RawParam::Literal(v) => Some(Param::Literal(v)),
-            RawParam::Env { env: name } => match self.env.get(&name) {
-                Some(v) => Some(Param::Env { value: SecretString::from(v.to_owned()), name }),
-                None => {
-                    self.missing.push(MissingVar { name, used_by: format!("upstream \"{upstream}\": {field}") });
-                    None
-                }
-            },
-        }
-    }
-
-    /// An env reference only: secrets are never literals in the file.
-    fn secret(&mut self, upstream: &str, field: &str, raw: RawParam) -> Option<Param> {
-        if let RawParam::Literal(_) = raw {
-            self.problem(
-                upstream,
-                field,
-                "must reference an environment variable, e.g. { env = \"MY_SECRET\" }, never a literal secret",
-            );
-            return None;
-        }
-        self.param(upstream, field, raw)
-    }
-
-    fn params(&mut self, upstream: &str, field: &str, raw: BTreeMap<String, RawParam>) -> Option<Vec<(String, Param)>> {
-        let out: Vec<_> = raw
-            .into_iter()
-            .map(|(k, v)| {
-                let p = self.param(upstream, &format!("{field}.{k}"), v);
-                (k, p)
-            })
-            .collect();
-        out.into_iter().map(|(k, p)| p.map(|p| (k, p))).collect()
-    }
-
-    fn source(&mut self, upstream: &str, raw: RawToken) -> Option<Source> {
-        match raw {
-            RawToken::OAuth2 {
-                url,
-                client_id,
-                client_secret,
-                auth,
-                scope,
-                audience,
-                extra,
-                default_lifetime,
-                timeout,
-            } => {
-                let url = self.url(upstream, "token.url", &url);
-                let client_id = self.param(upstream, "token.client_id", client_id);
-                let client_secret = self.secret(upstream, "token.client_secret", client_secret);
-                let extra = self.params(upstream, "token.extra", extra);
-                Some(Source::OAuth2(ClientCredentials {
-                    url: url?,
-                    client_id: client_id?,
-                    client_secret: client_secret?,
-                    auth: auth.unwrap_or(ClientAuth::Basic),
-                    scope,
-                    audience,
-                    extra: extra?,
-                    default_lifetime,
-                    timeout: timeout.unwrap_or(DEFAULT_TOKEN_TIMEOUT),
-                }))
-            }
-            RawToken::Json {
-                url,
-                method,
-                headers,
-                body,
-                body_format,
-                token_pointer,
-                expires_in_pointer,
-                expires_at_pointer,
-                default_lifetime,
-                timeout,
-            } => {
-                let url = self.url(upstream, "token.url", &url);
-                let method = self.method(upstream, method.as_deref().unwrap_or("POST"));
-                let headers = self.params(upstream, "token.headers", headers);
-                let body = body.map(|t| self.body(upstream, t, body_format.unwrap_or(BodyFormat::Json))).transpose();
-                for (field, ptr) in [
-                    ("token.token_pointer", Some(&token_pointer)),
-                    ("token.expires_in_pointer", expires_in_pointer.as_ref()),
-                    ("token.expires_at_pointer", expires_at_pointer.as_ref()),
-                ] {
-                    if ptr.is_some_and(|p| !p.starts_with('/')) {
-                        self.problem(
-                            upstream,
-                            field,
-                            "must be a JSON pointer starting with '/', e.g. \"/access_token\"",
-                        );
-                    }
-                }
-                let expiry = match (expires_in_pointer, expires_at_pointer) {
-                    (Some(_), Some(_)) => {
-                        self.problem(
-                            upstream,
-                            "token.expires_at_pointer",
-                            "set either expires_in_pointer or expires_at_pointer, not both",
-                        );
-                        None
-                    }
-                    (Some(p), None) => Some(Expiry::In(p)),
-                    (None, Some(p)) => Some(Expiry::At(p)),
-                    (None, None) if default_lifetime.is_none() => {
-                        self.problem(
-                            upstream,
-                            "token.default_lifetime",
-                            "required when neither expires_in_pointer nor expires_at_pointer is set",
-                        );
-                        None
-                    }
-                    (None, None) => Some(Expiry::Unspecified),
-                };
-                Some(Source::Json(JsonEndpoint {
-                    method: method?,
-                    url: url?,
-                    headers: headers?,
-                    body: body.ok()?,
-                    token_pointer,
-                    expiry: expiry?,
-                    default_lifetime,
-                    timeout: timeout.unwrap_or(DEFAULT_TOKEN_TIMEOUT),
-                }))
-            }
-            RawToken::Static { key } => self.secret(upstream, "token.key", key).map(Source::Static),
-        }
-    }
-
-    fn method(&mut self, upstream: &str, text: &str) -> Option<reqwest::Method> {
-        match text.to_ascii_uppercase().as_str() {
-            m @ ("GET" | "POST" | "PUT") => reqwest::Method::from_bytes(m.as_bytes()).ok(),
-            _ => {
-                self.problem(upstream, "token.method", format!("\"{text}\" is not one of GET, POST, PUT"));
-                None
-            }
-        }
-    }
-
-    fn body(&mut self, upstream: &str, table: toml::Table, format: BodyFormat) -> Result<Body, ()> {
-        match format {
-            BodyFormat::Json => {
-                self.template(upstream, "token.body", toml::Value::Table(table)).map(Body::Json).ok_or(())
-            }
-            BodyFormat::Form => {
-                let mut fields = Vec::new();
-                for (k, v) in table {
-                    let field = format!("token.body.{k}");
-                    match v.try_into::<RawParam>() {
-                        Ok(raw) => fields.push((k, self.param(upstream, &field, raw))),
-                        Err(_) => self.problem(upstream, &field, "form fields must be strings or { env = \"NAME\" }"),
-                    }
-                }
-                fields.into_iter().map(|(k, p)| p.map(|p| (k, p))).collect::<Option<Vec<_>>>().map(Body::Form).ok_or(())
-            }
-        }
-    }
-
-    fn template(&mut self, upstream: &str, field: &str, v: toml::Value) -> Option<Template> {
-        Some(match v {
-            toml::Value::Table(t) if t.len() == 1 && t.get("env").is_some_and(toml::Value::is_str) => {
-                let name = t["env"].as_str().unwrap_or_default().to_owned();
-                Template::Param(self.param(upstream, field, RawParam::Env { env: name })?)
-            }
-            toml::Value::Table(t) => {
-                let fields: Vec<_> = t
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let f = format!("{field}.{k}");
-                        (k, self.template(upstream, &f, v))
-                    })
-                    .collect();
-                Template::Object(fields.into_iter().map(|(k, t)| t.map(|t| (k, t))).collect::<Option<_>>()?)
-            }
-            toml::Value::Array(items) => {
-                let items: Vec<_> = items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| self.template(upstream, &format!("{field}[{i}]"), v))
-                    .collect();
-                Template::Array(items.into_iter().collect::<Option<_>>()?)
-            }
-            toml::Value::String(s) => Template::Literal(serde_json::Value::String(s)),
-            toml::Value::Integer(i) => Template::Literal(i.into()),
-            toml::Value::Float(f) => {
-                Template::Literal(serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into))
-            }
-            toml::Value::Boolean(b) => Template::Literal(b.into()),
-            toml::Value::Datetime(d) => Template::Literal(d.to_string().into()),
-        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! The config file as written: serde shapes only, validated by `super::build`.
+//! The config file as written: serde shapes only, validated by `super::builder`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub(super) struct RawCache {
     pub wait_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub failure_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub min_token_age: Option<Duration>,
+    pub invalidations_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +99,10 @@ pub(super) struct RawRoute {
     pub methods: Option<Vec<String>>,
     pub cache_control: Option<String>,
     pub cache: Option<super::route_cache::RawRouteCache>,
+    #[serde(default)]
+    pub path_params: bool,
+    #[serde(default)]
+    pub forward_range: bool,
 }
 
 /// `{ header = "Authorization", format = "Bearer {token}" }` or `{ query = "access_token" }`.

@@ -10,17 +10,23 @@
 //! headers = { Api-Key = { env = "GETTY_API_KEY" } }
 //! routes = [{ path = "/search/images/**", methods = ["GET"], cache_control = "public, max-age=300" }]
 //! ```
+//!
+//! This file holds the settings, routes and rate limits; `inject` where the
+//! token and the extra headers go on the upstream request.
 
-use std::collections::BTreeMap;
+mod inject;
+
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
 use super::Builder;
-use super::raw::{RawInject, RawParam, RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
+use super::raw::{RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
 use super::route_cache;
 pub(crate) use super::route_cache::RouteCache;
+pub(crate) use super::route_pattern::RoutePattern;
 use crate::param::Param;
+pub(crate) use inject::Inject;
 
 /// Longest time an upstream gets to answer, body included.
 pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,16 +47,9 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// Allowed `ipv6_prefix` values: from an ISP's allocation (/32) to one address.
 const IPV6_PREFIXES: std::ops::RangeInclusive<u8> = 32..=128;
 
-/// Where the token goes when `inject` is not set: `Authorization: Bearer <token>`
-/// (RFC 6750 §2.1).
-const DEFAULT_TOKEN_HEADER: &str = "authorization";
-const DEFAULT_TOKEN_FORMAT: &str = "Bearer {token}";
-const TOKEN_PLACEHOLDER: &str = "{token}";
 /// Methods a route may allow; `OPTIONS` is answered by the CORS preflight.
 const ROUTE_METHODS: [Method; 6] =
     [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
-/// Headers the relay sets or the transport owns; configuring them would break framing or routing.
-const RESERVED_HEADERS: [&str; 6] = ["host", "content-length", "transfer-encoding", "connection", "cookie", "upgrade"];
 
 /// Site-wide relay settings (`[relay]`).
 #[derive(Debug, Clone)]
@@ -91,83 +90,16 @@ pub(crate) struct Route {
     pub(crate) methods: Vec<Method>,
     /// Set on successful responses so the platform CDN may cache them.
     pub(crate) cache_control: Option<HeaderValue>,
+    /// Whether segments may carry `;` path parameters (RFC 3986 §3.3).
+    /// Off by default: Tomcat, Jetty and Spring strip them before
+    /// normalising, so `/images/..;/admin` reaches `/admin` there.
+    pub(crate) path_params: bool,
+    /// Whether the visitor's `Range` header is forwarded. Off by default: a
+    /// credential echoed in the body could be fetched in slices that the
+    /// scrubber never sees whole.
+    pub(crate) forward_range: bool,
     /// The relay's own shared response cache, when the route opts in.
     pub(crate) cache: Option<RouteCache>,
-}
-
-/// How the token is put on the outgoing request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Inject {
-    /// A header whose value is `prefix + token + suffix`.
-    Header { name: HeaderName, prefix: String, suffix: String },
-    /// A query parameter.
-    Query { name: String },
-}
-
-/// A path pattern below the upstream's base URL: literal segments, `*` for
-/// exactly one segment and `**` for any number of segments (including none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RoutePattern {
-    text: String,
-    segments: Vec<Glob>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Glob {
-    Literal(String),
-    One,
-    Any,
-}
-
-impl RoutePattern {
-    /// Parses `/search/*/images/**`; the error says what is wrong.
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let rest = text.strip_prefix('/').ok_or("must start with '/'")?;
-        let segments = rest
-            .split('/')
-            .map(|s| match s {
-                "*" => Ok(Glob::One),
-                "**" => Ok(Glob::Any),
-                "" => Err("must not contain empty segments (\"//\" or a trailing '/')".to_owned()),
-                "." | ".." => Err("must not contain \".\" or \"..\" segments".to_owned()),
-                s if s.contains('*') => Err(format!("\"{s}\": '*' and '**' must be whole segments")),
-                s if !s.bytes().all(is_pattern_byte) => Err(format!(
-                    "\"{s}\": use only letters, digits and - . _ ~ ! $ & ' ( ) + , ; = : in literal segments"
-                )),
-                s => Ok(Glob::Literal(s.to_owned())),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // One `**` keeps matching linear in the path length.
-        if segments.iter().filter(|g| **g == Glob::Any).count() > 1 {
-            return Err("may contain '**' only once".to_owned());
-        }
-        Ok(Self { text: text.to_owned(), segments })
-    }
-
-    /// The pattern as written, for logs and errors.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Whether the already validated path segments match.
-    pub(crate) fn matches(&self, segments: &[&str]) -> bool {
-        matches(&self.segments, segments)
-    }
-}
-
-fn matches(globs: &[Glob], segments: &[&str]) -> bool {
-    let Some((glob, rest)) = globs.split_first() else { return segments.is_empty() };
-    match (glob, segments.split_first()) {
-        (Glob::Any, _) => (0..=segments.len()).any(|skip| matches(rest, &segments[skip..])),
-        (Glob::One, Some((_, tail))) => matches(rest, tail),
-        (Glob::Literal(l), Some((first, tail))) => l == first && matches(rest, tail),
-        (_, None) => false,
-    }
-}
-
-/// Unreserved and sub-delimiter characters of RFC 3986 §2, plus ':'.
-fn is_pattern_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:".contains(&b)
 }
 
 impl Builder<'_> {
@@ -286,104 +218,14 @@ impl Builder<'_> {
             }
             None => Some(None),
         };
-        Some(Route { pattern: pattern?, methods: methods?, cache_control: cache_control?, cache: cache? })
-    }
-
-    fn inject(&mut self, upstream: &str, raw: RawInject) -> Option<Inject> {
-        match raw {
-            RawInject { query: Some(_), header: Some(_), .. } | RawInject { query: Some(_), format: Some(_), .. } => {
-                self.problem(upstream, "relay.inject", "set either query, or header and format, not both");
-                None
-            }
-            RawInject { query: Some(name), .. } => {
-                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
-                    Some(Inject::Query { name })
-                } else {
-                    self.problem(
-                        upstream,
-                        "relay.inject.query",
-                        "must be a parameter name of letters, digits and - . _ ~",
-                    );
-                    None
-                }
-            }
-            RawInject { header, format, .. } => {
-                let name = header.as_deref().unwrap_or(DEFAULT_TOKEN_HEADER);
-                let name = match HeaderName::from_bytes(name.as_bytes()) {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        self.problem(upstream, "relay.inject.header", format!("\"{name}\" is not a valid header name"));
-                        None
-                    }
-                };
-                let format = format.as_deref().unwrap_or(DEFAULT_TOKEN_FORMAT);
-                let parts = match format.split_once(TOKEN_PLACEHOLDER) {
-                    Some((prefix, suffix))
-                        if !suffix.contains(TOKEN_PLACEHOLDER)
-                            && HeaderValue::from_str(&format.replace(TOKEN_PLACEHOLDER, "")).is_ok() =>
-                    {
-                        Some((prefix.to_owned(), suffix.to_owned()))
-                    }
-                    _ => {
-                        self.problem(
-                            upstream,
-                            "relay.inject.format",
-                            "must contain {token} exactly once, e.g. \"Bearer {token}\", and no control characters",
-                        );
-                        None
-                    }
-                };
-                let (prefix, suffix) = parts?;
-                Some(Inject::Header { name: name?, prefix, suffix })
-            }
-        }
-    }
-
-    fn extra_headers(
-        &mut self,
-        upstream: &str,
-        raw: BTreeMap<String, RawParam>,
-        inject: Option<&Inject>,
-    ) -> Option<Vec<(HeaderName, Param)>> {
-        let mut out = Some(Vec::new());
-        for (name, value) in raw {
-            let field = format!("relay.headers.{name}");
-            let header = match HeaderName::from_bytes(name.as_bytes()) {
-                Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
-                    self.problem(upstream, &field, "is set by the relay or the transport and cannot be configured");
-                    None
-                }
-                Ok(h) if matches!(inject, Some(Inject::Header { name, .. }) if *name == h) => {
-                    self.problem(upstream, &field, "is already where the token goes (relay.inject.header)");
-                    None
-                }
-                Ok(h) => Some(h),
-                Err(_) => {
-                    self.problem(upstream, &field, "is not a valid header name");
-                    None
-                }
-            };
-            // The value is checked without echoing it: it may be a secret.
-            let param = self.param(upstream, &field, value).filter(|p| {
-                let ok = HeaderValue::from_str(p.expose()).is_ok();
-                if !ok {
-                    self.problem(
-                        upstream,
-                        &field,
-                        "value is not a valid header value (control characters or non-ASCII)",
-                    );
-                }
-                ok
-            });
-            out = match (out, header, param) {
-                (Some(mut v), Some(h), Some(p)) => {
-                    v.push((h, p));
-                    Some(v)
-                }
-                _ => None,
-            };
-        }
-        out
+        Some(Route {
+            pattern: pattern?,
+            methods: methods?,
+            cache_control: cache_control?,
+            path_params: raw.path_params,
+            forward_range: raw.forward_range,
+            cache: cache?,
+        })
     }
 }
 
@@ -427,7 +269,7 @@ token = { type = "oauth2_client_credentials", url = "https://auth.example.com/to
 headers = { Api-Key = { env = "GETTY_API_KEY" } }
 routes = [
   { path = "/search/images/**", cache_control = "public, max-age=300" },
-  { path = "/images/*", methods = ["get", "HEAD"] },
+  { path = "/images/*", methods = ["get", "HEAD"], path_params = true, forward_range = true },
 ]
 "#;
 
@@ -453,6 +295,8 @@ routes = [
         assert_eq!(relay.routes[0].methods, [Method::GET]);
         assert_eq!(relay.routes[0].cache_control.as_ref().unwrap(), "public, max-age=300");
         assert_eq!(relay.routes[1].methods, [Method::GET, Method::HEAD]);
+        assert!(!relay.routes[0].path_params && !relay.routes[0].forward_range, "both are opt-in");
+        assert!(relay.routes[1].path_params && relay.routes[1].forward_range);
         let bearer = Inject::Header {
             name: HeaderName::from_static("authorization"),
             prefix: "Bearer ".into(),
@@ -530,40 +374,6 @@ routes = [{ path = "search/**", methods = ["GET", "TRACE"] }]
         assert!(p[0].contains("allowed_origin"), "{p:?}");
         let p = problems(&GETTY.replace("cache_control", "cache"), &env());
         assert!(p[0].contains("cache"), "{p:?}");
-    }
-
-    fn segs(path: &str) -> Vec<&str> {
-        path.trim_start_matches('/').split('/').collect()
-    }
-
-    #[test]
-    fn single_star_matches_exactly_one_segment() {
-        let p = RoutePattern::parse("/images/*").unwrap();
-        assert!(p.matches(&segs("/images/42")));
-        assert!(!p.matches(&segs("/images/42/download")));
-        assert!(!p.matches(&segs("/images")));
-    }
-
-    #[test]
-    fn double_star_matches_any_depth_including_none() {
-        let p = RoutePattern::parse("/search/**").unwrap();
-        assert!(p.matches(&segs("/search")));
-        assert!(p.matches(&segs("/search/images")));
-        assert!(p.matches(&segs("/search/images/creative")));
-        assert!(!p.matches(&segs("/searches/images")));
-        let middle = RoutePattern::parse("/a/**/z").unwrap();
-        assert!(middle.matches(&segs("/a/z")) && middle.matches(&segs("/a/b/c/z")));
-        assert!(!middle.matches(&segs("/a/b/c")));
-    }
-
-    #[test]
-    fn bad_patterns_say_why() {
-        assert_eq!(RoutePattern::parse("search").unwrap_err(), "must start with '/'");
-        assert!(RoutePattern::parse("/a/../b").unwrap_err().contains("\"..\""));
-        assert!(RoutePattern::parse("/a//b").unwrap_err().contains("empty segments"));
-        assert!(RoutePattern::parse("/img*.png").unwrap_err().contains("whole segments"));
-        assert!(RoutePattern::parse("/a%2fb").unwrap_err().contains("literal segments"));
-        assert!(RoutePattern::parse("/**/x/**").unwrap_err().contains("only once"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use super::Config;
-use crate::param::Param;
 use crate::token::Source;
 
 /// What tokenrelay will do, with every secret replaced by its variable name.
@@ -28,7 +27,9 @@ pub struct UpstreamSummary {
     pub token_source: &'static str,
     /// The token endpoint, when the source has one.
     pub token_url: Option<String>,
-    /// Credential fields, each a literal or `$NAME (redacted)`.
+    /// Credential fields by config field (e.g. `token.client_secret`,
+    /// `relay.headers.api-key`), each a literal or `$NAME (redacted)`; then
+    /// the OAuth 2.0 `token.scope` and `token.audience`, if set.
     pub credentials: Vec<(String, String)>,
 }
 
@@ -38,7 +39,17 @@ impl Config {
         let upstreams = self
             .upstreams()
             .map(|u| {
-                let (token_url, credentials) = describe(&u.source);
+                let mut credentials: Vec<(String, String)> =
+                    u.credentials().into_iter().map(|(field, p)| (field, p.describe())).collect();
+                let token_url = match &u.source {
+                    Source::OAuth2(s) => {
+                        credentials.extend(s.scope.iter().map(|v| ("token.scope".to_owned(), v.clone())));
+                        credentials.extend(s.audience.iter().map(|v| ("token.audience".to_owned(), v.clone())));
+                        Some(s.url.to_string())
+                    }
+                    Source::Json(s) => Some(s.url.to_string()),
+                    Source::Static(_) => None,
+                };
                 UpstreamSummary {
                     name: u.name.clone(),
                     base_url: u.base_url.to_string(),
@@ -49,22 +60,5 @@ impl Config {
             })
             .collect();
         Summary { file: self.file.display().to_string(), store, upstreams }
-    }
-}
-
-fn describe(source: &Source) -> (Option<String>, Vec<(String, String)>) {
-    let field = |name: &str, p: &Param| (name.to_owned(), p.describe());
-    match source {
-        Source::OAuth2(s) => {
-            let mut creds = vec![field("client_id", &s.client_id), field("client_secret", &s.client_secret)];
-            creds.extend(s.scope.iter().map(|v| ("scope".to_owned(), v.clone())));
-            creds.extend(s.audience.iter().map(|v| ("audience".to_owned(), v.clone())));
-            creds.extend(s.extra.iter().map(|(k, v)| field(&format!("extra.{k}"), v)));
-            (Some(s.url.to_string()), creds)
-        }
-        Source::Json(s) => {
-            (Some(s.url.to_string()), s.headers.iter().map(|(k, v)| field(&format!("headers.{k}"), v)).collect())
-        }
-        Source::Static(key) => (None, vec![field("key", key)]),
     }
 }

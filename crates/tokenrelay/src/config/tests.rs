@@ -1,4 +1,6 @@
 use super::*;
+use crate::token::json::Body;
+use crate::token::oauth2::ClientAuth;
 
 const GETTY: &str = r#"
 [upstreams.getty]
@@ -107,6 +109,38 @@ fn wait_timeout_must_outlive_the_lock_lease() {
     let text = format!("[cache]\nlock_lease = \"30s\"\nwait_timeout = \"10s\"\n{GETTY}");
     let p = problems(&text, &env());
     assert!(p[0].starts_with("cache.wait_timeout: must be at least cache.lock_lease (30s)"), "{}", p[0]);
+}
+
+#[test]
+fn lock_lease_must_outlast_the_worst_case_token_fetch() {
+    // 3 attempts × 10s + 200ms + 400ms backoff = 30.6s.
+    let text = format!("[cache]\nlock_lease = \"30s\"\nwait_timeout = \"40s\"\n{GETTY}timeout = \"10s\"\n");
+    let p = problems(&text, &env());
+    assert_eq!(
+        p,
+        [
+            "upstream \"getty\": token.timeout: cache.lock_lease (30s) is shorter than the worst-case token fetch, 3 attempts × token.timeout (10s) + 600ms backoff = 30s 600ms: raise cache.lock_lease or lower token.timeout"
+        ]
+    );
+    let fits = text.replace("lock_lease = \"30s\"", "lock_lease = \"31s\"");
+    Config::parse(&fits, "tokenrelay.toml", &env()).unwrap();
+}
+
+#[test]
+fn absurd_cache_durations_are_refused_not_overflowed() {
+    let text = format!("[cache]\nfailure_cooldown = \"500000000000y\"\n{GETTY}");
+    let p = problems(&text, &env());
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("cache.failure_cooldown: must be at most 1year (got 500000000000years)"), "{}", p[0]);
+}
+
+#[test]
+fn invalidation_limits_have_defaults_and_a_budget_of_at_least_one() {
+    let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
+    assert_eq!(config.cache.min_token_age, DEFAULT_MIN_TOKEN_AGE);
+    assert_eq!(config.cache.invalidations_per_hour, DEFAULT_INVALIDATIONS_PER_HOUR);
+    let text = format!("[cache]\nmin_token_age = \"5m\"\ninvalidations_per_hour = 0\n{GETTY}");
+    assert_eq!(problems(&text, &env()), ["cache.invalidations_per_hour: must be at least 1"]);
 }
 
 #[test]

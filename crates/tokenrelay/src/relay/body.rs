@@ -169,3 +169,45 @@ impl UpstreamBody {
         err
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::relay::scrub::Scrubber;
+
+    fn upstream(chunks: Vec<&'static [u8]>) -> Body {
+        let stream =
+            futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))));
+        let response = http::Response::new(reqwest::Body::wrap_stream(stream));
+        let source =
+            Source { request_id: "r".into(), upstream: "u".into(), timeout: Duration::from_secs(1), limit: 1 << 20 };
+        Body::upstream(reqwest::Response::from(response), Scrubber::new(vec![b"secret".to_vec()]).stream(), source)
+    }
+
+    #[tokio::test]
+    async fn a_small_streamed_answer_is_read_whole_and_redacted() {
+        let body = upstream(vec![b"{\"a\":\"sec", b"ret\"}"]).primed(false).await.unwrap();
+        let expected = b"{\"a\":\"[REDACTED]\"}";
+        assert_eq!(body.size_hint().exact(), Some(expected.len() as u64), "known length: sent with Content-Length");
+        assert_eq!(body.collect().await.unwrap().to_bytes(), &expected[..]);
+    }
+
+    #[tokio::test]
+    async fn a_long_answer_streams_on_after_what_was_read() {
+        static CHUNK: [u8; 40 * 1024] = [b'x'; 40 * 1024];
+        let body = upstream(vec![&CHUNK, &CHUNK, &CHUNK]).primed(false).await.unwrap();
+        assert_eq!(body.size_hint().exact(), None, "still streaming");
+        assert!(!body.is_end_stream());
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 3 * CHUNK.len());
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_not_read_ahead() {
+        let body = upstream(vec![b"data: 1\n\n"]).primed(true).await.unwrap();
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), &b"data: 1\n\n"[..]);
+    }
+}

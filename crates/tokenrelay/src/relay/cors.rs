@@ -5,6 +5,12 @@
 //! in `[relay] allowed_origins`, anything else gets 403 before any work is
 //! done. Origin checks stop other sites' pages from spending your quota
 //! through visitors' browsers; rate limits handle everything else.
+//!
+//! `<img>`, `<script>` and links on another site send no `Origin`, so Fetch
+//! Metadata (W3C Fetch Metadata Request Headers §2.1) closes that gap: a
+//! request marked `Sec-Fetch-Site: cross-site` or `same-site` is served only
+//! with an `Origin` in `allowed_origins`. Requests without Fetch Metadata
+//! (older browsers, servers) are judged by `Origin` alone.
 
 use std::time::Duration;
 
@@ -14,13 +20,15 @@ use http::{Method, Response, StatusCode};
 
 use super::Body;
 use super::error::{Kind, RelayError};
-use super::headers::FORWARDED;
-use crate::config::relay::RelaySettings;
+use super::headers;
+use crate::config::relay::{RelaySettings, Route};
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// Response headers a cross-origin page may read beyond the CORS-safelisted ones.
 const EXPOSED: &str = "age, cache-status, retry-after, server-timing, x-request-id";
+/// Fetch Metadata: how the request's initiator relates to the relay's origin.
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// Who is calling, as far as the browser tells.
 #[derive(Debug, Clone)]
@@ -33,10 +41,19 @@ pub(super) enum Caller {
 
 /// Classifies the request, refusing origins that are not allowed.
 pub(super) fn caller(settings: &RelaySettings, headers: &HeaderMap) -> Result<Caller, RelayError> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(Caller::SameOrigin) };
-    let text = origin.to_str().unwrap_or_default();
-    if settings.allowed_origins.iter().any(|o| o == text) {
+    let origin = headers.get(header::ORIGIN);
+    let text = origin.and_then(|o| o.to_str().ok()).unwrap_or_default();
+    if let Some(origin) = origin
+        && settings.allowed_origins.iter().any(|o| o == text)
+    {
         return Ok(Caller::CrossOrigin(origin.clone()));
+    }
+    let site = headers.get(SEC_FETCH_SITE).map(HeaderValue::as_bytes);
+    if matches!(site, Some(b"cross-site" | b"same-site")) {
+        return Err(Kind::CrossSiteForbidden.into());
+    }
+    if origin.is_none() {
+        return Ok(Caller::SameOrigin);
     }
     // Same origin when the origin's authority is the Host the request was sent to.
     let authority = text.split_once("://").map(|(_, a)| a);
@@ -60,8 +77,8 @@ pub(super) fn requested_method(headers: &HeaderMap) -> Method {
         .unwrap_or(Method::OPTIONS)
 }
 
-/// 204 allowing `methods` and those requested headers the relay forwards.
-pub(super) fn preflight(request: &HeaderMap, methods: &[Method]) -> Response<Body> {
+/// 204 allowing the route's methods and those requested headers it forwards.
+pub(super) fn preflight(request: &HeaderMap, route: &Route) -> Response<Body> {
     let mut response = Response::new(Body::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let requested: Vec<String> = request
@@ -70,9 +87,9 @@ pub(super) fn preflight(request: &HeaderMap, methods: &[Method]) -> Response<Bod
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| FORWARDED.iter().any(|f| f.as_str() == h))
+        .filter(|h| headers::forwarded(route.forward_range).any(|f| f.as_str() == h))
         .collect();
-    let methods = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let methods = route.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
     let headers = response.headers_mut();
     for (name, value) in [
         (header::ACCESS_CONTROL_ALLOW_METHODS, methods),
@@ -147,9 +164,41 @@ mod tests {
     }
 
     #[test]
+    fn cross_site_requests_without_an_allowed_origin_are_forbidden() {
+        for site in ["cross-site", "same-site"] {
+            let e = caller(&settings(), &headers(&[(header::HeaderName::from_static(SEC_FETCH_SITE), site)]));
+            assert_eq!(e.unwrap_err().code(), "origin_forbidden", "{site} without Origin");
+            let with_host = headers(&[
+                (header::HeaderName::from_static(SEC_FETCH_SITE), site),
+                (header::ORIGIN, "http://relay.example"),
+                (header::HOST, "relay.example"),
+            ]);
+            assert!(caller(&settings(), &with_host).is_err(), "{site} claiming the relay's own origin");
+        }
+        let allowed = headers(&[
+            (header::HeaderName::from_static(SEC_FETCH_SITE), "cross-site"),
+            (header::ORIGIN, "https://site.example"),
+        ]);
+        assert!(matches!(caller(&settings(), &allowed), Ok(Caller::CrossOrigin(_))));
+        for site in ["same-origin", "none"] {
+            let own = headers(&[(header::HeaderName::from_static(SEC_FETCH_SITE), site)]);
+            assert!(matches!(caller(&settings(), &own), Ok(Caller::SameOrigin)), "{site}");
+        }
+    }
+
+    #[test]
     fn preflight_allows_route_methods_and_only_forwarded_headers() {
-        let request = headers(&[(header::ACCESS_CONTROL_REQUEST_HEADERS, "Content-Type, Authorization, X-Custom")]);
-        let r = preflight(&request, &[Method::GET, Method::POST]);
+        let request =
+            headers(&[(header::ACCESS_CONTROL_REQUEST_HEADERS, "Content-Type, Authorization, X-Custom, Range")]);
+        let route = Route {
+            pattern: crate::config::relay::RoutePattern::parse("/**").unwrap(),
+            methods: vec![Method::GET, Method::POST],
+            cache_control: None,
+            path_params: false,
+            forward_range: false,
+            cache: None,
+        };
+        let r = preflight(&request, &route);
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS], "content-type");

@@ -36,6 +36,10 @@ pub(crate) enum Kind {
     QueryRejected(String),
     #[error("origin not allowed: add it to [relay] allowed_origins to call this relay from another site")]
     OriginForbidden,
+    #[error(
+        "cross-site request without an allowed Origin (Sec-Fetch-Site): only pages of allowed origins may call this relay"
+    )]
+    CrossSiteForbidden,
     #[error("too many requests; retry after {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
     #[error("request body is larger than the limit of {0} bytes (relay.max_request_bytes)")]
@@ -48,8 +52,6 @@ pub(crate) enum Kind {
     UpstreamTimeout(Duration),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
-    #[error("upstream rejected a freshly fetched access token")]
-    UpstreamUnauthorized,
     /// Details go to the log only: the browser learns the code.
     #[error("could not obtain an access token for this upstream; see the function logs")]
     Token(Error),
@@ -72,14 +74,13 @@ impl RelayError {
             Kind::MethodNotAllowed { .. } => "method_not_allowed",
             Kind::PathRejected(_) => "path_rejected",
             Kind::QueryRejected(_) => "query_rejected",
-            Kind::OriginForbidden => "origin_forbidden",
+            Kind::OriginForbidden | Kind::CrossSiteForbidden => "origin_forbidden",
             Kind::RateLimited { .. } => "rate_limited",
             Kind::BodyTooLarge(_) => "body_too_large",
             Kind::BodyUnreadable => "body_unreadable",
             Kind::ResponseTooLarge(_) => "response_too_large",
             Kind::UpstreamTimeout(_) => "upstream_timeout",
             Kind::UpstreamUnreachable(_) => "upstream_unreachable",
-            Kind::UpstreamUnauthorized => "upstream_unauthorized",
             Kind::Token(e) | Kind::Misconfigured(e) => e.code(),
         }
     }
@@ -90,12 +91,10 @@ impl RelayError {
             Kind::NotMounted | Kind::UnknownUpstream(_) | Kind::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Kind::PathRejected(_) | Kind::QueryRejected(_) | Kind::BodyUnreadable => StatusCode::BAD_REQUEST,
-            Kind::OriginForbidden => StatusCode::FORBIDDEN,
+            Kind::OriginForbidden | Kind::CrossSiteForbidden => StatusCode::FORBIDDEN,
             Kind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) | Kind::UpstreamUnauthorized => {
-                StatusCode::BAD_GATEWAY
-            }
+            Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Kind::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Kind::Token(Error::TokenUnavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Token(_) => StatusCode::BAD_GATEWAY,
@@ -158,7 +157,7 @@ fn list(methods: &[Method]) -> String {
 /// Answers every request of a process whose relay could not be built
 /// (invalid config, missing variables): 500 with the error's code, and the
 /// details in the log only.
-pub fn misconfigured(err: &Error) -> Response<Body> {
+pub(crate) fn misconfigured(err: &Error) -> Response<Body> {
     tracing::error!(code = err.code(), error = %err, "relay is not configured; answering 500");
     RelayError::from(Kind::Misconfigured(err.clone())).to_response()
 }

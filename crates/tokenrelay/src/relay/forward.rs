@@ -1,6 +1,11 @@
 //! The exchange with the upstream: attach the token, send, and on a 401
 //! invalidate the token (compare-and-delete, so a late 401 never drops a
-//! newer token), fetch a fresh one and send once more.
+//! newer token), fetch a fresh one and send once more. When the broker keeps
+//! the token (too young, or the upstream's invalidation budget is spent: see
+//! [`Broker::invalidate`]), when the key is static, or when the fresh token is
+//! refused too, the upstream's own 401 is the answer: a new token cannot cure
+//! it, and rotating on every request would let any visitor hammer the token
+//! endpoint.
 //!
 //! Request bodies are buffered (bounded by `relay.max_request_bytes`) before
 //! the first attempt, so every request is replayable; the second attempt is
@@ -46,15 +51,15 @@ pub(super) async fn exchange(
         return Ok((response, first));
     }
     // A static key cannot be refreshed: retrying would send the same key.
-    if first.outcome() == Outcome::Static {
-        return Err(Kind::UpstreamUnauthorized.into());
+    if first.outcome() == Outcome::Static || !broker.invalidate(name, &first).await.map_err(Kind::Token)? {
+        tracing::info!(upstream = name, "upstream answered 401 and the token was kept; passing the 401 on");
+        return Ok((response, first));
     }
-    tracing::info!(upstream = name, "upstream answered 401; invalidating the token and retrying once");
-    broker.invalidate(name, &first).await.map_err(Kind::Token)?;
+    tracing::info!(upstream = name, "upstream answered 401; token invalidated, retrying once");
     let fresh = token(broker, name, timing).await?;
     let response = send(broker, out, &fresh, timing).await?;
     if response.status() == StatusCode::UNAUTHORIZED {
-        return Err(Kind::UpstreamUnauthorized.into());
+        tracing::warn!(upstream = name, "upstream refused a fresh token too; passing its 401 on");
     }
     Ok((response, fresh))
 }

@@ -1,86 +1,86 @@
-//! Which headers cross the relay.
+//! Which headers cross the relay, in both directions by allow-list.
 //!
-//! Requests: an allow-list only. The browser's `Authorization`, `Cookie`,
-//! `Forwarded`/`X-Forwarded-*`, `Origin` and everything else stay behind, so
-//! the upstream sees the relay's credentials and nothing of the visitor's.
+//! Requests: the browser's `Authorization`, `Cookie`, `Forwarded`/`X-Forwarded-*`,
+//! `Origin` and everything else stay behind, so the upstream sees the relay's
+//! credentials and nothing of the visitor's. `Range` only on routes that set
+//! `forward_range`. `Accept-Encoding: identity` is always sent: without it
+//! any content coding is acceptable (RFC 9110 §12.5.3), and a compressed
+//! body could not be scrubbed.
 //!
-//! Responses: everything except hop-by-hop headers (RFC 9110 §7.6.1), cookies,
-//! the upstream's own CORS headers (the relay answers CORS itself), framing
-//! headers the relay recomputes, and any header that names or contains an
-//! injected credential.
+//! Responses: the answer is served from the site's own origin, so a header
+//! the upstream sends acts on the site (`Clear-Site-Data` wipes its storage,
+//! `Strict-Transport-Security`, `Alt-Svc`, `NEL`/`Report-To`, `Link`
+//! preloads…). Only what an API client needs passes; a header that contains
+//! an injected credential (in any encoding the scrubber knows) is dropped
+//! even then.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::scrub::Scrubber;
 
 /// Request headers forwarded upstream (content negotiation and conditional requests).
-pub(super) const FORWARDED: [HeaderName; 6] = [
-    header::ACCEPT,
-    header::ACCEPT_LANGUAGE,
+const FORWARDED: [HeaderName; 5] =
+    [header::ACCEPT, header::ACCEPT_LANGUAGE, header::CONTENT_TYPE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
+
+/// Response headers passed back: representation metadata (RFC 9110 §8),
+/// validators (§8.8), ranges (§14), `Vary`, `Retry-After` (§10.2.3) and
+/// `Content-Disposition` (RFC 6266). `Content-Length` is left to the server:
+/// the body may be redacted or cut short. `Cache-Control` is the relay's own.
+const RETURNED: [HeaderName; 11] = [
     header::CONTENT_TYPE,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::RANGE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_DISPOSITION,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::VARY,
+    header::RETRY_AFTER,
+    header::WARNING,
 ];
 
-/// Response headers never passed back.
-const DROPPED: [HeaderName; 13] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::SET_COOKIE,
-    // The body may be redacted or cut short, so its length is the server's to frame.
-    header::CONTENT_LENGTH,
-    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-    header::ACCESS_CONTROL_ALLOW_HEADERS,
-    header::ACCESS_CONTROL_ALLOW_METHODS,
-];
+/// Prefixes of rate-limit headers passed back: `RateLimit` and
+/// `RateLimit-Policy` (IETF httpapi draft), `RateLimit-Limit/-Remaining/-Reset`
+/// (its earlier drafts) and the de facto `X-RateLimit-*` and `X-Rate-Limit-*`.
+const RATE_LIMIT_PREFIXES: [&str; 3] = ["ratelimit", "x-ratelimit-", "x-rate-limit-"];
 
-/// The allow-listed request headers of `incoming`.
-pub(super) fn forward_request(incoming: &HeaderMap) -> HeaderMap {
+/// The request headers a route forwards.
+pub(super) fn forwarded(forward_range: bool) -> impl Iterator<Item = HeaderName> {
+    FORWARDED.into_iter().chain(forward_range.then_some(header::RANGE))
+}
+
+/// The allow-listed request headers of `incoming`, asking for an uncompressed answer.
+pub(super) fn forward_request(incoming: &HeaderMap, forward_range: bool) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in &FORWARDED {
-        for value in incoming.get_all(name) {
+    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    for name in forwarded(forward_range) {
+        for value in incoming.get_all(&name) {
             out.append(name.clone(), value.clone());
         }
     }
     out
 }
 
-/// The upstream's response headers, filtered.
-pub(super) fn filter_response(upstream: &HeaderMap, injected: &[HeaderName], secrets: &Scrubber) -> HeaderMap {
-    // Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
-    let listed: Vec<String> = upstream
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
+/// The allow-listed response headers of `upstream` that hold no credential.
+pub(super) fn filter_response(upstream: &HeaderMap, secrets: &Scrubber) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in upstream {
-        let drop = DROPPED.contains(name)
-            || matches!(
-                name.as_str(),
-                "keep-alive"
-                    | "proxy-connection"
-                    | "set-cookie2"
-                    | "access-control-expose-headers"
-                    | "access-control-max-age"
-            )
-            || listed.iter().any(|l| l == name.as_str())
-            || injected.contains(name)
-            || secrets.contains(value.as_bytes());
-        if !drop {
+        let allowed = RETURNED.contains(name) || RATE_LIMIT_PREFIXES.iter().any(|p| name.as_str().starts_with(p));
+        if allowed && !secrets.contains(value.as_bytes()) {
             out.append(name.clone(), value.clone());
         }
     }
     out
+}
+
+/// Whether the answer is an event stream (`text/event-stream`, HTML Living
+/// Standard §9.2), which is relayed as it comes rather than read ahead or cached.
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
 }
 
 #[cfg(test)]
@@ -106,28 +106,57 @@ mod tests {
             ("if-none-match", "\"abc\""),
             ("api-key", "visitor-key"),
             ("origin", "https://site.example"),
+            ("accept-encoding", "gzip, br"),
         ]);
-        let out = forward_request(&incoming);
-        let names: Vec<_> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["accept", "if-none-match"]);
+        let out = forward_request(&incoming, false);
+        let names: Vec<_> = out.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+        assert_eq!(names, ["accept-encoding: identity", "accept: application/json", "if-none-match: \"abc\""]);
     }
 
     #[test]
-    fn response_drops_hop_by_hop_cookies_cors_and_credentials() {
+    fn range_goes_upstream_only_where_the_route_opts_in() {
+        let incoming = map(&[("range", "bytes=0-9")]);
+        assert!(!forward_request(&incoming, false).contains_key("range"));
+        assert_eq!(forward_request(&incoming, true)["range"], "bytes=0-9");
+    }
+
+    #[test]
+    fn response_keeps_only_what_an_api_client_needs() {
         let upstream = map(&[
             ("content-type", "application/json"),
             ("etag", "\"v1\""),
-            ("connection", "close, x-hop"),
-            ("x-hop", "1"),
+            ("x-ratelimit-remaining", "41"),
+            ("ratelimit-policy", "\"default\";q=100;w=60"),
+            ("retry-after", "3"),
+            ("connection", "close"),
             ("keep-alive", "timeout=5"),
             ("set-cookie", "s=1"),
             ("access-control-allow-origin", "*"),
+            ("clear-site-data", "\"*\""),
+            ("strict-transport-security", "max-age=63072000; includeSubDomains; preload"),
+            ("alt-svc", "h3=\":443\""),
+            ("nel", "{\"report_to\":\"default\"}"),
+            ("report-to", "{\"group\":\"default\"}"),
+            ("link", "</evil.js>; rel=preload; as=script"),
+            ("location", "https://elsewhere.example/"),
+            ("www-authenticate", "Basic realm=\"api\""),
+            ("content-length", "12"),
             ("api-key", "k"),
             ("x-debug", "received Bearer tok_secret_value"),
+            ("etag", "\"tok_secret_value\""),
         ]);
         let secrets = Scrubber::new(vec![b"tok_secret_value".to_vec()]);
-        let out = filter_response(&upstream, &[HeaderName::from_static("api-key")], &secrets);
-        let names: Vec<_> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type", "etag"]);
+        let out = filter_response(&upstream, &secrets);
+        let names: Vec<_> = out.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type: application/json",
+                "etag: \"v1\"",
+                "x-ratelimit-remaining: 41",
+                "ratelimit-policy: \"default\";q=100;w=60",
+                "retry-after: 3",
+            ]
+        );
     }
 }

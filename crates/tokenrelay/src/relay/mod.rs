@@ -8,7 +8,8 @@
 //!
 //! 1. `cors`: a foreign `Origin` not in `[relay] allowed_origins` → 403;
 //! 2. `path`: the path is split and every segment validated (no dot
-//!    segments, encoded separators, `//`, `@`, `\`, control characters…);
+//!    segments, encoded separators, `//`, `@`, `\`, control characters…;
+//!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
 //! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream,
@@ -18,10 +19,11 @@
 //!    answered from the shared response cache when it can be, and a miss
 //!    makes one upstream call across instances (the steps below);
 //! 7. `forward`: token from the [`Broker`], `inject`ed, sent with
-//!    `relay.timeout`; a 401 invalidates the token and retries once;
-//! 8. `headers` and `scrub`: the response is streamed back without
-//!    hop-by-hop headers, cookies or any injected credential, within
-//!    `relay.max_response_bytes`.
+//!    `relay.timeout`; a 401 invalidates the token and retries once, unless
+//!    the broker keeps the token: then the upstream's 401 is the answer;
+//! 8. `headers` and `scrub`: the response is streamed back with allow-listed
+//!    headers only, injected credentials redacted in every encoding the
+//!    scrubber knows, within `relay.max_response_bytes`.
 //!
 //! Every failure is one [`RelayError`] with a stable code, answered as
 //! `{ "error": { "code", "message" } }` by `error`. One structured log line
@@ -47,6 +49,7 @@ mod path;
 mod rate_limit;
 mod route;
 mod scrub;
+mod service;
 mod timing;
 
 use std::borrow::Cow;
@@ -60,10 +63,11 @@ use http_body_util::{BodyExt, Limited};
 
 pub use body::Body;
 pub use cache::purge_cache;
-pub use error::{RelayError, misconfigured};
+pub use error::RelayError;
 #[cfg(feature = "shell")]
 pub use logging::init_logging;
 pub use path::MOUNT;
+pub use service::{Endpoint, ResponseFuture};
 
 use crate::broker::Broker;
 use crate::config::Env;
@@ -230,10 +234,13 @@ impl Relay {
             let route =
                 route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
             record.route = Some(route.pattern.as_str());
-            return Ok(cors::preflight(&parts.headers, &route.methods));
+            return Ok(cors::preflight(&parts.headers, route));
         }
         let route = route::select(relay, upstream.name(), &target.segments, &parts.method)?;
         record.route = Some(route.pattern.as_str());
+        if !route.path_params {
+            path::check_no_params(&target.segments)?;
+        }
         if let (Inject::Query { name }, Some(q)) = (&relay.inject, query)
             && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name.as_str())
         {
@@ -249,7 +256,7 @@ impl Relay {
             method: parts.method,
             segments: &target.segments,
             query,
-            headers: headers::forward_request(&parts.headers),
+            headers: headers::forward_request(&parts.headers, route.forward_range),
             body,
             timeout: settings.timeout,
         };
@@ -287,7 +294,7 @@ impl Relay {
         let (upstream, relay) = (out.upstream, out.relay);
         let scrubber = self.scrubbers.get(upstream.name(), relay, token);
         let status = response.status();
-        let mut headers = headers::filter_response(response.headers(), &inject::header_names(relay), &scrubber);
+        let mut headers = headers::filter_response(response.headers(), &scrubber);
         decorate(&mut headers, status, route);
         let source = body::Source {
             request_id: request_id.to_owned(),
@@ -295,10 +302,7 @@ impl Relay {
             timeout: settings.timeout,
             limit: settings.max_response_bytes,
         };
-        let event_stream = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let event_stream = headers::is_event_stream(&headers);
         let body = Body::upstream(response, scrubber.stream(), source).primed(event_stream).await?;
         let mut relayed = Response::new(body);
         *relayed.status_mut() = status;

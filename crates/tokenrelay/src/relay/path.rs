@@ -5,9 +5,13 @@
 //! than normalised: dot segments and their percent-encoded forms (WHATWG URL
 //! treats `%2e` as `.`), encoded `/`, `\` and `%` (double encoding), empty
 //! segments (`//`, which also catches `http://…`), `@`, backslashes, control
-//! characters and anything outside RFC 3986's path characters. The outgoing
-//! URL is then built from the configured base URL, and checked to still have
-//! its scheme, host, port and path prefix.
+//! characters and anything outside RFC 3986's path characters. A segment
+//! whose part before `;` is empty or a dot segment (`..;`, `.;x`) is refused
+//! always, and any `;` (raw or `%3B`) unless the route sets `path_params`:
+//! Tomcat, Jetty and Spring strip `;` parameters before resolving dot
+//! segments, so `/images/..;/admin` is `/admin` to them. The outgoing URL is
+//! then built from the configured base URL, and checked to still have its
+//! scheme, host, port and path prefix.
 
 use url::Url;
 
@@ -46,11 +50,35 @@ fn rejected(why: String) -> RelayError {
     Kind::PathRejected(why).into()
 }
 
+/// Refuses `;` path parameters (raw or percent-encoded) in any segment; for
+/// routes without `path_params`.
+pub(super) fn check_no_params(segments: &[&str]) -> Result<(), RelayError> {
+    match segments.iter().position(|s| param_start(s).is_some()) {
+        Some(i) => Err(rejected(format!(
+            "segment {}: ';' path parameters are not allowed on this route (see the route's path_params)",
+            i + 2
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Where the segment's first `;` (or `%3B`) starts.
+fn param_start(segment: &str) -> Option<usize> {
+    let encoded = segment.to_ascii_lowercase().find("%3b");
+    [segment.find(';'), encoded].into_iter().flatten().min()
+}
+
 fn check_segment(segment: &str) -> Result<(), String> {
     match segment {
         "" => return Err("empty segment (\"//\", a trailing '/' or an absolute URL) is not allowed".to_owned()),
         "." | ".." => return Err("\".\" and \"..\" segments are not allowed".to_owned()),
         _ => {}
+    }
+    // What servers that strip path parameters see of this segment.
+    if let Some(head) = param_start(segment).map(|i| &segment[..i])
+        && matches!(head, "" | "." | "..")
+    {
+        return Err(format!("\"{head}\" before ';' is a dot or empty segment to servers that strip path parameters"));
     }
     let bytes = segment.as_bytes();
     let mut i = 0;
@@ -182,6 +210,31 @@ mod tests {
             let message = why(path);
             assert!(message.contains("segment"), "{path}: {message}");
         }
+    }
+
+    #[test]
+    fn dot_segments_with_path_parameters_are_rejected_always() {
+        for path in [
+            "/api/relay/getty/images/..;/..;/admin",
+            "/api/relay/getty/images/.;/admin",
+            "/api/relay/getty/images/..;jsessionid=1/admin",
+            "/api/relay/getty/images/..%3B/admin",
+            "/api/relay/getty/images/;x/admin",
+            "/api/relay/getty/images/%2e%2e;/admin",
+        ] {
+            why(path);
+        }
+    }
+
+    #[test]
+    fn path_parameters_are_refused_unless_the_route_opts_in() {
+        let t = parse("/api/relay/getty/images/a;v=1/b").unwrap();
+        let e = check_no_params(&t.segments).unwrap_err();
+        assert_eq!(e.code(), "path_rejected");
+        assert!(e.to_string().contains("segment 3: ';'"), "{e}");
+        let t = parse("/api/relay/getty/images/a%3bv").unwrap();
+        assert!(check_no_params(&t.segments).is_err());
+        assert!(check_no_params(&["images", "a.b"]).is_ok());
     }
 
     #[test]

@@ -43,6 +43,8 @@ mod tests {
                     pattern: RoutePattern::parse(p).unwrap(),
                     methods: m.to_vec(),
                     cache_control: None,
+                    path_params: false,
+                    forward_range: false,
                     cache: None,
                 })
                 .collect(),

@@ -1,16 +1,30 @@
 //! Keeps injected credentials out of what the browser receives.
 //!
 //! Some APIs echo what they were sent ("invalid API key abc123…", debug and
-//! echo endpoints). Every value the relay injected (the token, and extra
-//! headers from the environment) is replaced by [`REDACTED`] in the response
-//! body, across chunk boundaries, and a response header containing one is
-//! dropped.
+//! echo endpoints, a request URL quoted in an error). Every value the relay
+//! injected (the token, and extra headers from the environment) is replaced
+//! by [`REDACTED`] in the response body, across chunk boundaries, and a
+//! response header containing one is dropped, in each form an upstream may
+//! echo it: raw; percent-encoded (RFC 3986 §2.1, as the relay itself encodes
+//! a query-injected token) and form-encoded, hex digits in either case;
+//! JSON-escaped (`\/`, `\u002F`; RFC 8259 §7); and base64 (RFC 4648 §4 and
+//! §5), at each of the three alignments it can have inside a longer encoded
+//! text. Matching ignores ASCII case, so a credential that differs only in
+//! case is redacted too.
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 
 /// What an injected credential is replaced with.
 pub(super) const REDACTED: &[u8] = b"[REDACTED]";
+/// Shortest base64 fragment looked for: shorter ones would match ordinary text.
+const MIN_BASE64_FRAGMENT: usize = 8;
+/// RFC 3986 §2.3 unreserved characters, never percent-encoded.
+const UNRESERVED: &[u8] = b"-._~";
+/// Characters `encodeURIComponent` leaves as they are, beyond the unreserved ones.
+const URI_COMPONENT_EXTRA: &[u8] = b"!'()*";
 
 /// The credentials of one relayed request.
 #[derive(Clone)]
@@ -21,13 +35,20 @@ pub(super) struct Scrubber {
 }
 
 impl Scrubber {
+    /// A scrubber for `secrets` and every encoded form of each.
     pub(super) fn new(secrets: Vec<Vec<u8>>) -> Self {
-        let secrets: Vec<Vec<u8>> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
-        let longest = secrets.iter().map(Vec::len).max().unwrap_or(0);
+        let mut patterns: Vec<Vec<u8>> = secrets.iter().filter(|s| !s.is_empty()).flat_map(|s| forms(s)).collect();
+        patterns.sort();
+        patterns.dedup();
+        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
         // Building only fails for patterns far beyond any credential's size; then
         // nothing is injected either (see `inject`), so there is nothing to hide.
-        let finder =
-            AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&secrets).ok().filter(|_| longest > 0);
+        let finder = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .build(&patterns)
+            .ok()
+            .filter(|_| longest > 0);
         Self { finder, longest }
     }
 
@@ -39,6 +60,73 @@ impl Scrubber {
     pub(super) fn stream(&self) -> Redactor {
         Redactor { scrubber: self.clone(), carry: Vec::new() }
     }
+}
+
+/// `secret` as an upstream may echo it (case aside: matching ignores it).
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![secret.to_vec()];
+    // Percent-encoding: every non-alphanumeric byte, RFC 3986 (unreserved
+    // kept), encodeURIComponent, and application/x-www-form-urlencoded
+    // (WHATWG URL §5.2: space as '+').
+    out.push(percent_encoded(secret, |_| false));
+    out.push(percent_encoded(secret, |b| UNRESERVED.contains(&b)));
+    out.push(percent_encoded(secret, |b| UNRESERVED.contains(&b) || URI_COMPONENT_EXTRA.contains(&b)));
+    out.push(url::form_urlencoded::byte_serialize(secret).collect::<String>().into_bytes());
+    // JSON strings (RFC 8259 §7): escapers differ on '/' (`\/` in PHP,
+    // `\u002f`), on HTML-sensitive characters (Gson writes `<>&='` as
+    // `\u00XX`), and some write every punctuation character that way.
+    out.push(json_escaped(secret, |b| (b == b'/').then(|| b"\\/".to_vec())));
+    out.push(json_escaped(secret, |b| (b == b'/').then(|| unicode_escape(b))));
+    out.push(json_escaped(secret, |b| b"<>&='".contains(&b).then(|| unicode_escape(b))));
+    out.push(json_escaped(secret, |b| {
+        (!b.is_ascii_alphanumeric() && !UNRESERVED.contains(&b) && b < 0x80).then(|| unicode_escape(b))
+    }));
+    // Base64 of a text containing the secret at any offset: only the
+    // characters that depend on the secret's bits alone are matched.
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for offset in 0..3 {
+            let mut padded = vec![0u8; offset];
+            padded.extend_from_slice(secret);
+            let encoded = engine.encode(&padded).into_bytes();
+            let first = (offset * 8).div_ceil(6);
+            let last = padded.len() * 8 / 6;
+            if let Some(fragment) = encoded.get(first..last).filter(|f| f.len() >= MIN_BASE64_FRAGMENT) {
+                out.push(fragment.to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// `secret` in a JSON string, with `escape` choosing how a byte is written
+/// beyond what JSON always escapes (quote, backslash, control characters).
+fn json_escaped(secret: &[u8], escape: impl Fn(u8) -> Option<Vec<u8>>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(secret.len() * 2);
+    for &b in secret {
+        match escape(b) {
+            Some(escaped) => v.extend_from_slice(&escaped),
+            None if b == b'"' || b == b'\\' => v.extend_from_slice(&[b'\\', b]),
+            None if b < 0x20 => v.extend_from_slice(&unicode_escape(b)),
+            None => v.push(b),
+        }
+    }
+    v
+}
+
+fn unicode_escape(b: u8) -> Vec<u8> {
+    format!("\\u{b:04x}").into_bytes()
+}
+
+fn percent_encoded(secret: &[u8], keep: impl Fn(u8) -> bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(secret.len() * 3);
+    for &b in secret {
+        if b.is_ascii_alphanumeric() || keep(b) {
+            v.push(b);
+        } else {
+            v.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    v
 }
 
 /// Redacts a body chunk by chunk, holding back just enough bytes to catch a
@@ -97,6 +185,44 @@ mod tests {
     fn bodies_without_secrets_are_unchanged() {
         assert_eq!(run(&["tok_abcdef"], &["tok_abc", "xyz ", "tok_abcde"]), "tok_abcxyz tok_abcde");
         assert_eq!(run(&[], &["anything ", "at all"]), "anything at all");
+    }
+
+    #[test]
+    fn every_encoding_of_a_secret_is_redacted() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "tok_ab/cd+ef==~x y";
+        let encoded = [
+            "tok_ab%2Fcd%2Bef%3D%3D~x%20y".to_owned(),
+            "tok_ab%2fcd%2bef%3d%3d~x%20y".to_owned(),
+            "tok%5Fab%2Fcd%2Bef%3D%3D%7Ex%20y".to_owned(),
+            "tok_ab%2Fcd%2Bef%3D%3D%7Ex+y".to_owned(),
+            "tok_ab\\/cd+ef==~x y".to_owned(),
+            "tok_ab\\u002Fcd+ef==~x y".to_owned(),
+            "tok_ab/cd+ef\\u003d\\u003d~x y".to_owned(),
+            "tok_ab\\u002fcd\\u002bef\\u003d\\u003d~x\\u0020y".to_owned(),
+            "TOK_AB/CD+EF==~X Y".to_owned(),
+        ];
+        for form in &encoded {
+            let body = format!("{{\"echo\":\"{form}\"}}");
+            assert_eq!(run(&[secret], &[&body]), r#"{"echo":"[REDACTED]"}"#, "{form}");
+        }
+        // Inside a longer base64 text, at every alignment, both alphabets.
+        for prefix in ["", "a", "ab", "Bearer "] {
+            let text = format!("{prefix}{secret} and more");
+            for b64 in [STANDARD.encode(&text), URL_SAFE.encode(&text)] {
+                let out = run(&[secret], &[&b64]);
+                assert!(out.contains("[REDACTED]"), "{prefix:?}: {b64} -> {out}");
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_forms_are_caught_across_chunk_boundaries() {
+        let body = "x=tok_ab%2Fcd%2Bef%3D%3D&y=1";
+        for split in 0..body.len() {
+            let (a, b) = body.split_at(split);
+            assert_eq!(run(&["tok_ab/cd+ef=="], &[a, b]), "x=[REDACTED]&y=1", "split at {split}");
+        }
     }
 
     #[test]

@@ -1,11 +1,21 @@
-//! Store key naming, in one place: every key starts with [`PREFIX`], and
-//! names what it holds without holding a secret or a client address.
+//! Store key naming, in one place. Every key starts with [`PREFIX`] and names
+//! what it holds with a keyed hash (HMAC-SHA256, RFC 2104), never a secret, a
+//! client id or a client address in clear, nor a plain hash of one that could
+//! be confirmed by guessing.
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// Versioned so that a format change never reads the old one.
 const PREFIX: &str = "tokenrelay:v1";
+/// Derives the naming key from the store's secret, so that the encryption key
+/// itself is never used for two purposes.
+const DERIVATION_LABEL: &[u8] = b"tokenrelay:v1:key-naming";
+/// Bytes of the keyed hash kept in a name: 128 bits.
+const NAME_HASH_LEN: usize = 16;
 
 /// The keys of one upstream's shared token state.
 #[derive(Debug, Clone)]
@@ -16,23 +26,9 @@ pub(crate) struct TokenKeys {
     pub(crate) lock: String,
     /// The last token endpoint failure, shared for the cooldown.
     pub(crate) failure: String,
-}
-
-impl TokenKeys {
-    /// Keys for `upstream` whose credentials are identified by `identity`
-    /// (hashed: the identity itself never appears in the store).
-    pub(crate) fn new(upstream: &str, identity: &str) -> Self {
-        let token = format!("{PREFIX}:{upstream}:{}", digest(identity));
-        Self { lock: format!("{token}:lock"), failure: format!("{token}:failure"), token }
-    }
-}
-
-/// The rate counter of `client` on `upstream` in fixed window number
-/// `window`. The client is hashed so that its address is not listed in clear
-/// (a hash of an IPv4 address can be reversed by brute force; it is not
-/// anonymous).
-pub(crate) fn rate(upstream: &str, client: &str, window: u64) -> String {
-    format!("{PREFIX}:rate:{upstream}:{}:{window}", digest(client))
+    /// Counts the tokens dropped after a 401 in the current window, so that
+    /// every instance spends one budget.
+    pub(crate) invalidations: String,
 }
 
 /// The keys of one cached answer and of its upstream's purge record.
@@ -48,48 +44,109 @@ pub(crate) struct CacheKeys {
     pub(crate) purges_lock: String,
 }
 
-impl CacheKeys {
-    /// Keys for the answer `identity` (method, path, query, headers: hashed,
-    /// since a query can hold what a visitor typed) of `upstream`.
-    pub(crate) fn new(upstream: &str, identity: &str) -> Self {
-        let entry = format!("{PREFIX}:cache:{upstream}:{}", digest(identity));
-        let purges = format!("{PREFIX}:cache:{upstream}:purges");
-        Self { lock: format!("{entry}:lock"), purges_lock: format!("{purges}:lock"), entry, purges }
+/// Names store keys with a key derived from the store's secret.
+pub(crate) struct KeyNamer(HmacSha256);
+
+impl std::fmt::Debug for KeyNamer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyNamer([REDACTED])")
     }
 }
 
-/// 96 bits of SHA-256, URL-safe base64.
-fn digest(text: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sha256::digest(text.as_bytes())[..12])
+impl KeyNamer {
+    /// A namer keyed by `secret`: the encryption key (or the local store's
+    /// key), or without one, the Upstash token.
+    pub(crate) fn new(secret: &[u8]) -> Self {
+        let derived = mac(secret).chain_update(DERIVATION_LABEL).finalize().into_bytes();
+        Self(mac(&derived))
+    }
+
+    /// Keys for `upstream` whose credentials are identified by `identity`.
+    /// Deployments whose credentials differ (preview and production on one
+    /// store) get different keys, and so never share a token.
+    pub(crate) fn token_keys(&self, upstream: &str, identity: &str) -> TokenKeys {
+        let token = format!("{PREFIX}:{upstream}:{}", self.hash(identity));
+        TokenKeys {
+            lock: format!("{token}:lock"),
+            failure: format!("{token}:failure"),
+            invalidations: format!("{token}:invalidations"),
+            token,
+        }
+    }
+
+    /// The rate counter of `client` on `upstream` in fixed window number
+    /// `window`; the client's address is never named in clear.
+    pub(crate) fn rate(&self, upstream: &str, client: &str, window: u64) -> String {
+        format!("{PREFIX}:rate:{upstream}:{}:{window}", self.hash(client))
+    }
+
+    /// Keys for the answer `identity` (method, path, query, headers: hashed,
+    /// since a query can hold what a visitor typed) of `upstream`.
+    pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
+        let entry = format!("{PREFIX}:cache:{upstream}:{}", self.hash(identity));
+        let purges = format!("{PREFIX}:cache:{upstream}:purges");
+        CacheKeys { lock: format!("{entry}:lock"), purges_lock: format!("{purges}:lock"), entry, purges }
+    }
+
+    fn hash(&self, text: &str) -> String {
+        let tag = self.0.clone().chain_update(text.as_bytes()).finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..NAME_HASH_LEN])
+    }
+}
+
+fn mac(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length (RFC 2104 §2), so this never fails.
+    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
+
+    const IDENTITY: &str = "[\"oauth2\",\"https://id.example.com/token\",\"client-7f3a\"]";
 
     #[test]
     fn rate_keys_separate_upstreams_clients_and_windows_without_naming_the_address() {
-        assert_ne!(rate("getty", "203.0.113.7", 1), rate("getty", "2001:db8::/64", 1));
-        assert_ne!(rate("getty", "203.0.113.7", 1), rate("other", "203.0.113.7", 1));
-        assert_ne!(rate("getty", "203.0.113.7", 1), rate("getty", "203.0.113.7", 2));
-        assert!(!rate("getty", "203.0.113.7", 1).contains("203.0.113.7"));
+        let n = KeyNamer::new(b"k");
+        assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("getty", "2001:db8::/64", 1));
+        assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("other", "203.0.113.7", 1));
+        assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("getty", "203.0.113.7", 2));
+        assert!(!n.rate("getty", "203.0.113.7", 1).contains("203.0.113.7"));
     }
 
     #[test]
     fn cache_keys_hide_the_request_and_share_the_upstream_purge_record() {
-        let a = CacheKeys::new("api", "GET\n/search\nq=secret+words");
-        let b = CacheKeys::new("api", "GET\n/search\nq=other");
+        let n = KeyNamer::new(b"secret-a");
+        let a = n.cache_keys("api", "GET\n/search\nq=secret+words");
+        let b = n.cache_keys("api", "GET\n/search\nq=other");
         assert_ne!(a.entry, b.entry);
         assert_eq!(a.purges, b.purges);
         assert!(!a.entry.contains("secret") && a.entry.starts_with("tokenrelay:v1:cache:api:"), "{}", a.entry);
         assert_eq!(a.lock, format!("{}:lock", a.entry));
+        let other_store = KeyNamer::new(b"secret-b").cache_keys("api", "GET\n/search\nq=secret+words");
+        assert_ne!(other_store.entry, a.entry, "keyed");
     }
 
     #[test]
-    fn token_keys_share_one_stem() {
-        let k = TokenKeys::new("api", "oauth2\nhttps://id.example.com\nclient");
+    fn token_keys_share_one_stem_and_depend_on_the_store_secret() {
+        let k = KeyNamer::new(b"secret-a").token_keys("api", IDENTITY);
         assert!(k.token.starts_with("tokenrelay:v1:api:"), "{}", k.token);
         assert_eq!(k.lock, format!("{}:lock", k.token));
-        assert!(!k.token.contains("client"));
+        assert_eq!(k.failure, format!("{}:failure", k.token));
+        assert_eq!(KeyNamer::new(b"secret-a").token_keys("api", IDENTITY).token, k.token, "stable");
+        assert_ne!(KeyNamer::new(b"secret-b").token_keys("api", IDENTITY).token, k.token, "keyed");
+        assert_ne!(KeyNamer::new(b"secret-a").token_keys("api", "other credentials").token, k.token);
+    }
+
+    #[test]
+    fn names_hold_no_plain_hash_of_the_identity() {
+        let k = KeyNamer::new(b"secret-a").token_keys("api", IDENTITY);
+        let plain = sha2::Sha256::digest(IDENTITY.as_bytes());
+        for len in [12, 16] {
+            let guessable = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&plain[..len]);
+            assert!(!k.token.contains(&guessable), "{}", k.token);
+        }
+        assert!(!k.token.contains("client-7f3a"));
     }
 }

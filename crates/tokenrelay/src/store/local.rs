@@ -6,16 +6,25 @@
 //! makes it safe under concurrent processes. Values are sealed like the
 //! remote ones, under `TOKENRELAY_ENCRYPTION_KEY` or a key file created
 //! beside the store with owner-only permissions.
+//!
+//! On a machine shared with other users, the directory is the user's own:
+//! created `0700`, and refused when another user owns it or may write to it
+//! (they could swap the files for their own); the key file is refused when
+//! another user owns it or may read or write it. Files are never opened
+//! through a symbolic link, and rewrites go through temporary files with
+//! unpredictable names created with `O_EXCL` (the `tempfile` crate).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, Count, StoreError};
+
+mod owner;
 
 const DATA_FILE: &str = "store.json";
 const LOCK_FILE: &str = "store.lock";
@@ -37,14 +46,19 @@ struct Entry {
 }
 
 impl LocalStore {
-    /// The default directory: `<OS cache dir>/tokenrelay`, or the temp dir where
-    /// there is no cache dir (serverless sandboxes often have no `$HOME`).
+    /// The default directory: `<OS cache dir>/tokenrelay`, or where there is
+    /// no cache dir (serverless sandboxes often have no `$HOME`),
+    /// `tokenrelay-<uid>` in the temp dir, which every user shares.
     pub(crate) fn default_dir() -> PathBuf {
-        dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("tokenrelay")
+        dirs::cache_dir()
+            .map_or_else(|| std::env::temp_dir().join(format!("tokenrelay-{}", owner::uid())), |d| d.join("tokenrelay"))
     }
 
+    /// Opens the store in `dir`, creating it private to this user; refuses a
+    /// directory another user owns or may write to.
     pub(crate) fn open(dir: PathBuf) -> io::Result<Self> {
-        fs::create_dir_all(&dir)?;
+        owner::create_private_dir(&dir)?;
+        owner::check(&dir, &fs::metadata(&dir)?, "directory", owner::OTHERS_WRITE)?;
         Ok(Self { dir })
     }
 
@@ -56,14 +70,21 @@ impl LocalStore {
     pub(crate) fn key(&self) -> io::Result<String> {
         let path = self.dir.join(KEY_FILE);
         let _lock = self.lock()?;
-        match fs::read_to_string(&path) {
-            Ok(k) if !k.trim().is_empty() => Ok(k.trim().to_owned()),
-            _ => {
-                let key = super::seal::Sealer::generate_key();
-                write_private(&path, key.as_bytes())?;
-                Ok(key)
+        match owner::open_no_follow(OpenOptions::new().read(true), &path) {
+            Ok(mut file) => {
+                owner::check(&path, &file.metadata()?, "key file", owner::OTHERS_ANY)?;
+                let mut key = String::new();
+                file.read_to_string(&mut key)?;
+                if !key.trim().is_empty() {
+                    return Ok(key.trim().to_owned());
+                }
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(owner::no_follow_error(&path, e)),
         }
+        let key = super::seal::Sealer::generate_key();
+        self.replace(&path, key.as_bytes())?;
+        Ok(key)
     }
 
     async fn run<T: Send + 'static>(
@@ -95,16 +116,29 @@ impl LocalStore {
         entries.0.retain(|_, e| e.expires_at_ms > now);
         let out = op(&mut entries);
         if entries != before {
-            let tmp = self.dir.join(format!("{DATA_FILE}.{}.tmp", std::process::id()));
-            write_private(&tmp, &serde_json::to_vec(&entries).map_err(io::Error::other)?)?;
-            fs::rename(tmp, path)?;
+            self.replace(&path, &serde_json::to_vec(&entries).map_err(io::Error::other)?)?;
         }
         Ok(out)
     }
 
+    /// Replaces `path` atomically: writes a temporary file with an
+    /// unpredictable name (created `O_EXCL`, owner-only), then renames it.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut tmp = tempfile::Builder::new().prefix(".tokenrelay-").tempfile_in(&self.dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
     /// An exclusive lock shared by every process using this directory; released on drop.
     fn lock(&self) -> io::Result<File> {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join(LOCK_FILE))?;
+        let path = self.dir.join(LOCK_FILE);
+        let mut opts = OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = owner::open_no_follow(&opts, &path).map_err(|e| owner::no_follow_error(&path, e))?;
         file.lock()?;
         Ok(file)
     }
@@ -140,23 +174,7 @@ impl Backend for LocalStore {
         .await
     }
 
-    async fn set_and_unlock(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-        lock: &str,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
-        self.run(move |e| {
-            e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
-            delete_if(e, &lock, &owner);
-        })
-        .await
-    }
-
-    async fn set_if_locked(
+    async fn set_fenced(
         &self,
         key: &str,
         value: &str,
@@ -165,6 +183,7 @@ impl Backend for LocalStore {
         owner: &str,
     ) -> Result<bool, StoreError> {
         let (key, value, lock, owner) = (key.to_owned(), value.to_owned(), lock.to_owned(), owner.to_owned());
+        // Under the file lock, with expired entries (an expired lease) already gone.
         self.run(move |e| {
             let held = delete_if(e, &lock, &owner);
             if held {
@@ -203,17 +222,6 @@ fn delete_if(e: &mut Entries, key: &str, expected: &str) -> bool {
     false
 }
 
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut opts = OpenOptions::new();
-    opts.create(true).truncate(true).write(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 fn now_ms() -> u64 {
     ms(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
 }
@@ -235,7 +243,8 @@ mod tests {
     #[tokio::test]
     async fn entries_expire() {
         let s = temp_store("expire");
-        s.set_and_unlock("k", "v", Duration::from_millis(50), "lock", "me").await.unwrap();
+        assert!(s.lock_and_read("lock", "me", Duration::from_secs(5), &[]).await.unwrap().0);
+        assert!(s.set_fenced("k", "v", Duration::from_millis(50), "lock", "me").await.unwrap());
         assert_eq!(s.mget(&["k"]).await.unwrap(), vec![Some("v".to_owned())]);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.mget(&["k"]).await.unwrap(), vec![None]);
@@ -252,6 +261,24 @@ mod tests {
         let (won, values) = s.lock_and_read("lock", "b", lease, &["k"]).await.unwrap();
         assert!(won);
         assert_eq!(values, vec![None]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_lease_ran_out_never_overwrites_the_new_holder() {
+        let s = temp_store("fence");
+        assert!(s.lock_and_read("lock", "old", Duration::from_millis(1), &[]).await.unwrap().0);
+        // The old holder's lease runs out; the next caller takes the lock and stores.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !s.lock_and_read("lock", "new", Duration::from_secs(5), &[]).await.unwrap().0 {
+            assert!(std::time::Instant::now() < deadline, "the 1 ms lease never expired");
+        }
+        assert!(s.set_fenced("k", "newer", Duration::from_secs(60), "lock", "new").await.unwrap());
+        assert!(!s.set_fenced("k", "older", Duration::from_secs(60), "lock", "old").await.unwrap());
+        assert_eq!(s.mget(&["k", "lock"]).await.unwrap(), vec![Some("newer".to_owned()), None]);
+        // Nor while the new holder still holds the lock.
+        assert!(s.lock_and_read("lock", "third", Duration::from_secs(5), &[]).await.unwrap().0);
+        assert!(!s.set_fenced("k", "older", Duration::from_secs(60), "lock", "old").await.unwrap());
+        assert_eq!(s.mget(&["k", "lock"]).await.unwrap(), vec![Some("newer".to_owned()), Some("third".to_owned())]);
     }
 
     #[tokio::test]
@@ -277,10 +304,10 @@ mod tests {
         let s = temp_store("fenced");
         let (lease, ttl) = (Duration::from_secs(5), Duration::from_secs(60));
         assert!(s.lock_and_read("lock", "a", lease, &[]).await.unwrap().0);
-        assert!(!s.set_if_locked("k", "from b", ttl, "lock", "b").await.unwrap());
-        assert!(s.set_if_locked("k", "from a", ttl, "lock", "a").await.unwrap());
+        assert!(!s.set_fenced("k", "from b", ttl, "lock", "b").await.unwrap());
+        assert!(s.set_fenced("k", "from a", ttl, "lock", "a").await.unwrap());
         assert_eq!(s.mget(&["k", "lock"]).await.unwrap(), vec![Some("from a".to_owned()), None], "stored and unlocked");
-        assert!(!s.set_if_locked("k", "late", ttl, "lock", "a").await.unwrap(), "a released lock fences a late writer");
+        assert!(!s.set_fenced("k", "late", ttl, "lock", "a").await.unwrap(), "a released lock fences a late writer");
     }
 
     #[tokio::test]
@@ -292,6 +319,106 @@ mod tests {
         assert_eq!(s.add_counts(&count(3)).await.unwrap(), [5], "an addition keeps the counter's expiry");
         tokio::time::sleep(ttl + Duration::from_millis(20)).await;
         assert_eq!(s.add_counts(&count(1)).await.unwrap(), [1], "an expired counter starts from zero");
+    }
+
+    #[cfg(unix)]
+    mod shared_machine {
+        use super::*;
+        use std::os::unix::fs::{PermissionsExt, symlink};
+
+        fn fresh_dir(name: &str) -> PathBuf {
+            std::env::temp_dir().join(format!("tokenrelay-shared-{name}-{}", fastrand::u64(..)))
+        }
+
+        fn mode(path: &Path) -> u32 {
+            fs::metadata(path).unwrap().permissions().mode() & 0o777
+        }
+
+        #[test]
+        fn directory_is_created_private_to_the_user() {
+            let parent = fresh_dir("create");
+            let dir = parent.join("tokenrelay");
+            LocalStore::open(dir.clone()).unwrap();
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&parent), 0o700, "missing parents too");
+        }
+
+        #[test]
+        fn default_directory_in_the_shared_temp_dir_is_per_user() {
+            let uid = rustix::process::geteuid().as_raw();
+            if dirs::cache_dir().is_none() {
+                assert!(LocalStore::default_dir().ends_with(format!("tokenrelay-{uid}")));
+            }
+            assert_eq!(owner::uid(), uid.to_string());
+        }
+
+        #[test]
+        fn directory_writable_by_others_is_refused_naming_it() {
+            let dir = fresh_dir("writable");
+            fs::create_dir_all(&dir).unwrap();
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+            let err = LocalStore::open(dir.clone()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+            let text = err.to_string();
+            assert!(text.contains(&dir.display().to_string()) && text.contains("writable by other users"), "{text}");
+        }
+
+        #[test]
+        fn directory_of_another_user_is_refused_naming_it() {
+            let me = rustix::process::geteuid().as_raw();
+            // As root, hand a fresh directory to `nobody`; otherwise `/` is another user's.
+            let dir = if me == 0 {
+                let dir = fresh_dir("foreign");
+                fs::create_dir_all(&dir).unwrap();
+                std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+                dir
+            } else {
+                PathBuf::from("/")
+            };
+            let text = LocalStore::open(dir.clone()).unwrap_err().to_string();
+            assert!(text.contains(&format!("the directory {} belongs to uid", dir.display())), "{text}");
+            assert!(text.contains(&format!("not to this user (uid {me})")), "{text}");
+        }
+
+        #[test]
+        fn key_file_of_another_user_or_open_to_others_is_refused() {
+            let s = temp_store("keyperm");
+            s.key().unwrap();
+            let path = s.dir().join(KEY_FILE);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            let text = s.key().unwrap_err().to_string();
+            assert!(text.contains("key file") && text.contains("readable or writable by other users"), "{text}");
+            if rustix::process::geteuid().is_root() {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+                std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+                assert!(s.key().unwrap_err().to_string().contains("belongs to uid 65534"));
+            }
+        }
+
+        #[test]
+        fn key_file_behind_a_symbolic_link_is_refused() {
+            let s = temp_store("keylink");
+            let elsewhere = s.dir().join("planted.key");
+            fs::write(&elsewhere, crate::store::seal::Sealer::generate_key()).unwrap();
+            symlink(&elsewhere, s.dir().join(KEY_FILE)).unwrap();
+            let text = s.key().unwrap_err().to_string();
+            assert!(text.contains("is a symbolic link"), "{text}");
+        }
+
+        #[tokio::test]
+        async fn rewrites_never_follow_a_planted_temporary_file_name() {
+            let s = temp_store("tmp");
+            // The names a predictable scheme would use (pid-based), pointing elsewhere.
+            let victim = fresh_dir("victim");
+            fs::write(&victim, "untouched").unwrap();
+            for name in [format!("{DATA_FILE}.{}.tmp", std::process::id()), format!("{DATA_FILE}.tmp")] {
+                symlink(&victim, s.dir().join(name)).unwrap();
+            }
+            assert!(s.lock_and_read("lock", "me", Duration::from_secs(5), &[]).await.unwrap().0);
+            assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+            assert_eq!(mode(&s.dir().join(DATA_FILE)), 0o600);
+            assert_eq!(s.mget(&["lock"]).await.unwrap(), vec![Some("me".to_owned())]);
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
+use keys::KeyNamer;
 pub(crate) use keys::{CacheKeys, TokenKeys};
 use local::LocalStore;
 use seal::Sealer;
@@ -82,20 +83,11 @@ pub(crate) trait Backend {
         keys: &[&str],
     ) -> Result<(bool, Vec<Option<String>>), StoreError>;
 
-    /// Stores `value` under `key` for `ttl` and releases `lock` if `owner` holds it.
-    async fn set_and_unlock(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-        lock: &str,
-        owner: &str,
-    ) -> Result<(), StoreError>;
-
-    /// Stores `value` under `key` for `ttl` only while `owner` holds `lock`
-    /// (a fenced write: a filler whose lease ran out writes nothing), and
-    /// releases the lock; whether it stored.
-    async fn set_if_locked(
+    /// Fenced write: only while `owner` still holds `lock`, stores `value`
+    /// under `key` for `ttl` and releases the lock; returns whether it did.
+    /// A writer whose lease ran out (another instance may hold the lock and
+    /// have stored a newer value) writes nothing.
+    async fn set_fenced(
         &self,
         key: &str,
         value: &str,
@@ -138,6 +130,7 @@ macro_rules! on_backend {
 pub(crate) struct Store {
     backend: Backends,
     sealer: Sealer,
+    namer: KeyNamer,
 }
 
 /// One cached answer's shared state, opened.
@@ -189,9 +182,12 @@ impl Store {
         let token = env
             .get(token_var)
             .ok_or_else(|| missing(token_var, &format!("the shared store, since {url_var} is set")))?;
-        let sealer = match env.get(ENCRYPTION_KEY_VAR) {
-            Some(key) => sealer_from(key)?,
-            None if settings.allow_unencrypted => Sealer::Plain,
+        let (sealer, namer) = match env.get(ENCRYPTION_KEY_VAR) {
+            Some(key) => keyed(key)?,
+            // Without an encryption key, names are keyed by the Upstash token:
+            // only who can read the database (and so its plaintext tokens) can
+            // test guesses of a client id against them.
+            None if settings.allow_unencrypted => (Sealer::Plain, KeyNamer::new(token.as_bytes())),
             None => {
                 return Err(missing(
                     ENCRYPTION_KEY_VAR,
@@ -200,7 +196,7 @@ impl Store {
             }
         };
         let client = UpstashClient::new(url, SecretString::from(token.to_owned()), http, settings.timeout);
-        Ok(Store { backend: Backends::Upstash(client), sealer })
+        Ok(Store { backend: Backends::Upstash(client), sealer, namer })
     }
 
     fn local(env: &Env) -> Result<Store> {
@@ -209,21 +205,21 @@ impl Store {
             name: LOCAL_STORE_VAR.to_owned(),
             reason: format!("cannot use {}: {e}", dir.display()),
         })?;
-        let sealer = match env.get(ENCRYPTION_KEY_VAR) {
-            Some(key) => sealer_from(key)?,
+        let (sealer, namer) = match env.get(ENCRYPTION_KEY_VAR) {
+            Some(key) => keyed(key)?,
             None => {
                 let key = local.key().map_err(|e| Error::InvalidEnv {
                     name: LOCAL_STORE_VAR.to_owned(),
                     reason: format!("cannot create the local key in {}: {e}", dir.display()),
                 })?;
-                sealer_from(&key)?
+                keyed(&key)?
             }
         };
         static SAID: Once = Once::new();
         SAID.call_once(|| {
             tracing::info!(dir = %dir.display(), "no Upstash database configured (UPSTASH_REDIS_REST_URL or KV_REST_API_URL): using the local file store, shared by processes on this machine only");
         });
-        Ok(Store { backend: Backends::Local(local), sealer })
+        Ok(Store { backend: Backends::Local(local), sealer, namer })
     }
 
     /// Whether other machines share this store.
@@ -242,17 +238,17 @@ impl Store {
 
     /// The keys of `upstream`'s token state; `identity` names its credentials.
     pub(crate) fn token_keys(&self, upstream: &str, identity: &str) -> TokenKeys {
-        TokenKeys::new(upstream, identity)
+        self.namer.token_keys(upstream, identity)
     }
 
     /// The rate counter key of `client` on `upstream` in fixed window number `window`.
     pub(crate) fn rate_key(&self, upstream: &str, client: &str, window: u64) -> String {
-        keys::rate(upstream, client, window)
+        self.namer.rate(upstream, client, window)
     }
 
     /// The keys of `upstream`'s cached answer named by `identity`.
     pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
-        CacheKeys::new(upstream, identity)
+        self.namer.cache_keys(upstream, identity)
     }
 
     /// Reads the token and the shared failure, in one round trip.
@@ -276,27 +272,29 @@ impl Store {
         Ok((won, self.state(keys, values)))
     }
 
-    /// Seals and stores a new token for `ttl`, releasing the lock `owner` holds.
+    /// Seals and stores a new token for `ttl` and releases the lock, only
+    /// while `owner` still holds it; returns whether it was stored.
     pub(crate) async fn put_token(
         &self,
         keys: &TokenKeys,
         plain: &[u8],
         ttl: Duration,
         owner: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sealed = self.sealer.seal(&keys.token, plain);
-        on_backend!(self, b => b.set_and_unlock(&keys.token, &sealed, ttl, &keys.lock, owner))
+        on_backend!(self, b => b.set_fenced(&keys.token, &sealed, ttl, &keys.lock, owner))
     }
 
-    /// Shares a token endpoint failure for `ttl`, releasing the lock `owner` holds.
+    /// Shares a token endpoint failure for `ttl` and releases the lock, only
+    /// while `owner` still holds it; returns whether it was shared.
     pub(crate) async fn put_failure(
         &self,
         keys: &TokenKeys,
         failure: &str,
         ttl: Duration,
         owner: &str,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, b => b.set_and_unlock(&keys.failure, failure, ttl, &keys.lock, owner))
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.set_fenced(&keys.failure, failure, ttl, &keys.lock, owner))
     }
 
     /// Releases the lock if `owner` still holds it.
@@ -347,7 +345,7 @@ impl Store {
         owner: &str,
     ) -> Result<bool, StoreError> {
         let sealed = self.sealer.seal(&keys.entry, plain);
-        on_backend!(self, b => b.set_if_locked(&keys.entry, &sealed, ttl, &keys.lock, owner))
+        on_backend!(self, b => b.set_fenced(&keys.entry, &sealed, ttl, &keys.lock, owner))
     }
 
     /// Releases the fill lock if `owner` still holds it.
@@ -374,7 +372,7 @@ impl Store {
         ttl: Duration,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.set_if_locked(&keys.purges, record, ttl, &keys.purges_lock, owner))
+        on_backend!(self, b => b.set_fenced(&keys.purges, record, ttl, &keys.purges_lock, owner))
     }
 
     /// Opens `[entry, purges, lock]` values; an entry that cannot be opened is absent.
@@ -405,8 +403,11 @@ impl Store {
     }
 }
 
-fn sealer_from(key: &str) -> Result<Sealer> {
-    Sealer::from_base64(key).map_err(|reason| Error::InvalidEnv { name: ENCRYPTION_KEY_VAR.to_owned(), reason })
+/// The sealer and key namer of a base64 encryption key.
+fn keyed(key: &str) -> Result<(Sealer, KeyNamer)> {
+    let key =
+        seal::decode_key(key).map_err(|reason| Error::InvalidEnv { name: ENCRYPTION_KEY_VAR.to_owned(), reason })?;
+    Ok((Sealer::new(&key), KeyNamer::new(&key)))
 }
 
 #[cfg(test)]

@@ -35,18 +35,9 @@ impl std::fmt::Debug for Sealer {
 pub(crate) struct OpenError(&'static str);
 
 impl Sealer {
-    /// A sealer from a base64-encoded 32-byte key; the error says what is wrong, never the key.
-    pub(crate) fn from_base64(text: &str) -> Result<Self, String> {
-        let bytes = B64
-            .decode(text.trim())
-            .map_err(|_| "is not valid base64 (generate one with `openssl rand -base64 32`)".to_owned())?;
-        if bytes.len() != KEY_LEN {
-            return Err(format!(
-                "must decode to {KEY_LEN} bytes, got {} (generate one with `openssl rand -base64 32`)",
-                bytes.len()
-            ));
-        }
-        Ok(Self::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)))))
+    /// A sealer with a 32-byte key (see [`decode_key`]).
+    pub(crate) fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self::Aes(Box::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))))
     }
 
     /// A new random key, base64-encoded.
@@ -93,12 +84,22 @@ impl Sealer {
     }
 }
 
+/// Decodes a base64-encoded 32-byte key; the error says what is wrong, never the key.
+pub(crate) fn decode_key(text: &str) -> Result<[u8; KEY_LEN], String> {
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|_| "is not valid base64 (generate one with `openssl rand -base64 32`)".to_owned())?;
+    <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!("must decode to {KEY_LEN} bytes, got {} (generate one with `openssl rand -base64 32`)", bytes.len())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sealer() -> Sealer {
-        Sealer::from_base64(&Sealer::generate_key()).unwrap()
+        Sealer::new(&decode_key(&Sealer::generate_key()).unwrap())
     }
 
     #[test]
@@ -124,7 +125,7 @@ mod tests {
 
     #[test]
     fn bad_keys_are_refused_with_a_reason() {
-        assert!(Sealer::from_base64("not base64!").unwrap_err().contains("base64"));
-        assert!(Sealer::from_base64("AAAA").unwrap_err().contains("got 3"));
+        assert!(decode_key("not base64!").unwrap_err().contains("base64"));
+        assert!(decode_key("AAAA").unwrap_err().contains("got 3"));
     }
 }

@@ -21,10 +21,14 @@ use super::{Backend, Count, StoreError};
 const DELETE_IF_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-/// Fenced write: while KEYS[2] holds ARGV[3], sets KEYS[1] to ARGV[1] for
-/// ARGV[2] ms and deletes KEYS[2]; returns 1 if it stored, else 0.
-const SET_IF_LOCKED_SCRIPT: &str = "if redis.call('GET', KEYS[2]) == ARGV[3] then \
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) redis.call('DEL', KEYS[2]) return 1 else return 0 end";
+/// Fenced write: sets KEYS[1] to ARGV[1] for ARGV[2] ms and deletes the lock
+/// KEYS[2], only while the lock still holds the owner ARGV[3]; returns 1 if so.
+/// The owner check and the write are one script, so no other instance can take
+/// the lock between them (Redis runs a script atomically).
+const SET_FENCED_SCRIPT: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+redis.call('DEL', KEYS[2]) \
+return 1";
 
 /// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
 /// no expiry yet, and returns the new total.
@@ -120,22 +124,7 @@ impl Backend for UpstashClient {
         Ok((won, strings(values, keys.len())?))
     }
 
-    async fn set_and_unlock(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-        lock: &str,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        let ttl = millis(ttl);
-        let replies = self
-            .pipeline(&[vec!["SET", key, value, "PX", &ttl], vec!["EVAL", DELETE_IF_SCRIPT, "1", lock, owner]])
-            .await?;
-        replies.into_iter().try_for_each(|r| r.map(drop))
-    }
-
-    async fn set_if_locked(
+    async fn set_fenced(
         &self,
         key: &str,
         value: &str,
@@ -143,8 +132,7 @@ impl Backend for UpstashClient {
         lock: &str,
         owner: &str,
     ) -> Result<bool, StoreError> {
-        let ttl = millis(ttl);
-        Ok(self.command(&["EVAL", SET_IF_LOCKED_SCRIPT, "2", key, lock, value, &ttl, owner]).await? == 1)
+        Ok(self.command(&["EVAL", SET_FENCED_SCRIPT, "2", key, lock, value, &millis(ttl), owner]).await? == 1)
     }
 
     /// One `EVAL` per counter, all pipelined.
@@ -251,10 +239,10 @@ mod tests {
             let (_redis, _u, c) = client().await;
             let (lease, ttl) = (Duration::from_secs(5), Duration::from_secs(60));
             assert!(c.lock_and_read("lock", "a", lease, &["k"]).await.unwrap().0);
-            assert!(!c.set_if_locked("k", "from b", ttl, "lock", "b").await.unwrap());
-            assert!(c.set_if_locked("k", "from a", ttl, "lock", "a").await.unwrap());
+            assert!(!c.set_fenced("k", "from b", ttl, "lock", "b").await.unwrap());
+            assert!(c.set_fenced("k", "from a", ttl, "lock", "a").await.unwrap());
             assert_eq!(c.mget(&["k", "lock"]).await.unwrap(), vec![Some("from a".to_owned()), None]);
-            assert!(!c.set_if_locked("k", "late", ttl, "lock", "a").await.unwrap(), "released: a late write is fenced");
+            assert!(!c.set_fenced("k", "late", ttl, "lock", "a").await.unwrap(), "released: a late write is fenced");
             let pttl = c.command(&["PTTL", "k"]).await.unwrap().as_i64().unwrap();
             assert!(pttl > 55_000 && pttl <= 60_000, "{pttl}");
         })

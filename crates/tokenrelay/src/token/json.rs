@@ -1,13 +1,13 @@
 //! A custom JSON token endpoint: any method, URL, headers and body built from
 //! env references, with JSON pointers (RFC 6901) to the token and its expiry.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use url::Url;
 
 use super::response::{self, Seconds};
-use super::{Failure, Token};
+use super::{Credential, Failure, Token};
 use crate::param::Param;
 
 /// A configured custom token endpoint.
@@ -60,35 +60,43 @@ impl Template {
         }
     }
 
-    fn params<'a>(&'a self, out: &mut Vec<&'a Param>) {
+    /// The values from the environment, named as the config builder names
+    /// them (`token.body.a.b`, `token.body.list[0]`).
+    fn credentials<'a>(&'a self, field: &str, out: &mut Vec<Credential<'a>>) {
         match self {
             Template::Literal(_) => {}
-            Template::Param(p) => out.push(p),
-            Template::Array(items) => items.iter().for_each(|t| t.params(out)),
-            Template::Object(fields) => fields.iter().for_each(|(_, t)| t.params(out)),
+            Template::Param(p) => out.push((field.to_owned(), p)),
+            Template::Array(items) => {
+                items.iter().enumerate().for_each(|(i, t)| t.credentials(&format!("{field}[{i}]"), out));
+            }
+            Template::Object(fields) => fields.iter().for_each(|(k, t)| t.credentials(&format!("{field}.{k}"), out)),
         }
     }
 }
 
 impl JsonEndpoint {
+    /// What the token is minted for: the request as sent, with the resolved
+    /// values (see [`Source::identity`](super::Source::identity)).
     pub(crate) fn identity(&self) -> String {
-        // The env var names, not their values: the key must never derive from a secret.
-        let names: Vec<String> = self.params().iter().map(|p| p.describe()).collect();
-        format!("json\n{}\n{}\n{}", self.method, self.url, names.join(","))
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        let body = match &self.body {
+            Some(Body::Json(t)) => t.render(),
+            Some(Body::Form(fields)) => fields.iter().map(|(k, v)| Value::from([k.as_str(), v.expose()])).collect(),
+            None => Value::Null,
+        };
+        serde_json::json!(["json", self.method.as_str(), self.url.as_str(), headers, body]).to_string()
     }
 
-    pub(crate) fn params(&self) -> Vec<&Param> {
-        let mut out: Vec<&Param> = self.headers.iter().map(|(_, v)| v).collect();
+    /// Every credential (headers, then body), in config order (see [`Credential`]).
+    pub(crate) fn credentials(&self) -> Vec<Credential<'_>> {
+        let mut out: Vec<Credential<'_>> =
+            self.headers.iter().map(|(k, v)| (format!("token.headers.{k}"), v)).collect();
         match &self.body {
-            Some(Body::Json(t)) => t.params(&mut out),
-            Some(Body::Form(fields)) => out.extend(fields.iter().map(|(_, v)| v)),
+            Some(Body::Json(t)) => t.credentials("token.body", &mut out),
+            Some(Body::Form(fields)) => out.extend(fields.iter().map(|(k, v)| (format!("token.body.{k}"), v))),
             None => {}
         }
         out
-    }
-
-    pub(crate) fn secrets(&self) -> Vec<&str> {
-        self.params().into_iter().filter_map(Param::secret).collect()
     }
 
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
@@ -107,7 +115,7 @@ impl JsonEndpoint {
         };
         let (status, body) = response::send(req, self.timeout).await?;
         if !status.is_success() {
-            return Err(response::rejection(upstream, status, &body, &self.secrets()));
+            return Err(response::rejection(upstream, status, &body, &super::secrets(&self.credentials())));
         }
         let doc: Value = serde_json::from_slice(&body)
             .map_err(|_| response::invalid(upstream, format!("HTTP {status} body is not JSON")))?;
@@ -128,20 +136,22 @@ impl JsonEndpoint {
             Expiry::In(ptr) | Expiry::At(ptr) => doc.pointer(ptr).filter(|v| !v.is_null()).map(|v| (ptr, v)),
         };
         let Some((ptr, value)) = found else {
-            return self
+            let lifetime = self
                 .default_lifetime
-                .map(|d| SystemTime::now() + d)
-                .ok_or_else(|| "the response gives no expiry and no token.default_lifetime is configured".to_owned());
+                .ok_or_else(|| "the response gives no expiry and no token.default_lifetime is configured".to_owned())?;
+            return response::usable("token.default_lifetime", SystemTime::now().checked_add(lifetime));
         };
-        let seconds = Seconds::of(value);
-        match (&self.expiry, seconds) {
-            (Expiry::In(_), Some(s)) => Ok(response::expires_in(s)),
-            (Expiry::At(_), Some(s)) => Ok(UNIX_EPOCH + Duration::from_secs_f64(s.min(u64::MAX as f64 / 2.0))),
-            (Expiry::At(_), None) => value
-                .as_str()
-                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-                .ok_or_else(|| format!("{ptr} is neither Unix seconds nor an RFC 3339 date")),
-            _ => Err(format!("{ptr} is not a number of seconds")),
-        }
+        let expires_at = match (&self.expiry, Seconds::of(value)) {
+            (Expiry::In(_), Some(s)) => response::after(s),
+            (Expiry::At(_), Some(s)) => response::unix(s),
+            (Expiry::At(_), None) => Some(
+                value
+                    .as_str()
+                    .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                    .ok_or_else(|| format!("{ptr} is neither Unix seconds nor an RFC 3339 date"))?,
+            ),
+            _ => return Err(format!("{ptr} is not a number of seconds")),
+        };
+        response::usable(ptr, expires_at)
     }
 }

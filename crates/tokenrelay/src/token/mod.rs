@@ -107,6 +107,17 @@ pub(crate) enum Source {
     Static(Param),
 }
 
+/// A configured value a token source sends to its endpoint, named by its
+/// field in the config (e.g. `token.client_secret`). Each source lists its
+/// own once ([`Source::credentials`]); summaries, secret variables and the
+/// scrubbing of rejections all derive from that list.
+pub(crate) type Credential<'a> = (String, &'a Param);
+
+/// The secret values among `credentials` (those read from the environment).
+pub(crate) fn secrets<'a>(credentials: &[Credential<'a>]) -> Vec<&'a str> {
+    credentials.iter().filter_map(|(_, p)| p.secret()).collect()
+}
+
 /// Why a single exchange failed: worth retrying, or final.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -131,13 +142,34 @@ impl Source {
         !matches!(self, Source::Static(_))
     }
 
-    /// Non-secret facts that identify the credentials, hashed into the cache key
-    /// so that changing client id or scope never serves a token minted for the old ones.
+    /// Every credential this source sends, in config order.
+    pub(crate) fn credentials(&self) -> Vec<Credential<'_>> {
+        match self {
+            Source::OAuth2(s) => s.credentials(),
+            Source::Json(s) => s.credentials(),
+            Source::Static(key) => vec![("token.key".to_owned(), key)],
+        }
+    }
+
+    /// What identifies the credentials a token is minted for: token URL,
+    /// client id, scope, audience and extra parameters (for `json` sources,
+    /// the request with its resolved values). It may hold secrets: the store
+    /// only ever keeps a keyed hash of it, so that a change of credentials
+    /// (or another deployment's) never serves a token minted for others.
     pub(crate) fn identity(&self) -> String {
         match self {
             Source::OAuth2(s) => s.identity(),
             Source::Json(s) => s.identity(),
             Source::Static(_) => String::new(),
+        }
+    }
+
+    /// The time limit of one exchange (`None` for static keys, which make none).
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        match self {
+            Source::OAuth2(s) => Some(s.timeout),
+            Source::Json(s) => Some(s.timeout),
+            Source::Static(_) => None,
         }
     }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::response::{self, Seconds};
-use super::{Failure, Token};
+use super::{Credential, Failure, Token};
 use crate::param::Param;
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
@@ -46,19 +46,21 @@ struct TokenResponse {
 }
 
 impl ClientCredentials {
+    /// What the token is minted for (see [`Source::identity`](super::Source::identity)).
     pub(crate) fn identity(&self) -> String {
-        format!(
-            "oauth2\n{}\n{}\n{}\n{}",
-            self.url,
-            self.client_id.expose(),
-            self.scope.as_deref().unwrap_or(""),
-            self.audience.as_deref().unwrap_or("")
-        )
+        let extra: Vec<(&str, &str)> = self.extra.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        serde_json::json!(["oauth2", self.url.as_str(), self.client_id.expose(), self.scope, self.audience, extra])
+            .to_string()
     }
 
-    pub(crate) fn secrets(&self) -> Vec<&str> {
-        let params = [&self.client_id, &self.client_secret].into_iter().chain(self.extra.iter().map(|(_, v)| v));
-        params.filter_map(Param::secret).collect()
+    /// Every credential, in config order (see [`Credential`]).
+    pub(crate) fn credentials(&self) -> Vec<Credential<'_>> {
+        let mut out = vec![
+            ("token.client_id".to_owned(), &self.client_id),
+            ("token.client_secret".to_owned(), &self.client_secret),
+        ];
+        out.extend(self.extra.iter().map(|(k, v)| (format!("token.extra.{k}"), v)));
+        out
     }
 
     pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
@@ -85,7 +87,7 @@ impl ClientCredentials {
         }
         let (status, body) = response::send(req.form(&form), self.timeout).await?;
         if !status.is_success() {
-            return Err(response::rejection(upstream, status, &body, &self.secrets()));
+            return Err(response::rejection(upstream, status, &body, &super::secrets(&self.credentials())));
         }
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|_| response::invalid(upstream, format!("HTTP {status} body is not a JSON token response")))?;
@@ -97,16 +99,19 @@ impl ClientCredentials {
                 let secs = s
                     .value()
                     .ok_or_else(|| response::invalid(upstream, "\"expires_in\" is not a number of seconds"))?;
-                response::expires_in(secs)
+                response::usable("\"expires_in\"", response::after(secs))
             }
-            (None, Some(lifetime)) => SystemTime::now() + lifetime,
+            (None, Some(lifetime)) => {
+                response::usable("token.default_lifetime", SystemTime::now().checked_add(lifetime))
+            }
             (None, None) => {
                 return Err(response::invalid(
                     upstream,
                     "no \"expires_in\" in the response and no token.default_lifetime configured",
                 ));
             }
-        };
+        }
+        .map_err(|reason| response::invalid(upstream, reason))?;
         Ok(Token::new(access_token, Some(expires_at)))
     }
 }

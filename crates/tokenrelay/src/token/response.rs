@@ -1,7 +1,7 @@
 //! Reading token endpoint responses: size-capped bodies, status classes and
 //! expiry fields that may be numbers or numeric strings.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -82,9 +82,31 @@ pub(crate) fn invalid(upstream: &str, reason: impl Into<String>) -> Failure {
     Failure::Final(Error::TokenResponseInvalid { upstream: upstream.to_owned(), reason: reason.into() })
 }
 
-/// Computes the expiry from a lifetime in seconds.
-pub(crate) fn expires_in(seconds: f64) -> SystemTime {
-    SystemTime::now() + Duration::from_secs_f64(seconds.min(u32::MAX as f64))
+/// The longest token lifetime believed. Anything longer is far more likely a
+/// value in the wrong unit (milliseconds where seconds are due) than meant.
+const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// `seconds` from now; `None` when not representable.
+pub(crate) fn after(seconds: f64) -> Option<SystemTime> {
+    SystemTime::now().checked_add(Duration::try_from_secs_f64(seconds).ok()?)
+}
+
+/// `seconds` after the Unix epoch; `None` when not representable.
+pub(crate) fn unix(seconds: f64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
+}
+
+/// Accepts the expiry read from `field` only if it is in the future (a token
+/// that arrives expired is never served) and within [`MAX_LIFETIME`].
+pub(crate) fn usable(field: &str, expires_at: Option<SystemTime>) -> Result<SystemTime, String> {
+    let at = expires_at.ok_or_else(|| format!("{field} is out of range"))?;
+    match at.duration_since(SystemTime::now()) {
+        Err(_) | Ok(Duration::ZERO) => Err(format!("{field} says the token has already expired")),
+        Ok(lifetime) if lifetime > MAX_LIFETIME => {
+            Err(format!("{field} is more than 10 years away (milliseconds where seconds are due?)"))
+        }
+        Ok(_) => Ok(at),
+    }
 }
 
 /// Replaces every occurrence of a secret in `text`.
@@ -104,6 +126,17 @@ mod tests {
         assert_eq!(n.value(), Some(1800.0));
         assert_eq!(s.value(), Some(1800.0));
         assert_eq!(bad.value(), None);
+    }
+
+    #[test]
+    fn expiries_that_are_past_absurd_or_unrepresentable_are_refused() {
+        let f = "\"expires_in\"";
+        assert_eq!(usable(f, after(0.0)).unwrap_err(), "\"expires_in\" says the token has already expired");
+        assert!(usable(f, unix(1.0)).unwrap_err().ends_with("already expired"));
+        assert_eq!(usable(f, after(1e300)).unwrap_err(), "\"expires_in\" is out of range");
+        assert_eq!(usable(f, unix(f64::MAX)).unwrap_err(), "\"expires_in\" is out of range");
+        assert!(usable(f, after(1.7e12)).unwrap_err().contains("more than 10 years away"));
+        assert!(usable(f, after(1800.0)).is_ok());
     }
 
     #[test]

@@ -11,14 +11,28 @@ pub(crate) const ATTEMPTS: u32 = 3;
 /// ("full jitter") so instances that failed together do not retry together.
 pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(200);
 
+/// The most slept before `attempt` (1-based after the first): doubling from [`BACKOFF_BASE`].
+fn ceiling(attempt: u32) -> Duration {
+    BACKOFF_BASE * 2u32.pow(attempt - 1)
+}
+
+/// The most slept between attempts, in all.
+pub(crate) fn max_backoff() -> Duration {
+    (1..ATTEMPTS).map(ceiling).sum()
+}
+
+/// The longest [`fetch`] takes when every attempt runs into `timeout`.
+pub(crate) fn worst_case(timeout: Duration) -> Duration {
+    timeout.saturating_mul(ATTEMPTS).saturating_add(max_backoff())
+}
+
 /// Fetches a token, retrying transient failures up to [`ATTEMPTS`] times.
 /// The final error names the upstream and the last cause, never a secret.
 pub(crate) async fn fetch(source: &Source, http: &reqwest::Client, upstream: &str) -> Result<Token, Error> {
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
-            let ceiling = BACKOFF_BASE * 2u32.pow(attempt - 1);
-            tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
+            tokio::time::sleep(ceiling(attempt).mul_f64(fastrand::f64())).await;
         }
         match source.fetch_once(http, upstream).await {
             Ok(token) => return Ok(token),

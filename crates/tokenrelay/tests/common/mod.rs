@@ -58,6 +58,7 @@ impl Rig {
 lock_lease = "2s"
 wait_timeout = "5s"
 failure_cooldown = "2s"
+min_token_age = "0s"
 {extra}
 
 [upstreams.api]

@@ -38,6 +38,10 @@ pub(super) fn refusal(status: StatusCode, headers: &HeaderMap, policy: &RouteCac
     if !CACHEABLE_STATUSES.contains(&status.as_u16()) {
         return Some("status");
     }
+    // An event stream is read as it comes (see `Relay::stream_answer`), never buffered.
+    if super::super::headers::is_event_stream(headers) {
+        return Some("event-stream");
+    }
     if headers.get_all(header::VARY).iter().any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|n| n.trim() == "*"))) {
         return Some("vary");
     }

@@ -34,7 +34,7 @@ use http::{Response, StatusCode};
 use super::error::RelayError;
 use super::forward::{self, Outgoing};
 use super::timing::Timing;
-use super::{Body, Relay, headers, inject};
+use super::{Body, Relay, headers};
 use crate::config::relay::{Route, RouteCache};
 use crate::store::CacheKeys;
 use crate::token::Token;
@@ -260,7 +260,7 @@ async fn fill_unlocked(
     let settings = &relay.broker.config().relay;
     let relay_cfg = ask.out.relay;
     let scrubber = relay.scrubbers.get(ask.out.upstream.name(), relay_cfg, &token);
-    let headers = headers::filter_response(response.headers(), &inject::header_names(relay_cfg), &scrubber);
+    let headers = headers::filter_response(response.headers(), &scrubber);
     let mut redactor = scrubber.stream();
     let mut body = BytesMut::new();
     let mut stream = response.bytes_stream();

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::relay::MOUNT;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -13,7 +14,6 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
-use tokenrelay::relay::MOUNT;
 
 /// Where Netlify serves the function itself; `netlify.toml` rewrites
 /// `/api/relay/*` here, and either path may reach the function.
@@ -39,7 +39,7 @@ const NOT_IN_URI: &AsciiSet = &CONTROLS
 /// value may be `null` (`netlify dev --offline` sends `x-nf-account-id: [null]`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Event {
+pub(crate) struct Event {
     path: Option<String>,
     http_method: Option<String>,
     headers: Option<HashMap<String, Option<String>>>,
@@ -52,12 +52,12 @@ pub struct Event {
 
 /// The request body: the event's, or the error that decoding it gave (the
 /// relay answers that with `body_unreadable`).
-pub type EventBody =
+pub(crate) type EventBody =
     StreamBody<futures_util::stream::Iter<std::array::IntoIter<Result<Frame<Bytes>, base64::DecodeError>, 1>>>;
 
 impl Event {
     /// The event as an HTTP request for the relay.
-    pub fn into_request(self) -> Request<EventBody> {
+    pub(crate) fn into_request(self) -> Request<EventBody> {
         let mut request = Request::new(self.body());
         // An unparsable method becomes one no route allows (OPTIONS without a
         // preflight header): refused with 405, never relayed as something else.
@@ -129,7 +129,7 @@ impl Event {
 /// The answer: text bodies as they are, anything else base64-encoded.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Answer {
+pub(crate) struct Answer {
     status_code: u16,
     headers: HashMap<String, String>,
     multi_value_headers: HashMap<String, Vec<String>>,

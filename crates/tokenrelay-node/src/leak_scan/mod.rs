@@ -1,0 +1,376 @@
+//! `scanForLeaks`: search a build's output directory for any token,
+//! credential or store secret, so a site that would publish one fails its
+//! build instead.
+//!
+//! The secrets: every token this process handed out ([`crate::issued`]),
+//! the values of the token variables the caller names, of every variable the
+//! config reads a credential from ([`tokenrelay::Config::secret_vars`], relay
+//! headers included), and of the store's token and encryption key. Each is
+//! searched in every form [`forms`] lists (raw, percent-, form-, JSON-,
+//! HTML-escaped, base64), in one pass per file ([`search`]), through
+//! precompressed `.gz`/`.br` files, and reporting symbolic links that
+//! point outside the directory ([`walk`]). Values never leave this module: a finding names the file and
+//! the variable (or the upstream, for a token without one).
+
+mod forms;
+mod search;
+mod walk;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use napi_derive::napi;
+use tokenrelay::{Config, ENCRYPTION_KEY_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
+
+use crate::error::{AddonError, codes};
+use crate::site::{Site, SiteOptions, StoreChoice};
+use search::{SearchError, Searcher};
+
+/// Values shorter than this are not searched: they would match ordinary
+/// text, and a credential this short is no secret anyway. They are listed in
+/// [`ScanReport::too_short`].
+pub const MIN_SCANNED_LEN: usize = 8;
+
+/// How many bytes a scan reads at most by default (decompressed content
+/// counted): far above a static site's output, low enough that a
+/// decompression bomb or a stray disk image fails fast. See [`ScanOptions::max_bytes`].
+pub const DEFAULT_MAX_SCAN_BYTES: u64 = 1 << 30;
+
+/// Options of `scanForLeaks`.
+#[napi(object)]
+#[derive(Debug, Default, Clone)]
+pub struct ScanOptions {
+    /// The config file, relative to `cwd`. Default: `$TOKENRELAY_CONFIG`, else `tokenrelay.toml`.
+    pub config_path: Option<String>,
+    /// The site's directory: the scanned directory and the config are relative to it. Default: the current directory.
+    pub cwd: Option<String>,
+    /// Variables that override the process environment; `""` unsets one.
+    pub env: Option<HashMap<String, String>>,
+    /// Variables holding tokens handed to the build (e.g. by `prefetch`), whose values must not be published.
+    pub token_vars: Option<Vec<String>>,
+    /// How many bytes to read at most, decompressed content included; past
+    /// it the scan fails with `scan_too_large`. Default: 1 GiB.
+    pub max_bytes: Option<i64>,
+}
+
+/// The outcome of a scan.
+#[napi(object)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Every file that holds a secret, once per secret; empty when the output is clean.
+    pub leaks: Vec<Leak>,
+    /// Symbolic links pointing outside the directory: not followed, but
+    /// what they point to would be published. Empty when the output is clean.
+    pub outside_links: Vec<OutsideLink>,
+    /// How many files were read.
+    pub files_scanned: u32,
+    /// How many bytes were searched (decompressed content included).
+    pub bytes_scanned: i64,
+    /// How many secrets were searched for.
+    pub secrets_scanned: u32,
+    /// Variables whose values were too short to search for (under 8 characters).
+    pub too_short: Vec<String>,
+}
+
+/// A secret found in a file, named but never shown.
+#[napi(object)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak {
+    /// The file, relative to the scanned directory, with `/` separators.
+    pub file: String,
+    /// What was found: a token handed to the build, an upstream credential, or a store secret.
+    #[napi(ts_type = "'token' | 'credential' | 'store'")]
+    pub kind: String,
+    /// The environment variable whose value was found; absent for a token
+    /// this process handed out that no named variable holds.
+    pub variable: Option<String>,
+    /// A description for messages, e.g. `$API_SECRET (token.client_secret of upstream "getty")`.
+    pub secret: String,
+}
+
+/// A symbolic link whose target is outside the scanned directory.
+#[napi(object)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideLink {
+    /// The link, relative to the scanned directory, with `/` separators.
+    pub file: String,
+    /// Where it points (absolute).
+    pub target: String,
+}
+
+/// A value to search for. `Debug` never shows the value.
+struct Secret {
+    kind: &'static str,
+    variable: Option<String>,
+    description: String,
+    value: String,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret").field("variable", &self.variable).field("value", &"[REDACTED]").finish()
+    }
+}
+
+/// Runs `scanForLeaks` on `dir` (relative to the site's directory).
+pub async fn scan_for_leaks(dir: String, options: ScanOptions) -> Result<ScanReport, AddonError> {
+    let max_bytes = match options.max_bytes {
+        None => DEFAULT_MAX_SCAN_BYTES,
+        Some(n) => u64::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| AddonError::invalid_option("maxBytes", format!("{n} is not a positive number of bytes")))?,
+    };
+    let site =
+        Site::resolve(SiteOptions::of(&options.config_path, &options.cwd, &options.env), StoreChoice::AsConfigured)?;
+    let config = Config::load(&site.env)?;
+    let secrets = secrets(&site, &config, options.token_vars.as_deref().unwrap_or_default());
+    let root = site.dir.join(dir);
+    // Reading a whole publish directory blocks: keep it off the async workers.
+    tokio::task::spawn_blocking(move || scan(&root, secrets, max_bytes))
+        .await
+        .map_err(|e| AddonError::new(codes::SCAN_FAILED, format!("the scan stopped unexpectedly: {e}")))?
+}
+
+/// The secrets to look for, each value once: tokens first, then credentials, then store secrets.
+fn secrets(site: &Site, config: &Config, token_vars: &[String]) -> Vec<Secret> {
+    let named = |kind: &'static str, variable: &str, description: String| {
+        site.env.get(variable).map(|value| Secret {
+            kind,
+            variable: Some(variable.to_owned()),
+            description,
+            value: value.to_owned(),
+        })
+    };
+    let mut all: Vec<Secret> =
+        token_vars.iter().filter_map(|v| named("token", v, format!("the token in ${v}"))).collect();
+    crate::issued::each(|i| {
+        all.push(Secret {
+            kind: "token",
+            variable: None,
+            description: format!("a token of upstream \"{}\" handed out by {}", i.upstream, i.by),
+            value: i.token.expose().to_owned(),
+        });
+    });
+    for v in config.secret_vars() {
+        all.extend(named("credential", &v.name, format!("${} ({} of upstream \"{}\")", v.name, v.field, v.upstream)));
+    }
+    for v in [UPSTASH_VARS.1, VERCEL_KV_VARS.1, ENCRYPTION_KEY_VAR] {
+        all.extend(named("store", v, format!("${v} (shared store)")));
+    }
+    let mut out: Vec<Secret> = Vec::new();
+    for s in all {
+        if !out.iter().any(|o| o.value == s.value || (o.variable.is_some() && o.variable == s.variable)) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Searches every file under `root` for every secret, reading at most `max_bytes`.
+fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport, AddonError> {
+    if !root.is_dir() {
+        return Err(AddonError::new(
+            codes::SCAN_FAILED,
+            format!("{} is not a directory: check the publish directory", root.display()),
+        ));
+    }
+    let (searched, too_short): (Vec<Secret>, Vec<Secret>) =
+        secrets.into_iter().partition(|s| s.value.chars().count() >= MIN_SCANNED_LEN);
+    let forms: Vec<Vec<Vec<u8>>> = searched.iter().map(|s| forms::forms(&s.value)).collect();
+    let searcher = Searcher::new(&forms)
+        .map_err(|e| AddonError::new(codes::SCAN_FAILED, format!("cannot build the search: {e}")))?;
+    let walk = walk::walk(root).map_err(|e| unreadable(root, &e))?;
+
+    let mut report = ScanReport {
+        leaks: Vec::new(),
+        outside_links: walk
+            .outside
+            .into_iter()
+            .map(|l| OutsideLink { file: l.link, target: l.target.display().to_string() })
+            .collect(),
+        files_scanned: 0,
+        bytes_scanned: 0,
+        secrets_scanned: u32::try_from(searched.len()).unwrap_or(u32::MAX),
+        too_short: too_short.into_iter().filter_map(|s| s.variable).collect(),
+    };
+    let mut budget = max_bytes;
+    for file in walk.files {
+        let found = searcher.search_file(&file.path, &mut budget).map_err(|e| match e {
+            SearchError::Io(e) => unreadable(&file.path, &e),
+            SearchError::OverBudget => AddonError::new(
+                codes::SCAN_TOO_LARGE,
+                format!(
+                    "{} holds more than {max_bytes} bytes to search (decompressed .gz/.br content counted), \
+                     reached at {}: keep large files out of the published output, or raise the scan's maxBytes",
+                    root.display(),
+                    file.shown
+                ),
+            ),
+        })?;
+        report.files_scanned += 1;
+        for i in found {
+            let s = &searched[i];
+            report.leaks.push(Leak {
+                file: file.shown.clone(),
+                kind: s.kind.to_owned(),
+                variable: s.variable.clone(),
+                secret: s.description.clone(),
+            });
+        }
+    }
+    report.bytes_scanned = i64::try_from(max_bytes - budget).unwrap_or(i64::MAX);
+    Ok(report)
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> AddonError {
+    AddonError::new(codes::SCAN_FAILED, format!("cannot read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use base64::Engine;
+
+    use super::*;
+
+    const TOKEN: &str = "tok_0123456789/abc+def";
+
+    fn secret(kind: &'static str, variable: &str, value: &str) -> Secret {
+        Secret { kind, variable: Some(variable.into()), description: format!("${variable}"), value: value.into() }
+    }
+
+    fn write(root: &Path, file: &str, bytes: &[u8]) {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// (file, variable) of each finding.
+    fn found(root: &Path, secrets: Vec<Secret>) -> Vec<(String, String)> {
+        let report = scan(root, secrets, DEFAULT_MAX_SCAN_BYTES).unwrap();
+        report.leaks.into_iter().map(|l| (l.file, l.variable.unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn finds_a_secret_in_each_form_a_build_writes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let b64url = |s: &str| base64::engine::general_purpose::URL_SAFE.encode(s);
+        let cases = [
+            ("raw.js", format!("const t = '{TOKEN}';")),
+            ("upper.html", "<a href=\"/?t=tok_0123456789%2Fabc%2Bdef\">".to_owned()),
+            ("lower.html", "<a href=\"/?t=tok_0123456789%2fabc%2bdef\">".to_owned()),
+            ("form.txt", "t=tok_0123456789%2Fabc%2Bdef&x=1".to_owned()),
+            ("slash.json", "{\"t\":\"tok_0123456789\\/abc+def\"}".to_owned()),
+            ("unicode.json", "{\"t\":\"tok_0123456789\\u002Fabc+def\"}".to_owned()),
+            ("entity.html", "<p data-t=\"tok_0123456789&#x2F;abc+def\">".to_owned()),
+            ("basic.txt", format!("Authorization: Basic {}", b64(&format!("client:{TOKEN}")))),
+            ("b64-1.txt", b64(&format!("x{TOKEN}y"))),
+            ("b64-2.txt", b64(&format!("xy{TOKEN}"))),
+            ("b64url.txt", b64url(&format!("{{\"t\":\"{TOKEN}\"}}"))),
+            ("clean.html", "<p>tok_0123456789 abc def</p>".to_owned()),
+        ];
+        for (file, text) in &cases {
+            write(tmp.path(), file, text.as_bytes());
+        }
+        let hits: Vec<String> =
+            found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
+        let mut expected: Vec<&str> = cases.iter().map(|(f, _)| *f).filter(|f| *f != "clean.html").collect();
+        expected.sort();
+        assert_eq!(hits, expected);
+    }
+
+    #[test]
+    fn compressed_files_and_zip_entries_are_decoded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = format!("var t = \"{TOKEN}\";").repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(text.as_bytes()).unwrap();
+        write(tmp.path(), "app.js.gz", &gz.finish().unwrap());
+        let mut br = Vec::new();
+        brotli::CompressorWriter::new(&mut br, 4096, 11, 22).write_all(text.as_bytes()).unwrap();
+        write(tmp.path(), "app.js.br", &br);
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("index.html", deflated).unwrap();
+        zip.write_all(b"<p>clean</p>").unwrap();
+        zip.start_file("handler.mjs", deflated).unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+        write(tmp.path(), "functions/relay.zip", &zip.finish().unwrap().into_inner());
+        let hits: Vec<String> =
+            found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(hits, ["app.js.br", "app.js.gz", "functions/relay.zip"]);
+    }
+
+    #[test]
+    fn a_secret_across_read_chunks_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut text = vec![b'x'; (1 << 20) - 5];
+        text.extend_from_slice(TOKEN.as_bytes());
+        write(tmp.path(), "big.bin", &text);
+        assert_eq!(found(tmp.path(), vec![secret("token", "T", TOKEN)]).len(), 1);
+    }
+
+    #[test]
+    fn past_the_byte_limit_the_scan_fails_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a.txt", &[b'a'; 600]);
+        write(tmp.path(), "b.txt", &[b'b'; 600]);
+        let err = scan(tmp.path(), vec![secret("token", "T", TOKEN)], 1000).unwrap_err();
+        assert_eq!(err.code(), "scan_too_large");
+        assert!(
+            err.message().contains("more than 1000 bytes to search") && err.message().contains("at b.txt"),
+            "{err}"
+        );
+        assert_eq!(scan(tmp.path(), vec![], 1200).unwrap().bytes_scanned, 1200);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_outside_are_reported_and_what_links_inside_point_to_searched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "secret.txt", TOKEN.as_bytes());
+        write(tmp.path(), "real/app.js", TOKEN.as_bytes());
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), tmp.path().join("linked.txt")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("alias")).unwrap();
+        let report = scan(tmp.path(), vec![secret("token", "T", TOKEN)], DEFAULT_MAX_SCAN_BYTES).unwrap();
+        assert_eq!(report.leaks.iter().map(|l| l.file.as_str()).collect::<Vec<_>>(), ["real/app.js"]);
+        assert_eq!(report.outside_links.iter().map(|l| l.file.as_str()).collect::<Vec<_>>(), ["linked.txt"]);
+    }
+
+    #[test]
+    fn a_secret_inside_another_secret_is_still_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a.txt", b"prefix-client-secret-value-suffix");
+        let secrets =
+            vec![secret("token", "LONG", "prefix-client-secret-value"), secret("credential", "SHORT", "client-secret")];
+        let vars: Vec<String> = found(tmp.path(), secrets).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(vars, ["LONG", "SHORT"]);
+    }
+
+    #[test]
+    fn short_values_are_listed_not_searched() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "a.txt", b"id=abc");
+        let report = scan(tmp.path(), vec![secret("credential", "ID", "abc")], DEFAULT_MAX_SCAN_BYTES).unwrap();
+        assert_eq!((report.leaks.len(), report.secrets_scanned), (0, 0));
+        assert_eq!(report.too_short, ["ID"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_scan_failure_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = scan(&tmp.path().join("dist"), vec![], DEFAULT_MAX_SCAN_BYTES).unwrap_err();
+        assert_eq!(err.code(), "scan_failed");
+        assert!(err.message().contains("dist is not a directory: check the publish directory"), "{err}");
+    }
+
+    #[test]
+    fn debug_of_a_secret_hides_its_value() {
+        let shown = format!("{:?}", secret("token", "T", TOKEN));
+        assert!(shown.contains("[REDACTED]") && !shown.contains("tok_0123"), "{shown}");
+    }
+}

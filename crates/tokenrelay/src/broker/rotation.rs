@@ -1,0 +1,193 @@
+//! Rotation: single flight within the process, then across instances
+//! through the store's lock; the lock holder fetches and stores, the others
+//! wait for its token; background refresh of a token that is due.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::entry::Entry;
+use super::slot::Slot;
+use super::{Broker, shared_failure};
+use crate::error::{Error, Result};
+use crate::store::{StoreError, TokenState};
+use crate::token::{Outcome, Source, Token, retry};
+
+/// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
+const FIRST_POLL: Duration = Duration::from_millis(5);
+/// Longest pause between two looks at the store while waiting.
+const MAX_POLL: Duration = Duration::from_millis(400);
+/// When another instance holds the lock and our token is still valid, look
+/// again after this long instead of on every request.
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+impl Broker {
+    /// Refreshes `upstream`'s token in a background task, unless one already does.
+    pub(super) fn refresh_in_background(&self, upstream: &str) {
+        let Ok((_, slot)) = self.slot(upstream) else { return };
+        if slot.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (broker, upstream) = (self.clone(), upstream.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = broker.refresh(&upstream, true).await {
+                tracing::warn!(upstream, code = e.code(), error = %e, "background token refresh failed");
+            }
+            if let Ok((_, slot)) = broker.slot(&upstream) {
+                slot.refreshing.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    /// Single flight within the process, then across instances.
+    pub(super) async fn refresh(&self, upstream: &str, background: bool) -> Result<Token> {
+        let (source, slot) = self.slot(upstream)?;
+        let _flight = slot.flight.lock().await;
+        let now = SystemTime::now();
+        let current = slot.memory().clone().filter(|e| e.is_valid(now));
+        // Another task may have refreshed while this one waited for the guard.
+        if let Some(e) = current.as_ref().filter(|e| e.is_fresh(now) || !background) {
+            return Ok(e.token.clone().from(Outcome::Memory));
+        }
+        if let Some(err) = slot.cooling_down() {
+            return current.map(|e| e.token.from(Outcome::Memory)).ok_or(err);
+        }
+        let started = Instant::now();
+        match self.rotate(upstream, source, slot, current.as_ref()).await {
+            Ok((entry, outcome)) => {
+                tracing::info!(
+                    upstream,
+                    outcome = outcome.as_str(),
+                    valid_for_s = entry.ttl(SystemTime::now()).as_secs(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "token ready"
+                );
+                *slot.memory() = Some(entry.clone());
+                Ok(entry.token.from(outcome))
+            }
+            Err(err) => {
+                slot.cool_down(err.clone(), self.inner.config.cache.failure_cooldown);
+                match current {
+                    Some(e) => {
+                        tracing::warn!(upstream, code = err.code(), error = %err, "token refresh failed; serving the current token until it expires");
+                        Ok(e.token.from(Outcome::Memory))
+                    }
+                    None => Err(err),
+                }
+            }
+        }
+    }
+
+    /// Gets a fresh entry through the store, fetching it if this caller wins
+    /// the lock. `current` is this instance's still-valid token, if any: with
+    /// one, a caller never waits for another instance's refresh.
+    async fn rotate(
+        &self,
+        upstream: &str,
+        source: &Source,
+        slot: &Slot,
+        current: Option<&Entry>,
+    ) -> Result<(Entry, Outcome)> {
+        let cache = &self.inner.config.cache;
+        let store = &self.inner.store;
+        let owner = format!("{:032x}", fastrand::u128(..));
+        let deadline = Instant::now() + cache.wait_timeout;
+        let mut pause = FIRST_POLL;
+
+        let mut state = match store.read(&slot.keys).await {
+            Ok(v) => v,
+            Err(e) => return self.fetch_direct(upstream, source, e).await,
+        };
+        loop {
+            let now = SystemTime::now();
+            let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain));
+            if let Some(e) = stored.clone().filter(|e| e.is_fresh(now)) {
+                return Ok((e, Outcome::Store));
+            }
+            if let Some(err) = state.failure.as_deref().and_then(|raw| shared_failure::decode(upstream, raw)) {
+                return Err(err);
+            }
+            let (won, after) = match store.lock_and_read(&slot.keys, &owner, cache.lock_lease).await {
+                Ok(x) => x,
+                Err(e) => return self.fetch_direct(upstream, source, e).await,
+            };
+            if won {
+                return self.fetch_as_leader(upstream, source, slot, &owner, &after).await;
+            }
+            // Someone else is refreshing: keep serving a valid token meanwhile.
+            let valid = stored.or_else(|| current.cloned()).filter(|e| e.is_valid(now));
+            if let Some(e) = valid {
+                return Ok((e.retry_refresh_after(now, REFRESH_RETRY), Outcome::Store));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::TokenUnavailable {
+                    upstream: upstream.to_owned(),
+                    reason: format!(
+                        "waited {} for another instance to refresh the token",
+                        humantime::format_duration(cache.wait_timeout)
+                    ),
+                });
+            }
+            tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
+            pause = (pause * 2).min(MAX_POLL);
+            state = after;
+        }
+    }
+
+    /// This caller holds the lock: fetch, store, release, in that order.
+    async fn fetch_as_leader(
+        &self,
+        upstream: &str,
+        source: &Source,
+        slot: &Slot,
+        owner: &str,
+        after: &TokenState,
+    ) -> Result<(Entry, Outcome)> {
+        let cache = &self.inner.config.cache;
+        let store = &self.inner.store;
+        let now = SystemTime::now();
+        // The previous holder may have stored a token just before we locked.
+        if let Some(e) = after.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_fresh(now)) {
+            if let Err(err) = store.unlock(&slot.keys, owner).await {
+                tracing::warn!(upstream, error = %err, "could not release the refresh lock; it will expire");
+            }
+            return Ok((e, Outcome::Store));
+        }
+        let fetched_at = SystemTime::now();
+        match retry::fetch(source, &self.inner.http, upstream).await {
+            Ok(token) => {
+                let entry = Entry::new(token, fetched_at, cache);
+                let ttl = entry.ttl(SystemTime::now());
+                match store.put_token(&slot.keys, &entry.to_bytes(), ttl, owner).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        upstream,
+                        "the refresh lock's lease ran out during the fetch; not storing this token over a newer one"
+                    ),
+                    Err(err) => tracing::warn!(
+                        upstream,
+                        error = %err,
+                        "could not store the new token; other instances will fetch their own"
+                    ),
+                }
+                Ok((entry, Outcome::Fetched))
+            }
+            Err(err) => {
+                let value = shared_failure::encode(&err);
+                match store.put_failure(&slot.keys, &value, cache.failure_cooldown, owner).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(upstream, "the refresh lock's lease ran out; not sharing the failure"),
+                    Err(e) => tracing::warn!(upstream, error = %e, "could not share the token failure"),
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The store failed: degrade to a direct fetch, guarded in-process only.
+    async fn fetch_direct(&self, upstream: &str, source: &Source, cause: StoreError) -> Result<(Entry, Outcome)> {
+        tracing::warn!(upstream, error = %cause, "shared store unavailable; fetching the token directly");
+        let fetched_at = SystemTime::now();
+        let token = retry::fetch(source, &self.inner.http, upstream).await?;
+        Ok((Entry::new(token, fetched_at, &self.inner.config.cache), Outcome::Direct))
+    }
+}

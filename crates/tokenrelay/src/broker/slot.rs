@@ -1,0 +1,50 @@
+//! Per-upstream state: the in-process token (the memory level), the
+//! in-process single-flight guard, and the failure cooldown.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::entry::Entry;
+use crate::error::Error;
+use crate::store::TokenKeys;
+
+/// Per-upstream state.
+pub(super) struct Slot {
+    /// Where the store keeps this upstream's token, lock and failure.
+    pub(super) keys: TokenKeys,
+    memory: Mutex<Option<Entry>>,
+    /// In-process single flight.
+    pub(super) flight: tokio::sync::Mutex<()>,
+    pub(super) refreshing: AtomicBool,
+    /// The last failure and until when callers fail fast with it.
+    failure: Mutex<Option<(Instant, Error)>>,
+}
+
+impl Slot {
+    pub(super) fn new(keys: TokenKeys) -> Self {
+        Slot {
+            keys,
+            memory: Mutex::new(None),
+            flight: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The memory level: this instance's token, if any.
+    pub(super) fn memory(&self) -> MutexGuard<'_, Option<Entry>> {
+        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The last failure while its cooldown runs.
+    pub(super) fn cooling_down(&self) -> Option<Error> {
+        let failure = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failure.as_ref().filter(|(until, _)| Instant::now() < *until).map(|(_, e)| e.clone())
+    }
+
+    /// Fails fast with `err` for `for_`.
+    pub(super) fn cool_down(&self, err: Error, for_: Duration) {
+        *self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now() + for_, err));
+    }
+}

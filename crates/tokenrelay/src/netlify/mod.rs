@@ -1,0 +1,69 @@
+//! The Netlify function (feature `netlify`): a Lambda-runtime function taking
+//! and returning API Gateway v1-shaped JSON, reached through
+//! the `netlify.toml` rewrite of `/api/relay/*` to
+//! `/.netlify/functions/relay/:splat`. Its `main` is
+//!
+//! ```no_run
+//! /// The site's tokenrelay.toml, embedded by the crate's build script ("" without one).
+//! const CONFIG: &str = "";
+//! fn main() -> Result<(), tokenrelay::netlify::Error> {
+//!     tokenrelay::netlify::run(CONFIG)
+//! }
+//! ```
+//!
+//! Netlify functions answer with a whole body, so the relay's buffered mode
+//! is used: `relay.max_response_bytes` is enforced before anything is sent.
+
+mod event;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+
+use crate::broker::Broker;
+use crate::config::{CONFIG_PATH_VAR, Config, Env};
+use crate::relay::{Endpoint, Relay};
+
+/// What the function returns when the runtime stops with an error.
+pub use lambda_runtime::Error;
+
+/// Set to `true` by `netlify dev`; then `./.env` is read as well.
+const DEV_FLAG: &str = "NETLIFY_DEV";
+/// Netlify sets it from the connection.
+const CLIENT_IP_HEADER: &str = "x-nf-client-connection-ip";
+/// Where an embedded config says it came from, in errors.
+const EMBEDDED_NAME: &str = "tokenrelay.toml (embedded at build time)";
+
+/// Serves the relay until the platform stops the process, on a Tokio runtime
+/// of its own. Only the binary is deployed, so the site's `tokenrelay.toml`
+/// travels inside it as `embedded_config` (it holds no secrets: those are
+/// `{ env = … }` references). `$TOKENRELAY_CONFIG` wins over it; with neither,
+/// `./tokenrelay.toml` is read. An invalid config is answered with 500
+/// `misconfigured` and logged.
+pub fn run(embedded_config: &str) -> Result<(), Error> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(embedded_config))
+}
+
+async fn serve(embedded_config: &str) -> Result<(), Error> {
+    let env = crate::shell::start(DEV_FLAG, "true");
+    let endpoint = endpoint(&env, embedded_config);
+    lambda_runtime::run(service_fn(move |invocation: LambdaEvent<event::Event>| {
+        let endpoint = endpoint.clone();
+        async move { Ok::<_, Error>(handle(&endpoint, invocation).await) }
+    }))
+    .await
+}
+
+fn endpoint(env: &Env, embedded_config: &str) -> Endpoint {
+    if env.get(CONFIG_PATH_VAR).is_some() || embedded_config.is_empty() {
+        return Endpoint::from_env(env);
+    }
+    Config::parse(embedded_config, EMBEDDED_NAME, env)
+        .and_then(|config| Broker::new(config, env))
+        .map(Relay::new)
+        .into()
+}
+
+async fn handle(endpoint: &Endpoint, invocation: LambdaEvent<event::Event>) -> event::Answer {
+    let mut request = invocation.payload.into_request();
+    crate::shell::identify(&mut request, CLIENT_IP_HEADER, Some(invocation.context.request_id));
+    event::Answer::from(endpoint.handle_buffered(request).await)
+}

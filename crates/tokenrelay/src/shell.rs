@@ -1,0 +1,27 @@
+//! What the Vercel and Netlify functions share (features `vercel` and
+//! `netlify`): log setup, the environment, and the request extensions set
+//! from platform headers.
+
+use http::Request;
+
+use crate::config::Env;
+use crate::relay::{self, ClientIp, RequestId};
+
+/// Prepares the process: JSON logs on stderr, and the environment, with
+/// `./.env` read too when `dev_flag` has the value the platform's local
+/// tooling sets (`vercel dev`, `netlify dev`), never in production.
+pub(crate) fn start(dev_flag: &str, dev_value: &str) -> Env {
+    relay::init_logging();
+    if std::env::var(dev_flag).as_deref() == Ok(dev_value) { Env::local() } else { Env::process() }
+}
+
+/// Marks `request` with the client IP from `ip_header` (one the platform sets
+/// from the connection, replacing the visitor's) and with `request_id`.
+pub(crate) fn identify<B>(request: &mut Request<B>, ip_header: &str, request_id: Option<String>) {
+    if let Some(ip) = ClientIp::from_header(request.headers(), ip_header) {
+        request.extensions_mut().insert(ip);
+    }
+    if let Some(id) = request_id {
+        request.extensions_mut().insert(RequestId(id));
+    }
+}

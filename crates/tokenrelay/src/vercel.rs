@@ -1,0 +1,101 @@
+//! The Vercel function (feature `vercel`): a site's `api/relay.rs` is
+//!
+//! ```no_run
+//! fn main() -> Result<(), tokenrelay::vercel::Error> {
+//!     tokenrelay::vercel::run()
+//! }
+//! ```
+//!
+//! declared as a `[[bin]]` of the site's root `Cargo.toml`, where Vercel's
+//! Rust builder (`@vercel/rust`) looks, and reached through the `vercel.json`
+//! rewrite of `/api/relay/:path*` to `/api/relay`. `vercel_runtime` 2.x serves
+//! HTTP on `127.0.0.1:$VERCEL_DEV_PORT` (default 3000); answers stream.
+
+use http_body_util::BodyExt;
+use vercel_runtime::{Request, Response, ResponseBody, service_fn};
+
+use crate::relay::{Endpoint, MOUNT};
+
+/// What the function returns when the runtime stops with an error.
+pub use vercel_runtime::Error;
+
+/// Set to `1` by Vercel's local tooling; then `./.env` is read as well.
+const DEV_FLAG: &str = "VERCEL_DEV";
+/// Vercel sets it from the connection, replacing whatever the client sent.
+const CLIENT_IP_HEADER: &str = "x-real-ip";
+/// Vercel's id of the request.
+const REQUEST_ID_HEADER: &str = "x-vercel-id";
+/// The parameter of the vercel.json rewrite `/api/relay/:path*`: Vercel appends
+/// what it matched to the query (`?path=getty%2Fsearch%2Fimages`).
+const REWRITE_PARAM: &str = "path";
+
+/// Serves the relay until the platform stops the process, on a Tokio runtime
+/// of its own. The config is `$TOKENRELAY_CONFIG` or `./tokenrelay.toml`
+/// (vercel.json's `includeFiles` ships it beside the executable); an invalid
+/// one is answered with 500 `misconfigured` and logged.
+pub fn run() -> Result<(), Error> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
+    let endpoint = Endpoint::from_env(&crate::shell::start(DEV_FLAG, "1"));
+    vercel_runtime::run(service_fn(move |request: Request| {
+        let endpoint = endpoint.clone();
+        async move { Ok::<_, Error>(handle(&endpoint, request).await) }
+    }))
+    .await
+}
+
+async fn handle(endpoint: &Endpoint, mut request: Request) -> Response<ResponseBody> {
+    if let Some(uri) = without_rewrite_param(request.uri()) {
+        *request.uri_mut() = uri;
+    }
+    let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    crate::shell::identify(&mut request, CLIENT_IP_HEADER, id);
+    let response = endpoint.handle(request).await;
+    response.map(|body| ResponseBody(body.map_err(|e| Box::new(e) as Error).boxed()))
+}
+
+/// The URI without the parameter the rewrite appended: the last query
+/// parameter, when it is `path=` followed by exactly the path below the
+/// mount. A visitor's own `path` parameter is left alone.
+fn without_rewrite_param(uri: &http::Uri) -> Option<http::Uri> {
+    let rest = uri.path().strip_prefix(MOUNT)?.strip_prefix('/')?;
+    let query = uri.query()?;
+    let (kept, last) = query.rsplit_once('&').map_or(("", query), |(k, l)| (k, l));
+    let (name, value) = url::form_urlencoded::parse(last.as_bytes()).next()?;
+    let rest = percent_encoding::percent_decode_str(rest).decode_utf8().ok()?;
+    if name != REWRITE_PARAM || value != rest {
+        return None;
+    }
+    let path_and_query = if kept.is_empty() { uri.path().to_owned() } else { format!("{}?{kept}", uri.path()) };
+    path_and_query.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(uri: &str) -> Option<String> {
+        without_rewrite_param(&uri.parse().unwrap()).map(|u| u.to_string())
+    }
+
+    #[test]
+    fn the_appended_rewrite_parameter_is_removed() {
+        assert_eq!(
+            strip("/api/relay/getty/search/images?path=getty%2Fsearch%2Fimages").unwrap(),
+            "/api/relay/getty/search/images"
+        );
+        assert_eq!(
+            strip("/api/relay/getty/search/images?phrase=cats&path=getty%2Fsearch%2Fimages").unwrap(),
+            "/api/relay/getty/search/images?phrase=cats"
+        );
+    }
+
+    #[test]
+    fn a_visitors_own_path_parameter_is_kept() {
+        assert!(strip("/api/relay/getty/search/images?path=other").is_none());
+        assert!(strip("/api/relay/getty/search/images?path=getty%2Fsearch%2Fimages&page=2").is_none());
+        assert!(strip("/api/relay/getty/search/images").is_none());
+    }
+}

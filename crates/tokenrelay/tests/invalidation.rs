@@ -1,0 +1,68 @@
+//! A 401 that a new token cannot cure must not rotate the token on every
+//! request: young tokens are kept, and invalidations are budgeted per
+//! upstream across instances, in the store (real Redis behind the Upstash
+//! REST protocol).
+
+mod common;
+
+use common::{Rig, bounded};
+use tokenrelay::Outcome;
+
+fn config(rig: &Rig, min_token_age: &str, per_hour: u32) -> String {
+    rig.config(&format!("invalidations_per_hour = {per_hour}"))
+        .replace("min_token_age = \"0s\"", &format!("min_token_age = \"{min_token_age}\""))
+}
+
+#[tokio::test]
+async fn a_token_younger_than_the_minimum_age_is_kept_by_every_instance() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let text = config(&rig, "1h", 10);
+        let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
+        let token = a.token("api").await.unwrap();
+        assert!(!a.invalidate("api", &token).await.unwrap(), "kept from memory");
+        // B knows the token's age from the store only.
+        let seen_by_b = b.token("api").await.unwrap();
+        assert_eq!(seen_by_b.outcome(), Outcome::Store);
+        let fresh_b = rig.broker_with(&text, &rig.env());
+        assert!(!fresh_b.invalidate("api", &token).await.unwrap(), "kept by an instance that never held it");
+        assert_eq!(a.token("api").await.unwrap().expose(), token.expose());
+        assert_eq!(rig.tokens.calls(), 1, "no token was fetched again");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalidations_are_budgeted_per_upstream_across_instances() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let text = config(&rig, "0s", 2);
+        let brokers = [rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env())];
+        let mut dropped = Vec::new();
+        for i in 0..6 {
+            let broker = &brokers[i % 2];
+            let token = broker.token("api").await.unwrap();
+            dropped.push(broker.invalidate("api", &token).await.unwrap());
+        }
+        assert_eq!(dropped, [true, true, false, false, false, false]);
+        assert_eq!(rig.tokens.calls(), 3, "the first token and one per spent invalidation");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_401_for_a_replaced_token_spends_no_budget() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let text = config(&rig, "0s", 1);
+        let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
+        let old = a.token("api").await.unwrap();
+        assert!(b.invalidate("api", &b.token("api").await.unwrap()).await.unwrap());
+        let newer = b.token("api").await.unwrap();
+        // A still holds the old token: dropping it costs nothing, and A moves on to the newer one.
+        assert!(a.invalidate("api", &old).await.unwrap());
+        assert_eq!(a.token("api").await.unwrap().expose(), newer.expose());
+        assert_eq!(rig.tokens.calls(), 2);
+    })
+    .await;
+}
