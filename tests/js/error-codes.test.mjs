@@ -1,5 +1,6 @@
 // One list of error codes: the Rust sources are the truth (the core's
-// `Error::code`, the relay's `RelayError::code`, the addon's `codes` module),
+// `Error::code`, the relay's `RelayError::code`, the addon's and `init`'s
+// `codes` modules),
 // and every list written out by hand elsewhere must match them exactly:
 // index.js's ERROR_CODES, index.d.ts's ErrorCode, the Netlify plugin's fix
 // table, and the README's error-code tables. A code added in Rust and
@@ -48,7 +49,13 @@ function rustCodes(/** @type {string} */ file) {
 
 const CORE = rustCodes("crates/tokenrelay/src/error.rs");
 const RELAY = rustCodes("crates/tokenrelay/src/relay/error.rs");
-const ADDON = set(all(section("crates/tokenrelay-node/src/error.rs", /pub mod codes \{/, /\n\}\n/), /: &str = "([a-z_]+)";/g));
+/** The codes of a `pub mod codes` block (the addon's and `init`'s own). */
+const codesModule = (/** @type {string} */ file) =>
+  all(section(file, /pub mod codes \{/, /\n\}\n/), /: &str = "([a-z_]+)";/g);
+const ADDON = set([
+  ...codesModule("crates/tokenrelay-node/src/error.rs"),
+  ...codesModule("crates/tokenrelay-node/src/init/mod.rs"),
+]);
 /** Thrown by index.js itself when no native binary loads (the addon cannot say it). */
 const LOADER = ["unsupported_platform"];
 /** Every code a TokenrelayError can carry. */
@@ -59,7 +66,7 @@ describe("error codes", () => {
     // Guards the parsing above: an empty or partial read would make every check below vacuous.
     for (const code of ["config_unreadable", "missing_env", "token_unavailable"]) assert.ok(CORE.includes(code), code);
     for (const code of ["path_rejected", "rate_limited", "upstream_timeout"]) assert.ok(RELAY.includes(code), code);
-    for (const code of ["invalid_options", "scan_failed"]) assert.ok(ADDON.includes(code), code);
+    for (const code of ["invalid_options", "scan_failed", "init_conflict"]) assert.ok(ADDON.includes(code), code);
   });
 
   test("index.js's ERROR_CODES lists exactly the JS codes", () => {

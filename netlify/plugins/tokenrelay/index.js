@@ -48,6 +48,9 @@ const FIXES = {
     "Install tokenrelay with its optional dependencies (not `npm install --no-optional` or `--omit=optional`), on a platform it has a binary for.",
   scan_too_large:
     "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
+  init_conflict: "Resolve the conflict named in the file, then run `npx tokenrelay init` again; nothing was changed.",
+  init_platform_unknown: "Pass `--platform netlify` or `--platform vercel` to `npx tokenrelay init`.",
+  init_failed: "Check that the named file of the site is readable, valid and writable.",
   cache_purge_failed:
     "Purge only upstreams that have a route with `cache` in tokenrelay.toml, with a path prefix starting with '/', and check that the store is reachable; then purge again.",
 };
