@@ -232,6 +232,8 @@ mod tests {
         assert_eq!(refusal(StatusCode::OK, &headers(&[("cache-control", "no-store")]), &p), Some("no-store"));
         assert_eq!(refusal(StatusCode::OK, &private, &policy(true)), None, "override keeps it");
         assert_eq!(refusal(StatusCode::OK, &headers(&[("vary", "Accept, *")]), &policy(true)), Some("vary"));
+        let events = headers(&[("content-type", "text/event-stream; charset=utf-8")]);
+        assert_eq!(refusal(StatusCode::OK, &events, &policy(true)), Some("event-stream"), "relayed as it comes");
     }
 
     #[test]
