@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Packs what a release publishes, as a user would get it, into target/packages/:
 #   tokenrelay-<v>.tgz                   the npm package: JS loader, types, CLI; no binary
-#   tokenrelay-linux-x64-gnu-<v>.tgz     its platform package: the one .node binary
+#   tokenrelay-linux-x64-gnu-<v>.tgz     its platform package: the one .node binary and
+#                                        netlify-relay, the prebuilt Netlify function
 #   netlify-plugin-tokenrelay-<v>.tgz    the Netlify build plugin
 #   tokenrelay-<v>.crate                 the core crate
-# Needs the release addon from `scripts/build-linux.sh addon`. Only linux-x64-gnu is
+# Needs the release addon from `scripts/build-linux.sh addon` and the function from
+# `scripts/build-linux.sh bin -p tokenrelay-netlify --bin netlify-relay`. Only linux-x64-gnu is
 # built on this machine; the release workflow (.github/workflows/release.yml) packs
 # every platform. tests/js/packed-install.test.mjs installs these outside the checkout.
 set -euo pipefail
@@ -24,6 +26,9 @@ echo '{ "binaryName": "tokenrelay", "targets": ["x86_64-unknown-linux-gnu"] }' >
 (cd crates/tokenrelay-node &&
   ../../node_modules/.bin/napi artifacts --config-path "../../$out/napi-linux-x64-gnu.json" --output-dir . &&
   ../../node_modules/.bin/napi pre-publish --config-path "../../$out/napi-linux-x64-gnu.json" -t npm --no-gh-release --dry-run)
+
+# The Netlify plugin places this binary (netlify/plugins/tokenrelay/relay-function.js).
+cp target/glibc-2.17/x86_64-unknown-linux-gnu/release/netlify-relay crates/tokenrelay-node/npm/linux-x64-gnu/
 
 for dir in crates/tokenrelay-node crates/tokenrelay-node/npm/linux-x64-gnu netlify/plugins/tokenrelay; do
   (cd "$dir" && npm pack --silent --pack-destination "$OLDPWD/$out" >/dev/null)
