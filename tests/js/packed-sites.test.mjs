@@ -8,6 +8,9 @@
 // placed as the Lambda `bootstrap` of .netlify/functions/relay.zip; the test
 // runs that bootstrap under a Lambda Runtime API stand-in
 // (lambda-runtime-api.mjs), then serves the same site with `netlify dev`.
+// Vercel: `vercel build` offline compiles the api/relay.rs init wrote against
+// the packed crate (cargo is needed there, as on Vercel's build image), and
+// the built executable relays a request as Vercel runs it.
 // What init writes and keeps is specified in init.test.mjs; here each site's
 // own files are checked to survive init and a second init to change nothing.
 //
@@ -23,13 +26,15 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { startLambda } from "./lambda-runtime-api.mjs";
-import { installTarballs, NETLIFY, run, RUN_TIMEOUT_MS, siteConfig, siteEnv, TARBALL } from "./packed.mjs";
+import { CRATE, installTarballs, NETLIFY, run, RUN_TIMEOUT_MS, siteConfig, siteEnv, TARBALL, VERSION } from "./packed.mjs";
 import { freePort, ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll, waitFor } from "./stand-ins.mjs";
 
 const FIXTURES = path.join(ROOT, "tests", "js", "fixtures", "sites");
 const TEST = { timeout: RUN_TIMEOUT_MS + 10_000 };
 /** npm install of the tarballs, then init twice. */
 const SETUP_TIMEOUT_MS = 240_000;
+/** A release build of tokenrelay and the function over dependencies already compiled (all of them from cold: ~10 min). */
+const VERCEL_BUILD_TIMEOUT_MS = 900_000;
 const CLIENT = { clientId: "sites-client-0b7d", clientSecret: "sites-secret-93fa-keep-out-of-logs" };
 const key = randomBytes(32).toString("base64");
 /** The request a page makes, and what stand-in-api answers it with. */
@@ -42,7 +47,7 @@ let secrets = /** @type {string[]} */ ([]);
 let config = "";
 
 before(async () => {
-  for (const file of Object.values(TARBALL)) {
+  for (const file of [...Object.values(TARBALL), CRATE]) {
     assert.ok(existsSync(file), `${file} is missing: see the Run line at the top of this file`);
   }
   work = mkdtempSync(path.join(tmpdir(), "tokenrelay-sites-"));
@@ -85,12 +90,22 @@ function snapshot(dir, prefix = "") {
   return files;
 }
 
+/** Whether every line of `before` is in `after`, unchanged and in the same order. */
+function keepsLines(/** @type {string} */ before, /** @type {string} */ after) {
+  const lines = after.split("\n");
+  let at = 0;
+  return before.split("\n").every((line) => {
+    while (at < lines.length && lines[at] !== line) at++;
+    return at++ < lines.length;
+  });
+}
+
 /**
  * Copies fixture `name` outside the checkout, installs the tarballs, and runs
  * `npx tokenrelay init --platform <platform> --yes` twice: every file the site
- * had keeps its bytes (`merged` files keep them as a prefix, the rest
- * appended), and the second run changes nothing. Then the site's
- * tokenrelay.toml is pointed at stand-in-api.
+ * had keeps its bytes (`merged` files keep each of their lines, in order,
+ * around what init adds), and the second run changes nothing. Then the
+ * site's tokenrelay.toml is pointed at stand-in-api.
  * @param {string} name
  * @param {"netlify" | "vercel"} platform
  * @param {string[]} merged the site's files init adds to
@@ -107,7 +122,7 @@ async function setUp(name, platform, merged, env) {
   assert.equal(first.status, 0, first.output);
   const written = snapshot(site);
   for (const [file, bytes] of before) {
-    if (merged.includes(file)) assert.ok(written.get(file)?.startsWith(bytes), `init changed ${file}'s own settings:\n${written.get(file)}`);
+    if (merged.includes(file)) assert.ok(keepsLines(bytes, written.get(file) ?? ""), `init changed ${file}'s own settings:\n${written.get(file)}`);
     else assert.equal(written.get(file), bytes, `init changed ${file}`);
   }
   const second = await run("npx", init, { cwd: site, env });
@@ -225,3 +240,76 @@ for (const { name, publish, settings } of [
     });
   });
 }
+
+describe("vercel: a site with its own vercel.json, the function compiled by Vercel's Rust builder from the packed crate", () => {
+  let site = "";
+  let env = /** @type {Record<string, string>} */ ({});
+
+  before(async () => {
+    env = siteEnv(vars);
+    site = await setUp("vercel-settings", "vercel", ["vercel.json", ".gitignore"], env);
+    // Nothing is published: the crate comes from its packed archive, as crates.io would serve it.
+    const crates = path.join(work, "crates");
+    mkdirSync(crates);
+    execFileSync("tar", ["-xzf", CRATE, "-C", crates]);
+    const manifest = path.join(site, "Cargo.toml");
+    writeFileSync(
+      manifest,
+      `${readFileSync(manifest, "utf8")}\n[patch.crates-io]\ntokenrelay = { path = ${JSON.stringify(path.join(crates, `tokenrelay-${VERSION}`))} }\n`,
+    );
+    // The workspace's versions, so that the shared target directory below has them compiled.
+    cpSync(path.join(ROOT, "Cargo.lock"), path.join(site, "Cargo.lock"));
+    // Linked to no real project: the offline link tests/vercel.rs uses.
+    mkdirSync(path.join(site, ".vercel"));
+    cpSync(path.join(ROOT, "tests", "fixtures", "vercel", "project.json"), path.join(site, ".vercel", "project.json"));
+  }, { timeout: SETUP_TIMEOUT_MS });
+
+  test("vercel build compiles api/relay.rs, and the built function relays a request", { timeout: VERCEL_BUILD_TIMEOUT_MS + 30_000 }, async () => {
+    const rust = Object.fromEntries(Object.entries(process.env).filter(([name]) => /^(CARGO_HOME|RUSTUP_HOME|RUSTUP_TOOLCHAIN)$/.test(name)));
+    const build = await run(path.join(ROOT, "node_modules", ".bin", "vercel"), ["build", "--yes"], {
+      cwd: site,
+      env: {
+        ...env,
+        ...rust,
+        // Vercel's builder needs cargo: this is where the user needs Rust (on Vercel's build image).
+        PATH: /** @type {string} */ (process.env.PATH),
+        // The release build scripts/test.sh made for tests/vercel.rs (`cargo build --release --bin relay`):
+        // the same dependencies at the same versions and features, so only tokenrelay and the function compile.
+        CARGO_TARGET_DIR: path.join(ROOT, "target"),
+        VERCEL_TELEMETRY_DISABLED: "1",
+        VERCEL_BUILD_IMAGE: "1",
+      },
+      timeoutMs: VERCEL_BUILD_TIMEOUT_MS,
+    });
+    assert.equal(build.status, 0, build.output);
+    const func = JSON.parse(readFileSync(path.join(site, ".vercel", "output", "functions", "api", "relay.func", ".vc-config.json"), "utf8"));
+    assert.deepEqual([func.runtime, func.runtimeLanguage, func.filePathMap["tokenrelay.toml"]], ["executable", "rust", "tokenrelay.toml"]);
+    const routes = JSON.parse(readFileSync(path.join(site, ".vercel", "output", "config.json"), "utf8")).routes;
+    const relay = routes.findIndex((/** @type {{ dest?: string }} */ r) => r.dest === "/api/relay?path=$1");
+    const fallback = routes.findIndex((/** @type {{ dest?: string }} */ r) => r.dest === "/index.html");
+    assert.ok(relay >= 0 && relay < fallback, `the relay's rewrite must come before the site's catch-all: ${JSON.stringify(routes)}`);
+
+    // As Vercel runs it: HTTP on VERCEL_DEV_PORT, tokenrelay.toml beside it (includeFiles).
+    const port = await freePort();
+    const executable = path.join(site, func.filePathMap.executable);
+    const child = spawn(executable, [], { cwd: site, env: { ...vars, VERCEL_DEV_PORT: String(port) }, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    try {
+      let answer = { status: 0, body: "" };
+      // The rewrite appends what `/api/relay/:path*` matched as `path`.
+      const url = `http://127.0.0.1:${port}${SEARCH.path}?${SEARCH.query}&path=${encodeURIComponent("getty/search/images")}`;
+      await waitFor("the Vercel function relays the search", RUN_TIMEOUT_MS, async () => {
+        if (child.exitCode !== null) throw new Error(`the function exited with ${child.exitCode}:\n${output}`);
+        answer = await fetch(url).then(async (r) => ({ status: r.status, body: await r.text() }), () => answer);
+        return answer.status !== 0;
+      });
+      assert.equal(answer.status, 200, `${answer.body}\n${output}`);
+      assertSearchResult(answer.body);
+      assertNoSecret(build.output + output);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+});
