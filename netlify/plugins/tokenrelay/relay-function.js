@@ -50,7 +50,8 @@ export function ownRelayFunction(functionsSrc) {
  */
 export function prebuiltBinary() {
   try {
-    return createRequire(import.meta.resolve("tokenrelay")).resolve(BINARY);
+    const require = createRequire(import.meta.url);
+    return createRequire(require.resolve("tokenrelay")).resolve(BINARY);
   } catch {
     return undefined;
   }

@@ -44,7 +44,9 @@ pub(crate) fn read(exe: &Path) -> Result<Option<String>> {
         return Err(damaged("its length is out of range"));
     }
     let mut text = vec![0u8; length as usize];
-    file.seek(SeekFrom::Start(size - TRAILER_LEN - length)).and_then(|_| file.read_exact(&mut text)).map_err(unreadable)?;
+    file.seek(SeekFrom::Start(size - TRAILER_LEN - length))
+        .and_then(|_| file.read_exact(&mut text))
+        .map_err(unreadable)?;
     String::from_utf8(text).map(Some).map_err(|_| damaged("it is not UTF-8"))
 }
 
