@@ -17,6 +17,11 @@ version=$(node -p 'require("./crates/tokenrelay-node/package.json").version')
 rm -rf "$out"
 mkdir -p "$out"
 
+# The prebuilt Netlify function goes in the platform package beside the addon
+# (listed in its `files`; napi's pre-publish below checks every listed file is there).
+# The Netlify plugin places it (netlify/plugins/tokenrelay/relay-function.js).
+cp target/glibc-2.17/x86_64-unknown-linux-gnu/release/netlify-relay crates/tokenrelay-node/npm/linux-x64-gnu/
+
 # napi's own copy step fills npm/linux-x64-gnu with the binary. `napi artifacts`
 # insists on every target in package.json, so it is given a config naming the one
 # built here (the release workflow runs it with all of them).
@@ -26,9 +31,6 @@ echo '{ "binaryName": "tokenrelay", "targets": ["x86_64-unknown-linux-gnu"] }' >
 (cd crates/tokenrelay-node &&
   ../../node_modules/.bin/napi artifacts --config-path "../../$out/napi-linux-x64-gnu.json" --output-dir . &&
   ../../node_modules/.bin/napi pre-publish --config-path "../../$out/napi-linux-x64-gnu.json" -t npm --no-gh-release --dry-run)
-
-# The Netlify plugin places this binary (netlify/plugins/tokenrelay/relay-function.js).
-cp target/glibc-2.17/x86_64-unknown-linux-gnu/release/netlify-relay crates/tokenrelay-node/npm/linux-x64-gnu/
 
 for dir in crates/tokenrelay-node crates/tokenrelay-node/npm/linux-x64-gnu netlify/plugins/tokenrelay; do
   (cd "$dir" && npm pack --silent --pack-destination "$OLDPWD/$out" >/dev/null)

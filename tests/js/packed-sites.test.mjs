@@ -90,11 +90,15 @@ function snapshot(dir, prefix = "") {
   return files;
 }
 
-/** Whether every line of `before` is in `after`, unchanged and in the same order. */
+/**
+ * Whether every line of `before` is in `after`, unchanged and in the same
+ * order, but for a trailing comma (JSON gains one where init adds a key after).
+ */
 function keepsLines(/** @type {string} */ before, /** @type {string} */ after) {
-  const lines = after.split("\n");
+  const bare = (/** @type {string} */ text) => text.split("\n").map((l) => l.replace(/,$/, ""));
+  const lines = bare(after);
   let at = 0;
-  return before.split("\n").every((line) => {
+  return bare(before).every((line) => {
     while (at < lines.length && lines[at] !== line) at++;
     return at++ < lines.length;
   });
@@ -164,7 +168,7 @@ function assertSearchResult(/** @type {string} */ body) {
  */
 async function relayThroughNetlifyDev(site, env, publish) {
   const port = await freePort();
-  const args = ["dev", "--offline", "--internal-disable-edge-functions", "--dir", publish, "--port", String(port)];
+  const args = ["dev", "--offline", "--internal-disable-edge-functions", "--no-open", "--dir", publish, "--port", String(port)];
   const child = spawn(NETLIFY, args, { cwd: site, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
   child.stdout.on("data", (d) => (output += d));

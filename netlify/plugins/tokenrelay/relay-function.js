@@ -14,6 +14,7 @@ import { readdirSync } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** The function's name: `/.netlify/functions/relay`, as a site building it from source names it. */
 export const FUNCTION_NAME = "relay";
@@ -87,7 +88,8 @@ export async function placeRelayFunction(binary, configPath, dir) {
  * @returns {Promise<string>} the function file written
  */
 export async function placeDevFunction(binary, dir, siteDir) {
-  const runner = new URL("./dev-function.js", import.meta.url).href;
+  // A path, not a file: URL: netlify dev bundles the function with esbuild, which resolves paths only.
+  const runner = fileURLToPath(new URL("./dev-function.js", import.meta.url));
   const dest = path.join(dir, `${FUNCTION_NAME}.mjs`);
   await mkdir(dir, { recursive: true });
   await rm(path.join(dir, FUNCTION_NAME), { force: true, recursive: true });
