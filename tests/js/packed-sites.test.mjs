@@ -242,6 +242,25 @@ for (const { name, publish, settings } of [
       assert.match(output, /tokenrelay: relay function placed at \.netlify\/functions-internal\/relay\.mjs/);
       assertNoSecret(output);
     });
+
+    if (name === "static") {
+      test("a site with a relay function of its own (built from source) gets neither the prebuilt one nor a route", TEST, async () => {
+        const own = path.join(site, "netlify", "functions", "relay");
+        mkdirSync(path.join(own, "src"), { recursive: true });
+        writeFileSync(path.join(own, "Cargo.toml"), '[package]\nname = "relay"\nversion = "0.1.0"\n');
+        writeFileSync(path.join(own, "src", "main.rs"), "fn main() {}\n");
+        try {
+          const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
+          assert.equal(status, 0, output);
+          assert.match(output, /tokenrelay: the site has its own relay function \(netlify\/functions\/relay\); the prebuilt one is not placed/);
+          // Nor what the build and netlify dev above placed.
+          for (const placed of ["relay", "relay.mjs"]) assert.ok(!existsSync(path.join(site, ".netlify", "functions-internal", placed)), placed);
+          assert.doesNotMatch(output, /routed from \/api\/relay/);
+        } finally {
+          rmSync(path.join(site, "netlify"), { recursive: true, force: true });
+        }
+      });
+    }
   });
 }
 

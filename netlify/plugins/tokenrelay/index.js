@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 
-import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebuiltBinary } from "./relay-function.js";
+import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebuiltBinary, removePlaced } from "./relay-function.js";
 
 /**
  * @typedef {object} Inputs
@@ -134,6 +134,7 @@ async function provideTokens({ inputs, utils }) {
  * @param {boolean} dev
  */
 async function provideRelayFunction({ inputs, constants, netlifyConfig, utils }, dev) {
+  await removePlaced(constants.INTERNAL_FUNCTIONS_SRC);
   if (inputs.relayFunction === false) return;
   const own = ownRelayFunction(constants.FUNCTIONS_SRC);
   if (own) {

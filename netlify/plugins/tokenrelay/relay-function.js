@@ -59,6 +59,15 @@ export function prebuiltBinary() {
 }
 
 /**
+ * Removes what an earlier build or `netlify dev` placed in `dir`: the binary
+ * and the dev function would otherwise both be a function named `relay`.
+ * @param {string} dir
+ */
+export async function removePlaced(dir) {
+  await Promise.all([FUNCTION_NAME, `${FUNCTION_NAME}.mjs`].map((f) => rm(path.join(dir, f), { force: true, recursive: true })));
+}
+
+/**
  * Writes `binary` with `config` appended to `dir/relay` (executable).
  * @param {string} binary
  * @param {string} configPath
@@ -71,7 +80,6 @@ export async function placeRelayFunction(binary, configPath, dir) {
   length.writeBigUInt64LE(BigInt(config.length));
   const dest = path.join(dir, FUNCTION_NAME);
   await mkdir(dir, { recursive: true });
-  await rm(dest, { force: true, recursive: true });
   await copyFile(binary, dest);
   await writeFile(dest, Buffer.concat([config, length, MAGIC]), { flag: "a" });
   await chmod(dest, 0o755);
@@ -92,7 +100,6 @@ export async function placeDevFunction(binary, dir, siteDir) {
   const runner = fileURLToPath(new URL("./dev-function.js", import.meta.url));
   const dest = path.join(dir, `${FUNCTION_NAME}.mjs`);
   await mkdir(dir, { recursive: true });
-  await rm(path.join(dir, FUNCTION_NAME), { force: true, recursive: true });
   await writeFile(
     dest,
     [
