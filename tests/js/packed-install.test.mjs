@@ -6,7 +6,8 @@
 // and `netlify build --offline` with the plugin loaded from node_modules,
 // against stand-in-api's token endpoint and redis-server behind upstash-local.
 //
-// Run: bash scripts/build-linux.sh addon && bash scripts/pack.sh && node --test tests/js/packed-install.test.mjs
+// Run: bash scripts/build-linux.sh addon && bash scripts/build-linux.sh bin -p tokenrelay-netlify --bin netlify-relay \
+//      && bash scripts/pack.sh && node --test tests/js/packed-install.test.mjs
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -43,7 +44,7 @@ const key = randomBytes(32).toString("base64");
 describe("the packed packages", () => {
   before(() => {
     for (const file of [...Object.values(TARBALL), CRATE]) {
-      assert.ok(existsSync(file), `${file} is missing: run bash scripts/build-linux.sh addon && bash scripts/pack.sh`);
+      assert.ok(existsSync(file), `${file} is missing: see the Run line at the top of this file`);
     }
   });
 
