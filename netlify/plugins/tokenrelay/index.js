@@ -27,7 +27,7 @@ import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebu
  *
  * @typedef {object} EventOptions
  * @property {Inputs} inputs
- * @property {{ build: { environment: Record<string, string> }, redirects: Array<{ from?: string }> }} netlifyConfig
+ * @property {{ build: { environment: Record<string, string> }, redirects: Array<{ from?: string, to?: string, status?: number, force?: boolean }> }} netlifyConfig
  * @property {{ PUBLISH_DIR: string, FUNCTIONS_SRC?: string, FUNCTIONS_DIST?: string, INTERNAL_FUNCTIONS_SRC: string }} constants
  * @property {Utils} utils
  */

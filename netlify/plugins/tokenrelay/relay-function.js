@@ -116,7 +116,7 @@ export async function placeDevFunction(binary, dir, siteDir) {
  * Routes /api/relay/* to the function, first so that a site's catch-all rule
  * (`/* /index.html 200`) cannot shadow it, unless the site routes it itself.
  * A route holds no secret, so it may be saved into the deployed config.
- * @param {{ redirects: Array<{ from?: string }> }} netlifyConfig
+ * @param {{ redirects: Array<{ from?: string, to?: string, status?: number, force?: boolean }> }} netlifyConfig
  * @returns {boolean} whether the route was added
  */
 export function addRoute(netlifyConfig) {
