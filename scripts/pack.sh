@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Packs what a release publishes, as a user would get it, into target/packages/:
 #   tokenrelay-<v>.tgz                   the npm package: JS loader, types, CLI; no binary
-#   tokenrelay-linux-x64-gnu-<v>.tgz     its platform package: the one .node binary
+#   tokenrelay-linux-x64-gnu-<v>.tgz     its platform package: the one .node binary and
+#                                        netlify-relay, the prebuilt Netlify function
 #   netlify-plugin-tokenrelay-<v>.tgz    the Netlify build plugin
 #   tokenrelay-<v>.crate                 the core crate
-# Needs the release addon from `scripts/build-linux.sh addon`. Only linux-x64-gnu is
+# Needs the release addon from `scripts/build-linux.sh addon` and the function from
+# `scripts/build-linux.sh bin -p tokenrelay-netlify --bin netlify-relay`. Only linux-x64-gnu is
 # built on this machine; the release workflow (.github/workflows/release.yml) packs
 # every platform. tests/js/packed-install.test.mjs installs these outside the checkout.
 set -euo pipefail
@@ -14,6 +16,11 @@ out=target/packages
 version=$(node -p 'require("./crates/tokenrelay-node/package.json").version')
 rm -rf "$out"
 mkdir -p "$out"
+
+# The prebuilt Netlify function goes in the platform package beside the addon
+# (listed in its `files`; napi's pre-publish below checks every listed file is there).
+# The Netlify plugin places it (netlify/plugins/tokenrelay/relay-function.js).
+cp target/glibc-2.17/x86_64-unknown-linux-gnu/release/netlify-relay crates/tokenrelay-node/npm/linux-x64-gnu/
 
 # napi's own copy step fills npm/linux-x64-gnu with the binary. `napi artifacts`
 # insists on every target in package.json, so it is given a config naming the one

@@ -31,8 +31,12 @@ cargo build -p tokenrelay-netlify --locked --target-dir target/netlify-e2e/site/
 # sysroot (scripts/build-linux.sh fetches the toolchain from npm the first time). The JS
 # tests load it from crates/tokenrelay-node/tokenrelay.linux-x64-gnu.node, and
 # scripts/pack.sh packs it with the npm packages and the crate into target/packages/
-# for tests/js/packed-install.test.mjs.
+# for tests/js/packed-install.test.mjs. The prebuilt Netlify function (netlify-relay,
+# shipped in the platform package) follows with the same toolchain and target
+# directory, reusing what the addon compiled; tests/js/packed-sites.test.mjs
+# deploys it on fixture sites through `netlify build`.
 bash scripts/build-linux.sh addon
+bash scripts/build-linux.sh bin -p tokenrelay-netlify --bin netlify-relay
 bash scripts/pack.sh
 cargo test --workspace --locked
 node --test --test-timeout=600000 tests/js/*.test.mjs

@@ -6,103 +6,49 @@
 // and `netlify build --offline` with the plugin loaded from node_modules,
 // against stand-in-api's token endpoint and redis-server behind upstash-local.
 //
-// Run: bash scripts/build-linux.sh addon && bash scripts/pack.sh && node --test tests/js/packed-install.test.mjs
+// Run: bash scripts/build-linux.sh addon && bash scripts/build-linux.sh bin -p tokenrelay-netlify --bin netlify-relay \
+//      && bash scripts/pack.sh && node --test tests/js/packed-install.test.mjs
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 import { compareVersions, FLOOR, glibcNeeded } from "../../scripts/glibc-floor.mjs";
+import {
+  CRATE,
+  entries,
+  installTarballs,
+  INSTALL_TIMEOUT_MS,
+  kib,
+  member,
+  NETLIFY,
+  run,
+  RUN_TIMEOUT_MS,
+  siteConfig,
+  siteEnv,
+  TARBALL,
+  VERSION,
+} from "./packed.mjs";
 import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./stand-ins.mjs";
 
-const PACKAGES = path.join(ROOT, "target", "packages");
-const VERSION = JSON.parse(readFileSync(path.join(ROOT, "crates", "tokenrelay-node", "package.json"), "utf8")).version;
-const TARBALL = {
-  main: path.join(PACKAGES, `tokenrelay-${VERSION}.tgz`),
-  platform: path.join(PACKAGES, `tokenrelay-linux-x64-gnu-${VERSION}.tgz`),
-  plugin: path.join(PACKAGES, `netlify-plugin-tokenrelay-${VERSION}.tgz`),
-};
-const CRATE = path.join(PACKAGES, `tokenrelay-${VERSION}.crate`);
 const FIXTURE = path.join(ROOT, "tests", "js", "fixtures", "packed-site");
-const NETLIFY = path.join(ROOT, "node_modules", ".bin", "netlify");
-/** npm install resolves the other platforms' optional packages on the registry (and skips them). */
-const INSTALL_TIMEOUT_MS = 180_000;
-const RUN_TIMEOUT_MS = 90_000;
 const TEST = { timeout: RUN_TIMEOUT_MS + 10_000 };
 const CLIENT = { clientId: "packed-client-51c2", clientSecret: "packed-secret-7a3e-keep-out-of-logs" };
 const key = randomBytes(32).toString("base64");
 
-/** Entries of a .tgz / .crate (both gzipped tar), without the leading directory. */
-function entries(/** @type {string} */ archive) {
-  return execFileSync("tar", ["-tzf", archive], { encoding: "utf8" })
-    .split("\n")
-    .filter(Boolean)
-    .map((e) => e.slice(e.indexOf("/") + 1));
-}
-
-/** One file of a gzipped tar, as text. */
-function member(/** @type {string} */ archive, /** @type {string} */ name) {
-  return execFileSync("tar", ["-xzOf", archive, name], { encoding: "utf8" });
-}
-
-const kib = (/** @type {number} */ bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
-
-/** This PATH without the directories that hold cargo or rustc. */
-function pathWithoutRust() {
-  return (process.env.PATH ?? "")
-    .split(path.delimiter)
-    .filter((dir) =>
-      ["cargo", "rustc"].every((tool) => {
-        try {
-          accessSync(path.join(dir, tool), constants.X_OK);
-          return false;
-        } catch {
-          return true;
-        }
-      }),
-    )
-    .join(path.delimiter);
-}
-
-/**
- * Runs `file args` and resolves with its exit status and combined output,
- * failing after `timeoutMs`.
- * @param {string} file
- * @param {string[]} args
- * @param {{ cwd: string, env: NodeJS.ProcessEnv, timeoutMs?: number }} options
- * @returns {Promise<{ status: number | null, output: string }>}
- */
-function run(file, args, { cwd, env, timeoutMs = RUN_TIMEOUT_MS }) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d) => (output += d));
-    child.stderr.on("data", (d) => (output += d));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${file} ${args.join(" ")} did not finish in ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    child.once("error", reject);
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, output });
-    });
-  });
-}
-
 describe("the packed packages", () => {
   before(() => {
     for (const file of [...Object.values(TARBALL), CRATE]) {
-      assert.ok(existsSync(file), `${file} is missing: run bash scripts/build-linux.sh addon && bash scripts/pack.sh`);
+      assert.ok(existsSync(file), `${file} is missing: see the Run line at the top of this file`);
     }
   });
 
-  test("carry no binary in the main package, exactly one in the platform package, and nothing from target/", (t) => {
+  test("carry no binary in the main package, the addon and the Netlify function in the platform package, nothing from target/", (t) => {
     for (const file of [...Object.values(TARBALL), CRATE]) {
       const list = entries(file);
       t.diagnostic(`${path.basename(file)}: ${kib(statSync(file).size)} packed, ${list.length} files`);
@@ -120,18 +66,21 @@ describe("the packed packages", () => {
 
     const binaries = entries(TARBALL.platform).filter((e) => e.endsWith(".node"));
     assert.deepEqual(binaries, ["tokenrelay.linux-x64-gnu.node"]);
+    assert.ok(entries(TARBALL.platform).includes("netlify-relay"), "the platform package lacks the Netlify function netlify-relay");
     const platform = JSON.parse(member(TARBALL.platform, "package/package.json"));
     assert.deepEqual([platform.os, platform.cpu, platform.libc, platform.main], [["linux"], ["x64"], ["glibc"], binaries[0]]);
   });
 
-  test(`hold the Linux binary to glibc ${FLOOR}`, (t) => {
+  test(`hold the Linux binaries to glibc ${FLOOR}`, (t) => {
     const dir = mkdtempSync(path.join(tmpdir(), "tokenrelay-glibc-"));
     try {
       execFileSync("tar", ["-xzf", TARBALL.platform, "-C", dir]);
-      const binary = path.join(dir, "package", "tokenrelay.linux-x64-gnu.node");
-      const needed = glibcNeeded(binary);
-      t.diagnostic(`tokenrelay.linux-x64-gnu.node: ${kib(statSync(binary).size)}, needs glibc ${needed}`);
-      assert.ok(needed && compareVersions(needed, FLOOR) <= 0, `the addon needs glibc ${needed}, above ${FLOOR}`);
+      for (const name of ["tokenrelay.linux-x64-gnu.node", "netlify-relay"]) {
+        const binary = path.join(dir, "package", name);
+        const needed = glibcNeeded(binary);
+        t.diagnostic(`${name}: ${kib(statSync(binary).size)}, needs glibc ${needed}`);
+        assert.ok(needed && compareVersions(needed, FLOOR) <= 0, `${name} needs glibc ${needed}, above ${FLOOR}`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -142,7 +91,7 @@ describe("the packed packages", () => {
   });
 
   test("ship the plugin with the metadata Netlify's plugin directory expects", () => {
-    assert.deepEqual(entries(TARBALL.plugin).sort(), ["README.md", "index.js", "manifest.yml", "package.json"]);
+    assert.deepEqual(entries(TARBALL.plugin).sort(), ["README.md", "dev-function.js", "index.js", "manifest.yml", "package.json", "relay-function.js"]);
     const pkg = JSON.parse(member(TARBALL.plugin, "package/package.json"));
     const manifest = member(TARBALL.plugin, "package/manifest.yml");
     assert.equal(pkg.name, "netlify-plugin-tokenrelay");
@@ -183,20 +132,8 @@ describe("installed from the tarballs into a site outside the checkout, with no 
     const [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
     site = path.join(work, "site");
     cpSync(FIXTURE, site, { recursive: true });
-    const config = path.join(site, "tokenrelay.toml");
-    writeFileSync(
-      config,
-      readFileSync(config, "utf8").replaceAll("{{STAND_IN_API_URL}}", api.apiUrl).replaceAll("{{STAND_IN_TOKEN_URL}}", api.tokenUrl),
-    );
-    // From this process only what reaches the npm registry (HOME holds npm's cache and
-    // config): nothing else of the checkout's environment.
-    const registry = Object.entries(process.env).filter(
-      ([name, value]) => value !== undefined && /^(https?_proxy|no_proxy|npm_config_(registry|cache|userconfig))$/i.test(name),
-    );
-    env = {
-      ...Object.fromEntries(/** @type {[string, string][]} */ (registry)),
-      HOME: process.env.HOME ?? tmpdir(),
-      PATH: pathWithoutRust(),
+    writeFileSync(path.join(site, "tokenrelay.toml"), siteConfig(api));
+    env = siteEnv({
       // The site's environment variables on the build machine.
       GETTY_API_KEY: CLIENT.clientId,
       GETTY_API_SECRET: CLIENT.clientSecret,
@@ -205,12 +142,7 @@ describe("installed from the tarballs into a site outside the checkout, with no 
       UPSTASH_REDIS_REST_TOKEN: upstash.token,
       TOKENRELAY_ENCRYPTION_KEY: key,
       TOKENRELAY_LOCAL_STORE: path.join(work, "local-store"),
-      // netlify-cli: no telemetry or update checks (tests talk to loopback only), plain output.
-      CI: "true",
-      NO_UPDATE_NOTIFIER: "1",
-      NO_COLOR: "1",
-      FORCE_COLOR: "0",
-    };
+    });
     secrets = [CLIENT.clientSecret, upstash.token, key];
   }, { timeout: 30_000 });
 
@@ -232,11 +164,7 @@ describe("installed from the tarballs into a site outside the checkout, with no 
   }
 
   test("npm installs the three tarballs; the binary comes from the platform package", { timeout: INSTALL_TIMEOUT_MS + 10_000 }, async () => {
-    const { status, output } = await run(
-      "npm",
-      ["install", "--no-audit", "--no-fund", "--save-dev", TARBALL.main, TARBALL.platform, TARBALL.plugin],
-      { cwd: site, env, timeoutMs: INSTALL_TIMEOUT_MS },
-    );
+    const { status, output } = await installTarballs(site, env);
     assert.equal(status, 0, output);
     const modules = path.join(site, "node_modules");
     assert.deepEqual(readdirSync(path.join(modules, "tokenrelay")).filter((f) => f.endsWith(".node")), []);

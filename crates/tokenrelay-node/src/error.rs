@@ -18,6 +18,13 @@ pub mod codes {
     pub const SCAN_TOO_LARGE: &str = "scan_too_large";
     /// An upstream named by the caller is not configured.
     pub const UNKNOWN_UPSTREAM: &str = "unknown_upstream";
+    /// `init`: a file of the site says something else about what tokenrelay
+    /// needs; the message names the file and the conflict.
+    pub const INIT_CONFLICT: &str = "init_conflict";
+    /// `init`: the platform was neither given nor recognisable from the site.
+    pub const INIT_PLATFORM_UNKNOWN: &str = "init_platform_unknown";
+    /// `init`: a file of the site could not be read, parsed or written.
+    pub const INIT_FAILED: &str = "init_failed";
 }
 
 /// An error with a stable machine `code` and a message that says what to fix.

@@ -9,6 +9,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 
+import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebuiltBinary, removePlaced } from "./relay-function.js";
+
 /**
  * @typedef {object} Inputs
  * @property {string[]} [upstreams]
@@ -17,6 +19,7 @@ import path from "node:path";
  * @property {string | number} [buildMargin]
  * @property {string} [configPath]
  * @property {boolean} [scanPublishDir]
+ * @property {boolean} [relayFunction]
  *
  * @typedef {object} Utils
  * @property {{ failBuild(message: string, options?: { error?: Error }): never }} build
@@ -24,8 +27,8 @@ import path from "node:path";
  *
  * @typedef {object} EventOptions
  * @property {Inputs} inputs
- * @property {{ build: { environment: Record<string, string> } }} netlifyConfig
- * @property {{ PUBLISH_DIR: string, FUNCTIONS_DIST?: string }} constants
+ * @property {{ build: { environment: Record<string, string> }, redirects: Array<{ from?: string, to?: string, status?: number, force?: boolean }> }} netlifyConfig
+ * @property {{ PUBLISH_DIR: string, FUNCTIONS_SRC?: string, FUNCTIONS_DIST?: string, INTERNAL_FUNCTIONS_SRC: string }} constants
  * @property {Utils} utils
  */
 
@@ -48,9 +51,6 @@ const FIXES = {
     "Install tokenrelay with its optional dependencies (not `npm install --no-optional` or `--omit=optional`), on a platform it has a binary for.",
   scan_too_large:
     "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
-  init_conflict: "Resolve the conflict named in the file, then run `npx tokenrelay init` again; nothing was changed.",
-  init_platform_unknown: "Pass `--platform netlify` or `--platform vercel` to `npx tokenrelay init`.",
-  init_failed: "Check that the named file of the site is readable, valid and writable.",
   cache_purge_failed:
     "Purge only upstreams that have a route with `cache` in tokenrelay.toml, with a path prefix starting with '/', and check that the store is reachable; then purge again.",
 };
@@ -126,7 +126,51 @@ async function provideTokens({ inputs, utils }) {
   utils.status.show({ title: "tokenrelay", summary: prepared.summary, text: prepared.lines.join("\n") });
 }
 
-export const onPreBuild = provideTokens;
+/**
+ * Places the prebuilt relay function with the site's config in Netlify's
+ * generated-functions directory and routes /api/relay/* to it, unless the
+ * input `relayFunction` is false or the site has its own `relay` function
+ * (built from source). Runs after `provideTokens`, which has validated the config.
+ * `dev`: for `netlify dev`, a JavaScript function running the binary instead.
+ * @param {EventOptions} options
+ * @param {boolean} dev
+ */
+async function provideRelayFunction({ inputs, constants, netlifyConfig, utils }, dev) {
+  await removePlaced(constants.INTERNAL_FUNCTIONS_SRC);
+  if (inputs.relayFunction === false) return;
+  const own = ownRelayFunction(constants.FUNCTIONS_SRC);
+  if (own) {
+    console.log(`tokenrelay: the site has its own relay function (${path.relative(process.cwd(), own)}); the prebuilt one is not placed`);
+    return;
+  }
+  const binary = prebuiltBinary();
+  if (!binary) {
+    return utils.build.failBuild(
+      `tokenrelay could not find its prebuilt relay function (package tokenrelay-linux-x64-gnu, file netlify-relay) [unsupported_platform]\n` +
+        `Netlify's functions run on Linux x86-64: build there (Netlify's build image does), install with optional dependencies, ` +
+        `or set the plugin input relayFunction = false and build the function from source.`,
+    );
+  }
+  const configPath = path.resolve(inputs.configPath ?? process.env.TOKENRELAY_CONFIG ?? "tokenrelay.toml");
+  let placed;
+  try {
+    placed = dev
+      ? await placeDevFunction(binary, constants.INTERNAL_FUNCTIONS_SRC, process.cwd())
+      : await placeRelayFunction(binary, configPath, constants.INTERNAL_FUNCTIONS_SRC);
+  } catch (err) {
+    return utils.build.failBuild(failure({ code: "config_unreadable", message: /** @type {Error} */ (err).message }, "place the relay function"));
+  }
+  const routed = addRoute(netlifyConfig) ? ", routed from /api/relay/*" : "";
+  const config = path.relative(process.cwd(), configPath);
+  const how = dev ? `runs the prebuilt relay per request, reading ${config}` : `the prebuilt relay with ${config}`;
+  console.log(`tokenrelay: relay function placed at ${path.relative(process.cwd(), placed)} (${how})${routed}`);
+}
+
+/** @param {EventOptions} options */
+export async function onPreBuild(options) {
+  await provideTokens(options);
+  await provideRelayFunction(options, false);
+}
 
 /**
  * `provideTokens` for `netlify dev`, whose framework server gets only
@@ -138,6 +182,7 @@ export const onPreBuild = provideTokens;
  */
 export async function onPreDev(options) {
   await provideTokens(options);
+  await provideRelayFunction(options, true);
   for (const name of exposed) options.netlifyConfig.build.environment[name] = /** @type {string} */ (process.env[name]);
 }
 

@@ -17,18 +17,7 @@ use std::path::{Path, PathBuf};
 
 use napi_derive::napi;
 
-use crate::error::AddonError;
-
-/// Codes of `init`'s own errors.
-pub mod codes {
-    /// A file of the site says something else about what tokenrelay needs;
-    /// the message names the file and the conflict.
-    pub const INIT_CONFLICT: &str = "init_conflict";
-    /// The platform was neither given nor recognisable from the site.
-    pub const INIT_PLATFORM_UNKNOWN: &str = "init_platform_unknown";
-    /// A file of the site could not be read, parsed or written.
-    pub const INIT_FAILED: &str = "init_failed";
-}
+use crate::error::{AddonError, codes};
 
 /// Options of `init`.
 #[napi(object)]

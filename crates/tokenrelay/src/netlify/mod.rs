@@ -11,9 +11,14 @@
 //! }
 //! ```
 //!
+//! The prebuilt binary in the npm package `tokenrelay-linux-x64-gnu` (bin
+//! `netlify-relay`) is the same `main` with nothing embedded: the build
+//! plugin appends the site's config to a copy of it (see `appended`).
+//!
 //! Netlify functions answer with a whole body, so the relay's buffered mode
 //! is used: `relay.max_response_bytes` is enforced before anything is sent.
 
+mod appended;
 mod event;
 
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -31,13 +36,16 @@ const DEV_FLAG: &str = "NETLIFY_DEV";
 const CLIENT_IP_HEADER: &str = "x-nf-client-connection-ip";
 /// Where an embedded config says it came from, in errors.
 const EMBEDDED_NAME: &str = "tokenrelay.toml (embedded at build time)";
+/// Where an appended config says it came from, in errors.
+const APPENDED_NAME: &str = "tokenrelay.toml (appended by netlify-plugin-tokenrelay)";
 
 /// Serves the relay until the platform stops the process, on a Tokio runtime
 /// of its own. Only the binary is deployed, so the site's `tokenrelay.toml`
-/// travels inside it as `embedded_config` (it holds no secrets: those are
-/// `{ env = … }` references). `$TOKENRELAY_CONFIG` wins over it; with neither,
-/// `./tokenrelay.toml` is read. An invalid config is answered with 500
-/// `misconfigured` and logged.
+/// travels inside it (it holds no secrets: those are `{ env = … }`
+/// references): appended to the executable by the build plugin, else as
+/// `embedded_config` compiled in. `$TOKENRELAY_CONFIG` wins over both; with
+/// none of them, `./tokenrelay.toml` is read. An invalid config is answered
+/// with 500 `misconfigured` and logged.
 pub fn run(embedded_config: &str) -> Result<(), Error> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(embedded_config))
 }
@@ -53,13 +61,18 @@ async fn serve(embedded_config: &str) -> Result<(), Error> {
 }
 
 fn endpoint(env: &Env, embedded_config: &str) -> Endpoint {
-    if env.get(CONFIG_PATH_VAR).is_some() || embedded_config.is_empty() {
+    if env.get(CONFIG_PATH_VAR).is_some() {
         return Endpoint::from_env(env);
     }
-    Config::parse(embedded_config, EMBEDDED_NAME, env)
-        .and_then(|config| Broker::new(config, env))
-        .map(Relay::new)
-        .into()
+    // Without a readable executable (no /proc), only the appended config is lost.
+    let appended = std::env::current_exe().map_or(Ok(None), |exe| appended::read(&exe));
+    let relay = match appended {
+        Ok(Some(text)) => Config::parse(&text, APPENDED_NAME, env),
+        Ok(None) if embedded_config.is_empty() => return Endpoint::from_env(env),
+        Ok(None) => Config::parse(embedded_config, EMBEDDED_NAME, env),
+        Err(e) => Err(e),
+    };
+    relay.and_then(|config| Broker::new(config, env)).map(Relay::new).into()
 }
 
 async fn handle(endpoint: &Endpoint, invocation: LambdaEvent<event::Event>) -> event::Answer {

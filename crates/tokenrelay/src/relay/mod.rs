@@ -247,7 +247,7 @@ impl Relay {
             return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
         }
 
-        self.limiter.check(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0))?;
+        self.limiter.check(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0)).await?;
         let body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
 
         let out = forward::Outgoing {

@@ -6,28 +6,33 @@
 //! `w` is `[n·w, (n+1)·w)`), so every instance agrees on them without
 //! talking. For each client ([`Client`]: an IPv4 address, an IPv6 /64…) an
 //! instance keeps, for the current window, what it last learned of the
-//! shared count plus what it admitted since. A request is admitted while that
-//! sum is below the limit; no store call is made on the way. The admitted
-//! requests are added to the shared counter by [`sync`], in one store round
-//! trip per [`SYNC_INTERVAL`] for all keys, never awaited by a request; the
-//! reply brings back the total of every instance.
+//! shared count plus what it admitted since.
+//!
+//! A client's first request in a window on an instance is counted in the
+//! store before it is decided (one round trip, which also brings back what
+//! every other instance counted): an instance that knows nothing of the
+//! client, such as a serverless cold start or `netlify dev`'s fresh process
+//! per request, would otherwise admit it blindly. Every later request of that
+//! client in that window is decided in memory, with no store call: admitted
+//! while the sum is below the limit. Those admissions are added to the shared
+//! counter by [`sync`], in one store round trip per [`SYNC_INTERVAL`] for all
+//! keys, never awaited by a request; the reply brings back the total of every
+//! instance.
 //!
 //! # Over-admission bound
 //! An instance never admits more than `requests` per client and window by
-//! itself: its own admissions are part of the sum it checks. So with `N`
-//! instances a client gets at most `N × requests` per window, even when the
-//! store is unreachable or the instances never sync (e.g. a serverless
-//! instance frozen between invocations runs its sync when it thaws). While
-//! the instances sync, each learns the others' counts within one interval
-//! plus a round trip, so a client gets at most `requests` plus what the
-//! other `N − 1` instances admitted to it in the last
-//! `SYNC_INTERVAL + store timeout` before they learned the limit was
-//! reached. Windows are fixed, so as before a client can send up to twice
-//! the limit around a window boundary.
+//! itself: its own admissions are part of the sum it checks, and it starts
+//! from the shared count. So with `N` instances a client gets at most
+//! `requests` plus what the other instances admitted to it in memory since
+//! they last synced: at most `requests` per instance and
+//! `SYNC_INTERVAL + store timeout`. Without a store (unreachable), each
+//! instance enforces the limit alone: at most `N × requests`. Windows are
+//! fixed, so as before a client can send up to twice the limit around a
+//! window boundary.
 //!
 //! # Store outage
-//! A failed sync keeps its counts for the next one (logged as a warning);
-//! every instance keeps enforcing the limit on what it knows.
+//! A failed count or sync keeps the counts for the next sync (logged as a
+//! warning); every instance keeps enforcing the limit on what it knows.
 
 mod client;
 mod sync;
@@ -116,8 +121,9 @@ impl RateLimiter {
     }
 
     /// Counts this request against `upstream`'s limit for `ip`, or refuses it
-    /// once the limit is known to be reached. Never waits for the store.
-    pub(crate) fn check(&self, upstream: &str, ip: Option<IpAddr>) -> Result<(), RelayError> {
+    /// once the limit is reached. Waits for the store only on the client's
+    /// first request in the window on this instance.
+    pub(crate) async fn check(&self, upstream: &str, ip: Option<IpAddr>) -> Result<(), RelayError> {
         let Some(counter) = self.shared.upstreams.get(upstream) else { return Ok(()) };
         let client = Client::of(ip, self.shared.ipv6_prefix);
         if client == Client::Unknown {
@@ -127,13 +133,41 @@ impl RateLimiter {
             });
         }
         let now = now_ms();
-        let window = counter.window_ms();
-        counter.admit(client, now / window).map_err(|()| {
-            let retry_after = Duration::from_millis((now / window + 1) * window - now);
-            RelayError::from(Kind::RateLimited { retry_after })
-        })?;
+        let window_ms = counter.window_ms();
+        let window = now / window_ms;
+        let admitted = match counter.admit(client, window) {
+            Some(admitted) => admitted,
+            None => self.count_first(upstream, counter, client, window, now).await,
+        };
+        if !admitted {
+            let retry_after = Duration::from_millis((window + 1) * window_ms - now);
+            return Err(RelayError::from(Kind::RateLimited { retry_after }));
+        }
         self.schedule_sync();
         Ok(())
+    }
+
+    /// Counts the first request of `client` in `window` in the store and
+    /// decides on the shared total; without the store, on this instance's
+    /// count alone (kept pending for the next sync).
+    async fn count_first(&self, upstream: &str, counter: &Counter, client: Client, window: u64, now: u64) -> bool {
+        let store = self.shared.broker.store();
+        let count = self.count(upstream, client, window, 1, now);
+        match store.add_counts(std::slice::from_ref(&count)).await.map(|totals| totals.first().copied()) {
+            Ok(Some(total)) => {
+                let mut tallies = counter.lock();
+                let tally = tallies.entry(client).or_default();
+                if tally.window != window {
+                    *tally = Tally { window, ..Tally::default() };
+                }
+                tally.known = tally.known.max(total);
+                total <= u64::from(counter.limit.requests)
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(upstream, "rate limit count not stored; this instance enforces the limit alone");
+                counter.admit_unsynced(client, window)
+            }
+        }
     }
 }
 
@@ -147,18 +181,33 @@ impl Counter {
         self.tallies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Admits one request of `client` in `window`, unless the limit is reached.
-    fn admit(&self, client: Client, window: u64) -> Result<(), ()> {
+    /// Decides one request of `client` in `window` in memory: `None` when
+    /// this instance has not counted the client in that window yet.
+    fn admit(&self, client: Client, window: u64) -> Option<bool> {
+        let mut tallies = self.lock();
+        let tally = tallies.get_mut(&client).filter(|t| t.window == window)?;
+        Some(tally.take(self.limit.requests))
+    }
+
+    /// Decides in memory even with nothing known of the window yet.
+    fn admit_unsynced(&self, client: Client, window: u64) -> bool {
         let mut tallies = self.lock();
         let tally = tallies.entry(client).or_default();
         if tally.window != window {
             *tally = Tally { window, ..Tally::default() };
         }
-        if tally.known + tally.pending >= u64::from(self.limit.requests) {
-            return Err(());
+        tally.take(self.limit.requests)
+    }
+}
+
+impl Tally {
+    /// Counts one more request as pending, unless that would pass `limit`.
+    fn take(&mut self, limit: u32) -> bool {
+        if self.known + self.pending >= u64::from(limit) {
+            return false;
         }
-        tally.pending += 1;
-        Ok(())
+        self.pending += 1;
+        true
     }
 }
 
@@ -217,37 +266,38 @@ routes = [{{ path = "/**" }}]
     async fn blocks_locally_once_the_limit_is_reached() {
         let limiter = limiter(3, &unreachable(), "t");
         for _ in 0..3 {
-            limiter.check("api", ip("203.0.113.7")).unwrap();
+            limiter.check("api", ip("203.0.113.7")).await.unwrap();
         }
-        let err = limiter.check("api", ip("203.0.113.7")).unwrap_err();
+        let err = limiter.check("api", ip("203.0.113.7")).await.unwrap_err();
         assert_eq!(err.code(), "rate_limited");
-        limiter.check("api", ip("203.0.113.8")).expect("another address has its own limit");
+        limiter.check("api", ip("203.0.113.8")).await.expect("another address has its own limit");
     }
 
     #[tokio::test]
     async fn ipv6_clients_are_limited_by_slash_64() {
         let limiter = limiter(2, &unreachable(), "t");
-        limiter.check("api", ip("2001:db8:1:2::1")).unwrap();
-        limiter.check("api", ip("2001:db8:1:2:ffff::9")).unwrap();
-        assert!(limiter.check("api", ip("2001:db8:1:2::77")).is_err(), "a fresh address in the same /64");
-        limiter.check("api", ip("2001:db8:1:3::1")).expect("the next /64 is another client");
+        limiter.check("api", ip("2001:db8:1:2::1")).await.unwrap();
+        limiter.check("api", ip("2001:db8:1:2:ffff::9")).await.unwrap();
+        assert!(limiter.check("api", ip("2001:db8:1:2::77")).await.is_err(), "a fresh address in the same /64");
+        limiter.check("api", ip("2001:db8:1:3::1")).await.expect("the next /64 is another client");
     }
 
     #[tokio::test]
     async fn address_less_requests_share_one_limit() {
         let limiter = limiter(1, &unreachable(), "t");
-        limiter.check("api", None).unwrap();
-        assert!(limiter.check("api", None).is_err());
-        limiter.check("api", ip("203.0.113.7")).expect("apart from clients with an address");
+        limiter.check("api", None).await.unwrap();
+        assert!(limiter.check("api", None).await.is_err());
+        limiter.check("api", ip("203.0.113.7")).await.expect("apart from clients with an address");
     }
 
     #[test]
     fn a_new_window_starts_from_zero() {
         let counter =
             Counter { limit: RateLimit { requests: 1, window: Duration::from_secs(60) }, tallies: Mutex::default() };
-        counter.admit(Client::Unknown, 7).unwrap();
-        assert!(counter.admit(Client::Unknown, 7).is_err());
-        counter.admit(Client::Unknown, 8).unwrap();
+        assert_eq!(counter.admit(Client::Unknown, 7), None, "nothing counted yet in window 7");
+        assert!(counter.admit_unsynced(Client::Unknown, 7));
+        assert_eq!(counter.admit(Client::Unknown, 7), Some(false));
+        assert_eq!(counter.admit(Client::Unknown, 8), None, "window 8 starts from nothing");
     }
 
     #[tokio::test]
@@ -255,12 +305,12 @@ routes = [{{ path = "/**" }}]
         tokio::time::timeout(TEST_TIME, async {
             let limiter = limiter(2, &unreachable(), "t");
             let client = Client::of(ip("203.0.113.7"), 64);
-            limiter.check("api", ip("203.0.113.7")).unwrap();
+            limiter.check("api", ip("203.0.113.7")).await.unwrap();
             limiter.sync().await;
             assert_eq!(tally(&limiter, client).pending, 1, "kept for the next sync");
             assert_eq!(tally(&limiter, client).known, 0);
-            limiter.check("api", ip("203.0.113.7")).unwrap();
-            assert!(limiter.check("api", ip("203.0.113.7")).is_err(), "the limit holds without the store");
+            limiter.check("api", ip("203.0.113.7")).await.unwrap();
+            assert!(limiter.check("api", ip("203.0.113.7")).await.is_err(), "the limit holds without the store");
         })
         .await
         .unwrap();
@@ -274,21 +324,23 @@ routes = [{{ path = "/**" }}]
             let (a, b) = (limiter(5, &upstash.url(), upstash.token()), limiter(5, &upstash.url(), upstash.token()));
             let visitor = ip("203.0.113.7");
             for _ in 0..3 {
-                a.check("api", visitor).unwrap();
-                a.check("api", ip("203.0.113.9")).unwrap();
+                a.check("api", visitor).await.unwrap();
+                a.check("api", ip("203.0.113.9")).await.unwrap();
             }
-            b.check("api", visitor).unwrap();
-            assert_eq!(upstash.requests(), 0, "deciding makes no store call");
+            b.check("api", visitor).await.unwrap();
+            assert_eq!(upstash.requests(), 3, "one store call per client's first request on each instance");
+            assert_eq!(tally(&b, Client::of(visitor, 64)).known, 2, "b's first request saw a's first");
 
             a.sync().await;
-            assert_eq!(upstash.requests(), 1, "one round trip for every key");
-            assert_eq!(upstash.commands(), 2, "one command per key");
+            assert_eq!(upstash.requests(), 4, "one round trip for every key");
+            assert_eq!(upstash.commands(), 5, "one command per key");
+            b.check("api", visitor).await.unwrap();
             b.sync().await;
-            assert_eq!(tally(&b, Client::of(visitor, 64)).known, 4, "b learned a's three");
-            b.check("api", visitor).unwrap();
-            assert!(b.check("api", visitor).is_err(), "b blocks at 5 with a's counts");
+            assert_eq!(tally(&b, Client::of(visitor, 64)).known, 5, "b learned a's other two with its own");
+            assert!(b.check("api", visitor).await.is_err(), "b blocks at 5 with a's counts, in memory");
+            assert_eq!(upstash.requests(), 5, "deciding a known client makes no store call");
             a.sync().await; // nothing pending: no call
-            assert_eq!(upstash.requests(), 2);
+            assert_eq!(upstash.requests(), 5);
         })
         .await
         .unwrap();

@@ -37,18 +37,7 @@ impl RateLimiter {
             return;
         }
         let store = self.shared.broker.store();
-        let counts: Vec<Count> = sent
-            .iter()
-            .map(|s| {
-                let window = self.shared.upstreams[&s.upstream].window_ms();
-                let ends = (s.window + 1) * window;
-                Count {
-                    key: store.rate_key(&s.upstream, &s.client.name(), s.window),
-                    add: s.add,
-                    ttl: Duration::from_millis(ends.saturating_sub(now)) + KEY_GRACE,
-                }
-            })
-            .collect();
+        let counts: Vec<Count> = sent.iter().map(|s| self.count(&s.upstream, s.client, s.window, s.add, now)).collect();
         match store.add_counts(&counts).await {
             Ok(totals) => {
                 for (s, total) in sent.iter().zip(totals) {
@@ -65,6 +54,17 @@ impl RateLimiter {
                 }
                 self.schedule_sync();
             }
+        }
+    }
+
+    /// The addition of `add` requests of `client` to its shared counter of
+    /// `window`, which lives until the window ends (plus a grace).
+    pub(super) fn count(&self, upstream: &str, client: Client, window: u64, add: u64, now: u64) -> Count {
+        let ends = (window + 1) * self.shared.upstreams[upstream].window_ms();
+        Count {
+            key: self.shared.broker.store().rate_key(upstream, &client.name(), window),
+            add,
+            ttl: Duration::from_millis(ends.saturating_sub(now)) + KEY_GRACE,
         }
     }
 

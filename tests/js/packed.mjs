@@ -1,0 +1,129 @@
+// What the packed-package tests share (packed-install.test.mjs, packed-sites.test.mjs):
+// the tarballs scripts/pack.sh writes to target/packages, reading them, installing
+// them into a site outside the checkout, and running commands there with a PATH
+// that has no Rust toolchain.
+
+import { execFileSync, spawn } from "node:child_process";
+import { accessSync, constants, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { ROOT } from "./stand-ins.mjs";
+
+export const PACKAGES = path.join(ROOT, "target", "packages");
+export const VERSION = JSON.parse(readFileSync(path.join(ROOT, "crates", "tokenrelay-node", "package.json"), "utf8")).version;
+export const TARBALL = {
+  main: path.join(PACKAGES, `tokenrelay-${VERSION}.tgz`),
+  platform: path.join(PACKAGES, `tokenrelay-linux-x64-gnu-${VERSION}.tgz`),
+  plugin: path.join(PACKAGES, `netlify-plugin-tokenrelay-${VERSION}.tgz`),
+};
+export const CRATE = path.join(PACKAGES, `tokenrelay-${VERSION}.crate`);
+export const NETLIFY = path.join(ROOT, "node_modules", ".bin", "netlify");
+/** npm install resolves the other platforms' optional packages on the registry (and skips them). */
+export const INSTALL_TIMEOUT_MS = 180_000;
+export const RUN_TIMEOUT_MS = 90_000;
+/** The site's upstream: stand-in-api's token endpoint and API (tokenrelay.toml's {{...}} placeholders). */
+export const SITE_CONFIG = path.join(ROOT, "tests", "js", "fixtures", "packed-site", "tokenrelay.toml");
+
+/** Entries of a .tgz / .crate (both gzipped tar), without the leading directory. */
+export function entries(/** @type {string} */ archive) {
+  return execFileSync("tar", ["-tzf", archive], { encoding: "utf8" })
+    .split("\n")
+    .filter(Boolean)
+    .map((e) => e.slice(e.indexOf("/") + 1));
+}
+
+/** One file of a gzipped tar, as text. */
+export function member(/** @type {string} */ archive, /** @type {string} */ name) {
+  return execFileSync("tar", ["-xzOf", archive, name], { encoding: "utf8" });
+}
+
+export const kib = (/** @type {number} */ bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
+
+/** This PATH without the directories that hold cargo or rustc. */
+export function pathWithoutRust() {
+  return (process.env.PATH ?? "")
+    .split(path.delimiter)
+    .filter((dir) =>
+      ["cargo", "rustc"].every((tool) => {
+        try {
+          accessSync(path.join(dir, tool), constants.X_OK);
+          return false;
+        } catch {
+          return true;
+        }
+      }),
+    )
+    .join(path.delimiter);
+}
+
+/**
+ * The environment of a site's build machine: from this process only what
+ * reaches the npm registry (HOME holds npm's cache and config), a PATH with no
+ * Rust, the site's variables (`vars`), and netlify-cli kept quiet and offline.
+ * @param {Record<string, string>} vars
+ * @returns {Record<string, string>}
+ */
+export function siteEnv(vars) {
+  const registry = Object.entries(process.env).filter(
+    ([name, value]) => value !== undefined && /^(https?_proxy|no_proxy|npm_config_(registry|cache|userconfig))$/i.test(name),
+  );
+  return {
+    ...Object.fromEntries(/** @type {[string, string][]} */ (registry)),
+    HOME: process.env.HOME ?? tmpdir(),
+    PATH: pathWithoutRust(),
+    ...vars,
+    // netlify-cli: no telemetry or update checks (tests talk to loopback only), plain output.
+    CI: "true",
+    NO_UPDATE_NOTIFIER: "1",
+    NO_COLOR: "1",
+    FORCE_COLOR: "0",
+  };
+}
+
+/**
+ * Runs `file args` and resolves with its exit status and combined output,
+ * failing after `timeoutMs`.
+ * @param {string} file
+ * @param {string[]} args
+ * @param {{ cwd: string, env: NodeJS.ProcessEnv, timeoutMs?: number }} options
+ * @returns {Promise<{ status: number | null, output: string }>}
+ */
+export function run(file, args, { cwd, env, timeoutMs = RUN_TIMEOUT_MS }) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${file} ${args.join(" ")} did not finish in ${timeoutMs} ms:\n${output}`));
+    }, timeoutMs);
+    child.once("error", reject);
+    child.once("exit", (status) => {
+      clearTimeout(timer);
+      resolve({ status, output });
+    });
+  });
+}
+
+/**
+ * `npm install`s the three tarballs into `site` as dev dependencies.
+ * @param {string} site
+ * @param {Record<string, string>} env
+ */
+export function installTarballs(site, env) {
+  return run("npm", ["install", "--no-audit", "--no-fund", "--save-dev", TARBALL.main, TARBALL.platform, TARBALL.plugin], {
+    cwd: site,
+    env,
+    timeoutMs: INSTALL_TIMEOUT_MS,
+  });
+}
+
+/**
+ * The site's tokenrelay.toml, pointing at stand-in-api.
+ * @param {{ apiUrl: string, tokenUrl: string }} api
+ */
+export function siteConfig(api) {
+  return readFileSync(SITE_CONFIG, "utf8").replaceAll("{{STAND_IN_API_URL}}", api.apiUrl).replaceAll("{{STAND_IN_TOKEN_URL}}", api.tokenUrl);
+}
