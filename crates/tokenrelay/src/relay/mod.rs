@@ -12,8 +12,9 @@
 //!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream,
-//!    decided in memory and counted across instances in the background (429);
+//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream; a
+//!    client's first request of a window on an instance is counted in the
+//!    store, the rest are decided in memory and synced in the background (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413);
 //! 6. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
 //!    answered from the shared response cache when it can be, and a miss
