@@ -89,7 +89,7 @@ impl Broker {
     ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
-        let owner = format!("{:032x}", fastrand::u128(..));
+        let owner = crate::store::lock_owner();
         let deadline = Instant::now() + cache.wait_timeout;
         let mut pause = FIRST_POLL;
 

@@ -378,29 +378,35 @@ impl Store {
     /// Opens `[entry, purges, lock]` values; an entry that cannot be opened is absent.
     fn cache_state(&self, keys: &CacheKeys, values: Vec<Option<String>>) -> CacheState {
         let mut values = values.into_iter();
-        let entry = values.next().flatten().and_then(|sealed| match self.sealer.open(&keys.entry, &sealed) {
-            Ok(plain) => Some(plain),
-            Err(e) => {
-                tracing::warn!(key = %keys.entry, error = %e, "ignoring a cached answer that cannot be opened");
-                None
-            }
-        });
+        let entry = values.next().flatten().and_then(|sealed| self.open(&keys.entry, &sealed, "cached answer"));
         CacheState { entry, purges: values.next().flatten(), filling: values.next().flatten().is_some() }
     }
 
-    /// Opens `[token, failure]` values. A token that cannot be opened (key
+    /// Opens `sealed`, stored under `key`. A value that cannot be opened (key
     /// changed, tampered) is treated as absent, and soon overwritten.
+    fn open(&self, key: &str, sealed: &str, what: &str) -> Option<Vec<u8>> {
+        self.sealer
+            .open(key, sealed)
+            .map_err(|e| tracing::warn!(key, error = %e, "ignoring a {what} that cannot be opened"))
+            .ok()
+    }
+
+    /// Opens `[token, failure]` values.
     fn state(&self, keys: &TokenKeys, values: Vec<Option<String>>) -> TokenState {
         let mut values = values.into_iter();
-        let token = values.next().flatten().and_then(|sealed| match self.sealer.open(&keys.token, &sealed) {
-            Ok(plain) => Some(StoredToken { sealed, plain }),
-            Err(e) => {
-                tracing::warn!(key = %keys.token, error = %e, "ignoring a stored token that cannot be opened");
-                None
-            }
-        });
+        let token = values
+            .next()
+            .flatten()
+            .and_then(|sealed| Some(StoredToken { plain: self.open(&keys.token, &sealed, "stored token")?, sealed }));
         TokenState { token, failure: values.next().flatten() }
     }
+}
+
+/// A fresh lock owner: 128 random bits, so that no other instance (or
+/// another call in this one) can release or fence-write through a lock it
+/// does not hold.
+pub(crate) fn lock_owner() -> String {
+    format!("{:032x}", fastrand::u128(..))
 }
 
 /// The sealer and key namer of a base64 encryption key.

@@ -167,7 +167,7 @@ async fn lookup(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<(Re
         _ => {}
     }
     let stale = stored.filter(|_| matches!(freshness, Some(Freshness::Revalidate | Freshness::IfError)));
-    let owner = format!("{:032x}", fastrand::u128(..));
+    let owner = crate::store::lock_owner();
     let lease = relay.broker.config().relay.timeout + LEASE_MARGIN;
     let won = if state.filling {
         false
@@ -371,7 +371,7 @@ fn refresh_in_background(relay: &Relay, ask: &Ask<'_>) {
                 timeout: config.relay.timeout,
             };
             let ask = Ask { out: &out, route, policy, keys: keys.clone(), path, request_id: &request_id };
-            let owner = format!("{:032x}", fastrand::u128(..));
+            let owner = crate::store::lock_owner();
             let lease = config.relay.timeout + LEASE_MARGIN;
             if let Ok((true, after)) = relay.broker.store().lock_cached(&keys, &owner, lease).await {
                 // Another instance may have refreshed it since we read it stale.

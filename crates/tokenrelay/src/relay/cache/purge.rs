@@ -33,7 +33,7 @@ pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate
     }
     let store = broker.store();
     let keys = store.cache_keys(upstream, "");
-    let owner = format!("{:032x}", fastrand::u128(..));
+    let owner = crate::store::lock_owner();
     for _ in 0..PURGE_ATTEMPTS {
         let (won, record) = store.lock_purges(&keys, &owner, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
         if won {

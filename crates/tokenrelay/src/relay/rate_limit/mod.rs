@@ -156,10 +156,7 @@ impl RateLimiter {
         match store.add_counts(std::slice::from_ref(&count)).await.map(|totals| totals.first().copied()) {
             Ok(Some(total)) => {
                 let mut tallies = counter.lock();
-                let tally = tallies.entry(client).or_default();
-                if tally.window != window {
-                    *tally = Tally { window, ..Tally::default() };
-                }
+                let tally = Tally::of(&mut tallies, client, window);
                 tally.known = tally.known.max(total);
                 total <= u64::from(counter.limit.requests)
             }
@@ -191,16 +188,20 @@ impl Counter {
 
     /// Decides in memory even with nothing known of the window yet.
     fn admit_unsynced(&self, client: Client, window: u64) -> bool {
-        let mut tallies = self.lock();
-        let tally = tallies.entry(client).or_default();
-        if tally.window != window {
-            *tally = Tally { window, ..Tally::default() };
-        }
-        tally.take(self.limit.requests)
+        Tally::of(&mut self.lock(), client, window).take(self.limit.requests)
     }
 }
 
 impl Tally {
+    /// `client`'s tally of `window`, started from nothing if it held an older one.
+    fn of(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64) -> &mut Tally {
+        let tally = tallies.entry(client).or_default();
+        if tally.window != window {
+            *tally = Tally { window, ..Tally::default() };
+        }
+        tally
+    }
+
     /// Counts one more request as pending, unless that would pass `limit`.
     fn take(&mut self, limit: u32) -> bool {
         if self.known + self.pending >= u64::from(limit) {
