@@ -52,7 +52,8 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
     bounded(async {
         let rig = Rig::default().await;
         rig.tokens.set_behavior(Behavior::Hang);
-        // A holder takes the lock, then dies mid-refresh.
+        // A holder takes the lock; we learn its key, then the holder's process dies
+        // mid-refresh: nothing releases the lock it leaves behind.
         let holder = rig.broker();
         let crashed = tokio::spawn(async move { holder.token("api").await });
         testkit::wait_until("the lock is taken", Duration::from_secs(5), || async {
@@ -60,15 +61,51 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
         })
         .await
         .unwrap();
-        let locked_at = Instant::now();
+        let lock = rig.stored_keys().await.into_iter().find(|k| k.ends_with(":lock")).unwrap();
         crashed.abort();
-        let crashed_calls = rig.tokens.calls();
+        let mut redis = rig.upstash.redis_client().get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(&lock)
+            .arg("crashed-owner")
+            .arg("PX")
+            .arg(2000)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let locked_at = Instant::now();
+        let calls = rig.tokens.calls();
         rig.tokens.set_behavior(Behavior::Normal);
 
         let token = rig.broker().token("api").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(locked_at.elapsed() >= Duration::from_millis(1500), "waited for the 2 s lease, not less");
-        assert_eq!(rig.tokens.calls(), crashed_calls + 1, "one fetch resumed rotation");
+        assert_eq!(rig.tokens.calls(), calls + 1, "one fetch resumed rotation");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancelled_lock_holder_releases_the_lock_at_once() {
+    bounded(async {
+        let rig = Rig::default().await;
+        rig.tokens.set_behavior(Behavior::Hang);
+        let holder = rig.broker();
+        let cancelled = tokio::spawn(async move { holder.token("api").await });
+        testkit::wait_until("the lock is taken", Duration::from_secs(5), || async {
+            rig.stored_keys().await.iter().any(|k| k.ends_with(":lock"))
+        })
+        .await
+        .unwrap();
+        // The request holding it goes away, as when a visitor hangs up on a streaming function.
+        cancelled.abort();
+        testkit::wait_until("the lock is released, well before its 2 s lease", Duration::from_millis(700), || async {
+            !rig.stored_keys().await.iter().any(|k| k.ends_with(":lock"))
+        })
+        .await
+        .unwrap();
+        rig.tokens.set_behavior(Behavior::Normal);
+        let token = rig.broker().token("api").await.unwrap();
+        assert!(rig.tokens.is_valid(token.expose()));
     })
     .await;
 }

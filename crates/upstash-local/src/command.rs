@@ -15,11 +15,32 @@ impl Command {
     /// Builds the `redis` crate command for this request.
     pub fn to_redis(&self) -> redis::Cmd {
         let mut cmd = redis::cmd(&self.name());
-        for arg in &self.0[1..] {
-            cmd.arg(arg.as_slice());
+        let is_eval = ["EVAL", "EVAL_RO"].iter().any(|n| self.0[0].eq_ignore_ascii_case(n.as_bytes()));
+        for (i, arg) in self.0[1..].iter().enumerate() {
+            match (is_eval && i == 0).then(|| without_upstash_flags(arg)).flatten() {
+                Some(script) => cmd.arg(script),
+                None => cmd.arg(arg.as_slice()),
+            };
         }
         cmd
     }
+}
+
+/// Upstash's own script flag: `#!lua flags=allow-key-locking` lets a script
+/// lock only its keys instead of the whole database. Redis refuses flags it
+/// does not know, so the stand-in drops it (locking is Upstash's concern),
+/// and the shebang with it when no other flag remains. `None`: unchanged.
+fn without_upstash_flags(script: &[u8]) -> Option<Vec<u8>> {
+    const FLAG: &str = "allow-key-locking";
+    let text = std::str::from_utf8(script).ok()?;
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let flags = first.strip_prefix("#!lua")?.trim().strip_prefix("flags=")?;
+    let kept: Vec<&str> = flags.split(',').map(str::trim).filter(|f| *f != FLAG).collect();
+    if kept.len() == flags.split(',').count() {
+        return None;
+    }
+    let shebang = if kept.is_empty() { String::new() } else { format!("#!lua flags={}", kept.join(",")) };
+    Some(format!("{shebang}\n{rest}").into_bytes())
 }
 
 /// Why a request body could not be turned into commands.
@@ -181,6 +202,30 @@ mod tests {
 
     fn args(cmd: &Command) -> Vec<String> {
         cmd.0.iter().map(|a| String::from_utf8(a.clone()).unwrap()).collect()
+    }
+
+    #[test]
+    fn upstash_key_locking_flag_is_dropped_for_redis() {
+        let script = |s: &str| Command(vec![b"EVAL".to_vec(), s.as_bytes().to_vec(), b"0".to_vec()]);
+        let sent = |c: Command| {
+            String::from_utf8(
+                c.to_redis()
+                    .args_iter()
+                    .nth(1)
+                    .map(|a| match a {
+                        redis::Arg::Simple(b) => b.to_vec(),
+                        redis::Arg::Cursor => Vec::new(),
+                    })
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(sent(script("#!lua flags=allow-key-locking\nreturn 1")), "\nreturn 1");
+        assert_eq!(
+            sent(script("#!lua flags=no-writes,allow-key-locking\nreturn 1")),
+            "#!lua flags=no-writes\nreturn 1"
+        );
+        assert_eq!(sent(script("return 1")), "return 1", "scripts without the flag pass unchanged");
     }
 
     #[test]

@@ -34,13 +34,15 @@ mod slot;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Env, Summary};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Store, TokenKeys, TokenState};
 use crate::token::{Outcome, Source, Token, retry};
 use entry::Entry;
+pub(crate) use rotation::Refresh;
 use slot::Slot;
 
 /// Connect timeout of the broker's HTTP client.
@@ -131,20 +133,57 @@ impl Broker {
     /// A valid token for `upstream`.
     ///
     /// Served from memory while fresh (no network); else from the store;
-    /// else fetched by exactly one caller across all instances.
+    /// else fetched by exactly one caller across all instances. A token due
+    /// for refresh is refreshed before this returns (nothing is left running
+    /// after it: see [`Broker::token_and_refresh`] to overlap the two).
     pub async fn token(&self, upstream: &str) -> Result<Token> {
+        let (token, refresh) = self.token_and_refresh(upstream).await?;
+        if let Some(refresh) = refresh {
+            refresh.await;
+        }
+        Ok(token)
+    }
+
+    /// A valid token for `upstream`, and, when it is due, its refresh, for
+    /// the caller to run alongside its use of the token and to finish before
+    /// its own answer ends: a serverless instance may be frozen right after.
+    pub(crate) async fn token_and_refresh(&self, upstream: &str) -> Result<(Token, Option<Refresh>)> {
         let (source, slot) = self.slot(upstream)?;
         if !source.rotates() {
-            return retry::fetch(source, &self.inner.http, upstream).await;
+            return Ok((retry::fetch(source, &self.inner.http, upstream).await?, None));
         }
         let now = SystemTime::now();
         if let Some(entry) = slot.memory().clone().filter(|e| e.is_valid(now)) {
-            if !entry.is_fresh(now) {
-                self.refresh_in_background(upstream);
-            }
-            return Ok(entry.token.from(Outcome::Memory));
+            let refresh = if entry.is_fresh(now) { None } else { self.refresh_due(upstream) };
+            let outcome = if slot.adopted.swap(false, Ordering::AcqRel) { Outcome::Store } else { Outcome::Memory };
+            return Ok((entry.token.from(outcome), refresh));
         }
-        self.refresh(upstream, false).await
+        Ok((self.refresh(upstream, false).await?, None))
+    }
+
+    /// The store keys to read for `upstream`'s token when this instance has
+    /// no valid one in memory, so that a cold request can read it in the same
+    /// round trip as its other store calls (then [`Broker::adopt`]).
+    pub(crate) fn keys_to_read(&self, upstream: &str) -> Option<&TokenKeys> {
+        let (source, slot) = self.slot(upstream).ok()?;
+        let now = SystemTime::now();
+        let valid = slot.memory().as_ref().is_some_and(|e| e.is_valid(now));
+        (source.rotates() && !valid).then_some(&slot.keys)
+    }
+
+    /// Takes a token state read from the store for `upstream` into memory
+    /// when it holds a valid token.
+    pub(crate) fn adopt(&self, upstream: &str, state: &TokenState) {
+        let Ok((_, slot)) = self.slot(upstream) else { return };
+        let now = SystemTime::now();
+        let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_valid(now));
+        if let Some(entry) = stored {
+            let mut memory = slot.memory();
+            if memory.as_ref().is_none_or(|m| !m.is_valid(now)) {
+                *memory = Some(entry);
+                slot.adopted.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// The upstream's token source and state.

@@ -1,7 +1,10 @@
 //! Rotation: single flight within the process, then across instances
 //! through the store's lock; the lock holder fetches and stores, the others
-//! wait for its token; background refresh of a token that is due.
+//! wait for its token; the refresh of a token that is due, handed to the
+//! caller to run inside its request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,7 +12,7 @@ use super::entry::Entry;
 use super::slot::Slot;
 use super::{Broker, shared_failure};
 use crate::error::{Error, Result};
-use crate::store::{StoreError, TokenState};
+use crate::store::{Backoff, Lease, StoreError, TokenState};
 use crate::token::{Outcome, Source, Token, retry};
 
 /// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
@@ -20,22 +23,35 @@ const MAX_POLL: Duration = Duration::from_millis(400);
 /// again after this long instead of on every request.
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
 
-impl Broker {
-    /// Refreshes `upstream`'s token in a background task, unless one already does.
-    pub(super) fn refresh_in_background(&self, upstream: &str) {
-        let Ok((_, slot)) = self.slot(upstream) else { return };
-        if slot.refreshing.swap(true, Ordering::AcqRel) {
-            return;
+/// The refresh of a token that is due: the caller runs it inside its
+/// request, alongside what it does with the token it already has.
+pub(crate) type Refresh = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Clears the slot's refreshing flag however the refresh ends, cancelled included.
+struct Refreshing(Broker, String);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        if let Ok((_, slot)) = self.0.slot(&self.1) {
+            slot.refreshing.store(false, Ordering::Release);
         }
-        let (broker, upstream) = (self.clone(), upstream.to_owned());
-        tokio::spawn(async move {
-            if let Err(e) = broker.refresh(&upstream, true).await {
-                tracing::warn!(upstream, code = e.code(), error = %e, "background token refresh failed");
+    }
+}
+
+impl Broker {
+    /// The refresh of `upstream`'s due token, unless this process runs one already.
+    pub(super) fn refresh_due(&self, upstream: &str) -> Option<Refresh> {
+        let (_, slot) = self.slot(upstream).ok()?;
+        if slot.refreshing.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let guard = Refreshing(self.clone(), upstream.to_owned());
+        Some(Box::pin(async move {
+            let Refreshing(broker, upstream) = &guard;
+            if let Err(e) = broker.refresh(upstream, true).await {
+                tracing::warn!(upstream, code = e.code(), error = %e, "token refresh failed; the current token is served until it expires");
             }
-            if let Ok((_, slot)) = broker.slot(&upstream) {
-                slot.refreshing.store(false, Ordering::Release);
-            }
-        });
+        }))
     }
 
     /// Single flight within the process, then across instances.
@@ -89,9 +105,7 @@ impl Broker {
     ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
-        let owner = crate::store::lock_owner();
-        let deadline = Instant::now() + cache.wait_timeout;
-        let mut pause = FIRST_POLL;
+        let mut backoff = Backoff::new(FIRST_POLL, MAX_POLL, cache.wait_timeout);
 
         let mut state = match store.read(&slot.keys).await {
             Ok(v) => v,
@@ -106,19 +120,19 @@ impl Broker {
             if let Some(err) = state.failure.as_deref().and_then(|raw| shared_failure::decode(upstream, raw)) {
                 return Err(err);
             }
-            let (won, after) = match store.lock_and_read(&slot.keys, &owner, cache.lock_lease).await {
+            let (lease, after) = match store.lock_and_read(&slot.keys, cache.lock_lease).await {
                 Ok(x) => x,
                 Err(e) => return self.fetch_direct(upstream, source, e).await,
             };
-            if won {
-                return self.fetch_as_leader(upstream, source, slot, &owner, &after).await;
+            if let Some(lease) = lease {
+                return self.fetch_as_leader(upstream, source, slot, lease, &after).await;
             }
             // Someone else is refreshing: keep serving a valid token meanwhile.
             let valid = stored.or_else(|| current.cloned()).filter(|e| e.is_valid(now));
             if let Some(e) = valid {
                 return Ok((e.retry_refresh_after(now, REFRESH_RETRY), Outcome::Store));
             }
-            if Instant::now() >= deadline {
+            if !backoff.wait().await {
                 return Err(Error::TokenUnavailable {
                     upstream: upstream.to_owned(),
                     reason: format!(
@@ -127,8 +141,6 @@ impl Broker {
                     ),
                 });
             }
-            tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())).await;
-            pause = (pause * 2).min(MAX_POLL);
             state = after;
         }
     }
@@ -139,7 +151,7 @@ impl Broker {
         upstream: &str,
         source: &Source,
         slot: &Slot,
-        owner: &str,
+        lease: Lease,
         after: &TokenState,
     ) -> Result<(Entry, Outcome)> {
         let cache = &self.inner.config.cache;
@@ -147,9 +159,7 @@ impl Broker {
         let now = SystemTime::now();
         // The previous holder may have stored a token just before we locked.
         if let Some(e) = after.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_fresh(now)) {
-            if let Err(err) = store.unlock(&slot.keys, owner).await {
-                tracing::warn!(upstream, error = %err, "could not release the refresh lock; it will expire");
-            }
+            lease.release().await;
             return Ok((e, Outcome::Store));
         }
         let fetched_at = SystemTime::now();
@@ -157,7 +167,7 @@ impl Broker {
             Ok(token) => {
                 let entry = Entry::new(token, fetched_at, cache);
                 let ttl = entry.ttl(SystemTime::now());
-                match store.put_token(&slot.keys, &entry.to_bytes(), ttl, owner).await {
+                match store.put_token(&slot.keys, &entry.to_bytes(), ttl, lease).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(
                         upstream,
@@ -173,7 +183,7 @@ impl Broker {
             }
             Err(err) => {
                 let value = shared_failure::encode(&err);
-                match store.put_failure(&slot.keys, &value, cache.failure_cooldown, owner).await {
+                match store.put_failure(&slot.keys, &value, cache.failure_cooldown, lease).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(upstream, "the refresh lock's lease ran out; not sharing the failure"),
                     Err(e) => tracing::warn!(upstream, error = %e, "could not share the token failure"),

@@ -16,7 +16,11 @@ pub(super) struct Slot {
     memory: Mutex<Option<Entry>>,
     /// In-process single flight.
     pub(super) flight: tokio::sync::Mutex<()>,
+    /// Whether this process runs a refresh of the due token.
     pub(super) refreshing: AtomicBool,
+    /// Whether the memory level holds a token read from the store on a
+    /// caller's behalf and not served yet (its outcome is `store`).
+    pub(super) adopted: AtomicBool,
     /// The last failure and until when callers fail fast with it.
     failure: Mutex<Option<(Instant, Error)>>,
 }
@@ -28,6 +32,7 @@ impl Slot {
             memory: Mutex::new(None),
             flight: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
+            adopted: AtomicBool::new(false),
             failure: Mutex::new(None),
         }
     }

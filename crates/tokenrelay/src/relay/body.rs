@@ -7,6 +7,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::future::Future;
+
 use futures_util::{Stream, StreamExt};
 use http_body::{Frame, SizeHint};
 
@@ -25,6 +27,11 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send + Syn
 /// error instead (see [`Relay::handle_buffered`](super::Relay::handle_buffered)).
 pub struct Body {
     kind: BodyKind,
+    /// The request's chores, awaited once the last byte is out or the body
+    /// failed (its error then waits in `failed`).
+    chores: Option<super::chores::Finish>,
+    drained: bool,
+    failed: Option<RelayError>,
 }
 
 enum BodyKind {
@@ -52,13 +59,13 @@ struct UpstreamBody {
 
 impl Body {
     pub(crate) fn full(bytes: Bytes) -> Self {
-        Self { kind: BodyKind::Full((!bytes.is_empty()).then_some(bytes)) }
+        Self { kind: BodyKind::Full((!bytes.is_empty()).then_some(bytes)), chores: None, drained: false, failed: None }
     }
 
     pub(super) fn upstream(response: reqwest::Response, redactor: Redactor, source: Source) -> Self {
         let stream = Box::pin(response.bytes_stream());
         let body = UpstreamBody { stream, redactor, source, received: 0, done: false, ahead: None };
-        Self { kind: BodyKind::Upstream(Box::new(body)) }
+        Self { kind: BodyKind::Upstream(Box::new(body)), chores: None, drained: false, failed: None }
     }
 
     /// Reads the upstream body ahead, up to [`WHOLE_ANSWER_BYTES`], so that
@@ -94,6 +101,14 @@ impl Body {
     }
 }
 
+impl Body {
+    /// This body, ending only once `chores` are done.
+    pub(super) fn ending_after(mut self, chores: Option<super::chores::Finish>) -> Self {
+        self.chores = chores;
+        self
+    }
+}
+
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
@@ -108,17 +123,32 @@ impl http_body::Body for Body {
     type Error = RelayError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
-        match &mut self.get_mut().kind {
-            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            BodyKind::Upstream(body) => body.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data))),
+        let this = self.get_mut();
+        if !this.drained {
+            let frame = match &mut this.kind {
+                BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+                BodyKind::Upstream(body) => body.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data))),
+            };
+            match ready!(frame) {
+                Some(Err(e)) if this.chores.is_some() => this.failed = Some(e),
+                None if this.chores.is_some() => {}
+                frame => return Poll::Ready(frame),
+            }
+            this.drained = true;
         }
+        if let Some(chores) = &mut this.chores {
+            ready!(Pin::new(chores).poll(cx));
+            this.chores = None;
+        }
+        Poll::Ready(this.failed.take().map(Err))
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
+        let drained = match &self.kind {
             BodyKind::Full(bytes) => bytes.is_none(),
             BodyKind::Upstream(body) => body.done && body.ahead.is_none(),
-        }
+        };
+        drained && self.chores.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

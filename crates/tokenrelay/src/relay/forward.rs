@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+use super::chores::Chores;
 use super::error::{Kind, RelayError};
 use super::timing::Timing;
 use super::{inject, path};
@@ -35,6 +36,8 @@ pub(super) struct Outgoing<'a> {
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
     pub(super) timeout: Duration,
+    /// The request's chores: a token refresh it makes due joins them.
+    pub(super) chores: &'a Chores,
 }
 
 /// Sends `out`, retrying once with a fresh token after a 401. Returns the
@@ -45,7 +48,7 @@ pub(super) async fn exchange(
     timing: &mut Timing,
 ) -> Result<(reqwest::Response, Token), RelayError> {
     let name = out.upstream.name();
-    let first = token(broker, name, timing).await?;
+    let first = token(broker, out, timing).await?;
     let response = send(broker, out, &first, timing).await?;
     if response.status() != StatusCode::UNAUTHORIZED {
         return Ok((response, first));
@@ -56,7 +59,7 @@ pub(super) async fn exchange(
         return Ok((response, first));
     }
     tracing::info!(upstream = name, "upstream answered 401; token invalidated, retrying once");
-    let fresh = token(broker, name, timing).await?;
+    let fresh = token(broker, out, timing).await?;
     let response = send(broker, out, &fresh, timing).await?;
     if response.status() == StatusCode::UNAUTHORIZED {
         tracing::warn!(upstream = name, "upstream refused a fresh token too; passing its 401 on");
@@ -64,10 +67,15 @@ pub(super) async fn exchange(
     Ok((response, fresh))
 }
 
-async fn token(broker: &Broker, upstream: &str, timing: &mut Timing) -> Result<Token, RelayError> {
+/// A token for `out`; a refresh it makes due runs as a chore of the request,
+/// alongside the upstream call.
+async fn token(broker: &Broker, out: &Outgoing<'_>, timing: &mut Timing) -> Result<Token, RelayError> {
     let started = Instant::now();
-    let token = broker.token(upstream).await.map_err(Kind::Token)?;
+    let (token, refresh) = broker.token_and_refresh(out.upstream.name()).await.map_err(Kind::Token)?;
     timing.add_token(started.elapsed(), token.outcome());
+    if let Some(refresh) = refresh {
+        out.chores.add(refresh);
+    }
     Ok(token)
 }
 

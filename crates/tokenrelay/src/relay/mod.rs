@@ -39,6 +39,7 @@
 
 mod body;
 mod cache;
+mod chores;
 mod cors;
 mod error;
 mod forward;
@@ -73,6 +74,7 @@ pub use service::{Endpoint, ResponseFuture};
 use crate::broker::Broker;
 use crate::config::Env;
 use crate::config::relay::{Inject, Route};
+use crate::store;
 use crate::token::Token;
 use error::Kind;
 use timing::Timing;
@@ -84,6 +86,9 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// A Content Security Policy that loads nothing and sandboxes the document:
 /// `fetch()` callers are unaffected, an HTML answer opened directly is inert.
 const INERT: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+/// Added to the longest chore's own bound (a token fetch within
+/// `cache.lock_lease`, a refresh within `relay.timeout`) for its store writes.
+const CHORES_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The visitor's IP address, as the platform reports it; set by the shell as
 /// a request extension. Rate limits count IPv6 clients by network
@@ -123,6 +128,8 @@ struct Record<'a> {
     upstream: Option<Cow<'a, str>>,
     route: Option<&'a str>,
     timing: Timing,
+    /// Work the request made due, done before its answer ends.
+    chores: chores::Chores,
 }
 
 impl Relay {
@@ -173,7 +180,9 @@ impl Relay {
             headers.insert(SERVER_TIMING, timing);
         }
         log(&request_id, &method, &record, response.status(), error.as_ref(), started);
-        response
+        let settings = self.broker.config();
+        let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
+        response.map(|body| body.ending_after(record.chores.finish(deadline)))
     }
 
     /// Like [`handle`](Self::handle), for shells that must return the whole
@@ -248,23 +257,56 @@ impl Relay {
             return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
         }
 
-        self.limiter.check(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0)).await?;
-        let body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
-
-        let out = forward::Outgoing {
+        let mut out = forward::Outgoing {
             upstream,
             relay,
             method: parts.method,
             segments: &target.segments,
             query,
             headers: headers::forward_request(&parts.headers, route.forward_range),
-            body,
+            body: Bytes::new(),
             timeout: settings.timeout,
+            chores: &record.chores,
         };
-        if let Some(policy) = route.cache {
-            return cache::serve(self, &out, route, policy, request_id, &mut record.timing).await;
+        let cache_read = match self.limiter.decide(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0))? {
+            rate_limit::Verdict::Admitted(sync) => {
+                if let Some(sync) = sync {
+                    record.chores.add(sync);
+                }
+                None
+            }
+            rate_limit::Verdict::Count(counting) => self.count(&out, route, counting).await?,
+        };
+        out.body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
+        match route.cache {
+            Some(policy) => cache::serve(self, &out, route, policy, request_id, &mut record.timing, cache_read).await,
+            None => self.relay_upstream(&out, route, request_id, &mut record.timing).await,
         }
-        self.relay_upstream(&out, route, request_id, &mut record.timing).await
+    }
+
+    /// Counts `out` against its rate limit in the store and decides it. A
+    /// cold instance reads, in the same round trip, the token it lacks and
+    /// the cached answer the request may be served from (returned).
+    async fn count(
+        &self,
+        out: &forward::Outgoing<'_>,
+        route: &Route,
+        counting: rate_limit::Counting,
+    ) -> Result<Option<store::CacheState>, RelayError> {
+        let name = out.upstream.name();
+        let token_keys = self.broker.keys_to_read(name);
+        let cache_keys = route.cache.and_then(|_| cache::keys_to_read(self, out));
+        let read = self.broker.store().count_and_read(counting.counts(), token_keys, cache_keys.as_ref()).await;
+        match read {
+            Ok((totals, token, cached)) => {
+                self.limiter.settle(counting, Some(totals))?;
+                if let Some(token) = token {
+                    self.broker.adopt(name, &token);
+                }
+                Ok(cached)
+            }
+            Err(_) => self.limiter.settle(counting, None).map(|()| None),
+        }
     }
 
     /// Exchanges `out` with the upstream and streams the answer back.

@@ -44,6 +44,20 @@ pub(crate) struct CacheKeys {
     pub(crate) purges_lock: String,
 }
 
+impl TokenKeys {
+    /// What a read of the token state fetches: the token and the shared failure.
+    pub(crate) fn read(&self) -> Vec<&str> {
+        vec![&self.token, &self.failure]
+    }
+}
+
+impl CacheKeys {
+    /// What a lookup fetches: the entry, the purge record and the fill lock.
+    pub(crate) fn read(&self) -> Vec<&str> {
+        vec![&self.entry, &self.purges, &self.lock]
+    }
+}
+
 /// Names store keys with a key derived from the store's secret.
 pub(crate) struct KeyNamer(HmacSha256);
 

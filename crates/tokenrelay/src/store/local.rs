@@ -194,11 +194,16 @@ impl Backend for LocalStore {
         .await
     }
 
-    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+    async fn count_and_read(
+        &self,
+        counts: &[Count],
+        keys: &[&str],
+    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError> {
         let counts = counts.to_vec();
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.run(move |e| {
             let now = now_ms();
-            counts
+            let totals = counts
                 .into_iter()
                 .map(|n| {
                     let entry =
@@ -208,7 +213,8 @@ impl Backend for LocalStore {
                     entry.value = total.to_string();
                     total
                 })
-                .collect()
+                .collect();
+            (totals, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
         })
         .await
     }
@@ -315,10 +321,10 @@ mod tests {
         let s = temp_store("counts");
         let ttl = Duration::from_millis(200);
         let count = |add| [Count { key: "hits".to_owned(), add, ttl }];
-        assert_eq!(s.add_counts(&count(2)).await.unwrap(), [2]);
-        assert_eq!(s.add_counts(&count(3)).await.unwrap(), [5], "an addition keeps the counter's expiry");
+        assert_eq!(s.count_and_read(&count(2), &[]).await.unwrap().0, [2]);
+        assert_eq!(s.count_and_read(&count(3), &[]).await.unwrap().0, [5], "an addition keeps the counter's expiry");
         tokio::time::sleep(ttl + Duration::from_millis(20)).await;
-        assert_eq!(s.add_counts(&count(1)).await.unwrap(), [1], "an expired counter starts from zero");
+        assert_eq!(s.count_and_read(&count(1), &[]).await.unwrap().0, [1], "an expired counter starts from zero");
     }
 
     #[cfg(unix)]

@@ -4,11 +4,12 @@
 //! keys (see [`keys`]).
 
 mod keys;
+mod lease;
 mod local;
 pub(crate) mod seal;
 pub(crate) mod upstash;
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -18,6 +19,7 @@ use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
 use keys::KeyNamer;
 pub(crate) use keys::{CacheKeys, TokenKeys};
+pub(crate) use lease::{Backoff, Lease};
 use local::LocalStore;
 use seal::Sealer;
 use upstash::UpstashClient;
@@ -97,8 +99,13 @@ pub(crate) trait Backend {
     ) -> Result<bool, StoreError>;
 
     /// Adds each count to its counter (created with the count's `ttl`) and
-    /// returns the new totals, in order, in one round trip.
-    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError>;
+    /// reads `keys`, in one round trip: the new totals in order, and the
+    /// values as [`Backend::mget`] gives them.
+    async fn count_and_read(
+        &self,
+        counts: &[Count],
+        keys: &[&str],
+    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError>;
 }
 
 /// An addition to a shared counter ([`Store::add_counts`]).
@@ -118,7 +125,7 @@ enum Backends {
 /// Runs one [`Backend`] operation on whichever backend is in use.
 macro_rules! on_backend {
     ($store:expr, $b:ident => $call:expr) => {
-        match &$store.backend {
+        match &*$store.backend {
             Backends::Upstash($b) => $call.await,
             Backends::Local($b) => $call.await,
         }
@@ -128,7 +135,8 @@ macro_rules! on_backend {
 /// The store in use. It seals every token it writes and opens every token it
 /// reads, so callers only see plaintext.
 pub(crate) struct Store {
-    backend: Backends,
+    /// Shared with the [`Lease`]s it hands out, which release themselves.
+    backend: Arc<Backends>,
     sealer: Sealer,
     namer: KeyNamer,
 }
@@ -196,7 +204,7 @@ impl Store {
             }
         };
         let client = UpstashClient::new(url, SecretString::from(token.to_owned()), http, settings.timeout);
-        Ok(Store { backend: Backends::Upstash(client), sealer, namer })
+        Ok(Store { backend: Arc::new(Backends::Upstash(client)), sealer, namer })
     }
 
     fn local(env: &Env) -> Result<Store> {
@@ -219,18 +227,18 @@ impl Store {
         SAID.call_once(|| {
             tracing::info!(dir = %dir.display(), "no Upstash database configured (UPSTASH_REDIS_REST_URL or KV_REST_API_URL): using the local file store, shared by processes on this machine only");
         });
-        Ok(Store { backend: Backends::Local(local), sealer, namer })
+        Ok(Store { backend: Arc::new(Backends::Local(local)), sealer, namer })
     }
 
     /// Whether other machines share this store.
     pub(crate) fn is_remote(&self) -> bool {
-        matches!(self.backend, Backends::Upstash(_))
+        matches!(*self.backend, Backends::Upstash(_))
     }
 
     /// One line saying which store is used, without secrets.
     pub(crate) fn describe(&self) -> String {
         let sealing = if self.sealer.encrypts() { "AES-256-GCM" } else { "unencrypted" };
-        match &self.backend {
+        match &*self.backend {
             Backends::Upstash(c) => format!("upstash {} ({sealing})", c.url()),
             Backends::Local(l) => format!("local file store {} ({sealing})", l.dir().display()),
         }
@@ -253,7 +261,7 @@ impl Store {
 
     /// Reads the token and the shared failure, in one round trip.
     pub(crate) async fn read(&self, keys: &TokenKeys) -> Result<TokenState, StoreError> {
-        let values = on_backend!(self, b => b.mget(&[&keys.token, &keys.failure]))?;
+        let values = on_backend!(self, b => b.mget(&TokenKeys::read(keys)))?;
         Ok(self.state(keys, values))
     }
 
@@ -264,42 +272,62 @@ impl Store {
     pub(crate) async fn lock_and_read(
         &self,
         keys: &TokenKeys,
-        owner: &str,
         lease: Duration,
-    ) -> Result<(bool, TokenState), StoreError> {
-        let (won, values) =
-            on_backend!(self, b => b.lock_and_read(&keys.lock, owner, lease, &[&keys.token, &keys.failure]))?;
+    ) -> Result<(Option<Lease>, TokenState), StoreError> {
+        let (won, values) = self.take(&keys.lock, lease, &keys.read()).await?;
         Ok((won, self.state(keys, values)))
     }
 
+    /// Takes `lock` for `lease` unless someone holds it, then reads `keys`.
+    async fn take(
+        &self,
+        lock: &str,
+        lease: Duration,
+        keys: &[&str],
+    ) -> Result<(Option<Lease>, Vec<Option<String>>), StoreError> {
+        let candidate = Lease::new(self.backend.clone(), lock);
+        let (won, values) = on_backend!(self, b => b.lock_and_read(lock, candidate.owner(), lease, keys))?;
+        let lease = if won {
+            Some(candidate)
+        } else {
+            candidate.settled();
+            None
+        };
+        Ok((lease, values))
+    }
+
+    /// Fenced write: stores `value` under `key` for `ttl` and releases the
+    /// lease's lock, only while it still holds it; returns whether it stored.
+    /// On a store error the lease is dropped, which retries the release.
+    async fn put_fenced(&self, key: &str, value: &str, ttl: Duration, lease: Lease) -> Result<bool, StoreError> {
+        let stored = on_backend!(self, b => b.set_fenced(key, value, ttl, lease.lock(), lease.owner()))?;
+        lease.settled();
+        Ok(stored)
+    }
+
     /// Seals and stores a new token for `ttl` and releases the lock, only
-    /// while `owner` still holds it; returns whether it was stored.
+    /// while the lease still holds it; returns whether it was stored.
     pub(crate) async fn put_token(
         &self,
         keys: &TokenKeys,
         plain: &[u8],
         ttl: Duration,
-        owner: &str,
+        lease: Lease,
     ) -> Result<bool, StoreError> {
         let sealed = self.sealer.seal(&keys.token, plain);
-        on_backend!(self, b => b.set_fenced(&keys.token, &sealed, ttl, &keys.lock, owner))
+        self.put_fenced(&keys.token, &sealed, ttl, lease).await
     }
 
     /// Shares a token endpoint failure for `ttl` and releases the lock, only
-    /// while `owner` still holds it; returns whether it was shared.
+    /// while the lease still holds it; returns whether it was shared.
     pub(crate) async fn put_failure(
         &self,
         keys: &TokenKeys,
         failure: &str,
         ttl: Duration,
-        owner: &str,
+        lease: Lease,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.set_fenced(&keys.failure, failure, ttl, &keys.lock, owner))
-    }
-
-    /// Releases the lock if `owner` still holds it.
-    pub(crate) async fn unlock(&self, keys: &TokenKeys, owner: &str) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.delete_if(&keys.lock, owner))
+        self.put_fenced(&keys.failure, failure, ttl, lease).await
     }
 
     /// Deletes the token only while the store still holds `token`.
@@ -310,13 +338,32 @@ impl Store {
     /// Adds each count to its shared counter and returns the new totals, in
     /// one round trip; each addition is atomic, so every instance counts together.
     pub(crate) async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
-        on_backend!(self, b => b.add_counts(counts))
+        Ok(on_backend!(self, b => b.count_and_read(counts, &[]))?.0)
+    }
+
+    /// What a cold request needs from the store, in one round trip: adds
+    /// `counts` and reads the token state of `token` and the cached answer of
+    /// `cache`, each when given.
+    pub(crate) async fn count_and_read(
+        &self,
+        counts: &[Count],
+        token: Option<&TokenKeys>,
+        cache: Option<&CacheKeys>,
+    ) -> Result<(Vec<u64>, Option<TokenState>, Option<CacheState>), StoreError> {
+        let token_keys = token.map(TokenKeys::read).unwrap_or_default();
+        let cache_keys = cache.map(CacheKeys::read).unwrap_or_default();
+        let keys: Vec<&str> = token_keys.iter().chain(&cache_keys).copied().collect();
+        let (totals, mut values) = on_backend!(self, b => b.count_and_read(counts, &keys))?;
+        let cached = values.split_off(token_keys.len());
+        let token = token.map(|k| self.state(k, values));
+        let cache = cache.map(|k| self.cache_state(k, cached));
+        Ok((totals, token, cache))
     }
 
     /// Reads a cached answer, its upstream's purges and whether a fill is
     /// under way, in one round trip.
     pub(crate) async fn read_cached(&self, keys: &CacheKeys) -> Result<CacheState, StoreError> {
-        let values = on_backend!(self, b => b.mget(&[&keys.entry, &keys.purges, &keys.lock]))?;
+        let values = on_backend!(self, b => b.mget(&keys.read()))?;
         Ok(self.cache_state(keys, values))
     }
 
@@ -325,54 +372,46 @@ impl Store {
     pub(crate) async fn lock_cached(
         &self,
         keys: &CacheKeys,
-        owner: &str,
         lease: Duration,
-    ) -> Result<(bool, CacheState), StoreError> {
-        let (won, values) =
-            on_backend!(self, b => b.lock_and_read(&keys.lock, owner, lease, &[&keys.entry, &keys.purges]))?;
+    ) -> Result<(Option<Lease>, CacheState), StoreError> {
+        let (won, mut values) = self.take(&keys.lock, lease, &[&keys.entry, &keys.purges]).await?;
         // Whoever won, the lock is held now.
-        let state = CacheState { filling: true, ..self.cache_state(keys, values) };
-        Ok((won, state))
+        values.push(Some(String::new()));
+        Ok((won, self.cache_state(keys, values)))
     }
 
-    /// Seals and stores an answer for `ttl` if `owner` still holds the fill
+    /// Seals and stores an answer for `ttl` if the lease still holds the fill
     /// lock, and releases it; whether it stored.
     pub(crate) async fn put_cached(
         &self,
         keys: &CacheKeys,
         plain: &[u8],
         ttl: Duration,
-        owner: &str,
+        lease: Lease,
     ) -> Result<bool, StoreError> {
         let sealed = self.sealer.seal(&keys.entry, plain);
-        on_backend!(self, b => b.set_fenced(&keys.entry, &sealed, ttl, &keys.lock, owner))
-    }
-
-    /// Releases the fill lock if `owner` still holds it.
-    pub(crate) async fn unlock_cached(&self, keys: &CacheKeys, owner: &str) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.delete_if(&keys.lock, owner))
+        self.put_fenced(&keys.entry, &sealed, ttl, lease).await
     }
 
     /// Takes the purge record's lock and reads the record, in one round trip.
     pub(crate) async fn lock_purges(
         &self,
         keys: &CacheKeys,
-        owner: &str,
         lease: Duration,
-    ) -> Result<(bool, Option<String>), StoreError> {
-        let (won, values) = on_backend!(self, b => b.lock_and_read(&keys.purges_lock, owner, lease, &[&keys.purges]))?;
+    ) -> Result<(Option<Lease>, Option<String>), StoreError> {
+        let (won, values) = self.take(&keys.purges_lock, lease, &[&keys.purges]).await?;
         Ok((won, values.into_iter().next().flatten()))
     }
 
-    /// Stores the purge record for `ttl`, releasing the lock `owner` holds.
+    /// Stores the purge record for `ttl`, releasing the lock the lease holds.
     pub(crate) async fn put_purges(
         &self,
         keys: &CacheKeys,
         record: &str,
         ttl: Duration,
-        owner: &str,
+        lease: Lease,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.set_fenced(&keys.purges, record, ttl, &keys.purges_lock, owner))
+        self.put_fenced(&keys.purges, record, ttl, lease).await
     }
 
     /// Opens `[entry, purges, lock]` values; an entry that cannot be opened is absent.
@@ -400,13 +439,6 @@ impl Store {
             .and_then(|sealed| Some(StoredToken { plain: self.open(&keys.token, &sealed, "stored token")?, sealed }));
         TokenState { token, failure: values.next().flatten() }
     }
-}
-
-/// A fresh lock owner: 128 random bits, so that no other instance (or
-/// another call in this one) can release or fence-write through a lock it
-/// does not hold.
-pub(crate) fn lock_owner() -> String {
-    format!("{:032x}", fastrand::u128(..))
 }
 
 /// The sealer and key namer of a base64 encryption key.

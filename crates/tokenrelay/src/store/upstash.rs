@@ -7,7 +7,9 @@
 //! store is ASCII, so plain JSON strings are exact.
 //!
 //! The [`Backend`] operations are Redis commands, Lua scripts (`EVAL`, atomic
-//! in Redis) and pipelines (one round trip, not atomic).
+//! in Redis) and pipelines (one round trip, not atomic). Every script starts
+//! with `#!lua flags=allow-key-locking`: Upstash runs an `EVAL` under a
+//! global lock unless it says it touches only its `KEYS`, which ours do.
 
 use std::time::Duration;
 
@@ -17,24 +19,36 @@ use url::Url;
 
 use super::{Backend, Count, StoreError};
 
+/// Upstash's script flag that locks only the script's `KEYS`
+/// (upstash.com/docs/redis/overall/lua-scripts), not the whole database.
+macro_rules! key_locking {
+    ($script:expr) => {
+        concat!("#!lua flags=allow-key-locking\n", $script)
+    };
+}
+
 /// Compare-and-delete: deletes KEYS[1] only while it still holds ARGV[1].
 const DELETE_IF_SCRIPT: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+    key_locking!("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end");
 
 /// Fenced write: sets KEYS[1] to ARGV[1] for ARGV[2] ms and deletes the lock
 /// KEYS[2], only while the lock still holds the owner ARGV[3]; returns 1 if so.
 /// The owner check and the write are one script, so no other instance can take
 /// the lock between them (Redis runs a script atomically).
-const SET_FENCED_SCRIPT: &str = "if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end \
+const SET_FENCED_SCRIPT: &str = key_locking!(
+    "if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end \
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
 redis.call('DEL', KEYS[2]) \
-return 1";
+return 1"
+);
 
 /// Adds ARGV[1] to the counter KEYS[1], gives it ARGV[2] ms to live if it has
 /// no expiry yet, and returns the new total.
-const ADD_COUNT_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+const ADD_COUNT_SCRIPT: &str = key_locking!(
+    "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
-return n";
+return n"
+);
 
 /// A client for one Upstash database.
 pub(crate) struct UpstashClient {
@@ -135,19 +149,31 @@ impl Backend for UpstashClient {
         Ok(self.command(&["EVAL", SET_FENCED_SCRIPT, "2", key, lock, value, &millis(ttl), owner]).await? == 1)
     }
 
-    /// One `EVAL` per counter, all pipelined.
-    async fn add_counts(&self, counts: &[Count]) -> Result<Vec<u64>, StoreError> {
+    /// One `EVAL` per counter, then `MGET` of the keys, all pipelined.
+    async fn count_and_read(
+        &self,
+        counts: &[Count],
+        keys: &[&str],
+    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError> {
         let args: Vec<(String, String)> = counts.iter().map(|n| (n.add.to_string(), millis(n.ttl))).collect();
-        let commands: Vec<Vec<&str>> = counts
+        let mut commands: Vec<Vec<&str>> = counts
             .iter()
             .zip(&args)
             .map(|(n, (add, ttl))| vec!["EVAL", ADD_COUNT_SCRIPT, "1", &n.key, add, ttl])
             .collect();
-        self.pipeline(&commands)
-            .await?
+        if !keys.is_empty() {
+            commands.push(mget(keys));
+        }
+        let mut replies = self.pipeline(&commands).await?;
+        let values = match keys.is_empty() {
+            true => Vec::new(),
+            false => strings(replies.pop().ok_or(StoreError::Protocol("missing MGET reply"))??, keys.len())?,
+        };
+        let totals = replies
             .into_iter()
             .map(|reply| reply?.as_u64().ok_or(StoreError::Protocol("counter reply is not a number")))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((totals, values))
     }
 }
 

@@ -7,8 +7,9 @@
 //!
 //! - fresh: served from memory or the store, the upstream is not asked;
 //! - within `stale_while_revalidate`: served at once, and one refresh runs
-//!   in the background (single flight in the process, and across instances
-//!   through the fill lock);
+//!   as a chore of that request (single flight in the process, and across
+//!   instances through the fill lock), so it ends before the answer does and
+//!   no freeze of the instance loses it;
 //! - otherwise one instance takes the fill lock (the token rotation's lock
 //!   machinery: `SET NX PX` and a fenced write) and asks the upstream; the
 //!   others poll the store for its answer for at most [`FILL_WAIT`], then ask
@@ -23,6 +24,7 @@ mod memory;
 mod purge;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,12 +33,13 @@ use futures_util::StreamExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::chores::Chores;
 use super::error::RelayError;
 use super::forward::{self, Outgoing};
 use super::timing::Timing;
 use super::{Body, Relay, headers};
 use crate::config::relay::{Route, RouteCache};
-use crate::store::CacheKeys;
+use crate::store::{Backoff, CacheKeys, CacheState, Lease};
 use crate::token::Token;
 use entry::{Entry, Freshness, MAX_ENTRY_BODY_BYTES, Purges};
 use memory::Memory;
@@ -46,7 +49,7 @@ pub use purge::purge_cache;
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// How long a miss waits for another instance's fill before asking the upstream itself.
 const FILL_WAIT: Duration = Duration::from_secs(3);
-/// How often a waiting miss looks for the filled entry.
+/// About how often a waiting miss looks for the filled entry.
 const FILL_POLL: Duration = Duration::from_millis(20);
 /// Added to `relay.timeout` for the fill lock's lease: time to store the answer.
 /// Also the lease of the purge record's lock.
@@ -115,6 +118,7 @@ pub(super) async fn serve(
     policy: RouteCache,
     request_id: &str,
     timing: &mut Timing,
+    read: Option<CacheState>,
 ) -> Result<Response<Body>, RelayError> {
     let started = Instant::now();
     if !entry::request_applies(&out.method, &out.headers) {
@@ -125,32 +129,57 @@ pub(super) async fn serve(
         set_status(&mut response, &format!("fwd={fwd}"));
         return Ok(response);
     }
-    let path = format!("/{}", out.segments.join("/"));
-    let identity = entry::identity(&out.method, &path, out.query, &out.headers);
-    let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
+    let (path, keys) = keys(relay, out);
     let ask = Ask { out, route, policy, keys, path, request_id };
-    let (response, outcome) = lookup(relay, &ask, timing).await?;
+    let (response, outcome) = lookup(relay, &ask, timing, read).await?;
     timing.cache =
         Some((started.elapsed().saturating_sub(timing.upstream.unwrap_or_default() + token_time(timing)), outcome));
     Ok(response)
+}
+
+/// The path as forwarded and the store keys of `out`'s answer.
+fn keys(relay: &Relay, out: &Outgoing<'_>) -> (String, CacheKeys) {
+    let path = format!("/{}", out.segments.join("/"));
+    let identity = entry::identity(&out.method, &path, out.query, &out.headers);
+    let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
+    (path, keys)
+}
+
+/// The store keys a cold request may read with its other store calls:
+/// those of `out`'s answer when it may come from the cache and this
+/// instance's memory does not hold it.
+pub(super) fn keys_to_read(relay: &Relay, out: &Outgoing<'_>) -> Option<CacheKeys> {
+    if !entry::request_applies(&out.method, &out.headers) {
+        return None;
+    }
+    let (_, keys) = keys(relay, out);
+    relay.cache.memory.get(&keys.entry).is_none().then_some(keys)
 }
 
 fn token_time(timing: &Timing) -> Duration {
     timing.token.map_or(Duration::ZERO, |(d, _)| d)
 }
 
-async fn lookup(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<(Response<Body>, Outcome), RelayError> {
+async fn lookup(
+    relay: &Relay,
+    ask: &Ask<'_>,
+    timing: &mut Timing,
+    read: Option<CacheState>,
+) -> Result<(Response<Body>, Outcome), RelayError> {
     let cache = &relay.cache;
     if let Some(e) = cache.memory.get(&ask.keys.entry) {
         return Ok((answer(&e, ask, Outcome::HitMemory, None), Outcome::HitMemory));
     }
     let store = relay.broker.store();
-    let state = match store.read_cached(&ask.keys).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
-            return pass(relay, ask, None, None, timing).await;
-        }
+    let state = match read {
+        Some(state) => state,
+        None => match store.read_cached(&ask.keys).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
+                return pass(relay, ask, None, None, timing).await;
+            }
+        },
     };
     let now = entry::now_ms();
     let stored = usable(state.entry.as_deref(), state.purges.as_deref());
@@ -161,35 +190,37 @@ async fn lookup(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<(Re
             return Ok((answer(e, ask, Outcome::Hit, None), Outcome::Hit));
         }
         (Some(e), Some(Freshness::Revalidate)) => {
-            refresh_in_background(relay, ask);
+            if !state.filling
+                && let Some(refresh) = refresh(relay, ask)
+            {
+                ask.out.chores.add(refresh);
+            }
             return Ok((answer(e, ask, Outcome::Stale, None), Outcome::Stale));
         }
         _ => {}
     }
     let stale = stored.filter(|_| matches!(freshness, Some(Freshness::Revalidate | Freshness::IfError)));
-    let owner = crate::store::lock_owner();
-    let lease = relay.broker.config().relay.timeout + LEASE_MARGIN;
-    let won = if state.filling {
-        false
+    let lease = if state.filling {
+        None
     } else {
-        match store.lock_cached(&ask.keys, &owner, lease).await {
-            Ok((true, after)) => {
+        match store.lock_cached(&ask.keys, fill_lease(relay)).await {
+            Ok((Some(lease), after)) => {
                 // Another instance may have stored it between our read and our lock.
                 if let Some(e) = usable(after.entry.as_deref(), after.purges.as_deref())
                     .filter(|e| e.freshness(entry::now_ms(), &ask.policy) == Freshness::Fresh)
                 {
-                    store.unlock_cached(&ask.keys, &owner).await.ok();
+                    lease.release().await;
                     remember(cache, ask, e.clone(), entry::now_ms());
                     return Ok((answer(&e, ask, Outcome::Hit, None), Outcome::Hit));
                 }
-                true
+                Some(lease)
             }
-            Ok((false, _)) => false,
+            Ok((None, _)) => None,
             Err(_) => return pass(relay, ask, None, stale, timing).await,
         }
     };
-    if won {
-        return pass(relay, ask, Some(&owner), stale, timing).await;
+    if lease.is_some() {
+        return pass(relay, ask, lease, stale, timing).await;
     }
     if let Some(e) = wait_for_fill(relay, ask).await {
         remember(cache, ask, e.clone(), entry::now_ms());
@@ -198,12 +229,16 @@ async fn lookup(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<(Re
     pass(relay, ask, None, stale, timing).await
 }
 
+/// The fill lock's lease: the upstream's whole answer, and time to store it.
+fn fill_lease(relay: &Relay) -> Duration {
+    relay.broker.config().relay.timeout + LEASE_MARGIN
+}
+
 /// Polls the store until another instance's fill is stored, it gave up
 /// (uncacheable answer, failure), or [`FILL_WAIT`] passed.
 async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<Entry>> {
-    let deadline = Instant::now() + FILL_WAIT.min(relay.broker.config().relay.timeout);
-    while Instant::now() < deadline {
-        tokio::time::sleep(FILL_POLL).await;
+    let mut backoff = Backoff::new(FILL_POLL, FILL_POLL, FILL_WAIT.min(relay.broker.config().relay.timeout));
+    while backoff.wait().await {
         let state = relay.broker.store().read_cached(&ask.keys).await.ok()?;
         let fresh = usable(state.entry.as_deref(), state.purges.as_deref())
             .filter(|e| e.freshness(entry::now_ms(), &ask.policy) == Freshness::Fresh);
@@ -233,23 +268,32 @@ enum Filled {
     Pass { response: reqwest::Response, token: Token, reason: &'static str },
 }
 
-/// Asks the upstream; stores a cacheable answer while `owner` holds the fill
-/// lock, and releases it in every case. With no `owner`, stores nothing.
-async fn fill(relay: &Relay, ask: &Ask<'_>, owner: Option<&str>, timing: &mut Timing) -> Result<Filled, RelayError> {
-    let result = fill_unlocked(relay, ask, owner, timing).await;
-    let stored = matches!(result, Ok(Filled::Entry { stored: true, .. }));
-    if let (Some(owner), false) = (owner, stored) {
-        relay.broker.store().unlock_cached(&ask.keys, owner).await.ok();
-    }
-    result
+/// Asks the upstream; stores a cacheable answer while `lease` holds the fill
+/// lock. The lease is let go in every case before this returns: by the
+/// fenced write, or released when nothing is stored (and by its drop if the
+/// request is cancelled meanwhile). With no lease, stores nothing.
+async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut Timing) -> Result<Filled, RelayError> {
+    let asked = ask_upstream(relay, ask, timing).await;
+    let (entry, lease) = match (asked, lease) {
+        (Ok(Filled::Entry { entry, .. }), Some(lease)) if entry.body.len() <= MAX_ENTRY_BODY_BYTES => (entry, lease),
+        (asked, lease) => {
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
+            return asked;
+        }
+    };
+    let put = relay.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), lease).await;
+    let stored = put.unwrap_or_else(|e| {
+        tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
+        false
+    });
+    Ok(Filled::Entry { entry, stored })
 }
 
-async fn fill_unlocked(
-    relay: &Relay,
-    ask: &Ask<'_>,
-    owner: Option<&str>,
-    timing: &mut Timing,
-) -> Result<Filled, RelayError> {
+/// The upstream's answer: buffered and scrubbed when it may be stored, else
+/// as it comes, to stream.
+async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<Filled, RelayError> {
     let (response, token) = forward::exchange(&relay.broker, ask.out, timing).await?;
     let status = response.status();
     let too_big = response.content_length().is_some_and(|n| n > MAX_ENTRY_BODY_BYTES as u64);
@@ -258,8 +302,7 @@ async fn fill_unlocked(
         return Ok(Filled::Pass { response, token, reason });
     }
     let settings = &relay.broker.config().relay;
-    let relay_cfg = ask.out.relay;
-    let scrubber = relay.scrubbers.get(ask.out.upstream.name(), relay_cfg, &token);
+    let scrubber = relay.scrubbers.get(ask.out.upstream.name(), ask.out.relay, &token);
     let headers = headers::filter_response(response.headers(), &scrubber);
     let mut redactor = scrubber.stream();
     let mut body = BytesMut::new();
@@ -273,31 +316,21 @@ async fn fill_unlocked(
     }
     body.extend_from_slice(&redactor.finish());
     let entry = Arc::new(Entry::new(&ask.path, status, &headers, body.freeze()));
-    let stored = match owner.filter(|_| entry.body.len() <= MAX_ENTRY_BODY_BYTES) {
-        Some(owner) => {
-            let put = relay.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), owner).await;
-            put.unwrap_or_else(|e| {
-                tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
-                false
-            })
-        }
-        None => false,
-    };
-    Ok(Filled::Entry { entry, stored })
+    Ok(Filled::Entry { entry, stored: false })
 }
 
-/// Asks the upstream (storing when `owner` holds the fill lock) and answers,
+/// Asks the upstream (storing when `lease` holds the fill lock) and answers,
 /// falling back to `stale` when the upstream fails.
 async fn pass(
     relay: &Relay,
     ask: &Ask<'_>,
-    owner: Option<&str>,
+    lease: Option<Lease>,
     stale: Option<Arc<Entry>>,
     timing: &mut Timing,
 ) -> Result<(Response<Body>, Outcome), RelayError> {
     let now = entry::now_ms();
     let stale = stale.filter(|e| e.age(now) < ask.policy.ttl + ask.policy.stale_if_error);
-    match (fill(relay, ask, owner, timing).await, stale) {
+    match (fill(relay, ask, lease, timing).await, stale) {
         (Err(e), Some(stale)) if e.is_upstream_failure() => {
             tracing::warn!(
                 request_id = ask.request_id,
@@ -328,75 +361,121 @@ async fn pass(
     }
 }
 
-/// Starts one background refresh of `ask` unless this process runs one;
-/// across instances, the fill lock lets only one through.
-fn refresh_in_background(relay: &Relay, ask: &Ask<'_>) {
-    {
-        let mut refreshing = relay.cache.refreshing.lock().unwrap_or_else(PoisonError::into_inner);
-        if !refreshing.insert(ask.keys.entry.clone()) {
+/// The refresh of a stale entry, as a chore of the request that served it,
+/// unless this process runs one already; across instances, the fill lock
+/// lets only one through.
+fn refresh(relay: &Relay, ask: &Ask<'_>) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let started = Refreshing::start(relay, &ask.keys.entry)?;
+    let relay = relay.clone();
+    let copy = Copied::of(ask);
+    Some(async move {
+        let _started = started;
+        let config = relay.broker.config();
+        let Some((upstream, upstream_relay, route, policy)) = copy.route(config) else { return };
+        let segments: Vec<&str> = copy.segments.iter().map(String::as_str).collect();
+        // A token refresh this one makes due is its own chore, finished here.
+        let chores = Chores::default();
+        let out = Outgoing {
+            upstream,
+            relay: upstream_relay,
+            method: copy.method.clone(),
+            segments: &segments,
+            query: copy.query.as_deref(),
+            headers: copy.headers.clone(),
+            body: Bytes::new(),
+            timeout: config.relay.timeout,
+            chores: &chores,
+        };
+        let ask = Ask {
+            out: &out,
+            route,
+            policy,
+            keys: copy.keys.clone(),
+            path: copy.path.clone(),
+            request_id: &copy.request_id,
+        };
+        let request_id = ask.request_id;
+        let Ok((Some(lease), after)) = relay.broker.store().lock_cached(&ask.keys, fill_lease(&relay)).await else {
+            return;
+        };
+        // Another instance may have refreshed it since we read it stale.
+        if usable(after.entry.as_deref(), after.purges.as_deref())
+            .is_some_and(|e| e.freshness(entry::now_ms(), &policy) == Freshness::Fresh)
+        {
+            lease.release().await;
             return;
         }
-    }
-    let relay = relay.clone();
-    let out = ask.out;
-    let owned = (
-        out.upstream.name().to_owned(),
-        out.method.clone(),
-        out.segments.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-        out.query.map(str::to_owned),
-        out.headers.clone(),
-        ask.route.pattern.as_str().to_owned(),
-        ask.keys.clone(),
-        ask.path.clone(),
-        ask.request_id.to_owned(),
-    );
-    tokio::spawn(async move {
-        let (upstream, method, segments, query, headers, pattern, keys, path, request_id) = owned;
-        let config = relay.broker.config();
-        let found = config.upstreams.get(&upstream).and_then(|u| {
-            let r = u.relay.as_ref()?;
-            let route = r.routes.iter().find(|x| x.pattern.as_str() == pattern)?;
-            Some((u, r, route, route.cache?))
-        });
-        if let Some((u, r, route, policy)) = found {
-            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-            let out = Outgoing {
-                upstream: u,
-                relay: r,
-                method,
-                segments: &segments,
-                query: query.as_deref(),
-                headers,
-                body: Bytes::new(),
-                timeout: config.relay.timeout,
-            };
-            let ask = Ask { out: &out, route, policy, keys: keys.clone(), path, request_id: &request_id };
-            let owner = crate::store::lock_owner();
-            let lease = config.relay.timeout + LEASE_MARGIN;
-            if let Ok((true, after)) = relay.broker.store().lock_cached(&keys, &owner, lease).await {
-                // Another instance may have refreshed it since we read it stale.
-                let refreshed = usable(after.entry.as_deref(), after.purges.as_deref())
-                    .is_some_and(|e| e.freshness(entry::now_ms(), &policy) == Freshness::Fresh);
-                let filled = if refreshed {
-                    relay.broker.store().unlock_cached(&keys, &owner).await.ok();
-                    None
-                } else {
-                    Some(fill(&relay, &ask, Some(&owner), &mut Timing::default()).await)
-                };
-                match filled {
-                    None => {}
-                    Some(Ok(Filled::Entry { entry, stored: true })) => {
-                        relay.cache.memory.put(&keys.entry, entry, policy.ttl)
-                    }
-                    Some(Ok(_)) => {
-                        tracing::info!(request_id, upstream, "background refresh got an answer not to store")
-                    }
-                    Some(Err(e)) => tracing::warn!(request_id, upstream, code = e.code(), "background refresh failed"),
-                }
-            }
+        match fill(&relay, &ask, Some(lease), &mut Timing::default()).await {
+            Ok(Filled::Entry { entry, stored: true }) => relay.cache.memory.put(&ask.keys.entry, entry, policy.ttl),
+            Ok(_) => tracing::info!(request_id, upstream = upstream.name(), "cache refresh got an answer not to store"),
+            Err(e) => tracing::warn!(request_id, upstream = upstream.name(), code = e.code(), "cache refresh failed"),
         }
-        relay.cache.refreshing.lock().unwrap_or_else(PoisonError::into_inner).remove(&keys.entry);
-    });
+        if let Some(finish) = chores.finish(fill_lease(&relay)) {
+            finish.await;
+        }
+    })
+}
+
+/// What a refresh needs of the request that started it, owned, since it
+/// runs as a task of its own.
+struct Copied {
+    upstream: String,
+    pattern: String,
+    method: http::Method,
+    segments: Vec<String>,
+    query: Option<String>,
+    headers: http::HeaderMap,
+    keys: CacheKeys,
+    path: String,
+    request_id: String,
+}
+
+impl Copied {
+    fn of(ask: &Ask<'_>) -> Self {
+        Self {
+            upstream: ask.out.upstream.name().to_owned(),
+            pattern: ask.route.pattern.as_str().to_owned(),
+            method: ask.out.method.clone(),
+            segments: ask.out.segments.iter().map(|s| (*s).to_owned()).collect(),
+            query: ask.out.query.map(str::to_owned),
+            headers: ask.out.headers.clone(),
+            keys: ask.keys.clone(),
+            path: ask.path.clone(),
+            request_id: ask.request_id.to_owned(),
+        }
+    }
+
+    /// The upstream, its relay section, the route and its cache, found again in `config`.
+    fn route<'c>(
+        &self,
+        config: &'c crate::config::Config,
+    ) -> Option<(&'c crate::config::Upstream, &'c crate::config::relay::UpstreamRelay, &'c Route, RouteCache)> {
+        let u = config.upstreams.get(&self.upstream)?;
+        let r = u.relay.as_ref()?;
+        let route = r.routes.iter().find(|x| x.pattern.as_str() == self.pattern)?;
+        Some((u, r, route, route.cache?))
+    }
+}
+
+/// This process's refresh of one entry; forgotten however it ends.
+struct Refreshing {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Refreshing {
+    /// `None` when this process already refreshes `key`.
+    fn start(relay: &Relay, key: &str) -> Option<Self> {
+        let set = relay.cache.refreshing.clone();
+        let fresh = set.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned());
+        fresh.then(|| Self { set, key: key.to_owned() })
+    }
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
 }
 
 /// The answer built from a stored entry, with `Age` and `Cache-Status`.

@@ -7,9 +7,11 @@ use super::LEASE_MARGIN;
 use super::entry::Purges;
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::store::Backoff;
 
-/// Tries of a purge while another purge of the same upstream holds the record.
-const PURGE_ATTEMPTS: u32 = 50;
+/// How long a purge waits while another purge of the same upstream holds the record.
+const PURGE_WAIT: Duration = Duration::from_millis(2500);
+/// About how often it looks again meanwhile.
 const PURGE_RETRY: Duration = Duration::from_millis(50);
 
 /// Forgets every cached answer of `upstream` whose path is `prefix` or below
@@ -33,18 +35,20 @@ pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate
     }
     let store = broker.store();
     let keys = store.cache_keys(upstream, "");
-    let owner = crate::store::lock_owner();
-    for _ in 0..PURGE_ATTEMPTS {
-        let (won, record) = store.lock_purges(&keys, &owner, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
-        if won {
+    let mut backoff = Backoff::new(PURGE_RETRY, PURGE_RETRY, PURGE_WAIT);
+    loop {
+        let (lease, record) = store.lock_purges(&keys, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
+        if let Some(lease) = lease {
             let record = Purges::parse(record.as_deref()).add(prefix, keep);
-            return match store.put_purges(&keys, &record, keep, &owner).await {
+            return match store.put_purges(&keys, &record, keep, lease).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(failed("the store took too long; run the purge again".to_owned())),
                 Err(e) => Err(failed(e.to_string())),
             };
         }
-        tokio::time::sleep(PURGE_RETRY).await;
+        if !backoff.wait().await {
+            break;
+        }
     }
     Err(failed("another purge of this upstream is still running; run the purge again".to_owned()))
 }

@@ -1,6 +1,6 @@
 //! Per client and upstream request limits: decided in memory, counted
-//! across instances in the background, the way @upstash/ratelimit's cached
-//! fixed window works.
+//! across instances on the requests' own path, the way @upstash/ratelimit's
+//! cached fixed window works.
 //!
 //! Windows are fixed and aligned to the Unix epoch (window `n` of length
 //! `w` is `[n·w, (n+1)·w)`), so every instance agrees on them without
@@ -8,38 +8,41 @@
 //! instance keeps, for the current window, what it last learned of the
 //! shared count plus what it admitted since.
 //!
-//! A client's first request in a window on an instance is counted in the
-//! store before it is decided (one round trip, which also brings back what
-//! every other instance counted): an instance that knows nothing of the
-//! client, such as a serverless cold start or `netlify dev`'s fresh process
-//! per request, would otherwise admit it blindly. Every later request of that
-//! client in that window is decided in memory, with no store call: admitted
-//! while the sum is below the limit. Those admissions are added to the shared
-//! counter by [`sync`], in one store round trip per [`SYNC_INTERVAL`] for all
-//! keys, never awaited by a request; the reply brings back the total of every
-//! instance.
+//! A request is decided in memory while the instance learned the client's
+//! shared count less than [`SYNC_INTERVAL`] ago (or is learning it right
+//! now). Otherwise (the client's first request in the window here, as on a
+//! serverless cold start or `netlify dev`'s fresh process per request, or
+//! an instance that slept) the request is counted in the store before it is
+//! decided: one round trip that adds everything this instance admitted
+//! since its last sync and brings back every instance's totals; a cold
+//! instance's first request reads its token and cached answer in the same
+//! round trip. A request admitted in memory once the interval has passed
+//! also syncs, as a chore of that request (alongside its upstream call, done
+//! before its answer ends). Nothing runs after an answer, so a frozen
+//! instance loses nothing: it syncs on its next request.
 //!
 //! # Over-admission bound
 //! An instance never admits more than `requests` per client and window by
-//! itself: its own admissions are part of the sum it checks, and it starts
-//! from the shared count. So with `N` instances a client gets at most
-//! `requests` plus what the other instances admitted to it in memory since
-//! they last synced: at most `requests` per instance and
-//! `SYNC_INTERVAL + store timeout`. Without a store (unreachable), each
-//! instance enforces the limit alone: at most `N × requests`. Windows are
-//! fixed, so as before a client can send up to twice the limit around a
-//! window boundary.
+//! itself: its own admissions are part of the sum it checks, and it decides
+//! in memory only on a shared count at most [`SYNC_INTERVAL`] old. So with
+//! `N` instances a client gets at most `requests` plus what the other
+//! instances admitted to it in memory within one interval before their
+//! sync reached the store. Without a store (unreachable), each instance
+//! enforces the limit alone: at most `N × requests`. Windows are fixed, so
+//! as before a client can send up to twice the limit around a window
+//! boundary.
 //!
 //! # Store outage
-//! A failed count or sync keeps the counts for the next sync (logged as a
-//! warning); every instance keeps enforcing the limit on what it knows.
+//! A failed count or sync keeps the counts for the next one (logged as a
+//! warning), tried again after an interval; every instance keeps enforcing
+//! the limit on what it knows.
 
 mod client;
 mod sync;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,9 +50,10 @@ use super::error::{Kind, RelayError};
 use crate::broker::Broker;
 use crate::config::relay::RateLimit;
 use client::Client;
+pub(super) use sync::{Counting, SyncChore};
 
-/// How often an instance adds its admitted requests to the shared counters:
-/// at most one store round trip per interval, whatever the traffic.
+/// How old a shared count may be for a request to be decided on it in
+/// memory; at most one sync per interval on a busy instance.
 pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The limits of every relayed upstream, with this instance's counts. Cheap
@@ -63,12 +67,12 @@ struct Shared {
     /// The store the counts are synced to.
     broker: Broker,
     ipv6_prefix: u8,
-    /// [`SYNC_INTERVAL`], except in tests that sync by hand.
-    sync_interval: Duration,
     /// One per relayed upstream, fixed at start.
     upstreams: HashMap<String, Counter>,
-    /// Whether a sync is scheduled.
-    sync_due: AtomicBool,
+    /// Whether a sync runs.
+    syncing: AtomicBool,
+    /// When the last sync was sent (ms since the epoch).
+    synced_at: AtomicU64,
 }
 
 /// One upstream's limit and this instance's tallies per client.
@@ -82,11 +86,25 @@ struct Counter {
 struct Tally {
     /// Window number since the epoch.
     window: u64,
-    /// The shared count when last synced, plus what this instance has sent
+    /// The shared count when last learned, plus what this instance has sent
     /// since (optimistically, until the store confirms or fails).
     known: u64,
     /// Admitted here and not yet sent.
     pending: u64,
+    /// When `known` was last learned from the store (ms since the epoch).
+    learned_at: u64,
+    /// Whether a count of this client is on its way to the store.
+    counting: bool,
+}
+
+/// How a request fared against its limit.
+pub(super) enum Verdict {
+    /// Admitted in memory; `Some` when the instance's sync is due, to run as
+    /// a chore of the request.
+    Admitted(Option<SyncChore>),
+    /// To be counted in the store before it is decided: send
+    /// [`Counting::counts`], then [`RateLimiter::settle`].
+    Count(Counting),
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -113,18 +131,18 @@ impl RateLimiter {
             shared: Arc::new(Shared {
                 broker,
                 ipv6_prefix,
-                sync_interval: SYNC_INTERVAL,
                 upstreams,
-                sync_due: AtomicBool::new(false),
+                syncing: AtomicBool::new(false),
+                synced_at: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Counts this request against `upstream`'s limit for `ip`, or refuses it
-    /// once the limit is reached. Waits for the store only on the client's
-    /// first request in the window on this instance.
-    pub(crate) async fn check(&self, upstream: &str, ip: Option<IpAddr>) -> Result<(), RelayError> {
-        let Some(counter) = self.shared.upstreams.get(upstream) else { return Ok(()) };
+    /// Decides this request against `upstream`'s limit for `ip` in memory
+    /// when this instance's knowledge of the client is recent, else says
+    /// what to count in the store first.
+    pub(super) fn decide(&self, upstream: &str, ip: Option<IpAddr>) -> Result<Verdict, RelayError> {
+        let Some(counter) = self.shared.upstreams.get(upstream) else { return Ok(Verdict::Admitted(None)) };
         let client = Client::of(ip, self.shared.ipv6_prefix);
         if client == Client::Unknown {
             static SAID: Once = Once::new();
@@ -133,38 +151,35 @@ impl RateLimiter {
             });
         }
         let now = now_ms();
-        let window_ms = counter.window_ms();
-        let window = now / window_ms;
-        let admitted = match counter.admit(client, window) {
-            Some(admitted) => admitted,
-            None => self.count_first(upstream, counter, client, window, now).await,
-        };
-        if !admitted {
-            let retry_after = Duration::from_millis((window + 1) * window_ms - now);
-            return Err(RelayError::from(Kind::RateLimited { retry_after }));
+        let window = now / counter.window_ms();
+        {
+            let mut tallies = counter.lock();
+            let tally = Tally::current(&mut tallies, client, window);
+            if tally.known + tally.pending >= u64::from(counter.limit.requests) {
+                return Err(counter.refusal(now));
+            }
+            tally.pending += 1;
+            if tally.counting || now.saturating_sub(tally.learned_at) < interval_ms() {
+                return Ok(Verdict::Admitted(self.sync_if_due(now)));
+            }
+            tally.counting = true;
         }
-        self.schedule_sync();
-        Ok(())
+        Ok(Verdict::Count(self.counting(now, Some((upstream.to_owned(), client, window)))))
     }
 
-    /// Counts the first request of `client` in `window` in the store and
-    /// decides on the shared total; without the store, on this instance's
-    /// count alone (kept pending for the next sync).
-    async fn count_first(&self, upstream: &str, counter: &Counter, client: Client, window: u64, now: u64) -> bool {
-        let store = self.shared.broker.store();
-        let count = self.count(upstream, client, window, 1, now);
-        match store.add_counts(std::slice::from_ref(&count)).await.map(|totals| totals.first().copied()) {
-            Ok(Some(total)) => {
-                let mut tallies = counter.lock();
-                let tally = Tally::of(&mut tallies, client, window);
-                tally.known = tally.known.max(total);
-                total <= u64::from(counter.limit.requests)
-            }
-            Ok(None) | Err(_) => {
-                tracing::warn!(upstream, "rate limit count not stored; this instance enforces the limit alone");
-                counter.admit_unsynced(client, window)
-            }
-        }
+    /// Decides a request [`decide`](Self::decide) sent to the store, on the
+    /// totals the store answered (or, without them, on this instance's count).
+    pub(super) fn settle(&self, counting: Counting, totals: Option<Vec<u64>>) -> Result<(), RelayError> {
+        let Some((upstream, client, window)) = counting.request.clone() else { return Ok(()) };
+        let total = self.reconcile(&counting, totals);
+        let counter = &self.shared.upstreams[&upstream];
+        let mut tallies = counter.lock();
+        let Some(tally) = tallies.get_mut(&client).filter(|t| t.window == window) else { return Ok(()) };
+        tally.counting = false;
+        let limit = u64::from(counter.limit.requests);
+        // Without the store, this instance's own count decides (the request is in it).
+        let admitted = total.map_or(tally.known + tally.pending <= limit, |total| total <= limit);
+        if admitted { Ok(()) } else { Err(counter.refusal(now_ms())) }
     }
 }
 
@@ -178,38 +193,28 @@ impl Counter {
         self.tallies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Decides one request of `client` in `window` in memory: `None` when
-    /// this instance has not counted the client in that window yet.
-    fn admit(&self, client: Client, window: u64) -> Option<bool> {
-        let mut tallies = self.lock();
-        let tally = tallies.get_mut(&client).filter(|t| t.window == window)?;
-        Some(tally.take(self.limit.requests))
-    }
-
-    /// Decides in memory even with nothing known of the window yet.
-    fn admit_unsynced(&self, client: Client, window: u64) -> bool {
-        Tally::of(&mut self.lock(), client, window).take(self.limit.requests)
+    /// 429 until the end of the window `now` is in.
+    fn refusal(&self, now: u64) -> RelayError {
+        let window_ms = self.window_ms();
+        let retry_after = Duration::from_millis((now / window_ms + 1) * window_ms - now);
+        RelayError::from(Kind::RateLimited { retry_after })
     }
 }
 
 impl Tally {
     /// `client`'s tally of `window`, started from nothing if it held an older one.
-    fn of(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64) -> &mut Tally {
+    fn current(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64) -> &mut Tally {
         let tally = tallies.entry(client).or_default();
         if tally.window != window {
             *tally = Tally { window, ..Tally::default() };
         }
         tally
     }
+}
 
-    /// Counts one more request as pending, unless that would pass `limit`.
-    fn take(&mut self, limit: u32) -> bool {
-        if self.known + self.pending >= u64::from(limit) {
-            return false;
-        }
-        self.pending += 1;
-        true
-    }
+/// [`SYNC_INTERVAL`] in milliseconds.
+fn interval_ms() -> u64 {
+    u64::try_from(SYNC_INTERVAL.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the Unix epoch: windows must line up across machines.
@@ -244,10 +249,25 @@ routes = [{{ path = "/**" }}]
 "#
         );
         let env = Env::from_pairs([(UPSTASH_VARS.0, upstash_url), (UPSTASH_VARS.1, token), ("API_KEY", "k")]);
-        let mut limiter = RateLimiter::new(Broker::new(Config::parse(&config, "t.toml", &env).unwrap(), &env).unwrap());
-        // These tests sync by hand.
-        Arc::get_mut(&mut limiter.shared).unwrap().sync_interval = Duration::from_secs(3600);
-        limiter
+        RateLimiter::new(Broker::new(Config::parse(&config, "t.toml", &env).unwrap(), &env).unwrap())
+    }
+
+    /// What the relay does with a request: decide, count in the store when
+    /// told to, and run a due sync (here before returning, as the request's
+    /// chore would run before its answer ends).
+    async fn check(limiter: &RateLimiter, ip: Option<IpAddr>) -> Result<(), RelayError> {
+        match limiter.decide("api", ip)? {
+            Verdict::Admitted(sync) => {
+                if let Some(sync) = sync {
+                    sync.await;
+                }
+                Ok(())
+            }
+            Verdict::Count(counting) => {
+                let totals = limiter.shared.broker.store().add_counts(counting.counts()).await.ok();
+                limiter.settle(counting, totals)
+            }
+        }
     }
 
     /// A store URL nothing listens on.
@@ -263,42 +283,50 @@ routes = [{{ path = "/**" }}]
         limiter.shared.upstreams["api"].lock()[&client]
     }
 
+    /// Makes every tally and the last sync look an interval old, as after a
+    /// frozen instance thaws.
+    fn age(limiter: &RateLimiter) {
+        let back = interval_ms() + 1;
+        limiter.shared.synced_at.fetch_sub(back, std::sync::atomic::Ordering::AcqRel);
+        for t in limiter.shared.upstreams["api"].lock().values_mut() {
+            t.learned_at -= back;
+        }
+    }
+
     #[tokio::test]
     async fn blocks_locally_once_the_limit_is_reached() {
         let limiter = limiter(3, &unreachable(), "t");
         for _ in 0..3 {
-            limiter.check("api", ip("203.0.113.7")).await.unwrap();
+            check(&limiter, ip("203.0.113.7")).await.unwrap();
         }
-        let err = limiter.check("api", ip("203.0.113.7")).await.unwrap_err();
+        let err = check(&limiter, ip("203.0.113.7")).await.unwrap_err();
         assert_eq!(err.code(), "rate_limited");
-        limiter.check("api", ip("203.0.113.8")).await.expect("another address has its own limit");
+        check(&limiter, ip("203.0.113.8")).await.expect("another address has its own limit");
     }
 
     #[tokio::test]
     async fn ipv6_clients_are_limited_by_slash_64() {
         let limiter = limiter(2, &unreachable(), "t");
-        limiter.check("api", ip("2001:db8:1:2::1")).await.unwrap();
-        limiter.check("api", ip("2001:db8:1:2:ffff::9")).await.unwrap();
-        assert!(limiter.check("api", ip("2001:db8:1:2::77")).await.is_err(), "a fresh address in the same /64");
-        limiter.check("api", ip("2001:db8:1:3::1")).await.expect("the next /64 is another client");
+        check(&limiter, ip("2001:db8:1:2::1")).await.unwrap();
+        check(&limiter, ip("2001:db8:1:2:ffff::9")).await.unwrap();
+        assert!(check(&limiter, ip("2001:db8:1:2::77")).await.is_err(), "a fresh address in the same /64");
+        check(&limiter, ip("2001:db8:1:3::1")).await.expect("the next /64 is another client");
     }
 
     #[tokio::test]
     async fn address_less_requests_share_one_limit() {
         let limiter = limiter(1, &unreachable(), "t");
-        limiter.check("api", None).await.unwrap();
-        assert!(limiter.check("api", None).await.is_err());
-        limiter.check("api", ip("203.0.113.7")).await.expect("apart from clients with an address");
+        check(&limiter, None).await.unwrap();
+        assert!(check(&limiter, None).await.is_err());
+        check(&limiter, ip("203.0.113.7")).await.expect("apart from clients with an address");
     }
 
     #[test]
     fn a_new_window_starts_from_zero() {
-        let counter =
-            Counter { limit: RateLimit { requests: 1, window: Duration::from_secs(60) }, tallies: Mutex::default() };
-        assert_eq!(counter.admit(Client::Unknown, 7), None, "nothing counted yet in window 7");
-        assert!(counter.admit_unsynced(Client::Unknown, 7));
-        assert_eq!(counter.admit(Client::Unknown, 7), Some(false));
-        assert_eq!(counter.admit(Client::Unknown, 8), None, "window 8 starts from nothing");
+        let mut tallies = HashMap::new();
+        Tally::current(&mut tallies, Client::Unknown, 7).known = 5;
+        assert_eq!(Tally::current(&mut tallies, Client::Unknown, 7).known, 5);
+        assert_eq!(Tally::current(&mut tallies, Client::Unknown, 8).known, 0, "window 8 starts from nothing");
     }
 
     #[tokio::test]
@@ -306,12 +334,13 @@ routes = [{{ path = "/**" }}]
         tokio::time::timeout(TEST_TIME, async {
             let limiter = limiter(2, &unreachable(), "t");
             let client = Client::of(ip("203.0.113.7"), 64);
-            limiter.check("api", ip("203.0.113.7")).await.unwrap();
-            limiter.sync().await;
+            check(&limiter, ip("203.0.113.7")).await.unwrap();
             assert_eq!(tally(&limiter, client).pending, 1, "kept for the next sync");
+            limiter.sync().await;
+            assert_eq!(tally(&limiter, client).pending, 1, "still kept");
             assert_eq!(tally(&limiter, client).known, 0);
-            limiter.check("api", ip("203.0.113.7")).await.unwrap();
-            assert!(limiter.check("api", ip("203.0.113.7")).await.is_err(), "the limit holds without the store");
+            check(&limiter, ip("203.0.113.7")).await.unwrap();
+            assert!(check(&limiter, ip("203.0.113.7")).await.is_err(), "the limit holds without the store");
         })
         .await
         .unwrap();
@@ -325,25 +354,103 @@ routes = [{{ path = "/**" }}]
             let (a, b) = (limiter(5, &upstash.url(), upstash.token()), limiter(5, &upstash.url(), upstash.token()));
             let visitor = ip("203.0.113.7");
             for _ in 0..3 {
-                a.check("api", visitor).await.unwrap();
-                a.check("api", ip("203.0.113.9")).await.unwrap();
+                check(&a, visitor).await.unwrap();
+                check(&a, ip("203.0.113.9")).await.unwrap();
             }
-            b.check("api", visitor).await.unwrap();
+            check(&b, visitor).await.unwrap();
             assert_eq!(upstash.requests(), 3, "one store call per client's first request on each instance");
             assert_eq!(tally(&b, Client::of(visitor, 64)).known, 2, "b's first request saw a's first");
 
             a.sync().await;
             assert_eq!(upstash.requests(), 4, "one round trip for every key");
             assert_eq!(upstash.commands(), 5, "one command per key");
-            b.check("api", visitor).await.unwrap();
+            check(&b, visitor).await.unwrap();
             b.sync().await;
             assert_eq!(tally(&b, Client::of(visitor, 64)).known, 5, "b learned a's other two with its own");
-            assert!(b.check("api", visitor).await.is_err(), "b blocks at 5 with a's counts, in memory");
+            assert!(check(&b, visitor).await.is_err(), "b blocks at 5 with a's counts, in memory");
             assert_eq!(upstash.requests(), 5, "deciding a known client makes no store call");
             a.sync().await; // nothing pending: no call
             assert_eq!(upstash.requests(), 5);
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_slept_counts_in_the_store_before_deciding() {
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let (a, b) = (limiter(4, &upstash.url(), upstash.token()), limiter(4, &upstash.url(), upstash.token()));
+            let visitor = ip("203.0.113.7");
+            check(&a, visitor).await.unwrap();
+            check(&b, visitor).await.unwrap();
+            check(&b, visitor).await.unwrap(); // in b's memory
+            check(&b, visitor).await.unwrap();
+            b.sync().await;
+            // a was frozen for longer than an interval, then thaws: what it knew (1) is stale.
+            age(&a);
+            assert!(check(&a, visitor).await.is_err(), "a counts in the store and sees b's admissions");
+            assert_eq!(upstash.requests(), 4, "a's first, b's first, b's sync, a's count on thawing");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_due_sync_runs_as_the_admitted_requests_chore() {
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let a = limiter(10, &upstash.url(), upstash.token());
+            let visitor = ip("203.0.113.7");
+            check(&a, visitor).await.unwrap();
+            let learned = tally(&a, Client::of(visitor, 64)).learned_at;
+            match a.decide("api", visitor).unwrap() {
+                Verdict::Admitted(None) => {}
+                _ => panic!("decided in memory, no sync due within the interval"),
+            }
+            a.shared.synced_at.fetch_sub(interval_ms() + 1, std::sync::atomic::Ordering::AcqRel);
+            let Verdict::Admitted(Some(sync)) = a.decide("api", visitor).unwrap() else {
+                panic!("admitted in memory with a sync due")
+            };
+            assert!(a.decide("api", visitor).is_ok_and(|v| matches!(v, Verdict::Admitted(None))), "one sync at a time");
+            sync.await;
+            let t = tally(&a, Client::of(visitor, 64));
+            assert_eq!((t.known, t.pending), (4, 0), "the sync sent what was pending and learned the total");
+            assert!(t.learned_at >= learned);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_requests_are_counted_against_each_other() {
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let a = limiter(10, &upstash.url(), upstash.token());
+            let visitor = ip("203.0.113.7");
+            let all = (0..120).map(|_| check(&a, visitor));
+            let admitted = futures_util::future::join_all(all).await.into_iter().filter(Result::is_ok).count();
+            assert_eq!(admitted, 10, "exactly the limit, though all arrived before the store answered");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_late_store_answer_never_touches_a_newer_window() {
+        let limiter = limiter(10, &unreachable(), "t");
+        let client = Client::of(ip("203.0.113.7"), 64);
+        let counter = &limiter.shared.upstreams["api"];
+        let window = now_ms() / counter.window_ms();
+        Tally::current(&mut counter.lock(), client, window).pending = 3;
+        let counting = limiter.counting(now_ms(), None);
+        // The window turns before the store answers; the new window has its own count.
+        *Tally::current(&mut counter.lock(), client, window + 1) =
+            Tally { window: window + 1, known: 1, ..Tally::default() };
+        limiter.reconcile(&counting, Some(vec![9]));
+        assert_eq!(tally(&limiter, client).known, 1, "window {}'s total is not window {}'s", window, window + 1);
     }
 }
