@@ -18,7 +18,9 @@
 //! instance's first request reads its token and cached answer in the same
 //! round trip. A request admitted in memory once the interval has passed
 //! also syncs, as a chore of that request (alongside its upstream call, done
-//! before its answer ends). Nothing runs after an answer, so a frozen
+//! before its answer ends), and so does the request that uses up a
+//! client's window on an instance, so that every instance learns at once
+//! that the client is done. Nothing runs after an answer, so a frozen
 //! instance loses nothing: it syncs on its next request.
 //!
 //! # Over-admission bound
@@ -99,8 +101,9 @@ struct Tally {
 
 /// How a request fared against its limit.
 pub(super) enum Verdict {
-    /// Admitted in memory; `Some` when the instance's sync is due, to run as
-    /// a chore of the request.
+    /// Admitted in memory; `Some` when the instance's sync is due (an
+    /// interval passed, or the client's window is used up here), to run as a
+    /// chore of the request.
     Admitted(Option<SyncChore>),
     /// To be counted in the store before it is decided: send
     /// [`Counting::counts`], then [`RateLimiter::settle`].
@@ -152,19 +155,28 @@ impl RateLimiter {
         }
         let now = now_ms();
         let window = now / counter.window_ms();
-        {
+        let limit = u64::from(counter.limit.requests);
+        let used_up = {
             let mut tallies = counter.lock();
             let tally = Tally::current(&mut tallies, client, window);
-            if tally.known + tally.pending >= u64::from(counter.limit.requests) {
+            if tally.known + tally.pending >= limit {
                 return Err(counter.refusal(now));
             }
             tally.pending += 1;
-            if tally.counting || now.saturating_sub(tally.learned_at) < interval_ms() {
-                return Ok(Verdict::Admitted(self.sync_if_due(now)));
+            let recent = now.saturating_sub(tally.learned_at) < interval_ms();
+            if !(tally.counting || recent) {
+                tally.counting = true;
+                None
+            } else {
+                Some(tally.known + tally.pending >= limit)
             }
-            tally.counting = true;
+        };
+        match used_up {
+            // This instance used up the client's window: every instance should learn it now.
+            Some(true) => Ok(Verdict::Admitted(self.sync_now())),
+            Some(false) => Ok(Verdict::Admitted(self.sync_if_due(now))),
+            None => Ok(Verdict::Count(self.counting(now, Some((upstream.to_owned(), client, window))))),
         }
-        Ok(Verdict::Count(self.counting(now, Some((upstream.to_owned(), client, window)))))
     }
 
     /// Decides a request [`decide`](Self::decide) sent to the store, on the

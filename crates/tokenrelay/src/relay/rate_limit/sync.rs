@@ -57,7 +57,15 @@ impl RateLimiter {
     /// interval old and none runs.
     pub(super) fn sync_if_due(&self, now: u64) -> Option<SyncChore> {
         let last = self.shared.synced_at.load(Ordering::Acquire);
-        if now.saturating_sub(last) < interval_ms() || self.shared.syncing.swap(true, Ordering::AcqRel) {
+        if now.saturating_sub(last) < interval_ms() {
+            return None;
+        }
+        self.sync_now()
+    }
+
+    /// The sync of this instance's pending counts, unless one runs.
+    pub(super) fn sync_now(&self) -> Option<SyncChore> {
+        if self.shared.syncing.swap(true, Ordering::AcqRel) {
             return None;
         }
         let guard = Syncing(self.clone());
