@@ -126,7 +126,7 @@ pub(super) async fn serve(
         return Ok(response);
     }
     let path = format!("/{}", out.segments.join("/"));
-    let identity = entry::identity(&out.method, &path, out.query, &out.headers);
+    let identity = entry::identity(out, &path);
     let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
     let ask = Ask { out, route, policy, keys, path, request_id };
     let (response, outcome) = lookup(relay, &ask, timing).await?;
@@ -250,6 +250,7 @@ async fn fill_unlocked(
     owner: Option<&str>,
     timing: &mut Timing,
 ) -> Result<Filled, RelayError> {
+    let sent_ms = entry::now_ms();
     let (response, token) = forward::exchange(&relay.broker, ask.out, timing).await?;
     let status = response.status();
     let too_big = response.content_length().is_some_and(|n| n > MAX_ENTRY_BODY_BYTES as u64);
@@ -272,7 +273,7 @@ async fn fill_unlocked(
         body.extend_from_slice(&redactor.push(&chunk));
     }
     body.extend_from_slice(&redactor.finish());
-    let entry = Arc::new(Entry::new(&ask.path, status, &headers, body.freeze()));
+    let entry = Arc::new(Entry::new(&ask.path, sent_ms, status, &headers, body.freeze()));
     let stored = match owner.filter(|_| entry.body.len() <= MAX_ENTRY_BODY_BYTES) {
         Some(owner) => {
             let put = relay.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), owner).await;
