@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use futures_util::StreamExt;
 
-use crate::fixture::{ALLOWED_ORIGIN, Fixture};
+use crate::fixture::{ALLOWED_ORIGIN, Fixture, PREVIEW_BASE_PATH};
 use crate::http::{Reply, Shell};
 
 const BASE: &str = "/api/relay/cached/echo";
@@ -24,6 +24,9 @@ const SETTLE: Duration = Duration::from_secs(5);
 pub async fn response_cache(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
     concurrent_misses_make_one_upstream_call(shells, fx).await.context("concurrent misses")?;
     keys_sort_the_query_and_respect_forwarded_headers(shells, fx).await.context("keys")?;
+    keys_keep_every_byte_of_the_query(shells, fx).await.context("query bytes")?;
+    a_get_body_never_reaches_the_upstream(&shells[0], fx).await.context("GET body")?;
+    deployments_never_share_answers(&shells[0], fx).await.context("deployments")?;
     uncacheable_answers_are_never_stored(&shells[0], fx).await.context("uncacheable answers")?;
     a_401_is_never_cached(&shells[0], fx).await.context("401")?;
     entries_are_sealed_in_redis(fx).await.context("sealing")?;
@@ -90,6 +93,63 @@ pub async fn keys_sort_the_query_and_respect_forwarded_headers(shells: &[Shell],
         ensure!(seen.as_deref() == Some(*accept), "Accept {accept} got the answer for {seen:?}");
     }
     ensure!(calls(fx, "/fresh/vary") == 2, "one entry per Accept, {} calls", calls(fx, "/fresh/vary"));
+    Ok(())
+}
+
+/// The key holds the query byte for byte, sorted by parameter name only:
+/// repeated parameters in another order, `+` and `%20`, `%FF` and `%FE` are
+/// different questions, each with its own answer.
+pub async fn keys_keep_every_byte_of_the_query(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    let pairs = [("sort=a&sort=b", "sort=b&sort=a"), ("q=a+b", "q=a%20b"), ("q=%FF", "q=%FE")];
+    for (i, query) in pairs.iter().flat_map(|(a, b)| [a, b]).enumerate() {
+        let reply = get_ok(&shells[i % shells.len()], &format!("/fresh/bytes?{query}"), &[]).await?;
+        let seen = reply.json()?["query"].clone();
+        ensure!(seen == *query, "?{query} got the answer to ?{seen} ({})", cache_status(&reply));
+    }
+    ensure!(calls(fx, "/fresh/bytes") == 6, "six questions, {} upstream calls", calls(fx, "/fresh/bytes"));
+    Ok(())
+}
+
+/// A body on a `GET` never reaches the upstream, whose answer would be stored
+/// under the body-less request's key: it is refused with 400
+/// `body_not_allowed` (a platform that drops it before the function would
+/// do as well), and a plain `GET` then gets an answer to no body.
+pub async fn a_get_body_never_reaches_the_upstream(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    let target = format!("{BASE}/fresh/poison");
+    let reply = shell.send("GET", &target, &[], b"POISON").await?;
+    let refused = reply.status == 400 && reply.error_code().as_deref() == Some("body_not_allowed");
+    let dropped = reply.status == 200 && reply.json().is_ok_and(|answer| answer["body"] == "");
+    ensure!(refused || dropped, "a GET with a body: {} {}", reply.status, reply.text());
+    let reached = fx.api.requests().iter().any(|r| r.body.windows(6).any(|w| w == b"POISON"));
+    ensure!(!reached, "a GET's body reached the upstream");
+    let plain = get_ok(shell, "/fresh/poison", &[]).await?;
+    ensure!(plain.json()?["body"] == "", "a plain GET got an answer to a body: {}", plain.text());
+    Ok(())
+}
+
+/// Two deployments on one store and encryption key with another `base_url`
+/// (Vercel's Preview and Production sharing variables) never serve each
+/// other's answers. The preview is a relay in this process on
+/// [`Fixture::preview_env`]; its answers come from below [`PREVIEW_BASE_PATH`].
+pub async fn deployments_never_share_answers(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    let env = tokenrelay::Env::from_pairs(fx.preview_env());
+    let preview = tokenrelay::relay::Relay::from_env(&env).context("the preview relay")?;
+    let path = "/fresh/deployment";
+    let ask_preview = || async {
+        let request = http::Request::get(format!("{BASE}{path}")).body(String::new())?;
+        let response = preview.handle_buffered(request).await;
+        let body = String::from_utf8_lossy(response.body()).into_owned();
+        ensure!(response.status() == 200, "preview: {} {body}", response.status());
+        let answer: serde_json::Value = serde_json::from_str(&body)?;
+        anyhow::Ok(answer["path"].as_str().unwrap_or_default().to_owned())
+    };
+    let preview_path = format!("/v3{PREVIEW_BASE_PATH}/echo{path}");
+    ensure!(ask_preview().await? == preview_path, "the preview asks its own base_url");
+    let reply = get_ok(shell, path, &[]).await?;
+    let seen = reply.json()?["path"].clone();
+    ensure!(seen == format!("/v3/echo{path}"), "production served the preview's answer for {seen}");
+    ensure!(calls(fx, path) == 1, "production asked its upstream: {} calls", calls(fx, path));
+    ensure!(ask_preview().await? == preview_path, "the preview keeps its own answer");
     Ok(())
 }
 

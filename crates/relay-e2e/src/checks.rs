@@ -49,6 +49,7 @@ pub async fn request_rules(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
     hostile_paths_never_reach_anything(shell, fx).await.context("hostile paths")?;
     path_parameters_only_where_a_route_allows_them(shell, fx).await.context("path parameters")?;
     routes_and_methods_are_enforced(shell, fx).await.context("routes and methods")?;
+    the_token_parameter_cannot_be_sent(shell, fx).await.context("token parameter")?;
     cors_allows_only_configured_origins(shell, fx).await.context("CORS")?;
     limits_end_with_clear_errors(shell, fx).await.context("limits")
 }
@@ -382,6 +383,20 @@ pub async fn cors_allows_only_configured_origins(shell: &Shell, fx: &Fixture) ->
     Ok(())
 }
 
+/// On an upstream that takes its token in the query, a visitor's parameter of
+/// that name never reaches it, however a server might spell it: any case, after
+/// a `;`, percent-encoded. The guard answers before any token is fetched.
+pub async fn the_token_parameter_cannot_be_sent(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
+    fx.api.clear_requests();
+    for query in ["access_token=x", "ACCESS_TOKEN=x", "a=1;access_token=x", "a=1&Access_Token", "access%5Ftoken=x"] {
+        let reply = shell.get(&format!("/api/relay/queried/echo/q?{query}"), &[]).await?;
+        ensure!(reply.status == 400, "?{query}: status {} {}", reply.status, reply.text());
+        ensure!(reply.error_code().as_deref() == Some("query_rejected"), "?{query}: {}", reply.text());
+    }
+    ensure!(fx.api.requests().is_empty(), "a visitor's token parameter reached the upstream");
+    Ok(())
+}
+
 /// Oversized bodies, oversized answers and slow upstreams end with clear errors, never a hang.
 pub async fn limits_end_with_clear_errors(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
     let small = vec![b'a'; 100];
@@ -420,10 +435,12 @@ pub async fn limits_end_with_clear_errors(shell: &Shell, fx: &Fixture) -> anyhow
     Ok(())
 }
 
-/// A revoked token costs one 401, one refresh and one retry. A 401 that a
-/// new token cannot cure is the upstream's own answer, and rotates nothing:
-/// the fixture allows one invalidation an hour (`INVALIDATIONS_PER_HOUR`),
-/// which the revocation spends.
+/// A revoked token costs one 401, one refresh and one retry, although it is
+/// younger than the fixture's `min_token_age` (an hour): the API says
+/// `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1). A 401
+/// that a new token cannot cure (`insufficient_scope`) is the upstream's own
+/// answer, and rotates nothing; nor does a revocation once the fixture's one
+/// invalidation an hour (`INVALIDATIONS_PER_HOUR`) is spent.
 pub async fn a_401_refreshes_the_token_once(shell: &Shell, fx: &Fixture) -> anyhow::Result<()> {
     let reply = shell.get(SEARCH, &[]).await?;
     ensure!(reply.status == 200, "warm-up: status {}", reply.status);

@@ -20,17 +20,24 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 pub const MAX_RESPONSE_BYTES: usize = 32768;
 /// `cache.invalidations_per_hour` of the fixture.
 pub const INVALIDATIONS_PER_HOUR: usize = 1;
+/// Below the API's `/v3`, the preview deployment's `base_url`: its answers
+/// come from `/v3/echo/preview/...`, so they differ from production's.
+pub const PREVIEW_BASE_PATH: &str = "/echo/preview";
+/// The preview deployment's config file, beside `tokenrelay.toml`.
+const PREVIEW_CONFIG: &str = "tokenrelay-preview.toml";
 /// `relay.timeout` of the fixture, in seconds.
 pub const TIMEOUT_SECS: u64 = 2;
 
 /// The relay config under test. `getty` is relayed with Getty's shape (bearer
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
 /// token but no relay section; `cached` has routes with a response cache.
-/// Tokens may be invalidated at any age but only once an hour
+/// `queried` takes its token as a query parameter. A token is kept while
+/// younger than an hour unless the API says it is revoked
+/// (`error="invalid_token"`), and only one is dropped an hour
 /// ([`INVALIDATIONS_PER_HOUR`]), so the first 401 check spends it.
 const CONFIG: &str = r#"
 [cache]
-min_token_age = "0s"
+min_token_age = "1h"
 invalidations_per_hour = {invalidations}
 
 [relay]
@@ -80,6 +87,14 @@ routes = [
   { path = "/echo/sie/**", cache = { ttl = "1s", stale_if_error = "3s" } },
 ]
 
+[upstreams.queried]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.queried.relay]
+inject = { query = "access_token" }
+routes = [{ path = "/echo/**" }]
+
 [upstreams.hidden]
 base_url = "{api}"
 token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
@@ -109,16 +124,20 @@ impl Fixture {
         let api = ApiServer::start(&tokens).await?;
         let evil = ApiServer::start(&tokens).await?;
         let dir = tempfile::Builder::new().prefix("relay-e2e-").tempdir().context("creating the config directory")?;
-        let config = CONFIG
-            .replace("{origin}", ALLOWED_ORIGIN)
-            .replace("{max_request}", &MAX_REQUEST_BYTES.to_string())
-            .replace("{max_response}", &MAX_RESPONSE_BYTES.to_string())
-            .replace("{timeout}", &TIMEOUT_SECS.to_string())
-            .replace("{limited}", &LIMITED_REQUESTS.to_string())
-            .replace("{invalidations}", &INVALIDATIONS_PER_HOUR.to_string())
-            .replace("{api}", &api.url())
-            .replace("{token_url}", &tokens.url());
-        std::fs::write(dir.path().join("tokenrelay.toml"), config).context("writing tokenrelay.toml")?;
+        let config = |api: &str| {
+            CONFIG
+                .replace("{origin}", ALLOWED_ORIGIN)
+                .replace("{max_request}", &MAX_REQUEST_BYTES.to_string())
+                .replace("{max_response}", &MAX_RESPONSE_BYTES.to_string())
+                .replace("{timeout}", &TIMEOUT_SECS.to_string())
+                .replace("{limited}", &LIMITED_REQUESTS.to_string())
+                .replace("{invalidations}", &INVALIDATIONS_PER_HOUR.to_string())
+                .replace("{api}", api)
+                .replace("{token_url}", &tokens.url())
+        };
+        std::fs::write(dir.path().join("tokenrelay.toml"), config(&api.url())).context("writing tokenrelay.toml")?;
+        let preview = config(&format!("{}{PREVIEW_BASE_PATH}", api.url()));
+        std::fs::write(dir.path().join(PREVIEW_CONFIG), preview).context("writing the preview config")?;
         let encryption_key =
             base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_le_bytes().repeat(2));
         Ok(Self { redis, upstash, tokens, api, evil, dir, key, secret, encryption_key })
@@ -141,6 +160,18 @@ impl Fixture {
         env.push(("UPSTASH_REDIS_REST_URL".into(), self.upstash.url()));
         env.push(("UPSTASH_REDIS_REST_TOKEN".into(), self.upstash.token().to_owned()));
         env.push(("TOKENRELAY_ENCRYPTION_KEY".into(), self.encryption_key.clone()));
+        env
+    }
+
+    /// The environment of another deployment on the same store, with the same
+    /// credentials and encryption key but another `base_url` (the API's
+    /// [`PREVIEW_BASE_PATH`]), as Vercel's Preview and Production sharing
+    /// variables would be.
+    pub fn preview_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env();
+        let preview = self.dir.path().join(PREVIEW_CONFIG).display().to_string();
+        env.retain(|(k, _)| k != "TOKENRELAY_CONFIG");
+        env.push(("TOKENRELAY_CONFIG".into(), preview));
         env
     }
 

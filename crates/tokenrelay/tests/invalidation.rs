@@ -1,7 +1,8 @@
 //! A 401 that a new token cannot cure must not rotate the token on every
 //! request: young tokens are kept, and invalidations are budgeted per
 //! upstream across instances, in the store (real Redis behind the Upstash
-//! REST protocol).
+//! REST protocol). A token the upstream says it revoked is dropped whatever
+//! its age, within the same budget.
 
 mod common;
 
@@ -63,6 +64,24 @@ async fn a_late_401_for_a_replaced_token_spends_no_budget() {
         assert!(a.invalidate("api", &old).await.unwrap());
         assert_eq!(a.token("api").await.unwrap().expose(), newer.expose());
         assert_eq!(rig.tokens.calls(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_dropped_whatever_its_age_within_the_budget() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let text = config(&rig, "1h", 1);
+        let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
+        let young = a.token("api").await.unwrap();
+        assert!(a.invalidate_revoked("api", &young).await.unwrap(), "dropped although younger than an hour");
+        let fresh = b.token("api").await.unwrap();
+        assert_ne!(fresh.expose(), young.expose(), "dropped from the store too");
+        assert_eq!(rig.tokens.calls(), 2);
+        assert!(!b.invalidate_revoked("api", &fresh).await.unwrap(), "the hour's one invalidation is spent");
+        assert_eq!(b.token("api").await.unwrap().expose(), fresh.expose());
+        assert_eq!(rig.tokens.calls(), 2, "no token fetched past the budget");
     })
     .await;
 }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use common::{Rig, bounded};
 use http_body_util::{BodyExt, Full};
 use testkit::ApiServer;
-use tokenrelay::relay::Relay;
-use tokenrelay::{Broker, Config, Env};
+use tokenrelay::Env;
+use tokenrelay::relay::{Relay, purge_cache};
 
 const TTL: Duration = Duration::from_secs(1);
 const STALE_IF_ERROR: Duration = Duration::from_secs(2);
@@ -34,10 +34,20 @@ async fn get(relay: &Relay, target: &str) -> Answer {
     Answer { status, cache_status, body }
 }
 
+/// Entries live 3 s at most (`ttl` + `stale_if_error`).
+fn config(rig: &Rig, api: &str) -> String {
+    rig.config("").replace("https://api.example.com/v3", api)
+        + r#"
+[upstreams.api.relay]
+routes = [
+  { path = "/echo/**", cache = { ttl = "1s", stale_if_error = "2s" } },
+  { path = "/slow", cache = { ttl = "1s" } },
+]
+"#
+}
+
 fn relay(rig: &Rig, api: &str, env: &Env) -> Relay {
-    let config = rig.config("").replace("https://api.example.com/v3", api)
-        + "\n[upstreams.api.relay]\nroutes = [{ path = \"/echo/**\", cache = { ttl = \"1s\", stale_if_error = \"2s\" } }]\n";
-    Relay::new(Broker::new(Config::parse(&config, "tokenrelay.toml", env).unwrap(), env).unwrap())
+    Relay::new(rig.broker_with(&config(rig, api), env))
 }
 
 /// Where the entries are, to look at them raw.
@@ -134,4 +144,46 @@ fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("tokenrelay-cache-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A purge made while an answer is on its way covers that answer: an entry's
+/// time is when its request was sent, not when its body ended.
+#[tokio::test]
+async fn a_purge_during_a_fill_covers_the_answer_on_its_way() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let api = ApiServer::start(&rig.tokens).await.unwrap();
+        let (a, b) = (relay(&rig, &api.url(), &rig.env()), relay(&rig, &api.url(), &rig.env()));
+        let target = "/api/relay/api/slow?ms=400";
+        let fill = tokio::spawn(async move { get(&a, target).await });
+        let asked = || async { api.requests().iter().any(|r| r.path() == "/v3/slow") };
+        testkit::wait_until("the fill's request reached the API", Duration::from_secs(5), asked).await.unwrap();
+        let purger = rig.broker_with(&config(&rig, &api.url()), &rig.env());
+        purge_cache(&purger, "api", "/slow").await.unwrap();
+        let filled = fill.await.unwrap();
+        assert_eq!((filled.status, filled.cache_status.as_str()), (200, "tokenrelay; fwd=miss; stored"));
+        let after = get(&b, target).await;
+        assert!(
+            after.cache_status.starts_with("tokenrelay; fwd=miss"),
+            "served despite the purge: {}",
+            after.cache_status
+        );
+    })
+    .await;
+}
+
+/// The purge record is shared by every deployment of the upstream, whose
+/// routes may keep answers far longer than the purger's (3 s here): it lives
+/// as long as any entry may.
+#[tokio::test]
+async fn the_purge_record_outlives_any_entry_whatever_the_purgers_routes() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let purger = rig.broker_with(&config(&rig, "https://api.example.com/v3"), &rig.env());
+        purge_cache(&purger, "api", "/echo").await.unwrap();
+        let ttl = rig.upstash.redis_pttl("tokenrelay:v1:cache:api:purges").await;
+        let sixty_days = 60 * 24 * 3600 * 1000;
+        assert!(ttl > sixty_days - 60_000 && ttl <= sixty_days, "the record lives {ttl} ms");
+    })
+    .await;
 }

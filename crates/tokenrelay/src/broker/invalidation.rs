@@ -1,6 +1,7 @@
 //! Invalidation: dropping a token the upstream refused (within
-//! `cache.min_token_age` and `cache.invalidations_per_hour`) or one that does
-//! not last long enough, from memory and, by compare-and-delete, from the store.
+//! `cache.min_token_age` and `cache.invalidations_per_hour`; a token it said
+//! it no longer accepts, within the hourly budget only) or one that does not
+//! last long enough, from memory and, by compare-and-delete, from the store.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,17 @@ const INVALIDATION_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Why [`Broker::invalidate`] kept a young token (a log field).
 const TOO_YOUNG: &str = "younger than cache.min_token_age";
+
+/// Which limits keep a refused token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limits {
+    /// `cache.min_token_age`, then `cache.invalidations_per_hour`.
+    AgeAndBudget,
+    /// `cache.invalidations_per_hour` only.
+    Budget,
+    /// None: the token is dropped.
+    None,
+}
 
 /// What [`Broker::invalidate`] decided.
 enum Verdict {
@@ -37,18 +49,35 @@ impl Broker {
     /// retry may get another token: `false` when it was kept, or for a static
     /// key.
     pub async fn invalidate(&self, upstream: &str, rejected: &Token) -> Result<bool> {
+        self.refused(upstream, rejected, Limits::AgeAndBudget).await
+    }
+
+    /// Like [`invalidate`](Self::invalidate), for a token the upstream said it
+    /// no longer accepts: a 401 with `WWW-Authenticate: Bearer
+    /// error="invalid_token"` (RFC 6750 §3.1: expired, revoked…). A new token
+    /// is the cure, so it is dropped whatever its age; still at most
+    /// `cache.invalidations_per_hour` per upstream, so an upstream that says
+    /// so of every token cannot make visitors hammer the token endpoint.
+    pub async fn invalidate_revoked(&self, upstream: &str, rejected: &Token) -> Result<bool> {
+        self.refused(upstream, rejected, Limits::Budget).await
+    }
+
+    async fn refused(&self, upstream: &str, rejected: &Token, limits: Limits) -> Result<bool> {
         let (source, slot) = self.slot(upstream)?;
         if !source.rotates() {
             return Ok(false);
         }
         let min_age = self.inner.config.cache.min_token_age;
         // Judged from memory first: a refused young token costs no store call.
-        let young =
-            slot.memory().as_ref().is_some_and(|e| e.token.same_value(rejected) && e.age(SystemTime::now()) < min_age);
+        let young = limits == Limits::AgeAndBudget
+            && slot
+                .memory()
+                .as_ref()
+                .is_some_and(|e| e.token.same_value(rejected) && e.age(SystemTime::now()) < min_age);
         let verdict = if young {
             Verdict::Keep(TOO_YOUNG)
         } else {
-            self.drop_stored(slot, rejected, true).await.unwrap_or_else(|e| {
+            self.drop_stored(slot, rejected, limits).await.unwrap_or_else(|e| {
                 tracing::warn!(upstream, error = %e, "shared store unavailable while invalidating; dropping from memory only");
                 Verdict::Drop { from_store: false }
             })
@@ -71,23 +100,28 @@ impl Broker {
     pub(super) async fn discard(&self, upstream: &str, stale: &Token) -> Result<()> {
         let (_, slot) = self.slot(upstream)?;
         self.forget(slot, stale);
-        if let Err(e) = self.drop_stored(slot, stale, false).await {
+        if let Err(e) = self.drop_stored(slot, stale, Limits::None).await {
             tracing::warn!(upstream, error = %e, "shared store unavailable while discarding; dropped from memory only");
         }
         Ok(())
     }
 
-    /// Drops `token` from the store while the store holds it (compare-and-delete).
-    /// When `limited`, keeps it instead if it is younger than
-    /// `cache.min_token_age` or the upstream's invalidations for the hour are spent.
-    async fn drop_stored(&self, slot: &Slot, token: &Token, limited: bool) -> std::result::Result<Verdict, StoreError> {
+    /// Drops `token` from the store while the store holds it (compare-and-delete),
+    /// unless `limits` keep it: it is younger than `cache.min_token_age`, or
+    /// the upstream's invalidations for the hour are spent.
+    async fn drop_stored(
+        &self,
+        slot: &Slot,
+        token: &Token,
+        limits: Limits,
+    ) -> std::result::Result<Verdict, StoreError> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let gone = Verdict::Drop { from_store: false };
         let Some(stored) = store.read(&slot.keys).await?.token else { return Ok(gone) };
         let Some(entry) = self.entry(&stored.plain).filter(|e| e.token.same_value(token)) else { return Ok(gone) };
-        if limited {
-            if entry.age(SystemTime::now()) < cache.min_token_age {
+        if limits != Limits::None {
+            if limits == Limits::AgeAndBudget && entry.age(SystemTime::now()) < cache.min_token_age {
                 return Ok(Verdict::Keep(TOO_YOUNG));
             }
             // A counter created by the first invalidation lives one window: a fixed

@@ -36,6 +36,10 @@ pub(crate) struct RouteCache {
 }
 
 impl RouteCache {
+    /// The longest [`lifetime`](Self::lifetime) any route may have: `ttl`
+    /// plus a stale window, each at most [`MAX_WINDOW`].
+    pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(2 * MAX_WINDOW.as_secs());
+
     /// How long the store keeps an entry: as long as any window may serve it.
     pub(crate) fn lifetime(&self) -> Duration {
         self.ttl + self.stale_while_revalidate.max(self.stale_if_error)

@@ -46,6 +46,10 @@ pub(crate) enum Kind {
     BodyTooLarge(u64),
     #[error("request body could not be read")]
     BodyUnreadable,
+    /// RFC 9110 §9.3.1: a body on `GET` has no defined meaning, so an answer to
+    /// one could not be told apart from the body-less request's.
+    #[error("a {0} request may not carry a body: put the parameters in the query")]
+    BodyNotAllowed(Method),
     #[error("upstream response is larger than the limit of {0} bytes (relay.max_response_bytes)")]
     ResponseTooLarge(u64),
     #[error("upstream did not answer within {} (relay.timeout)", humantime::format_duration(*.0))]
@@ -78,6 +82,7 @@ impl RelayError {
             Kind::RateLimited { .. } => "rate_limited",
             Kind::BodyTooLarge(_) => "body_too_large",
             Kind::BodyUnreadable => "body_unreadable",
+            Kind::BodyNotAllowed(_) => "body_not_allowed",
             Kind::ResponseTooLarge(_) => "response_too_large",
             Kind::UpstreamTimeout(_) => "upstream_timeout",
             Kind::UpstreamUnreachable(_) => "upstream_unreachable",
@@ -90,7 +95,9 @@ impl RelayError {
         match &self.kind {
             Kind::NotMounted | Kind::UnknownUpstream(_) | Kind::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Kind::PathRejected(_) | Kind::QueryRejected(_) | Kind::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Kind::PathRejected(_) | Kind::QueryRejected(_) | Kind::BodyUnreadable | Kind::BodyNotAllowed(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Kind::OriginForbidden | Kind::CrossSiteForbidden => StatusCode::FORBIDDEN,
             Kind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

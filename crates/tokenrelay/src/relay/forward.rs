@@ -5,7 +5,10 @@
 //! [`Broker::invalidate`]), when the key is static, or when the fresh token is
 //! refused too, the upstream's own 401 is the answer: a new token cannot cure
 //! it, and rotating on every request would let any visitor hammer the token
-//! endpoint.
+//! endpoint. A 401 that says the token itself is no longer accepted
+//! (`WWW-Authenticate: Bearer error="invalid_token"`, RFC 6750 §3.1, read by
+//! `challenge`) drops it whatever its age, within the same hourly budget
+//! ([`Broker::invalidate_revoked`]).
 //!
 //! Request bodies are buffered (bounded by `relay.max_request_bytes`) before
 //! the first attempt, so every request is replayable; the second attempt is
@@ -19,7 +22,7 @@ use http::{HeaderMap, Method, StatusCode};
 use super::chores::Chores;
 use super::error::{Kind, RelayError};
 use super::timing::Timing;
-use super::{inject, path};
+use super::{challenge, inject, path};
 use crate::broker::Broker;
 use crate::config::Upstream;
 use crate::config::relay::UpstreamRelay;
@@ -54,7 +57,12 @@ pub(super) async fn exchange(
         return Ok((response, first));
     }
     // A static key cannot be refreshed: retrying would send the same key.
-    if first.outcome() == Outcome::Static || !broker.invalidate(name, &first).await.map_err(Kind::Token)? {
+    let dropped = match first.outcome() {
+        Outcome::Static => Ok(false),
+        _ if challenge::token_revoked(response.headers()) => broker.invalidate_revoked(name, &first).await,
+        _ => broker.invalidate(name, &first).await,
+    };
+    if !dropped.map_err(Kind::Token)? {
         tracing::info!(upstream = name, "upstream answered 401 and the token was kept; passing the 401 on");
         return Ok((response, first));
     }

@@ -15,13 +15,15 @@
 //! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream; a
 //!    client's first request of a window on an instance is counted in the
 //!    store, the rest are decided in memory and synced in the background (429);
-//! 5. the body, buffered up to `relay.max_request_bytes` (413);
+//! 5. the body, buffered up to `relay.max_request_bytes` (413); none on a
+//!    `GET` or `HEAD` (400: the cache could not key an answer to it);
 //! 6. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
 //!    answered from the shared response cache when it can be, and a miss
 //!    makes one upstream call across instances (the steps below);
 //! 7. `forward`: token from the [`Broker`], `inject`ed, sent with
 //!    `relay.timeout`; a 401 invalidates the token and retries once, unless
-//!    the broker keeps the token: then the upstream's 401 is the answer;
+//!    the broker keeps the token: then the upstream's 401 is the answer
+//!    (`challenge` reads whether the upstream said the token is revoked);
 //! 8. `headers` and `scrub`: the response is streamed back with allow-listed
 //!    headers only, injected credentials redacted in every encoding the
 //!    scrubber knows, within `relay.max_response_bytes`.
@@ -39,6 +41,7 @@
 
 mod body;
 mod cache;
+mod challenge;
 mod chores;
 mod cors;
 mod error;
@@ -251,10 +254,8 @@ impl Relay {
         if !route.path_params {
             path::check_no_params(&target.segments)?;
         }
-        if let (Inject::Query { name }, Some(q)) = (&relay.inject, query)
-            && url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name.as_str())
-        {
-            return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
+        if let (Inject::Query { name }, Some(q)) = (&relay.inject, query) {
+            path::check_param_unset(q, name)?;
         }
 
         let mut out = forward::Outgoing {
@@ -277,7 +278,7 @@ impl Relay {
             }
             rate_limit::Verdict::Count(counting) => self.count(&out, route, counting).await?,
         };
-        out.body = read_body(&parts.headers, body, settings.max_request_bytes).await?;
+        out.body = read_body(&out.method, &parts.headers, body, settings.max_request_bytes).await?;
         match route.cache {
             Some(policy) => cache::serve(self, &out, route, policy, request_id, &mut record.timing, cache_read).await,
             None => self.relay_upstream(&out, route, request_id, &mut record.timing).await,
@@ -366,8 +367,10 @@ fn decorate(headers: &mut HeaderMap, status: http::StatusCode, route: &Route) {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
-/// The request body, at most `limit` bytes.
-async fn read_body<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes, RelayError>
+/// The request body, at most `limit` bytes. A `GET` or `HEAD` has none: its
+/// body never reaches the upstream, whose answer could depend on it while the
+/// cache keys it without (and whose servers disagree on what it means).
+async fn read_body<B>(method: &http::Method, headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes, RelayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -376,11 +379,15 @@ where
     if declared.is_some_and(|n| n > limit) {
         return Err(Kind::BodyTooLarge(limit).into());
     }
-    match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Kind::BodyTooLarge(limit).into()),
-        Err(_) => Err(Kind::BodyUnreadable.into()),
+    let bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Kind::BodyTooLarge(limit).into()),
+        Err(_) => return Err(Kind::BodyUnreadable.into()),
+    };
+    if !bytes.is_empty() && (method == http::Method::GET || method == http::Method::HEAD) {
+        return Err(Kind::BodyNotAllowed(method.clone()).into());
     }
+    Ok(bytes)
 }
 
 /// One line per request: ids, names, durations and outcomes, never a value.
@@ -406,5 +413,27 @@ fn log(
         tracing::warn!(request_id, %method, upstream, route, status = status.as_u16(), code, detail, cache, token, token_ms, upstream_ms, duration_ms, "relay request failed");
     } else {
         tracing::info!(request_id, %method, upstream, route, status = status.as_u16(), code, cache, token, token_ms, upstream_ms, duration_ms, "relay request");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, StatusCode};
+    use http_body_util::Full;
+
+    fn body(bytes: &'static [u8]) -> Full<Bytes> {
+        Full::new(Bytes::from_static(bytes))
+    }
+
+    #[tokio::test]
+    async fn get_and_head_carry_no_body() {
+        for method in [Method::GET, Method::HEAD] {
+            let err = read_body(&method, &HeaderMap::new(), body(b"POISON"), 100).await.unwrap_err();
+            assert_eq!((err.code(), err.status()), ("body_not_allowed", StatusCode::BAD_REQUEST), "{method}");
+            assert!(!err.to_string().contains("POISON"), "{err}");
+            assert_eq!(read_body(&method, &HeaderMap::new(), body(b""), 100).await.unwrap(), "", "{method}");
+        }
+        assert_eq!(read_body(&Method::POST, &HeaderMap::new(), body(b"x"), 100).await.unwrap(), "x");
     }
 }

@@ -138,6 +138,22 @@ pub(super) fn check_query(query: &str) -> Result<(), RelayError> {
     Ok(())
 }
 
+/// Refuses a query that sets `name`, the parameter the relay puts the token
+/// in: the upstream might read the visitor's value instead of the relay's.
+/// Servers disagree on what names one parameter, so every reading is refused:
+/// `;` separates parameters too (as in HTML 4's recommendation, honoured by
+/// some frameworks), names are percent-decoded and compared ignoring case,
+/// Unicode case folding included (Java's `equalsIgnoreCase` takes `ſ` for `s`).
+pub(super) fn check_param_unset(query: &str, name: &str) -> Result<(), RelayError> {
+    let fold = |s: &str| s.to_uppercase().to_lowercase();
+    let wanted = fold(name);
+    let pairs = query.split(['&', ';']).flat_map(|pair| url::form_urlencoded::parse(pair.as_bytes()));
+    if pairs.into_iter().any(|(k, _)| fold(&k) == wanted) {
+        return Err(Kind::QueryRejected(format!("parameter \"{name}\" is set by the relay")).into());
+    }
+    Ok(())
+}
+
 /// `base` + the validated segments + the query (+ the token parameter).
 ///
 /// The result is checked, not assumed, to keep the base URL's scheme, host,
@@ -169,6 +185,26 @@ pub(super) fn outgoing_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_parameter_is_refused_however_it_is_spelled() {
+        for query in [
+            "access_token=x",
+            "a=1&access_token=x",
+            "ACCESS_TOKEN=x",
+            "Access_Token=x",
+            "a=1;access_token=x",
+            "a=1;ACCESS_TOKEN",
+            "access%5Ftoken=x",
+            "acce%C5%BF%C5%BF_token=x",
+        ] {
+            let err = check_param_unset(query, "access_token").unwrap_err();
+            assert_eq!(err.code(), "query_rejected", "{query}");
+        }
+        for query in ["", "a=1", "access_tokens=x", "my_access_token=x", "a=access_token"] {
+            assert!(check_param_unset(query, "access_token").is_ok(), "{query}");
+        }
+    }
 
     fn why(path: &str) -> String {
         match parse(path) {

@@ -94,8 +94,11 @@ impl KeyNamer {
         format!("{PREFIX}:rate:{upstream}:{}:{window}", self.hash(client))
     }
 
-    /// Keys for the answer `identity` (method, path, query, headers: hashed,
-    /// since a query can hold what a visitor typed) of `upstream`.
+    /// Keys for the answer `identity` (the deployment's base URL, credentials
+    /// and injected values, then method, path, query, headers: hashed, since
+    /// it holds secrets and a query can hold what a visitor typed) of
+    /// `upstream`. The purge record is the upstream's, named by its name only:
+    /// a purge covers the answers of every deployment of that name.
     pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
         let entry = format!("{PREFIX}:cache:{upstream}:{}", self.hash(identity));
         let purges = format!("{PREFIX}:cache:{upstream}:purges");

@@ -153,14 +153,15 @@ impl Source {
 
     /// What identifies the credentials a token is minted for: token URL,
     /// client id, scope, audience and extra parameters (for `json` sources,
-    /// the request with its resolved values). It may hold secrets: the store
-    /// only ever keeps a keyed hash of it, so that a change of credentials
+    /// the request with its resolved values; for a static key, the key). It
+    /// may hold secrets: the store only ever keeps a keyed hash of it, so that
+    /// a change of credentials
     /// (or another deployment's) never serves a token minted for others.
     pub(crate) fn identity(&self) -> String {
         match self {
             Source::OAuth2(s) => s.identity(),
             Source::Json(s) => s.identity(),
-            Source::Static(_) => String::new(),
+            Source::Static(key) => key.expose().to_owned(),
         }
     }
 

@@ -16,7 +16,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::config::relay::RouteCache;
+use super::super::forward::Outgoing;
+use crate::config::Upstream;
+use crate::config::relay::{Inject, RouteCache, UpstreamRelay};
 
 /// Statuses cacheable by default (RFC 9110 §15.1), the ones we store.
 const CACHEABLE_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
@@ -54,33 +56,73 @@ pub(super) fn refusal(status: StatusCode, headers: &HeaderMap, policy: &RouteCac
     (forbidden && !policy.override_upstream).then_some("no-store")
 }
 
+/// What a stored answer depends on, all of it: the deployment's upstream
+/// ([`deployment`]) and the request ([`request`]). The rule it holds: an entry
+/// never depends on anything outside its key. The token is not part of it: a
+/// rotated token keeps the cache.
+pub(super) fn identity(out: &Outgoing<'_>, path: &str) -> String {
+    // JSON holds no raw newline, so the two parts cannot run into each other.
+    format!("{}\n{}", deployment(out.upstream, out.relay), request(&out.method, path, out.query, &out.headers))
+}
+
+/// What makes one deployment's answers its own: the base URL, what the token
+/// is minted for (`Source::identity`, as token keys use it), how it is
+/// injected, and the extra headers' values. Two deployments on one store
+/// (Vercel's Preview and Production sharing variables) with another
+/// `base_url` or other credentials never serve each other's answers, and a
+/// changed `base_url` starts a new cache. It may hold secrets: the store only
+/// sees a keyed hash of it.
+fn deployment(upstream: &Upstream, relay: &UpstreamRelay) -> String {
+    let inject = match &relay.inject {
+        Inject::Header { name, prefix, suffix } => serde_json::json!(["header", name.as_str(), prefix, suffix]),
+        Inject::Query { name } => serde_json::json!(["query", name]),
+    };
+    let headers: Vec<[&str; 2]> = relay.headers.iter().map(|(n, p)| [n.as_str(), p.expose()]).collect();
+    serde_json::json!([upstream.base_url().as_str(), upstream.source.identity(), inject, headers]).to_string()
+}
+
 /// The part of the key that names the answer: method, path as forwarded,
-/// query with its parameters sorted (their order never changes an answer we
-/// could tell apart), and every forwarded request header. The upstream only
-/// sees forwarded headers, so any `Vary` it can honour names one of them;
-/// keying on all of them respects every such `Vary`. The token is not part
-/// of it: a rotated token keeps the cache.
-pub(super) fn identity(method: &Method, path: &str, query: Option<&str>, forwarded: &HeaderMap) -> String {
-    let mut params: Vec<(String, String)> =
-        query.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    params.sort();
-    let query: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+/// the query exactly as forwarded but with its `&`-separated parameters
+/// sorted by raw name (stable, so repeated parameters keep their order, and
+/// never decoded: `+` and `%20`, `%FF` and `%FE` stay apart), and every
+/// forwarded request header, value by value and byte for byte. The upstream
+/// only sees forwarded headers, so any `Vary` it can honour names one of
+/// them; keying on all of them respects every such `Vary`.
+fn request(method: &Method, path: &str, query: Option<&str>, forwarded: &HeaderMap) -> String {
+    let mut params: Vec<&str> = query.map(|q| q.split('&').collect()).unwrap_or_default();
+    params.sort_by_key(|p| p.split_once('=').map_or(*p, |(name, _)| name));
+    let mut out = format!("{method}\n{path}\n{}", params.join("&"));
     let mut names: Vec<&str> = forwarded.keys().map(HeaderName::as_str).collect();
     names.sort_unstable();
     names.dedup();
-    let mut out = format!("{method}\n{path}\n{query}");
     for name in names {
-        let values: Vec<&[u8]> = forwarded.get_all(name).iter().map(HeaderValue::as_bytes).collect();
-        out.push_str(&format!("\n{name}:{}", String::from_utf8_lossy(&values.join(&b","[..]))));
+        for value in forwarded.get_all(name) {
+            out.push_str(&format!("\n{name}:{}", escape(value.as_bytes())));
+        }
     }
     out
 }
 
-/// A stored answer: scrubbed headers and body, and when it was fetched.
+/// `bytes` as text, losslessly: visible ASCII but `%` as is, every other byte `%XX`.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (b.is_ascii_graphic() || b == b' ') && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A stored answer: scrubbed headers and body, and when it was asked for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Entry {
-    /// Milliseconds since the Unix epoch when the upstream answered (shared
-    /// across instances, so wall-clock time).
+    /// Milliseconds since the Unix epoch when the request was sent upstream
+    /// (shared across instances, so wall-clock time). Not when the answer
+    /// ended: a purge made while the answer was on its way must cover it, and
+    /// RFC 9111 §4.2.3 counts an answer's age from its request too.
     pub(super) at: u64,
     /// The path as forwarded, for purges by prefix.
     pub(super) path: String,
@@ -103,11 +145,11 @@ pub(super) enum Freshness {
 
 impl Entry {
     /// An entry of already scrubbed `headers` (values that are not visible
-    /// ASCII are left out) and `body`.
-    pub(super) fn new(path: &str, status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+    /// ASCII are left out) and `body`, answering a request sent at `sent_ms`.
+    pub(super) fn new(path: &str, sent_ms: u64, status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         let headers =
             headers.iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
-        Self { at: now_ms(), path: path.to_owned(), status: status.as_u16(), headers, body }
+        Self { at: sent_ms, path: path.to_owned(), status: status.as_u16(), headers, body }
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
@@ -246,23 +288,75 @@ mod tests {
     }
 
     #[test]
-    fn identity_sorts_query_parameters_and_includes_forwarded_headers() {
+    fn request_keys_sort_parameters_by_name_and_include_forwarded_headers() {
         let none = HeaderMap::new();
-        let a = identity(&Method::GET, "/s", Some("b=2&a=1"), &none);
-        assert_eq!(a, identity(&Method::GET, "/s", Some("a=1&b=2"), &none));
-        assert_ne!(a, identity(&Method::GET, "/s", Some("a=1&b=3"), &none));
-        assert_ne!(a, identity(&Method::HEAD, "/s", Some("a=1&b=2"), &none));
-        assert_ne!(a, identity(&Method::GET, "/s", Some("a=1&b=2"), &headers(&[("accept", "text/csv")])));
-        assert_ne!(
-            identity(&Method::GET, "/s", Some("a=1%26b"), &none),
-            identity(&Method::GET, "/s", Some("a=1&b"), &none)
-        );
+        let key = |q: &str| request(&Method::GET, "/s", Some(q), &none);
+        assert_eq!(key("b=2&a=1"), key("a=1&b=2"));
+        assert_ne!(key("a=1&b=2"), key("a=1&b=3"));
+        assert_ne!(key("a=1&b=2"), request(&Method::HEAD, "/s", Some("a=1&b=2"), &none));
+        assert_ne!(key("a=1&b=2"), request(&Method::GET, "/s", Some("a=1&b=2"), &headers(&[("accept", "text/csv")])));
+        assert_ne!(key("a=1%26b"), key("a=1&b"));
+    }
+
+    #[test]
+    fn request_keys_keep_repeated_parameters_in_order_and_every_byte() {
+        let key = |q: &str| request(&Method::GET, "/s", Some(q), &HeaderMap::new());
+        assert_ne!(key("sort=a&sort=b"), key("sort=b&sort=a"), "repeated parameters keep their order");
+        assert_eq!(key("sort=a&x=1&sort=b"), key("x=1&sort=a&sort=b"), "sorted by name only, stably");
+        assert_ne!(key("q=a+b"), key("q=a%20b"));
+        assert_ne!(key("q=%FF"), key("q=%FE"));
+        assert_ne!(key("q=%41"), key("q=A"), "never decoded");
+        assert_ne!(key("a=1;b=2"), key("b=2;a=1"), "`;` is not reordered");
+    }
+
+    #[test]
+    fn request_keys_hold_header_values_byte_for_byte() {
+        let value = |bytes: &[u8]| {
+            let mut map = HeaderMap::new();
+            map.append(header::ACCEPT, HeaderValue::from_bytes(bytes).unwrap());
+            request(&Method::GET, "/s", None, &map)
+        };
+        assert_ne!(value(b"a/\xff"), value(b"a/\xfe"));
+        assert_ne!(value(b"a/%FF"), value(b"a/\xff"));
+        let mut two = HeaderMap::new();
+        two.append(header::ACCEPT, HeaderValue::from_static("a"));
+        two.append(header::ACCEPT, HeaderValue::from_static("b"));
+        assert_ne!(request(&Method::GET, "/s", None, &two), value(b"a,b"), "two values are not one");
+    }
+
+    #[test]
+    fn deployments_differ_by_base_url_credentials_injection_and_headers() {
+        let base = r#"
+[upstreams.api]
+base_url = "https://api.example.com/v3"
+token = { type = "static", key = { env = "KEY" } }
+[upstreams.api.relay]
+headers = { Api-Key = "one" }
+routes = [{ path = "/x" }]
+"#;
+        let with_key = |text: &str, key: &str| {
+            let env = crate::config::Env::from_pairs([("KEY", key)]);
+            let config = crate::config::Config::parse(text, "tokenrelay.toml", &env).unwrap();
+            let u = &config.upstreams["api"];
+            deployment(u, u.relay.as_ref().unwrap())
+        };
+        let of = |text: &str| with_key(text, "key-1");
+        let production = of(base);
+        assert_eq!(of(base), production, "stable");
+        assert_ne!(with_key(base, "key-2"), production, "another static key");
+        for (what, changed) in [
+            ("base_url", base.replace("api.example.com/v3", "preview.example.com/v3")),
+            ("headers", base.replace("\"one\"", "\"two\"")),
+            ("inject", base.replace("routes", "inject = { query = \"access_token\" }\nroutes")),
+        ] {
+            assert_ne!(of(&changed), production, "{what}");
+        }
     }
 
     #[test]
     fn freshness_follows_the_windows() {
         let p = policy(false);
-        let e = Entry::new("/x", StatusCode::OK, &HeaderMap::new(), Bytes::new());
+        let e = Entry::new("/x", now_ms(), StatusCode::OK, &HeaderMap::new(), Bytes::new());
         let at = |secs: u64| e.at + secs * 1000;
         assert_eq!(e.freshness(at(59), &p), Freshness::Fresh);
         assert_eq!(e.ttl_secs(at(50), &p), 10);
@@ -276,6 +370,7 @@ mod tests {
     fn entries_round_trip_and_purges_cover_by_whole_segments() {
         let e = Entry::new(
             "/search/images",
+            now_ms(),
             StatusCode::NOT_FOUND,
             &headers(&[("content-type", "a/b")]),
             Bytes::from_static(b"\x00\xff"),
@@ -295,5 +390,15 @@ mod tests {
         let mut later = e.clone();
         later.at = now_ms() + 1000;
         assert!(!all.covers(&later), "an answer stored after the purge stays");
+    }
+
+    #[test]
+    fn a_purge_covers_an_answer_requested_before_it_that_ended_after_it() {
+        let sent = now_ms();
+        let mut purges = Purges::default();
+        purges.add("/slow", Duration::from_secs(60));
+        // The answer ends after the purge; its request was sent before it.
+        let e = Entry::new("/slow", sent.saturating_sub(1), StatusCode::OK, &HeaderMap::new(), Bytes::new());
+        assert!(purges.covers(&e));
     }
 }

@@ -74,7 +74,13 @@ mod tests {
     use bytes::Bytes;
 
     fn entry(len: usize) -> Arc<Entry> {
-        Arc::new(Entry::new("/x", http::StatusCode::OK, &http::HeaderMap::new(), Bytes::from(vec![b'x'; len])))
+        Arc::new(Entry::new(
+            "/x",
+            crate::relay::cache::entry::now_ms(),
+            http::StatusCode::OK,
+            &http::HeaderMap::new(),
+            Bytes::from(vec![b'x'; len]),
+        ))
     }
 
     #[test]

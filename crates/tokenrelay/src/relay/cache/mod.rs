@@ -140,7 +140,7 @@ pub(super) async fn serve(
 /// The path as forwarded and the store keys of `out`'s answer.
 fn keys(relay: &Relay, out: &Outgoing<'_>) -> (String, CacheKeys) {
     let path = format!("/{}", out.segments.join("/"));
-    let identity = entry::identity(&out.method, &path, out.query, &out.headers);
+    let identity = entry::identity(out, &path);
     let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
     (path, keys)
 }
@@ -294,6 +294,7 @@ async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut T
 /// The upstream's answer: buffered and scrubbed when it may be stored, else
 /// as it comes, to stream.
 async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<Filled, RelayError> {
+    let sent_ms = entry::now_ms();
     let (response, token) = forward::exchange(&relay.broker, ask.out, timing).await?;
     let status = response.status();
     let too_big = response.content_length().is_some_and(|n| n > MAX_ENTRY_BODY_BYTES as u64);
@@ -315,7 +316,7 @@ async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Resu
         body.extend_from_slice(&redactor.push(&chunk));
     }
     body.extend_from_slice(&redactor.finish());
-    let entry = Arc::new(Entry::new(&ask.path, status, &headers, body.freeze()));
+    let entry = Arc::new(Entry::new(&ask.path, sent_ms, status, &headers, body.freeze()));
     Ok(Filled::Entry { entry, stored: false })
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::LEASE_MARGIN;
 use super::entry::Purges;
 use crate::broker::Broker;
+use crate::config::relay::RouteCache;
 use crate::error::Error;
 use crate::store::Backoff;
 
@@ -23,13 +24,13 @@ const PURGE_RETRY: Duration = Duration::from_millis(50);
 pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate::Result<()> {
     let failed = |reason: String| Error::CachePurgeFailed { upstream: upstream.to_owned(), reason };
     let u = broker.config().upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;
-    let keep = u
-        .relay
-        .iter()
-        .flat_map(|r| &r.routes)
-        .filter_map(|r| r.cache.map(|c| c.lifetime()))
-        .max()
-        .ok_or_else(|| failed("no route of this upstream has a cache".to_owned()))?;
+    if !u.relay.iter().flat_map(|r| &r.routes).any(|r| r.cache.is_some()) {
+        return Err(failed("no route of this upstream has a cache".to_owned()));
+    }
+    // The record is shared by every deployment of the upstream, whose routes
+    // may keep answers longer than this config's: it lives, and keeps each
+    // purge, as long as any entry may (not as long as the purger's routes say).
+    let keep = RouteCache::MAX_LIFETIME;
     if !(prefix.is_empty() || prefix.starts_with('/')) {
         return Err(failed(format!("path prefix \"{prefix}\" must start with '/'")));
     }
