@@ -187,3 +187,23 @@ async fn the_purge_record_outlives_any_entry_whatever_the_purgers_routes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn answers_over_the_cached_body_bound_are_relayed_not_stored() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let api = ApiServer::start(&rig.tokens).await.unwrap();
+        let routes = config(&rig, &api.url());
+        let bounded_to = |bytes: u64| {
+            let config = routes.replace("[upstreams.api.relay]", &format!("[relay]\nmax_cached_body_bytes = {bytes}\n\n[upstreams.api.relay]"));
+            Relay::new(rig.broker_with(&config, &rig.env()))
+        };
+        let small = get(&bounded_to(16), "/api/relay/api/echo/sized").await;
+        assert_eq!((small.status, small.cache_status.as_str()), (200, "tokenrelay; fwd=miss"), "relayed, not stored");
+        assert!(small.body.len() > 16);
+        assert!(Backend::Upstash.cache_entries(&rig).await.iter().all(|(k, _)| k.ends_with(":purges")));
+        let roomy = get(&bounded_to(1 << 20), "/api/relay/api/echo/sized").await;
+        assert_eq!(roomy.cache_status, "tokenrelay; fwd=miss; stored");
+    })
+    .await;
+}

@@ -65,6 +65,7 @@ pub(super) struct RawRelay {
     pub rate_limit: Option<RawRateLimit>,
     pub max_request_bytes: Option<u64>,
     pub max_response_bytes: Option<u64>,
+    pub max_cached_body_bytes: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
 }

@@ -36,6 +36,11 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
 /// Largest response relayed: below Netlify's 6 MB limit for buffered
 /// function responses, so one setting behaves the same on every platform.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 5 * 1024 * 1024;
+/// Largest body the response cache stores. Upstash refuses requests above
+/// the plan's max request size (10 MB on Free and Pay-as-you-go since
+/// 2025-09, upstash.com/pricing); a body travels base64 inside a sealed,
+/// base64 entry (about 16/9 of its size): 5 MiB is 9.3 MB stored.
+pub const DEFAULT_MAX_CACHED_BODY_BYTES: u64 = 5 * 1024 * 1024;
 /// Requests per client IP and upstream in [`DEFAULT_RATE_WINDOW`].
 pub const DEFAULT_RATE_REQUESTS: u32 = 60;
 /// The window of the default rate limit.
@@ -61,6 +66,8 @@ pub(crate) struct RelaySettings {
     pub(crate) ipv6_prefix: u8,
     pub(crate) max_request_bytes: u64,
     pub(crate) max_response_bytes: u64,
+    /// Answers with larger bodies are relayed, not stored in the response cache.
+    pub(crate) max_cached_body_bytes: u64,
     pub(crate) timeout: Duration,
 }
 
@@ -136,6 +143,7 @@ impl Builder<'_> {
             ipv6_prefix,
             max_request_bytes: raw.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             max_response_bytes: raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            max_cached_body_bytes: raw.max_cached_body_bytes.unwrap_or(DEFAULT_MAX_CACHED_BODY_BYTES),
             timeout,
         }
     }

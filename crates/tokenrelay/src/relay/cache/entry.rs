@@ -24,11 +24,6 @@ use crate::config::relay::{Inject, RouteCache, UpstreamRelay};
 const CACHEABLE_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
 /// Request headers that make a request about the visitor's copy.
 const BYPASSING: [HeaderName; 3] = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::RANGE];
-/// Largest body stored. Upstash refuses requests above the plan's max request
-/// size (1 MB on the free plan, see upstash.com/pricing); a body travels
-/// base64 inside the entry and the sealed entry is base64 again (×16/9),
-/// so 512 KiB stays below 1 MB with room for the headers.
-pub(crate) const MAX_ENTRY_BODY_BYTES: usize = 512 * 1024;
 
 /// Whether the request may be answered from the cache.
 pub(super) fn request_applies(method: &Method, forwarded: &HeaderMap) -> bool {

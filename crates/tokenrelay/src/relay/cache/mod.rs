@@ -41,7 +41,7 @@ use super::{Body, Relay, headers};
 use crate::config::relay::{Route, RouteCache};
 use crate::store::{Backoff, CacheKeys, CacheState, Lease};
 use crate::token::Token;
-use entry::{Entry, Freshness, MAX_ENTRY_BODY_BYTES, Purges};
+use entry::{Entry, Freshness, Purges};
 use memory::Memory;
 pub use purge::purge_cache;
 
@@ -274,8 +274,9 @@ enum Filled {
 /// request is cancelled meanwhile). With no lease, stores nothing.
 async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut Timing) -> Result<Filled, RelayError> {
     let asked = ask_upstream(relay, ask, timing).await;
+    let fits = |e: &Entry| e.body.len() as u64 <= relay.broker.config().relay.max_cached_body_bytes;
     let (entry, lease) = match (asked, lease) {
-        (Ok(Filled::Entry { entry, .. }), Some(lease)) if entry.body.len() <= MAX_ENTRY_BODY_BYTES => (entry, lease),
+        (Ok(Filled::Entry { entry, .. }), Some(lease)) if fits(&entry) => (entry, lease),
         (asked, lease) => {
             if let Some(lease) = lease {
                 lease.release().await;
@@ -297,7 +298,7 @@ async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Resu
     let sent_ms = entry::now_ms();
     let (response, token) = forward::exchange(&relay.broker, ask.out, timing).await?;
     let status = response.status();
-    let too_big = response.content_length().is_some_and(|n| n > MAX_ENTRY_BODY_BYTES as u64);
+    let too_big = response.content_length().is_some_and(|n| n > relay.broker.config().relay.max_cached_body_bytes);
     let refusal = entry::refusal(status, response.headers(), &ask.policy).or(too_big.then_some("size"));
     if let Some(reason) = refusal {
         return Ok(Filled::Pass { response, token, reason });
