@@ -154,13 +154,14 @@ impl fmt::Display for RotationFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "rotation: {} token fetches for {} rotations ({:.2} per rotation), {} of {} requests failed, {} with an expired token",
+            "rotation: {} token fetches for {} rotations ({:.2} per rotation), {} of {} requests failed, {} with an expired token, slowest answer {:?}",
             self.fetches,
             self.rotations,
             self.fetches as f64 / self.rotations as f64,
             self.failed,
             self.requests,
-            self.expired
+            self.expired,
+            self.latencies.iter().max().copied().unwrap_or_default()
         )
     }
 }
