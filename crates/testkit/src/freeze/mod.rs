@@ -131,6 +131,9 @@ pub struct Front {
     instance_addrs: Vec<SocketAddr>,
     freezers: Vec<Freezer>,
     tasks: Vec<JoinHandle<()>>,
+    /// The processes stay ours (not reaped, their pids not reused) until
+    /// the freezers have killed them.
+    _instances: Arc<dyn Send + Sync>,
 }
 
 impl Front {
@@ -193,7 +196,7 @@ impl Front {
             tasks.push(task);
             instance_addrs.push(addr);
         }
-        Ok(Self { addr, instance_addrs, freezers, tasks })
+        Ok(Self { addr, instance_addrs, freezers, tasks, _instances: instances })
     }
 }
 
