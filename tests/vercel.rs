@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use relay_e2e::frozen::vercel_rewrite;
 use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, Visitor, bounded, checks};
 use tokio::process::{Child, Command};
 
@@ -59,15 +60,6 @@ impl Function {
         }
         bail!("the relay binary did not start: {}", logs.tail(20))
     }
-}
-
-/// Vercel appends what the `/api/relay/:path*` rewrite matched to the query.
-fn vercel_rewrite(target: &str) -> String {
-    let Some(rest) = target.strip_prefix("/api/relay/") else { return target.to_owned() };
-    let path = rest.split('?').next().unwrap_or_default();
-    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
-    let separator = if target.contains('?') { '&' } else { '?' };
-    format!("{target}{separator}path={encoded}")
 }
 
 #[tokio::test]

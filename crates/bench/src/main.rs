@@ -8,10 +8,13 @@
 //!                  [--out FILE] [--readme FILE]
 //! tokenrelay-bench load URL [-c N] [-d SECS] [-w SECS] [-H 'Authorization: …']
 //! tokenrelay-bench cache [--relay-bin PATH]
+//! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
 //! ```
 //!
 //! The second form is the load generator alone, against any server; the
-//! third measures the response cache alone (`scenario::response_cache`).
+//! third measures the response cache alone (`scenario::response_cache`); the
+//! fourth the relay with instances frozen between requests, as serverless
+//! platforms run them, against the same load awake (`scenario::freeze`).
 //!
 //! `scripts/bench.sh` builds what it needs and runs it; see bench/README.md.
 
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Some("instances") => return worker::main(&args[1..]),
         Some("load") => return cli_load::main(&args[1..]),
         Some("cache") => return cache_main(&args[1..]),
+        Some("freeze") => return freeze_main(&args[1..]),
         _ => {}
     }
     let options = match parse_args(&args) {
@@ -123,6 +127,38 @@ fn cache_main(args: &[String]) -> ExitCode {
         }
         Err(err) => {
             eprintln!("tokenrelay-bench cache: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tokenrelay-bench freeze [--quick] [--relay-bin PATH]`: frozen instances against awake ones.
+fn freeze_main(args: &[String]) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let mut quick = false;
+        let mut relay = std::env::current_exe()?.with_file_name(RELAY_BIN);
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            match flag.as_str() {
+                "--quick" => quick = true,
+                "--relay-bin" => relay = args.next().context("--relay-bin needs a value")?.into(),
+                other => anyhow::bail!(
+                    "unknown argument {other:?}; usage: tokenrelay-bench freeze [--quick] [--relay-bin PATH]"
+                ),
+            }
+        }
+        anyhow::ensure!(relay.is_file(), "relay binary {} not found (build it, or pass --relay-bin)", relay.display());
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(SERVER_THREADS).enable_all().build()?;
+        runtime.block_on(scenario::freeze::run(&relay, quick))
+    };
+    match run() {
+        Ok(markdown) => {
+            print!("{markdown}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tokenrelay-bench freeze: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -4,6 +4,7 @@
 //! `tokenrelay.toml` and environment a function process runs with.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -27,10 +28,19 @@ pub const PREVIEW_BASE_PATH: &str = "/echo/preview";
 const PREVIEW_CONFIG: &str = "tokenrelay-preview.toml";
 /// `relay.timeout` of the fixture, in seconds.
 pub const TIMEOUT_SECS: u64 = 2;
+/// Requests per client in the `metered` upstream's window (the freeze scenarios').
+pub const METERED_REQUESTS: u32 = 10;
+/// The `metered` upstream's window: an hour, so that a scenario of seconds
+/// cannot straddle two of the epoch-aligned windows unless it starts in the
+/// last seconds of one (see `scenarios::rate_limit`).
+pub const METERED_WINDOW: Duration = Duration::from_secs(3600);
+/// Lifetime of the token endpoint's tokens unless a test asks for others.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
 
 /// The relay config under test. `getty` is relayed with Getty's shape (bearer
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
-/// token but no relay section; `cached` has routes with a response cache.
+/// token but no relay section; `cached` has routes with a response cache;
+/// `metered` has a rate limit for the freeze scenarios.
 /// `queried` takes its token as a query parameter. A token is kept while
 /// younger than an hour unless the API says it is revoked
 /// (`error="invalid_token"`), and only one is dropped an hour
@@ -39,7 +49,7 @@ const CONFIG: &str = r#"
 [cache]
 min_token_age = "1h"
 invalidations_per_hour = {invalidations}
-
+{schedule}
 [relay]
 allowed_origins = ["{origin}"]
 max_request_bytes = {max_request}
@@ -85,6 +95,7 @@ routes = [
   { path = "/echo/fresh/**", methods = ["GET", "HEAD"], cache = { ttl = "1h" }, cache_control = "public, max-age=60" },
   { path = "/echo/swr/**", cache = { ttl = "1s", stale_while_revalidate = "1h" } },
   { path = "/echo/sie/**", cache = { ttl = "1s", stale_if_error = "3s" } },
+  { path = "/echo/revalidated/**", cache = { ttl = "2s", stale_while_revalidate = "5m" } },
 ]
 
 [upstreams.queried]
@@ -94,6 +105,15 @@ token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = {
 [upstreams.queried.relay]
 inject = { query = "access_token" }
 routes = [{ path = "/echo/**" }]
+
+[upstreams.metered]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.metered.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+rate_limit = { requests = {metered}, window = "{metered_window}s" }
+routes = [{ path = "/search/images" }]
 
 [upstreams.hidden]
 base_url = "{api}"
@@ -114,13 +134,45 @@ pub struct Fixture {
     encryption_key: String,
 }
 
+/// A token endpoint whose tokens live `lifetime`, and the `[cache]` schedule
+/// that serves them: `safety_margin` and `refresh_window` (the relay's
+/// defaults when `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSchedule {
+    pub lifetime: Duration,
+    pub safety_margin: Option<Duration>,
+    pub refresh_window: Option<Duration>,
+}
+
+impl Default for TokenSchedule {
+    fn default() -> Self {
+        Self { lifetime: TOKEN_LIFETIME, safety_margin: None, refresh_window: None }
+    }
+}
+
+impl TokenSchedule {
+    /// The `[cache]` lines it sets.
+    fn config_lines(&self) -> String {
+        let line = |name: &str, value: Option<Duration>| {
+            value.map(|v| format!("{name} = \"{}ms\"\n", v.as_millis())).unwrap_or_default()
+        };
+        line("safety_margin", self.safety_margin) + &line("refresh_window", self.refresh_window)
+    }
+}
+
 impl Fixture {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(TokenSchedule::default()).await
+    }
+
+    /// The same, with tokens issued and served on `schedule`.
+    pub async fn start_with(schedule: TokenSchedule) -> anyhow::Result<Self> {
         let key = format!("key_{:024x}", fastrand::u128(..));
         let secret = format!("secret_{:024x}", fastrand::u128(..));
         let redis = RedisServer::start().await?;
         let upstash = Upstash::start(&redis).await?;
-        let tokens = TokenServer::start(TokenServerConfig::new(&key, &secret).punctuated()).await?;
+        let tokens =
+            TokenServer::start(TokenServerConfig::new(&key, &secret).punctuated().lifetime(schedule.lifetime)).await?;
         let api = ApiServer::start(&tokens).await?;
         let evil = ApiServer::start(&tokens).await?;
         let dir = tempfile::Builder::new().prefix("relay-e2e-").tempdir().context("creating the config directory")?;
@@ -132,6 +184,9 @@ impl Fixture {
                 .replace("{timeout}", &TIMEOUT_SECS.to_string())
                 .replace("{limited}", &LIMITED_REQUESTS.to_string())
                 .replace("{invalidations}", &INVALIDATIONS_PER_HOUR.to_string())
+                .replace("{schedule}", &schedule.config_lines())
+                .replace("{metered}", &METERED_REQUESTS.to_string())
+                .replace("{metered_window}", &METERED_WINDOW.as_secs().to_string())
                 .replace("{api}", api)
                 .replace("{token_url}", &tokens.url())
         };

@@ -7,16 +7,22 @@
 //! reach) and writes the config; a suite starts its platform's function with
 //! [`Fixture::env`] and runs the [`checks`] against a [`Shell`], a raw HTTP
 //! client that sends hostile paths byte for byte.
+//!
+//! [`frozen`] runs the same checks through instances frozen between requests,
+//! as serverless platforms run them, and [`scenarios`] measures what freezing
+//! changes (token rotation, rate limits, stale-while-revalidate, cold path).
 
 pub mod cache_checks;
 pub mod checks;
 mod fixture;
+pub mod frozen;
 mod http;
-mod logs;
+pub mod scenarios;
 
-pub use fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS};
+pub use fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule};
 pub use http::{Reply, Shell, Visitor};
-pub use logs::Logs;
+pub use testkit::Logs;
+pub use testkit::freeze::Freeze;
 
 /// Runs `test`, failing it if it takes longer than `limit`.
 pub async fn bounded<F: std::future::Future<Output = anyhow::Result<()>>>(limit: std::time::Duration, test: F) {

@@ -7,6 +7,8 @@
 //! All of them listen on free ports on 127.0.0.1 and stop when dropped.
 
 mod api_server;
+pub mod freeze;
+mod logs;
 mod redis_server;
 mod serve;
 mod token_server;
@@ -14,6 +16,7 @@ mod upstash;
 mod wait;
 
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
+pub use logs::Logs;
 pub use redis_server::RedisServer;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;

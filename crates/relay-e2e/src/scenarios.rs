@@ -1,0 +1,397 @@
+//! What freezing changes, measured: each scenario deploys a platform's
+//! function behind the freeze front on a fixture of its own, paces its
+//! requests, and returns its figures; [`Figures::meets_target`] says whether
+//! they meet the relay's targets for frozen instances. With [`Freeze::Off`]
+//! the same front and processes run without signals (the bench's comparison).
+//!
+//! - [`rotation`]: token fetches per rotation while short-lived tokens rotate.
+//! - [`rate_limit`]: requests admitted for one client over the limit.
+//! - [`stale_while_revalidate`]: stale answers in a row on one instance.
+//! - [`cold_path`]: store round trips of a cold instance's first request.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::ensure;
+use testkit::freeze::Freeze;
+
+use crate::Logs;
+use crate::fixture::{Fixture, METERED_REQUESTS, METERED_WINDOW, TokenSchedule};
+use crate::frozen::Platform;
+
+/// Instances the load is spread over, round robin.
+const INSTANCES: usize = 4;
+const SEARCH: &str = "/api/relay/getty/search/images?phrase=cats";
+const METERED: &str = "/api/relay/metered/search/images?phrase=cats";
+/// A `cached` route with `ttl = "2s"` and `stale_while_revalidate = "5m"`.
+const REVALIDATED: &str = "/api/relay/cached/echo/revalidated/a";
+/// The visitor (`203.0.113.N` or `127.0.0.N`) of the rate-limit scenario.
+const METERED_VISITOR: u8 = 40;
+/// Requests admitted over the limit that the targets tolerate: the
+/// instances' counts meet in the store, not at once.
+pub const OVER_ADMISSION_ALLOWED: u32 = 2;
+/// A scenario starting this close to the end of a rate-limit window waits
+/// for the next one, so that all its requests count in one.
+const WINDOW_SLACK: Duration = Duration::from_secs(5);
+/// `Cache-Status` detail of an answer served stale while it is revalidated.
+const STALE_DETAIL: &str = "detail=stale-while-revalidate";
+
+/// Requests paced every `every` for `run`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub requests: usize,
+    pub every: Duration,
+}
+
+impl Pace {
+    /// Makes request `i` of `self` at its time, with `send`, timing each.
+    async fn run<F, Fut, T>(&self, mut send: F) -> Vec<(T, Duration)>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let mut ticks = tokio::time::interval(self.every);
+        let mut out = Vec::new();
+        for i in 0..self.requests {
+            ticks.tick().await;
+            let started = Instant::now();
+            let reply = send(i).await;
+            out.push((reply, started.elapsed()));
+        }
+        out
+    }
+
+    fn span(&self) -> Duration {
+        self.every * u32::try_from(self.requests.saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The rotation scenario: tokens of `lifetime`, served until `safety_margin`
+/// before expiry and refreshed from `refresh_window` before that.
+#[derive(Clone, Copy, Debug)]
+pub struct RotationPlan {
+    pub lifetime: Duration,
+    pub safety_margin: Duration,
+    pub refresh_window: Duration,
+    pub pace: Pace,
+}
+
+impl Default for RotationPlan {
+    /// 10 s tokens served 8 s and refreshed after 6, 2 requests a second for 20 s.
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(10),
+            safety_margin: Duration::from_secs(2),
+            refresh_window: Duration::from_secs(2),
+            pace: Pace { requests: 40, every: Duration::from_millis(500) },
+        }
+    }
+}
+
+impl RotationPlan {
+    /// How long after its fetch a token is due for refresh, by the rule of
+    /// `broker/entry.rs`: the margin is capped at half the lifetime, the
+    /// window at half of what remains.
+    fn cycle(&self) -> Duration {
+        let usable = self.lifetime - self.safety_margin.min(self.lifetime / 2);
+        usable - self.refresh_window.min(usable / 2)
+    }
+
+    /// Tokens the run needs: the first, then one per cycle.
+    fn rotations(&self) -> usize {
+        let cycles = self.pace.span().as_millis() / self.cycle().as_millis().max(1);
+        1 + usize::try_from(cycles).unwrap_or(usize::MAX)
+    }
+}
+
+/// The rate-limit scenario: one visitor's requests spread over the instances.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimitPlan {
+    pub pace: Pace,
+}
+
+impl Default for RateLimitPlan {
+    /// 40 requests in 10 s against a limit of [`METERED_REQUESTS`].
+    fn default() -> Self {
+        Self { pace: Pace { requests: 40, every: Duration::from_millis(250) } }
+    }
+}
+
+/// The stale-while-revalidate scenario: one instance, one URL whose `ttl` (2 s)
+/// runs out between requests.
+#[derive(Clone, Copy, Debug)]
+pub struct RevalidatePlan {
+    pub pace: Pace,
+}
+
+impl Default for RevalidatePlan {
+    /// 6 requests 3 s apart.
+    fn default() -> Self {
+        Self { pace: Pace { requests: 6, every: Duration::from_secs(3) } }
+    }
+}
+
+/// Figures a scenario printed, and its targets.
+pub trait Figures: fmt::Display {
+    /// Fails naming the target missed.
+    fn meets_target(&self) -> anyhow::Result<()>;
+    /// Every request's time to a complete answer.
+    fn latencies(&self) -> &[Duration];
+}
+
+#[derive(Debug)]
+pub struct RotationFigures {
+    pub requests: usize,
+    pub failed: usize,
+    pub fetches: usize,
+    pub rotations: usize,
+    /// Relayed requests whose token the API did not accept as live.
+    pub expired: usize,
+    pub latencies: Vec<Duration>,
+}
+
+impl fmt::Display for RotationFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rotation: {} token fetches for {} rotations ({:.2} per rotation), {} of {} requests failed, {} with an expired token, slowest answer {:?}",
+            self.fetches,
+            self.rotations,
+            self.fetches as f64 / self.rotations as f64,
+            self.failed,
+            self.requests,
+            self.expired,
+            self.latencies.iter().max().copied().unwrap_or_default()
+        )
+    }
+}
+
+impl Figures for RotationFigures {
+    fn meets_target(&self) -> anyhow::Result<()> {
+        ensure!(self.fetches <= self.rotations, "at most one token fetch per rotation: {self}");
+        ensure!(self.failed == 0, "no request fails: {self}");
+        ensure!(self.expired == 0, "no expired token reaches the API: {self}");
+        Ok(())
+    }
+
+    fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+}
+
+/// Short-lived tokens rotating while requests are spread over the instances.
+pub async fn rotation(platform: &Platform, freeze: Freeze, plan: RotationPlan) -> anyhow::Result<RotationFigures> {
+    let schedule = TokenSchedule {
+        lifetime: plan.lifetime,
+        safety_margin: Some(plan.safety_margin),
+        refresh_window: Some(plan.refresh_window),
+    };
+    let fx = Fixture::start_with(schedule).await?;
+    let logs = Logs::default();
+    let deployment = platform.deploy(&fx, INSTANCES, freeze, &logs).await?;
+    let seen = std::cell::Cell::new(0);
+    let outcomes = plan
+        .pace
+        .run(|_| async {
+            let ok = deployment.shell.get(SEARCH, &[]).await.is_ok_and(|r| r.status == 200);
+            // A token live now was live when it was used; the relay serves none
+            // within `safety_margin` of its expiry, so one dead now was used dead.
+            let requests = fx.api.requests();
+            let expired = requests[seen.get()..]
+                .iter()
+                .filter_map(|r| r.header("authorization")?.strip_prefix("Bearer "))
+                .filter(|token| !fx.tokens.is_valid(token))
+                .count();
+            seen.set(requests.len());
+            (ok, expired)
+        })
+        .await;
+    Ok(RotationFigures {
+        requests: outcomes.len(),
+        failed: outcomes.iter().filter(|((ok, _), _)| !ok).count(),
+        fetches: fx.tokens.calls(),
+        rotations: plan.rotations(),
+        expired: outcomes.iter().map(|((_, expired), _)| expired).sum(),
+        latencies: outcomes.into_iter().map(|(_, took)| took).collect(),
+    })
+}
+
+#[derive(Debug)]
+pub struct RateLimitFigures {
+    pub requests: usize,
+    pub admitted: u32,
+    pub limit: u32,
+    /// Answers neither 200 nor 429.
+    pub other: usize,
+    pub latencies: Vec<Duration>,
+}
+
+impl fmt::Display for RateLimitFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limit: {} of {} requests admitted for a limit of {} ({} over), {} answered neither 200 nor 429",
+            self.admitted,
+            self.requests,
+            self.limit,
+            self.admitted.saturating_sub(self.limit),
+            self.other
+        )
+    }
+}
+
+impl Figures for RateLimitFigures {
+    fn meets_target(&self) -> anyhow::Result<()> {
+        let most = self.limit + OVER_ADMISSION_ALLOWED;
+        ensure!(self.admitted <= most, "at most {most} admitted: {self}");
+        ensure!(self.admitted >= self.limit, "the limit's own requests are admitted: {self}");
+        ensure!(self.other == 0, "every answer is 200 or 429: {self}");
+        Ok(())
+    }
+
+    fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+}
+
+/// One visitor's requests spread over the instances, in one window.
+pub async fn rate_limit(platform: &Platform, freeze: Freeze, plan: RateLimitPlan) -> anyhow::Result<RateLimitFigures> {
+    let fx = Fixture::start().await?;
+    let logs = Logs::default();
+    let deployment = platform.deploy(&fx, INSTANCES, freeze, &logs).await?;
+    // Windows are aligned to the epoch: start early enough in one (pacing, not synchronisation).
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let left = METERED_WINDOW - Duration::from_millis((since_epoch.as_millis() % METERED_WINDOW.as_millis()) as u64);
+    if left < plan.pace.span() + WINDOW_SLACK {
+        tokio::time::sleep(left).await;
+    }
+    let outcomes = plan.pace.run(|_| deployment.shell.get_as(METERED_VISITOR, METERED)).await;
+    let mut figures = RateLimitFigures {
+        requests: outcomes.len(),
+        admitted: 0,
+        limit: METERED_REQUESTS,
+        other: 0,
+        latencies: vec![],
+    };
+    for (reply, took) in outcomes {
+        match reply?.status {
+            200 => figures.admitted += 1,
+            429 => {}
+            _ => figures.other += 1,
+        }
+        figures.latencies.push(took);
+    }
+    Ok(figures)
+}
+
+#[derive(Debug)]
+pub struct RevalidateFigures {
+    /// Each answer's `Cache-Status`.
+    pub statuses: Vec<String>,
+    pub stale: usize,
+    pub upstream_calls: usize,
+    pub latencies: Vec<Duration>,
+}
+
+impl RevalidateFigures {
+    fn is_stale(status: &str) -> bool {
+        status.contains(STALE_DETAIL)
+    }
+}
+
+impl fmt::Display for RevalidateFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stale-while-revalidate: {} of {} answers stale, {} upstream calls; Cache-Status: {:?}",
+            self.stale,
+            self.statuses.len(),
+            self.upstream_calls,
+            self.statuses
+        )
+    }
+}
+
+impl Figures for RevalidateFigures {
+    fn meets_target(&self) -> anyhow::Result<()> {
+        let first_stale = self.statuses.iter().position(|s| Self::is_stale(s));
+        ensure!(first_stale.is_some(), "the ttl ran out between requests, yet nothing was served stale: {self}");
+        let after = first_stale.and_then(|i| self.statuses.get(i + 1));
+        ensure!(
+            after.is_some_and(|s| !Self::is_stale(s)),
+            "the request after the first stale answer gets a fresh one: {self}"
+        );
+        Ok(())
+    }
+
+    fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+}
+
+/// One URL on one instance, asked again each time its entry went stale.
+pub async fn stale_while_revalidate(
+    platform: &Platform,
+    freeze: Freeze,
+    plan: RevalidatePlan,
+) -> anyhow::Result<RevalidateFigures> {
+    let fx = Fixture::start().await?;
+    let logs = Logs::default();
+    let deployment = platform.deploy(&fx, 1, freeze, &logs).await?;
+    let mut figures = RevalidateFigures { statuses: vec![], stale: 0, upstream_calls: 0, latencies: vec![] };
+    for (reply, took) in plan.pace.run(|_| deployment.shell.get(REVALIDATED, &[])).await {
+        let reply = reply?;
+        ensure!(reply.status == 200, "{REVALIDATED}: {} {}", reply.status, reply.text());
+        let status = reply.header("cache-status").unwrap_or_default().to_owned();
+        figures.stale += usize::from(RevalidateFigures::is_stale(&status));
+        figures.statuses.push(status);
+        figures.latencies.push(took);
+    }
+    let path = REVALIDATED.replace("/api/relay/cached", "/v3");
+    figures.upstream_calls = fx.api.requests().iter().filter(|r| r.path() == path).count();
+    Ok(figures)
+}
+
+#[derive(Debug)]
+pub struct ColdPathFigures {
+    /// Upstash REST requests during the cold instance's first relayed request.
+    pub store_requests: u64,
+    pub latencies: Vec<Duration>,
+}
+
+impl fmt::Display for ColdPathFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cold path: {} store round trips for a cold instance's first request", self.store_requests)
+    }
+}
+
+impl Figures for ColdPathFigures {
+    fn meets_target(&self) -> anyhow::Result<()> {
+        ensure!(self.store_requests <= 1, "one store round trip: {self}");
+        Ok(())
+    }
+
+    fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+}
+
+/// A cold instance's first request, its token already in the store (put
+/// there by another instance, stopped since).
+pub async fn cold_path(platform: &Platform, freeze: Freeze) -> anyhow::Result<ColdPathFigures> {
+    let fx = Fixture::start().await?;
+    let logs = Logs::default();
+    let warm = platform.deploy(&fx, 1, freeze, &logs).await?;
+    let reply = warm.shell.get(SEARCH, &[]).await?;
+    ensure!(reply.status == 200, "warm-up: {} {}", reply.status, reply.text());
+    // Nothing of it may reach the store while the cold instance is counted.
+    drop(warm);
+    let cold = platform.deploy(&fx, 1, freeze, &logs).await?;
+    fx.upstash.reset_counts();
+    let started = Instant::now();
+    let reply = cold.shell.get(SEARCH, &[]).await?;
+    let took = started.elapsed();
+    ensure!(reply.status == 200, "cold request: {} {}", reply.status, reply.text());
+    ensure!(fx.tokens.calls() == 1, "the cold instance fetched a token of its own");
+    Ok(ColdPathFigures { store_requests: fx.upstash.requests(), latencies: vec![took] })
+}
