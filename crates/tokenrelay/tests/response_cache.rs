@@ -195,7 +195,10 @@ async fn answers_over_the_cached_body_bound_are_relayed_not_stored() {
         let api = ApiServer::start(&rig.tokens).await.unwrap();
         let routes = config(&rig, &api.url());
         let bounded_to = |bytes: u64| {
-            let config = routes.replace("[upstreams.api.relay]", &format!("[relay]\nmax_cached_body_bytes = {bytes}\n\n[upstreams.api.relay]"));
+            let config = routes.replace(
+                "[upstreams.api.relay]",
+                &format!("[relay]\nmax_cached_body_bytes = {bytes}\n\n[upstreams.api.relay]"),
+            );
             Relay::new(rig.broker_with(&config, &rig.env()))
         };
         let small = get(&bounded_to(16), "/api/relay/api/echo/sized").await;

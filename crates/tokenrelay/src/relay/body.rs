@@ -152,6 +152,12 @@ impl http_body::Body for Body {
     }
 
     fn size_hint(&self) -> SizeHint {
+        // With chores to finish, no length: the answer ends (last chunk, or
+        // the connection closing) only once they are done, so that the
+        // platform sees the request busy until then and freezes nothing early.
+        if self.chores.is_some() {
+            return SizeHint::default();
+        }
         match &self.kind {
             BodyKind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             BodyKind::Upstream(_) => SizeHint::default(),

@@ -56,7 +56,7 @@ pub(super) use sync::{Counting, SyncChore};
 
 /// How old a shared count may be for a request to be decided on it in
 /// memory; at most one sync per interval on a busy instance.
-pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The limits of every relayed upstream, with this instance's counts. Cheap
 /// to clone.
