@@ -300,6 +300,17 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     assertNoSecret(output, [await storedToken(dir, env)]);
   });
 
+  test("a token in an edge function bundle or a deploy-scoped blob fails the build: both are deployed too", TEST, async () => {
+    const dir = fixtureSite();
+    const env = siteEnv(dir, { LEAK_DEPLOYED: "1" });
+    const { status, output } = await netlifyBuild(dir, env);
+    assert.notEqual(status, 0, output);
+    assert.match(output, /- \.netlify\/edge-functions-dist\/bundle\.eszip contains the token in \$GETTY_TOKEN/);
+    assert.match(output, /- \.netlify\/blobs\/deploy\/pages\/index contains the token in \$GETTY_TOKEN/);
+    assert.doesNotMatch(output, /- dist\//);
+    assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+
   test("a link in the publish directory to a file outside it fails the build, naming both", TEST, async () => {
     const dir = fixtureSite();
     writeFileSync(path.join(dir, "build.mjs"), readFileSync(path.join(dir, "build.mjs"), "utf8") + 'import { symlinkSync } from "node:fs";\nsymlinkSync("../../.env", "dist/assets/env.txt");\n');
