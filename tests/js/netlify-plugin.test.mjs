@@ -392,8 +392,7 @@ describe("the relay function the plugin places", () => {
       );
       assert.equal(answer.statusCode, 200, JSON.stringify(answer));
       assert.equal(JSON.parse(answer.body).images.length, 3);
-      assert.match(lambda.output(), /ignored: the config was appended at build time/);
-      assert.match(lambda.output(), /TOKENRELAY_CONFIG/);
+      assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
       assertNoSecret(lambda.output());
     } finally {
       await lambda.stop();

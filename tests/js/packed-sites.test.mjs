@@ -234,7 +234,7 @@ for (const { name, publish, settings } of [
         const answer = await lambda.invoke(searchEvent(), RUN_TIMEOUT_MS);
         assert.equal(answer.statusCode, 200, JSON.stringify(answer));
         assertSearchResult(answer.body);
-        assert.match(lambda.output(), /TOKENRELAY_CONFIG.*ignored: the config was appended at build time|ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
+        assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
         assertNoSecret(JSON.stringify(answer) + lambda.output());
       } finally {
         await lambda.stop();
