@@ -429,16 +429,16 @@ mod tests {
     fn a_rewritten_file_keeps_its_permissions_and_a_new_one_is_world_readable() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("netlify.toml");
-        std::fs::write(&script, "old").unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let existing = dir.path().join("netlify.toml");
+        std::fs::write(&existing, "old").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
         let mut plan = plan_in(dir.path());
         plan.set("netlify.toml", Some("old".into()), "new".into(), String::new()).unwrap();
         plan.set("api/relay.rs", None, "fn main() {}".into(), String::new()).unwrap();
         plan.write().unwrap();
         let mode = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode("netlify.toml"), mode("api/relay.rs")), (0o640, 0o644));
-        assert_eq!(std::fs::read_to_string(&script).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "new");
     }
 
     #[cfg(unix)]
