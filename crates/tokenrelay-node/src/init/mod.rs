@@ -168,8 +168,27 @@ impl Plan {
     /// file beside it, and only once all are written are they renamed over
     /// the originals (a rename within a directory replaces a file at once,
     /// POSIX rename(2)), so neither an error nor a crash leaves a file
-    /// half-written. Should a rename fail, those already made are undone.
+    /// half-written. Should a rename fail, those already made are undone;
+    /// on any failure, the directories created for new files (`api/`) are
+    /// removed again.
     fn write(&self) -> Result<(), AddonError> {
+        let new_dirs: Vec<PathBuf> = self
+            .edits
+            .iter()
+            .filter_map(|e| self.dir.join(e.file).parent().map(Path::to_path_buf))
+            .filter(|d| !d.exists())
+            .collect();
+        let written = self.stage_and_rename();
+        if written.is_err() {
+            for dir in &new_dirs {
+                // Only when empty: one left holding a file is named in the error.
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        written
+    }
+
+    fn stage_and_rename(&self) -> Result<(), AddonError> {
         let staged = self.edits.iter().map(|e| self.stage(e.file, &e.after)).collect::<Result<Vec<_>, _>>()?;
         for (done, (edit, temp)) in self.edits.iter().zip(staged).enumerate() {
             if let Err(e) = temp.persist(self.dir.join(edit.file)) {
@@ -406,7 +425,7 @@ mod tests {
         // A rename cannot replace a directory holding files: the third edit fails.
         std::fs::create_dir_all(dir.path().join("blocked/inside")).unwrap();
         let mut plan = plan_in(dir.path());
-        plan.set("created.txt", None, "new".into(), String::new()).unwrap();
+        plan.set("new-dir/created.txt", None, "new".into(), String::new()).unwrap();
         plan.set("updated.toml", Some("old".into()), "new".into(), String::new()).unwrap();
         plan.set("blocked", None, "new".into(), String::new()).unwrap();
 
@@ -414,14 +433,14 @@ mod tests {
         assert_eq!(err.code(), codes::INIT_FAILED);
         assert!(err.message().starts_with("blocked: cannot be written: "), "{err}");
         assert!(
-            err.message().ends_with("created.txt, updated.toml put back as they were, so nothing was changed"),
+            err.message().ends_with("new-dir/created.txt, updated.toml put back as they were, so nothing was changed"),
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(dir.path().join("updated.toml")).unwrap(), "old");
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         left.sort();
-        assert_eq!(left, ["blocked", "updated.toml"], "no created file, no temporary file left");
+        assert_eq!(left, ["blocked", "updated.toml"], "no created file or directory, no temporary file left");
     }
 
     #[cfg(unix)]
