@@ -9,7 +9,7 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -52,7 +52,7 @@ function site(name, files) {
 }
 
 /**
- * Every file under `dir`, by relative path, with its bytes.
+ * Every file under `dir`, by relative path, with its bytes (a symbolic link: where it points).
  * @param {string} dir
  * @returns {Map<string, string>}
  */
@@ -60,7 +60,9 @@ function snapshot(dir, prefix = "") {
   const files = new Map();
   for (const name of readdirSync(path.join(dir, prefix)).sort()) {
     const rel = path.join(prefix, name);
-    if (statSync(path.join(dir, rel)).isDirectory()) for (const [k, v] of snapshot(dir, rel)) files.set(k, v);
+    const stat = lstatSync(path.join(dir, rel));
+    if (stat.isSymbolicLink()) files.set(rel, `-> ${readlinkSync(path.join(dir, rel))}`);
+    else if (stat.isDirectory()) for (const [k, v] of snapshot(dir, rel)) files.set(k, v);
     else files.set(rel, readFileSync(path.join(dir, rel), "latin1"));
   }
   return files;
@@ -68,13 +70,18 @@ function snapshot(dir, prefix = "") {
 
 /**
  * Runs `tokenrelay init ...args` in `dir`, never on a terminal; asserts that
- * no secret value appears in its output.
+ * no secret value appears in its output. With `maxFileKiB`, no file it
+ * writes may grow past that size (`ulimit -f`): a write fails midway, as on
+ * a full disk.
  * @param {string} dir
  * @param {string[]} args
  * @param {Record<string, string>} [env]
+ * @param {{ maxFileKiB?: number }} [limits]
  */
-async function init(dir, args, env = {}) {
-  const child = spawn(process.execPath, [BIN, "init", ...args], {
+async function init(dir, args, env = {}, { maxFileKiB } = {}) {
+  const command = [process.execPath, BIN, "init", ...args];
+  const [file, ...argv] = maxFileKiB === undefined ? command : ["bash", "-c", `ulimit -f ${maxFileKiB} && exec "$@"`, "bash", ...command];
+  const child = spawn(file, argv, {
     cwd: dir,
     env: { ...process.env, NETLIFY: "", VERCEL: "", ...SECRETS, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -166,6 +173,51 @@ describe("netlify", () => {
     assert.match(stderr, /netlify\.toml: \[\[redirects\]\] from = "\/api\/relay\/\*" already routes \/api\/relay\/\*.*\[init_conflict\]/);
     assert.deepEqual(snapshot(dir), before);
   });
+
+  test("a redirect that merely starts like the mount (/api/relay-status) is no conflict", TEST, async () => {
+    const own = '[[redirects]]\nfrom = "/api/relay-status"\nto = "/.netlify/functions/status"\nstatus = 200\n';
+    const dir = site("relay-status-netlify", { "netlify.toml": own });
+    const { written } = await initTwice(dir, ["--yes"]);
+    assert.equal(written.get("netlify.toml"), `${own}\n${PLUGIN_BLOCK}`);
+  });
+});
+
+describe("writing", () => {
+  test("a write that fails midway leaves every file of the site as it was", TEST, async () => {
+    // A netlify.toml larger than the file size limit: the starter config,
+    // .env.example and .gitignore fit, the merged netlify.toml does not.
+    const netlifyToml = `[build]\npublish = "dist"\n${"# a long comment the site keeps\n".repeat(2048)}`;
+    const dir = site("fails-midway", { "netlify.toml": netlifyToml, ".gitignore": "node_modules\n" });
+    const before = snapshot(dir);
+    const { status, stderr } = await init(dir, ["--yes"], {}, { maxFileKiB: 48 });
+    assert.equal(status, 1, stderr);
+    assert.match(stderr, /netlify\.toml: cannot be written: .*; nothing was changed \[init_failed\]/);
+    assert.deepEqual(snapshot(dir), before, "a file changed, or a temporary file was left behind");
+  });
+
+  for (const file of ["tokenrelay.toml", ".env.example"]) {
+    test(`a dangling ${file} link is refused, and nothing is created where it points`, TEST, async () => {
+      const dir = site(`link-${file}`, { "netlify.toml": "" });
+      const target = path.join(work, `outside-${file}`);
+      symlinkSync(target, path.join(dir, file));
+      const before = snapshot(dir);
+      const { status, stderr } = await init(dir, ["--yes"]);
+      assert.equal(status, 1);
+      assert.match(stderr, new RegExp(`${file.replace(".", "\\.")}: is a symbolic link, and init writes no file through one.*\\[init_failed\\]`));
+      assert.ok(!existsSync(target), `init created ${target}`);
+      assert.deepEqual(snapshot(dir), before);
+    });
+  }
+
+  test("a variable name that would inject lines into .env.example is refused, naming it", TEST, async () => {
+    const config = '[upstreams.x]\nbase_url = "https://api.example"\ntoken = { type = "static", key = { env = "API_KEY\\nINJECTED=1" } }\n';
+    const dir = site("bad-variable", { "netlify.toml": "", "tokenrelay.toml": config });
+    const before = snapshot(dir);
+    const { status, stderr } = await init(dir, ["--yes"]);
+    assert.equal(status, 1, stderr);
+    assert.match(stderr, /tokenrelay\.toml: \{ env = "API_KEY\\nINJECTED=1" \} \(.*\) is not an environment variable name \(\[A-Za-z_\]\[A-Za-z0-9_\]\*\).*\[init_failed\]/);
+    assert.deepEqual(snapshot(dir), before);
+  });
 });
 
 describe("vercel", () => {
@@ -249,6 +301,15 @@ serde = { version = "1", features = ["derive"] } # for api/hello.rs
     assert.equal(status, 1);
     assert.match(stderr, /vercel\.json: the rewrite "\/api\/relay\/:path\*" → "\/api\/proxy" already claims \/api\/relay.*\[init_conflict\]/);
     assert.deepEqual(snapshot(dir), before);
+  });
+
+  test("a rewrite that merely starts like the mount (/api/relay-status) is no conflict", TEST, async () => {
+    const dir = site("relay-status-vercel", { "vercel.json": '{ "rewrites": [{ "source": "/api/relay-status", "destination": "/api/status" }] }\n' });
+    const { written } = await initTwice(dir, ["--yes"]);
+    assert.deepEqual(JSON.parse(written.get("vercel.json")).rewrites, [
+      { source: "/api/relay/:path*", destination: "/api/relay" },
+      { source: "/api/relay-status", destination: "/api/status" },
+    ]);
   });
 
   test("an api/relay.rs of the user's own is refused", TEST, async () => {

@@ -6,13 +6,17 @@
 // The fixture (fixtures/netlify-site) is copied to a temporary directory per
 // build, with the stand-ins' URLs and the plugin's path written in.
 //
-// Run: node --test tests/js/netlify-plugin.test.mjs
+// Tests of the prebuilt relay function use the workspace's debug build of it
+// (target/debug/netlify-relay); the released one is tested from the packages
+// in packed-sites.test.mjs.
+//
+// Run: cargo build -p tokenrelay-netlify --bin netlify-relay && node --test tests/js/netlify-plugin.test.mjs
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -21,6 +25,9 @@ import { pathToFileURL } from "node:url";
 import { Redis } from "@upstash/redis";
 import { getToken } from "tokenrelay";
 
+import { placeRelayFunction } from "../../netlify/plugins/tokenrelay/relay-function.js";
+import { startLambda } from "./lambda-runtime-api.mjs";
+import { siteConfig } from "./packed.mjs";
 import { freePort, ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll, waitFor } from "./stand-ins.mjs";
 
 const NETLIFY = path.join(ROOT, "node_modules", ".bin", "netlify");
@@ -55,6 +62,27 @@ after(async () => {
   await stopAll();
   rmSync(work, { recursive: true, force: true });
 });
+
+/**
+ * The workspace's build of the prebuilt relay function (`cargo build --workspace --bins`);
+ * packed-sites.test.mjs deploys the released one from the packages.
+ */
+const BINARY = path.join(ROOT, "target", "debug", "netlify-relay");
+
+/**
+ * A directory for NODE_PATH holding the platform package the plugin takes
+ * the prebuilt function from (tokenrelay-linux-x64-gnu, not installed in the
+ * workspace), with the workspace's build of it.
+ */
+function platformPackage() {
+  assert.ok(existsSync(BINARY), `${BINARY} is missing: cargo build -p tokenrelay-netlify --bin netlify-relay`);
+  const dir = path.join(work, "node-path");
+  if (!existsSync(dir)) {
+    mkdirSync(path.join(dir, "tokenrelay-linux-x64-gnu"), { recursive: true });
+    symlinkSync(BINARY, path.join(dir, "tokenrelay-linux-x64-gnu", "netlify-relay"));
+  }
+  return dir;
+}
 
 let sites = 0;
 /** A fresh copy of the fixture site, its placeholders filled in. */
@@ -300,6 +328,28 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     assertNoSecret(output, [await storedToken(dir, env)]);
   });
 
+  test("a token in an edge function bundle or a deploy-scoped blob fails the build: both are deployed too", TEST, async () => {
+    const dir = fixtureSite();
+    const env = siteEnv(dir, { LEAK_DEPLOYED: "1" });
+    const { status, output } = await netlifyBuild(dir, env);
+    assert.notEqual(status, 0, output);
+    assert.match(output, /- \.netlify\/edge-functions-dist\/bundle\.eszip contains the token in \$GETTY_TOKEN/);
+    assert.match(output, /- \.netlify\/blobs\/deploy\/pages\/index contains the token in \$GETTY_TOKEN/);
+    assert.doesNotMatch(output, /- dist\//);
+    assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+
+  test("a site rule that merely starts like the mount (/api/relay-status) leaves the relay routed", TEST, async () => {
+    const dir = fixtureSite();
+    const own = '\n[[redirects]]\nfrom = "/api/relay-status"\nto = "/status.json"\nstatus = 200\n';
+    // Not scanned: the workspace's debug build of the function is large, and the scan is tested above.
+    const toml = readFileSync(path.join(dir, "netlify.toml"), "utf8").replace("relayFunction = false", "relayFunction = true\n  scanPublishDir = false");
+    writeFileSync(path.join(dir, "netlify.toml"), toml + own);
+    const { status, output } = await netlifyBuild(dir, siteEnv(dir, { NODE_PATH: platformPackage() }));
+    assert.equal(status, 0, output);
+    assert.match(output, /tokenrelay: relay function placed at \.netlify\/functions-internal\/relay \(the prebuilt relay with tokenrelay\.toml\), routed from \/api\/relay\/\*/);
+  });
+
   test("a link in the publish directory to a file outside it fails the build, naming both", TEST, async () => {
     const dir = fixtureSite();
     writeFileSync(path.join(dir, "build.mjs"), readFileSync(path.join(dir, "build.mjs"), "utf8") + 'import { symlinkSync } from "node:fs";\nsymlinkSync("../../.env", "dist/assets/env.txt");\n');
@@ -317,5 +367,35 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     assert.match(output, /dev: GETTY_TOKEN accepted by the API/);
     assert.match(output, /tokenrelay: getty: valid until \S+Z \(fetched\), as GETTY_TOKEN/);
     assertNoSecret(output, [await storedToken(dir, env)]);
+  });
+});
+
+describe("the relay function the plugin places", () => {
+  test("answers with the config appended at build time though TOKENRELAY_CONFIG names a file of the build machine", TEST, async () => {
+    assert.ok(existsSync(BINARY), `${BINARY} is missing: cargo build -p tokenrelay-netlify --bin netlify-relay`);
+    const dir = path.join(work, "placed");
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, "tokenrelay.toml"), siteConfig(api));
+    const placed = await placeRelayFunction(BINARY, path.join(dir, "tokenrelay.toml"), path.join(dir, "functions-internal"));
+    // The task root as Lambda unpacks the function: the bootstrap alone.
+    const task = path.join(dir, "task");
+    mkdirSync(task);
+    cpSync(placed, path.join(task, "bootstrap"));
+    // Set as Netlify sets a variable by default, for every scope: at run time
+    // it names the build machine's checkout, which the function does not have.
+    const env = { PATH: process.env.PATH ?? "", ...siteEnv(dir), TOKENRELAY_CONFIG: "/opt/build/repo/tokenrelay.toml" };
+    const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env });
+    try {
+      const answer = await lambda.invoke(
+        { httpMethod: "GET", path: "/api/relay/getty/search/images", queryStringParameters: { phrase: "cats" }, headers: { host: "site.example" }, body: null, isBase64Encoded: false },
+        BUILD_TIMEOUT_MS,
+      );
+      assert.equal(answer.statusCode, 200, JSON.stringify(answer));
+      assert.equal(JSON.parse(answer.body).images.length, 3);
+      assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
+      assertNoSecret(lambda.output());
+    } finally {
+      await lambda.stop();
+    }
   });
 });

@@ -225,11 +225,16 @@ for (const { name, publish, settings } of [
       const task = path.join(work, `${name}-task`);
       mkdirSync(task);
       execFileSync("unzip", ["-q", path.join(site, ".netlify", "functions", "relay.zip"), "bootstrap", "-d", task]);
-      const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env: { PATH: env.PATH, ...vars } });
+      // TOKENRELAY_CONFIG set as Netlify sets a variable by default, for every
+      // scope: at run time it names a file of the build machine, which the
+      // function does not have. The config appended at build time wins.
+      const runtime = { PATH: env.PATH, ...vars, TOKENRELAY_CONFIG: "/opt/build/repo/tokenrelay.toml" };
+      const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env: runtime });
       try {
         const answer = await lambda.invoke(searchEvent(), RUN_TIMEOUT_MS);
         assert.equal(answer.statusCode, 200, JSON.stringify(answer));
         assertSearchResult(answer.body);
+        assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
         assertNoSecret(JSON.stringify(answer) + lambda.output());
       } finally {
         await lambda.stop();

@@ -241,6 +241,28 @@ describe("tokenrelay check and scan", () => {
     assert.match(linked.stderr, /^tokenrelay: out\/config\.toml links outside out, to \/.*tokenrelay\.toml$/m);
     assert.match(linked.stderr, /0 leak\(s\), 1 link\(s\) outside; remove the secrets and links from the output$/m);
   });
+
+  test("scan finds what a store integration sets beside tokenrelay's own: the read-only token, the redis:// URL and its password", TEST, async () => {
+    const out = path.join(site, "out-store");
+    mkdirSync(out, { recursive: true });
+    const password = "redis-pw-4e2a-never-published";
+    const url = `rediss://default:${password}@eu1-kv.upstash.io:6379`;
+    // Upstash for Redis on the Vercel Marketplace sets the same URL under both names.
+    const env = { KV_URL: url, REDIS_URL: url, KV_REST_API_READ_ONLY_TOKEN: "kv-read-only-8d1f-never-published" };
+    writeFileSync(path.join(out, "readonly.js"), `fetch(u, { headers: { authorization: "Bearer ${env.KV_REST_API_READ_ONLY_TOKEN}" } });`);
+    writeFileSync(path.join(out, "url.json"), JSON.stringify({ redis: url }));
+    writeFileSync(path.join(out, "password.txt"), encodeURIComponent(password));
+    const { status, stderr } = await tokenrelay(["scan", "out-store"], env);
+    assert.equal(status, 1, stderr);
+    const leaks = stderr.split("\n").filter((l) => l.includes(" contains ")).sort();
+    assert.deepEqual(leaks, [
+      "tokenrelay: out-store/password.txt contains the password in $KV_URL (shared store)",
+      "tokenrelay: out-store/readonly.js contains $KV_REST_API_READ_ONLY_TOKEN (shared store)",
+      "tokenrelay: out-store/url.json contains $KV_URL (shared store)",
+      "tokenrelay: out-store/url.json contains the password in $KV_URL (shared store)",
+    ]);
+    assertNoSecret(stderr, [password, env.KV_REST_API_READ_ONLY_TOKEN]);
+  });
 });
 
 describe("tokenrelay cache purge", () => {

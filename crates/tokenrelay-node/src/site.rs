@@ -182,7 +182,7 @@ mod tests {
         for ok in ["A", "_A", "GETTY_TOKEN", "a1"] {
             assert!(is_env_var_name(ok), "{ok}");
         }
-        for bad in ["", "1A", "A-B", "A B", "A=B", "É"] {
+        for bad in ["", "1A", "A-B", "A B", "A=B", "É", "A\nINJECTED=1"] {
             assert!(!is_env_var_name(bad), "{bad}");
         }
     }

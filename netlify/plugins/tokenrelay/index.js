@@ -28,7 +28,7 @@ import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebu
  * @typedef {object} EventOptions
  * @property {Inputs} inputs
  * @property {{ build: { environment: Record<string, string> }, redirects: Array<{ from?: string, to?: string, status?: number, force?: boolean }> }} netlifyConfig
- * @property {{ PUBLISH_DIR: string, FUNCTIONS_SRC?: string, FUNCTIONS_DIST?: string, INTERNAL_FUNCTIONS_SRC: string }} constants
+ * @property {{ PUBLISH_DIR: string, FUNCTIONS_SRC?: string, FUNCTIONS_DIST?: string, EDGE_FUNCTIONS_DIST?: string, INTERNAL_FUNCTIONS_SRC: string, PACKAGE_PATH?: string }} constants
  * @property {Utils} utils
  */
 
@@ -187,14 +187,35 @@ export async function onPreDev(options) {
 }
 
 /**
- * Fails the build if the publish directory or the bundled functions hold any
- * token or secret, or a symbolic link out of the directory.
+ * Deploy-scoped blobs, uploaded with the deploy, where each version of
+ * @netlify/build looks for them (lib/utils/blobs.js: the Frameworks API's,
+ * the deploy configuration API's, and the original one), under the site's
+ * base directory (its package's, in a monorepo).
+ */
+const BLOBS_DIRS = [".netlify/v1/blobs/deploy", ".netlify/deploy/v1/blobs/deploy", ".netlify/blobs/deploy"];
+
+/**
+ * Every directory the deploy publishes from: the publish directory, then
+ * those of the bundled functions, edge functions and deploy-scoped blobs
+ * that the build produced (each exists only when the site has some).
+ * @param {EventOptions["constants"]} constants
+ * @returns {string[]}
+ */
+function deployedDirs(constants) {
+  const base = constants.PACKAGE_PATH ?? "";
+  const optional = [constants.FUNCTIONS_DIST, constants.EDGE_FUNCTIONS_DIST, ...BLOBS_DIRS.map((d) => path.join(base, d))];
+  return [constants.PUBLISH_DIR, ...optional.filter((d) => d !== undefined && existsSync(d))];
+}
+
+/**
+ * Fails the build if anything the deploy publishes (the publish directory,
+ * bundled functions and edge functions, deploy-scoped blobs) holds any
+ * token or secret, or a symbolic link out of its directory.
  * @param {EventOptions} options
  */
 export async function onPostBuild({ inputs, constants, utils }) {
   if (inputs.scanPublishDir === false) return;
-  // The functions directory exists only when the site has functions.
-  const dirs = [constants.PUBLISH_DIR, ...(constants.FUNCTIONS_DIST && existsSync(constants.FUNCTIONS_DIST) ? [constants.FUNCTIONS_DIST] : [])];
+  const dirs = deployedDirs(constants);
   const { scanForLeaks } = await tokenrelay(utils);
   const problems = [];
   const scanned = [];

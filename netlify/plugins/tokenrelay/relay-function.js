@@ -113,14 +113,25 @@ export async function placeDevFunction(binary, dir, siteDir) {
 }
 
 /**
+ * Whether a rule's `from` routes the relay's paths: the mount itself or a
+ * path under it, not merely one starting with the same letters
+ * (`/api/relay-status` is another route of the site).
+ * @param {string} from
+ */
+function claimsMount(from) {
+  return from === MOUNT || from.startsWith(`${MOUNT}/`);
+}
+
+/**
  * Routes /api/relay/* to the function, first so that a site's catch-all rule
- * (`/* /index.html 200`) cannot shadow it, unless the site routes it itself.
+ * (`/* /index.html 200`) cannot shadow it, unless the site routes it (or a
+ * path under it) itself.
  * A route holds no secret, so it may be saved into the deployed config.
  * @param {{ redirects: Array<{ from?: string, to?: string, status?: number, force?: boolean }> }} netlifyConfig
  * @returns {boolean} whether the route was added
  */
 export function addRoute(netlifyConfig) {
-  if (netlifyConfig.redirects.some((r) => r.from?.startsWith(MOUNT))) return false;
+  if (netlifyConfig.redirects.some((r) => r.from !== undefined && claimsMount(r.from))) return false;
   netlifyConfig.redirects = [
     { from: `${MOUNT}/*`, to: `/.netlify/functions/${FUNCTION_NAME}/:splat`, status: 200, force: true },
     ...netlifyConfig.redirects,

@@ -1,7 +1,8 @@
 //! `tokenrelay init`: adds tokenrelay to the site in a directory, for Netlify
 //! or Vercel. Every file is planned in memory first ([`Plan`]), so a run that
 //! cannot merge one file writes none, and a second run finds nothing to do
-//! and changes no byte.
+//! and changes no byte; then written all at once or not at all
+//! ([`Plan::write`]), never through a symbolic link.
 //!
 //! Existing `netlify.toml`, `Cargo.toml` and `vercel.json` are edited through
 //! `toml_edit` and `jsonc-parser`'s CST, which keep every comment, space and
@@ -13,6 +14,7 @@ mod netlify;
 mod starter;
 mod vercel;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use napi_derive::napi;
@@ -113,11 +115,45 @@ impl Plan {
         }
     }
 
-    /// Plans `file` to hold `after`; nothing when it already does.
-    pub(crate) fn set(&mut self, file: &'static str, before: Option<String>, after: String, summary: String) {
+    /// Plans `file` to hold `after`; nothing when it already does. A file
+    /// that is, or lies under, a symbolic link is refused.
+    pub(crate) fn set(
+        &mut self,
+        file: &'static str,
+        before: Option<String>,
+        after: String,
+        summary: String,
+    ) -> Result<(), AddonError> {
         if before.as_deref() != Some(after.as_str()) {
+            self.refuse_links(file)?;
             self.edits.push(Edit { file, before, after, summary });
         }
+        Ok(())
+    }
+
+    /// Writing through a link would change a file outside the site (through
+    /// a dangling one, create it), and replacing the link would break it.
+    fn refuse_links(&self, file: &str) -> Result<(), AddonError> {
+        let mut path = self.dir.clone();
+        for part in Path::new(file).components() {
+            path.push(part);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                let link = path.strip_prefix(&self.dir).unwrap_or(&path).display().to_string();
+                let what = if link == file {
+                    "is a symbolic link".to_owned()
+                } else {
+                    format!("is under {link}, a symbolic link")
+                };
+                return Err(failed(
+                    file,
+                    format!(
+                        "{what}, and init writes no file through one: \
+                         replace the link with the file itself, or make this change by hand"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn changes(&self) -> Vec<FileChange> {
@@ -128,15 +164,103 @@ impl Plan {
             .collect()
     }
 
+    /// Writes every edit or none: each file's new text goes to a temporary
+    /// file beside it, and only once all are written are they renamed over
+    /// the originals (a rename within a directory replaces a file at once,
+    /// POSIX rename(2)), so neither an error nor a crash leaves a file
+    /// half-written. Should a rename fail, those already made are undone;
+    /// on any failure, the directories created for new files (`api/`) are
+    /// removed again.
     fn write(&self) -> Result<(), AddonError> {
-        for edit in &self.edits {
-            let path = self.dir.join(edit.file);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| failed(edit.file, format!("cannot be created: {e}")))?;
+        let new_dirs: Vec<PathBuf> = self
+            .edits
+            .iter()
+            .filter_map(|e| self.dir.join(e.file).parent().map(Path::to_path_buf))
+            .filter(|d| !d.exists())
+            .collect();
+        let written = self.stage_and_rename();
+        if written.is_err() {
+            for dir in &new_dirs {
+                // Only when empty: one left holding a file is named in the error.
+                let _ = std::fs::remove_dir(dir);
             }
-            std::fs::write(&path, &edit.after).map_err(|e| failed(edit.file, format!("cannot be written: {e}")))?;
+        }
+        written
+    }
+
+    fn stage_and_rename(&self) -> Result<(), AddonError> {
+        let staged = self.edits.iter().map(|e| self.stage(e.file, &e.after)).collect::<Result<Vec<_>, _>>()?;
+        for (done, (edit, temp)) in self.edits.iter().zip(staged).enumerate() {
+            if let Err(e) = temp.persist(self.dir.join(edit.file)) {
+                let undone = self.undo(&self.edits[..done]);
+                return Err(failed(edit.file, format!("cannot be written: {}; {undone}", e.error)));
+            }
         }
         Ok(())
+    }
+
+    /// A temporary file beside `file` holding `text`, with `file`'s
+    /// permissions when it exists.
+    fn stage(&self, file: &str, text: &str) -> Result<tempfile::NamedTempFile, AddonError> {
+        let path = self.dir.join(file);
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent).map_err(|e| failed(file, format!("cannot be created: {e}")))?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(TEMP_PREFIX);
+        if let Some(permissions) = std::fs::metadata(&path).ok().map(|m| m.permissions()).or_else(new_file_permissions)
+        {
+            builder.permissions(permissions);
+        }
+        let unwritable = |e: std::io::Error| failed(file, format!("cannot be written: {e}; nothing was changed"));
+        let mut temp = builder.tempfile_in(parent).map_err(unwritable)?;
+        temp.write_all(text.as_bytes()).and_then(|()| temp.as_file().sync_all()).map_err(unwritable)?;
+        Ok(temp)
+    }
+
+    /// Puts back what `edits` changed (their files already renamed into
+    /// place): an updated file's former text, no file for a created one.
+    /// Says what the site is left with, for the error.
+    fn undo(&self, edits: &[Edit]) -> String {
+        let mut kept = Vec::new();
+        for edit in edits.iter().rev() {
+            let path = self.dir.join(edit.file);
+            let undone = match &edit.before {
+                Some(text) => self.stage(edit.file, text).is_ok_and(|t| t.persist(&path).is_ok()),
+                None => std::fs::remove_file(&path).is_ok(),
+            };
+            if !undone {
+                kept.push(edit.file);
+            }
+        }
+        match (edits.is_empty(), kept.is_empty()) {
+            (true, _) => "nothing was changed".to_owned(),
+            (false, true) => {
+                let files: Vec<&str> = edits.iter().map(|e| e.file).collect();
+                format!("{} put back as they were, so nothing was changed", files.join(", "))
+            }
+            (false, false) => format!(
+                "{} could not be put back and hold init's changes: check them before running init again",
+                kept.join(", ")
+            ),
+        }
+    }
+}
+
+/// Names init's temporary files, so a user who finds one after a crash knows whose it is.
+const TEMP_PREFIX: &str = ".tokenrelay-init-";
+
+/// A new file's permissions: readable by all, writable by its owner, as an
+/// editor creates one under the usual umask (022); `tempfile` would make it
+/// private to its owner.
+fn new_file_permissions() -> Option<std::fs::Permissions> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(std::fs::Permissions::from_mode(0o644))
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
@@ -155,6 +279,17 @@ pub(crate) fn missing_packages<'a>(plan: &Plan, packages: &[&'a str]) -> Result<
             .any(|field| manifest.as_ref().and_then(|m| m.object_value(field)?.get(package)).is_some())
     };
     Ok(packages.iter().copied().filter(|p| !declared(p)).collect())
+}
+
+/// Whether a route pattern of the site (a Netlify redirect's `from`, a
+/// Vercel rewrite's `source`) covers the relay's paths: [`MOUNT`] itself or
+/// a path under it, not one that merely starts with the same letters
+/// (`/api/relay-status` is another route of the site).
+///
+/// [`MOUNT`]: tokenrelay::relay::MOUNT
+pub(crate) fn claims_mount(pattern: &str) -> bool {
+    use tokenrelay::relay::MOUNT;
+    pattern.strip_prefix(MOUNT).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A file of the site that cannot be merged: `file: problem`.
@@ -268,6 +403,77 @@ fn settings(platform: Platform, config_vars: &[String]) -> Vec<Setting> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_in(dir: &Path) -> Plan {
+        Plan { dir: dir.to_owned(), edits: Vec::new() }
+    }
+
+    #[test]
+    fn only_the_mount_and_paths_under_it_are_the_relays() {
+        for relay in ["/api/relay", "/api/relay/*", "/api/relay/:path*", "/api/relay/getty/*"] {
+            assert!(claims_mount(relay), "{relay}");
+        }
+        for other in ["/api/relay-status", "/api/relays/*", "/api/rela", "/*", "/api/relay.json"] {
+            assert!(!claims_mount(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_failed_rename_puts_back_every_file_already_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("updated.toml"), "old").unwrap();
+        // A rename cannot replace a directory holding files: the third edit fails.
+        std::fs::create_dir_all(dir.path().join("blocked/inside")).unwrap();
+        let mut plan = plan_in(dir.path());
+        plan.set("new-dir/created.txt", None, "new".into(), String::new()).unwrap();
+        plan.set("updated.toml", Some("old".into()), "new".into(), String::new()).unwrap();
+        plan.set("blocked", None, "new".into(), String::new()).unwrap();
+
+        let err = plan.write().unwrap_err();
+        assert_eq!(err.code(), codes::INIT_FAILED);
+        assert!(err.message().starts_with("blocked: cannot be written: "), "{err}");
+        assert!(
+            err.message().ends_with("new-dir/created.txt, updated.toml put back as they were, so nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(dir.path().join("updated.toml")).unwrap(), "old");
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, ["blocked", "updated.toml"], "no created file or directory, no temporary file left");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rewritten_file_keeps_its_permissions_and_a_new_one_is_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("netlify.toml");
+        std::fs::write(&existing, "old").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let mut plan = plan_in(dir.path());
+        plan.set("netlify.toml", Some("old".into()), "new".into(), String::new()).unwrap();
+        plan.set("api/relay.rs", None, "fn main() {}".into(), String::new()).unwrap();
+        plan.write().unwrap();
+        let mode = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode("netlify.toml"), mode("api/relay.rs")), (0o640, 0o644));
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_under_a_linked_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("api")).unwrap();
+        let err = plan_in(dir.path()).set("api/relay.rs", None, "x".into(), String::new()).unwrap_err();
+        assert_eq!(err.code(), codes::INIT_FAILED);
+        assert!(
+            err.message()
+                .starts_with("api/relay.rs: is under api, a symbolic link, and init writes no file through one"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn platform_comes_from_the_sites_files_before_the_environment() {

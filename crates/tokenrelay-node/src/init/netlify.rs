@@ -6,7 +6,7 @@
 use tokenrelay::relay::MOUNT;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
-use super::{Plan, conflict, failed};
+use super::{Plan, claims_mount, conflict, failed};
 use crate::error::AddonError;
 
 const FILE: &str = "netlify.toml";
@@ -22,7 +22,7 @@ pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
         before.as_deref().unwrap_or_default().parse().map_err(|e| failed(FILE, format!("is not valid TOML: {e}")))?;
     for rule in array_of_tables(&doc, "redirects")?.iter().flat_map(|t| t.iter()) {
         if let Some(from) = rule.get("from").and_then(Item::as_str)
-            && from.starts_with(MOUNT)
+            && claims_mount(from)
         {
             return Err(conflict(
                 FILE,
@@ -50,7 +50,7 @@ pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
         // An untouched document renders exactly as read; the new entry has no
         // position, so it is rendered after everything the user wrote.
         let after = doc.to_string();
-        plan.set(FILE, before, after, format!("[[plugins]] package = \"{PLUGIN}\""));
+        plan.set(FILE, before, after, format!("[[plugins]] package = \"{PLUGIN}\""))?;
     }
     Ok(super::missing_packages(plan, &[PLUGIN])?
         .into_iter()

@@ -3,8 +3,9 @@
 
 use tokenrelay::{Config, DEFAULT_CONFIG_FILE, Env, Error};
 
-use super::{Plan, Platform};
+use super::{Plan, Platform, failed};
 use crate::error::AddonError;
+use crate::site::is_env_var_name;
 
 /// Written when the site has no config yet: one OAuth2 client-credentials
 /// upstream and one route, every line explained.
@@ -21,7 +22,7 @@ pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
         Some(text) => text,
         None => {
             let summary = "starter config: one OAuth2 client-credentials upstream and one route".to_owned();
-            plan.set(DEFAULT_CONFIG_FILE, None, STARTER_CONFIG.to_owned(), summary);
+            plan.set(DEFAULT_CONFIG_FILE, None, STARTER_CONFIG.to_owned(), summary)?;
             STARTER_CONFIG.to_owned()
         }
     };
@@ -32,6 +33,16 @@ pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
         Err(Error::MissingEnv { missing, .. }) => {
             let mut names: Vec<String> = Vec::new();
             for var in missing {
+                if !is_env_var_name(&var.name) {
+                    return Err(failed(
+                        DEFAULT_CONFIG_FILE,
+                        format!(
+                            "{{ env = {:?} }} ({}) is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*), \
+                             so init cannot list it in {ENV_EXAMPLE}: fix the name",
+                            var.name, var.used_by
+                        ),
+                    ));
+                }
                 if !names.contains(&var.name) {
                     names.push(var.name);
                 }
@@ -67,8 +78,7 @@ pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), Ad
         ),
         Some(text) => format!("{}\n{ADDED_BY}\n{lines}", with_final_newline(text)),
     };
-    plan.set(ENV_EXAMPLE, before, after, format!("names {}", missing.join(", ")));
-    Ok(())
+    plan.set(ENV_EXAMPLE, before, after, format!("names {}", missing.join(", ")))
 }
 
 /// Plans `.gitignore` entries: `.env` (local secrets) everywhere, plus the
@@ -91,8 +101,7 @@ pub(crate) fn plan_gitignore(plan: &mut Plan, platform: Platform) -> Result<(), 
         None => format!("{ADDED_BY}\n{lines}"),
         Some(text) => format!("{}\n{ADDED_BY}\n{lines}", with_final_newline(text)),
     };
-    plan.set(GITIGNORE, before, after, format!("ignores {}", missing.join(", ")));
-    Ok(())
+    plan.set(GITIGNORE, before, after, format!("ignores {}", missing.join(", ")))
 }
 
 /// `text`, ending with a newline unless empty.

@@ -9,7 +9,7 @@ use tokenrelay::DEFAULT_CONFIG_FILE;
 use tokenrelay::relay::MOUNT;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::{Plan, conflict, failed};
+use super::{Plan, claims_mount, conflict, failed};
 use crate::error::AddonError;
 
 const VERCEL_JSON: &str = "vercel.json";
@@ -45,7 +45,7 @@ fn plan_function(plan: &mut Plan) -> Result<(), AddonError> {
             None,
             FUNCTION_TEMPLATE.to_owned(),
             "the relay function (calls tokenrelay::vercel::run)".into(),
-        ),
+        )?,
         Some(text) if text.contains(FUNCTION_CALL) => {}
         Some(_) => {
             return Err(conflict(
@@ -146,8 +146,7 @@ fn plan_cargo_toml(plan: &mut Plan) -> Result<(), AddonError> {
     }
     let summary =
         if before.is_none() { format!("package of {FUNCTION}: {}", added.join(", ")) } else { added.join(", ") };
-    plan.set(CARGO_TOML, before, doc.to_string(), summary);
-    Ok(())
+    plan.set(CARGO_TOML, before, doc.to_string(), summary)
 }
 
 /// A new root `Cargo.toml`: a package named after the site's directory.
@@ -221,8 +220,7 @@ fn plan_vercel_json(plan: &mut Plan) -> Result<(), AddonError> {
             }
         }
     }
-    plan.set(VERCEL_JSON, before, root.to_string(), added.join(", "));
-    Ok(())
+    plan.set(VERCEL_JSON, before, root.to_string(), added.join(", "))
 }
 
 /// Whether the rewrite to the relay is there; an error when another rule
@@ -233,7 +231,7 @@ fn has_rewrite(config: &CstObject) -> Result<bool, AddonError> {
     let mut found = false;
     for rule in rewrites.elements().iter().filter_map(CstNode::to_serde_value) {
         let source = rule.get("source").and_then(|s| s.as_str()).unwrap_or_default();
-        if !source.starts_with(MOUNT) {
+        if !claims_mount(source) {
             continue;
         }
         let destination = rule.get("destination").and_then(|s| s.as_str()).unwrap_or_default();

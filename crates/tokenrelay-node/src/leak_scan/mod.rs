@@ -5,10 +5,12 @@
 //! The secrets: every token this process handed out ([`crate::issued`]),
 //! the values of the token variables the caller names, of every variable the
 //! config reads a credential from ([`tokenrelay::Config::secret_vars`], relay
-//! headers included), and of the store's token and encryption key. Each is
+//! headers included), of the store's token and encryption key, and of the
+//! other secrets a store integration sets (a read-only token, a `redis://`
+//! URL and the password inside it). Each is
 //! searched in every form [`forms`] lists (raw, percent-, form-, JSON-,
 //! HTML-escaped, base64), in one pass per file ([`search`]), through
-//! precompressed `.gz`/`.br` files, and reporting symbolic links that
+//! precompressed `.gz`/`.br` files and zip archives, and reporting symbolic links that
 //! point outside the directory ([`walk`]). Values never leave this module: a finding names the file and
 //! the variable (or the upstream, for a token without one).
 
@@ -30,6 +32,15 @@ use search::{SearchError, Searcher};
 /// text, and a credential this short is no secret anyway. They are listed in
 /// [`ScanReport::too_short`].
 pub const MIN_SCANNED_LEN: usize = 8;
+
+/// Variables a store integration sets beside the ones tokenrelay reads:
+/// Upstash for Redis on the Vercel Marketplace (formerly Vercel KV) adds a
+/// read-only REST token and the database's Redis URL, under both names
+/// (https://upstash.com/docs/redis/howto/vercelintegration). tokenrelay never
+/// reads them, but they reach the build all the same.
+const STORE_INTEGRATION_VARS: [&str; 3] = ["KV_REST_API_READ_ONLY_TOKEN", REDIS_URL_VARS[0], REDIS_URL_VARS[1]];
+/// Of those, the ones holding a `redis://` URL, whose password is searched for on its own too.
+const REDIS_URL_VARS: [&str; 2] = ["KV_URL", "REDIS_URL"];
 
 /// How many bytes a scan reads at most by default (decompressed content
 /// counted): far above a static site's output, low enough that a
@@ -155,16 +166,41 @@ fn secrets(site: &Site, config: &Config, token_vars: &[String]) -> Vec<Secret> {
     for v in config.secret_vars() {
         all.extend(named("credential", &v.name, format!("${} ({} of upstream \"{}\")", v.name, v.field, v.upstream)));
     }
-    for v in [UPSTASH_VARS.1, VERCEL_KV_VARS.1, ENCRYPTION_KEY_VAR] {
+    for v in [UPSTASH_VARS.1, VERCEL_KV_VARS.1, ENCRYPTION_KEY_VAR].into_iter().chain(STORE_INTEGRATION_VARS) {
         all.extend(named("store", v, format!("${v} (shared store)")));
     }
+    for v in REDIS_URL_VARS {
+        if let Some(password) = site.env.get(v).and_then(redis_password) {
+            all.push(Secret {
+                kind: "store",
+                variable: Some(v.to_owned()),
+                description: format!("the password in ${v} (shared store)"),
+                value: password,
+            });
+        }
+    }
+    // A variable has one value, so each value once is each variable once too
+    // (the password inside a URL is a value of its own).
     let mut out: Vec<Secret> = Vec::new();
     for s in all {
-        if !out.iter().any(|o| o.value == s.value || (o.variable.is_some() && o.variable == s.variable)) {
+        if !out.iter().any(|o| o.value == s.value) {
             out.push(s);
         }
     }
     out
+}
+
+/// The password of a Redis URL (`redis://user:password@host`, `rediss://`
+/// for TLS; IANA's `redis` scheme), decoded: a build that writes only the
+/// password, or the URL with the password escaped differently, leaks it all
+/// the same.
+fn redis_password(value: &str) -> Option<String> {
+    let url = url::Url::parse(value).ok()?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return None;
+    }
+    let password = percent_encoding::percent_decode_str(url.password()?).decode_utf8().ok()?;
+    (!password.is_empty()).then(|| password.into_owned())
 }
 
 /// Searches every file under `root` for every secret, reading at most `max_bytes`.
@@ -286,22 +322,58 @@ mod tests {
     fn compressed_files_and_zip_entries_are_decoded() {
         let tmp = tempfile::tempdir().unwrap();
         let text = format!("var t = \"{TOKEN}\";").repeat(100);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(text.as_bytes()).unwrap();
-        write(tmp.path(), "app.js.gz", &gz.finish().unwrap());
+        write(tmp.path(), "app.js.gz", &gzipped(text.as_bytes()));
         let mut br = Vec::new();
         brotli::CompressorWriter::new(&mut br, 4096, 11, 22).write_all(text.as_bytes()).unwrap();
         write(tmp.path(), "app.js.br", &br);
-        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-        zip.start_file("index.html", deflated).unwrap();
-        zip.write_all(b"<p>clean</p>").unwrap();
-        zip.start_file("handler.mjs", deflated).unwrap();
-        zip.write_all(text.as_bytes()).unwrap();
-        write(tmp.path(), "functions/relay.zip", &zip.finish().unwrap().into_inner());
+        let zip = zipped(&[("index.html", b"<p>clean</p>"), ("handler.mjs", text.as_bytes())]);
+        write(tmp.path(), "functions/relay.zip", &zip);
         let hits: Vec<String> =
             found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
         assert_eq!(hits, ["app.js.br", "app.js.gz", "functions/relay.zip"]);
+    }
+
+    /// A zip holding `entries`, deflated.
+    fn zipped(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in entries {
+            zip.start_file(*name, deflated).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    fn gzipped(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_precompressed_file_inside_a_zip_is_decoded_within_the_byte_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = format!("var t = \"{TOKEN}\";").repeat(100);
+        write(tmp.path(), "functions/relay.zip", &zipped(&[("static/app.js.gz", &gzipped(text.as_bytes()))]));
+        let hits: Vec<String> =
+            found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(hits, ["functions/relay.zip"]);
+
+        // What the entry decodes to counts, not its compressed size: a bomb fails the scan.
+        let bomb = gzipped(&vec![b'0'; 1 << 20]);
+        write(tmp.path(), "functions/relay.zip", &zipped(&[("bomb.gz", &bomb)]));
+        let err = scan(tmp.path(), vec![secret("token", "T", TOKEN)], 1 << 19).unwrap_err();
+        assert_eq!(err.code(), "scan_too_large");
+        assert!(err.message().contains("at functions/relay.zip"), "{err}");
+    }
+
+    #[test]
+    fn the_password_of_a_redis_url_is_a_secret_of_its_own() {
+        assert_eq!(redis_password("rediss://default:p%40ss-w0rd@eu1.upstash.io:6379").as_deref(), Some("p@ss-w0rd"));
+        assert_eq!(redis_password("redis://:only-password@localhost").as_deref(), Some("only-password"));
+        for none in ["redis://localhost:6379", "https://user:pw@example.com", "not a url"] {
+            assert_eq!(redis_password(none), None, "{none}");
+        }
     }
 
     #[test]

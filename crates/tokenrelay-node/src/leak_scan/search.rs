@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -57,26 +57,40 @@ impl Searcher {
     }
 
     /// The secrets found in the file at `path`, decoded if compressed (gzip,
-    /// brotli, or each entry of a zip archive).
+    /// brotli, or each entry of a zip archive, itself decoded if compressed:
+    /// a function's zip may hold precompressed assets).
     /// Every byte searched (decoded bytes for a compressed file) is taken
     /// from `budget`.
     pub(super) fn search_file(&self, path: &Path, budget: &mut u64) -> Result<BTreeSet<usize>, SearchError> {
         let mut file = BufReader::new(std::fs::File::open(path)?);
-        let head = file.fill_buf()?;
-        let (gzip, zip) = (head.starts_with(&GZIP_MAGIC), head.starts_with(&ZIP_MAGIC));
-        if zip {
-            let mut archive = zip::ZipArchive::new(file).map_err(zip_error)?;
-            let mut found = BTreeSet::new();
-            for i in 0..archive.len() {
-                found.extend(self.search(archive.by_index(i).map_err(zip_error)?, budget)?);
-            }
-            Ok(found)
-        } else if gzip {
-            self.search(flate2::bufread::MultiGzDecoder::new(file), budget)
-        } else if path.extension().is_some_and(|e| e == BROTLI_EXTENSION) {
-            self.search(brotli::Decompressor::new(file, BROTLI_BUFFER), budget)
+        if !file.fill_buf()?.starts_with(&ZIP_MAGIC) {
+            return self.search_decoded(file, path, budget);
+        }
+        let mut archive = zip::ZipArchive::new(file).map_err(zip_error)?;
+        let mut found = BTreeSet::new();
+        for i in 0..archive.len() {
+            let entry = archive.by_index(i).map_err(zip_error)?;
+            let name = PathBuf::from(entry.name().map_err(zip_error)?.into_owned());
+            found.extend(self.search_decoded(BufReader::new(entry), &name, budget)?);
+        }
+        Ok(found)
+    }
+
+    /// Searches `reader` (a file, or an entry of a zip archive named `name`),
+    /// decoded first when compressed: gzip by its magic number, brotli by
+    /// `name`'s extension.
+    fn search_decoded(
+        &self,
+        mut reader: impl BufRead,
+        name: &Path,
+        budget: &mut u64,
+    ) -> Result<BTreeSet<usize>, SearchError> {
+        if reader.fill_buf()?.starts_with(&GZIP_MAGIC) {
+            self.search(flate2::bufread::MultiGzDecoder::new(reader), budget)
+        } else if name.extension().is_some_and(|e| e == BROTLI_EXTENSION) {
+            self.search(brotli::Decompressor::new(reader, BROTLI_BUFFER), budget)
         } else {
-            self.search(file, budget)
+            self.search(reader, budget)
         }
     }
 

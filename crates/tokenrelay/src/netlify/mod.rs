@@ -42,10 +42,11 @@ const APPENDED_NAME: &str = "tokenrelay.toml (appended by netlify-plugin-tokenre
 /// Serves the relay until the platform stops the process, on a Tokio runtime
 /// of its own. Only the binary is deployed, so the site's `tokenrelay.toml`
 /// travels inside it (it holds no secrets: those are `{ env = … }`
-/// references): appended to the executable by the build plugin, else as
-/// `embedded_config` compiled in. `$TOKENRELAY_CONFIG` wins over both; with
-/// none of them, `./tokenrelay.toml` is read. An invalid config is answered
-/// with 500 `misconfigured` and logged.
+/// references): appended to the executable by the build plugin, which wins
+/// over everything (`$TOKENRELAY_CONFIG` is then ignored, and logged at
+/// info); else `$TOKENRELAY_CONFIG`, else `embedded_config` compiled in;
+/// with none of them, `./tokenrelay.toml` is read. An invalid config is
+/// answered with 500 `misconfigured` and logged.
 pub fn run(embedded_config: &str) -> Result<(), Error> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(embedded_config))
 }
@@ -61,14 +62,20 @@ async fn serve(embedded_config: &str) -> Result<(), Error> {
 }
 
 fn endpoint(env: &Env, embedded_config: &str) -> Endpoint {
-    if env.get(CONFIG_PATH_VAR).is_some() {
-        return Endpoint::from_env(env);
-    }
     // Without a readable executable (no /proc), only the appended config is lost.
     let appended = std::env::current_exe().map_or(Ok(None), |exe| appended::read(&exe));
     let relay = match appended {
-        Ok(Some(text)) => Config::parse(&text, APPENDED_NAME, env),
-        Ok(None) if embedded_config.is_empty() => return Endpoint::from_env(env),
+        Ok(Some(text)) => {
+            // The plugin appended the config the build used. A
+            // $TOKENRELAY_CONFIG here is the build's too (Netlify gives a
+            // variable every scope by default), naming a file on the build
+            // machine that the function does not have.
+            if env.get(CONFIG_PATH_VAR).is_some() {
+                tracing::info!(variable = CONFIG_PATH_VAR, "ignored: the config was appended at build time");
+            }
+            Config::parse(&text, APPENDED_NAME, env)
+        }
+        Ok(None) if embedded_config.is_empty() || env.get(CONFIG_PATH_VAR).is_some() => return Endpoint::from_env(env),
         Ok(None) => Config::parse(embedded_config, EMBEDDED_NAME, env),
         Err(e) => Err(e),
     };
