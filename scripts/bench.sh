@@ -31,6 +31,9 @@ fi
 cargo build --release --locked --bins -p tokenrelay-bench -p tokenrelay-vercel -p upstash-local -p testkit
 cargo build --release --locked --lib -p tokenrelay-node
 
-# The response cache (1,000 requests over 10 URLs from 4 processes; hit latencies), then the main table.
+# The response cache (1,000 requests over 10 URLs from 4 processes; hit latencies), the
+# lifecycle figures with instances frozen between requests against awake ones, then the main table.
 target/release/tokenrelay-bench cache --relay-bin target/release/relay
+quick=(); [[ " $* " == *" --quick "* ]] && quick=(--quick)
+target/release/tokenrelay-bench freeze "${quick[@]}" --relay-bin target/release/relay
 exec target/release/tokenrelay-bench --relay-bin target/release/relay "$@"

@@ -90,6 +90,24 @@ describe("the packed packages", () => {
     assert.ok(host && compareVersions(host, FLOOR) > 0, `a host build needs glibc ${host}`);
   });
 
+  test("ship netlify-relay with rust_eh_personality in its symbol table (Netlify drops stripped Rust binaries)", () => {
+    // zip-it-and-ship-it takes a prebuilt binary for a Rust function only if
+    // its symbol table has rust_eh_personality; a stripped one is silently
+    // left out of the deploy (netlify/cli#6168).
+    const dir = mkdtempSync(path.join(tmpdir(), "tokenrelay-symbols-"));
+    try {
+      execFileSync("tar", ["-xzf", TARBALL.platform, "-C", dir]);
+      const binary = path.join(dir, "package", "netlify-relay");
+      assert.ok(hasSymbol(binary, "rust_eh_personality"), "the shipped netlify-relay lost rust_eh_personality");
+      // The check reads the real symbol table: a stripped copy fails it.
+      const stripped = path.join(dir, "stripped");
+      execFileSync("strip", ["-o", stripped, binary]);
+      assert.ok(!hasSymbol(stripped, "rust_eh_personality"), "a stripped binary has no symbol table");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("ship the plugin with the metadata Netlify's plugin directory expects", () => {
     assert.deepEqual(entries(TARBALL.plugin).sort(), ["README.md", "dev-function.js", "index.js", "manifest.yml", "package.json", "relay-function.js"]);
     const pkg = JSON.parse(member(TARBALL.plugin, "package/package.json"));
@@ -220,3 +238,13 @@ describe("installed from the tarballs into a site outside the checkout, with no 
     assert.doesNotMatch(output, /build: rendered/);
   });
 });
+
+/**
+ * Whether `file`'s symbol table (`.symtab`, what `strip` removes) names `symbol`.
+ * @param {string} file
+ * @param {string} symbol
+ */
+function hasSymbol(file, symbol) {
+  const table = execFileSync("objdump", ["-t", file], { encoding: "utf8", maxBuffer: 1 << 30 });
+  return table.split("\n").some((line) => line.trimEnd().endsWith(` ${symbol}`));
+}

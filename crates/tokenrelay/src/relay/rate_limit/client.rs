@@ -18,6 +18,11 @@ pub(super) enum Client {
     /// always set the address, so in production this bucket stays empty
     /// (the relay warns once per instance when it is used).
     Unknown,
+    /// Every client beyond [`MAX_CLIENTS`](super::MAX_CLIENTS) new ones in a
+    /// window on one instance (a spray over a /48's 65,536 /64s, a botnet):
+    /// they share one bucket, limited like a single client, so that the
+    /// memory and the store keys of one window stay bounded.
+    Crowd,
 }
 
 impl Client {
@@ -42,6 +47,7 @@ impl Client {
             Client::V4(a) => a.to_string(),
             Client::V6(net, prefix) => format!("{net}/{prefix}"),
             Client::Unknown => "unknown".to_owned(),
+            Client::Crowd => "crowd".to_owned(),
         }
     }
 }

@@ -57,6 +57,9 @@ pub(super) use sync::{Counting, SyncChore};
 /// How old a shared count may be for a request to be decided on it in
 /// memory; at most one sync per interval on a busy instance.
 pub(crate) const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// Clients an instance keeps a tally for per upstream and window; later new
+/// ones share the [`Client::Crowd`] bucket. About 64 bytes each.
+pub(crate) const MAX_CLIENTS: usize = 10_000;
 
 /// The limits of every relayed upstream, with this instance's counts. Cheap
 /// to clone.
@@ -156,8 +159,9 @@ impl RateLimiter {
         let now = now_ms();
         let window = now / counter.window_ms();
         let limit = u64::from(counter.limit.requests);
-        let used_up = {
+        let (client, used_up) = {
             let mut tallies = counter.lock();
+            let client = bucket(&mut tallies, client, window, upstream);
             let tally = Tally::current(&mut tallies, client, window);
             if tally.known + tally.pending >= limit {
                 return Err(counter.refusal(now));
@@ -166,9 +170,9 @@ impl RateLimiter {
             let recent = now.saturating_sub(tally.learned_at) < interval_ms();
             if !(tally.counting || recent) {
                 tally.counting = true;
-                None
+                (client, None)
             } else {
-                Some(tally.known + tally.pending >= limit)
+                (client, Some(tally.known + tally.pending >= limit))
             }
         };
         match used_up {
@@ -193,6 +197,27 @@ impl RateLimiter {
         let admitted = total.map_or(tally.known + tally.pending <= limit, |total| total <= limit);
         if admitted { Ok(()) } else { Err(counter.refusal(now_ms())) }
     }
+}
+
+/// The bucket `client` is counted in: its own, unless this window already
+/// holds [`MAX_CLIENTS`] others (those of older windows are dropped first).
+fn bucket(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64, upstream: &str) -> Client {
+    if tallies.len() < MAX_CLIENTS || tallies.contains_key(&client) {
+        return client;
+    }
+    tallies.retain(|_, t| t.window == window);
+    if tallies.len() < MAX_CLIENTS {
+        return client;
+    }
+    static SAID: Once = Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            upstream,
+            clients = MAX_CLIENTS,
+            "more clients in one rate-limit window than an instance tracks: the others share one limit"
+        );
+    });
+    Client::Crowd
 }
 
 impl Counter {
@@ -331,6 +356,21 @@ routes = [{{ path = "/**" }}]
         check(&limiter, None).await.unwrap();
         assert!(check(&limiter, None).await.is_err());
         check(&limiter, ip("203.0.113.7")).await.expect("apart from clients with an address");
+    }
+
+    #[test]
+    fn clients_past_the_bound_share_one_bucket_and_old_windows_make_room() {
+        let mut tallies = HashMap::new();
+        let v6 = |n: u128| Client::of(Some(IpAddr::V6((0x2001_0db8_0001_u128 << 80 | n << 64).into())), 64);
+        for n in 0..MAX_CLIENTS as u128 {
+            let c = bucket(&mut tallies, v6(n), 7, "api");
+            assert_eq!(c, v6(n));
+            Tally::current(&mut tallies, c, 7);
+        }
+        assert_eq!(bucket(&mut tallies, v6(0), 7, "api"), v6(0), "a known client keeps its bucket");
+        assert_eq!(bucket(&mut tallies, v6(1 << 20), 7, "api"), Client::Crowd, "a new one joins the crowd");
+        assert_eq!(bucket(&mut tallies, v6(1 << 20), 8, "api"), v6(1 << 20), "the next window starts over");
+        assert!(tallies.is_empty(), "window 7's tallies were dropped");
     }
 
     #[test]
