@@ -324,21 +324,27 @@ mod tests {
     const TEST_TIME: Duration = Duration::from_secs(20);
 
     fn limiter(requests: u32, upstash_url: &str, token: &str) -> RateLimiter {
+        with_relay(
+            &format!("routes = [{{ path = \"/**\" }}]\nrate_limit = {{ requests = {requests}, window = \"1h\" }}"),
+            upstash_url,
+            token,
+        )
+    }
+
+    /// A limiter of upstream `api` with `relay` as its relay section.
+    fn with_relay(relay: &str, upstash_url: &str, token: &str) -> RateLimiter {
         let config = format!(
             r#"
 [store]
 allow_unencrypted = true
 timeout = "500ms"
 
-[relay]
-rate_limit = {{ requests = {requests}, window = "1h", ipv6_prefix = 64 }}
-
 [upstreams.api]
 base_url = "https://api.example.com"
 token = {{ type = "static", key = {{ env = "API_KEY" }} }}
 
 [upstreams.api.relay]
-routes = [{{ path = "/**" }}]
+{relay}
 "#
         );
         let env = Env::from_pairs([(UPSTASH_VARS.0, upstash_url), (UPSTASH_VARS.1, token), ("API_KEY", "k")]);
@@ -382,8 +388,10 @@ routes = [{{ path = "/**" }}]
     fn age(limiter: &RateLimiter) {
         let back = interval_ms() + 1;
         limiter.shared.synced_at.fetch_sub(back, std::sync::atomic::Ordering::AcqRel);
-        for t in limiter.shared.counters[0].lock().values_mut() {
-            t.learned_at -= back;
+        for counter in &limiter.shared.counters {
+            for t in counter.lock().values_mut() {
+                t.learned_at -= back;
+            }
         }
     }
 
@@ -531,6 +539,70 @@ routes = [{{ path = "/**" }}]
         })
         .await
         .unwrap();
+    }
+
+    /// What the budget guard does before a call on `route`.
+    async fn spend(limiter: &RateLimiter, route: &str) -> Result<(), RelayError> {
+        match limiter.spend("api", route)? {
+            Verdict::Admitted(sync) => {
+                if let Some(sync) = sync {
+                    sync.await;
+                }
+                Ok(())
+            }
+            Verdict::Count(counting) => {
+                let totals = limiter.shared.broker.store().add_counts(counting.counts()).await.ok();
+                limiter.settle(counting, totals)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_shared_by_instances_and_refuses_with_budget_exhausted_until_the_window_ends() {
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let relay = "routes = [{ path = \"/**\" }]\nbudget = { requests = 5, per = \"1d\" }";
+            let (a, b) = (
+                with_relay(relay, &upstash.url(), upstash.token()),
+                with_relay(relay, &upstash.url(), upstash.token()),
+            );
+            for _ in 0..3 {
+                spend(&a, "/**").await.unwrap();
+            }
+            a.sync().await;
+            spend(&b, "/**").await.unwrap();
+            spend(&b, "/**").await.unwrap();
+            let err = spend(&b, "/**").await.unwrap_err();
+            assert_eq!((err.code(), err.status().as_u16()), ("budget_exhausted", 503), "b learned a's three calls");
+            b.sync().await;
+            age(&a);
+            let err = spend(&a, "/**").await.unwrap_err();
+            assert_eq!(err.code(), "budget_exhausted", "a counts in the store after a pause and sees b's");
+            let left = err.to_response().headers()[http::header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap();
+            assert!(left > 0 && left <= 86_400, "Retry-After at the day's end: {left}");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_routes_budget_is_its_own_and_routes_without_one_share_the_upstreams() {
+        let relay = "routes = [{ path = \"/search/**\", budget = { requests = 1, per = \"1h\" } }, { path = \"/**\" }]\nbudget = { requests = 2, per = \"1h\" }";
+        let limiter = with_relay(relay, &unreachable(), "t");
+        spend(&limiter, "/search/**").await.unwrap();
+        assert!(spend(&limiter, "/search/**").await.is_err(), "the route's own budget of 1");
+        spend(&limiter, "/**").await.unwrap();
+        spend(&limiter, "/**").await.unwrap();
+        assert!(spend(&limiter, "/**").await.is_err(), "the upstream's budget of 2, untouched by the route's");
+        let unlimited = limiter_without_budget();
+        for _ in 0..10 {
+            spend(&unlimited, "/**").await.expect("no budget: every call is admitted");
+        }
+    }
+
+    fn limiter_without_budget() -> RateLimiter {
+        limiter(1, &unreachable(), "t")
     }
 
     #[tokio::test]
