@@ -56,6 +56,8 @@ pub(super) async fn exchange(
     timing: &mut Timing,
 ) -> Result<(reqwest::Response, Token), RelayError> {
     let name = out.upstream.name();
+    // Each call is admitted before its token is sought: a refused call costs nothing upstream.
+    guard.admit(broker, out).await?;
     let first = token(broker, out, timing).await?;
     let response = send(broker, guard, out, &first, timing).await?;
     if response.status() != StatusCode::UNAUTHORIZED {
@@ -72,6 +74,7 @@ pub(super) async fn exchange(
         return Ok((response, first));
     }
     tracing::info!(upstream = name, "upstream answered 401; token invalidated, retrying once");
+    guard.admit(broker, out).await?;
     let fresh = token(broker, out, timing).await?;
     let response = send(broker, guard, out, &fresh, timing).await?;
     if response.status() == StatusCode::UNAUTHORIZED {
@@ -92,7 +95,7 @@ async fn token(broker: &Broker, out: &Outgoing<'_>, timing: &mut Timing) -> Resu
     Ok(token)
 }
 
-/// One call to the upstream, if `guard` admits it.
+/// One call to the upstream; `guard` learns from its answer.
 async fn send(
     broker: &Broker,
     guard: &Guard,
@@ -100,7 +103,6 @@ async fn send(
     token: &Token,
     timing: &mut Timing,
 ) -> Result<reqwest::Response, RelayError> {
-    guard.admit(broker, out).await?;
     let credentials = inject::credentials(out.relay, out.upstream.name(), token).map_err(Kind::Token)?;
     let param = credentials.query.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
     let url = path::outgoing_url(out.upstream.base_url(), out.segments, out.query, param)?;

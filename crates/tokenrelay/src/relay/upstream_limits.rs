@@ -176,7 +176,7 @@ fn ms(d: Duration) -> u64 {
 
 /// Milliseconds since the Unix epoch: cooldowns are shared between machines.
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| ms(d))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
 }
 
 #[cfg(test)]
