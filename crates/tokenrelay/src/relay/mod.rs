@@ -58,6 +58,7 @@ mod rate_limit;
 mod route;
 mod scrub;
 mod service;
+mod status;
 mod timing;
 mod upstream_limits;
 
@@ -77,6 +78,7 @@ pub use error::RelayError;
 pub use logging::init_logging;
 pub use path::MOUNT;
 pub use service::{Endpoint, ResponseFuture};
+pub use status::{BudgetStatus, TokenStatus, UpstreamStatus, status};
 
 use crate::broker::Broker;
 use crate::config::Env;

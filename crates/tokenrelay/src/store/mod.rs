@@ -284,6 +284,11 @@ impl Store {
         on_backend!(self, b => b.set(key, &until_ms.to_string(), ttl))
     }
 
+    /// Reads `keys` as they are stored: counters and cooldowns, nothing sealed.
+    pub(crate) async fn read_plain(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+        on_backend!(self, b => b.mget(keys))
+    }
+
     /// The keys of `upstream`'s cached answer named by `identity`.
     pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
         self.namer.cache_keys(upstream, identity)
