@@ -140,7 +140,7 @@ routes = [{{ path = "/**" }}]
             let env = Env::from_pairs([
                 (UPSTASH_VARS.0, upstash.url()),
                 (UPSTASH_VARS.1, upstash.token().to_owned()),
-                ("SECRET".into(), "secret".into()),
+                ("SECRET", "secret".to_owned()),
             ]);
             let broker = Broker::new(Config::parse(&config, "t.toml", &env).unwrap(), &env).unwrap();
             let before = status(&broker, Some("api")).await.unwrap();
