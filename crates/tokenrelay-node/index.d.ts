@@ -2,6 +2,7 @@
 // objects as generated in binding.d.ts, plus the error they reject with.
 
 export type {
+  BudgetStatus,
   CheckOptions,
   CheckSummary,
   Credential,
@@ -18,9 +19,11 @@ export type {
   ScanReport,
   Setting,
   TokenOptions,
+  TokenStatus,
   UpstreamCheck,
+  UpstreamStatus,
 } from "./binding.js";
-export { check, getToken, init, prefetch, purgeCache, scanForLeaks } from "./binding.js";
+export { check, getToken, init, prefetch, purgeCache, scanForLeaks, status } from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -42,6 +45,8 @@ export type ErrorCode =
   | "token_unavailable"
   /** A cache purge could not be recorded (no cached route, store unreachable). */
   | "cache_purge_failed"
+  /** The shared store could not be read (`status`). */
+  | "store_unreadable"
   /** An option is unusable; the message names it. */
   | "invalid_options"
   /** The leak scan could not read the directory or a file in it. */

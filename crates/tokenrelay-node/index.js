@@ -23,6 +23,7 @@ export const ERROR_CODES = Object.freeze([
   "token_response_invalid",
   "token_unavailable",
   "cache_purge_failed",
+  "store_unreadable",
   "invalid_options",
   "scan_failed",
   "scan_too_large",
@@ -136,3 +137,5 @@ export const init = coded(binding.init);
 export const scanForLeaks = coded(binding.scanForLeaks);
 /** @type {typeof import("./index.d.ts").purgeCache} */
 export const purgeCache = coded(binding.purgeCache);
+/** @type {typeof import("./index.d.ts").status} */
+export const status = coded(binding.status);

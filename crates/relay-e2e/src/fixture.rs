@@ -34,13 +34,17 @@ pub const METERED_REQUESTS: u32 = 10;
 /// cannot straddle two of the epoch-aligned windows unless it starts in the
 /// last seconds of one (see `scenarios::rate_limit`).
 pub const METERED_WINDOW: Duration = Duration::from_secs(3600);
+/// The `budgeted` upstream's calls a day, shared by every instance.
+pub const BUDGETED_CALLS: u64 = 6;
 /// Lifetime of the token endpoint's tokens unless a test asks for others.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
 
 /// The relay config under test. `getty` is relayed with Getty's shape (bearer
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
 /// token but no relay section; `cached` has routes with a response cache;
-/// `metered` has a rate limit for the freeze scenarios.
+/// `metered` has a rate limit for the freeze scenarios; `budgeted` a budget
+/// of [`BUDGETED_CALLS`] upstream calls a day; `busy` is over its own limit
+/// (the API answers 429 with `Retry-After: 30`).
 /// `queried` takes its token as a query parameter. A token is kept while
 /// younger than an hour unless the API says it is revoked
 /// (`error="invalid_token"`), and only one is dropped an hour
@@ -115,6 +119,21 @@ headers = { Api-Key = { env = "GETTY_API_KEY" } }
 rate_limit = { requests = {metered}, window = "{metered_window}s" }
 routes = [{ path = "/search/images" }]
 
+[upstreams.budgeted]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.budgeted.relay]
+budget = { requests = {budgeted}, per = "1d" }
+routes = [{ path = "/echo/cached/**", cache = { ttl = "1h" } }, { path = "/echo/**" }]
+
+[upstreams.busy]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.busy.relay]
+routes = [{ path = "/busy" }]
+
 [upstreams.hidden]
 base_url = "{api}"
 token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
@@ -186,6 +205,7 @@ impl Fixture {
                 .replace("{invalidations}", &INVALIDATIONS_PER_HOUR.to_string())
                 .replace("{schedule}", &schedule.config_lines())
                 .replace("{metered}", &METERED_REQUESTS.to_string())
+                .replace("{budgeted}", &BUDGETED_CALLS.to_string())
                 .replace("{metered_window}", &METERED_WINDOW.as_secs().to_string())
                 .replace("{api}", api)
                 .replace("{token_url}", &tokens.url())

@@ -12,6 +12,7 @@
 //! as serverless platforms run them, and [`scenarios`] measures what freezing
 //! changes (token rotation, rate limits, stale-while-revalidate, cold path).
 
+pub mod budget_checks;
 pub mod cache_checks;
 pub mod checks;
 mod fixture;
@@ -19,7 +20,7 @@ pub mod frozen;
 mod http;
 pub mod scenarios;
 
-pub use fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule};
+pub use fixture::{ALLOWED_ORIGIN, BUDGETED_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule};
 pub use http::{Reply, Shell, Visitor};
 pub use testkit::Logs;
 pub use testkit::freeze::Freeze;

@@ -61,7 +61,8 @@ impl RecordedRequest {
 /// `GET /v3/reveal` (the credentials it received in [`REVEALED`] encodings,
 /// honouring `Range`), `GET /v3/headers` (headers that act on the origin
 /// serving them, beside ordinary API headers), `GET /v3/denied` (always 401,
-/// as for a resource the credentials may not see).
+/// as for a resource the credentials may not see), `GET /v3/busy` (always 429
+/// with `Retry-After: 30`, as an API over its own limit).
 pub struct ApiServer {
     served: Served,
     state: Arc<ApiState>,
@@ -92,6 +93,7 @@ impl ApiServer {
             .route("/reveal", get(reveal))
             .route("/headers", get(origin_headers))
             .route("/denied", get(denied))
+            .route("/busy", get(busy))
             .fallback(not_found);
         let router = Router::new()
             .nest("/v3", v3)
@@ -345,6 +347,15 @@ async fn denied() -> Response {
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"insufficient_scope\""))],
         axum::Json(json!({ "error": "insufficient_scope" })),
+    )
+        .into_response()
+}
+
+async fn busy() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, HeaderValue::from_static("30"))],
+        axum::Json(json!({ "error": "too_many_requests" })),
     )
         .into_response()
 }

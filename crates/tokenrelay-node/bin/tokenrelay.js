@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import { check, prefetch, purgeCache, scanForLeaks, TokenrelayError } from "../index.js";
+import { check, prefetch, purgeCache, scanForLeaks, status, TokenrelayError } from "../index.js";
 import { runInit } from "./init.js";
 
 const USAGE = `usage:
@@ -38,6 +38,11 @@ const USAGE = `usage:
       Forgets UPSTREAM's cached answers (routes with cache = { ttl = ... })
       whose path is PATH-PREFIX or below it (e.g. /search/images), or all of
       them, in every instance sharing the store (within 1s).
+  tokenrelay status [UPSTREAM] [--json]
+      Shows what the shared store holds of UPSTREAM (or of every upstream),
+      never a secret: the token's age, time left and last rotation, each
+      budget's calls used and left in its window, and any cooldown the
+      upstream asked for (429 with Retry-After).
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
       an upstream credential or a store secret (also escaped, base64-encoded
@@ -198,6 +203,49 @@ async function runCache(args) {
   return 0;
 }
 
+/** @param {number} ms */
+function duration(ms) {
+  const s = Math.ceil(ms / 1000);
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+/**
+ * The text `tokenrelay status` prints for `all`.
+ * @param {import("../index.d.ts").UpstreamStatus[]} all
+ */
+function formatStatus(all) {
+  const lines = [];
+  for (const u of all) {
+    lines.push(`upstream ${u.upstream}:`);
+    const t = u.token;
+    lines.push(
+      t
+        ? `  token: ${duration(t.ageMs)} old, ${t.expiresInMs == null ? "no expiry given" : `expires in ${duration(t.expiresInMs)}`}, rotated ${new Date(t.rotatedAtMs).toISOString()}`
+        : "  token: none stored (or a static key)",
+    );
+    for (const b of u.budgets) {
+      lines.push(
+        `  budget${b.route ? ` ${b.route}` : ""}: ${b.used} of ${b.requests} used, ${b.left} left; resets in ${duration(b.resetsInMs)}`,
+      );
+    }
+    lines.push(u.cooldownMs == null ? "  cooldown: none" : `  cooldown: ${duration(u.cooldownMs)} left (the upstream asked to wait)`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** @param {string[]} args */
+async function runStatus(args) {
+  const options = /** @type {const} */ ({ ...COMMON, json: { type: "boolean" } });
+  const { values, positionals } = parsing(() => parseArgs({ args, options, allowPositionals: true, strict: true }));
+  if (values.help) return usage();
+  if (positionals.length > 1) throw new UsageError("status takes at most one upstream");
+  const all = await status(positionals[0], site(values));
+  process.stdout.write(values.json ? `${JSON.stringify(all, null, 2)}\n` : formatStatus(all));
+  return 0;
+}
+
 /** @param {string[]} args */
 async function runInitCommand(args) {
   const options = /** @type {const} */ ({
@@ -264,6 +312,8 @@ async function main([command, ...args]) {
       return runScan(args);
     case "cache":
       return runCache(args);
+    case "status":
+      return runStatus(args);
     case "-h":
     case "--help":
     case "help":

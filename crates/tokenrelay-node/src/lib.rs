@@ -11,6 +11,8 @@
 //! - `check(options)` validates the config and returns a redacted summary;
 //! - `purgeCache(upstream, pathPrefix, options)` forgets cached answers
 //!   (the relay's response cache) in every instance sharing the store;
+//! - `status(upstream, options)` reads what the store holds of the relayed
+//!   upstreams (token age, budgets, cooldowns), never a secret;
 //! - `init(options)` adds tokenrelay to a site for Netlify or Vercel,
 //!   merging into its existing files (the `tokenrelay init` command);
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
@@ -34,6 +36,7 @@ mod issued;
 pub mod leak_scan;
 pub mod prefetch;
 mod site;
+pub mod status;
 pub mod token;
 
 use napi_derive::napi;
@@ -78,6 +81,16 @@ pub async fn js_purge_cache(
     options: Option<PurgeOptions>,
 ) -> napi::Result<()> {
     cache::purge_cache(upstream, path_prefix, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// What the shared store holds of `upstream` (every relayed upstream
+/// without one): the token's times, budgets and cooldown, never a secret.
+#[napi(js_name = "status")]
+pub async fn js_status(
+    upstream: Option<String>,
+    options: Option<PurgeOptions>,
+) -> napi::Result<Vec<status::UpstreamStatus>> {
+    status::status(upstream, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
 }
 
 /// Adds tokenrelay to the site in `options.cwd` (see [`init`]); writes only with `write: true`.

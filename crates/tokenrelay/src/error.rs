@@ -92,6 +92,13 @@ pub enum Error {
         /// What went wrong and what to do.
         reason: String,
     },
+
+    /// The shared store could not be read (`tokenrelay status`).
+    #[error("the store could not be read: {reason}")]
+    StoreUnreadable {
+        /// What went wrong, without a secret.
+        reason: String,
+    },
 }
 
 /// An environment variable the config needs but that is not set.
@@ -123,6 +130,7 @@ impl Error {
             Error::TokenResponseInvalid { .. } => "token_response_invalid",
             Error::TokenUnavailable { .. } => "token_unavailable",
             Error::CachePurgeFailed { .. } => "cache_purge_failed",
+            Error::StoreUnreadable { .. } => "store_unreadable",
         }
     }
 }

@@ -53,6 +53,8 @@ const FIXES = {
     "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
   cache_purge_failed:
     "Purge only upstreams that have a route with `cache` in tokenrelay.toml, with a path prefix starting with '/', and check that the store is reachable; then purge again.",
+  store_unreadable:
+    "Check that the store (UPSTASH_REDIS_REST_URL and its token, or the local store's directory) is reachable and readable, then run the command again.",
 };
 
 /** Variables holding this build's tokens, for the leak scan (plugin events share one process). */

@@ -186,6 +186,20 @@ impl Broker {
         }
     }
 
+    /// When `upstream`'s stored token was minted and when it expires, read
+    /// from the store (never memory); `None` for a static key or when no
+    /// valid token is stored. Never the token itself.
+    pub(crate) async fn stored_token_times(&self, upstream: &str) -> Result<Option<(SystemTime, Option<SystemTime>)>> {
+        let (source, slot) = self.slot(upstream)?;
+        if !source.rotates() {
+            return Ok(None);
+        }
+        let state =
+            self.inner.store.read(&slot.keys).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+        let entry = state.token.as_ref().and_then(|t| self.entry(&t.plain));
+        Ok(entry.map(|e| (SystemTime::now() - e.age(SystemTime::now()), e.token.expires_at())))
+    }
+
     /// The upstream's token source and state.
     fn slot(&self, upstream: &str) -> Result<(&Source, &Slot)> {
         let u = self.inner.config.upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;

@@ -91,6 +91,16 @@ pub(super) struct RawUpstreamRelay {
     #[serde(default)]
     pub headers: BTreeMap<String, RawParam>,
     pub rate_limit: Option<RawRateLimit>,
+    pub budget: Option<RawBudget>,
+}
+
+/// `budget = { requests = 10000, per = "1d" }`: upstream calls per window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBudget {
+    pub requests: u64,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +114,7 @@ pub(super) struct RawRoute {
     pub path_params: bool,
     #[serde(default)]
     pub forward_range: bool,
+    pub budget: Option<RawBudget>,
 }
 
 /// `{ header = "Authorization", format = "Bearer {token}" }` or `{ query = "access_token" }`.

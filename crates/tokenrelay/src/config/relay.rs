@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::Builder;
-use super::raw::{RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
+use super::raw::{RawBudget, RawRateLimit, RawRelay, RawRoute, RawUpstreamRelay};
 use super::route_cache;
 pub(crate) use super::route_cache::RouteCache;
 pub(crate) use super::route_pattern::RoutePattern;
@@ -78,6 +78,14 @@ pub(crate) struct RateLimit {
     pub(crate) window: Duration,
 }
 
+/// At most `requests` upstream calls in each `per` window, counted across
+/// every instance (`budget = { requests = 10000, per = "1d" }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budget {
+    pub(crate) requests: u64,
+    pub(crate) per: Duration,
+}
+
 /// What the relay exposes of one upstream (`[upstreams.<name>.relay]`).
 #[derive(Debug)]
 pub(crate) struct UpstreamRelay {
@@ -88,6 +96,8 @@ pub(crate) struct UpstreamRelay {
     pub(crate) headers: Vec<(HeaderName, Param)>,
     /// Overrides `[relay] rate_limit` for this upstream.
     pub(crate) rate_limit: Option<RateLimit>,
+    /// The upstream calls of its routes without a budget of their own.
+    pub(crate) budget: Option<Budget>,
 }
 
 /// One allowed path pattern with its methods.
@@ -107,6 +117,8 @@ pub(crate) struct Route {
     pub(crate) forward_range: bool,
     /// The relay's own shared response cache, when the route opts in.
     pub(crate) cache: Option<RouteCache>,
+    /// This route's upstream calls, counted apart from the upstream's budget.
+    pub(crate) budget: Option<Budget>,
 }
 
 impl Builder<'_> {
@@ -170,11 +182,13 @@ impl Builder<'_> {
                 None
             }
         };
+        let budget = self.budget(upstream, "relay.budget", raw.budget);
         Some(UpstreamRelay {
             routes: routes.into_iter().collect::<Option<_>>()?,
             inject: inject?,
             headers: headers?,
             rate_limit: rate_limit?,
+            budget: budget?,
         })
     }
 
@@ -226,6 +240,7 @@ impl Builder<'_> {
             }
             None => Some(None),
         };
+        let budget = self.budget(upstream, &format!("{field}.budget"), raw.budget);
         Some(Route {
             pattern: pattern?,
             methods: methods?,
@@ -233,7 +248,23 @@ impl Builder<'_> {
             path_params: raw.path_params,
             forward_range: raw.forward_range,
             cache: cache?,
+            budget: budget?,
         })
+    }
+
+    /// `Some(None)` without a budget, `None` after reporting a bad one.
+    fn budget(&mut self, upstream: &str, field: &str, raw: Option<RawBudget>) -> Option<Option<Budget>> {
+        let Some(raw) = raw else { return Some(None) };
+        let mut ok = true;
+        if raw.requests == 0 {
+            self.problem(upstream, &format!("{field}.requests"), "must be at least 1");
+            ok = false;
+        }
+        if raw.per < Duration::from_secs(1) {
+            self.problem(upstream, &format!("{field}.per"), "must be at least 1s, e.g. \"1d\"");
+            ok = false;
+        }
+        ok.then_some(Some(Budget { requests: raw.requests, per: raw.per }))
     }
 }
 
@@ -358,6 +389,34 @@ routes = [{ path = "search/**", methods = ["GET", "TRACE"] }]
             assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");
         }
         assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn budgets_parse_per_upstream_and_route_and_bad_ones_name_their_field() {
+        let text = r#"
+[upstreams.api]
+base_url = "https://api.example.com"
+token = { type = "static", key = { env = "GETTY_API_KEY" } }
+
+[upstreams.api.relay]
+budget = { requests = 10000, per = "1d" }
+routes = [{ path = "/search/**", budget = { requests = 50, per = "1h" } }, { path = "/**" }]
+"#;
+        let config = Config::parse(text, "t.toml", &env()).unwrap();
+        let relay = config.upstreams["api"].relay.as_ref().unwrap();
+        assert_eq!(relay.budget, Some(Budget { requests: 10000, per: Duration::from_secs(86_400) }));
+        assert_eq!(relay.routes[0].budget, Some(Budget { requests: 50, per: Duration::from_secs(3600) }));
+        assert_eq!(relay.routes[1].budget, None);
+        let bad = text.replace("10000, per = \"1d\"", "0, per = \"1d\"").replace("\"1h\"", "\"10ms\"");
+        let p = problems(&bad, &env());
+        assert_eq!(
+            p,
+            [
+                "upstream \"api\": relay.routes[0].budget.per: must be at least 1s, e.g. \"1d\"",
+                "upstream \"api\": relay.budget.requests: must be at least 1",
+            ],
+            "{p:#?}"
+        );
     }
 
     #[test]

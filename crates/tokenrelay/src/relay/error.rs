@@ -42,6 +42,10 @@ pub(crate) enum Kind {
     CrossSiteForbidden,
     #[error("too many requests; retry after {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
+    #[error("the site's budget of calls to this upstream is spent; retry after {}s", retry_after.as_secs())]
+    BudgetExhausted { retry_after: Duration },
+    #[error("the upstream asked to be called again later; retry after {}s", retry_after.as_secs())]
+    UpstreamCoolingDown { retry_after: Duration },
     #[error("request body is larger than the limit of {0} bytes (relay.max_request_bytes)")]
     BodyTooLarge(u64),
     #[error("request body could not be read")]
@@ -80,6 +84,8 @@ impl RelayError {
             Kind::QueryRejected(_) => "query_rejected",
             Kind::OriginForbidden | Kind::CrossSiteForbidden => "origin_forbidden",
             Kind::RateLimited { .. } => "rate_limited",
+            Kind::BudgetExhausted { .. } => "budget_exhausted",
+            Kind::UpstreamCoolingDown { .. } => "upstream_cooling_down",
             Kind::BodyTooLarge(_) => "body_too_large",
             Kind::BodyUnreadable => "body_unreadable",
             Kind::BodyNotAllowed(_) => "body_not_allowed",
@@ -103,7 +109,9 @@ impl RelayError {
             Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Kind::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Kind::Token(Error::TokenUnavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Token(Error::TokenUnavailable { .. })
+            | Kind::BudgetExhausted { .. }
+            | Kind::UpstreamCoolingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Token(_) => StatusCode::BAD_GATEWAY,
             Kind::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,10 +125,18 @@ impl RelayError {
         Kind::UpstreamUnreachable(crate::token::describe_transport(e, timeout)).into()
     }
 
-    /// Whether the upstream (or its token endpoint) failed, rather than the
-    /// request: what `stale_if_error` covers.
+    /// Whether the upstream (or its token endpoint) failed or may not be
+    /// called (budget spent, cooling down), rather than the request: what
+    /// `stale_if_error` covers.
     pub(crate) fn is_upstream_failure(&self) -> bool {
-        matches!(self.kind, Kind::UpstreamTimeout(_) | Kind::UpstreamUnreachable(_) | Kind::Token(_))
+        matches!(
+            self.kind,
+            Kind::UpstreamTimeout(_)
+                | Kind::UpstreamUnreachable(_)
+                | Kind::Token(_)
+                | Kind::BudgetExhausted { .. }
+                | Kind::UpstreamCoolingDown { .. }
+        )
     }
 
     /// The underlying core error with its full reason, for the log.
@@ -147,7 +163,9 @@ impl RelayError {
                 }
             }
             // RFC 9110 §10.2.3: delay-seconds, rounded up so a client never retries early.
-            Kind::RateLimited { retry_after } => {
+            Kind::RateLimited { retry_after }
+            | Kind::BudgetExhausted { retry_after }
+            | Kind::UpstreamCoolingDown { retry_after } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
@@ -186,6 +204,23 @@ mod tests {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(headers[header::RETRY_AFTER], "2");
         assert_eq!(body["error"]["code"], "rate_limited");
+    }
+
+    #[tokio::test]
+    async fn budget_and_cooldown_are_503s_that_say_when_to_retry() {
+        let retry_after = Duration::from_secs(30);
+        for (kind, code) in [
+            (Kind::BudgetExhausted { retry_after }, "budget_exhausted"),
+            (Kind::UpstreamCoolingDown { retry_after }, "upstream_cooling_down"),
+        ] {
+            let e = RelayError::from(kind);
+            assert!(e.is_upstream_failure(), "stale_if_error covers {code}");
+            let (status, headers, body) = json(e).await;
+            assert_eq!(
+                (status, &headers[header::RETRY_AFTER], &body["error"]["code"]),
+                (StatusCode::SERVICE_UNAVAILABLE, &HeaderValue::from(30), &serde_json::json!(code))
+            );
+        }
     }
 
     #[tokio::test]

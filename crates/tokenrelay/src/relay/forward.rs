@@ -19,19 +19,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
+use super::budget::Guard;
 use super::chores::Chores;
 use super::error::{Kind, RelayError};
 use super::timing::Timing;
 use super::{challenge, inject, path};
 use crate::broker::Broker;
 use crate::config::Upstream;
-use crate::config::relay::UpstreamRelay;
+use crate::config::relay::{Route, UpstreamRelay};
 use crate::token::{Outcome, Token};
 
 /// One request to relay, validated.
 pub(super) struct Outgoing<'a> {
     pub(super) upstream: &'a Upstream,
     pub(super) relay: &'a UpstreamRelay,
+    /// The route it matched: its budget, if it has one, counts the calls.
+    pub(super) route: &'a Route,
     pub(super) method: Method,
     pub(super) segments: &'a [&'a str],
     pub(super) query: Option<&'a str>,
@@ -43,16 +46,20 @@ pub(super) struct Outgoing<'a> {
     pub(super) chores: &'a Chores,
 }
 
-/// Sends `out`, retrying once with a fresh token after a 401. Returns the
-/// upstream's response and the token it was sent with.
+/// Sends `out`, retrying once with a fresh token after a 401, each call
+/// admitted by `guard` first. Returns the upstream's response and the token
+/// it was sent with.
 pub(super) async fn exchange(
     broker: &Broker,
+    guard: &Guard,
     out: &Outgoing<'_>,
     timing: &mut Timing,
 ) -> Result<(reqwest::Response, Token), RelayError> {
     let name = out.upstream.name();
+    // Each call is admitted before its token is sought: a refused call costs nothing upstream.
+    guard.admit(broker, out).await?;
     let first = token(broker, out, timing).await?;
-    let response = send(broker, out, &first, timing).await?;
+    let response = send(broker, guard, out, &first, timing).await?;
     if response.status() != StatusCode::UNAUTHORIZED {
         return Ok((response, first));
     }
@@ -67,8 +74,9 @@ pub(super) async fn exchange(
         return Ok((response, first));
     }
     tracing::info!(upstream = name, "upstream answered 401; token invalidated, retrying once");
+    guard.admit(broker, out).await?;
     let fresh = token(broker, out, timing).await?;
-    let response = send(broker, out, &fresh, timing).await?;
+    let response = send(broker, guard, out, &fresh, timing).await?;
     if response.status() == StatusCode::UNAUTHORIZED {
         tracing::warn!(upstream = name, "upstream refused a fresh token too; passing its 401 on");
     }
@@ -87,8 +95,10 @@ async fn token(broker: &Broker, out: &Outgoing<'_>, timing: &mut Timing) -> Resu
     Ok(token)
 }
 
+/// One call to the upstream; `guard` learns from its answer.
 async fn send(
     broker: &Broker,
+    guard: &Guard,
     out: &Outgoing<'_>,
     token: &Token,
     timing: &mut Timing,
@@ -105,5 +115,7 @@ async fn send(
     let started = Instant::now();
     let result = request.send().await;
     timing.add_upstream(started.elapsed());
-    result.map_err(|e| RelayError::from_transport(&e, out.timeout))
+    let response = result.map_err(|e| RelayError::from_transport(&e, out.timeout))?;
+    guard.learn(broker, out, &response);
+    Ok(response)
 }

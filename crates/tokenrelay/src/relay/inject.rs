@@ -95,6 +95,7 @@ mod tests {
                 path_params: false,
                 forward_range: false,
                 cache: None,
+                budget: None,
             }],
             inject,
             headers: vec![(
@@ -102,6 +103,7 @@ mod tests {
                 Param::Env { name: "GETTY_API_KEY".into(), value: SecretString::from("key-123".to_owned()) },
             )],
             rate_limit: None,
+            budget: None,
         }
     }
 

@@ -14,7 +14,7 @@
 //!    or the CORS preflight answer;
 //! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream; a
 //!    client's first request of a window on an instance is counted in the
-//!    store, the rest are decided in memory and synced in the background (429);
+//!    store, the rest are decided in memory and synced as chores (429);
 //! 5. the body, buffered up to `relay.max_request_bytes` (413); none on a
 //!    `GET` or `HEAD` (400: the cache could not key an answer to it);
 //! 6. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
@@ -24,6 +24,8 @@
 //!    `relay.timeout`; a 401 invalidates the token and retries once, unless
 //!    the broker keeps the token: then the upstream's 401 is the answer
 //!    (`challenge` reads whether the upstream said the token is revoked);
+//!    `budget` admits each call first: not while `upstream_limits` says the
+//!    upstream asked to wait, nor past the site's budget of calls (503);
 //! 8. `headers` and `scrub`: the response is streamed back with allow-listed
 //!    headers only, injected credentials redacted in every encoding the
 //!    scrubber knows, within `relay.max_response_bytes`.
@@ -40,6 +42,7 @@
 //! ```
 
 mod body;
+mod budget;
 mod cache;
 mod challenge;
 mod chores;
@@ -55,7 +58,9 @@ mod rate_limit;
 mod route;
 mod scrub;
 mod service;
+mod status;
 mod timing;
+mod upstream_limits;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -73,6 +78,7 @@ pub use error::RelayError;
 pub use logging::init_logging;
 pub use path::MOUNT;
 pub use service::{Endpoint, ResponseFuture};
+pub use status::{BudgetStatus, TokenStatus, UpstreamStatus, status};
 
 use crate::broker::Broker;
 use crate::config::Env;
@@ -120,6 +126,7 @@ pub struct RequestId(pub String);
 pub struct Relay {
     broker: Broker,
     limiter: rate_limit::RateLimiter,
+    guard: budget::Guard,
     scrubbers: inject::Scrubbers,
     cache: cache::ResponseCache,
 }
@@ -138,8 +145,11 @@ struct Record<'a> {
 impl Relay {
     /// A relay over `broker`'s config, store and HTTP client.
     pub fn new(broker: Broker) -> Self {
+        let cooldowns = upstream_limits::Cooldowns::new(&broker);
+        let limiter = rate_limit::RateLimiter::new(broker.clone(), cooldowns.clone());
         Self {
-            limiter: rate_limit::RateLimiter::new(broker.clone()),
+            guard: budget::Guard::new(limiter.clone(), cooldowns),
+            limiter,
             broker,
             scrubbers: inject::Scrubbers::default(),
             cache: cache::ResponseCache::default(),
@@ -261,6 +271,7 @@ impl Relay {
         let mut out = forward::Outgoing {
             upstream,
             relay,
+            route,
             method: parts.method,
             segments: &target.segments,
             query,
@@ -286,8 +297,9 @@ impl Relay {
     }
 
     /// Counts `out` against its rate limit in the store and decides it. A
-    /// cold instance reads, in the same round trip, the token it lacks and
-    /// the cached answer the request may be served from (returned).
+    /// cold instance reads, in the same round trip, the token it lacks, the
+    /// cached answer the request may be served from (returned) and the
+    /// upstream's cooldown.
     async fn count(
         &self,
         out: &forward::Outgoing<'_>,
@@ -297,14 +309,17 @@ impl Relay {
         let name = out.upstream.name();
         let token_keys = self.broker.keys_to_read(name);
         let cache_keys = route.cache.and_then(|_| cache::keys_to_read(self, out));
-        let read = self.broker.store().count_and_read(counting.counts(), token_keys, cache_keys.as_ref()).await;
-        match read {
-            Ok((totals, token, cached)) => {
-                self.limiter.settle(counting, Some(totals))?;
-                if let Some(token) = token {
+        let cooldowns = self.guard.cooldowns();
+        let cooldown_keys = cooldowns.key(name);
+        let store = self.broker.store();
+        match store.count_and_read(counting.counts(), token_keys, cache_keys.as_ref(), &cooldown_keys).await {
+            Ok(read) => {
+                cooldowns.learn(&cooldown_keys, &read.cooldowns);
+                self.limiter.settle(counting, Some(read.totals))?;
+                if let Some(token) = read.token {
                     self.broker.adopt(name, &token);
                 }
-                Ok(cached)
+                Ok(read.cache)
             }
             Err(_) => self.limiter.settle(counting, None).map(|()| None),
         }
@@ -318,7 +333,7 @@ impl Relay {
         request_id: &str,
         timing: &mut Timing,
     ) -> Result<Response<Body>, RelayError> {
-        let (response, token) = forward::exchange(&self.broker, out, timing).await?;
+        let (response, token) = forward::exchange(&self.broker, &self.guard, out, timing).await?;
         self.stream_answer(out, route, response, &token, request_id).await
     }
 

@@ -46,11 +46,13 @@ mod tests {
                     path_params: false,
                     forward_range: false,
                     cache: None,
+                    budget: None,
                 })
                 .collect(),
             inject: Inject::Query { name: "key".into() },
             headers: Vec::new(),
             rate_limit: None,
+            budget: None,
         }
     }
 

@@ -94,6 +94,20 @@ impl KeyNamer {
         format!("{PREFIX}:rate:{upstream}:{}:{window}", self.hash(client))
     }
 
+    /// The budget counter of `upstream` (or of its route `route`, a path
+    /// pattern: not a secret, but hashed to keep names short and plain) in
+    /// fixed window number `window`.
+    pub(crate) fn budget(&self, upstream: &str, route: Option<&str>, window: u64) -> String {
+        let scope = route.map_or_else(|| "*".to_owned(), |r| self.hash(r));
+        format!("{PREFIX}:budget:{upstream}:{scope}:{window}")
+    }
+
+    /// The upstream's cooldown (it asked every caller to wait): when it ends,
+    /// in ms since the epoch, stored until then.
+    pub(crate) fn cooldown(&self, upstream: &str) -> String {
+        format!("{PREFIX}:cooldown:{upstream}")
+    }
+
     /// Keys for the answer `identity` (the deployment's base URL, credentials
     /// and injected values, then method, path, query, headers: hashed, since
     /// it holds secrets and a query can hold what a visitor typed) of
@@ -130,6 +144,15 @@ mod tests {
         assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("other", "203.0.113.7", 1));
         assert_ne!(n.rate("getty", "203.0.113.7", 1), n.rate("getty", "203.0.113.7", 2));
         assert!(!n.rate("getty", "203.0.113.7", 1).contains("203.0.113.7"));
+    }
+
+    #[test]
+    fn budget_keys_separate_upstreams_routes_and_windows() {
+        let n = KeyNamer::new(b"k");
+        assert_eq!(n.budget("getty", None, 7), "tokenrelay:v1:budget:getty:*:7");
+        assert_ne!(n.budget("getty", Some("/search/**"), 7), n.budget("getty", None, 7));
+        assert_ne!(n.budget("getty", Some("/search/**"), 7), n.budget("getty", Some("/images/**"), 7));
+        assert_eq!(n.cooldown("getty"), "tokenrelay:v1:cooldown:getty");
     }
 
     #[test]

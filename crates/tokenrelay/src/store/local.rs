@@ -194,6 +194,11 @@ impl Backend for LocalStore {
         .await
     }
 
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.run(move |e| drop(e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) }))).await
+    }
+
     async fn count_and_read(
         &self,
         counts: &[Count],

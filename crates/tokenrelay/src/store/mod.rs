@@ -98,6 +98,9 @@ pub(crate) trait Backend {
         owner: &str,
     ) -> Result<bool, StoreError>;
 
+    /// Stores `value` under `key` for `ttl`, whatever it held.
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
     /// Adds each count to its counter (created with the count's `ttl`) and
     /// reads `keys`, in one round trip: the new totals in order, and the
     /// values as [`Backend::mget`] gives them.
@@ -150,6 +153,17 @@ pub(crate) struct CacheState {
     pub(crate) purges: Option<String>,
     /// Whether an instance holds the fill lock.
     pub(crate) filling: bool,
+}
+
+/// What a request's one round trip to the store brought back
+/// ([`Store::count_and_read`]).
+pub(crate) struct ColdRead {
+    /// The counters' new totals, in order.
+    pub(crate) totals: Vec<u64>,
+    pub(crate) token: Option<TokenState>,
+    pub(crate) cache: Option<CacheState>,
+    /// The values of the cooldown keys asked for, in order.
+    pub(crate) cooldowns: Vec<Option<String>>,
 }
 
 /// One upstream's shared state as the store holds it.
@@ -254,6 +268,27 @@ impl Store {
         self.namer.rate(upstream, client, window)
     }
 
+    /// The budget counter of `upstream`, or of its route `route`, in fixed window number `window`.
+    pub(crate) fn budget_key(&self, upstream: &str, route: Option<&str>, window: u64) -> String {
+        self.namer.budget(upstream, route, window)
+    }
+
+    /// Where `upstream`'s cooldown is shared.
+    pub(crate) fn cooldown_key(&self, upstream: &str) -> String {
+        self.namer.cooldown(upstream)
+    }
+
+    /// Shares a cooldown of `upstream` ending at `until_ms` (ms since the
+    /// epoch); the key lives until then.
+    pub(crate) async fn put_cooldown(&self, key: &str, until_ms: u64, ttl: Duration) -> Result<(), StoreError> {
+        on_backend!(self, b => b.set(key, &until_ms.to_string(), ttl))
+    }
+
+    /// Reads `keys` as they are stored: counters and cooldowns, nothing sealed.
+    pub(crate) async fn read_plain(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+        on_backend!(self, b => b.mget(keys))
+    }
+
     /// The keys of `upstream`'s cached answer named by `identity`.
     pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
         self.namer.cache_keys(upstream, identity)
@@ -342,22 +377,24 @@ impl Store {
     }
 
     /// What a cold request needs from the store, in one round trip: adds
-    /// `counts` and reads the token state of `token` and the cached answer of
-    /// `cache`, each when given.
+    /// `counts` and reads the token state of `token`, the cached answer of
+    /// `cache`, each when given, and the `cooldowns` keys.
     pub(crate) async fn count_and_read(
         &self,
         counts: &[Count],
         token: Option<&TokenKeys>,
         cache: Option<&CacheKeys>,
-    ) -> Result<(Vec<u64>, Option<TokenState>, Option<CacheState>), StoreError> {
+        cooldowns: &[&str],
+    ) -> Result<ColdRead, StoreError> {
         let token_keys = token.map(TokenKeys::read).unwrap_or_default();
         let cache_keys = cache.map(CacheKeys::read).unwrap_or_default();
-        let keys: Vec<&str> = token_keys.iter().chain(&cache_keys).copied().collect();
+        let keys: Vec<&str> = token_keys.iter().chain(&cache_keys).chain(cooldowns).copied().collect();
         let (totals, mut values) = on_backend!(self, b => b.count_and_read(counts, &keys))?;
+        let cooldowns = values.split_off(token_keys.len() + cache_keys.len());
         let cached = values.split_off(token_keys.len());
         let token = token.map(|k| self.state(k, values));
         let cache = cache.map(|k| self.cache_state(k, cached));
-        Ok((totals, token, cache))
+        Ok(ColdRead { totals, token, cache, cooldowns })
     }
 
     /// Reads a cached answer, its upstream's purges and whether a fill is

@@ -149,6 +149,10 @@ impl Backend for UpstashClient {
         Ok(self.command(&["EVAL", SET_FENCED_SCRIPT, "2", key, lock, value, &millis(ttl), owner]).await? == 1)
     }
 
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.command(&["SET", key, value, "PX", &millis(ttl)]).await.map(drop)
+    }
+
     /// One `EVAL` per counter, then `MGET` of the keys, all pipelined.
     async fn count_and_read(
         &self,

@@ -296,7 +296,7 @@ async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut T
 /// as it comes, to stream.
 async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<Filled, RelayError> {
     let sent_ms = entry::now_ms();
-    let (response, token) = forward::exchange(&relay.broker, ask.out, timing).await?;
+    let (response, token) = forward::exchange(&relay.broker, &relay.guard, ask.out, timing).await?;
     let status = response.status();
     let too_big = response.content_length().is_some_and(|n| n > relay.broker.config().relay.max_cached_body_bytes);
     let refusal = entry::refusal(status, response.headers(), &ask.policy).or(too_big.then_some("size"));
@@ -380,6 +380,7 @@ fn refresh(relay: &Relay, ask: &Ask<'_>) -> Option<impl Future<Output = ()> + Se
         let out = Outgoing {
             upstream,
             relay: upstream_relay,
+            route,
             method: copy.method.clone(),
             segments: &segments,
             query: copy.query.as_deref(),

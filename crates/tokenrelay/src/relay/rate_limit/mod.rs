@@ -34,6 +34,13 @@
 //! as before a client can send up to twice the limit around a window
 //! boundary.
 //!
+//! # Budgets
+//! An upstream's (or a route's) `budget` is counted by the same machinery:
+//! a counter whose one bucket is every upstream call it covers, decided by
+//! [`RateLimiter::spend`] before each call, with the same over-admission
+//! bound: at most `requests` plus what the other instances admitted in
+//! memory within one interval before their sync reached the store.
+//!
 //! # Store outage
 //! A failed count or sync keeps the counts for the next one (logged as a
 //! warning), tried again after an interval; every instance keeps enforcing
@@ -49,8 +56,9 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::{Kind, RelayError};
+use super::upstream_limits::Cooldowns;
 use crate::broker::Broker;
-use crate::config::relay::RateLimit;
+use crate::store::Store;
 use client::Client;
 pub(super) use sync::{Counting, SyncChore};
 
@@ -61,8 +69,8 @@ pub(crate) const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// ones share the [`Client::Crowd`] bucket. About 64 bytes each.
 pub(crate) const MAX_CLIENTS: usize = 10_000;
 
-/// The limits of every relayed upstream, with this instance's counts. Cheap
-/// to clone.
+/// The limits and budgets of every relayed upstream, with this instance's
+/// counts. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct RateLimiter {
     shared: Arc<Shared>,
@@ -72,18 +80,45 @@ struct Shared {
     /// The store the counts are synced to.
     broker: Broker,
     ipv6_prefix: u8,
-    /// One per relayed upstream, fixed at start.
-    upstreams: HashMap<String, Counter>,
+    /// Every rate limit and budget, fixed at start.
+    counters: Vec<Counter>,
+    /// Each relayed upstream's rate limit, as an index into `counters`.
+    rate_limits: HashMap<String, usize>,
+    /// Each upstream's budgets, as indexes into `counters`.
+    budgets: HashMap<String, Budgets>,
+    /// The upstreams' cooldowns, read from the store with every sync.
+    cooldowns: Cooldowns,
     /// Whether a sync runs.
     syncing: AtomicBool,
     /// When the last sync was sent (ms since the epoch).
     synced_at: AtomicU64,
 }
 
-/// One upstream's limit and this instance's tallies per client.
+/// One upstream's budget and its routes' own.
+#[derive(Default)]
+struct Budgets {
+    upstream: Option<usize>,
+    /// By route pattern.
+    routes: HashMap<String, usize>,
+}
+
+/// One limit and this instance's tallies per bucket.
 struct Counter {
-    limit: RateLimit,
-    tallies: Mutex<HashMap<Client, Tally>>,
+    upstream: String,
+    /// A budget's route pattern, when it is not the whole upstream's.
+    route: Option<String>,
+    requests: u64,
+    window: Duration,
+    tallies: Mutex<HashMap<Bucket, Tally>>,
+}
+
+/// Whose count a tally is: what a counter's tallies are kept by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Bucket {
+    /// One client's requests, against a rate limit.
+    Client(Client),
+    /// Every upstream call a budget covers.
+    Calls,
 }
 
 /// One client's count in one window, as this instance knows it.
@@ -115,29 +150,47 @@ pub(super) enum Verdict {
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("upstreams", &self.shared.upstreams.len()).finish_non_exhaustive()
+        f.debug_struct("RateLimiter").field("counters", &self.shared.counters.len()).finish_non_exhaustive()
     }
 }
 
 impl RateLimiter {
-    /// The limits of `broker`'s config: each relayed upstream's own, or `[relay] rate_limit`.
-    pub(crate) fn new(broker: Broker) -> Self {
+    /// The limits of `broker`'s config: each relayed upstream's own, or
+    /// `[relay] rate_limit`, and every budget.
+    pub(crate) fn new(broker: Broker, cooldowns: Cooldowns) -> Self {
         let settings = &broker.config().relay;
-        let upstreams = broker
-            .config()
-            .upstreams
-            .iter()
-            .filter_map(|(name, u)| {
-                let limit = u.relay.as_ref()?.rate_limit.unwrap_or(settings.rate_limit);
-                Some((name.clone(), Counter { limit, tallies: Mutex::default() }))
-            })
-            .collect();
+        let mut counters = Vec::new();
+        let mut rate_limits = HashMap::new();
+        let mut budgets: HashMap<String, Budgets> = HashMap::new();
+        let mut add = |upstream: &str, route, requests: u64, window| {
+            let tallies = Mutex::default();
+            counters.push(Counter { upstream: upstream.to_owned(), route, requests, window, tallies });
+            counters.len() - 1
+        };
+        for (name, relay) in broker.config().upstreams.iter().filter_map(|(n, u)| Some((n, u.relay.as_ref()?))) {
+            let limit = relay.rate_limit.unwrap_or(settings.rate_limit);
+            rate_limits.insert(name.clone(), add(name, None, u64::from(limit.requests), limit.window));
+            let own = budgets.entry(name.clone()).or_default();
+            if let Some(b) = relay.budget {
+                own.upstream = Some(add(name, None, b.requests, b.per));
+            }
+            for route in &relay.routes {
+                if let Some(b) = route.budget {
+                    let pattern = route.pattern.as_str().to_owned();
+                    let index = add(name, Some(pattern.clone()), b.requests, b.per);
+                    own.routes.insert(pattern, index);
+                }
+            }
+        }
         let ipv6_prefix = settings.ipv6_prefix;
         Self {
             shared: Arc::new(Shared {
                 broker,
                 ipv6_prefix,
-                upstreams,
+                counters,
+                rate_limits,
+                budgets,
+                cooldowns,
                 syncing: AtomicBool::new(false),
                 synced_at: AtomicU64::new(0),
             }),
@@ -148,7 +201,7 @@ impl RateLimiter {
     /// when this instance's knowledge of the client is recent, else says
     /// what to count in the store first.
     pub(super) fn decide(&self, upstream: &str, ip: Option<IpAddr>) -> Result<Verdict, RelayError> {
-        let Some(counter) = self.shared.upstreams.get(upstream) else { return Ok(Verdict::Admitted(None)) };
+        let Some(&counter) = self.shared.rate_limits.get(upstream) else { return Ok(Verdict::Admitted(None)) };
         let client = Client::of(ip, self.shared.ipv6_prefix);
         if client == Client::Unknown {
             static SAID: Once = Once::new();
@@ -156,58 +209,76 @@ impl RateLimiter {
                 tracing::warn!(upstream, "the platform gave no client address: such requests share one rate limit");
             });
         }
+        self.judge(counter, Bucket::Client(client))
+    }
+
+    /// Decides one call to `upstream` on its route `route` (a pattern)
+    /// against the route's budget, or without one the upstream's, like
+    /// [`decide`](Self::decide) decides a request.
+    pub(super) fn spend(&self, upstream: &str, route: &str) -> Result<Verdict, RelayError> {
+        let Some(budgets) = self.shared.budgets.get(upstream) else { return Ok(Verdict::Admitted(None)) };
+        match budgets.routes.get(route).copied().or(budgets.upstream) {
+            Some(counter) => self.judge(counter, Bucket::Calls),
+            None => Ok(Verdict::Admitted(None)),
+        }
+    }
+
+    /// Decides one more in `bucket` of counter number `index`.
+    fn judge(&self, index: usize, bucket: Bucket) -> Result<Verdict, RelayError> {
+        let counter = &self.shared.counters[index];
         let now = now_ms();
         let window = now / counter.window_ms();
-        let limit = u64::from(counter.limit.requests);
-        let (client, used_up) = {
+        let limit = counter.requests;
+        let (bucket, used_up) = {
             let mut tallies = counter.lock();
-            let client = bucket(&mut tallies, client, window, upstream);
-            let tally = Tally::current(&mut tallies, client, window);
+            let bucket = tracked(&mut tallies, bucket, window, &counter.upstream);
+            let tally = Tally::current(&mut tallies, bucket, window);
             if tally.known + tally.pending >= limit {
-                return Err(counter.refusal(now));
+                return Err(counter.refusal(bucket, now));
             }
             tally.pending += 1;
             let recent = now.saturating_sub(tally.learned_at) < interval_ms();
             if !(tally.counting || recent) {
                 tally.counting = true;
-                (client, None)
+                (bucket, None)
             } else {
-                (client, Some(tally.known + tally.pending >= limit))
+                (bucket, Some(tally.known + tally.pending >= limit))
             }
         };
         match used_up {
             // This instance used up the client's window: every instance should learn it now.
             Some(true) => Ok(Verdict::Admitted(self.sync_now())),
             Some(false) => Ok(Verdict::Admitted(self.sync_if_due(now))),
-            None => Ok(Verdict::Count(self.counting(now, Some((upstream.to_owned(), client, window))))),
+            None => Ok(Verdict::Count(self.counting(now, Some((index, bucket, window))))),
         }
     }
 
     /// Decides a request [`decide`](Self::decide) sent to the store, on the
     /// totals the store answered (or, without them, on this instance's count).
     pub(super) fn settle(&self, counting: Counting, totals: Option<Vec<u64>>) -> Result<(), RelayError> {
-        let Some((upstream, client, window)) = counting.request.clone() else { return Ok(()) };
+        let Some((index, bucket, window)) = counting.request else { return Ok(()) };
         let total = self.reconcile(&counting, totals);
-        let counter = &self.shared.upstreams[&upstream];
+        let counter = &self.shared.counters[index];
         let mut tallies = counter.lock();
-        let Some(tally) = tallies.get_mut(&client).filter(|t| t.window == window) else { return Ok(()) };
+        let Some(tally) = tallies.get_mut(&bucket).filter(|t| t.window == window) else { return Ok(()) };
         tally.counting = false;
-        let limit = u64::from(counter.limit.requests);
+        let limit = counter.requests;
         // Without the store, this instance's own count decides (the request is in it).
         let admitted = total.map_or(tally.known + tally.pending <= limit, |total| total <= limit);
-        if admitted { Ok(()) } else { Err(counter.refusal(now_ms())) }
+        if admitted { Ok(()) } else { Err(counter.refusal(bucket, now_ms())) }
     }
 }
 
-/// The bucket `client` is counted in: its own, unless this window already
-/// holds [`MAX_CLIENTS`] others (those of older windows are dropped first).
-fn bucket(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64, upstream: &str) -> Client {
-    if tallies.len() < MAX_CLIENTS || tallies.contains_key(&client) {
-        return client;
+/// The bucket a request in `bucket` is counted in: a client's own, unless
+/// this window already holds [`MAX_CLIENTS`] others (those of older windows
+/// are dropped first).
+fn tracked(tallies: &mut HashMap<Bucket, Tally>, bucket: Bucket, window: u64, upstream: &str) -> Bucket {
+    if tallies.len() < MAX_CLIENTS || tallies.contains_key(&bucket) {
+        return bucket;
     }
     tallies.retain(|_, t| t.window == window);
     if tallies.len() < MAX_CLIENTS {
-        return client;
+        return bucket;
     }
     static SAID: Once = Once::new();
     SAID.call_once(|| {
@@ -217,31 +288,42 @@ fn bucket(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64, ups
             "more clients in one rate-limit window than an instance tracks: the others share one limit"
         );
     });
-    Client::Crowd
+    Bucket::Client(Client::Crowd)
 }
 
 impl Counter {
     fn window_ms(&self) -> u64 {
-        u64::try_from(self.limit.window.as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// The shared counter of `bucket` in window number `window`.
+    fn key(&self, store: &Store, bucket: Bucket, window: u64) -> String {
+        match bucket {
+            Bucket::Client(client) => store.rate_key(&self.upstream, &client.name(), window),
+            Bucket::Calls => store.budget_key(&self.upstream, self.route.as_deref(), window),
+        }
     }
 
     /// The tallies; a panic elsewhere while holding them leaves plain counts, still usable.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Client, Tally>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bucket, Tally>> {
         self.tallies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// 429 until the end of the window `now` is in.
-    fn refusal(&self, now: u64) -> RelayError {
+    /// 429 (a client's rate limit) or 503 (a budget) until the end of the window `now` is in.
+    fn refusal(&self, bucket: Bucket, now: u64) -> RelayError {
         let window_ms = self.window_ms();
         let retry_after = Duration::from_millis((now / window_ms + 1) * window_ms - now);
-        RelayError::from(Kind::RateLimited { retry_after })
+        match bucket {
+            Bucket::Client(_) => Kind::RateLimited { retry_after }.into(),
+            Bucket::Calls => Kind::BudgetExhausted { retry_after }.into(),
+        }
     }
 }
 
 impl Tally {
-    /// `client`'s tally of `window`, started from nothing if it held an older one.
-    fn current(tallies: &mut HashMap<Client, Tally>, client: Client, window: u64) -> &mut Tally {
-        let tally = tallies.entry(client).or_default();
+    /// `bucket`'s tally of `window`, started from nothing if it held an older one.
+    fn current(tallies: &mut HashMap<Bucket, Tally>, bucket: Bucket, window: u64) -> &mut Tally {
+        let tally = tallies.entry(bucket).or_default();
         if tally.window != window {
             *tally = Tally { window, ..Tally::default() };
         }
@@ -268,25 +350,32 @@ mod tests {
     const TEST_TIME: Duration = Duration::from_secs(20);
 
     fn limiter(requests: u32, upstash_url: &str, token: &str) -> RateLimiter {
+        with_relay(
+            &format!("routes = [{{ path = \"/**\" }}]\nrate_limit = {{ requests = {requests}, window = \"1h\" }}"),
+            upstash_url,
+            token,
+        )
+    }
+
+    /// A limiter of upstream `api` with `relay` as its relay section.
+    fn with_relay(relay: &str, upstash_url: &str, token: &str) -> RateLimiter {
         let config = format!(
             r#"
 [store]
 allow_unencrypted = true
 timeout = "500ms"
 
-[relay]
-rate_limit = {{ requests = {requests}, window = "1h", ipv6_prefix = 64 }}
-
 [upstreams.api]
 base_url = "https://api.example.com"
 token = {{ type = "static", key = {{ env = "API_KEY" }} }}
 
 [upstreams.api.relay]
-routes = [{{ path = "/**" }}]
+{relay}
 "#
         );
         let env = Env::from_pairs([(UPSTASH_VARS.0, upstash_url), (UPSTASH_VARS.1, token), ("API_KEY", "k")]);
-        RateLimiter::new(Broker::new(Config::parse(&config, "t.toml", &env).unwrap(), &env).unwrap())
+        let broker = Broker::new(Config::parse(&config, "t.toml", &env).unwrap(), &env).unwrap();
+        RateLimiter::new(broker, Cooldowns::default())
     }
 
     /// What the relay does with a request: decide, count in the store when
@@ -317,7 +406,7 @@ routes = [{{ path = "/**" }}]
     }
 
     fn tally(limiter: &RateLimiter, client: Client) -> Tally {
-        limiter.shared.upstreams["api"].lock()[&client]
+        limiter.shared.counters[0].lock()[&Bucket::Client(client)]
     }
 
     /// Makes every tally and the last sync look an interval old, as after a
@@ -325,8 +414,10 @@ routes = [{{ path = "/**" }}]
     fn age(limiter: &RateLimiter) {
         let back = interval_ms() + 1;
         limiter.shared.synced_at.fetch_sub(back, std::sync::atomic::Ordering::AcqRel);
-        for t in limiter.shared.upstreams["api"].lock().values_mut() {
-            t.learned_at -= back;
+        for counter in &limiter.shared.counters {
+            for t in counter.lock().values_mut() {
+                t.learned_at -= back;
+            }
         }
     }
 
@@ -361,24 +452,25 @@ routes = [{{ path = "/**" }}]
     #[test]
     fn clients_past_the_bound_share_one_bucket_and_old_windows_make_room() {
         let mut tallies = HashMap::new();
-        let v6 = |n: u128| Client::of(Some(IpAddr::V6((0x2001_0db8_0001_u128 << 80 | n << 64).into())), 64);
+        let v6 = |n: u128| Bucket::Client(Client::of(Some(IpAddr::V6((0x2001_0db8_0001_u128 << 80 | n << 64).into())), 64));
         for n in 0..MAX_CLIENTS as u128 {
-            let c = bucket(&mut tallies, v6(n), 7, "api");
+            let c = tracked(&mut tallies, v6(n), 7, "api");
             assert_eq!(c, v6(n));
             Tally::current(&mut tallies, c, 7);
         }
-        assert_eq!(bucket(&mut tallies, v6(0), 7, "api"), v6(0), "a known client keeps its bucket");
-        assert_eq!(bucket(&mut tallies, v6(1 << 20), 7, "api"), Client::Crowd, "a new one joins the crowd");
-        assert_eq!(bucket(&mut tallies, v6(1 << 20), 8, "api"), v6(1 << 20), "the next window starts over");
+        assert_eq!(tracked(&mut tallies, v6(0), 7, "api"), v6(0), "a known client keeps its bucket");
+        let crowd = Bucket::Client(Client::Crowd);
+        assert_eq!(tracked(&mut tallies, v6(1 << 20), 7, "api"), crowd, "a new one joins the crowd");
+        assert_eq!(tracked(&mut tallies, v6(1 << 20), 8, "api"), v6(1 << 20), "the next window starts over");
         assert!(tallies.is_empty(), "window 7's tallies were dropped");
     }
 
     #[test]
     fn a_new_window_starts_from_zero() {
         let mut tallies = HashMap::new();
-        Tally::current(&mut tallies, Client::Unknown, 7).known = 5;
-        assert_eq!(Tally::current(&mut tallies, Client::Unknown, 7).known, 5);
-        assert_eq!(Tally::current(&mut tallies, Client::Unknown, 8).known, 0, "window 8 starts from nothing");
+        Tally::current(&mut tallies, Bucket::Calls, 7).known = 5;
+        assert_eq!(Tally::current(&mut tallies, Bucket::Calls, 7).known, 5);
+        assert_eq!(Tally::current(&mut tallies, Bucket::Calls, 8).known, 0, "window 8 starts from nothing");
     }
 
     #[tokio::test]
@@ -491,16 +583,80 @@ routes = [{{ path = "/**" }}]
         .unwrap();
     }
 
+    /// What the budget guard does before a call on `route`.
+    async fn spend(limiter: &RateLimiter, route: &str) -> Result<(), RelayError> {
+        match limiter.spend("api", route)? {
+            Verdict::Admitted(sync) => {
+                if let Some(sync) = sync {
+                    sync.await;
+                }
+                Ok(())
+            }
+            Verdict::Count(counting) => {
+                let totals = limiter.shared.broker.store().add_counts(counting.counts()).await.ok();
+                limiter.settle(counting, totals)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_budget_is_shared_by_instances_and_refuses_with_budget_exhausted_until_the_window_ends() {
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let relay = "routes = [{ path = \"/**\" }]\nbudget = { requests = 5, per = \"1d\" }";
+            let (a, b) = (
+                with_relay(relay, &upstash.url(), upstash.token()),
+                with_relay(relay, &upstash.url(), upstash.token()),
+            );
+            for _ in 0..3 {
+                spend(&a, "/**").await.unwrap();
+            }
+            a.sync().await;
+            spend(&b, "/**").await.unwrap();
+            spend(&b, "/**").await.unwrap();
+            let err = spend(&b, "/**").await.unwrap_err();
+            assert_eq!((err.code(), err.status().as_u16()), ("budget_exhausted", 503), "b learned a's three calls");
+            b.sync().await;
+            age(&a);
+            let err = spend(&a, "/**").await.unwrap_err();
+            assert_eq!(err.code(), "budget_exhausted", "a counts in the store after a pause and sees b's");
+            let left = err.to_response().headers()[http::header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap();
+            assert!(left > 0 && left <= 86_400, "Retry-After at the day's end: {left}");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_routes_budget_is_its_own_and_routes_without_one_share_the_upstreams() {
+        let relay = "routes = [{ path = \"/search/**\", budget = { requests = 1, per = \"1h\" } }, { path = \"/**\" }]\nbudget = { requests = 2, per = \"1h\" }";
+        let limiter = with_relay(relay, &unreachable(), "t");
+        spend(&limiter, "/search/**").await.unwrap();
+        assert!(spend(&limiter, "/search/**").await.is_err(), "the route's own budget of 1");
+        spend(&limiter, "/**").await.unwrap();
+        spend(&limiter, "/**").await.unwrap();
+        assert!(spend(&limiter, "/**").await.is_err(), "the upstream's budget of 2, untouched by the route's");
+        let unlimited = limiter_without_budget();
+        for _ in 0..10 {
+            spend(&unlimited, "/**").await.expect("no budget: every call is admitted");
+        }
+    }
+
+    fn limiter_without_budget() -> RateLimiter {
+        limiter(1, &unreachable(), "t")
+    }
+
     #[tokio::test]
     async fn a_late_store_answer_never_touches_a_newer_window() {
         let limiter = limiter(10, &unreachable(), "t");
         let client = Client::of(ip("203.0.113.7"), 64);
-        let counter = &limiter.shared.upstreams["api"];
+        let counter = &limiter.shared.counters[0];
         let window = now_ms() / counter.window_ms();
-        Tally::current(&mut counter.lock(), client, window).pending = 3;
+        Tally::current(&mut counter.lock(), Bucket::Client(client), window).pending = 3;
         let counting = limiter.counting(now_ms(), None);
         // The window turns before the store answers; the new window has its own count.
-        *Tally::current(&mut counter.lock(), client, window + 1) =
+        *Tally::current(&mut counter.lock(), Bucket::Client(client), window + 1) =
             Tally { window: window + 1, known: 1, ..Tally::default() };
         limiter.reconcile(&counting, Some(vec![9]));
         assert_eq!(tally(&limiter, client).known, 1, "window {}'s total is not window {}'s", window, window + 1);

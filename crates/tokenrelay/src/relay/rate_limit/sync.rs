@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Client, RateLimiter, Tally, interval_ms, now_ms};
+use super::{Bucket, RateLimiter, Tally, interval_ms, now_ms};
 use crate::store::Count;
 
 /// How long a shared counter outlives its window: covers clocks a few
@@ -21,8 +21,8 @@ pub(in crate::relay) type SyncChore = Pin<Box<dyn Future<Output = ()> + Send + '
 /// Counts on their way to the store, to be reconciled with its answer.
 #[derive(Debug)]
 pub(in crate::relay) struct Counting {
-    /// The request to decide on its client's total: upstream, client, window.
-    pub(super) request: Option<(String, Client, u64)>,
+    /// The request (or call) to decide on its bucket's total: counter, bucket, window.
+    pub(super) request: Option<(usize, Bucket, u64)>,
     sent: Vec<Sent>,
     counts: Vec<Count>,
 }
@@ -37,8 +37,8 @@ impl Counting {
 /// Counts sent in one sync, to be reconciled with the store's answer.
 #[derive(Debug)]
 struct Sent {
-    upstream: String,
-    client: Client,
+    counter: usize,
+    bucket: Bucket,
     window: u64,
     add: u64,
 }
@@ -72,39 +72,41 @@ impl RateLimiter {
         Some(Box::pin(async move { guard.0.sync().await }))
     }
 
-    /// Sends every pending count now and learns the shared totals; on a store
-    /// error the counts stay pending for the next sync.
+    /// Sends every pending count now and learns the shared totals, and the
+    /// upstreams' cooldowns in the same round trip; on a store error the
+    /// counts stay pending for the next sync.
     pub(super) async fn sync(&self) {
         let counting = self.counting(now_ms(), None);
         if counting.sent.is_empty() {
             return;
         }
-        let totals = self.shared.broker.store().add_counts(counting.counts()).await;
-        self.reconcile(&counting, totals.ok());
+        let cooldowns = &self.shared.cooldowns;
+        let keys = cooldowns.keys();
+        let read = self.shared.broker.store().count_and_read(counting.counts(), None, None, &keys).await;
+        let totals = read.ok().map(|read| {
+            cooldowns.learn(&keys, &read.cooldowns);
+            read.totals
+        });
+        self.reconcile(&counting, totals);
     }
 
     /// Moves every pending count of the current windows to `known`, forgets
     /// the tallies of windows that are over, and says what to add; `request`
     /// is the request whose decision waits for its client's total.
-    pub(super) fn counting(&self, now: u64, request: Option<(String, Client, u64)>) -> Counting {
+    pub(super) fn counting(&self, now: u64, request: Option<(usize, Bucket, u64)>) -> Counting {
         self.shared.synced_at.store(now, Ordering::Release);
         let mut sent = Vec::new();
-        for (upstream, counter) in &self.shared.upstreams {
+        for (index, counter) in self.shared.counters.iter().enumerate() {
             let current = now / counter.window_ms();
             let mut tallies = counter.lock();
             tallies.retain(|_, t| t.window == current);
-            for (client, tally) in tallies.iter_mut().filter(|(_, t)| t.pending > 0) {
-                sent.push(Sent {
-                    upstream: upstream.clone(),
-                    client: *client,
-                    window: tally.window,
-                    add: tally.pending,
-                });
+            for (bucket, tally) in tallies.iter_mut().filter(|(_, t)| t.pending > 0) {
+                sent.push(Sent { counter: index, bucket: *bucket, window: tally.window, add: tally.pending });
                 tally.known += tally.pending;
                 tally.pending = 0;
             }
         }
-        let counts = sent.iter().map(|s| self.count(&s.upstream, s.client, s.window, s.add, now)).collect();
+        let counts = sent.iter().map(|s| self.count(s, now)).collect();
         Counting { request, sent, counts }
     }
 
@@ -133,20 +135,21 @@ impl RateLimiter {
                 t.known = t.known.max(total);
                 t.learned_at = now;
             });
-            if counting.request.as_ref().is_some_and(|(u, c, w)| *u == s.upstream && *c == s.client && *w == s.window) {
+            if counting.request == Some((s.counter, s.bucket, s.window)) {
                 request_total = Some(total);
             }
         }
         request_total
     }
 
-    /// The addition of `add` requests of `client` to its shared counter of
-    /// `window`, which lives until the window ends (plus a grace).
-    fn count(&self, upstream: &str, client: Client, window: u64, add: u64, now: u64) -> Count {
-        let ends = (window + 1) * self.shared.upstreams[upstream].window_ms();
+    /// The addition of what `sent` says to its bucket's shared counter of
+    /// its window, which lives until the window ends (plus a grace).
+    fn count(&self, sent: &Sent, now: u64) -> Count {
+        let counter = &self.shared.counters[sent.counter];
+        let ends = (sent.window + 1) * counter.window_ms();
         Count {
-            key: self.shared.broker.store().rate_key(upstream, &client.name(), window),
-            add,
+            key: counter.key(self.shared.broker.store(), sent.bucket, sent.window),
+            add: sent.add,
             ttl: Duration::from_millis(ends.saturating_sub(now)) + KEY_GRACE,
         }
     }
@@ -154,8 +157,8 @@ impl RateLimiter {
     /// Applies `update` to the tally `sent` came from, if its window is still
     /// current: a late answer never touches a newer window's tally.
     fn update(&self, sent: &Sent, update: impl FnOnce(&mut Tally)) {
-        let mut tallies = self.shared.upstreams[&sent.upstream].lock();
-        if let Some(tally) = tallies.get_mut(&sent.client).filter(|t| t.window == sent.window) {
+        let mut tallies = self.shared.counters[sent.counter].lock();
+        if let Some(tally) = tallies.get_mut(&sent.bucket).filter(|t| t.window == sent.window) {
             update(tally);
         }
     }

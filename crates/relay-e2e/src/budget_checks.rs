@@ -1,0 +1,86 @@
+//! What protects the site's quota at the upstream: the budget of upstream
+//! calls shared by every instance, and the upstream's own limit (a 429 with
+//! `Retry-After`) respected by every instance.
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+
+use crate::fixture::BUDGETED_CALLS;
+use crate::{Fixture, Reply, Shell};
+
+/// Longer than the relay's sync interval (500 ms): an instance that waited
+/// this long decides on the store's count again, as one thawed after a freeze.
+const PAUSE: Duration = Duration::from_millis(600);
+
+/// How many requests the API received whose path starts with `prefix`.
+fn calls(fx: &Fixture, prefix: &str) -> usize {
+    fx.api.requests().iter().filter(|r| r.uri.starts_with(prefix)).count()
+}
+
+/// A 503 with `code` and a `Retry-After` of at most `max` seconds.
+fn refused(reply: &Reply, code: &str, max: u64) -> anyhow::Result<()> {
+    ensure!(reply.status == 503, "expected 503 {code}, got {}: {}", reply.status, reply.text());
+    ensure!(reply.json()?["error"]["code"] == code, "expected {code}: {}", reply.text());
+    let retry_after: u64 = reply.header("retry-after").context("Retry-After")?.parse()?;
+    ensure!((1..=max).contains(&retry_after), "Retry-After {retry_after} is not within 1..={max}");
+    Ok(())
+}
+
+/// The `budgeted` upstream's daily budget holds across `shells` (one per
+/// instance): cache hits are free, calls stop at the budget whichever
+/// instance makes them, and then every instance answers `budget_exhausted`
+/// until the day's (UTC, epoch-aligned) window ends. Requests go round the
+/// instances with a pause longer than the sync interval between rounds, so
+/// that each decides on the store's count: the exact case (within an
+/// interval, the bound `relay::rate_limit` states applies).
+pub async fn budget_bounds_upstream_calls(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    let prefix = "/v3/echo/";
+    let before = calls(fx, prefix);
+    let cached = "/api/relay/budgeted/echo/cached/one";
+    ensure!(shells[0].get_as(30, cached).await?.status == 200, "the cached route's miss");
+    for (i, shell) in shells.iter().cycle().take(8).enumerate() {
+        let reply = shell.get_as(31, cached).await?;
+        ensure!(reply.status == 200, "hit {i}: {}", reply.status);
+    }
+    ensure!(calls(fx, prefix) - before == 1, "cache hits make no upstream call");
+
+    let mut statuses = Vec::new();
+    for round in 0..3 {
+        for (i, shell) in shells.iter().enumerate() {
+            let reply = shell.get_as(32, &format!("/api/relay/budgeted/echo/plain/{round}-{i}")).await?;
+            if reply.status != 200 {
+                refused(&reply, "budget_exhausted", 86_400)?;
+            }
+            statuses.push(reply.status);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    let made = calls(fx, prefix) - before;
+    ensure!(made as u64 == BUDGETED_CALLS, "{made} upstream calls for a budget of {BUDGETED_CALLS}: {statuses:?}");
+    ensure!(
+        statuses.iter().filter(|s| **s == 200).count() as u64 == BUDGETED_CALLS - 1,
+        "the cached miss spent one: {statuses:?}"
+    );
+    for shell in shells {
+        refused(&shell.get_as(33, "/api/relay/budgeted/echo/plain/after").await?, "budget_exhausted", 86_400)?;
+    }
+    ensure!(calls(fx, prefix) - before == made, "no call once the budget is spent");
+    Ok(())
+}
+
+/// The `busy` upstream answers 429 with `Retry-After: 30`: the first call
+/// passes it on, and from then every instance answers `upstream_cooling_down`
+/// without calling it, learning the cooldown from the store.
+pub async fn upstream_limit_stops_every_instance(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    let target = "/api/relay/busy/busy";
+    let first = shells[0].get_as(40, target).await?;
+    ensure!(first.status == 429, "the upstream's own 429 is passed on: {}", first.status);
+    for (i, shell) in shells.iter().cycle().take(3 * shells.len()).enumerate() {
+        refused(&shell.get_as(41 + (i % 3) as u8, target).await?, "upstream_cooling_down", 30)
+            .with_context(|| format!("request {i}"))?;
+    }
+    let made = calls(fx, "/v3/busy");
+    ensure!(made == 1, "the upstream was called {made} times, not once");
+    Ok(())
+}

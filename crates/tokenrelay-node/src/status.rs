@@ -1,0 +1,81 @@
+//! `status`: what the shared store says of the relayed upstreams, without a
+//! secret (the `tokenrelay status` command). The reading is the core's
+//! [`tokenrelay::relay::status`]; this only converts it for JS.
+
+use napi_derive::napi;
+use tokenrelay::Broker;
+
+use crate::cache::PurgeOptions as SiteOnlyOptions;
+use crate::error::AddonError;
+use crate::site::{Site, SiteOptions, StoreChoice};
+
+/// One upstream's state in the store. Times are milliseconds.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    pub upstream: String,
+    /// Absent for a static key, or when the store holds no valid token.
+    pub token: Option<TokenStatus>,
+    /// The upstream's budget, then its routes' own.
+    pub budgets: Vec<BudgetStatus>,
+    /// Time until the upstream's cooldown ends, while one runs.
+    pub cooldown_ms: Option<f64>,
+}
+
+/// The stored token's schedule, never the token.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct TokenStatus {
+    /// When it was minted (its last rotation), ms since the Unix epoch.
+    pub rotated_at_ms: f64,
+    pub age_ms: f64,
+    /// Time until it expires, when the endpoint said.
+    pub expires_in_ms: Option<f64>,
+}
+
+/// One budget in its current window.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct BudgetStatus {
+    /// The route pattern, for a route's own budget.
+    pub route: Option<String>,
+    pub requests: f64,
+    pub per_ms: f64,
+    pub used: f64,
+    pub left: f64,
+    pub resets_in_ms: f64,
+}
+
+/// Reads the state of `upstream` (every relayed upstream without one).
+pub async fn status(upstream: Option<String>, options: SiteOnlyOptions) -> Result<Vec<UpstreamStatus>, AddonError> {
+    let site =
+        Site::resolve(SiteOptions::of(&options.config_path, &options.cwd, &options.env), StoreChoice::AsConfigured)?;
+    let broker = Broker::from_env(&site.env)?;
+    let all = tokenrelay::relay::status(&broker, upstream.as_deref()).await?;
+    // Counts and milliseconds stay far below 2^53: exact as JS numbers.
+    let n = |v: u64| v as f64;
+    Ok(all
+        .into_iter()
+        .map(|s| UpstreamStatus {
+            upstream: s.upstream,
+            token: s.token.map(|t| TokenStatus {
+                rotated_at_ms: n(t.rotated_at_ms),
+                age_ms: n(t.age_ms),
+                expires_in_ms: t.expires_in_ms.map(n),
+            }),
+            budgets: s
+                .budgets
+                .into_iter()
+                .map(|b| BudgetStatus {
+                    route: b.route,
+                    requests: n(b.requests),
+                    per_ms: n(b.per_ms),
+                    used: n(b.used),
+                    left: n(b.left),
+                    resets_in_ms: n(b.resets_in_ms),
+                })
+                .collect(),
+            cooldown_ms: s.cooldown_ms.map(n),
+        })
+        .collect())
+}

@@ -1,0 +1,171 @@
+//! `tokenrelay status`: what the shared store says of each relayed
+//! upstream, never a secret: the token's age, time left and last rotation,
+//! the budgets used and left in their current windows, and any cooldown the
+//! upstream asked for.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::config::relay::Budget;
+use crate::error::{Error, Result};
+
+/// One upstream's state in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamStatus {
+    pub upstream: String,
+    /// `None` for a static key, or when the store holds no valid token.
+    pub token: Option<TokenStatus>,
+    /// The upstream's budget, then its routes' own.
+    pub budgets: Vec<BudgetStatus>,
+    /// Milliseconds until the upstream's cooldown ends, while one runs.
+    pub cooldown_ms: Option<u64>,
+}
+
+/// The stored token's schedule, without the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenStatus {
+    /// When it was minted (its last rotation), ms since the Unix epoch.
+    pub rotated_at_ms: u64,
+    /// Milliseconds since then.
+    pub age_ms: u64,
+    /// Milliseconds until it expires, when the endpoint said.
+    pub expires_in_ms: Option<u64>,
+}
+
+/// One budget in its current window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// The route pattern, for a route's own budget.
+    pub route: Option<String>,
+    pub requests: u64,
+    pub per_ms: u64,
+    /// Calls counted in the store this window (instances add theirs within
+    /// the sync interval).
+    pub used: u64,
+    pub left: u64,
+    /// Milliseconds until the window ends.
+    pub resets_in_ms: u64,
+}
+
+/// The state of `upstream`, or of every relayed upstream, read from `broker`'s store.
+pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<UpstreamStatus>> {
+    let config = broker.config();
+    if let Some(name) = upstream.filter(|n| !config.upstreams.contains_key(*n)) {
+        return Err(Error::UnknownUpstream(name.to_owned()));
+    }
+    let now = SystemTime::now();
+    let now_ms = ms(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let mut all = Vec::new();
+    for u in config.upstreams().filter(|u| upstream.is_none_or(|n| n == u.name())) {
+        let token = broker.stored_token_times(u.name()).await?.map(|(minted, expires)| TokenStatus {
+            rotated_at_ms: ms(minted.duration_since(UNIX_EPOCH).unwrap_or_default()),
+            age_ms: ms(now.duration_since(minted).unwrap_or_default()),
+            expires_in_ms: expires.map(|e| ms(e.duration_since(now).unwrap_or_default())),
+        });
+        let budgets: Vec<(Option<&str>, Budget)> = u.relay.as_ref().map_or_else(Vec::new, |r| {
+            let routes = r.routes.iter().filter_map(|route| Some((Some(route.pattern.as_str()), route.budget?)));
+            r.budget.map(|b| (None, b)).into_iter().chain(routes).collect()
+        });
+        let store = broker.store();
+        let window = |b: &Budget| now_ms / ms(b.per).max(1);
+        let mut keys: Vec<String> =
+            budgets.iter().map(|(route, b)| store.budget_key(u.name(), *route, window(b))).collect();
+        keys.push(store.cooldown_key(u.name()));
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut values =
+            store.read_plain(&key_refs).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+        let cooldown = values.pop().flatten().and_then(|v| v.parse::<u64>().ok());
+        let budgets = budgets
+            .iter()
+            .zip(values)
+            .map(|((route, b), used)| {
+                let used = used.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let per_ms = ms(b.per).max(1);
+                BudgetStatus {
+                    route: route.map(str::to_owned),
+                    requests: b.requests,
+                    per_ms,
+                    used,
+                    left: b.requests.saturating_sub(used),
+                    resets_in_ms: (window(b) + 1) * per_ms - now_ms,
+                }
+            })
+            .collect();
+        all.push(UpstreamStatus {
+            upstream: u.name().to_owned(),
+            token,
+            budgets,
+            cooldown_ms: cooldown.filter(|until| *until > now_ms).map(|until| until - now_ms),
+        });
+    }
+    Ok(all)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Env};
+    use crate::store::UPSTASH_VARS;
+
+    #[tokio::test]
+    async fn status_reads_token_times_budget_and_cooldown_without_the_token() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let tokens = testkit::TokenServer::start(testkit::TokenServerConfig::new("id", "secret")).await.unwrap();
+            let config = format!(
+                r#"
+[store]
+allow_unencrypted = true
+
+[upstreams.api]
+base_url = "https://api.example.com"
+token = {{ type = "oauth2_client_credentials", url = "{}", client_id = "id", client_secret = {{ env = "SECRET" }} }}
+
+[upstreams.api.relay]
+budget = {{ requests = 100, per = "1d" }}
+routes = [{{ path = "/**" }}]
+"#,
+                tokens.url()
+            );
+            let env = Env::from_pairs([
+                (UPSTASH_VARS.0, upstash.url()),
+                (UPSTASH_VARS.1, upstash.token().to_owned()),
+                ("SECRET", "secret".to_owned()),
+            ]);
+            let broker = Broker::new(Config::parse(&config, "t.toml", &env).unwrap(), &env).unwrap();
+            let before = status(&broker, Some("api")).await.unwrap();
+            assert_eq!(before[0].token, None, "nothing stored yet");
+            assert_eq!((before[0].budgets[0].used, before[0].budgets[0].left), (0, 100));
+
+            let token = broker.token("api").await.unwrap();
+            let store = broker.store();
+            let window = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 / 86_400_000;
+            let key = store.budget_key("api", None, window);
+            store.add_counts(&[crate::store::Count { key, add: 7, ttl: Duration::from_secs(60) }]).await.unwrap();
+            let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 30_000;
+            store.put_cooldown(&store.cooldown_key("api"), until, Duration::from_secs(30)).await.unwrap();
+
+            let after = status(&broker, None).await.unwrap();
+            let api = &after[0];
+            let t = api.token.as_ref().expect("the stored token's times");
+            assert!(t.age_ms < 10_000 && t.expires_in_ms.is_some_and(|left| left > 0), "{t:?}");
+            assert_eq!((api.budgets[0].used, api.budgets[0].left, api.budgets[0].requests), (7, 93, 100));
+            assert!(api.cooldown_ms.is_some_and(|left| left > 25_000 && left <= 30_000), "{:?}", api.cooldown_ms);
+            let json = serde_json::to_string(&after).unwrap();
+            assert!(!json.contains(token.expose()) && !json.contains("secret"), "{json}");
+            assert_eq!(status(&broker, Some("nope")).await.unwrap_err().code(), "unknown_upstream");
+        })
+        .await
+        .unwrap();
+    }
+}

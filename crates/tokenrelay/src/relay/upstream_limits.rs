@@ -1,0 +1,221 @@
+//! The upstream's own limits, shared by every instance.
+//!
+//! When the upstream asks its caller to wait (a `429` or `503` with
+//! `Retry-After`, RFC 9110 §10.2.3 and §15.5.30/§15.6.4), or its rate-limit
+//! headers say nothing is left (`RateLimit: …;r=0;t=N`, IETF
+//! draft-ietf-httpapi-ratelimit-headers; `RateLimit-Remaining: 0` with
+//! `RateLimit-Reset`, the draft's earlier form; `X-RateLimit-Remaining: 0`
+//! with `X-RateLimit-Reset`, in seconds or as a Unix time, as GitHub sends
+//! it), the relay stops calling it until then, for at most
+//! [`MAX_COOLDOWN`]: one cooldown per upstream, kept in memory and shared
+//! in the store under one key (its end, stored until then), so that a cold
+//! instance learns it in the round trip it makes anyway and a warm one with
+//! its next sync.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, StatusCode};
+
+use super::error::{Kind, RelayError};
+use crate::broker::Broker;
+
+/// The longest the relay believes an upstream's request to wait: a bad
+/// header (a date years away) must not shut the upstream off for longer.
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(3600);
+/// `X-RateLimit-Reset` values at least this large are Unix times, not
+/// seconds to wait (a wait of 31 years is no wait anyone means).
+const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+
+/// Every relayed upstream's cooldown as this instance knows it. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cooldowns {
+    upstreams: Arc<HashMap<String, Cooldown>>,
+}
+
+#[derive(Debug)]
+struct Cooldown {
+    /// Where the store shares it.
+    key: String,
+    /// When it ends, in ms since the epoch (0: none known).
+    until_ms: AtomicU64,
+}
+
+/// A cooldown to share: its key, its end (ms since the epoch) and how long from now.
+pub(super) struct Share {
+    pub(super) key: String,
+    pub(super) until_ms: u64,
+    pub(super) ttl: Duration,
+}
+
+impl Cooldowns {
+    /// One per relayed upstream of `broker`'s config.
+    pub(super) fn new(broker: &Broker) -> Self {
+        let upstreams = broker
+            .config()
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.relay.is_some())
+            .map(|(name, _)| {
+                let key = broker.store().cooldown_key(name);
+                (name.clone(), Cooldown { key, until_ms: AtomicU64::new(0) })
+            })
+            .collect();
+        Self { upstreams: Arc::new(upstreams) }
+    }
+
+    /// Every upstream's key, to read with a sync.
+    pub(super) fn keys(&self) -> Vec<&str> {
+        self.upstreams.values().map(|c| c.key.as_str()).collect()
+    }
+
+    /// `upstream`'s key, to read with a cold request's round trip.
+    pub(super) fn key(&self, upstream: &str) -> Vec<&str> {
+        self.upstreams.get(upstream).map(|c| c.key.as_str()).into_iter().collect()
+    }
+
+    /// Learns the stored `values` of `keys`; a value that is not a time is ignored.
+    pub(super) fn learn(&self, keys: &[&str], values: &[Option<String>]) {
+        for (key, value) in keys.iter().zip(values) {
+            let until = value.as_deref().and_then(|v| v.parse::<u64>().ok());
+            if let (Some(c), Some(until)) = (self.upstreams.values().find(|c| c.key == *key), until) {
+                c.until_ms.fetch_max(until.min(now_ms() + ms(MAX_COOLDOWN)), Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Refuses a call to `upstream` while it cools down: 503 with `Retry-After`.
+    pub(super) fn check(&self, upstream: &str) -> Result<(), RelayError> {
+        let Some(c) = self.upstreams.get(upstream) else { return Ok(()) };
+        let left = c.until_ms.load(Ordering::Acquire).saturating_sub(now_ms());
+        if left == 0 {
+            return Ok(());
+        }
+        Err(Kind::UpstreamCoolingDown { retry_after: Duration::from_millis(left) }.into())
+    }
+
+    /// Starts `upstream`'s cooldown when its answer asks to wait; what to share, if so.
+    pub(super) fn note(&self, upstream: &str, status: StatusCode, headers: &HeaderMap) -> Option<Share> {
+        let c = self.upstreams.get(upstream)?;
+        let wait = asked_to_wait(status, headers, SystemTime::now())?;
+        let until_ms = now_ms() + ms(wait);
+        c.until_ms.fetch_max(until_ms, Ordering::AcqRel);
+        tracing::warn!(upstream, wait_ms = ms(wait), "upstream asked to wait; no instance calls it until then");
+        Some(Share { key: c.key.clone(), until_ms, ttl: wait })
+    }
+}
+
+/// How long the upstream asked to be left alone, capped at [`MAX_COOLDOWN`];
+/// `None` when it did not (or the time is already past).
+pub(super) fn asked_to_wait(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let refused = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    let retry_after = refused.then(|| retry_after(headers, now)).flatten();
+    let wait = retry_after
+        .or_else(|| draft_ratelimit(headers))
+        .or_else(|| remaining_and_reset(headers, "ratelimit-remaining", "ratelimit-reset", now))
+        .or_else(|| remaining_and_reset(headers, "x-ratelimit-remaining", "x-ratelimit-reset", now))?;
+    (!wait.is_zero()).then(|| wait.min(MAX_COOLDOWN))
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = header(headers, "retry-after")?;
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    httpdate::parse_http_date(value).ok()?.duration_since(now).ok()
+}
+
+/// `RateLimit: "default";r=0;t=30` (draft-ietf-httpapi-ratelimit-headers-08
+/// §3): any listed limit with nothing remaining, the longest reset.
+fn draft_ratelimit(headers: &HeaderMap) -> Option<Duration> {
+    let value = header(headers, "ratelimit")?;
+    value
+        .split(',')
+        .filter_map(|item| {
+            let params = item.split(';').skip(1).filter_map(|p| p.trim().split_once('='));
+            let (mut r, mut t) = (None, None);
+            for (name, v) in params {
+                match name.trim() {
+                    "r" => r = v.trim().parse::<u64>().ok(),
+                    "t" => t = v.trim().parse::<u64>().ok(),
+                    _ => {}
+                }
+            }
+            (r? == 0).then_some(Duration::from_secs(t?))
+        })
+        .max()
+}
+
+/// `<remaining>: 0` with `<reset>`: seconds to wait, or a Unix time.
+fn remaining_and_reset(
+    headers: &HeaderMap,
+    remaining: &'static str,
+    reset: &'static str,
+    now: SystemTime,
+) -> Option<Duration> {
+    if header(headers, remaining)?.parse::<u64>().ok()? != 0 {
+        return None;
+    }
+    let reset = header(headers, reset)?.parse::<u64>().ok()?;
+    if reset < EPOCH_THRESHOLD {
+        return Some(Duration::from_secs(reset));
+    }
+    (UNIX_EPOCH + Duration::from_secs(reset)).duration_since(now).ok()
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Option<&'h str> {
+    headers.get(HeaderName::from_static(name))?.to_str().ok().map(str::trim)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch: cooldowns are shared between machines.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(status: u16, pairs: &[(&'static str, &str)]) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(HeaderName::from_static(name), value.parse().unwrap());
+        }
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        asked_to_wait(StatusCode::from_u16(status).unwrap(), &headers, now)
+    }
+
+    #[test]
+    fn retry_after_on_429_or_503_in_seconds_or_as_a_date() {
+        assert_eq!(wait(429, &[("retry-after", "30")]), Some(Duration::from_secs(30)));
+        assert_eq!(wait(503, &[("retry-after", "Tue, 14 Nov 2023 22:14:20 GMT")]), Some(Duration::from_secs(60)));
+        assert_eq!(wait(200, &[("retry-after", "30")]), None, "a 200's Retry-After asks nothing");
+        assert_eq!(wait(429, &[]), None, "no time given: nothing to wait for");
+        assert_eq!(wait(429, &[("retry-after", "Tue, 14 Nov 2023 22:00:00 GMT")]), None, "already past");
+        assert_eq!(wait(429, &[("retry-after", "soon")]), None);
+    }
+
+    #[test]
+    fn rate_limit_headers_with_nothing_left_ask_to_wait() {
+        assert_eq!(wait(200, &[("ratelimit", "\"default\";r=0;t=12")]), Some(Duration::from_secs(12)));
+        assert_eq!(wait(200, &[("ratelimit", "\"default\";r=5;t=12")]), None);
+        assert_eq!(wait(200, &[("ratelimit-remaining", "0"), ("ratelimit-reset", "7")]), Some(Duration::from_secs(7)));
+        let epoch = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000090")];
+        assert_eq!(wait(200, &epoch), Some(Duration::from_secs(90)), "GitHub's Unix time");
+        let secs = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "20")];
+        assert_eq!(wait(200, &secs), Some(Duration::from_secs(20)));
+        assert_eq!(wait(200, &[("x-ratelimit-remaining", "3"), ("x-ratelimit-reset", "20")]), None);
+    }
+
+    #[test]
+    fn a_cooldown_never_lasts_longer_than_the_cap() {
+        assert_eq!(wait(429, &[("retry-after", "99999999")]), Some(MAX_COOLDOWN));
+    }
+}
