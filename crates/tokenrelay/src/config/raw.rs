@@ -100,6 +100,8 @@ pub(super) struct RawRoute {
     pub methods: Option<Vec<String>>,
     pub cache_control: Option<String>,
     pub cache: Option<super::route_cache::RawRouteCache>,
+    /// The proof a caller must bring (`relay::caller`).
+    pub caller: Option<super::relay::RawCaller>,
     #[serde(default)]
     pub path_params: bool,
     #[serde(default)]

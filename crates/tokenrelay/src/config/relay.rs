@@ -14,6 +14,7 @@
 //! This file holds the settings, routes and rate limits; `inject` where the
 //! token and the extra headers go on the upstream request.
 
+mod caller;
 mod inject;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ use super::route_cache;
 pub(crate) use super::route_cache::RouteCache;
 pub(crate) use super::route_pattern::RoutePattern;
 use crate::param::Param;
+pub(crate) use caller::{CallerPolicy, Proof, RawCaller};
 pub(crate) use inject::Inject;
 
 /// Longest time an upstream gets to answer, body included.
@@ -107,6 +109,8 @@ pub(crate) struct Route {
     pub(crate) forward_range: bool,
     /// The relay's own shared response cache, when the route opts in.
     pub(crate) cache: Option<RouteCache>,
+    /// The proof the caller must bring (a login's JWT, a Turnstile token).
+    pub(crate) caller: Option<CallerPolicy>,
 }
 
 impl Builder<'_> {
@@ -204,6 +208,14 @@ impl Builder<'_> {
                 found.into_iter().map(|(_, known)| known).collect()
             }
         };
+        if raw.cache_control.is_some() && raw.caller.is_some() {
+            // A CDN would serve the answer to callers without proof.
+            self.problem(
+                upstream,
+                &format!("{field}.cache_control"),
+                "a route with caller may not set it: a CDN would serve its answers to callers without proof",
+            );
+        }
         let cache_control = match raw.cache_control.map(|v| HeaderValue::from_str(&v)) {
             Some(Ok(v)) => Some(Some(v)),
             Some(Err(_)) => {
@@ -226,6 +238,11 @@ impl Builder<'_> {
             }
             None => Some(None),
         };
+        let caller = match raw.caller.map(|c| self.caller(upstream, &field, c)) {
+            Some(Some(policy)) => Some(Some(policy)),
+            Some(None) => None,
+            None => Some(None),
+        };
         Some(Route {
             pattern: pattern?,
             methods: methods?,
@@ -233,6 +250,7 @@ impl Builder<'_> {
             path_params: raw.path_params,
             forward_range: raw.forward_range,
             cache: cache?,
+            caller: caller?,
         })
     }
 }

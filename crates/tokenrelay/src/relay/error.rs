@@ -40,6 +40,9 @@ pub(crate) enum Kind {
         "cross-site request without an allowed Origin (Sec-Fetch-Site): only pages of allowed origins may call this relay"
     )]
     CrossSiteForbidden,
+    /// The cause (expired, wrong audience, replayed…) goes to the log only.
+    #[error("this route needs proof of the caller: sign in, or complete the challenge, and retry")]
+    CallerUnauthorized,
     #[error("too many requests; retry after {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
     #[error("request body is larger than the limit of {0} bytes (relay.max_request_bytes)")]
@@ -79,6 +82,7 @@ impl RelayError {
             Kind::PathRejected(_) => "path_rejected",
             Kind::QueryRejected(_) => "query_rejected",
             Kind::OriginForbidden | Kind::CrossSiteForbidden => "origin_forbidden",
+            Kind::CallerUnauthorized => "caller_unauthorized",
             Kind::RateLimited { .. } => "rate_limited",
             Kind::BodyTooLarge(_) => "body_too_large",
             Kind::BodyUnreadable => "body_unreadable",
@@ -99,6 +103,7 @@ impl RelayError {
                 StatusCode::BAD_REQUEST
             }
             Kind::OriginForbidden | Kind::CrossSiteForbidden => StatusCode::FORBIDDEN,
+            Kind::CallerUnauthorized => StatusCode::UNAUTHORIZED,
             Kind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,

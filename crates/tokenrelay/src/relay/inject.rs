@@ -95,6 +95,7 @@ mod tests {
                 path_params: false,
                 forward_range: false,
                 cache: None,
+                caller: None,
             }],
             inject,
             headers: vec![(

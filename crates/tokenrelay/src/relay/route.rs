@@ -46,6 +46,7 @@ mod tests {
                     path_params: false,
                     forward_range: false,
                     cache: None,
+                    caller: None,
                 })
                 .collect(),
             inject: Inject::Query { name: "key".into() },

@@ -18,7 +18,7 @@ use url::Url;
 use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
 use keys::KeyNamer;
-pub(crate) use keys::{CacheKeys, TokenKeys};
+pub(crate) use keys::{CacheKeys, SessionKey, TokenKeys};
 pub(crate) use lease::{Backoff, Lease};
 use local::LocalStore;
 use seal::Sealer;
@@ -254,6 +254,16 @@ impl Store {
         self.namer.rate(upstream, client, window)
     }
 
+    /// The key relay session cookies are signed with, derived from the store's secret.
+    pub(crate) fn session_key(&self) -> &SessionKey {
+        self.namer.session_key()
+    }
+
+    /// A caller's subject as a keyed hash ([`KeyNamer::subject`]).
+    pub(crate) fn subject(&self, subject: &str) -> String {
+        self.namer.subject(subject)
+    }
+
     /// The keys of `upstream`'s cached answer named by `identity`.
     pub(crate) fn cache_keys(&self, upstream: &str, identity: &str) -> CacheKeys {
         self.namer.cache_keys(upstream, identity)
@@ -473,4 +483,11 @@ mod tests {
         .await
         .unwrap();
     }
+}
+
+/// A session key as a store keyed by `secret` derives it, for tests of the
+/// session cookie.
+#[cfg(test)]
+pub(crate) fn test_session_key(secret: &[u8]) -> SessionKey {
+    KeyNamer::new(secret).session_key().clone()
 }
