@@ -13,6 +13,7 @@
 //! changes (token rotation, rate limits, stale-while-revalidate, cold path).
 
 pub mod cache_checks;
+pub mod caller_checks;
 pub mod checks;
 mod fixture;
 pub mod frozen;
