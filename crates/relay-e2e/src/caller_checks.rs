@@ -163,7 +163,10 @@ pub async fn jwt_caller(shell: &Shell, fx: &Fixture, callers: &Callers) -> anyho
     }
     for r in fx.api.requests().iter().filter(|r| r.path().starts_with("/v3/echo/me")) {
         let auth = r.header("authorization").unwrap_or_default();
-        ensure!(auth.starts_with("Bearer tok_"), "the upstream got the visitor's Authorization, not the relay's token: {auth}");
+        ensure!(
+            auth.starts_with("Bearer tok_"),
+            "the upstream got the visitor's Authorization, not the relay's token: {auth}"
+        );
         ensure!(r.header("cookie").is_none(), "a cookie reached the upstream");
     }
     let forged = "tokenrelay_session=v1.9999999999.c3ViamVjdA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";

@@ -78,6 +78,8 @@ pub(super) struct RawRateLimit {
     pub window: Duration,
     /// Site-wide only: `[relay] rate_limit`.
     pub ipv6_prefix: Option<u8>,
+    /// `"ip"` (default) or `"caller"`: whom the limit counts (`relay::caller`).
+    pub per: Option<String>,
 }
 
 /// `[upstreams.<name>.relay]`.

@@ -12,11 +12,11 @@
 //!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream; a
+//! 4. `caller`: on a route with `caller`, a valid relay session cookie, or
+//!    a login's JWT or a Turnstile token that earns one (401);
+//! 5. `rate_limit`: per client (IPv4 address, IPv6 /64, or with `per = "caller"` the proven caller) and upstream; a
 //!    client's first request of a window on an instance is counted in the
 //!    store, the rest are decided in memory and synced in the background (429);
-//! 5. `caller`: on a route with `caller`, a valid relay session cookie, or
-//!    a login's JWT or a Turnstile token that earns one (401);
 //! 6. the body, buffered up to `relay.max_request_bytes` (413); none on a
 //!    `GET` or `HEAD` (400: the cache could not key an answer to it);
 //! 7. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
@@ -275,7 +275,17 @@ impl Relay {
             timeout: settings.timeout,
             chores: &record.chores,
         };
-        let cache_read = match self.limiter.decide(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0))? {
+        let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
+        // Before the rate limit, which may count per caller.
+        let admitted = match &route.caller {
+            Some(policy) => {
+                let (http, store) = (self.broker.http(), self.broker.store());
+                Some(self.caller.admit(http, store, upstream.name(), policy, &parts.headers, ip).await?)
+            }
+            None => None,
+        };
+        let subject = admitted.as_ref().map(|a| a.subject.as_str());
+        let cache_read = match self.limiter.decide(upstream.name(), ip, subject)? {
             rate_limit::Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     record.chores.add(sync);
@@ -283,14 +293,6 @@ impl Relay {
                 None
             }
             rate_limit::Verdict::Count(counting) => self.count(&out, route, counting).await?,
-        };
-        let admitted = match &route.caller {
-            Some(policy) => {
-                let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
-                let store = self.broker.store();
-                Some(self.caller.admit(self.broker.http(), store, upstream.name(), policy, &parts.headers, ip).await?)
-            }
-            None => None,
         };
         out.body = read_body(&out.method, &parts.headers, body, settings.max_request_bytes).await?;
         let mut response = match route.cache {

@@ -34,7 +34,6 @@ pub const TURNSTILE_HEADER: HeaderName = HeaderName::from_static("cf-turnstile-r
 pub(super) struct Admitted {
     /// The keyed hash of the login's `sub`, or of a Turnstile session's own
     /// random id; never the subject in clear.
-    #[allow(dead_code)] // Read by per-caller rate limits.
     pub(super) subject: String,
     pub(super) set_cookie: Option<HeaderValue>,
 }

@@ -50,7 +50,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
-use crate::config::relay::RateLimit;
+use crate::config::relay::{Per, RateLimit};
 use client::Client;
 pub(super) use sync::{Counting, SyncChore};
 
@@ -141,12 +141,19 @@ impl RateLimiter {
         }
     }
 
-    /// Decides this request against `upstream`'s limit for `ip` in memory
-    /// when this instance's knowledge of the client is recent, else says
-    /// what to count in the store first.
-    pub(super) fn decide(&self, upstream: &str, ip: Option<IpAddr>) -> Result<Verdict, RelayError> {
+    /// Decides this request against `upstream`'s limit for `ip` (or, on an
+    /// upstream counting per caller, for `caller`, the proven caller's keyed
+    /// hash) in memory when this instance's knowledge of the client is
+    /// recent, else says what to count in the store first.
+    pub(super) fn decide(
+        &self,
+        upstream: &str,
+        ip: Option<IpAddr>,
+        caller: Option<&str>,
+    ) -> Result<Verdict, RelayError> {
         let Some(counter) = self.shared.upstreams.get(upstream) else { return Ok(Verdict::Admitted(None)) };
-        let client = Client::of(ip, self.shared.ipv6_prefix);
+        let by_caller = caller.filter(|_| counter.limit.per == Per::Caller).and_then(Client::caller);
+        let client = by_caller.unwrap_or_else(|| Client::of(ip, self.shared.ipv6_prefix));
         if client == Client::Unknown {
             static SAID: Once = Once::new();
             SAID.call_once(|| {
@@ -268,7 +275,7 @@ routes = [{{ path = "/**" }}]
     /// told to, and run a due sync (here before returning, as the request's
     /// chore would run before its answer ends).
     async fn check(limiter: &RateLimiter, ip: Option<IpAddr>) -> Result<(), RelayError> {
-        match limiter.decide("api", ip)? {
+        match limiter.decide("api", ip, None)? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     sync.await;
@@ -418,15 +425,18 @@ routes = [{{ path = "/**" }}]
             let visitor = ip("203.0.113.7");
             check(&a, visitor).await.unwrap();
             let learned = tally(&a, Client::of(visitor, 64)).learned_at;
-            match a.decide("api", visitor).unwrap() {
+            match a.decide("api", visitor, None).unwrap() {
                 Verdict::Admitted(None) => {}
                 _ => panic!("decided in memory, no sync due within the interval"),
             }
             a.shared.synced_at.fetch_sub(interval_ms() + 1, std::sync::atomic::Ordering::AcqRel);
-            let Verdict::Admitted(Some(sync)) = a.decide("api", visitor).unwrap() else {
+            let Verdict::Admitted(Some(sync)) = a.decide("api", visitor, None).unwrap() else {
                 panic!("admitted in memory with a sync due")
             };
-            assert!(a.decide("api", visitor).is_ok_and(|v| matches!(v, Verdict::Admitted(None))), "one sync at a time");
+            assert!(
+                a.decide("api", visitor, None).is_ok_and(|v| matches!(v, Verdict::Admitted(None))),
+                "one sync at a time"
+            );
             sync.await;
             let t = tally(&a, Client::of(visitor, 64));
             assert_eq!((t.known, t.pending), (4, 0), "the sync sent what was pending and learned the total");
