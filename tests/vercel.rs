@@ -106,6 +106,7 @@ async fn vercel_function_asks_callers_for_proof() {
             Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         relay_e2e::caller_checks::jwt_caller(&shell, &fx, &callers).await.context("JWT caller")?;
         relay_e2e::caller_checks::turnstile_caller(&shell, &callers).await.context("Turnstile caller")?;
+        relay_e2e::caller_checks::per_caller_rate_limit(&shell, &callers).await.context("per-caller rate limit")?;
         fx.assert_no_secrets("the responses", &shell.transcript())?;
         Ok(())
     })

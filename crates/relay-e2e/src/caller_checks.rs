@@ -21,13 +21,15 @@ const AUDIENCE: &str = "tokenrelay-e2e";
 const TURNSTILE_SECRET: &str = "turnstile-secret-e2e";
 /// The `challenged` upstream's session lifetime: short, so expiry is seen.
 const SESSION_SECS: u64 = 2;
+/// Requests per caller in the `counted` upstream's window.
+const PER_CALLER: u32 = 2;
 /// How long node gets to start the issuer.
 const ISSUER_READY: Duration = Duration::from_secs(20);
 /// The issuer script, from the repository root.
 const ISSUER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/caller/issuer.mjs");
 
-/// `signed` asks for a login's JWT, `challenged` for a Turnstile token; both
-/// count requests per caller, not per address.
+/// `signed` asks for a login's JWT, `challenged` for a Turnstile token;
+/// `counted` asks for a JWT and limits each caller to [`PER_CALLER`] requests.
 const CONFIG: &str = r#"
 [upstreams.signed]
 base_url = "{api}"
@@ -35,6 +37,14 @@ token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = {
 
 [upstreams.signed.relay]
 headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{jwks}", issuer = "{issuer}", audience = "{audience}" } } }]
+
+[upstreams.counted]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.counted.relay]
+rate_limit = { requests = {per_caller}, window = "1h", per = "caller" }
 routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{jwks}", issuer = "{issuer}", audience = "{audience}" } } }]
 
 [upstreams.challenged]
@@ -82,7 +92,8 @@ impl Callers {
             .replace("{issuer}", &issuer)
             .replace("{audience}", AUDIENCE)
             .replace("{siteverify}", &siteverify.url())
-            .replace("{session}", &SESSION_SECS.to_string());
+            .replace("{session}", &SESSION_SECS.to_string())
+            .replace("{per_caller}", &PER_CALLER.to_string());
         std::fs::OpenOptions::new().append(true).open(fx.config_path())?.write_all(config.as_bytes())?;
         Ok(Self { _issuer: child, issuer, control, siteverify })
     }
@@ -211,5 +222,26 @@ pub async fn turnstile_caller(shell: &Shell, callers: &Callers) -> anyhow::Resul
     let expired = || async { shell.get(target, &[("Cookie", &cookie)]).await.is_ok_and(|r| r.status == 401) };
     testkit::wait_until("the session expires", Duration::from_secs(SESSION_SECS + 3), expired).await?;
     refused(&shell.get(target, &[("Cookie", &cookie)]).await?, "expired session")?;
+    Ok(())
+}
+
+/// With `per = "caller"`, two people behind one address (these requests
+/// carry none: they share the address-less bucket) have a limit each, and a
+/// session counts as its caller.
+pub async fn per_caller_rate_limit(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let target = "/api/relay/counted/echo/limited";
+    let alice = format!("Bearer {}", callers.login("rs", "alice").await?);
+    let first = shell.get(target, &[("Authorization", &alice)]).await?;
+    ensure!(first.status == 200, "alice's first request: {} {}", first.status, first.text());
+    let session = session_cookie(&first)?;
+    for n in 2..=PER_CALLER {
+        let reply = shell.get(target, &[("Cookie", &session)]).await?;
+        ensure!(reply.status == 200, "alice's request {n} within her limit: {}", reply.status);
+    }
+    let over = shell.get(target, &[("Authorization", &alice)]).await?;
+    ensure!(over.status == 429, "alice is over her limit, token or session: {}", over.status);
+    let bob = format!("Bearer {}", callers.login("es", "bob").await?);
+    let reply = shell.get(target, &[("Authorization", &bob)]).await?;
+    ensure!(reply.status == 200, "bob, from the same address, has his own limit: {} {}", reply.status, reply.text());
     Ok(())
 }

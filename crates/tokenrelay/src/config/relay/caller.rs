@@ -268,7 +268,8 @@ routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
         assert_eq!(p.len(), 2, "{p:#?}");
         let p = problems(&text("visitor", &format!(", {jwt}")));
         assert!(p.iter().any(|m| m.contains("per must be \"ip\" or \"caller\"")), "{p:#?}");
-        let site_wide_ok = text("caller", &format!(", {jwt}")).replace(", per = \"caller\" }\n\n[upstreams", " }\n\n[upstreams");
+        let site_wide_ok =
+            text("caller", &format!(", {jwt}")).replace(", per = \"caller\" }\n\n[upstreams", " }\n\n[upstreams");
         let c = Config::parse(&site_wide_ok, "tokenrelay.toml", &env).unwrap();
         let limit = c.upstreams["api"].relay.as_ref().unwrap().rate_limit.unwrap();
         assert_eq!(limit.per, crate::config::relay::Per::Caller);
