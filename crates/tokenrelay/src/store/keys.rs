@@ -80,6 +80,12 @@ impl SessionKey {
     pub(crate) fn mac(&self) -> HmacSha256 {
         self.0.clone()
     }
+
+    /// The key a store keyed by `secret` derives, for tests of the session cookie.
+    #[cfg(test)]
+    pub(crate) fn derived_from(secret: &[u8]) -> Self {
+        KeyNamer::new(secret).1
+    }
 }
 
 impl std::fmt::Debug for KeyNamer {

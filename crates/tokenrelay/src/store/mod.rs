@@ -484,10 +484,3 @@ mod tests {
         .unwrap();
     }
 }
-
-/// A session key as a store keyed by `secret` derives it, for tests of the
-/// session cookie.
-#[cfg(test)]
-pub(crate) fn test_session_key(secret: &[u8]) -> SessionKey {
-    KeyNamer::new(secret).session_key().clone()
-}

@@ -86,12 +86,11 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SessionKey;
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
 
     fn key(secret: &[u8]) -> SessionKey {
-        crate::store::test_session_key(secret)
+        SessionKey::derived_from(secret)
     }
 
     fn sessions<'a>(key: &'a SessionKey, upstream: &'a str, binding: &'a str) -> Sessions<'a> {
