@@ -69,8 +69,9 @@ pub(super) struct Jwks {
 
 #[derive(Debug, Default)]
 struct Issuer {
-    /// The keys and when they were fetched.
-    keys: Mutex<Option<(Arc<JwkSet>, Instant)>>,
+    /// The keys last fetched, and when the last fetch was tried (also a
+    /// failed one: an issuer that is down is asked once per floor).
+    keys: Mutex<(Option<Arc<JwkSet>>, Option<Instant>)>,
     /// Held by the one request of this process that fetches.
     flight: tokio::sync::Mutex<()>,
 }
@@ -115,31 +116,29 @@ impl Issuer {
     /// The key named `kid` (or the only key, for a token without one),
     /// fetching the set when it is unknown and the floor allows.
     async fn key(&self, http: &reqwest::Client, url: &Url, kid: Option<&str>) -> Result<Jwk, Refusal> {
-        let asked = Instant::now();
-        if let Some(jwk) = self.cached().and_then(|(set, _)| find(&set, kid)) {
+        if let Some(jwk) = self.cached().0.and_then(|set| find(&set, kid)) {
             return Ok(jwk);
         }
         let _flight = self.flight.lock().await;
         // Whoever held the flight may have fetched what this request needs.
-        let cached = self.cached();
-        if let Some((set, fetched)) = &cached {
-            if let Some(jwk) = find(set, kid) {
-                return Ok(jwk);
-            }
-            if *fetched >= asked || fetched.elapsed() < REFETCH_FLOOR {
-                return Err(Refusal::UnknownKey);
-            }
+        let (set, tried) = self.cached();
+        if let Some(jwk) = set.as_deref().and_then(|set| find(set, kid)) {
+            return Ok(jwk);
         }
+        if tried.is_some_and(|t| t.elapsed() < REFETCH_FLOOR) {
+            return Err(if set.is_some() { Refusal::UnknownKey } else { Refusal::JwksUnavailable });
+        }
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).1 = Some(Instant::now());
         let set = fetch(http, url).await.map_err(|why| {
             tracing::warn!(jwks_url = %url, why, "JWKS fetch failed");
             Refusal::JwksUnavailable
         })?;
         let set = Arc::new(set);
-        *self.keys.lock().unwrap_or_else(PoisonError::into_inner) = Some((set.clone(), Instant::now()));
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).0 = Some(set.clone());
         find(&set, kid).ok_or(Refusal::UnknownKey)
     }
 
-    fn cached(&self) -> Option<(Arc<JwkSet>, Instant)> {
+    fn cached(&self) -> (Option<Arc<JwkSet>>, Option<Instant>) {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
@@ -214,6 +213,58 @@ mod tests {
         );
         assert!(!key_fits(&rsa_hs, Algorithm::RS256), "the key's own alg wins");
         assert!(!key_fits(&rsa, Algorithm::HS256));
+    }
+
+    /// A JWKS endpoint on loopback answering `body` to every request, counting them.
+    async fn jwks_server(body: &'static str) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap()).parse().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                // Slow enough that concurrent requests overlap the fetch.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, hits)
+    }
+
+    /// `{"alg":"RS256","kid":<kid>}` over empty claims, unsigned: enough to
+    /// reach the key lookup.
+    fn token_with_kid(kid: &str) -> String {
+        use base64::Engine as _;
+        let header = serde_json::json!({ "alg": "RS256", "kid": kid }).to_string();
+        format!("{}.e30.c2ln", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header))
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_fetch_the_jwks_once_per_floor() {
+        let (url, hits) = jwks_server(r#"{"keys":[{"kty":"RSA","kid":"known","n":"AQAB","e":"AQAB"}]}"#).await;
+        let (jwks, http) = (Jwks::default(), reqwest::Client::new());
+        let verify = |kid: &'static str| {
+            let (jwks, http, url) = (&jwks, &http, &url);
+            async move { jwks.verify(http, url, "i", "a", &token_with_kid(kid)).await }
+        };
+        let (a, b, c) = tokio::join!(verify("stray-1"), verify("stray-2"), verify("stray-3"));
+        for refused in [a, b, c] {
+            assert_eq!(refused.unwrap_err(), Refusal::UnknownKey);
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "single flight");
+        assert_eq!(verify("stray-4").await.unwrap_err(), Refusal::UnknownKey);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "no refetch within the floor");
+        // The known key is found (its signature then fails), from memory.
+        assert_eq!(verify("known").await.unwrap_err(), Refusal::Invalid);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
