@@ -108,6 +108,7 @@ async fn vercel_function_asks_callers_for_proof() {
         relay_e2e::caller_checks::turnstile_caller(&shell, &callers).await.context("Turnstile caller")?;
         relay_e2e::caller_checks::per_caller_rate_limit(&shell, &callers).await.context("per-caller rate limit")?;
         fx.assert_no_secrets("the responses", &shell.transcript())?;
+        relay_e2e::caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")?;
         Ok(())
     })
     .await;

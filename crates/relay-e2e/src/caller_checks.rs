@@ -13,7 +13,7 @@ use testkit::Siteverify;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::{Fixture, Reply, Shell};
+use crate::{Fixture, Logs, Reply, Shell};
 
 /// The audience the `signed` upstream's tokens must carry.
 const AUDIENCE: &str = "tokenrelay-e2e";
@@ -80,7 +80,7 @@ impl Callers {
         let line = tokio::time::timeout(ISSUER_READY, BufReader::new(stdout).lines().next_line())
             .await
             .context("the issuer did not start in time")??
-            .context("the issuer exited before it listened")?;
+            .context("the issuer exited before it listened: is oauth2-mock-server installed (npm ci)?")?;
         let ready: Value = serde_json::from_str(&line).with_context(|| format!("issuer said {line}"))?;
         let field = |name: &str| ready[name].as_str().map(str::to_owned).with_context(|| format!("{name} in {line}"));
         let (issuer, jwks, control) = (field("issuer")?, field("jwks")?, field("control")?);
@@ -243,5 +243,24 @@ pub async fn per_caller_rate_limit(shell: &Shell, callers: &Callers) -> anyhow::
     let bob = format!("Bearer {}", callers.login("es", "bob").await?);
     let reply = shell.get(target, &[("Authorization", &bob)]).await?;
     ensure!(reply.status == 200, "bob, from the same address, has his own limit: {} {}", reply.status, reply.text());
+    Ok(())
+}
+
+/// Refusals are logged with their cause; no log line holds a secret, the
+/// Turnstile secret included.
+pub fn logs_name_causes_and_no_secrets(logs: &Logs, fx: &Fixture, callers: &Callers) -> anyhow::Result<()> {
+    for line in logs.lines() {
+        fx.assert_no_secrets("a log line", &line)?;
+        ensure!(!line.contains(TURNSTILE_SECRET), "the Turnstile secret is in a log line: {line}");
+        ensure!(!line.contains(&callers.issuer) || !line.contains("eyJ"), "a JWT is in a log line: {line}");
+    }
+    let json = logs.json_lines();
+    for cause in ["jwt_unknown_kid", "jwt_invalid", "timeout-or-duplicate"] {
+        ensure!(
+            json.iter().any(|l| l["message"] == "caller refused" && l["cause"] == cause),
+            "no refusal logged as {cause}"
+        );
+    }
+    ensure!(json.iter().any(|l| l["code"] == "caller_unauthorized"), "refusals are logged with their code");
     Ok(())
 }
