@@ -91,6 +91,29 @@ async fn vercel_function_relays_and_enforces_every_rule() {
     .await;
 }
 
+/// Routes with `caller` serve only a caller with a login's JWT, a Turnstile
+/// token or the relay session either earned (`relay::caller`).
+#[tokio::test]
+async fn vercel_function_asks_callers_for_proof() {
+    bounded(Duration::from_secs(90), async {
+        let fx = Fixture::start().await?;
+        let callers = relay_e2e::caller_checks::Callers::start(&fx).await?;
+        let logs = Logs::default();
+        let mut env = fx.env();
+        env.extend(callers.env());
+        let function = Function::start(&env, &logs).await?;
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
+        relay_e2e::caller_checks::jwt_caller(&shell, &fx, &callers).await.context("JWT caller")?;
+        relay_e2e::caller_checks::turnstile_caller(&shell, &callers).await.context("Turnstile caller")?;
+        relay_e2e::caller_checks::per_caller_rate_limit(&shell, &callers).await.context("per-caller rate limit")?;
+        fx.assert_no_secrets("the responses", &shell.transcript())?;
+        relay_e2e::caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")?;
+        Ok(())
+    })
+    .await;
+}
+
 /// An instance counts a client's first request of the window in the store,
 /// then decides alone and adds its counts in the background: another instance
 /// meeting the client for the first time sees the shared count at once, and

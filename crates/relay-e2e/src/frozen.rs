@@ -11,10 +11,12 @@ use testkit::freeze::{Freeze, Front};
 use crate::fixture::Fixture;
 use crate::http::{Shell, Visitor};
 use crate::scenarios::Figures;
-use crate::{Logs, cache_checks, checks};
+use crate::{Logs, cache_checks, caller_checks, checks};
 
 /// Processes sharing the store in the checklist, as concurrent instances would.
 const CHECKLIST_INSTANCES: usize = 4;
+/// Instances of the caller checklist: a session earned on one is honoured by the other.
+const CALLER_INSTANCES: usize = 2;
 
 /// A platform's function binary, and how that platform runs and reaches it.
 #[derive(Clone, Debug)]
@@ -53,7 +55,17 @@ impl Platform {
         freeze: Freeze,
         logs: &Logs,
     ) -> anyhow::Result<Deployment> {
-        let env = fx.env();
+        self.deploy_with(fx.env(), instances, freeze, logs).await
+    }
+
+    /// Starts `instances` processes on `env`.
+    pub async fn deploy_with(
+        &self,
+        env: Vec<(String, String)>,
+        instances: usize,
+        freeze: Freeze,
+        logs: &Logs,
+    ) -> anyhow::Result<Deployment> {
         let (front, shell) = match self {
             Platform::Vercel(binary) => {
                 let front = Front::vercel(binary, &env, instances, freeze, logs).await?;
@@ -111,6 +123,27 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     checks::logs_are_structured_and_secret_free(&logs.lines(), &logs.json_lines(), &fx).context("logs")
 }
 
+/// The caller-proof checks ([`caller_checks`]) through frozen instances,
+/// with requests spread over them: a session earned on one is honoured by
+/// the others.
+pub async fn caller_checklist(platform: &Platform) -> anyhow::Result<()> {
+    let fx = Fixture::start().await?;
+    let callers = caller_checks::Callers::start(&fx).await?;
+    let logs = Logs::default();
+    let mut env = fx.env();
+    env.extend(callers.env());
+    let deployment = platform.deploy_with(env, CALLER_INSTANCES, Freeze::On, &logs).await?;
+    let shell = &deployment.shell;
+    caller_checks::jwt_caller(shell, &fx, &callers).await.context("JWT caller")?;
+    caller_checks::turnstile_caller(shell, &callers).await.context("Turnstile caller")?;
+    // One instance: counts that other instances admitted in memory are
+    // learned within the rate limit's bound, not at once.
+    let one = deployment.instance(0);
+    caller_checks::per_caller_rate_limit(&one, &callers).await.context("per-caller rate limit")?;
+    fx.assert_no_secrets("the responses", &shell.transcript())?;
+    caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")
+}
+
 /// Prints a scenario's figures (seen with `--nocapture`), then holds them to their targets.
 pub async fn measured<F: Figures>(figures: impl Future<Output = anyhow::Result<F>>) -> anyhow::Result<()> {
     let figures = figures.await?;
@@ -137,6 +170,12 @@ macro_rules! frozen_suite {
         async fn every_check_holds_with_instances_frozen_between_requests() {
             let platform = platform();
             bounded(Duration::from_secs(150), checklist(&platform)).await;
+        }
+
+        #[tokio::test]
+        async fn callers_prove_themselves_with_instances_frozen_between_requests() {
+            let platform = platform();
+            bounded(Duration::from_secs(90), $crate::frozen::caller_checklist(&platform)).await;
         }
 
         #[tokio::test]

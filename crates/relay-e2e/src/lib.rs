@@ -14,6 +14,7 @@
 
 pub mod budget_checks;
 pub mod cache_checks;
+pub mod caller_checks;
 pub mod checks;
 mod fixture;
 pub mod frozen;

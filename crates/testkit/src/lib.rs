@@ -3,7 +3,8 @@
 //! Every piece is real and local: [`RedisServer`] is a throwaway `redis-server`
 //! process, [`Upstash`] runs the Upstash REST protocol in-process in front of it,
 //! [`TokenServer`] is an OAuth2 client-credentials token endpoint and
-//! [`ApiServer`] a third-party API that accepts only that server's live tokens.
+//! [`ApiServer`] a third-party API that accepts only that server's live tokens;
+//! [`Siteverify`] stands in for Cloudflare Turnstile's token check.
 //! All of them listen on free ports on 127.0.0.1 and stop when dropped.
 
 mod api_server;
@@ -11,6 +12,7 @@ pub mod freeze;
 mod logs;
 mod redis_server;
 mod serve;
+mod siteverify;
 mod token_server;
 mod upstash;
 mod wait;
@@ -18,6 +20,7 @@ mod wait;
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
 pub use logs::Logs;
 pub use redis_server::RedisServer;
+pub use siteverify::Siteverify;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;
 pub use wait::{free_port, wait_until};

@@ -78,6 +78,8 @@ pub(super) struct RawRateLimit {
     pub window: Duration,
     /// Site-wide only: `[relay] rate_limit`.
     pub ipv6_prefix: Option<u8>,
+    /// `"ip"` (default) or `"caller"`: whom the limit counts (`relay::caller`).
+    pub per: Option<String>,
 }
 
 /// `[upstreams.<name>.relay]`.
@@ -110,6 +112,8 @@ pub(super) struct RawRoute {
     pub methods: Option<Vec<String>>,
     pub cache_control: Option<String>,
     pub cache: Option<super::route_cache::RawRouteCache>,
+    /// The proof a caller must bring (`relay::caller`).
+    pub caller: Option<super::relay::RawCaller>,
     #[serde(default)]
     pub path_params: bool,
     #[serde(default)]

@@ -14,6 +14,7 @@
 //! This file holds the settings, routes and rate limits; `inject` where the
 //! token and the extra headers go on the upstream request.
 
+mod caller;
 mod inject;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ use super::route_cache;
 pub(crate) use super::route_cache::RouteCache;
 pub(crate) use super::route_pattern::RoutePattern;
 use crate::param::Param;
+pub(crate) use caller::{CallerPolicy, Proof, RawCaller};
 pub(crate) use inject::Inject;
 
 /// Longest time an upstream gets to answer, body included.
@@ -71,11 +73,24 @@ pub(crate) struct RelaySettings {
     pub(crate) timeout: Duration,
 }
 
-/// At most `requests` per client IP and upstream in each `window`.
+/// At most `requests` per client (or caller) and upstream in each `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RateLimit {
     pub(crate) requests: u32,
     pub(crate) window: Duration,
+    pub(crate) per: Per,
+}
+
+/// Whom a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Per {
+    /// The visitor's address (IPv4) or network (IPv6).
+    #[default]
+    Ip,
+    /// The proven caller (a login's `sub`, a Turnstile session), on
+    /// upstreams whose every route has `caller`: two people behind one
+    /// address get a limit each.
+    Caller,
 }
 
 /// At most `requests` upstream calls in each `per` window, counted across
@@ -119,6 +134,8 @@ pub(crate) struct Route {
     pub(crate) cache: Option<RouteCache>,
     /// This route's upstream calls, counted apart from the upstream's budget.
     pub(crate) budget: Option<Budget>,
+    /// The proof the caller must bring (a login's JWT, a Turnstile token).
+    pub(crate) caller: Option<CallerPolicy>,
 }
 
 impl Builder<'_> {
@@ -130,7 +147,12 @@ impl Builder<'_> {
                 Err(why) => self.problems.push(format!("relay.allowed_origins[{i}]: {why}")),
             }
         }
-        let default = RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW };
+        let default = RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW, per: Per::Ip };
+        if raw.rate_limit.as_ref().is_some_and(|r| r.per.is_some()) {
+            self.problems.push(
+                "relay.rate_limit.per: is per upstream: set it in [upstreams.<name>.relay] rate_limit".to_owned(),
+            );
+        }
         let ipv6_prefix = raw.rate_limit.as_ref().and_then(|r| r.ipv6_prefix).unwrap_or(DEFAULT_IPV6_PREFIX);
         if !IPV6_PREFIXES.contains(&ipv6_prefix) {
             self.problems.push(format!(
@@ -168,11 +190,19 @@ impl Builder<'_> {
                 "add at least one route, e.g. { path = \"/search/**\", methods = [\"GET\"] }",
             );
         }
+        let every_route_has_caller = raw.routes.iter().all(|r| r.caller.is_some());
         let routes: Vec<_> = raw.routes.into_iter().enumerate().map(|(i, r)| self.route(upstream, i, r)).collect();
         let inject = self.inject(upstream, raw.inject);
         let headers = self.extra_headers(upstream, raw.headers, inject.as_ref());
         if raw.rate_limit.as_ref().is_some_and(|r| r.ipv6_prefix.is_some()) {
             self.problem(upstream, "relay.rate_limit.ipv6_prefix", "is site-wide: set it in [relay] rate_limit");
+        }
+        if raw.rate_limit.as_ref().is_some_and(|r| r.per.as_deref() == Some("caller")) && !every_route_has_caller {
+            self.problem(
+                upstream,
+                "relay.rate_limit.per",
+                "\"caller\" needs caller = { … } on every route of the upstream",
+            );
         }
         let rate_limit = match raw.rate_limit.map(rate_limit) {
             None => Some(None),
@@ -218,6 +248,14 @@ impl Builder<'_> {
                 found.into_iter().map(|(_, known)| known).collect()
             }
         };
+        if raw.cache_control.is_some() && raw.caller.is_some() {
+            // A CDN would serve the answer to callers without proof.
+            self.problem(
+                upstream,
+                &format!("{field}.cache_control"),
+                "a route with caller may not set it: a CDN would serve its answers to callers without proof",
+            );
+        }
         let cache_control = match raw.cache_control.map(|v| HeaderValue::from_str(&v)) {
             Some(Ok(v)) => Some(Some(v)),
             Some(Err(_)) => {
@@ -240,6 +278,11 @@ impl Builder<'_> {
             }
             None => Some(None),
         };
+        let caller = match raw.caller.map(|c| self.caller(upstream, &field, c)) {
+            Some(Some(policy)) => Some(Some(policy)),
+            Some(None) => None,
+            None => Some(None),
+        };
         let budget = self.budget(upstream, &format!("{field}.budget"), raw.budget);
         Some(Route {
             pattern: pattern?,
@@ -249,6 +292,7 @@ impl Builder<'_> {
             forward_range: raw.forward_range,
             cache: cache?,
             budget: budget?,
+            caller: caller?,
         })
     }
 
@@ -281,13 +325,18 @@ fn origin(text: &str) -> Result<String, String> {
 }
 
 fn rate_limit(raw: RawRateLimit) -> Result<RateLimit, &'static str> {
+    let per = match raw.per.as_deref() {
+        None | Some("ip") => Per::Ip,
+        Some("caller") => Per::Caller,
+        Some(_) => return Err("per must be \"ip\" or \"caller\""),
+    };
     if raw.requests == 0 {
         return Err("requests must be at least 1");
     }
     if raw.window < Duration::from_secs(1) {
         return Err("window must be at least 1s");
     }
-    Ok(RateLimit { requests: raw.requests, window: raw.window })
+    Ok(RateLimit { requests: raw.requests, window: raw.window, per })
 }
 
 #[cfg(test)]
@@ -327,7 +376,8 @@ routes = [
     fn getty_relay_parses_with_defaults() {
         let config = Config::parse(GETTY, "tokenrelay.toml", &env()).unwrap();
         assert_eq!(config.relay.allowed_origins, ["https://www.example.com"]);
-        assert_eq!(config.relay.rate_limit, RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW });
+        let default = RateLimit { requests: DEFAULT_RATE_REQUESTS, window: DEFAULT_RATE_WINDOW, per: Per::Ip };
+        assert_eq!(config.relay.rate_limit, default);
         assert_eq!(config.relay.ipv6_prefix, DEFAULT_IPV6_PREFIX);
         assert_eq!(config.relay.timeout, DEFAULT_RELAY_TIMEOUT);
         let relay = config.upstreams["getty"].relay.as_ref().unwrap();

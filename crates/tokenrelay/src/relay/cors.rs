@@ -123,7 +123,7 @@ mod tests {
     fn settings() -> RelaySettings {
         RelaySettings {
             allowed_origins: vec!["https://site.example".into()],
-            rate_limit: RateLimit { requests: 1, window: Duration::from_secs(1) },
+            rate_limit: RateLimit { requests: 1, window: Duration::from_secs(1), per: Default::default() },
             ipv6_prefix: 64,
             max_request_bytes: 0,
             max_response_bytes: 0,
@@ -199,6 +199,7 @@ mod tests {
             forward_range: false,
             cache: None,
             budget: None,
+            caller: None,
         };
         let r = preflight(&request, &route);
         assert_eq!(r.status(), StatusCode::NO_CONTENT);

@@ -40,6 +40,9 @@ pub(crate) enum Kind {
         "cross-site request without an allowed Origin (Sec-Fetch-Site): only pages of allowed origins may call this relay"
     )]
     CrossSiteForbidden,
+    /// The cause (expired, wrong audience, replayed…) goes to the log only.
+    #[error("this route needs proof of the caller: sign in, or complete the challenge, and retry")]
+    CallerUnauthorized,
     #[error("too many requests; retry after {}s", retry_after.as_secs())]
     RateLimited { retry_after: Duration },
     #[error("the site's budget of calls to this upstream is spent; retry after {}s", retry_after.as_secs())]
@@ -83,6 +86,7 @@ impl RelayError {
             Kind::PathRejected(_) => "path_rejected",
             Kind::QueryRejected(_) => "query_rejected",
             Kind::OriginForbidden | Kind::CrossSiteForbidden => "origin_forbidden",
+            Kind::CallerUnauthorized => "caller_unauthorized",
             Kind::RateLimited { .. } => "rate_limited",
             Kind::BudgetExhausted { .. } => "budget_exhausted",
             Kind::UpstreamCoolingDown { .. } => "upstream_cooling_down",
@@ -105,6 +109,7 @@ impl RelayError {
                 StatusCode::BAD_REQUEST
             }
             Kind::OriginForbidden | Kind::CrossSiteForbidden => StatusCode::FORBIDDEN,
+            Kind::CallerUnauthorized => StatusCode::UNAUTHORIZED,
             Kind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Kind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::ResponseTooLarge(_) | Kind::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,

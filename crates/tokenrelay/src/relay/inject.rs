@@ -96,6 +96,7 @@ mod tests {
                 forward_range: false,
                 cache: None,
                 budget: None,
+                caller: None,
             }],
             inject,
             headers: vec![(

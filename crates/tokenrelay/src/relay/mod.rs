@@ -12,21 +12,23 @@
 //!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream; a
+//! 4. `caller`: on a route with `caller`, a valid relay session cookie, or
+//!    a login's JWT or a Turnstile token that earns one (401);
+//! 5. `rate_limit`: per client (IPv4 address, IPv6 /64, or with `per = "caller"` the proven caller) and upstream; a
 //!    client's first request of a window on an instance is counted in the
 //!    store, the rest are decided in memory and synced as chores (429);
-//! 5. the body, buffered up to `relay.max_request_bytes` (413); none on a
+//! 6. the body, buffered up to `relay.max_request_bytes` (413); none on a
 //!    `GET` or `HEAD` (400: the cache could not key an answer to it);
-//! 6. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
+//! 7. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
 //!    answered from the shared response cache when it can be, and a miss
 //!    makes one upstream call across instances (the steps below);
-//! 7. `forward`: token from the [`Broker`], `inject`ed, sent with
+//! 8. `forward`: token from the [`Broker`], `inject`ed, sent with
 //!    `relay.timeout`; a 401 invalidates the token and retries once, unless
 //!    the broker keeps the token: then the upstream's 401 is the answer
 //!    (`challenge` reads whether the upstream said the token is revoked);
 //!    `budget` admits each call first: not while `upstream_limits` says the
 //!    upstream asked to wait, nor past the site's budget of calls (503);
-//! 8. `headers` and `scrub`: the response is streamed back with allow-listed
+//! 9. `headers` and `scrub`: the response is streamed back with allow-listed
 //!    headers only, injected credentials redacted in every encoding the
 //!    scrubber knows, within `relay.max_response_bytes`.
 //!
@@ -44,6 +46,7 @@
 mod body;
 mod budget;
 mod cache;
+mod caller;
 mod challenge;
 mod chores;
 mod cors;
@@ -73,6 +76,7 @@ use http_body_util::{BodyExt, Limited};
 
 pub use body::Body;
 pub use cache::purge_cache;
+pub use caller::TURNSTILE_HEADER;
 pub use error::RelayError;
 #[cfg(feature = "shell")]
 pub use logging::init_logging;
@@ -129,6 +133,7 @@ pub struct Relay {
     guard: budget::Guard,
     scrubbers: inject::Scrubbers,
     cache: cache::ResponseCache,
+    caller: std::sync::Arc<caller::Gate>,
 }
 
 /// What is known about a request so far, for the log line. Names are
@@ -153,6 +158,7 @@ impl Relay {
             broker,
             scrubbers: inject::Scrubbers::default(),
             cache: cache::ResponseCache::default(),
+            caller: std::sync::Arc::default(),
         }
     }
 
@@ -280,7 +286,17 @@ impl Relay {
             timeout: settings.timeout,
             chores: &record.chores,
         };
-        let cache_read = match self.limiter.decide(upstream.name(), parts.extensions.get::<ClientIp>().map(|c| c.0))? {
+        let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
+        // Before the rate limit, which may count per caller.
+        let admitted = match &route.caller {
+            Some(policy) => {
+                let (http, store) = (self.broker.http(), self.broker.store());
+                Some(self.caller.admit(http, store, upstream.name(), policy, &parts.headers, ip).await?)
+            }
+            None => None,
+        };
+        let subject = admitted.as_ref().map(|a| a.subject.as_str());
+        let cache_read = match self.limiter.decide(upstream.name(), ip, subject)? {
             rate_limit::Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     record.chores.add(sync);
@@ -290,10 +306,14 @@ impl Relay {
             rate_limit::Verdict::Count(counting) => self.count(&out, route, counting).await?,
         };
         out.body = read_body(&out.method, &parts.headers, body, settings.max_request_bytes).await?;
-        match route.cache {
+        let mut response = match route.cache {
             Some(policy) => cache::serve(self, &out, route, policy, request_id, &mut record.timing, cache_read).await,
             None => self.relay_upstream(&out, route, request_id, &mut record.timing).await,
+        }?;
+        if let Some(cookie) = admitted.and_then(|a| a.set_cookie) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        Ok(response)
     }
 
     /// Counts `out` against its rate limit in the store and decides it. A

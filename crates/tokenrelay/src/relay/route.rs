@@ -47,6 +47,7 @@ mod tests {
                     forward_range: false,
                     cache: None,
                     budget: None,
+                    caller: None,
                 })
                 .collect(),
             inject: Inject::Query { name: "key".into() },

@@ -14,6 +14,9 @@ const PREFIX: &str = "tokenrelay:v1";
 /// Derives the naming key from the store's secret, so that the encryption key
 /// itself is never used for two purposes.
 const DERIVATION_LABEL: &[u8] = b"tokenrelay:v1:key-naming";
+/// Derives the relay session signing key (`relay::caller`) from the same
+/// secret, under its own label.
+const SESSION_LABEL: &[u8] = b"tokenrelay:v1:caller-session";
 /// Bytes of the keyed hash kept in a name: 128 bits.
 const NAME_HASH_LEN: usize = 16;
 
@@ -58,8 +61,32 @@ impl CacheKeys {
     }
 }
 
-/// Names store keys with a key derived from the store's secret.
-pub(crate) struct KeyNamer(HmacSha256);
+/// Names store keys with a key derived from the store's secret, and holds
+/// the relay session key derived from it.
+pub(crate) struct KeyNamer(HmacSha256, SessionKey);
+
+/// The key relay session cookies are signed with (HMAC-SHA256).
+#[derive(Clone)]
+pub(crate) struct SessionKey(HmacSha256);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey([REDACTED])")
+    }
+}
+
+impl SessionKey {
+    /// A fresh MAC under this key.
+    pub(crate) fn mac(&self) -> HmacSha256 {
+        self.0.clone()
+    }
+
+    /// The key a store keyed by `secret` derives, for tests of the session cookie.
+    #[cfg(test)]
+    pub(crate) fn derived_from(secret: &[u8]) -> Self {
+        KeyNamer::new(secret).1
+    }
+}
 
 impl std::fmt::Debug for KeyNamer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +99,19 @@ impl KeyNamer {
     /// key), or without one, the Upstash token.
     pub(crate) fn new(secret: &[u8]) -> Self {
         let derived = mac(secret).chain_update(DERIVATION_LABEL).finalize().into_bytes();
-        Self(mac(&derived))
+        let session = mac(secret).chain_update(SESSION_LABEL).finalize().into_bytes();
+        Self(mac(&derived), SessionKey(mac(&session)))
+    }
+
+    /// The relay session signing key.
+    pub(crate) fn session_key(&self) -> &SessionKey {
+        &self.1
+    }
+
+    /// A caller's subject (a login's `sub`) as the relay keeps it: keyed
+    /// hash, so neither a session cookie nor a store key names the person.
+    pub(crate) fn subject(&self, subject: &str) -> String {
+        self.hash(&format!("subject\n{subject}"))
     }
 
     /// Keys for `upstream` whose credentials are identified by `identity`.

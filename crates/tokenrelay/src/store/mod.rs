@@ -18,7 +18,7 @@ use url::Url;
 use crate::config::{Env, StoreSettings};
 use crate::error::{Error, MissingVar, Result};
 use keys::KeyNamer;
-pub(crate) use keys::{CacheKeys, TokenKeys};
+pub(crate) use keys::{CacheKeys, SessionKey, TokenKeys};
 pub(crate) use lease::{Backoff, Lease};
 use local::LocalStore;
 use seal::Sealer;
@@ -287,6 +287,16 @@ impl Store {
     /// Reads `keys` as they are stored: counters and cooldowns, nothing sealed.
     pub(crate) async fn read_plain(&self, keys: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
         on_backend!(self, b => b.mget(keys))
+    }
+
+    /// The key relay session cookies are signed with, derived from the store's secret.
+    pub(crate) fn session_key(&self) -> &SessionKey {
+        self.namer.session_key()
+    }
+
+    /// A caller's subject as a keyed hash ([`KeyNamer::subject`]).
+    pub(crate) fn subject(&self, subject: &str) -> String {
+        self.namer.subject(subject)
     }
 
     /// The keys of `upstream`'s cached answer named by `identity`.

@@ -3,6 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use base64::Engine as _;
+
+/// Bytes of a caller's keyed hash (`store::keys`).
+const CALLER_ID_LEN: usize = 16;
+
 /// One rate-limit bucket's owner. `Copy` and cheap to hash: the decision on
 /// the request path never formats or allocates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,6 +17,9 @@ pub(super) enum Client {
     /// An IPv6 network: the address with every bit past the prefix cleared,
     /// and the prefix length.
     V6(Ipv6Addr, u8),
+    /// A proven caller (`relay::caller`), by the keyed hash of its subject:
+    /// on upstreams with `rate_limit.per = "caller"`.
+    Caller([u8; CALLER_ID_LEN]),
     /// Every request the platform gave no address for. They share one
     /// bucket, limited like a single client: an address-less request cannot
     /// be used to escape the limit, and the platforms tokenrelay runs on
@@ -40,12 +48,20 @@ impl Client {
         }
     }
 
+    /// The bucket of the caller whose keyed hash (URL-safe base64, as
+    /// `Store::subject` gives it) is `subject`.
+    pub(super) fn caller(subject: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(subject).ok()?;
+        bytes.try_into().ok().map(Client::Caller)
+    }
+
     /// The bucket's name for its shared counter key (which hashes it). Only
     /// built when counts are synced, never per request.
     pub(super) fn name(self) -> String {
         match self {
             Client::V4(a) => a.to_string(),
             Client::V6(net, prefix) => format!("{net}/{prefix}"),
+            Client::Caller(id) => format!("caller:{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)),
             Client::Unknown => "unknown".to_owned(),
             Client::Crowd => "crowd".to_owned(),
         }
@@ -84,6 +100,16 @@ mod tests {
         assert_eq!(Client::of(None, 64), Client::Unknown);
         assert_ne!(Client::Unknown.name(), of("0.0.0.0", 64).name());
         assert_ne!(Client::Unknown.name(), of("::", 64).name());
+    }
+
+    #[test]
+    fn callers_are_buckets_of_their_own() {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 16]);
+        let caller = Client::caller(&id).unwrap();
+        assert_eq!(caller.name(), format!("caller:{id}"));
+        assert_ne!(Client::caller(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([8u8; 16])), Some(caller));
+        assert_eq!(Client::caller("not base64!"), None);
+        assert_eq!(Client::caller("AAAA"), None, "not a keyed hash's length");
     }
 
     #[test]

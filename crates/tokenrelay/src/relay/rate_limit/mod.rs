@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::error::{Kind, RelayError};
 use super::upstream_limits::Cooldowns;
 use crate::broker::Broker;
+use crate::config::relay::Per;
 use crate::store::Store;
 use client::Client;
 pub(super) use sync::{Counting, SyncChore};
@@ -83,7 +84,7 @@ struct Shared {
     /// Every rate limit and budget, fixed at start.
     counters: Vec<Counter>,
     /// Each relayed upstream's rate limit, as an index into `counters`.
-    rate_limits: HashMap<String, usize>,
+    rate_limits: HashMap<String, (usize, Per)>,
     /// Each upstream's budgets, as indexes into `counters`.
     budgets: HashMap<String, Budgets>,
     /// The upstreams' cooldowns, read from the store with every sync.
@@ -169,7 +170,7 @@ impl RateLimiter {
         };
         for (name, relay) in broker.config().upstreams.iter().filter_map(|(n, u)| Some((n, u.relay.as_ref()?))) {
             let limit = relay.rate_limit.unwrap_or(settings.rate_limit);
-            rate_limits.insert(name.clone(), add(name, None, u64::from(limit.requests), limit.window));
+            rate_limits.insert(name.clone(), (add(name, None, u64::from(limit.requests), limit.window), limit.per));
             let own = budgets.entry(name.clone()).or_default();
             if let Some(b) = relay.budget {
                 own.upstream = Some(add(name, None, b.requests, b.per));
@@ -197,12 +198,19 @@ impl RateLimiter {
         }
     }
 
-    /// Decides this request against `upstream`'s limit for `ip` in memory
-    /// when this instance's knowledge of the client is recent, else says
-    /// what to count in the store first.
-    pub(super) fn decide(&self, upstream: &str, ip: Option<IpAddr>) -> Result<Verdict, RelayError> {
-        let Some(&counter) = self.shared.rate_limits.get(upstream) else { return Ok(Verdict::Admitted(None)) };
-        let client = Client::of(ip, self.shared.ipv6_prefix);
+    /// Decides this request against `upstream`'s limit for `ip` (or, on an
+    /// upstream counting per caller, for `caller`, the proven caller's keyed
+    /// hash) in memory when this instance's knowledge of the client is
+    /// recent, else says what to count in the store first.
+    pub(super) fn decide(
+        &self,
+        upstream: &str,
+        ip: Option<IpAddr>,
+        caller: Option<&str>,
+    ) -> Result<Verdict, RelayError> {
+        let Some(&(counter, per)) = self.shared.rate_limits.get(upstream) else { return Ok(Verdict::Admitted(None)) };
+        let by_caller = caller.filter(|_| per == Per::Caller).and_then(Client::caller);
+        let client = by_caller.unwrap_or_else(|| Client::of(ip, self.shared.ipv6_prefix));
         if client == Client::Unknown {
             static SAID: Once = Once::new();
             SAID.call_once(|| {
@@ -382,7 +390,7 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
     /// told to, and run a due sync (here before returning, as the request's
     /// chore would run before its answer ends).
     async fn check(limiter: &RateLimiter, ip: Option<IpAddr>) -> Result<(), RelayError> {
-        match limiter.decide("api", ip)? {
+        match limiter.decide("api", ip, None)? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     sync.await;
@@ -452,7 +460,8 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
     #[test]
     fn clients_past_the_bound_share_one_bucket_and_old_windows_make_room() {
         let mut tallies = HashMap::new();
-        let v6 = |n: u128| Bucket::Client(Client::of(Some(IpAddr::V6((0x2001_0db8_0001_u128 << 80 | n << 64).into())), 64));
+        let v6 =
+            |n: u128| Bucket::Client(Client::of(Some(IpAddr::V6((0x2001_0db8_0001_u128 << 80 | n << 64).into())), 64));
         for n in 0..MAX_CLIENTS as u128 {
             let c = tracked(&mut tallies, v6(n), 7, "api");
             assert_eq!(c, v6(n));
@@ -550,15 +559,18 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
             let visitor = ip("203.0.113.7");
             check(&a, visitor).await.unwrap();
             let learned = tally(&a, Client::of(visitor, 64)).learned_at;
-            match a.decide("api", visitor).unwrap() {
+            match a.decide("api", visitor, None).unwrap() {
                 Verdict::Admitted(None) => {}
                 _ => panic!("decided in memory, no sync due within the interval"),
             }
             a.shared.synced_at.fetch_sub(interval_ms() + 1, std::sync::atomic::Ordering::AcqRel);
-            let Verdict::Admitted(Some(sync)) = a.decide("api", visitor).unwrap() else {
+            let Verdict::Admitted(Some(sync)) = a.decide("api", visitor, None).unwrap() else {
                 panic!("admitted in memory with a sync due")
             };
-            assert!(a.decide("api", visitor).is_ok_and(|v| matches!(v, Verdict::Admitted(None))), "one sync at a time");
+            assert!(
+                a.decide("api", visitor, None).is_ok_and(|v| matches!(v, Verdict::Admitted(None))),
+                "one sync at a time"
+            );
             sync.await;
             let t = tally(&a, Client::of(visitor, 64));
             assert_eq!((t.known, t.pending), (4, 0), "the sync sent what was pending and learned the total");

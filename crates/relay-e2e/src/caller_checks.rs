@@ -1,0 +1,266 @@
+//! Caller proof (`caller` on a route): a login's JWT from a real third-party
+//! issuer (`oauth2-mock-server`, run by node from
+//! `tests/fixtures/caller/issuer.mjs`), a Turnstile token checked with a
+//! siteverify stand-in, and the relay session cookie either earns.
+
+use std::io::Write as _;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use serde_json::{Value, json};
+use testkit::Siteverify;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::{Fixture, Logs, Reply, Shell};
+
+/// The audience the `signed` upstream's tokens must carry.
+const AUDIENCE: &str = "tokenrelay-e2e";
+/// The Turnstile secret, as the `challenged` upstream reads it from the environment.
+const TURNSTILE_SECRET: &str = "turnstile-secret-e2e";
+/// The `challenged` upstream's session lifetime: short, so expiry is seen.
+const SESSION_SECS: u64 = 2;
+/// Requests per caller in the `counted` upstream's window.
+const PER_CALLER: u32 = 2;
+/// How long node gets to start the issuer.
+const ISSUER_READY: Duration = Duration::from_secs(20);
+/// The issuer script, from the repository root.
+const ISSUER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/caller/issuer.mjs");
+
+/// `signed` asks for a login's JWT, `challenged` for a Turnstile token;
+/// `counted` asks for a JWT and limits each caller to [`PER_CALLER`] requests.
+const CONFIG: &str = r#"
+[upstreams.signed]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.signed.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{jwks}", issuer = "{issuer}", audience = "{audience}" } } }]
+
+[upstreams.counted]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.counted.relay]
+rate_limit = { requests = {per_caller}, window = "1h", per = "caller" }
+routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{jwks}", issuer = "{issuer}", audience = "{audience}" } } }]
+
+[upstreams.challenged]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.challenged.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [{ path = "/echo/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}" }, session = "{session}s" } }]
+"#;
+
+/// The login provider and the siteverify stand-in; stop when dropped.
+pub struct Callers {
+    _issuer: Child,
+    issuer: String,
+    control: String,
+    pub siteverify: Siteverify,
+}
+
+impl Callers {
+    /// Starts both and adds the `signed` and `challenged` upstreams to `fx`'s
+    /// config; start the functions after this.
+    pub async fn start(fx: &Fixture) -> anyhow::Result<Self> {
+        let mut child = Command::new("node")
+            .arg(ISSUER_SCRIPT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node (the caller tests need node and `npm ci`'s oauth2-mock-server)")?;
+        let stdout = child.stdout.take().context("issuer stdout")?;
+        let line = tokio::time::timeout(ISSUER_READY, BufReader::new(stdout).lines().next_line())
+            .await
+            .context("the issuer did not start in time")??
+            .context("the issuer exited before it listened: is oauth2-mock-server installed (npm ci)?")?;
+        let ready: Value = serde_json::from_str(&line).with_context(|| format!("issuer said {line}"))?;
+        let field = |name: &str| ready[name].as_str().map(str::to_owned).with_context(|| format!("{name} in {line}"));
+        let (issuer, jwks, control) = (field("issuer")?, field("jwks")?, field("control")?);
+        let siteverify = Siteverify::start(TURNSTILE_SECRET).await?;
+        let config = CONFIG
+            .replace("{api}", &fx.api.url())
+            .replace("{token_url}", &fx.tokens.url())
+            .replace("{jwks}", &jwks)
+            .replace("{issuer}", &issuer)
+            .replace("{audience}", AUDIENCE)
+            .replace("{siteverify}", &siteverify.url())
+            .replace("{session}", &SESSION_SECS.to_string())
+            .replace("{per_caller}", &PER_CALLER.to_string());
+        std::fs::OpenOptions::new().append(true).open(fx.config_path())?.write_all(config.as_bytes())?;
+        Ok(Self { _issuer: child, issuer, control, siteverify })
+    }
+
+    /// What the functions need besides [`Fixture::env`].
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("TURNSTILE_SECRET".into(), TURNSTILE_SECRET.into())]
+    }
+
+    /// A token signed by key `kid` with `claims` over the issuer's defaults.
+    async fn sign(&self, kid: &str, claims: Value, expires_in: i64) -> anyhow::Result<String> {
+        let body = json!({ "kid": kid, "claims": claims, "expiresIn": expires_in });
+        let reply = reqwest::Client::new().post(format!("{}/sign", self.control)).json(&body).send().await?;
+        ensure!(reply.status().is_success(), "signing failed: {}", reply.text().await?);
+        Ok(reply.text().await?)
+    }
+
+    /// A valid token for `sub`, signed with `kid`.
+    async fn login(&self, kid: &str, sub: &str) -> anyhow::Result<String> {
+        self.sign(kid, json!({ "aud": AUDIENCE, "sub": sub }), 600).await
+    }
+}
+
+/// The `name=value` of a reply's session cookie, as a browser sends it back.
+fn session_cookie(reply: &Reply) -> anyhow::Result<String> {
+    let set = reply.header("set-cookie").with_context(|| format!("no Set-Cookie in {}", reply.status))?;
+    Ok(set.split(';').next().unwrap_or_default().to_owned())
+}
+
+fn refused(reply: &Reply, what: &str) -> anyhow::Result<()> {
+    ensure!(
+        reply.status == 401 && reply.error_code().as_deref() == Some("caller_unauthorized"),
+        "{what}: expected 401 caller_unauthorized, got {} {}",
+        reply.status,
+        reply.text()
+    );
+    ensure!(reply.header("set-cookie").is_none(), "{what}: a refusal sets no session");
+    Ok(())
+}
+
+/// Valid tokens of every accepted algorithm pass; expired, foreign-audience,
+/// foreign-issuer, unknown-key and `alg=none` tokens are refused; a passing
+/// token earns a session that needs no token; the visitor's token and
+/// cookie never reach the upstream.
+pub async fn jwt_caller(shell: &Shell, fx: &Fixture, callers: &Callers) -> anyhow::Result<()> {
+    let target = "/api/relay/signed/echo/me";
+    refused(&shell.get(target, &[]).await?, "no token")?;
+    for kid in ["rs", "es", "ed"] {
+        let jwt = callers.login(kid, "alice").await?;
+        let reply = shell.get(target, &[("Authorization", &format!("Bearer {jwt}"))]).await?;
+        ensure!(reply.status == 200, "a valid {kid} token passes: {} {}", reply.status, reply.text());
+        let cookie = session_cookie(&reply)?;
+        let set = reply.header("set-cookie").unwrap_or_default();
+        for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/relay/signed"] {
+            ensure!(set.contains(attr), "session cookie lacks {attr}: {set}");
+        }
+        let upstream = reply.json()?;
+        let seen = upstream["headers"].to_string();
+        ensure!(!seen.contains(&jwt), "the visitor's JWT reached the upstream: {seen}");
+        let again = shell.get(target, &[("Cookie", &cookie)]).await?;
+        ensure!(again.status == 200, "the session needs no token: {} {}", again.status, again.text());
+        let seen = again.json()?["headers"].to_string();
+        ensure!(!seen.contains("tokenrelay_session"), "the session cookie reached the upstream: {seen}");
+    }
+    let issuer = callers.issuer.as_str();
+    let bad = [
+        ("expired", callers.sign("rs", json!({ "aud": AUDIENCE, "sub": "a" }), -120).await?),
+        ("wrong audience", callers.sign("rs", json!({ "aud": "someone-else", "sub": "a" }), 600).await?),
+        (
+            "wrong issuer",
+            callers.sign("rs", json!({ "aud": AUDIENCE, "sub": "a", "iss": format!("{issuer}/other") }), 600).await?,
+        ),
+        ("unknown kid", callers.sign("stray", json!({ "aud": AUDIENCE, "sub": "a" }), 600).await?),
+        ("alg=none", unsigned(&callers.login("rs", "a").await?)?),
+    ];
+    for (what, jwt) in bad {
+        refused(&shell.get(target, &[("Authorization", &format!("Bearer {jwt}"))]).await?, what)?;
+    }
+    for r in fx.api.requests().iter().filter(|r| r.path().starts_with("/v3/echo/me")) {
+        let auth = r.header("authorization").unwrap_or_default();
+        ensure!(
+            auth.starts_with("Bearer tok_"),
+            "the upstream got the visitor's Authorization, not the relay's token: {auth}"
+        );
+        ensure!(r.header("cookie").is_none(), "a cookie reached the upstream");
+    }
+    let forged = "tokenrelay_session=v1.9999999999.c3ViamVjdA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    refused(&shell.get(target, &[("Cookie", forged)]).await?, "forged session")?;
+    Ok(())
+}
+
+/// The same claims under `{"alg":"none"}` and without a signature (RFC 7519 §6).
+fn unsigned(jwt: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let claims = jwt.split('.').nth(1).context("a JWT has three parts")?;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    Ok(format!("{header}.{claims}."))
+}
+
+/// A Turnstile token passes once (its replay is refused because siteverify
+/// says `timeout-or-duplicate`), earns a session until it expires, and never
+/// reaches the upstream; a tampered session is refused.
+pub async fn turnstile_caller(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let target = "/api/relay/challenged/echo/search";
+    refused(&shell.get(target, &[]).await?, "no token")?;
+    refused(&shell.get(target, &[("CF-Turnstile-Response", "fail-1")]).await?, "failing token")?;
+    let token = format!("{}{:016x}", Siteverify::PASSING, fastrand::u64(..));
+    let reply = shell.get(target, &[("CF-Turnstile-Response", &token)]).await?;
+    ensure!(reply.status == 200, "a passing token passes: {} {}", reply.status, reply.text());
+    let seen = reply.json()?["headers"].to_string();
+    ensure!(!seen.contains(&token), "the Turnstile token reached the upstream: {seen}");
+    ensure!(!seen.to_lowercase().contains("cf-turnstile-response"), "the proof header reached the upstream: {seen}");
+    let calls = callers.siteverify.calls();
+    let call = calls.last().context("siteverify was asked")?;
+    ensure!(call.get("secret").map(String::as_str) == Some(TURNSTILE_SECRET), "the secret is sent");
+    ensure!(call.get("response") == Some(&token), "the token is sent");
+    refused(&shell.get(target, &[("CF-Turnstile-Response", &token)]).await?, "replayed token")?;
+
+    let cookie = session_cookie(&reply)?;
+    let again = shell.get(target, &[("Cookie", &cookie)]).await?;
+    ensure!(again.status == 200, "the session needs no token: {} {}", again.status, again.text());
+    let mut tampered = cookie.clone();
+    let last = tampered.pop().context("cookie value")?;
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    refused(&shell.get(target, &[("Cookie", &tampered)]).await?, "tampered session")?;
+    let expired = || async { shell.get(target, &[("Cookie", &cookie)]).await.is_ok_and(|r| r.status == 401) };
+    testkit::wait_until("the session expires", Duration::from_secs(SESSION_SECS + 3), expired).await?;
+    refused(&shell.get(target, &[("Cookie", &cookie)]).await?, "expired session")?;
+    Ok(())
+}
+
+/// With `per = "caller"`, two people behind one address (these requests
+/// carry none: they share the address-less bucket) have a limit each, and a
+/// session counts as its caller.
+pub async fn per_caller_rate_limit(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let target = "/api/relay/counted/echo/limited";
+    let alice = format!("Bearer {}", callers.login("rs", "alice").await?);
+    let first = shell.get(target, &[("Authorization", &alice)]).await?;
+    ensure!(first.status == 200, "alice's first request: {} {}", first.status, first.text());
+    let session = session_cookie(&first)?;
+    for n in 2..=PER_CALLER {
+        let reply = shell.get(target, &[("Cookie", &session)]).await?;
+        ensure!(reply.status == 200, "alice's request {n} within her limit: {}", reply.status);
+    }
+    let over = shell.get(target, &[("Authorization", &alice)]).await?;
+    ensure!(over.status == 429, "alice is over her limit, token or session: {}", over.status);
+    let bob = format!("Bearer {}", callers.login("es", "bob").await?);
+    let reply = shell.get(target, &[("Authorization", &bob)]).await?;
+    ensure!(reply.status == 200, "bob, from the same address, has his own limit: {} {}", reply.status, reply.text());
+    Ok(())
+}
+
+/// Refusals are logged with their cause; no log line holds a secret, the
+/// Turnstile secret included.
+pub fn logs_name_causes_and_no_secrets(logs: &Logs, fx: &Fixture, callers: &Callers) -> anyhow::Result<()> {
+    for line in logs.lines() {
+        fx.assert_no_secrets("a log line", &line)?;
+        ensure!(!line.contains(TURNSTILE_SECRET), "the Turnstile secret is in a log line: {line}");
+        ensure!(!line.contains(&callers.issuer) || !line.contains("eyJ"), "a JWT is in a log line: {line}");
+    }
+    let json = logs.json_lines();
+    for cause in ["jwt_unknown_kid", "jwt_invalid", "timeout-or-duplicate"] {
+        ensure!(
+            json.iter().any(|l| l["message"] == "caller refused" && l["cause"] == cause),
+            "no refusal logged as {cause}"
+        );
+    }
+    ensure!(json.iter().any(|l| l["code"] == "caller_unauthorized"), "refusals are logged with their code");
+    Ok(())
+}

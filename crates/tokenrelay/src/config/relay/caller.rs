@@ -1,0 +1,285 @@
+//! A route's caller proof (`caller = { jwt = { … } }` or
+//! `caller = { turnstile = { … } }` on a route), see `relay::caller`.
+//!
+//! ```toml
+//! routes = [
+//!   { path = "/me/**", caller = { jwt = { jwks_url = "https://example.eu.auth0.com/.well-known/jwks.json", issuer = "https://example.eu.auth0.com/", audience = "https://api.example.com" } } },
+//!   { path = "/search/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } }, session = "30m" } },
+//! ]
+//! ```
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+use super::super::Builder;
+use super::super::raw::RawParam;
+use crate::param::Param;
+
+/// How long a relay session lasts after a proof, unless `session` says otherwise.
+pub const DEFAULT_CALLER_SESSION: Duration = Duration::from_secs(30 * 60);
+/// Longest `session` accepted: a proof should be renewed at least daily.
+const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
+/// Cloudflare's Turnstile verification endpoint
+/// (developers.cloudflare.com/turnstile/get-started/server-side-validation).
+pub const TURNSTILE_SITEVERIFY_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
+
+/// `caller = { jwt = { … } }`, `caller = { turnstile = { … } }`, optionally with `session = "30m"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a caller table like { jwt = { … } } or { turnstile = { … } }")]
+pub(crate) struct RawCaller {
+    jwt: Option<RawJwt>,
+    turnstile: Option<RawTurnstile>,
+    #[serde(default, with = "humantime_serde")]
+    session: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    jwks_url: String,
+    issuer: String,
+    audience: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTurnstile {
+    secret: RawParam,
+    siteverify_url: Option<String>,
+}
+
+/// What a route asks of its caller, and how long the relay session that a
+/// proof earns lasts.
+#[derive(Debug)]
+pub(crate) struct CallerPolicy {
+    pub(crate) proof: Proof,
+    pub(crate) session: Duration,
+}
+
+/// The proof a caller brings when it has no valid relay session.
+#[derive(Debug)]
+pub(crate) enum Proof {
+    /// The site's own login: a JWT signed by a key of `jwks_url`.
+    Jwt { jwks_url: Url, issuer: String, audience: String },
+    /// A Cloudflare Turnstile token, checked with `siteverify_url`.
+    Turnstile { secret: SecretString, siteverify_url: Url },
+}
+
+impl Proof {
+    /// What a relay session is bound to: a session earned under one proof
+    /// (or one issuer and audience) is not valid under another.
+    pub(crate) fn binding(&self) -> String {
+        match self {
+            Proof::Jwt { issuer, audience, .. } => format!("jwt\n{issuer}\n{audience}"),
+            Proof::Turnstile { .. } => "turnstile".to_owned(),
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// `field` is the route's, e.g. `relay.routes[0]`.
+    pub(in crate::config) fn caller(&mut self, upstream: &str, field: &str, raw: RawCaller) -> Option<CallerPolicy> {
+        let field = format!("{field}.caller");
+        let session = raw.session.unwrap_or(DEFAULT_CALLER_SESSION);
+        let session_ok = if session < Duration::from_secs(1) || session > MAX_SESSION {
+            self.problem(upstream, &format!("{field}.session"), "must be between 1s and 24h");
+            false
+        } else {
+            true
+        };
+        let proof = match (raw.jwt, raw.turnstile) {
+            (Some(jwt), None) => self.jwt(upstream, &format!("{field}.jwt"), jwt),
+            (None, Some(turnstile)) => self.turnstile(upstream, &format!("{field}.turnstile"), turnstile),
+            _ => {
+                self.problem(upstream, &field, "set exactly one of jwt = { … } or turnstile = { … }");
+                None
+            }
+        };
+        session_ok.then_some(CallerPolicy { proof: proof?, session })
+    }
+
+    fn jwt(&mut self, upstream: &str, field: &str, raw: RawJwt) -> Option<Proof> {
+        let jwks_url = self.proof_url(upstream, &format!("{field}.jwks_url"), &raw.jwks_url);
+        let mut named = true;
+        for (name, value) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
+            if value.trim().is_empty() {
+                self.problem(
+                    upstream,
+                    &format!("{field}.{name}"),
+                    "must not be empty: the value your login provider puts in its tokens",
+                );
+                named = false;
+            }
+        }
+        named.then_some(Proof::Jwt { jwks_url: jwks_url?, issuer: raw.issuer, audience: raw.audience })
+    }
+
+    fn turnstile(&mut self, upstream: &str, field: &str, raw: RawTurnstile) -> Option<Proof> {
+        let secret = self.secret(upstream, &format!("{field}.secret"), raw.secret);
+        let url_field = format!("{field}.siteverify_url");
+        let siteverify_url =
+            self.proof_url(upstream, &url_field, raw.siteverify_url.as_deref().unwrap_or(TURNSTILE_SITEVERIFY_URL));
+        let secret = match secret? {
+            Param::Env { value, .. } => value,
+            Param::Literal(_) => return None,
+        };
+        Some(Proof::Turnstile { secret, siteverify_url: siteverify_url? })
+    }
+
+    /// An `https` URL; `http` only on a loopback host (a local stand-in).
+    fn proof_url(&mut self, upstream: &str, field: &str, text: &str) -> Option<Url> {
+        let url = self.url(upstream, field, text)?;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if url.scheme() != "https" && !loopback {
+            self.problem(upstream, field, "must be https (http only on localhost)");
+            return None;
+        }
+        Some(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::config::{Config, Env};
+    use crate::error::Error;
+
+    fn config(routes: &str) -> Result<Config, Error> {
+        let text = format!(
+            r#"
+[upstreams.api]
+base_url = "https://api.example.com"
+token = {{ type = "static", key = {{ env = "API_KEY" }} }}
+
+[upstreams.api.relay]
+routes = [{routes}]
+"#
+        );
+        Config::parse(
+            &text,
+            "tokenrelay.toml",
+            &Env::from_pairs([("API_KEY", "k"), ("TURNSTILE_SECRET", "ts-secret-1")]),
+        )
+    }
+
+    fn problems(routes: &str) -> Vec<String> {
+        match config(routes) {
+            Err(Error::ConfigInvalid { problems, .. }) => problems,
+            other => panic!("expected config_invalid, got {other:?}"),
+        }
+    }
+
+    fn policy(config: &Config) -> &CallerPolicy {
+        config.upstreams["api"].relay.as_ref().unwrap().routes[0].caller.as_ref().unwrap()
+    }
+
+    #[test]
+    fn jwt_caller_parses_with_the_default_session() {
+        let c = config(
+            r#"{ path = "/me", caller = { jwt = { jwks_url = "https://id.example.com/jwks.json", issuer = "https://id.example.com/", audience = "api" } } }"#,
+        )
+        .unwrap();
+        let p = policy(&c);
+        assert_eq!(p.session, DEFAULT_CALLER_SESSION);
+        let Proof::Jwt { jwks_url, issuer, audience } = &p.proof else { panic!("{p:?}") };
+        assert_eq!(
+            (jwks_url.as_str(), issuer.as_str(), audience.as_str()),
+            ("https://id.example.com/jwks.json", "https://id.example.com/", "api")
+        );
+    }
+
+    #[test]
+    fn turnstile_secret_comes_from_the_environment_and_stays_out_of_debug() {
+        let c = config(
+            r#"{ path = "/s", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } }, session = "5m" } }"#,
+        )
+        .unwrap();
+        let p = policy(&c);
+        assert_eq!(p.session, Duration::from_secs(300));
+        let Proof::Turnstile { secret, siteverify_url } = &p.proof else { panic!("{p:?}") };
+        assert_eq!(secret.expose_secret(), "ts-secret-1");
+        assert_eq!(siteverify_url.as_str(), TURNSTILE_SITEVERIFY_URL);
+        assert!(!format!("{c:?}").contains("ts-secret-1"), "Debug must not show the Turnstile secret");
+    }
+
+    #[test]
+    fn every_caller_problem_names_upstream_route_and_field() {
+        let p = problems(
+            r#"
+  { path = "/a", caller = { jwt = { jwks_url = "http://id.example.com/jwks", issuer = "", audience = "api" }, session = "2d" } },
+  { path = "/b", caller = { turnstile = { secret = "literal-secret", siteverify_url = "ftp://x" } } },
+  { path = "/c", caller = { } },
+  { path = "/d", cache_control = "public, max-age=60", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } } } },
+"#,
+        );
+        let expect = [
+            "upstream \"api\": relay.routes[0].caller.session: must be between 1s and 24h",
+            "upstream \"api\": relay.routes[0].caller.jwt.jwks_url: must be https",
+            "upstream \"api\": relay.routes[0].caller.jwt.issuer: must not be empty",
+            "upstream \"api\": relay.routes[1].caller.turnstile.secret: must reference an environment variable",
+            "upstream \"api\": relay.routes[1].caller.turnstile.siteverify_url: scheme must be http or https",
+            "upstream \"api\": relay.routes[2].caller: set exactly one of",
+            "upstream \"api\": relay.routes[3].cache_control: a route with caller",
+        ];
+        for e in expect {
+            assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+        assert!(!p.iter().any(|m| m.contains("literal-secret")), "{p:#?}");
+    }
+
+    #[test]
+    fn per_caller_limits_need_caller_on_every_route() {
+        let jwt = r#"caller = { jwt = { jwks_url = "https://id.example.com/jwks", issuer = "i", audience = "a" } }"#;
+        let text = |per: &str, second: &str| {
+            format!(
+                r#"
+[relay]
+rate_limit = {{ requests = 5, window = "1m", per = "caller" }}
+
+[upstreams.api]
+base_url = "https://api.example.com"
+token = {{ type = "static", key = {{ env = "API_KEY" }} }}
+
+[upstreams.api.relay]
+rate_limit = {{ requests = 5, window = "1m", per = "{per}" }}
+routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
+"#
+            )
+        };
+        let env = Env::from_pairs([("API_KEY", "k")]);
+        let problems = |text: &str| match Config::parse(text, "tokenrelay.toml", &env) {
+            Err(Error::ConfigInvalid { problems, .. }) => problems,
+            other => panic!("expected config_invalid, got {other:?}"),
+        };
+        let p = problems(&text("caller", ""));
+        assert!(p[0].starts_with("relay.rate_limit.per: is per upstream"), "{p:#?}");
+        assert!(p[1].starts_with("upstream \"api\": relay.rate_limit.per: \"caller\" needs caller"), "{p:#?}");
+        assert_eq!(p.len(), 2, "{p:#?}");
+        let p = problems(&text("visitor", &format!(", {jwt}")));
+        assert!(p.iter().any(|m| m.contains("per must be \"ip\" or \"caller\"")), "{p:#?}");
+        let site_wide_ok =
+            text("caller", &format!(", {jwt}")).replace(", per = \"caller\" }\n\n[upstreams", " }\n\n[upstreams");
+        let c = Config::parse(&site_wide_ok, "tokenrelay.toml", &env).unwrap();
+        let limit = c.upstreams["api"].relay.as_ref().unwrap().rate_limit.unwrap();
+        assert_eq!(limit.per, crate::config::relay::Per::Caller);
+    }
+
+    #[test]
+    fn loopback_stand_ins_may_use_http() {
+        let c = config(
+            r#"{ path = "/me", caller = { jwt = { jwks_url = "http://127.0.0.1:9/jwks", issuer = "i", audience = "a" } } }"#,
+        );
+        assert!(c.is_ok(), "{c:?}");
+    }
+}
