@@ -127,6 +127,7 @@ mod tests {
             ipv6_prefix: 64,
             max_request_bytes: 0,
             max_response_bytes: 0,
+            max_cached_body_bytes: 0,
             timeout: Duration::from_secs(1),
         }
     }
