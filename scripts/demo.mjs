@@ -30,7 +30,12 @@ const PORT = Number(process.env.PORT ?? 8888);
 const TOKEN_ADDR = "127.0.0.1:4011";
 const API_ADDR = "127.0.0.1:4012";
 const LIFETIME_SECS = Number(process.env.DEMO_TOKEN_LIFETIME_SECS ?? 60);
-const CONTENT_TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".png": "image/png" };
+const CONTENT_TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript",
+  ".css": "text/css",
+  ".png": "image/png",
+};
 
 /** @type {import("node:child_process").ChildProcess[]} */
 const children = [];
@@ -89,14 +94,17 @@ function narrate(line) {
   }
   const message = event.message ?? event.fields?.message;
   if (message === "token ready") {
-    const how = {
-      fetched: "fetched from the token endpoint (once, for every instance) and sealed into the shared store",
-      store: "read from the shared store (another instance fetched it)",
-      direct: "fetched directly: the shared store is unavailable",
-    }[event.outcome] ?? event.outcome;
+    const how =
+      {
+        fetched: "fetched from the token endpoint (once, for every instance) and sealed into the shared store",
+        store: "read from the shared store (another instance fetched it)",
+        direct: "fetched directly: the shared store is unavailable",
+      }[event.outcome] ?? event.outcome;
     say(`token for "${event.upstream}" ${how}; valid for ${event.valid_for_s} s`);
   } else if (message === "relay request") {
-    say(`${event.method} ${event.route ?? ""} → ${event.status} in ${Math.round(event.duration_ms)} ms (token: ${event.token ?? "none"})`);
+    say(
+      `${event.method} ${event.route ?? ""} → ${event.status} in ${Math.round(event.duration_ms)} ms (token: ${event.token ?? "none"})`,
+    );
   } else if (message === "token invalidated") {
     say(`the API rejected the token: dropped it, fetching a new one`);
   } else if (event.level === "WARN" || event.level === "ERROR") {
@@ -110,10 +118,13 @@ function serveSite(relayPort) {
     const url = new URL(req.url ?? "/", "http://localhost");
     if (url.pathname.startsWith("/api/relay/")) {
       const headers = { ...req.headers, "x-real-ip": req.socket.remoteAddress ?? "127.0.0.1" };
-      const upstream = http.request({ host: "127.0.0.1", port: relayPort, method: req.method, path: req.url, headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
+      const upstream = http.request(
+        { host: "127.0.0.1", port: relayPort, method: req.method, path: req.url, headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
       upstream.on("error", () => res.writeHead(502).end());
       req.pipe(upstream);
       return;
@@ -160,10 +171,13 @@ async function main() {
     RUST_LOG: "info",
   };
   // Embedded defaults only: never touch a real database from the demo.
-  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "KV_REST_API_URL", "KV_REST_API_TOKEN"]) delete env[name];
+  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "KV_REST_API_URL", "KV_REST_API_TOKEN"])
+    delete env[name];
   const target = path.join(ROOT, "target", "debug");
 
-  say(`starting the stand-in API (example fixture): token endpoint on ${TOKEN_ADDR}, API on ${API_ADDR}; tokens live ${LIFETIME_SECS} s`);
+  say(
+    `starting the stand-in API (example fixture): token endpoint on ${TOKEN_ADDR}, API on ${API_ADDR}; tokens live ${LIFETIME_SECS} s`,
+  );
   const standIn = start(
     path.join(target, "stand-in-api"),
     ["--token-listen", TOKEN_ADDR, "--api-listen", API_ADDR, "--lifetime-secs", String(LIFETIME_SECS)],
@@ -174,7 +188,21 @@ async function main() {
 
   say("build time: prefetching the token into the build's environment, then rendering the site (site/ → public/)");
   const cli = path.join(addonDir, "bin", "tokenrelay.js");
-  run("node", [cli, "prefetch", "--build-margin", `${Math.floor(LIFETIME_SECS / 3)}s`, "--scan", "public", "--", "node", "site/build.mjs"], { env });
+  run(
+    "node",
+    [
+      cli,
+      "prefetch",
+      "--build-margin",
+      `${Math.floor(LIFETIME_SECS / 3)}s`,
+      "--scan",
+      "public",
+      "--",
+      "node",
+      "site/build.mjs",
+    ],
+    { env },
+  );
   say("build output scanned: no token, key or secret in public/");
 
   const relayPort = await freePort();
@@ -183,7 +211,10 @@ async function main() {
   createInterface({ input: relay.stderr }).on("line", narrate);
   relay.stdout.resume();
   for (let i = 0; ; i++) {
-    const ok = await fetch(`http://127.0.0.1:${relayPort}/_vercel/ping`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${relayPort}/_vercel/ping`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (i > 200) throw new Error("the relay function did not start");
     await new Promise((r) => setTimeout(r, 50));

@@ -21,11 +21,14 @@ let workDir;
 let url;
 let TOKEN;
 
-before(async () => {
-  workDir = mkdtempSync(path.join(tmpdir(), "upstash-protocol-"));
-  const redis = await startRedis(workDir);
-  ({ url, token: TOKEN } = await startUpstashLocal(redis.port));
-}, { timeout: 30_000 });
+before(
+  async () => {
+    workDir = mkdtempSync(path.join(tmpdir(), "upstash-protocol-"));
+    const redis = await startRedis(workDir);
+    ({ url, token: TOKEN } = await startUpstashLocal(redis.port));
+  },
+  { timeout: 30_000 },
+);
 
 after(async () => {
   await stopAll();
@@ -187,14 +190,19 @@ describe("wire format", () => {
     return seen;
   }
 
-  test("by default the client batches concurrent commands into one base64 /pipeline request", { timeout: TEST_TIMEOUT }, async () => {
+  test("by default the client batches concurrent commands into one base64 /pipeline request", {
+    timeout: TEST_TIMEOUT,
+  }, async () => {
     const redis = new Redis({ url, token: TOKEN });
     const seen = await recordingFetches(() => Promise.all([redis.incr("wire:a"), redis.incr("wire:b")]));
     assert.equal(seen.length, 1);
     assert.equal(seen[0].url, `${url}/pipeline`);
     assert.equal(seen[0].headers["Upstash-Encoding"], "base64");
     assert.equal(seen[0].headers.authorization, `Bearer ${TOKEN}`);
-    assert.deepEqual(JSON.parse(seen[0].body), [["incr", "wire:a"], ["incr", "wire:b"]]);
+    assert.deepEqual(JSON.parse(seen[0].body), [
+      ["incr", "wire:a"],
+      ["incr", "wire:b"],
+    ]);
   });
 
   test("without auto-pipelining each command is one POST to the base URL", { timeout: TEST_TIMEOUT }, async () => {

@@ -53,7 +53,10 @@ export async function runInit({ cwd, platform, yes = false }, usageError) {
   }
 
   const scopes = [...new Set(plan.settings.flatMap((s) => s.scopes))];
-  out.push("", `Set these variables in ${WHERE[/** @type {"netlify" | "vercel"} */ (plan.platform)]} ${scopes.join(", ")}):`);
+  out.push(
+    "",
+    `Set these variables in ${WHERE[/** @type {"netlify" | "vercel"} */ (plan.platform)]} ${scopes.join(", ")}):`,
+  );
   const width = Math.max(...plan.settings.map((s) => s.name.length));
   for (const s of plan.settings) out.push(`  ${s.name.padEnd(width)}  [${s.scopes.join(", ")}]  ${s.purpose}`);
   out.push("For local runs, copy .env.example to .env and fill it in (never commit .env).");
