@@ -30,6 +30,7 @@ const PORT = Number(process.env.PORT ?? 8888);
 const TOKEN_ADDR = "127.0.0.1:4011";
 const API_ADDR = "127.0.0.1:4012";
 const LIFETIME_SECS = Number(process.env.DEMO_TOKEN_LIFETIME_SECS ?? 60);
+/** @type {Record<string, string>} */
 const CONTENT_TYPES = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript",
@@ -44,7 +45,12 @@ let ownStore = "";
 /** @param {string} message */
 const say = (message) => console.log(`[demo] ${message}`);
 
-/** Runs a command to completion, failing the demo if it fails. */
+/**
+ * Runs a command to completion, failing the demo if it fails.
+ * @param {string} command
+ * @param {string[]} args
+ * @param {import("node:child_process").SpawnSyncOptions} [options]
+ */
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, { cwd: ROOT, stdio: "inherit", ...options });
   if (result.status !== 0) {
@@ -52,7 +58,12 @@ function run(command, args, options = {}) {
   }
 }
 
-/** Starts a long-running child; it is stopped when the demo stops. */
+/**
+ * Starts a long-running child; it is stopped when the demo stops.
+ * @param {string} command
+ * @param {string[]} args
+ * @param {NodeJS.ProcessEnv} env
+ */
 function start(command, args, env) {
   const child = spawn(command, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
@@ -65,7 +76,12 @@ function start(command, args, env) {
   return child;
 }
 
-/** Resolves with the first stdout line matching `pattern`. */
+/**
+ * Resolves with the first stdout line matching `pattern`.
+ * @param {import("node:child_process").ChildProcessByStdio<null, import("node:stream").Readable, import("node:stream").Readable>} child
+ * @param {RegExp} pattern
+ * @returns {Promise<string>}
+ */
 function lineMatching(child, pattern) {
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
@@ -74,6 +90,7 @@ function lineMatching(child, pattern) {
   });
 }
 
+/** @returns {Promise<number>} */
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer().listen(0, "127.0.0.1", () => {
@@ -84,8 +101,12 @@ function freePort() {
   });
 }
 
-/** Turns the relay's JSON log lines into a narration; never prints a raw line. */
+/**
+ * Turns the relay's JSON log lines into a narration; never prints a raw line.
+ * @param {string} line
+ */
 function narrate(line) {
+  /** @type {Record<string, any>} one JSON log line, whatever its fields */
   let event;
   try {
     event = JSON.parse(line);
@@ -94,12 +115,13 @@ function narrate(line) {
   }
   const message = event.message ?? event.fields?.message;
   if (message === "token ready") {
-    const how =
-      {
-        fetched: "fetched from the token endpoint (once, for every instance) and sealed into the shared store",
-        store: "read from the shared store (another instance fetched it)",
-        direct: "fetched directly: the shared store is unavailable",
-      }[event.outcome] ?? event.outcome;
+    /** @type {Record<string, string>} */
+    const outcomes = {
+      fetched: "fetched from the token endpoint (once, for every instance) and sealed into the shared store",
+      store: "read from the shared store (another instance fetched it)",
+      direct: "fetched directly: the shared store is unavailable",
+    };
+    const how = outcomes[event.outcome] ?? event.outcome;
     say(`token for "${event.upstream}" ${how}; valid for ${event.valid_for_s} s`);
   } else if (message === "relay request") {
     say(
@@ -112,7 +134,10 @@ function narrate(line) {
   }
 }
 
-/** Serves public/ and hands /api/relay/* to the relay function, as the platform would. */
+/**
+ * Serves public/ and hands /api/relay/* to the relay function, as the platform would.
+ * @param {number} relayPort
+ */
 function serveSite(relayPort) {
   return http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
@@ -221,7 +246,7 @@ async function main() {
   }
 
   const site = serveSite(relayPort);
-  await new Promise((resolve, reject) => site.listen(PORT, "127.0.0.1", resolve).on("error", reject));
+  await new Promise((resolve, reject) => site.listen(PORT, "127.0.0.1", () => resolve(undefined)).on("error", reject));
   say(`ready: open http://localhost:${PORT} and search; tokens rotate every ${LIFETIME_SECS} s (Ctrl-C to stop)`);
 }
 

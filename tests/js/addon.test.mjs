@@ -148,9 +148,10 @@ describe("prefetch", () => {
     assert.equal(report.tokens.length, 1);
     const [t] = report.tokens;
     assert.deepEqual([t.upstream, t.envVar, t.outcome], ["getty", "TOKENRELAY_GETTY_TOKEN", "fetched"]);
-    assert.ok(t.expiresInSeconds > 1790 && t.expiresInSeconds <= 1800, `${t.expiresInSeconds}`);
-    const expires = Date.parse(t.expiresAt);
-    assert.ok(Math.abs(expires - (before + 1800_000)) < 5_000, t.expiresAt);
+    const { expiresInSeconds = 0, expiresAt = "" } = t;
+    assert.ok(expiresInSeconds > 1790 && expiresInSeconds <= 1800, `${expiresInSeconds}`);
+    const expires = Date.parse(expiresAt);
+    assert.ok(Math.abs(expires - (before + 1800_000)) < 5_000, expiresAt);
     // The report minus `env` is safe to log.
     assertNoSecret(JSON.stringify({ ...report, env: undefined }));
 
@@ -220,7 +221,7 @@ describe("prefetch", () => {
       );
       const report = await prefetch({ cwd: dir, env: env(), buildMargin: 300 });
       tokensSeen.add(report.env.TOKENRELAY_GETTY_TOKEN);
-      assert.ok(report.tokens[0].expiresInSeconds > 300);
+      assert.ok((report.tokens[0]?.expiresInSeconds ?? 0) > 300);
     } finally {
       await shortLived.stop();
     }
@@ -323,6 +324,7 @@ describe("every failure has a stable code and says what to fix, without a secret
 
   test("invalid_options names the option", TEST, async () => {
     const dir = site();
+    /** @type {[object, RegExp][]} (options of the wrong type on purpose) */
     const cases = [
       [{ buildMargin: "soon" }, /^option buildMargin: "soon" is not a duration/],
       [{ buildMargin: -5 }, /^option buildMargin: -5 is not a duration/],
@@ -342,7 +344,11 @@ describe("every failure has a stable code and says what to fix, without a secret
       [{ env: { GETTY_API_SECRET: { value: CLIENT.clientSecret } } }, /^option env has the wrong type/],
     ];
     for (const [options, pattern] of cases) {
-      await rejectsWith(prefetch({ cwd: dir, env: env(), ...options }), "invalid_options", pattern);
+      await rejectsWith(
+        prefetch(/** @type {any} */ ({ cwd: dir, env: env(), ...options })),
+        "invalid_options",
+        pattern,
+      );
     }
     await rejectsWith(getToken(/** @type {any} */ (42)), "invalid_options", /^an argument has the wrong type/);
   });
@@ -428,7 +434,7 @@ describe("scanForLeaks", () => {
       tokenVars: ["BUILD_TOKEN"],
     });
     assert.deepEqual(
-      report.leaks.map((l) => [l.file, l.kind, l.variable]),
+      report.leaks.map((/** @type {import("tokenrelay").Leak} */ l) => [l.file, l.kind, l.variable]),
       [
         ["assets/app.js", "token", "BUILD_TOKEN"],
         ["assets/config.json", "credential", "GETTY_API_SECRET"],
@@ -465,7 +471,7 @@ describe("scanForLeaks", () => {
 
     const report = await scanForLeaks("dist", { cwd: dir, env: siteEnv });
     assert.deepEqual(
-      report.leaks.map((l) => [l.file, l.kind, l.variable, l.secret]),
+      report.leaks.map((/** @type {import("tokenrelay").Leak} */ l) => [l.file, l.kind, l.variable, l.secret]),
       [
         ["app.js.gz", "credential", "GETTY_RELAY_KEY", '$GETTY_RELAY_KEY (relay.headers.api-key of upstream "getty")'],
         ["auth.txt", "token", undefined, 'a token of upstream "getty" handed out by getToken'],

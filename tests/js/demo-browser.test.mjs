@@ -46,7 +46,7 @@ const env = {
   DEMO_TOKEN_LIFETIME_SECS: "300",
 };
 
-/** @type {import("node:child_process").ChildProcess} */
+/** @type {import("node:child_process").ChildProcessByStdio<null, import("node:stream").Readable, import("node:stream").Readable>} */
 let demo;
 let output = "";
 let siteUrl = "";
@@ -84,7 +84,7 @@ before(
 
 after(
   async () => {
-    if (demo?.exitCode === null) {
+    if (demo?.exitCode === null && demo.pid !== undefined) {
       const exited = new Promise((resolve) => demo.on("exit", resolve));
       process.kill(-demo.pid, "SIGINT");
       await exited;
@@ -121,7 +121,7 @@ test("build-time content, browse-time search, and no secret in anything the brow
       "mountains 2",
       "mountains 3",
     ]);
-    assert.match(await page.locator("#status").textContent(), /3 photos for “mountains”/);
+    assert.match((await page.locator("#status").textContent()) ?? "", /3 photos for “mountains”/);
 
     mkdirSync(path.join(ROOT, "docs"), { recursive: true });
     await page.screenshot({ path: path.join(ROOT, "docs", "screenshot.png"), fullPage: true });

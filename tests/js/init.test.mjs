@@ -70,13 +70,27 @@ function site(name, files) {
   return dir;
 }
 
+/** A site's files by relative path; `get` fails the test on a file that is not there. */
+/** @extends {Map<string, string>} */
+class Files extends Map {
+  /**
+   * @param {string} name
+   * @returns {string}
+   */
+  get(name) {
+    const text = super.get(name);
+    assert.ok(text !== undefined, `${name} does not exist`);
+    return text;
+  }
+}
+
 /**
  * Every file under `dir`, by relative path, with its bytes (a symbolic link: where it points).
  * @param {string} dir
- * @returns {Map<string, string>}
+ * @returns {Files}
  */
 function snapshot(dir, prefix = "") {
-  const files = new Map();
+  const files = new Files();
   for (const name of readdirSync(path.join(dir, prefix)).sort()) {
     const rel = path.join(prefix, name);
     const stat = lstatSync(path.join(dir, rel));
@@ -117,7 +131,11 @@ async function init(dir, args, env = {}, { maxFileKiB } = {}) {
   return { status, stdout, stderr };
 }
 
-/** Runs init twice: the second run must say so and change no byte. */
+/**
+ * Runs init twice: the second run must say so and change no byte.
+ * @param {string} dir
+ * @param {string[]} args
+ */
 async function initTwice(dir, args) {
   const first = await init(dir, args);
   assert.equal(first.status, 0, first.stderr);

@@ -149,7 +149,7 @@ describe("tokenrelay prefetch", () => {
   });
 
   test("--scan DIR checks the command's output for the tokens it was given", TEST, async () => {
-    const write = (/** @type {string} */ leak) =>
+    const write = (/** @type {boolean} */ leak) =>
       `import { mkdirSync, writeFileSync } from "node:fs"; mkdirSync("public", { recursive: true }); ` +
       `writeFileSync("public/index.html", ${leak} ? "<p>" + process.env.TOKENRELAY_GETTY_TOKEN + "</p>" : "<p>ok</p>");`;
     const run = (/** @type {boolean} */ leak) =>

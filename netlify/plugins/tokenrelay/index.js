@@ -221,7 +221,7 @@ function deployedDirs(constants) {
     constants.EDGE_FUNCTIONS_DIST,
     ...BLOBS_DIRS.map((d) => path.join(base, d)),
   ];
-  return [constants.PUBLISH_DIR, ...optional.filter((d) => d !== undefined && existsSync(d))];
+  return [constants.PUBLISH_DIR, ...optional.filter((d) => d !== undefined).filter((d) => existsSync(d))];
 }
 
 /**
@@ -247,8 +247,13 @@ export async function onPostBuild({ inputs, constants, utils }) {
       return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
     }
     problems.push(
-      ...report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`),
-      ...report.outsideLinks.map((l) => `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`),
+      ...report.leaks.map(
+        (/** @type {import("tokenrelay").Leak} */ l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`,
+      ),
+      ...report.outsideLinks.map(
+        (/** @type {import("tokenrelay").OutsideLink} */ l) =>
+          `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`,
+      ),
     );
     scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
     for (const name of report.tooShort) short.add(name);
