@@ -40,14 +40,20 @@ const fmt = (ms) => `${ms.toFixed(2)} ms`;
 /** @param {string} label @param {number[]} xs */
 function report(label, xs) {
   const { median, p90, min } = stats(xs);
-  console.log(`${label.padEnd(58)} median ${fmt(median).padStart(10)}  p90 ${fmt(p90).padStart(10)}  min ${fmt(min).padStart(10)}`);
+  console.log(
+    `${label.padEnd(58)} median ${fmt(median).padStart(10)}  p90 ${fmt(p90).padStart(10)}  min ${fmt(min).padStart(10)}`,
+  );
   return median;
 }
 
 /** Milliseconds `import(specifier)` takes in a fresh node process. */
 function importTime(/** @type {string} */ specifier) {
   const code = `const t = performance.now(); await import(${JSON.stringify(specifier)}); console.log(performance.now() - t);`;
-  const r = spawnSync(process.execPath, ["--input-type=module", "-e", code], { cwd: ROOT, encoding: "utf8", timeout: 30_000 });
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", code], {
+    cwd: ROOT,
+    encoding: "utf8",
+    timeout: 30_000,
+  });
   if (r.status !== 0) throw new Error(`import failed: ${r.stderr}`);
   return Number(r.stdout.trim());
 }
@@ -121,9 +127,18 @@ try {
   const localOnly = async () => rmSync(env.TOKENRELAY_LOCAL_STORE, { recursive: true, force: true });
 
   const endpoint = report("token endpoint alone (POST, fresh connection)", await sample(endpointOnce));
-  const cold = report("prefetch, empty Upstash store (fetch + lock + store)", await sample(() => prefetch({ cwd: site, env }), flush));
-  const warm = report("prefetch, warm Upstash store (one read, no fetch)", await sample(() => prefetch({ cwd: site, env })));
-  const local = report("prefetch, warmStore: false, empty local store", await sample(() => prefetch({ cwd: site, env, warmStore: false }), localOnly));
+  const cold = report(
+    "prefetch, empty Upstash store (fetch + lock + store)",
+    await sample(() => prefetch({ cwd: site, env }), flush),
+  );
+  const warm = report(
+    "prefetch, warm Upstash store (one read, no fetch)",
+    await sample(() => prefetch({ cwd: site, env })),
+  );
+  const local = report(
+    "prefetch, warmStore: false, empty local store",
+    await sample(() => prefetch({ cwd: site, env, warmStore: false }), localOnly),
+  );
   report("getToken, warm Upstash store", await sample(() => getToken("getty", { cwd: site, env })));
   const chk = report("check (config + store settings, no network)", await sample(() => check({ cwd: site, env })));
   console.log(`${"=> prefetch overhead beyond the endpoint (Upstash)".padEnd(58)} ${fmt(cold - endpoint)}`);

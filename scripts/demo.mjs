@@ -30,7 +30,13 @@ const PORT = Number(process.env.PORT ?? 8888);
 const TOKEN_ADDR = "127.0.0.1:4011";
 const API_ADDR = "127.0.0.1:4012";
 const LIFETIME_SECS = Number(process.env.DEMO_TOKEN_LIFETIME_SECS ?? 60);
-const CONTENT_TYPES = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".png": "image/png" };
+/** @type {Record<string, string>} */
+const CONTENT_TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript",
+  ".css": "text/css",
+  ".png": "image/png",
+};
 
 /** @type {import("node:child_process").ChildProcess[]} */
 const children = [];
@@ -39,7 +45,12 @@ let ownStore = "";
 /** @param {string} message */
 const say = (message) => console.log(`[demo] ${message}`);
 
-/** Runs a command to completion, failing the demo if it fails. */
+/**
+ * Runs a command to completion, failing the demo if it fails.
+ * @param {string} command
+ * @param {string[]} args
+ * @param {import("node:child_process").SpawnSyncOptions} [options]
+ */
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, { cwd: ROOT, stdio: "inherit", ...options });
   if (result.status !== 0) {
@@ -47,7 +58,12 @@ function run(command, args, options = {}) {
   }
 }
 
-/** Starts a long-running child; it is stopped when the demo stops. */
+/**
+ * Starts a long-running child; it is stopped when the demo stops.
+ * @param {string} command
+ * @param {string[]} args
+ * @param {NodeJS.ProcessEnv} env
+ */
 function start(command, args, env) {
   const child = spawn(command, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
@@ -60,7 +76,12 @@ function start(command, args, env) {
   return child;
 }
 
-/** Resolves with the first stdout line matching `pattern`. */
+/**
+ * Resolves with the first stdout line matching `pattern`.
+ * @param {import("node:child_process").ChildProcessByStdio<null, import("node:stream").Readable, import("node:stream").Readable>} child
+ * @param {RegExp} pattern
+ * @returns {Promise<string>}
+ */
 function lineMatching(child, pattern) {
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
@@ -69,6 +90,7 @@ function lineMatching(child, pattern) {
   });
 }
 
+/** @returns {Promise<number>} */
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer().listen(0, "127.0.0.1", () => {
@@ -79,8 +101,12 @@ function freePort() {
   });
 }
 
-/** Turns the relay's JSON log lines into a narration; never prints a raw line. */
+/**
+ * Turns the relay's JSON log lines into a narration; never prints a raw line.
+ * @param {string} line
+ */
 function narrate(line) {
+  /** @type {Record<string, any>} one JSON log line, whatever its fields */
   let event;
   try {
     event = JSON.parse(line);
@@ -89,14 +115,18 @@ function narrate(line) {
   }
   const message = event.message ?? event.fields?.message;
   if (message === "token ready") {
-    const how = {
+    /** @type {Record<string, string>} */
+    const outcomes = {
       fetched: "fetched from the token endpoint (once, for every instance) and sealed into the shared store",
       store: "read from the shared store (another instance fetched it)",
       direct: "fetched directly: the shared store is unavailable",
-    }[event.outcome] ?? event.outcome;
+    };
+    const how = outcomes[event.outcome] ?? event.outcome;
     say(`token for "${event.upstream}" ${how}; valid for ${event.valid_for_s} s`);
   } else if (message === "relay request") {
-    say(`${event.method} ${event.route ?? ""} → ${event.status} in ${Math.round(event.duration_ms)} ms (token: ${event.token ?? "none"})`);
+    say(
+      `${event.method} ${event.route ?? ""} → ${event.status} in ${Math.round(event.duration_ms)} ms (token: ${event.token ?? "none"})`,
+    );
   } else if (message === "token invalidated") {
     say(`the API rejected the token: dropped it, fetching a new one`);
   } else if (event.level === "WARN" || event.level === "ERROR") {
@@ -104,16 +134,22 @@ function narrate(line) {
   }
 }
 
-/** Serves public/ and hands /api/relay/* to the relay function, as the platform would. */
+/**
+ * Serves public/ and hands /api/relay/* to the relay function, as the platform would.
+ * @param {number} relayPort
+ */
 function serveSite(relayPort) {
   return http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     if (url.pathname.startsWith("/api/relay/")) {
       const headers = { ...req.headers, "x-real-ip": req.socket.remoteAddress ?? "127.0.0.1" };
-      const upstream = http.request({ host: "127.0.0.1", port: relayPort, method: req.method, path: req.url, headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
+      const upstream = http.request(
+        { host: "127.0.0.1", port: relayPort, method: req.method, path: req.url, headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
       upstream.on("error", () => res.writeHead(502).end());
       req.pipe(upstream);
       return;
@@ -160,10 +196,13 @@ async function main() {
     RUST_LOG: "info",
   };
   // Embedded defaults only: never touch a real database from the demo.
-  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "KV_REST_API_URL", "KV_REST_API_TOKEN"]) delete env[name];
+  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "KV_REST_API_URL", "KV_REST_API_TOKEN"])
+    delete env[name];
   const target = path.join(ROOT, "target", "debug");
 
-  say(`starting the stand-in API (example fixture): token endpoint on ${TOKEN_ADDR}, API on ${API_ADDR}; tokens live ${LIFETIME_SECS} s`);
+  say(
+    `starting the stand-in API (example fixture): token endpoint on ${TOKEN_ADDR}, API on ${API_ADDR}; tokens live ${LIFETIME_SECS} s`,
+  );
   const standIn = start(
     path.join(target, "stand-in-api"),
     ["--token-listen", TOKEN_ADDR, "--api-listen", API_ADDR, "--lifetime-secs", String(LIFETIME_SECS)],
@@ -174,7 +213,21 @@ async function main() {
 
   say("build time: prefetching the token into the build's environment, then rendering the site (site/ → public/)");
   const cli = path.join(addonDir, "bin", "tokenrelay.js");
-  run("node", [cli, "prefetch", "--build-margin", `${Math.floor(LIFETIME_SECS / 3)}s`, "--scan", "public", "--", "node", "site/build.mjs"], { env });
+  run(
+    "node",
+    [
+      cli,
+      "prefetch",
+      "--build-margin",
+      `${Math.floor(LIFETIME_SECS / 3)}s`,
+      "--scan",
+      "public",
+      "--",
+      "node",
+      "site/build.mjs",
+    ],
+    { env },
+  );
   say("build output scanned: no token, key or secret in public/");
 
   const relayPort = await freePort();
@@ -183,14 +236,17 @@ async function main() {
   createInterface({ input: relay.stderr }).on("line", narrate);
   relay.stdout.resume();
   for (let i = 0; ; i++) {
-    const ok = await fetch(`http://127.0.0.1:${relayPort}/_vercel/ping`).then((r) => r.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${relayPort}/_vercel/ping`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (i > 200) throw new Error("the relay function did not start");
     await new Promise((r) => setTimeout(r, 50));
   }
 
   const site = serveSite(relayPort);
-  await new Promise((resolve, reject) => site.listen(PORT, "127.0.0.1", resolve).on("error", reject));
+  await new Promise((resolve, reject) => site.listen(PORT, "127.0.0.1", () => resolve(undefined)).on("error", reject));
   say(`ready: open http://localhost:${PORT} and search; tokens rotate every ${LIFETIME_SECS} s (Ctrl-C to stop)`);
 }
 

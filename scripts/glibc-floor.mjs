@@ -35,7 +35,10 @@ export function compareVersions(a, b) {
  * @returns {string[]}
  */
 export function glibcVersions(file) {
-  const table = execFileSync(process.env.OBJDUMP || "objdump", ["-T", file], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  const table = execFileSync(process.env.OBJDUMP || "objdump", ["-T", file], {
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+  });
   const found = new Set([...table.matchAll(/\bGLIBC_(\d+(?:\.\d+)+)\b/g)].map((m) => m[1]));
   return [...found].sort(compareVersions);
 }

@@ -20,7 +20,9 @@ const OUT = path.resolve(HERE, "..", "public");
 
 const token = process.env[TOKEN_VAR];
 if (!token) {
-  console.error(`site/build.mjs: ${TOKEN_VAR} is not set; run the build through the tokenrelay plugin or \`tokenrelay prefetch -- node site/build.mjs\``);
+  console.error(
+    `site/build.mjs: ${TOKEN_VAR} is not set; run the build through the tokenrelay plugin or \`tokenrelay prefetch -- node site/build.mjs\``,
+  );
   process.exit(1);
 }
 
@@ -46,7 +48,10 @@ const { images = [] } = await response.json();
 
 /** @param {string} text */
 const escape = (text) =>
-  String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c);
+  String(text).replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c,
+  );
 
 const featured = images.map((image) => `<li>${escape(image.title)}</li>`).join("\n        ");
 const page = readFileSync(path.join(HERE, "index.html"), "utf8")

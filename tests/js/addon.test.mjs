@@ -35,12 +35,15 @@ const key = randomBytes(32).toString("base64");
 /** Every token seen, so no message can be checked without them. */
 const tokensSeen = new Set();
 
-before(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "tokenrelay-addon-"));
-  const redisServer = await startRedis(work);
-  [upstash, api] = await Promise.all([startUpstashLocal(redisServer.port), startStandInApi(CLIENT)]);
-  redis = new Redis({ url: upstash.url, token: upstash.token, enableAutoPipelining: false });
-}, { timeout: 30_000 });
+before(
+  async () => {
+    work = mkdtempSync(path.join(tmpdir(), "tokenrelay-addon-"));
+    const redisServer = await startRedis(work);
+    [upstash, api] = await Promise.all([startUpstashLocal(redisServer.port), startStandInApi(CLIENT)]);
+    redis = new Redis({ url: upstash.url, token: upstash.token, enableAutoPipelining: false });
+  },
+  { timeout: 30_000 },
+);
 
 after(async () => {
   await stopAll();
@@ -145,16 +148,19 @@ describe("prefetch", () => {
     assert.equal(report.tokens.length, 1);
     const [t] = report.tokens;
     assert.deepEqual([t.upstream, t.envVar, t.outcome], ["getty", "TOKENRELAY_GETTY_TOKEN", "fetched"]);
-    assert.ok(t.expiresInSeconds > 1790 && t.expiresInSeconds <= 1800, `${t.expiresInSeconds}`);
-    const expires = Date.parse(t.expiresAt);
-    assert.ok(Math.abs(expires - (before + 1800_000)) < 5_000, t.expiresAt);
+    const { expiresInSeconds = 0, expiresAt = "" } = t;
+    assert.ok(expiresInSeconds > 1790 && expiresInSeconds <= 1800, `${expiresInSeconds}`);
+    const expires = Date.parse(expiresAt);
+    assert.ok(Math.abs(expires - (before + 1800_000)) < 5_000, expiresAt);
     // The report minus `env` is safe to log.
     assertNoSecret(JSON.stringify({ ...report, env: undefined }));
 
     // Warm: the store holds the token, sealed.
     const keys = await redis.keys("tokenrelay:v1:getty:*");
     assert.equal(keys.length, 1, `${keys}`);
-    const raw = /** @type {string} */ (await new Redis({ url: upstash.url, token: upstash.token, automaticDeserialization: false }).get(keys[0]));
+    const raw = /** @type {string} */ (
+      await new Redis({ url: upstash.url, token: upstash.token, automaticDeserialization: false }).get(keys[0])
+    );
     assert.ok(raw.startsWith("v1.") && !raw.includes(token), "stored sealed");
   });
 
@@ -215,7 +221,7 @@ describe("prefetch", () => {
       );
       const report = await prefetch({ cwd: dir, env: env(), buildMargin: 300 });
       tokensSeen.add(report.env.TOKENRELAY_GETTY_TOKEN);
-      assert.ok(report.tokens[0].expiresInSeconds > 300);
+      assert.ok((report.tokens[0]?.expiresInSeconds ?? 0) > 300);
     } finally {
       await shortLived.stop();
     }
@@ -233,7 +239,11 @@ describe("getToken", () => {
 
   test("an unknown upstream lists the configured ones", TEST, async () => {
     const dir = site();
-    await rejectsWith(getToken("maps", { cwd: dir, env: env() }), "unknown_upstream", /^unknown upstream "maps": .*tokenrelay\.toml configures "getty"$/);
+    await rejectsWith(
+      getToken("maps", { cwd: dir, env: env() }),
+      "unknown_upstream",
+      /^unknown upstream "maps": .*tokenrelay\.toml configures "getty"$/,
+    );
   });
 });
 
@@ -266,12 +276,20 @@ describe("check", () => {
 describe("every failure has a stable code and says what to fix, without a secret", () => {
   test("config_unreadable names the file", TEST, async () => {
     const dir = site(null);
-    await rejectsWith(check({ cwd: dir, env: env() }), "config_unreadable", new RegExp(`^${dir}/tokenrelay\\.toml: cannot read the config file`));
+    await rejectsWith(
+      check({ cwd: dir, env: env() }),
+      "config_unreadable",
+      new RegExp(`^${dir}/tokenrelay\\.toml: cannot read the config file`),
+    );
   });
 
   test("config_invalid names upstream and field, never the literal", TEST, async () => {
     const dir = site(config({ secret: `"${CLIENT.clientSecret}"` }));
-    await rejectsWith(prefetch({ cwd: dir, env: env() }), "config_invalid", /upstream "getty": token\.client_secret: must reference an environment variable/);
+    await rejectsWith(
+      prefetch({ cwd: dir, env: env() }),
+      "config_invalid",
+      /upstream "getty": token\.client_secret: must reference an environment variable/,
+    );
   });
 
   test("missing_env lists the variable and its use", TEST, async () => {
@@ -292,26 +310,45 @@ describe("every failure has a stable code and says what to fix, without a secret
 
   test("unknown_upstream in upstreams or envVars", TEST, async () => {
     const dir = site();
-    await rejectsWith(prefetch({ cwd: dir, env: env(), upstreams: ["maps"] }), "unknown_upstream", /^option upstreams: unknown upstream "maps": .* configures "getty"$/);
-    await rejectsWith(prefetch({ cwd: dir, env: env(), envVars: { maps: "MAPS_TOKEN" } }), "unknown_upstream", /^option envVars: unknown upstream "maps"/);
+    await rejectsWith(
+      prefetch({ cwd: dir, env: env(), upstreams: ["maps"] }),
+      "unknown_upstream",
+      /^option upstreams: unknown upstream "maps": .* configures "getty"$/,
+    );
+    await rejectsWith(
+      prefetch({ cwd: dir, env: env(), envVars: { maps: "MAPS_TOKEN" } }),
+      "unknown_upstream",
+      /^option envVars: unknown upstream "maps"/,
+    );
   });
 
   test("invalid_options names the option", TEST, async () => {
     const dir = site();
+    /** @type {[object, RegExp][]} (options of the wrong type on purpose) */
     const cases = [
       [{ buildMargin: "soon" }, /^option buildMargin: "soon" is not a duration/],
       [{ buildMargin: -5 }, /^option buildMargin: -5 is not a duration/],
       [{ envVars: { getty: "1-BAD" } }, /^option envVars\.getty: "1-BAD" is not a valid variable name/],
-      [{ envVars: { getty: "GETTY_API_SECRET" } }, /^option envVars\.getty: GETTY_API_SECRET is taken by a credential of upstream "getty"/],
+      [
+        { envVars: { getty: "GETTY_API_SECRET" } },
+        /^option envVars\.getty: GETTY_API_SECRET is taken by a credential of upstream "getty"/,
+      ],
       [{ envVars: { getty: "UPSTASH_REDIS_REST_TOKEN" } }, /is taken by the shared store's settings/],
-      [{ upstreams: [], envVars: { getty: "T" } }, /^option envVars\.getty: upstream "getty" is not prefetched: add it to upstreams$/],
+      [
+        { upstreams: [], envVars: { getty: "T" } },
+        /^option envVars\.getty: upstream "getty" is not prefetched: add it to upstreams$/,
+      ],
       [{ cwd: path.join(dir, "nope") }, /^option cwd: .*nope is not a directory$/],
       [{ upstreams: "getty" }, /^option upstreams has the wrong type: see the types in index\.d\.ts$/],
       // napi's own message would show the value: it could be a secret.
       [{ env: { GETTY_API_SECRET: { value: CLIENT.clientSecret } } }, /^option env has the wrong type/],
     ];
     for (const [options, pattern] of cases) {
-      await rejectsWith(prefetch({ cwd: dir, env: env(), ...options }), "invalid_options", pattern);
+      await rejectsWith(
+        prefetch(/** @type {any} */ ({ cwd: dir, env: env(), ...options })),
+        "invalid_options",
+        pattern,
+      );
     }
     await rejectsWith(getToken(/** @type {any} */ (42)), "invalid_options", /^an argument has the wrong type/);
   });
@@ -325,12 +362,18 @@ describe("every failure has a stable code and says what to fix, without a secret
   });
 
   test("token_response_invalid: an endpoint that answers HTML", TEST, async () => {
-    const server = http.createServer((_, res) => res.writeHead(200, { "content-type": "text/html" }).end("<html>maintenance</html>"));
+    const server = http.createServer((_, res) =>
+      res.writeHead(200, { "content-type": "text/html" }).end("<html>maintenance</html>"),
+    );
     await new Promise((r) => server.listen(0, "127.0.0.1", () => r(undefined)));
     try {
       const { port } = /** @type {net.AddressInfo} */ (server.address());
       const dir = site(config({ tokenUrl: `http://127.0.0.1:${port}/oauth2/token` }));
-      await rejectsWith(prefetch({ cwd: dir, env: env() }), "token_response_invalid", /^upstream "getty": invalid token response: HTTP 200 OK body is not a JSON token response$/);
+      await rejectsWith(
+        prefetch({ cwd: dir, env: env() }),
+        "token_response_invalid",
+        /^upstream "getty": invalid token response: HTTP 200 OK body is not a JSON token response$/,
+      );
     } finally {
       server.close();
     }
@@ -362,7 +405,11 @@ describe("every failure has a stable code and says what to fix, without a secret
 
   test("scan_failed: the directory does not exist", TEST, async () => {
     const dir = site();
-    await rejectsWith(scanForLeaks("dist", { cwd: dir, env: env() }), "scan_failed", /dist is not a directory: check the publish directory$/);
+    await rejectsWith(
+      scanForLeaks("dist", { cwd: dir, env: env() }),
+      "scan_failed",
+      /dist is not a directory: check the publish directory$/,
+    );
   });
 });
 
@@ -374,13 +421,20 @@ describe("scanForLeaks", () => {
     mkdirSync(path.join(dist, "assets"), { recursive: true });
     writeFileSync(path.join(dist, "index.html"), "<h1>cats</h1>");
     writeFileSync(path.join(dist, "assets", "app.js"), `fetch(u, { headers: { Authorization: "Bearer ${token}" } })`);
-    writeFileSync(path.join(dist, "assets", "config.json"), JSON.stringify({ secret: encodeURIComponent(CLIENT.clientSecret) }));
+    writeFileSync(
+      path.join(dist, "assets", "config.json"),
+      JSON.stringify({ secret: encodeURIComponent(CLIENT.clientSecret) }),
+    );
     writeFileSync(path.join(dist, "debug.txt"), `redis token: ${upstash.token}`);
     symlinkSync(path.join(dir, "tokenrelay.toml"), path.join(dist, "linked.toml"));
 
-    const report = await scanForLeaks("dist", { cwd: dir, env: env({ BUILD_TOKEN: token }), tokenVars: ["BUILD_TOKEN"] });
+    const report = await scanForLeaks("dist", {
+      cwd: dir,
+      env: env({ BUILD_TOKEN: token }),
+      tokenVars: ["BUILD_TOKEN"],
+    });
     assert.deepEqual(
-      report.leaks.map((l) => [l.file, l.kind, l.variable]),
+      report.leaks.map((/** @type {import("tokenrelay").Leak} */ l) => [l.file, l.kind, l.variable]),
       [
         ["assets/app.js", "token", "BUILD_TOKEN"],
         ["assets/config.json", "credential", "GETTY_API_SECRET"],
@@ -389,7 +443,9 @@ describe("scanForLeaks", () => {
     );
     assert.equal(report.leaks[1].secret, '$GETTY_API_SECRET (token.client_secret of upstream "getty")');
     // A link out of the directory is reported, not read.
-    assert.deepEqual(report.outsideLinks, [{ file: "linked.toml", target: realpathSync(path.join(dir, "tokenrelay.toml")) }]);
+    assert.deepEqual(report.outsideLinks, [
+      { file: "linked.toml", target: realpathSync(path.join(dir, "tokenrelay.toml")) },
+    ]);
     assert.equal(report.filesScanned, 4);
     // BUILD_TOKEN, GETTY_API_KEY, GETTY_API_SECRET, UPSTASH_REDIS_REST_TOKEN,
     // TOKENRELAY_ENCRYPTION_KEY, and the tokens earlier tests were handed.
@@ -401,7 +457,9 @@ describe("scanForLeaks", () => {
 
   test("finds tokens this process handed out (no variable named) and relay header values, encoded", TEST, async () => {
     const relayKey = `relay-${randomBytes(12).toString("hex")}`;
-    const dir = site(`${config()}\n[upstreams.getty.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "GETTY_RELAY_KEY" } }\n`);
+    const dir = site(
+      `${config()}\n[upstreams.getty.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "GETTY_RELAY_KEY" } }\n`,
+    );
     const siteEnv = env({ GETTY_RELAY_KEY: relayKey });
     const token = await getToken("getty", { cwd: dir, env: siteEnv });
     tokensSeen.add(token);
@@ -413,7 +471,7 @@ describe("scanForLeaks", () => {
 
     const report = await scanForLeaks("dist", { cwd: dir, env: siteEnv });
     assert.deepEqual(
-      report.leaks.map((l) => [l.file, l.kind, l.variable, l.secret]),
+      report.leaks.map((/** @type {import("tokenrelay").Leak} */ l) => [l.file, l.kind, l.variable, l.secret]),
       [
         ["app.js.gz", "credential", "GETTY_RELAY_KEY", '$GETTY_RELAY_KEY (relay.headers.api-key of upstream "getty")'],
         ["auth.txt", "token", undefined, 'a token of upstream "getty" handed out by getToken'],
@@ -428,14 +486,21 @@ describe("scanForLeaks", () => {
     const dir = site();
     mkdirSync(path.join(dir, "dist"));
     writeFileSync(path.join(dir, "dist", "video.mp4"), Buffer.alloc(4096));
-    await rejectsWith(scanForLeaks("dist", { cwd: dir, env: env(), maxBytes: 1024 }), "scan_too_large", /more than 1024 bytes to search .*reached at video\.mp4/);
+    await rejectsWith(
+      scanForLeaks("dist", { cwd: dir, env: env(), maxBytes: 1024 }),
+      "scan_too_large",
+      /more than 1024 bytes to search .*reached at video\.mp4/,
+    );
   });
 
   test("a clean directory has no leaks, and short values are listed as not searched", TEST, async () => {
     const dir = site();
     mkdirSync(path.join(dir, "out"));
     writeFileSync(path.join(dir, "out", "index.html"), "<h1>nothing to see</h1>");
-    const report = await scanForLeaks(path.join(dir, "out"), { env: env({ GETTY_API_KEY: "k123" }), configPath: path.join(dir, "tokenrelay.toml") });
+    const report = await scanForLeaks(path.join(dir, "out"), {
+      env: env({ GETTY_API_KEY: "k123" }),
+      configPath: path.join(dir, "tokenrelay.toml"),
+    });
     assert.deepEqual(report.leaks, []);
     assert.deepEqual(report.tooShort, ["GETTY_API_KEY"]);
   });
@@ -452,7 +517,10 @@ describe("loading", () => {
     const { code, message } = JSON.parse(out);
     assert.equal(code, "unsupported_platform");
     assert.match(message, /^tokenrelay has no native binary that loads on linux-riscv64-(gnu|musl) \(Node v\d+/);
-    assert.match(message, /Binaries are published for: linux-x64-gnu, linux-arm64-gnu, darwin-x64, darwin-arm64, win32-x64-msvc\./);
+    assert.match(
+      message,
+      /Binaries are published for: linux-x64-gnu, linux-arm64-gnu, darwin-x64, darwin-arm64, win32-x64-msvc\./,
+    );
   });
 });
 
@@ -473,7 +541,10 @@ async function closedPort() {
  */
 function runNode(code, flags = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...flags, "--input-type=module", "-e", code], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...flags, "--input-type=module", "-e", code], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));

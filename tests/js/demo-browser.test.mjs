@@ -24,51 +24,79 @@ const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const READY_TIMEOUT_MS = 300_000;
 const STEP_TIMEOUT_MS = 15_000;
 // As the machine's notes advise for a closed network: no background traffic.
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
 const clientId = `demo-${randomBytes(6).toString("hex")}`;
 const clientSecret = randomBytes(24).toString("hex");
 const store = mkdtempSync(path.join(os.tmpdir(), "tokenrelay-demo-test-"));
-const env = { ...process.env, DEMO_CLIENT_ID: clientId, DEMO_CLIENT_SECRET: clientSecret, TOKENRELAY_LOCAL_STORE: store, DEMO_TOKEN_LIFETIME_SECS: "300" };
+const env = {
+  ...process.env,
+  DEMO_CLIENT_ID: clientId,
+  DEMO_CLIENT_SECRET: clientSecret,
+  TOKENRELAY_LOCAL_STORE: store,
+  DEMO_TOKEN_LIFETIME_SECS: "300",
+};
 
-/** @type {import("node:child_process").ChildProcess} */
+/** @type {import("node:child_process").ChildProcessByStdio<null, import("node:stream").Readable, import("node:stream").Readable>} */
 let demo;
 let output = "";
 let siteUrl = "";
 
-before(async () => {
-  const port = await freePort();
-  // Its own process group: npm does not pass signals on to the script it runs,
-  // so stopping the demo means signalling the whole group.
-  demo = spawn("npm", ["run", "demo"], { cwd: ROOT, env: { ...env, PORT: String(port) }, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  demo.stderr.on("data", (chunk) => (output += chunk));
-  siteUrl = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the demo was not ready in time:\n${output}`)), READY_TIMEOUT_MS);
-    createInterface({ input: demo.stdout }).on("line", (line) => {
-      output += `${line}\n`;
-      const ready = line.match(/ready: open (http:\/\/localhost:\d+)/);
-      if (ready) {
+before(
+  async () => {
+    const port = await freePort();
+    // Its own process group: npm does not pass signals on to the script it runs,
+    // so stopping the demo means signalling the whole group.
+    demo = spawn("npm", ["run", "demo"], {
+      cwd: ROOT,
+      env: { ...env, PORT: String(port) },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    demo.stderr.on("data", (chunk) => (output += chunk));
+    siteUrl = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the demo was not ready in time:\n${output}`)), READY_TIMEOUT_MS);
+      createInterface({ input: demo.stdout }).on("line", (line) => {
+        output += `${line}\n`;
+        const ready = line.match(/ready: open (http:\/\/localhost:\d+)/);
+        if (ready) {
+          clearTimeout(timer);
+          resolve(ready[1]);
+        }
+      });
+      demo.on("exit", (code) => {
         clearTimeout(timer);
-        resolve(ready[1]);
-      }
+        reject(new Error(`the demo exited (${code}):\n${output}`));
+      });
     });
-    demo.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the demo exited (${code}):\n${output}`));
-    });
-  });
-}, { timeout: READY_TIMEOUT_MS + 5_000 });
+  },
+  { timeout: READY_TIMEOUT_MS + 5_000 },
+);
 
-after(async () => {
-  if (demo?.exitCode === null) {
-    const exited = new Promise((resolve) => demo.on("exit", resolve));
-    process.kill(-demo.pid, "SIGINT");
-    await exited;
-  }
-  rmSync(store, { recursive: true, force: true });
-}, { timeout: 15_000 });
+after(
+  async () => {
+    if (demo?.exitCode === null && demo.pid !== undefined) {
+      const exited = new Promise((resolve) => demo.on("exit", resolve));
+      process.kill(-demo.pid, "SIGINT");
+      await exited;
+    }
+    rmSync(store, { recursive: true, force: true });
+  },
+  { timeout: 15_000 },
+);
 
-test("build-time content, browse-time search, and no secret in anything the browser received", { timeout: 120_000 }, async () => {
+test("build-time content, browse-time search, and no secret in anything the browser received", {
+  timeout: 120_000,
+}, async () => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   try {
     const context = await browser.newContext();
@@ -88,24 +116,45 @@ test("build-time content, browse-time search, and no secret in anything the brow
     await page.fill("#phrase", "mountains");
     await page.click("button[type=submit]");
     await page.locator("#results li").first().waitFor();
-    assert.deepEqual(await page.locator("#results li").allTextContents(), ["mountains 1", "mountains 2", "mountains 3"]);
-    assert.match(await page.locator("#status").textContent(), /3 photos for “mountains”/);
+    assert.deepEqual(await page.locator("#results li").allTextContents(), [
+      "mountains 1",
+      "mountains 2",
+      "mountains 3",
+    ]);
+    assert.match((await page.locator("#status").textContent()) ?? "", /3 photos for “mountains”/);
 
     mkdirSync(path.join(ROOT, "docs"), { recursive: true });
     await page.screenshot({ path: path.join(ROOT, "docs", "screenshot.png"), fullPage: true });
 
     received.push(await page.content());
     received.push(JSON.stringify(await context.cookies()));
-    received.push(await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } })));
+    received.push(
+      await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } })),
+    );
 
     // The token both the build and the relay used: the one in the shared store.
-    const token = await getToken("getty", { env: { ...env, TOKENRELAY_CONFIG: path.join(ROOT, "example", "tokenrelay.toml"), GETTY_API_KEY: clientId, GETTY_API_SECRET: clientSecret } });
+    const token = await getToken("getty", {
+      env: {
+        ...env,
+        TOKENRELAY_CONFIG: path.join(ROOT, "example", "tokenrelay.toml"),
+        GETTY_API_KEY: clientId,
+        GETTY_API_SECRET: clientSecret,
+      },
+    });
     assert.ok(received.length >= 6, "the page, its assets and the relay answer were captured");
-    for (const [name, secret] of [["API key", clientId], ["API secret", clientSecret], ["access token", token]]) {
+    for (const [name, secret] of [
+      ["API key", clientId],
+      ["API secret", clientSecret],
+      ["access token", token],
+    ]) {
       for (const item of received) assert.ok(!item.includes(secret), `the browser received the ${name}`);
       assert.ok(!output.includes(secret), `the demo printed the ${name}`);
     }
-    assert.match(output, /token for "getty" (fetched|read from the shared store)/, "the terminal says what happens to the token");
+    assert.match(
+      output,
+      /token for "getty" (fetched|read from the shared store)/,
+      "the terminal says what happens to the token",
+    );
   } finally {
     await browser.close();
   }

@@ -79,7 +79,10 @@ describe("error codes", () => {
 
   test("the Netlify plugin says what to do about every JS code", () => {
     const table = section("netlify/plugins/tokenrelay/index.js", /const FIXES = \{/, /\n\};\n/);
-    assert.deepEqual(set(all(table, /^ {2}([a-z_]+):/gm)), JS.filter((code) => !INIT.includes(code)));
+    assert.deepEqual(
+      set(all(table, /^ {2}([a-z_]+):/gm)),
+      JS.filter((code) => !INIT.includes(code)),
+    );
   });
 
   test("the README's troubleshooting tables list every code", () => {

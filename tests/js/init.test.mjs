@@ -9,7 +9,19 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -31,7 +43,10 @@ const SECRETS = {
   KV_REST_API_URL: "https://kv-never-printed.example",
   KV_REST_API_TOKEN: "kv-token-8b0d-never-printed",
 };
-const DOTENV = Object.entries(SECRETS).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
+const DOTENV =
+  Object.entries(SECRETS)
+    .map(([k, v]) => `${k}=${v}`)
+    .join("\n") + "\n";
 
 const work = mkdtempSync(path.join(tmpdir(), "tokenrelay-init-"));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -44,20 +59,38 @@ after(() => rmSync(work, { recursive: true, force: true }));
 function site(name, files) {
   const dir = path.join(work, name);
   mkdirSync(dir);
-  for (const [file, text] of Object.entries({ "index.html": "<!doctype html><title>site</title>\n", ".env": DOTENV, ...files })) {
+  for (const [file, text] of Object.entries({
+    "index.html": "<!doctype html><title>site</title>\n",
+    ".env": DOTENV,
+    ...files,
+  })) {
     mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
     writeFileSync(path.join(dir, file), text);
   }
   return dir;
 }
 
+/** A site's files by relative path; `get` fails the test on a file that is not there. */
+/** @extends {Map<string, string>} */
+class Files extends Map {
+  /**
+   * @param {string} name
+   * @returns {string}
+   */
+  get(name) {
+    const text = super.get(name);
+    assert.ok(text !== undefined, `${name} does not exist`);
+    return text;
+  }
+}
+
 /**
  * Every file under `dir`, by relative path, with its bytes (a symbolic link: where it points).
  * @param {string} dir
- * @returns {Map<string, string>}
+ * @returns {Files}
  */
 function snapshot(dir, prefix = "") {
-  const files = new Map();
+  const files = new Files();
   for (const name of readdirSync(path.join(dir, prefix)).sort()) {
     const rel = path.join(prefix, name);
     const stat = lstatSync(path.join(dir, rel));
@@ -80,7 +113,8 @@ function snapshot(dir, prefix = "") {
  */
 async function init(dir, args, env = {}, { maxFileKiB } = {}) {
   const command = [process.execPath, BIN, "init", ...args];
-  const [file, ...argv] = maxFileKiB === undefined ? command : ["bash", "-c", `ulimit -f ${maxFileKiB} && exec "$@"`, "bash", ...command];
+  const [file, ...argv] =
+    maxFileKiB === undefined ? command : ["bash", "-c", `ulimit -f ${maxFileKiB} && exec "$@"`, "bash", ...command];
   const child = spawn(file, argv, {
     cwd: dir,
     env: { ...process.env, NETLIFY: "", VERCEL: "", ...SECRETS, ...env },
@@ -97,7 +131,11 @@ async function init(dir, args, env = {}, { maxFileKiB } = {}) {
   return { status, stdout, stderr };
 }
 
-/** Runs init twice: the second run must say so and change no byte. */
+/**
+ * Runs init twice: the second run must say so and change no byte.
+ * @param {string} dir
+ * @param {string[]} args
+ */
 async function initTwice(dir, args) {
   const first = await init(dir, args);
   assert.equal(first.status, 0, first.stderr);
@@ -116,7 +154,13 @@ describe("netlify", () => {
     assert.equal(written.get("netlify.toml"), PLUGIN_BLOCK);
     assert.match(written.get("tokenrelay.toml"), /type = "oauth2_client_credentials"/);
     assert.match(written.get("tokenrelay.toml"), /routes = \[/);
-    for (const name of ["EXAMPLE_CLIENT_ID", "EXAMPLE_CLIENT_SECRET", "TOKENRELAY_ENCRYPTION_KEY", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"]) {
+    for (const name of [
+      "EXAMPLE_CLIENT_ID",
+      "EXAMPLE_CLIENT_SECRET",
+      "TOKENRELAY_ENCRYPTION_KEY",
+      "UPSTASH_REDIS_REST_URL",
+      "UPSTASH_REDIS_REST_TOKEN",
+    ]) {
       assert.match(written.get(".env.example"), new RegExp(`^${name}=$`, "m"));
       assert.match(first.stdout, new RegExp(`${name} +\\[Builds, Functions\\]`));
     }
@@ -147,7 +191,7 @@ describe("netlify", () => {
       "[[plugins]]",
       'package = "@netlify/plugin-lighthouse"',
       "  [plugins.inputs]",
-      "  output_path = \"reports/lighthouse.html\"",
+      '  output_path = "reports/lighthouse.html"',
       "",
     ].join("\n");
     const gitignore = "node_modules\ndist/\n";
@@ -159,7 +203,10 @@ describe("netlify", () => {
     const { first, written } = await initTwice(dir, ["--yes"]);
     assert.match(first.stdout, /for netlify \(from netlify\.toml\)/);
     assert.equal(written.get("netlify.toml"), `${netlifyToml}\n${PLUGIN_BLOCK}`);
-    assert.equal(written.get(".gitignore"), `${gitignore}\n# tokenrelay (added by \`npx tokenrelay init\`)\n.env\n.netlify\n`);
+    assert.equal(
+      written.get(".gitignore"),
+      `${gitignore}\n# tokenrelay (added by \`npx tokenrelay init\`)\n.env\n.netlify\n`,
+    );
     assert.ok(!first.stdout.includes("install the plugin"), "the plugin is already a dependency");
   });
 
@@ -170,7 +217,10 @@ describe("netlify", () => {
     const before = snapshot(dir);
     const { status, stderr } = await init(dir, ["--yes"]);
     assert.equal(status, 1);
-    assert.match(stderr, /netlify\.toml: \[\[redirects\]\] from = "\/api\/relay\/\*" already routes \/api\/relay\/\*.*\[init_conflict\]/);
+    assert.match(
+      stderr,
+      /netlify\.toml: \[\[redirects\]\] from = "\/api\/relay\/\*" already routes \/api\/relay\/\*.*\[init_conflict\]/,
+    );
     assert.deepEqual(snapshot(dir), before);
   });
 
@@ -203,19 +253,28 @@ describe("writing", () => {
       const before = snapshot(dir);
       const { status, stderr } = await init(dir, ["--yes"]);
       assert.equal(status, 1);
-      assert.match(stderr, new RegExp(`${file.replace(".", "\\.")}: is a symbolic link, and init writes no file through one.*\\[init_failed\\]`));
+      assert.match(
+        stderr,
+        new RegExp(
+          `${file.replace(".", "\\.")}: is a symbolic link, and init writes no file through one.*\\[init_failed\\]`,
+        ),
+      );
       assert.ok(!existsSync(target), `init created ${target}`);
       assert.deepEqual(snapshot(dir), before);
     });
   }
 
   test("a variable name that would inject lines into .env.example is refused, naming it", TEST, async () => {
-    const config = '[upstreams.x]\nbase_url = "https://api.example"\ntoken = { type = "static", key = { env = "API_KEY\\nINJECTED=1" } }\n';
+    const config =
+      '[upstreams.x]\nbase_url = "https://api.example"\ntoken = { type = "static", key = { env = "API_KEY\\nINJECTED=1" } }\n';
     const dir = site("bad-variable", { "netlify.toml": "", "tokenrelay.toml": config });
     const before = snapshot(dir);
     const { status, stderr } = await init(dir, ["--yes"]);
     assert.equal(status, 1, stderr);
-    assert.match(stderr, /tokenrelay\.toml: \{ env = "API_KEY\\nINJECTED=1" \} \(.*\) is not an environment variable name \(\[A-Za-z_\]\[A-Za-z0-9_\]\*\).*\[init_failed\]/);
+    assert.match(
+      stderr,
+      /tokenrelay\.toml: \{ env = "API_KEY\\nINJECTED=1" \} \(.*\) is not an environment variable name \(\[A-Za-z_\]\[A-Za-z0-9_\]\*\).*\[init_failed\]/,
+    );
     assert.deepEqual(snapshot(dir), before);
   });
 });
@@ -249,38 +308,60 @@ path = "api/hello.rs"
 serde = { version = "1", features = ["derive"] } # for api/hello.rs
 `;
 
-  test("existing vercel.json and Cargo.toml keep every setting; the function, rewrite and [[bin]] are added", TEST, async () => {
-    const dir = site("existing-vercel", { "vercel.json": vercelJson, "Cargo.toml": cargoToml, "api/hello.rs": "fn main() {}\n" });
-    const { first, written } = await initTwice(dir, ["--yes"]);
-    assert.match(first.stdout, /for vercel \(from vercel\.json\)/);
+  test(
+    "existing vercel.json and Cargo.toml keep every setting; the function, rewrite and [[bin]] are added",
+    TEST,
+    async () => {
+      const dir = site("existing-vercel", {
+        "vercel.json": vercelJson,
+        "Cargo.toml": cargoToml,
+        "api/hello.rs": "fn main() {}\n",
+      });
+      const { first, written } = await initTwice(dir, ["--yes"]);
+      assert.match(first.stdout, /for vercel \(from vercel\.json\)/);
 
-    const json = JSON.parse(written.get("vercel.json"));
-    assert.deepEqual(json.rewrites[0], { source: "/api/relay/:path*", destination: "/api/relay" });
-    assert.deepEqual(json.functions, { "api/relay.rs": { includeFiles: "tokenrelay.toml" } });
-    const original = JSON.parse(vercelJson);
-    assert.deepEqual({ ...json, rewrites: json.rewrites.slice(1), functions: undefined }, { ...original, functions: undefined });
-    // The user's text, untouched: both rewrites on their own lines, the headers block as written.
-    assert.ok(written.get("vercel.json").includes(vercelJson.slice(vercelJson.indexOf('    { "source": "/blog'), vercelJson.indexOf("\n  ],"))));
-    assert.ok(written.get("vercel.json").includes(vercelJson.slice(vercelJson.indexOf('  "headers"'), vercelJson.lastIndexOf("]") + 1)));
+      const json = JSON.parse(written.get("vercel.json"));
+      assert.deepEqual(json.rewrites[0], { source: "/api/relay/:path*", destination: "/api/relay" });
+      assert.deepEqual(json.functions, { "api/relay.rs": { includeFiles: "tokenrelay.toml" } });
+      const original = JSON.parse(vercelJson);
+      assert.deepEqual(
+        { ...json, rewrites: json.rewrites.slice(1), functions: undefined },
+        { ...original, functions: undefined },
+      );
+      // The user's text, untouched: both rewrites on their own lines, the headers block as written.
+      assert.ok(
+        written
+          .get("vercel.json")
+          .includes(vercelJson.slice(vercelJson.indexOf('    { "source": "/blog'), vercelJson.indexOf("\n  ],"))),
+      );
+      assert.ok(
+        written
+          .get("vercel.json")
+          .includes(vercelJson.slice(vercelJson.indexOf('  "headers"'), vercelJson.lastIndexOf("]") + 1)),
+      );
 
-    const version = JSON.parse(readFileSync(path.join(ROOT, "crates/tokenrelay-node/package.json"), "utf8")).version;
-    assert.equal(
-      written.get("Cargo.toml"),
-      cargoToml
-        // The new [[bin]] goes after the user's, the dependency after theirs.
-        .replace(
-          'path = "api/hello.rs"\n',
-          'path = "api/hello.rs"\n\n# The Vercel function /api/relay (npx tokenrelay init).\n[[bin]]\nname = "relay"\npath = "api/relay.rs"\n',
-        )
-        .replace("# for api/hello.rs\n", `# for api/hello.rs\ntokenrelay = { version = "${version}", features = ["vercel"] }\n`),
-    );
-    assert.equal(written.get("api/relay.rs"), readFileSync(path.join(ROOT, "api/relay.rs"), "latin1"));
-    assert.equal(written.get("api/hello.rs"), "fn main() {}\n");
-    for (const name of ["EXAMPLE_CLIENT_ID", "TOKENRELAY_ENCRYPTION_KEY", "KV_REST_API_URL", "KV_REST_API_TOKEN"]) {
-      assert.match(first.stdout, new RegExp(`${name} +\\[Production, Preview, Development\\]`));
-    }
-    assert.match(first.stdout, /Upstash for Redis from the Vercel Marketplace/);
-  });
+      const version = JSON.parse(readFileSync(path.join(ROOT, "crates/tokenrelay-node/package.json"), "utf8")).version;
+      assert.equal(
+        written.get("Cargo.toml"),
+        cargoToml
+          // The new [[bin]] goes after the user's, the dependency after theirs.
+          .replace(
+            'path = "api/hello.rs"\n',
+            'path = "api/hello.rs"\n\n# The Vercel function /api/relay (npx tokenrelay init).\n[[bin]]\nname = "relay"\npath = "api/relay.rs"\n',
+          )
+          .replace(
+            "# for api/hello.rs\n",
+            `# for api/hello.rs\ntokenrelay = { version = "${version}", features = ["vercel"] }\n`,
+          ),
+      );
+      assert.equal(written.get("api/relay.rs"), readFileSync(path.join(ROOT, "api/relay.rs"), "latin1"));
+      assert.equal(written.get("api/hello.rs"), "fn main() {}\n");
+      for (const name of ["EXAMPLE_CLIENT_ID", "TOKENRELAY_ENCRYPTION_KEY", "KV_REST_API_URL", "KV_REST_API_TOKEN"]) {
+        assert.match(first.stdout, new RegExp(`${name} +\\[Production, Preview, Development\\]`));
+      }
+      assert.match(first.stdout, /Upstash for Redis from the Vercel Marketplace/);
+    },
+  );
 
   test("a plain static site gets a new Cargo.toml and vercel.json", TEST, async () => {
     const dir = site("static-vercel", {});
@@ -299,12 +380,17 @@ serde = { version = "1", features = ["derive"] } # for api/hello.rs
     const before = snapshot(dir);
     const { status, stderr } = await init(dir, ["--yes"]);
     assert.equal(status, 1);
-    assert.match(stderr, /vercel\.json: the rewrite "\/api\/relay\/:path\*" → "\/api\/proxy" already claims \/api\/relay.*\[init_conflict\]/);
+    assert.match(
+      stderr,
+      /vercel\.json: the rewrite "\/api\/relay\/:path\*" → "\/api\/proxy" already claims \/api\/relay.*\[init_conflict\]/,
+    );
     assert.deepEqual(snapshot(dir), before);
   });
 
   test("a rewrite that merely starts like the mount (/api/relay-status) is no conflict", TEST, async () => {
-    const dir = site("relay-status-vercel", { "vercel.json": '{ "rewrites": [{ "source": "/api/relay-status", "destination": "/api/status" }] }\n' });
+    const dir = site("relay-status-vercel", {
+      "vercel.json": '{ "rewrites": [{ "source": "/api/relay-status", "destination": "/api/status" }] }\n',
+    });
     const { written } = await initTwice(dir, ["--yes"]);
     assert.deepEqual(JSON.parse(written.get("vercel.json")).rewrites, [
       { source: "/api/relay/:path*", destination: "/api/relay" },
@@ -313,7 +399,10 @@ serde = { version = "1", features = ["derive"] } # for api/hello.rs
   });
 
   test("an api/relay.rs of the user's own is refused", TEST, async () => {
-    const dir = site("conflict-function", { "vercel.json": "{}\n", "api/relay.rs": "fn main() { println!(\"mine\"); }\n" });
+    const dir = site("conflict-function", {
+      "vercel.json": "{}\n",
+      "api/relay.rs": 'fn main() { println!("mine"); }\n',
+    });
     const { status, stderr } = await init(dir, ["--yes"]);
     assert.equal(status, 1);
     assert.match(stderr, /api\/relay\.rs: exists and does not call tokenrelay::vercel::run/);
@@ -349,7 +438,7 @@ describe("choosing", () => {
   });
 
   test("without --yes and without a terminal, init shows the changes and writes nothing", TEST, async () => {
-    const dir = site("no-terminal", { "netlify.toml": "[build]\npublish = \"dist\"\n" });
+    const dir = site("no-terminal", { "netlify.toml": '[build]\npublish = "dist"\n' });
     const before = snapshot(dir);
     const { status, stdout, stderr } = await init(dir, []);
     assert.equal(status, 2);

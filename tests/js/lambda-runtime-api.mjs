@@ -88,7 +88,10 @@ export async function startLambda(bootstrap, { cwd, env }) {
       const id = randomUUID();
       return new Promise((resolve, reject) => {
         const timer = setTimeout(
-          () => reject(new Error(`no answer in ${timeoutMs} ms${initError ? `; init error: ${initError}` : ""}:\n${output}`)),
+          () =>
+            reject(
+              new Error(`no answer in ${timeoutMs} ms${initError ? `; init error: ${initError}` : ""}:\n${output}`),
+            ),
           timeoutMs,
         );
         exited.then((code) => reject(new Error(`bootstrap exited (${code}):\n${output}`)));

@@ -16,7 +16,18 @@ import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -45,11 +56,14 @@ let upstash;
 let api;
 const key = randomBytes(32).toString("base64");
 
-before(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "tokenrelay-netlify-"));
-  const redis = await startRedis(work);
-  [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
-}, { timeout: 30_000 });
+before(
+  async () => {
+    work = mkdtempSync(path.join(tmpdir(), "tokenrelay-netlify-"));
+    const redis = await startRedis(work);
+    [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
+  },
+  { timeout: 30_000 },
+);
 
 // Each build starts from a cold store: a token stored by an earlier build
 // would be served whatever the credentials (the store key names the client,
@@ -97,7 +111,10 @@ function fixtureSite() {
   };
   for (const file of readdirSync(dir)) {
     const text = readFileSync(path.join(dir, file), "utf8");
-    writeFileSync(path.join(dir, file), Object.entries(fill).reduce((t, [k, v]) => t.replaceAll(k, v), text));
+    writeFileSync(
+      path.join(dir, file),
+      Object.entries(fill).reduce((t, [k, v]) => t.replaceAll(k, v), text),
+    );
   }
   return dir;
 }
@@ -142,7 +159,16 @@ function netlifyBuild(dir, env) {
 function netlifyBuildApi(dir, env, outputConfigPath) {
   // @netlify/build as netlify-cli resolves it (a dependency of netlify-cli, not of ours).
   const entry = createRequire(path.join(ROOT, "node_modules", "netlify-cli", "package.json")).resolve("@netlify/build");
-  const flags = { cwd: dir, repositoryRoot: dir, offline: true, saveConfig: true, outputConfigPath, debug: true, telemetry: false, mode: "cli" };
+  const flags = {
+    cwd: dir,
+    repositoryRoot: dir,
+    offline: true,
+    saveConfig: true,
+    outputConfigPath,
+    debug: true,
+    telemetry: false,
+    mode: "cli",
+  };
   const script =
     `const { default: build } = await import(${JSON.stringify(pathToFileURL(entry).href)});` +
     `const { success } = await build(${JSON.stringify(flags)}); process.exit(success ? 0 : 1);`;
@@ -191,15 +217,30 @@ function buildProcess(file, args, dir, env) {
 async function netlifyDev(dir, env) {
   const [port, appPort] = await Promise.all([freePort(), freePort()]);
   const args = [
-    "dev", "--offline",
-    "--framework", "#custom", "--command", "node dev.mjs",
-    "--port", String(port), "--target-port", String(appPort),
+    "dev",
+    "--offline",
+    "--framework",
+    "#custom",
+    "--command",
+    "node dev.mjs",
+    "--port",
+    String(port),
+    "--target-port",
+    String(appPort),
     // Edge functions need a Deno download; the fixture has none.
     "--internal-disable-edge-functions",
   ];
   const child = spawn(NETLIFY, args, {
     cwd: dir,
-    env: { ...process.env, ...env, APP_PORT: String(appPort), CI: "true", NO_UPDATE_NOTIFIER: "1", NO_COLOR: "1", FORCE_COLOR: "0" },
+    env: {
+      ...process.env,
+      ...env,
+      APP_PORT: String(appPort),
+      CI: "true",
+      NO_UPDATE_NOTIFIER: "1",
+      NO_COLOR: "1",
+      FORCE_COLOR: "0",
+    },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true, // its own process group, so stopping it stops dev.mjs too
   });
@@ -211,7 +252,10 @@ async function netlifyDev(dir, env) {
   try {
     await waitFor("netlify dev proxies to dev.mjs", BUILD_TIMEOUT_MS, async () => {
       if (child.exitCode !== null) throw new Error(`netlify dev exited with ${child.exitCode}:\n${output}`);
-      answer = await fetch(`http://127.0.0.1:${port}/`).then((r) => r.text(), () => "");
+      answer = await fetch(`http://127.0.0.1:${port}/`).then(
+        (r) => r.text(),
+        () => "",
+      );
       return answer.startsWith("token ");
     });
   } finally {
@@ -243,44 +287,59 @@ function storedToken(dir, env) {
 }
 
 describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
-  test("the build command gets a working token, the store is warmed, and the summary shows no secret", TEST, async () => {
-    const dir = fixtureSite();
-    const env = siteEnv(dir);
-    const { status, output } = await netlifyBuild(dir, env);
-    assert.equal(status, 0, output);
+  test(
+    "the build command gets a working token, the store is warmed, and the summary shows no secret",
+    TEST,
+    async () => {
+      const dir = fixtureSite();
+      const env = siteEnv(dir);
+      const { status, output } = await netlifyBuild(dir, env);
+      assert.equal(status, 0, output);
 
-    // The build command called the API with the token from its environment.
-    assert.match(output, /build: rendered 3 images/);
-    assert.match(readFileSync(path.join(dir, "dist", "index.html"), "utf8"), /<li>cats 1<\/li>/);
-    // The summary names upstream, expiry, variable and store; never a value.
-    assert.match(output, /tokenrelay: getty: valid until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(fetched\), as GETTY_TOKEN/);
-    assert.match(output, /shared store warmed: upstash http:\/\/127\.0\.0\.1:\d+/);
-    // GETTY_TOKEN, GETTY_API_KEY, GETTY_API_SECRET, UPSTASH_REDIS_REST_TOKEN, TOKENRELAY_ENCRYPTION_KEY
-    assert.match(output, /dist: 1 file\(s\) scanned for 5 secret\(s\), none found/);
-    assert.match(output, /1 token\(s\) ready; no secret in dist/);
+      // The build command called the API with the token from its environment.
+      assert.match(output, /build: rendered 3 images/);
+      assert.match(readFileSync(path.join(dir, "dist", "index.html"), "utf8"), /<li>cats 1<\/li>/);
+      // The summary names upstream, expiry, variable and store; never a value.
+      assert.match(
+        output,
+        /tokenrelay: getty: valid until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(fetched\), as GETTY_TOKEN/,
+      );
+      assert.match(output, /shared store warmed: upstash http:\/\/127\.0\.0\.1:\d+/);
+      // GETTY_TOKEN, GETTY_API_KEY, GETTY_API_SECRET, UPSTASH_REDIS_REST_TOKEN, TOKENRELAY_ENCRYPTION_KEY
+      assert.match(output, /dist: 1 file\(s\) scanned for 5 secret\(s\), none found/);
+      assert.match(output, /1 token\(s\) ready; no secret in dist/);
 
-    const token = await storedToken(dir, env);
-    assertNoSecret(output, [token]);
-    const redis = new Redis({ url: upstash.url, token: upstash.token, enableAutoPipelining: false });
-    assert.equal((await redis.keys("tokenrelay:v1:getty:*")).length, 1, "the shared store holds the token for functions");
-  });
+      const token = await storedToken(dir, env);
+      assertNoSecret(output, [token]);
+      const redis = new Redis({ url: upstash.url, token: upstash.token, enableAutoPipelining: false });
+      assert.equal(
+        (await redis.keys("tokenrelay:v1:getty:*")).length,
+        1,
+        "the shared store holds the token for functions",
+      );
+    },
+  );
 
-  test("the token reaches the build command but never the config @netlify/build saves for the deploy", TEST, async () => {
-    const dir = fixtureSite();
-    const env = siteEnv(dir);
-    const saved = path.join(dir, "saved-netlify.toml");
-    const { status, output } = await netlifyBuildApi(dir, env, saved);
-    assert.equal(status, 0, output);
-    assert.match(output, /build: rendered 3 images/);
-    const token = await storedToken(dir, env);
-    // Mutations would be saved (and printed under "Uploaded config"); the
-    // plugin makes none, so nothing is written.
-    const config = existsSync(saved) ? readFileSync(saved, "utf8") : "";
-    assert.ok(!config.includes(token), `the saved config holds the token:\n${config}`);
-    assert.doesNotMatch(config, /environment/);
-    assert.doesNotMatch(output, /build\.environment/);
-    assertNoSecret(output, [token]);
-  });
+  test(
+    "the token reaches the build command but never the config @netlify/build saves for the deploy",
+    TEST,
+    async () => {
+      const dir = fixtureSite();
+      const env = siteEnv(dir);
+      const saved = path.join(dir, "saved-netlify.toml");
+      const { status, output } = await netlifyBuildApi(dir, env, saved);
+      assert.equal(status, 0, output);
+      assert.match(output, /build: rendered 3 images/);
+      const token = await storedToken(dir, env);
+      // Mutations would be saved (and printed under "Uploaded config"); the
+      // plugin makes none, so nothing is written.
+      const config = existsSync(saved) ? readFileSync(saved, "utf8") : "";
+      assert.ok(!config.includes(token), `the saved config holds the token:\n${config}`);
+      assert.doesNotMatch(config, /environment/);
+      assert.doesNotMatch(output, /build\.environment/);
+      assertNoSecret(output, [token]);
+    },
+  );
 
   test("a bad credential fails the build before the build command, naming what to check", TEST, async () => {
     const dir = fixtureSite();
@@ -301,7 +360,10 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     const dir = fixtureSite();
     const { status, output } = await netlifyBuild(dir, siteEnv(dir, { GETTY_API_SECRET: "" }));
     assert.notEqual(status, 0, output);
-    assert.match(output, /missing environment variables: GETTY_API_SECRET \(upstream "getty": token\.client_secret\) \[missing_env\]/);
+    assert.match(
+      output,
+      /missing environment variables: GETTY_API_SECRET \(upstream "getty": token\.client_secret\) \[missing_env\]/,
+    );
     assert.match(output, /Set these in the site's environment variables/);
   });
 
@@ -311,7 +373,10 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     const { status, output } = await netlifyBuild(dir, env);
     assert.notEqual(status, 0, output);
     assert.match(output, /build: rendered 3 images/);
-    assert.match(output, /tokenrelay: the build output holds secrets, so it must not be deployed:\s+- dist\/assets\/app\.js contains the token in \$GETTY_TOKEN/);
+    assert.match(
+      output,
+      /tokenrelay: the build output holds secrets, so it must not be deployed:\s+- dist\/assets\/app\.js contains the token in \$GETTY_TOKEN/,
+    );
     assert.match(output, /In "onPostBuild" event/);
     assert.ok(existsSync(path.join(dir, "dist", "assets", "app.js")));
     assertNoSecret(output, [await storedToken(dir, env)]);
@@ -328,35 +393,54 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
     assertNoSecret(output, [await storedToken(dir, env)]);
   });
 
-  test("a token in an edge function bundle or a deploy-scoped blob fails the build: both are deployed too", TEST, async () => {
-    const dir = fixtureSite();
-    const env = siteEnv(dir, { LEAK_DEPLOYED: "1" });
-    const { status, output } = await netlifyBuild(dir, env);
-    assert.notEqual(status, 0, output);
-    assert.match(output, /- \.netlify\/edge-functions-dist\/bundle\.eszip contains the token in \$GETTY_TOKEN/);
-    assert.match(output, /- \.netlify\/blobs\/deploy\/pages\/index contains the token in \$GETTY_TOKEN/);
-    assert.doesNotMatch(output, /- dist\//);
-    assertNoSecret(output, [await storedToken(dir, env)]);
-  });
+  test(
+    "a token in an edge function bundle or a deploy-scoped blob fails the build: both are deployed too",
+    TEST,
+    async () => {
+      const dir = fixtureSite();
+      const env = siteEnv(dir, { LEAK_DEPLOYED: "1" });
+      const { status, output } = await netlifyBuild(dir, env);
+      assert.notEqual(status, 0, output);
+      assert.match(output, /- \.netlify\/edge-functions-dist\/bundle\.eszip contains the token in \$GETTY_TOKEN/);
+      assert.match(output, /- \.netlify\/blobs\/deploy\/pages\/index contains the token in \$GETTY_TOKEN/);
+      assert.doesNotMatch(output, /- dist\//);
+      assertNoSecret(output, [await storedToken(dir, env)]);
+    },
+  );
 
   test("a site rule that merely starts like the mount (/api/relay-status) leaves the relay routed", TEST, async () => {
     const dir = fixtureSite();
     const own = '\n[[redirects]]\nfrom = "/api/relay-status"\nto = "/status.json"\nstatus = 200\n';
     // Not scanned: the workspace's debug build of the function is large, and the scan is tested above.
-    const toml = readFileSync(path.join(dir, "netlify.toml"), "utf8").replace("relayFunction = false", "relayFunction = true\n  scanPublishDir = false");
+    const toml = readFileSync(path.join(dir, "netlify.toml"), "utf8").replace(
+      "relayFunction = false",
+      "relayFunction = true\n  scanPublishDir = false",
+    );
     writeFileSync(path.join(dir, "netlify.toml"), toml + own);
     const { status, output } = await netlifyBuild(dir, siteEnv(dir, { NODE_PATH: platformPackage() }));
     assert.equal(status, 0, output);
-    assert.match(output, /tokenrelay: relay function placed at \.netlify\/functions-internal\/relay \(the prebuilt relay with tokenrelay\.toml\), routed from \/api\/relay\/\*/);
+    assert.match(
+      output,
+      /tokenrelay: relay function placed at \.netlify\/functions-internal\/relay \(the prebuilt relay with tokenrelay\.toml\), routed from \/api\/relay\/\*/,
+    );
   });
 
   test("a link in the publish directory to a file outside it fails the build, naming both", TEST, async () => {
     const dir = fixtureSite();
-    writeFileSync(path.join(dir, "build.mjs"), readFileSync(path.join(dir, "build.mjs"), "utf8") + 'import { symlinkSync } from "node:fs";\nsymlinkSync("../../.env", "dist/assets/env.txt");\n');
+    writeFileSync(
+      path.join(dir, "build.mjs"),
+      readFileSync(path.join(dir, "build.mjs"), "utf8") +
+        'import { symlinkSync } from "node:fs";\nsymlinkSync("../../.env", "dist/assets/env.txt");\n',
+    );
     writeFileSync(path.join(dir, ".env"), "NOTHING_SECRET=1\n");
     const { status, output } = await netlifyBuild(dir, siteEnv(dir));
     assert.notEqual(status, 0, output);
-    assert.match(output, new RegExp(`- dist/assets/env\\.txt links outside dist, to ${realpathSync(path.join(dir, ".env")).replaceAll(".", "\\.")}`));
+    assert.match(
+      output,
+      new RegExp(
+        `- dist/assets/env\\.txt links outside dist, to ${realpathSync(path.join(dir, ".env")).replaceAll(".", "\\.")}`,
+      ),
+    );
   });
 
   test("netlify dev gets the same token from onPreDev, for local development to match a build", TEST, async () => {
@@ -371,31 +455,50 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
 });
 
 describe("the relay function the plugin places", () => {
-  test("answers with the config appended at build time though TOKENRELAY_CONFIG names a file of the build machine", TEST, async () => {
-    assert.ok(existsSync(BINARY), `${BINARY} is missing: cargo build -p tokenrelay-netlify --bin netlify-relay`);
-    const dir = path.join(work, "placed");
-    mkdirSync(dir);
-    writeFileSync(path.join(dir, "tokenrelay.toml"), siteConfig(api));
-    const placed = await placeRelayFunction(BINARY, path.join(dir, "tokenrelay.toml"), path.join(dir, "functions-internal"));
-    // The task root as Lambda unpacks the function: the bootstrap alone.
-    const task = path.join(dir, "task");
-    mkdirSync(task);
-    cpSync(placed, path.join(task, "bootstrap"));
-    // Set as Netlify sets a variable by default, for every scope: at run time
-    // it names the build machine's checkout, which the function does not have.
-    const env = { PATH: process.env.PATH ?? "", ...siteEnv(dir), TOKENRELAY_CONFIG: "/opt/build/repo/tokenrelay.toml" };
-    const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env });
-    try {
-      const answer = await lambda.invoke(
-        { httpMethod: "GET", path: "/api/relay/getty/search/images", queryStringParameters: { phrase: "cats" }, headers: { host: "site.example" }, body: null, isBase64Encoded: false },
-        BUILD_TIMEOUT_MS,
+  test(
+    "answers with the config appended at build time though TOKENRELAY_CONFIG names a file of the build machine",
+    TEST,
+    async () => {
+      assert.ok(existsSync(BINARY), `${BINARY} is missing: cargo build -p tokenrelay-netlify --bin netlify-relay`);
+      const dir = path.join(work, "placed");
+      mkdirSync(dir);
+      writeFileSync(path.join(dir, "tokenrelay.toml"), siteConfig(api));
+      const placed = await placeRelayFunction(
+        BINARY,
+        path.join(dir, "tokenrelay.toml"),
+        path.join(dir, "functions-internal"),
       );
-      assert.equal(answer.statusCode, 200, JSON.stringify(answer));
-      assert.equal(JSON.parse(answer.body).images.length, 3);
-      assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
-      assertNoSecret(lambda.output());
-    } finally {
-      await lambda.stop();
-    }
-  });
+      // The task root as Lambda unpacks the function: the bootstrap alone.
+      const task = path.join(dir, "task");
+      mkdirSync(task);
+      cpSync(placed, path.join(task, "bootstrap"));
+      // Set as Netlify sets a variable by default, for every scope: at run time
+      // it names the build machine's checkout, which the function does not have.
+      const env = {
+        PATH: process.env.PATH ?? "",
+        ...siteEnv(dir),
+        TOKENRELAY_CONFIG: "/opt/build/repo/tokenrelay.toml",
+      };
+      const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env });
+      try {
+        const answer = await lambda.invoke(
+          {
+            httpMethod: "GET",
+            path: "/api/relay/getty/search/images",
+            queryStringParameters: { phrase: "cats" },
+            headers: { host: "site.example" },
+            body: null,
+            isBase64Encoded: false,
+          },
+          BUILD_TIMEOUT_MS,
+        );
+        assert.equal(answer.statusCode, 200, JSON.stringify(answer));
+        assert.equal(JSON.parse(answer.body).images.length, 3);
+        assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
+        assertNoSecret(lambda.output());
+      } finally {
+        await lambda.stop();
+      }
+    },
+  );
 });

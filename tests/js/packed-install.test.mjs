@@ -52,11 +52,18 @@ describe("the packed packages", () => {
     for (const file of [...Object.values(TARBALL), CRATE]) {
       const list = entries(file);
       t.diagnostic(`${path.basename(file)}: ${kib(statSync(file).size)} packed, ${list.length} files`);
-      assert.deepEqual(list.filter((e) => e.startsWith("target/") || e.includes("/target/")), [], path.basename(file));
+      assert.deepEqual(
+        list.filter((e) => e.startsWith("target/") || e.includes("/target/")),
+        [],
+        path.basename(file),
+      );
     }
 
     const main = entries(TARBALL.main);
-    assert.deepEqual(main.filter((e) => e.endsWith(".node")), []);
+    assert.deepEqual(
+      main.filter((e) => e.endsWith(".node")),
+      [],
+    );
     for (const file of ["index.js", "index.d.ts", "binding.js", "binding.d.ts", "bin/tokenrelay.js", "README.md"]) {
       assert.ok(main.includes(file), `the main package lacks ${file}`);
     }
@@ -66,9 +73,15 @@ describe("the packed packages", () => {
 
     const binaries = entries(TARBALL.platform).filter((e) => e.endsWith(".node"));
     assert.deepEqual(binaries, ["tokenrelay.linux-x64-gnu.node"]);
-    assert.ok(entries(TARBALL.platform).includes("netlify-relay"), "the platform package lacks the Netlify function netlify-relay");
+    assert.ok(
+      entries(TARBALL.platform).includes("netlify-relay"),
+      "the platform package lacks the Netlify function netlify-relay",
+    );
     const platform = JSON.parse(member(TARBALL.platform, "package/package.json"));
-    assert.deepEqual([platform.os, platform.cpu, platform.libc, platform.main], [["linux"], ["x64"], ["glibc"], binaries[0]]);
+    assert.deepEqual(
+      [platform.os, platform.cpu, platform.libc, platform.main],
+      [["linux"], ["x64"], ["glibc"], binaries[0]],
+    );
   });
 
   test(`hold the Linux binaries to glibc ${FLOOR}`, (t) => {
@@ -109,7 +122,14 @@ describe("the packed packages", () => {
   });
 
   test("ship the plugin with the metadata Netlify's plugin directory expects", () => {
-    assert.deepEqual(entries(TARBALL.plugin).sort(), ["README.md", "dev-function.js", "index.js", "manifest.yml", "package.json", "relay-function.js"]);
+    assert.deepEqual(entries(TARBALL.plugin).sort(), [
+      "README.md",
+      "dev-function.js",
+      "index.js",
+      "manifest.yml",
+      "package.json",
+      "relay-function.js",
+    ]);
     const pkg = JSON.parse(member(TARBALL.plugin, "package/package.json"));
     const manifest = member(TARBALL.plugin, "package/manifest.yml");
     assert.equal(pkg.name, "netlify-plugin-tokenrelay");
@@ -122,8 +142,12 @@ describe("the packed packages", () => {
 
   test("publish the crate with its sources and README, and no path dependency", () => {
     const list = entries(CRATE);
-    for (const file of ["Cargo.toml", "README.md", "src/lib.rs", "src/relay/mod.rs"]) assert.ok(list.includes(file), file);
-    assert.deepEqual(list.filter((e) => e.startsWith("tests/")), []);
+    for (const file of ["Cargo.toml", "README.md", "src/lib.rs", "src/relay/mod.rs"])
+      assert.ok(list.includes(file), file);
+    assert.deepEqual(
+      list.filter((e) => e.startsWith("tests/")),
+      [],
+    );
     const manifest = member(CRATE, `tokenrelay-${VERSION}/Cargo.toml`);
     // Only the lib's own `path = "src/lib.rs"`: no dependency by path.
     assert.deepEqual(manifest.match(/^path = .*$/gm), ['path = "src/lib.rs"']);
@@ -144,25 +168,28 @@ describe("installed from the tarballs into a site outside the checkout, with no 
   /** @type {string[]} */
   let secrets = [];
 
-  before(async () => {
-    work = mkdtempSync(path.join(tmpdir(), "tokenrelay-packed-"));
-    const redis = await startRedis(work);
-    const [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
-    site = path.join(work, "site");
-    cpSync(FIXTURE, site, { recursive: true });
-    writeFileSync(path.join(site, "tokenrelay.toml"), siteConfig(api));
-    env = siteEnv({
-      // The site's environment variables on the build machine.
-      GETTY_API_KEY: CLIENT.clientId,
-      GETTY_API_SECRET: CLIENT.clientSecret,
-      STAND_IN_API_URL: api.apiUrl,
-      UPSTASH_REDIS_REST_URL: upstash.url,
-      UPSTASH_REDIS_REST_TOKEN: upstash.token,
-      TOKENRELAY_ENCRYPTION_KEY: key,
-      TOKENRELAY_LOCAL_STORE: path.join(work, "local-store"),
-    });
-    secrets = [CLIENT.clientSecret, upstash.token, key];
-  }, { timeout: 30_000 });
+  before(
+    async () => {
+      work = mkdtempSync(path.join(tmpdir(), "tokenrelay-packed-"));
+      const redis = await startRedis(work);
+      const [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
+      site = path.join(work, "site");
+      cpSync(FIXTURE, site, { recursive: true });
+      writeFileSync(path.join(site, "tokenrelay.toml"), siteConfig(api));
+      env = siteEnv({
+        // The site's environment variables on the build machine.
+        GETTY_API_KEY: CLIENT.clientId,
+        GETTY_API_SECRET: CLIENT.clientSecret,
+        STAND_IN_API_URL: api.apiUrl,
+        UPSTASH_REDIS_REST_URL: upstash.url,
+        UPSTASH_REDIS_REST_TOKEN: upstash.token,
+        TOKENRELAY_ENCRYPTION_KEY: key,
+        TOKENRELAY_LOCAL_STORE: path.join(work, "local-store"),
+      });
+      secrets = [CLIENT.clientSecret, upstash.token, key];
+    },
+    { timeout: 30_000 },
+  );
 
   after(async () => {
     await stopAll();
@@ -181,11 +208,16 @@ describe("installed from the tarballs into a site outside the checkout, with no 
     }
   }
 
-  test("npm installs the three tarballs; the binary comes from the platform package", { timeout: INSTALL_TIMEOUT_MS + 10_000 }, async () => {
+  test("npm installs the three tarballs; the binary comes from the platform package", {
+    timeout: INSTALL_TIMEOUT_MS + 10_000,
+  }, async () => {
     const { status, output } = await installTarballs(site, env);
     assert.equal(status, 0, output);
     const modules = path.join(site, "node_modules");
-    assert.deepEqual(readdirSync(path.join(modules, "tokenrelay")).filter((f) => f.endsWith(".node")), []);
+    assert.deepEqual(
+      readdirSync(path.join(modules, "tokenrelay")).filter((f) => f.endsWith(".node")),
+      [],
+    );
     assert.ok(existsSync(path.join(modules, "tokenrelay-linux-x64-gnu", "tokenrelay.linux-x64-gnu.node")));
     assert.ok(existsSync(path.join(modules, "netlify-plugin-tokenrelay", "manifest.yml")));
     const which = await run("sh", ["-c", "command -v cargo || command -v rustc || echo none"], { cwd: site, env });
@@ -202,7 +234,11 @@ describe("installed from the tarballs into a site outside the checkout, with no 
   });
 
   test("npx tokenrelay prefetch runs the site's build with a working token and scans its output", TEST, async () => {
-    const { status, output } = await run("npx", ["--no", "tokenrelay", "prefetch", "--scan", "dist", "--", "npm", "run", "build"], { cwd: site, env });
+    const { status, output } = await run(
+      "npx",
+      ["--no", "tokenrelay", "prefetch", "--scan", "dist", "--", "npm", "run", "build"],
+      { cwd: site, env },
+    );
     assert.equal(status, 0, output);
     assert.match(output, /tokenrelay: getty: valid until \S+Z \(fetched\), as TOKENRELAY_GETTY_TOKEN/);
     assert.match(output, /build: rendered 3 images/);
@@ -224,19 +260,23 @@ describe("installed from the tarballs into a site outside the checkout, with no 
     await assertNoSecret(output);
   });
 
-  test("without the platform package, the plugin still loads and fails the build naming the platform", TEST, async () => {
-    // As if installed with --omit=optional: the main package is there, its binary is not.
-    rmSync(path.join(site, "node_modules", "tokenrelay-linux-x64-gnu"), { recursive: true });
-    const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
-    assert.notEqual(status, 0, output);
-    assert.match(output, /In "onPreBuild" event in "netlify-plugin-tokenrelay" from netlify\.toml and package\.json/);
-    assert.match(
-      output,
-      /tokenrelay could not load its native addon: tokenrelay has no native binary that loads on linux-x64-gnu \(Node v[\d.]+\)\. Its binary comes in the optional dependency tokenrelay-linux-x64-gnu/,
-    );
-    assert.match(output, /\[unsupported_platform\]/);
-    assert.doesNotMatch(output, /build: rendered/);
-  });
+  test(
+    "without the platform package, the plugin still loads and fails the build naming the platform",
+    TEST,
+    async () => {
+      // As if installed with --omit=optional: the main package is there, its binary is not.
+      rmSync(path.join(site, "node_modules", "tokenrelay-linux-x64-gnu"), { recursive: true });
+      const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
+      assert.notEqual(status, 0, output);
+      assert.match(output, /In "onPreBuild" event in "netlify-plugin-tokenrelay" from netlify\.toml and package\.json/);
+      assert.match(
+        output,
+        /tokenrelay could not load its native addon: tokenrelay has no native binary that loads on linux-x64-gnu \(Node v[\d.]+\)\. Its binary comes in the optional dependency tokenrelay-linux-x64-gnu/,
+      );
+      assert.match(output, /\[unsupported_platform\]/);
+      assert.doesNotMatch(output, /build: rendered/);
+    },
+  );
 });
 
 /**

@@ -21,12 +21,32 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { startLambda } from "./lambda-runtime-api.mjs";
-import { CRATE, installTarballs, NETLIFY, run, RUN_TIMEOUT_MS, siteConfig, siteEnv, TARBALL, VERSION } from "./packed.mjs";
+import {
+  CRATE,
+  installTarballs,
+  NETLIFY,
+  run,
+  RUN_TIMEOUT_MS,
+  siteConfig,
+  siteEnv,
+  TARBALL,
+  VERSION,
+} from "./packed.mjs";
 import { freePort, ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll, waitFor } from "./stand-ins.mjs";
 
 const FIXTURES = path.join(ROOT, "tests", "js", "fixtures", "sites");
@@ -46,23 +66,26 @@ let vars = /** @type {Record<string, string>} */ ({});
 let secrets = /** @type {string[]} */ ([]);
 let config = "";
 
-before(async () => {
-  for (const file of [...Object.values(TARBALL), CRATE]) {
-    assert.ok(existsSync(file), `${file} is missing: see the Run line at the top of this file`);
-  }
-  work = mkdtempSync(path.join(tmpdir(), "tokenrelay-sites-"));
-  const redis = await startRedis(work);
-  const [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
-  config = siteConfig(api);
-  vars = {
-    GETTY_API_KEY: CLIENT.clientId,
-    GETTY_API_SECRET: CLIENT.clientSecret,
-    UPSTASH_REDIS_REST_URL: upstash.url,
-    UPSTASH_REDIS_REST_TOKEN: upstash.token,
-    TOKENRELAY_ENCRYPTION_KEY: key,
-  };
-  secrets = [CLIENT.clientSecret, upstash.token, key];
-}, { timeout: 30_000 });
+before(
+  async () => {
+    for (const file of [...Object.values(TARBALL), CRATE]) {
+      assert.ok(existsSync(file), `${file} is missing: see the Run line at the top of this file`);
+    }
+    work = mkdtempSync(path.join(tmpdir(), "tokenrelay-sites-"));
+    const redis = await startRedis(work);
+    const [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
+    config = siteConfig(api);
+    vars = {
+      GETTY_API_KEY: CLIENT.clientId,
+      GETTY_API_SECRET: CLIENT.clientSecret,
+      UPSTASH_REDIS_REST_URL: upstash.url,
+      UPSTASH_REDIS_REST_TOKEN: upstash.token,
+      TOKENRELAY_ENCRYPTION_KEY: key,
+    };
+    secrets = [CLIENT.clientSecret, upstash.token, key];
+  },
+  { timeout: 30_000 },
+);
 
 after(async () => {
   await stopAll();
@@ -126,7 +149,11 @@ async function setUp(name, platform, merged, env) {
   assert.equal(first.status, 0, first.output);
   const written = snapshot(site);
   for (const [file, bytes] of before) {
-    if (merged.includes(file)) assert.ok(keepsLines(bytes, written.get(file) ?? ""), `init changed ${file}'s own settings:\n${written.get(file)}`);
+    if (merged.includes(file))
+      assert.ok(
+        keepsLines(bytes, written.get(file) ?? ""),
+        `init changed ${file}'s own settings:\n${written.get(file)}`,
+      );
     else assert.equal(written.get(file), bytes, `init changed ${file}`);
   }
   const second = await run("npx", init, { cwd: site, env });
@@ -157,7 +184,10 @@ function searchEvent() {
 
 /** Asserts `body` is stand-in-api's answer to the search. */
 function assertSearchResult(/** @type {string} */ body) {
-  assert.deepEqual(JSON.parse(body).images.map((/** @type {{ title: string }} */ i) => i.title), ["cats 1", "cats 2", "cats 3"]);
+  assert.deepEqual(
+    JSON.parse(body).images.map((/** @type {{ title: string }} */ i) => i.title),
+    ["cats 1", "cats 2", "cats 3"],
+  );
 }
 
 /**
@@ -168,7 +198,16 @@ function assertSearchResult(/** @type {string} */ body) {
  */
 async function relayThroughNetlifyDev(site, env, publish) {
   const port = await freePort();
-  const args = ["dev", "--offline", "--internal-disable-edge-functions", "--no-open", "--dir", publish, "--port", String(port)];
+  const args = [
+    "dev",
+    "--offline",
+    "--internal-disable-edge-functions",
+    "--no-open",
+    "--dir",
+    publish,
+    "--port",
+    String(port),
+  ];
   const child = spawn(NETLIFY, args, { cwd: site, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
   child.stdout.on("data", (d) => (output += d));
@@ -199,19 +238,30 @@ for (const { name, publish, settings } of [
     let site = "";
     let env = /** @type {Record<string, string>} */ ({});
 
-    before(async () => {
-      env = siteEnv({ ...vars, TOKENRELAY_LOCAL_STORE: path.join(work, `${name}-local-store`) });
-      site = await setUp(name, "netlify", [...settings, ".gitignore"], env);
-    }, { timeout: SETUP_TIMEOUT_MS });
+    before(
+      async () => {
+        env = siteEnv({ ...vars, TOKENRELAY_LOCAL_STORE: path.join(work, `${name}-local-store`) });
+        site = await setUp(name, "netlify", [...settings, ".gitignore"], env);
+      },
+      { timeout: SETUP_TIMEOUT_MS },
+    );
 
     test("netlify build bundles the placed relay as the Lambda bootstrap of a Rust function", TEST, async () => {
       const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
       assert.equal(status, 0, output);
-      assert.match(output, /tokenrelay: relay function placed at \.netlify\/functions-internal\/relay \(the prebuilt relay with tokenrelay\.toml\), routed from \/api\/relay\/\*/);
+      assert.match(
+        output,
+        /tokenrelay: relay function placed at \.netlify\/functions-internal\/relay \(the prebuilt relay with tokenrelay\.toml\), routed from \/api\/relay\/\*/,
+      );
       if (settings.length > 0) assert.match(output, /hello: the site's own plugin ran/);
       const zip = path.join(site, ".netlify", "functions", "relay.zip");
-      assert.deepEqual(execFileSync("unzip", ["-Z1", zip], { encoding: "utf8" }).split("\n").filter(Boolean).sort(), ["bootstrap", "netlify-toolchain"]);
-      assert.deepEqual(JSON.parse(execFileSync("unzip", ["-p", zip, "netlify-toolchain"], { encoding: "utf8" })), { runtime: "rs" });
+      assert.deepEqual(execFileSync("unzip", ["-Z1", zip], { encoding: "utf8" }).split("\n").filter(Boolean).sort(), [
+        "bootstrap",
+        "netlify-toolchain",
+      ]);
+      assert.deepEqual(JSON.parse(execFileSync("unzip", ["-p", zip, "netlify-toolchain"], { encoding: "utf8" })), {
+        runtime: "rs",
+      });
       const manifest = JSON.parse(readFileSync(path.join(site, ".netlify", "functions", "manifest.json"), "utf8"));
       assert.deepEqual(
         manifest.functions.map((/** @type {{ name: string, runtime: string }} */ f) => [f.name, f.runtime]),
@@ -220,26 +270,30 @@ for (const { name, publish, settings } of [
       assertNoSecret(output);
     });
 
-    test("the bundled bootstrap relays a request under a Lambda Runtime API, with the site's config inside it", TEST, async () => {
-      // The task root as Lambda unpacks the zip: the bootstrap alone, no tokenrelay.toml beside it.
-      const task = path.join(work, `${name}-task`);
-      mkdirSync(task);
-      execFileSync("unzip", ["-q", path.join(site, ".netlify", "functions", "relay.zip"), "bootstrap", "-d", task]);
-      // TOKENRELAY_CONFIG set as Netlify sets a variable by default, for every
-      // scope: at run time it names a file of the build machine, which the
-      // function does not have. The config appended at build time wins.
-      const runtime = { PATH: env.PATH, ...vars, TOKENRELAY_CONFIG: "/opt/build/repo/tokenrelay.toml" };
-      const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env: runtime });
-      try {
-        const answer = await lambda.invoke(searchEvent(), RUN_TIMEOUT_MS);
-        assert.equal(answer.statusCode, 200, JSON.stringify(answer));
-        assertSearchResult(answer.body);
-        assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
-        assertNoSecret(JSON.stringify(answer) + lambda.output());
-      } finally {
-        await lambda.stop();
-      }
-    });
+    test(
+      "the bundled bootstrap relays a request under a Lambda Runtime API, with the site's config inside it",
+      TEST,
+      async () => {
+        // The task root as Lambda unpacks the zip: the bootstrap alone, no tokenrelay.toml beside it.
+        const task = path.join(work, `${name}-task`);
+        mkdirSync(task);
+        execFileSync("unzip", ["-q", path.join(site, ".netlify", "functions", "relay.zip"), "bootstrap", "-d", task]);
+        // TOKENRELAY_CONFIG set as Netlify sets a variable by default, for every
+        // scope: at run time it names a file of the build machine, which the
+        // function does not have. The config appended at build time wins.
+        const runtime = { PATH: env.PATH, ...vars, TOKENRELAY_CONFIG: "/opt/build/repo/tokenrelay.toml" };
+        const lambda = await startLambda(path.join(task, "bootstrap"), { cwd: task, env: runtime });
+        try {
+          const answer = await lambda.invoke(searchEvent(), RUN_TIMEOUT_MS);
+          assert.equal(answer.statusCode, 200, JSON.stringify(answer));
+          assertSearchResult(answer.body);
+          assert.match(lambda.output(), /ignored: the config was appended at build time.*TOKENRELAY_CONFIG/);
+          assertNoSecret(JSON.stringify(answer) + lambda.output());
+        } finally {
+          await lambda.stop();
+        }
+      },
+    );
 
     test("netlify dev serves the same relay from the packages", TEST, async () => {
       const { answer, output } = await relayThroughNetlifyDev(site, env, publish);
@@ -249,22 +303,30 @@ for (const { name, publish, settings } of [
     });
 
     if (name === "static") {
-      test("a site with a relay function of its own (built from source) gets neither the prebuilt one nor a route", TEST, async () => {
-        const own = path.join(site, "netlify", "functions", "relay");
-        mkdirSync(path.join(own, "src"), { recursive: true });
-        writeFileSync(path.join(own, "Cargo.toml"), '[package]\nname = "relay"\nversion = "0.1.0"\n');
-        writeFileSync(path.join(own, "src", "main.rs"), "fn main() {}\n");
-        try {
-          const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
-          assert.equal(status, 0, output);
-          assert.match(output, /tokenrelay: the site has its own relay function \(netlify\/functions\/relay\); the prebuilt one is not placed/);
-          // Nor what the build and netlify dev above placed.
-          for (const placed of ["relay", "relay.mjs"]) assert.ok(!existsSync(path.join(site, ".netlify", "functions-internal", placed)), placed);
-          assert.doesNotMatch(output, /routed from \/api\/relay/);
-        } finally {
-          rmSync(path.join(site, "netlify"), { recursive: true, force: true });
-        }
-      });
+      test(
+        "a site with a relay function of its own (built from source) gets neither the prebuilt one nor a route",
+        TEST,
+        async () => {
+          const own = path.join(site, "netlify", "functions", "relay");
+          mkdirSync(path.join(own, "src"), { recursive: true });
+          writeFileSync(path.join(own, "Cargo.toml"), '[package]\nname = "relay"\nversion = "0.1.0"\n');
+          writeFileSync(path.join(own, "src", "main.rs"), "fn main() {}\n");
+          try {
+            const { status, output } = await run(NETLIFY, ["build", "--offline"], { cwd: site, env });
+            assert.equal(status, 0, output);
+            assert.match(
+              output,
+              /tokenrelay: the site has its own relay function \(netlify\/functions\/relay\); the prebuilt one is not placed/,
+            );
+            // Nor what the build and netlify dev above placed.
+            for (const placed of ["relay", "relay.mjs"])
+              assert.ok(!existsSync(path.join(site, ".netlify", "functions-internal", placed)), placed);
+            assert.doesNotMatch(output, /routed from \/api\/relay/);
+          } finally {
+            rmSync(path.join(site, "netlify"), { recursive: true, force: true });
+          }
+        },
+      );
     }
   });
 }
@@ -273,27 +335,37 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
   let site = "";
   let env = /** @type {Record<string, string>} */ ({});
 
-  before(async () => {
-    env = siteEnv(vars);
-    site = await setUp("vercel-settings", "vercel", ["vercel.json", ".gitignore"], env);
-    // Nothing is published: the crate comes from its packed archive, as crates.io would serve it.
-    const crates = path.join(work, "crates");
-    mkdirSync(crates);
-    execFileSync("tar", ["-xzf", CRATE, "-C", crates]);
-    const manifest = path.join(site, "Cargo.toml");
-    writeFileSync(
-      manifest,
-      `${readFileSync(manifest, "utf8")}\n[patch.crates-io]\ntokenrelay = { path = ${JSON.stringify(path.join(crates, `tokenrelay-${VERSION}`))} }\n`,
-    );
-    // The workspace's versions, so that the shared target directory below has them compiled.
-    cpSync(path.join(ROOT, "Cargo.lock"), path.join(site, "Cargo.lock"));
-    // Linked to no real project: the offline link tests/vercel.rs uses.
-    mkdirSync(path.join(site, ".vercel"));
-    cpSync(path.join(ROOT, "tests", "fixtures", "vercel", "project.json"), path.join(site, ".vercel", "project.json"));
-  }, { timeout: SETUP_TIMEOUT_MS });
+  before(
+    async () => {
+      env = siteEnv(vars);
+      site = await setUp("vercel-settings", "vercel", ["vercel.json", ".gitignore"], env);
+      // Nothing is published: the crate comes from its packed archive, as crates.io would serve it.
+      const crates = path.join(work, "crates");
+      mkdirSync(crates);
+      execFileSync("tar", ["-xzf", CRATE, "-C", crates]);
+      const manifest = path.join(site, "Cargo.toml");
+      writeFileSync(
+        manifest,
+        `${readFileSync(manifest, "utf8")}\n[patch.crates-io]\ntokenrelay = { path = ${JSON.stringify(path.join(crates, `tokenrelay-${VERSION}`))} }\n`,
+      );
+      // The workspace's versions, so that the shared target directory below has them compiled.
+      cpSync(path.join(ROOT, "Cargo.lock"), path.join(site, "Cargo.lock"));
+      // Linked to no real project: the offline link tests/vercel.rs uses.
+      mkdirSync(path.join(site, ".vercel"));
+      cpSync(
+        path.join(ROOT, "tests", "fixtures", "vercel", "project.json"),
+        path.join(site, ".vercel", "project.json"),
+      );
+    },
+    { timeout: SETUP_TIMEOUT_MS },
+  );
 
-  test("vercel build compiles api/relay.rs, and the built function relays a request", { timeout: VERCEL_BUILD_TIMEOUT_MS + 30_000 }, async () => {
-    const rust = Object.fromEntries(Object.entries(process.env).filter(([name]) => /^(CARGO_HOME|RUSTUP_HOME|RUSTUP_TOOLCHAIN)$/.test(name)));
+  test("vercel build compiles api/relay.rs, and the built function relays a request", {
+    timeout: VERCEL_BUILD_TIMEOUT_MS + 30_000,
+  }, async () => {
+    const rust = Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => /^(CARGO_HOME|RUSTUP_HOME|RUSTUP_TOOLCHAIN)$/.test(name)),
+    );
     const build = await run(path.join(ROOT, "node_modules", ".bin", "vercel"), ["build", "--yes"], {
       cwd: site,
       env: {
@@ -310,17 +382,29 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
       timeoutMs: VERCEL_BUILD_TIMEOUT_MS,
     });
     assert.equal(build.status, 0, build.output);
-    const func = JSON.parse(readFileSync(path.join(site, ".vercel", "output", "functions", "api", "relay.func", ".vc-config.json"), "utf8"));
-    assert.deepEqual([func.runtime, func.runtimeLanguage, func.filePathMap["tokenrelay.toml"]], ["executable", "rust", "tokenrelay.toml"]);
+    const func = JSON.parse(
+      readFileSync(path.join(site, ".vercel", "output", "functions", "api", "relay.func", ".vc-config.json"), "utf8"),
+    );
+    assert.deepEqual(
+      [func.runtime, func.runtimeLanguage, func.filePathMap["tokenrelay.toml"]],
+      ["executable", "rust", "tokenrelay.toml"],
+    );
     const routes = JSON.parse(readFileSync(path.join(site, ".vercel", "output", "config.json"), "utf8")).routes;
     const relay = routes.findIndex((/** @type {{ dest?: string }} */ r) => r.dest === "/api/relay?path=$1");
     const fallback = routes.findIndex((/** @type {{ dest?: string }} */ r) => r.dest === "/index.html");
-    assert.ok(relay >= 0 && relay < fallback, `the relay's rewrite must come before the site's catch-all: ${JSON.stringify(routes)}`);
+    assert.ok(
+      relay >= 0 && relay < fallback,
+      `the relay's rewrite must come before the site's catch-all: ${JSON.stringify(routes)}`,
+    );
 
     // As Vercel runs it: HTTP on VERCEL_DEV_PORT, tokenrelay.toml beside it (includeFiles).
     const port = await freePort();
     const executable = path.join(site, func.filePathMap.executable);
-    const child = spawn(executable, [], { cwd: site, env: { ...vars, VERCEL_DEV_PORT: String(port) }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(executable, [], {
+      cwd: site,
+      env: { ...vars, VERCEL_DEV_PORT: String(port) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
@@ -330,7 +414,10 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
       const url = `http://127.0.0.1:${port}${SEARCH.path}?${SEARCH.query}&path=${encodeURIComponent("getty/search/images")}`;
       await waitFor("the Vercel function relays the search", RUN_TIMEOUT_MS, async () => {
         if (child.exitCode !== null) throw new Error(`the function exited with ${child.exitCode}:\n${output}`);
-        answer = await fetch(url).then(async (r) => ({ status: r.status, body: await r.text() }), () => answer);
+        answer = await fetch(url).then(
+          async (r) => ({ status: r.status, body: await r.text() }),
+          () => answer,
+        );
         return answer.status !== 0;
       });
       assert.equal(answer.status, 200, `${answer.body}\n${output}`);

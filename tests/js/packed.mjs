@@ -11,7 +11,9 @@ import path from "node:path";
 import { ROOT } from "./stand-ins.mjs";
 
 export const PACKAGES = path.join(ROOT, "target", "packages");
-export const VERSION = JSON.parse(readFileSync(path.join(ROOT, "crates", "tokenrelay-node", "package.json"), "utf8")).version;
+export const VERSION = JSON.parse(
+  readFileSync(path.join(ROOT, "crates", "tokenrelay-node", "package.json"), "utf8"),
+).version;
 export const TARBALL = {
   main: path.join(PACKAGES, `tokenrelay-${VERSION}.tgz`),
   platform: path.join(PACKAGES, `tokenrelay-linux-x64-gnu-${VERSION}.tgz`),
@@ -66,7 +68,8 @@ export function pathWithoutRust() {
  */
 export function siteEnv(vars) {
   const registry = Object.entries(process.env).filter(
-    ([name, value]) => value !== undefined && /^(https?_proxy|no_proxy|npm_config_(registry|cache|userconfig))$/i.test(name),
+    ([name, value]) =>
+      value !== undefined && /^(https?_proxy|no_proxy|npm_config_(registry|cache|userconfig))$/i.test(name),
   );
   return {
     ...Object.fromEntries(/** @type {[string, string][]} */ (registry)),
@@ -113,11 +116,15 @@ export function run(file, args, { cwd, env, timeoutMs = RUN_TIMEOUT_MS }) {
  * @param {Record<string, string>} env
  */
 export function installTarballs(site, env) {
-  return run("npm", ["install", "--no-audit", "--no-fund", "--save-dev", TARBALL.main, TARBALL.platform, TARBALL.plugin], {
-    cwd: site,
-    env,
-    timeoutMs: INSTALL_TIMEOUT_MS,
-  });
+  return run(
+    "npm",
+    ["install", "--no-audit", "--no-fund", "--save-dev", TARBALL.main, TARBALL.platform, TARBALL.plugin],
+    {
+      cwd: site,
+      env,
+      timeoutMs: INSTALL_TIMEOUT_MS,
+    },
+  );
 }
 
 /**
@@ -125,5 +132,7 @@ export function installTarballs(site, env) {
  * @param {{ apiUrl: string, tokenUrl: string }} api
  */
 export function siteConfig(api) {
-  return readFileSync(SITE_CONFIG, "utf8").replaceAll("{{STAND_IN_API_URL}}", api.apiUrl).replaceAll("{{STAND_IN_TOKEN_URL}}", api.tokenUrl);
+  return readFileSync(SITE_CONFIG, "utf8")
+    .replaceAll("{{STAND_IN_API_URL}}", api.apiUrl)
+    .replaceAll("{{STAND_IN_TOKEN_URL}}", api.tokenUrl);
 }

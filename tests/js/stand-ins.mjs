@@ -109,7 +109,11 @@ export async function startRedis(workDir) {
       ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
       { cwd: workDir, stdio: "ignore" },
     );
-    await waitFor("redis-server answers PING or exits", READY_TIMEOUT_MS, async () => exited(child) || (await redisPongs(port)));
+    await waitFor(
+      "redis-server answers PING or exits",
+      READY_TIMEOUT_MS,
+      async () => exited(child) || (await redisPongs(port)),
+    );
     if (!exited(child)) return { port, stop: () => stop(child) };
     // The port was taken between picking and binding: try another.
   }
@@ -128,7 +132,10 @@ function startPrinting(file, args, patterns, env = process.env) {
   const child = track(file, args, { stdio: ["ignore", "pipe", "inherit"], env });
   const name = path.basename(file);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not get ready in ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`${name} did not get ready in ${READY_TIMEOUT_MS} ms`)),
+      READY_TIMEOUT_MS,
+    );
     child.once("error", (err) => reject(new Error(`cannot run ${file}: ${err.message}`)));
     child.once("exit", (code) => reject(new Error(`${name} exited with ${code}`)));
     /** @type {RegExpExecArray[]} */
@@ -167,9 +174,12 @@ export async function startUpstashLocal(redisPort) {
  */
 export async function startStandInApi({ clientId, clientSecret, lifetimeSecs = 1800 }) {
   const args = [
-    "--token-listen", "127.0.0.1:0",
-    "--api-listen", "127.0.0.1:0",
-    "--lifetime-secs", String(lifetimeSecs),
+    "--token-listen",
+    "127.0.0.1:0",
+    "--api-listen",
+    "127.0.0.1:0",
+    "--lifetime-secs",
+    String(lifetimeSecs),
   ];
   // Credentials through the environment, not argv, as a real deployment would.
   const env = { ...process.env, STAND_IN_CLIENT_ID: clientId, STAND_IN_CLIENT_SECRET: clientSecret };

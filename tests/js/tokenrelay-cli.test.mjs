@@ -26,18 +26,21 @@ let api;
 let site = "";
 const key = randomBytes(32).toString("base64");
 
-before(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "tokenrelay-cli-"));
-  const redis = await startRedis(work);
-  [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
-  site = path.join(work, "site");
-  mkdirSync(site);
-  writeFileSync(
-    path.join(site, "tokenrelay.toml"),
-    `[upstreams.getty]\nbase_url = "${api.apiUrl}"\n\n[upstreams.getty.token]\ntype = "oauth2_client_credentials"\n` +
-      `url = "${api.tokenUrl}"\nclient_id = { env = "GETTY_API_KEY" }\nclient_secret = { env = "GETTY_API_SECRET" }\n`,
-  );
-}, { timeout: 30_000 });
+before(
+  async () => {
+    work = mkdtempSync(path.join(tmpdir(), "tokenrelay-cli-"));
+    const redis = await startRedis(work);
+    [upstash, api] = await Promise.all([startUpstashLocal(redis.port), startStandInApi(CLIENT)]);
+    site = path.join(work, "site");
+    mkdirSync(site);
+    writeFileSync(
+      path.join(site, "tokenrelay.toml"),
+      `[upstreams.getty]\nbase_url = "${api.apiUrl}"\n\n[upstreams.getty.token]\ntype = "oauth2_client_credentials"\n` +
+        `url = "${api.tokenUrl}"\nclient_id = { env = "GETTY_API_KEY" }\nclient_secret = { env = "GETTY_API_SECRET" }\n`,
+    );
+  },
+  { timeout: 30_000 },
+);
 
 after(async () => {
   await stopAll();
@@ -104,16 +107,20 @@ async function apiAccepts(token) {
 }
 
 describe("tokenrelay prefetch", () => {
-  test("--print prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr", TEST, async () => {
-    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--print", "--env-var", "getty=GETTY_TOKEN"]);
-    assert.equal(status, 0, stderr);
-    const match = /^GETTY_TOKEN=(\S+)\n$/.exec(stdout);
-    assert.ok(match, stdout);
-    assert.ok(await apiAccepts(match[1]));
-    assert.match(stderr, /^tokenrelay: getty: valid until \S+Z \((fetched|store)\), as GETTY_TOKEN$/m);
-    assert.match(stderr, /^tokenrelay: store: upstash http:\/\/127\.0\.0\.1/m);
-    assertNoSecret(stderr, [match[1]]);
-  });
+  test(
+    "--print prints NAME=value lines on stdout for $GITHUB_ENV, and a summary without values on stderr",
+    TEST,
+    async () => {
+      const { status, stdout, stderr } = await tokenrelay(["prefetch", "--print", "--env-var", "getty=GETTY_TOKEN"]);
+      assert.equal(status, 0, stderr);
+      const match = /^GETTY_TOKEN=(\S+)\n$/.exec(stdout);
+      assert.ok(match, stdout);
+      assert.ok(await apiAccepts(match[1]));
+      assert.match(stderr, /^tokenrelay: getty: valid until \S+Z \((fetched|store)\), as GETTY_TOKEN$/m);
+      assert.match(stderr, /^tokenrelay: store: upstash http:\/\/127\.0\.0\.1/m);
+      assertNoSecret(stderr, [match[1]]);
+    },
+  );
 
   test("--write-env-file writes the variables to an owner-only file and prints none", TEST, async () => {
     const file = path.join(work, "tokens.env");
@@ -129,13 +136,20 @@ describe("tokenrelay prefetch", () => {
 
   test("-- COMMAND runs the build with the tokens in its environment and passes its exit status on", TEST, async () => {
     const probe = `const r = await fetch(process.env.STAND_IN_API_URL + "/search/images?phrase=x", { headers: { authorization: "Bearer " + process.env.TOKENRELAY_GETTY_TOKEN } }); process.exit(r.status === 200 ? 7 : 1);`;
-    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--", process.execPath, "--input-type=module", "-e", probe]);
+    const { status, stdout, stderr } = await tokenrelay([
+      "prefetch",
+      "--",
+      process.execPath,
+      "--input-type=module",
+      "-e",
+      probe,
+    ]);
     assert.equal(status, 7, stderr);
     assert.equal(stdout, "");
   });
 
   test("--scan DIR checks the command's output for the tokens it was given", TEST, async () => {
-    const write = (/** @type {string} */ leak) =>
+    const write = (/** @type {boolean} */ leak) =>
       `import { mkdirSync, writeFileSync } from "node:fs"; mkdirSync("public", { recursive: true }); ` +
       `writeFileSync("public/index.html", ${leak} ? "<p>" + process.env.TOKENRELAY_GETTY_TOKEN + "</p>" : "<p>ok</p>");`;
     const run = (/** @type {boolean} */ leak) =>
@@ -151,10 +165,16 @@ describe("tokenrelay prefetch", () => {
   test("a rejected credential exits 1 with the code and the variables to check", TEST, async () => {
     const wrong = "wrong-cli-secret-11aa";
     // Off the shared store: the token an earlier test stored there would be served whatever the secret.
-    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--no-warm-store"], { GETTY_API_SECRET: wrong, TOKENRELAY_LOCAL_STORE: path.join(work, "cold-store") });
+    const { status, stdout, stderr } = await tokenrelay(["prefetch", "--no-warm-store"], {
+      GETTY_API_SECRET: wrong,
+      TOKENRELAY_LOCAL_STORE: path.join(work, "cold-store"),
+    });
     assert.equal(status, 1);
     assert.equal(stdout, "");
-    assert.match(stderr, /^tokenrelay: upstream "getty": token endpoint rejected the request: .*check the values of \$GETTY_API_KEY, \$GETTY_API_SECRET \[token_rejected\]$/m);
+    assert.match(
+      stderr,
+      /^tokenrelay: upstream "getty": token endpoint rejected the request: .*check the values of \$GETTY_API_KEY, \$GETTY_API_SECRET \[token_rejected\]$/m,
+    );
     assertNoSecret(stderr, [wrong]);
   });
 
@@ -169,7 +189,10 @@ describe("tokenrelay prefetch", () => {
 
   // util-linux `script` gives the command a terminal as its stdout.
   const hasScript = spawnSync("script", ["--version"]).status === 0;
-  test("without --print no token is printed to a terminal either", { ...TEST, skip: !hasScript && "needs util-linux script" }, async () => {
+  test("without --print no token is printed to a terminal either", {
+    ...TEST,
+    skip: !hasScript && "needs util-linux script",
+  }, async () => {
     const { status, stdout } = await run("script", ["-qec", `${process.execPath} ${BIN} prefetch`, "/dev/null"]);
     assert.equal(status, 0, stdout);
     assert.match(stdout, /tokens ready, none printed/);
@@ -178,8 +201,14 @@ describe("tokenrelay prefetch", () => {
 
   test("usage mistakes exit 2 with the usage", TEST, async () => {
     const mistakes = [
-      ["prefetch", "--env-var", "nope"], ["prefetch", "--bogus"], ["prefetch", "--"], ["prefetch", "--scan", "out"],
-      ["prefetch", "--print", "--write-env-file", "x.env"], ["prefetch", "--print", "--", "true"], ["launch"], [],
+      ["prefetch", "--env-var", "nope"],
+      ["prefetch", "--bogus"],
+      ["prefetch", "--"],
+      ["prefetch", "--scan", "out"],
+      ["prefetch", "--print", "--write-env-file", "x.env"],
+      ["prefetch", "--print", "--", "true"],
+      ["launch"],
+      [],
     ];
     for (const args of mistakes) {
       const { status, stderr } = await tokenrelay(args);
@@ -200,36 +229,46 @@ describe("tokenrelay check and scan", () => {
     assert.equal(JSON.parse(json.stdout).upstreams[0].credentials[1].value, "$GETTY_API_SECRET (redacted)");
   });
 
-  test("check lists every credential of a json source (headers and body) and of the relay's headers", TEST, async () => {
-    const config = path.join(site, "json.toml");
-    writeFileSync(
-      config,
-      `[upstreams.maps]\nbase_url = "${api.apiUrl}"\n\n[upstreams.maps.token]\ntype = "json"\nurl = "${api.tokenUrl}"\n` +
-        `headers = { X-Client = { env = "GETTY_API_KEY" } }\nbody = { auth = { secret = { env = "GETTY_API_SECRET" } }, grant = "key" }\n` +
-        `token_pointer = "/access_token"\ndefault_lifetime = "10m"\n\n` +
-        `[upstreams.maps.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "MAPS_RELAY_KEY" } }\n`,
-    );
-    const { status, stdout, stderr } = await tokenrelay(["check", "--config", config], { MAPS_RELAY_KEY: "relay-key-7c1d-secret" });
-    assert.equal(status, 0, stderr);
-    const listed = stdout.split("\n").filter((l) => l.startsWith("  token.") || l.startsWith("  relay."));
-    assert.deepEqual(listed, [
-      "  token.headers.X-Client = $GETTY_API_KEY (redacted)",
-      "  token.body.auth.secret = $GETTY_API_SECRET (redacted)",
-      "  relay.headers.api-key = $MAPS_RELAY_KEY (redacted)",
-    ]);
-    assertNoSecret(stdout, ["relay-key-7c1d-secret"]);
-  });
+  test(
+    "check lists every credential of a json source (headers and body) and of the relay's headers",
+    TEST,
+    async () => {
+      const config = path.join(site, "json.toml");
+      writeFileSync(
+        config,
+        `[upstreams.maps]\nbase_url = "${api.apiUrl}"\n\n[upstreams.maps.token]\ntype = "json"\nurl = "${api.tokenUrl}"\n` +
+          `headers = { X-Client = { env = "GETTY_API_KEY" } }\nbody = { auth = { secret = { env = "GETTY_API_SECRET" } }, grant = "key" }\n` +
+          `token_pointer = "/access_token"\ndefault_lifetime = "10m"\n\n` +
+          `[upstreams.maps.relay]\nroutes = [{ path = "/search/**" }]\nheaders = { Api-Key = { env = "MAPS_RELAY_KEY" } }\n`,
+      );
+      const { status, stdout, stderr } = await tokenrelay(["check", "--config", config], {
+        MAPS_RELAY_KEY: "relay-key-7c1d-secret",
+      });
+      assert.equal(status, 0, stderr);
+      const listed = stdout.split("\n").filter((l) => l.startsWith("  token.") || l.startsWith("  relay."));
+      assert.deepEqual(listed, [
+        "  token.headers.X-Client = $GETTY_API_KEY (redacted)",
+        "  token.body.auth.secret = $GETTY_API_SECRET (redacted)",
+        "  relay.headers.api-key = $MAPS_RELAY_KEY (redacted)",
+      ]);
+      assertNoSecret(stdout, ["relay-key-7c1d-secret"]);
+    },
+  );
 
   test("scan exits 1 naming file and variable when the output holds a secret, 0 when clean", TEST, async () => {
     const out = path.join(site, "out");
     mkdirSync(out, { recursive: true });
     writeFileSync(path.join(out, "index.html"), "<p>clean</p>");
-    const clean = await tokenrelay(["scan", "out", "--token-var", "BUILD_TOKEN"], { BUILD_TOKEN: "tok_cli_0123456789" });
+    const clean = await tokenrelay(["scan", "out", "--token-var", "BUILD_TOKEN"], {
+      BUILD_TOKEN: "tok_cli_0123456789",
+    });
     assert.equal(clean.status, 0, clean.stderr);
     assert.match(clean.stderr, /scanned 1 file\(s\) for 5 secret\(s\): none found/);
 
     writeFileSync(path.join(out, "bundle.js"), "const t = 'tok_cli_0123456789';");
-    const leaky = await tokenrelay(["scan", "out", "--token-var", "BUILD_TOKEN"], { BUILD_TOKEN: "tok_cli_0123456789" });
+    const leaky = await tokenrelay(["scan", "out", "--token-var", "BUILD_TOKEN"], {
+      BUILD_TOKEN: "tok_cli_0123456789",
+    });
     assert.equal(leaky.status, 1);
     assert.match(leaky.stderr, /^tokenrelay: out\/bundle\.js contains the token in \$BUILD_TOKEN$/m);
     assertNoSecret(leaky.stderr, ["tok_cli_0123456789"]);
@@ -242,33 +281,47 @@ describe("tokenrelay check and scan", () => {
     assert.match(linked.stderr, /0 leak\(s\), 1 link\(s\) outside; remove the secrets and links from the output$/m);
   });
 
-  test("scan finds what a store integration sets beside tokenrelay's own: the read-only token, the redis:// URL and its password", TEST, async () => {
-    const out = path.join(site, "out-store");
-    mkdirSync(out, { recursive: true });
-    const password = "redis-pw-4e2a-never-published";
-    const url = `rediss://default:${password}@eu1-kv.upstash.io:6379`;
-    // Upstash for Redis on the Vercel Marketplace sets the same URL under both names.
-    const env = { KV_URL: url, REDIS_URL: url, KV_REST_API_READ_ONLY_TOKEN: "kv-read-only-8d1f-never-published" };
-    writeFileSync(path.join(out, "readonly.js"), `fetch(u, { headers: { authorization: "Bearer ${env.KV_REST_API_READ_ONLY_TOKEN}" } });`);
-    writeFileSync(path.join(out, "url.json"), JSON.stringify({ redis: url }));
-    writeFileSync(path.join(out, "password.txt"), encodeURIComponent(password));
-    const { status, stderr } = await tokenrelay(["scan", "out-store"], env);
-    assert.equal(status, 1, stderr);
-    const leaks = stderr.split("\n").filter((l) => l.includes(" contains ")).sort();
-    assert.deepEqual(leaks, [
-      "tokenrelay: out-store/password.txt contains the password in $KV_URL (shared store)",
-      "tokenrelay: out-store/readonly.js contains $KV_REST_API_READ_ONLY_TOKEN (shared store)",
-      "tokenrelay: out-store/url.json contains $KV_URL (shared store)",
-      "tokenrelay: out-store/url.json contains the password in $KV_URL (shared store)",
-    ]);
-    assertNoSecret(stderr, [password, env.KV_REST_API_READ_ONLY_TOKEN]);
-  });
+  test(
+    "scan finds what a store integration sets beside tokenrelay's own: the read-only token, the redis:// URL and its password",
+    TEST,
+    async () => {
+      const out = path.join(site, "out-store");
+      mkdirSync(out, { recursive: true });
+      const password = "redis-pw-4e2a-never-published";
+      const url = `rediss://default:${password}@eu1-kv.upstash.io:6379`;
+      // Upstash for Redis on the Vercel Marketplace sets the same URL under both names.
+      const env = { KV_URL: url, REDIS_URL: url, KV_REST_API_READ_ONLY_TOKEN: "kv-read-only-8d1f-never-published" };
+      writeFileSync(
+        path.join(out, "readonly.js"),
+        `fetch(u, { headers: { authorization: "Bearer ${env.KV_REST_API_READ_ONLY_TOKEN}" } });`,
+      );
+      writeFileSync(path.join(out, "url.json"), JSON.stringify({ redis: url }));
+      writeFileSync(path.join(out, "password.txt"), encodeURIComponent(password));
+      const { status, stderr } = await tokenrelay(["scan", "out-store"], env);
+      assert.equal(status, 1, stderr);
+      const leaks = stderr
+        .split("\n")
+        .filter((l) => l.includes(" contains "))
+        .sort();
+      assert.deepEqual(leaks, [
+        "tokenrelay: out-store/password.txt contains the password in $KV_URL (shared store)",
+        "tokenrelay: out-store/readonly.js contains $KV_REST_API_READ_ONLY_TOKEN (shared store)",
+        "tokenrelay: out-store/url.json contains $KV_URL (shared store)",
+        "tokenrelay: out-store/url.json contains the password in $KV_URL (shared store)",
+      ]);
+      assertNoSecret(stderr, [password, env.KV_REST_API_READ_ONLY_TOKEN]);
+    },
+  );
 });
 
 describe("tokenrelay cache purge", () => {
   /** One Upstash REST command against the test's store. @param {string[]} command */
   async function redis(command) {
-    const res = await fetch(upstash.url, { method: "POST", headers: { authorization: `Bearer ${upstash.token}` }, body: JSON.stringify(command) });
+    const res = await fetch(upstash.url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${upstash.token}` },
+      body: JSON.stringify(command),
+    });
     return (await res.json()).result;
   }
 
@@ -284,7 +337,14 @@ describe("tokenrelay cache purge", () => {
   }
 
   test("records a purge of a path prefix in the shared store, for every instance to read", TEST, async () => {
-    const { status, stderr } = await tokenrelay(["cache", "purge", "getty", "/search/images", "--config", cachedConfig()]);
+    const { status, stderr } = await tokenrelay([
+      "cache",
+      "purge",
+      "getty",
+      "/search/images",
+      "--config",
+      cachedConfig(),
+    ]);
     assert.equal(status, 0, stderr);
     assert.match(stderr, /^tokenrelay: purged getty below \/search\/images$/m);
     const record = JSON.parse(await redis(["GET", "tokenrelay:v1:cache:getty:purges"]));

@@ -17,15 +17,19 @@ import { startRedis, startUpstashLocal, stopAll } from "./stand-ins.mjs";
 
 const TEST_TIMEOUT = 10_000;
 
+/** @type {string | undefined} */
 let workDir;
-let url;
-let TOKEN;
+let url = "";
+let TOKEN = "";
 
-before(async () => {
-  workDir = mkdtempSync(path.join(tmpdir(), "upstash-protocol-"));
-  const redis = await startRedis(workDir);
-  ({ url, token: TOKEN } = await startUpstashLocal(redis.port));
-}, { timeout: 30_000 });
+before(
+  async () => {
+    workDir = mkdtempSync(path.join(tmpdir(), "upstash-protocol-"));
+    const redis = await startRedis(workDir);
+    ({ url, token: TOKEN } = await startUpstashLocal(redis.port));
+  },
+  { timeout: 30_000 },
+);
 
 after(async () => {
   await stopAll();
@@ -41,9 +45,10 @@ const MODES = {
 
 for (const [mode, makeClient] of Object.entries(MODES)) {
   describe(`@upstash/redis, ${mode}`, () => {
+    /** @type {Redis} */
     let redis;
     const prefix = mode.startsWith("one") ? "direct:" : "auto:";
-    const key = (name) => `${prefix}${name}`;
+    const key = (/** @type {string} */ name) => `${prefix}${name}`;
 
     before(() => {
       redis = makeClient();
@@ -117,10 +122,10 @@ for (const [mode, makeClient] of Object.entries(MODES)) {
         .lpush(key("p"), "x")
         .exec({ keepErrors: true });
       assert.deepEqual(
-        results.map((r) => r.result),
+        results.map((/** @type {{ result?: unknown }} */ r) => r.result),
         ["OK", 2, 2, undefined],
       );
-      assert.match(results[3].error, /^WRONGTYPE /);
+      assert.match(String(results[3].error), /^WRONGTYPE /);
       await assert.rejects(redis.pipeline().incr(key("p")).lpush(key("p"), "x").exec(), /WRONGTYPE/);
     });
 
@@ -151,7 +156,7 @@ for (const [mode, makeClient] of Object.entries(MODES)) {
 
     test("a wrong-type command rejects with Redis's error", { timeout: TEST_TIMEOUT }, async () => {
       await redis.set(key("str"), "x");
-      await assert.rejects(redis.lpush(key("str"), "y"), (err) => {
+      await assert.rejects(redis.lpush(key("str"), "y"), (/** @type {Error} */ err) => {
         assert.match(err.message, /WRONGTYPE Operation against a key holding the wrong kind of value/);
         return true;
       });
@@ -171,12 +176,18 @@ for (const [mode, makeClient] of Object.entries(MODES)) {
 }
 
 describe("wire format", () => {
-  /** Runs `body` while recording every fetch the client makes. */
+  /**
+   * Runs `body` while recording every fetch the client makes.
+   * @param {() => Promise<unknown>} body
+   */
   async function recordingFetches(body) {
+    /** @type {{ url: string, headers: Record<string, string>, body: string }[]} */
     const seen = [];
     const realFetch = globalThis.fetch;
     globalThis.fetch = (input, init) => {
-      seen.push({ url: String(input), headers: init?.headers ?? {}, body: init?.body });
+      // The client sends plain-object headers and a JSON string body.
+      const headers = /** @type {Record<string, string>} */ (init?.headers ?? {});
+      seen.push({ url: String(input), headers, body: /** @type {string} */ (init?.body) });
       return realFetch(input, init);
     };
     try {
@@ -187,14 +198,19 @@ describe("wire format", () => {
     return seen;
   }
 
-  test("by default the client batches concurrent commands into one base64 /pipeline request", { timeout: TEST_TIMEOUT }, async () => {
+  test("by default the client batches concurrent commands into one base64 /pipeline request", {
+    timeout: TEST_TIMEOUT,
+  }, async () => {
     const redis = new Redis({ url, token: TOKEN });
     const seen = await recordingFetches(() => Promise.all([redis.incr("wire:a"), redis.incr("wire:b")]));
     assert.equal(seen.length, 1);
     assert.equal(seen[0].url, `${url}/pipeline`);
     assert.equal(seen[0].headers["Upstash-Encoding"], "base64");
     assert.equal(seen[0].headers.authorization, `Bearer ${TOKEN}`);
-    assert.deepEqual(JSON.parse(seen[0].body), [["incr", "wire:a"], ["incr", "wire:b"]]);
+    assert.deepEqual(JSON.parse(seen[0].body), [
+      ["incr", "wire:a"],
+      ["incr", "wire:b"],
+    ]);
   });
 
   test("without auto-pipelining each command is one POST to the base URL", { timeout: TEST_TIMEOUT }, async () => {
@@ -214,7 +230,7 @@ describe("wire format", () => {
   });
 
   test("base64 replies encode strings but not OK, numbers or null", { timeout: TEST_TIMEOUT }, async () => {
-    const post = async (pathname, body) => {
+    const post = async (/** @type {string} */ pathname, /** @type {unknown} */ body) => {
       const res = await fetch(`${url}${pathname}`, {
         method: "POST",
         headers: { Authorization: `Bearer ${TOKEN}`, "Upstash-Encoding": "base64" },
@@ -222,7 +238,7 @@ describe("wire format", () => {
       });
       return [res.status, await res.json()];
     };
-    const b64 = (s) => Buffer.from(s).toString("base64");
+    const b64 = (/** @type {string} */ s) => Buffer.from(s).toString("base64");
     assert.deepEqual(await post("/", ["SET", "wire:k", "v", "EX", 100]), [200, { result: "OK" }]);
     assert.deepEqual(await post("/", ["GET", "wire:k"]), [200, { result: b64("v") }]);
     assert.deepEqual(await post("/", ["MGET", "wire:k", "wire:none"]), [200, { result: [b64("v"), null] }]);

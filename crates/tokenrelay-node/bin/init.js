@@ -52,12 +52,18 @@ export async function runInit({ cwd, platform, yes = false }, usageError) {
     out.push(`tokenrelay: ${plan.changes.length} file(s) written`);
   }
 
-  const scopes = [...new Set(plan.settings.flatMap((s) => s.scopes))];
-  out.push("", `Set these variables in ${WHERE[/** @type {"netlify" | "vercel"} */ (plan.platform)]} ${scopes.join(", ")}):`);
-  const width = Math.max(...plan.settings.map((s) => s.name.length));
-  for (const s of plan.settings) out.push(`  ${s.name.padEnd(width)}  [${s.scopes.join(", ")}]  ${s.purpose}`);
+  // Typed by hand: the lint phase checks this file before the addon build generates binding.d.ts.
+  /** @type {import("../index.d.ts").Setting[]} */
+  const settings = plan.settings;
+  const scopes = [...new Set(settings.flatMap((s) => s.scopes))];
+  out.push(
+    "",
+    `Set these variables in ${WHERE[/** @type {"netlify" | "vercel"} */ (plan.platform)]} ${scopes.join(", ")}):`,
+  );
+  const width = Math.max(...settings.map((s) => s.name.length));
+  for (const s of settings) out.push(`  ${s.name.padEnd(width)}  [${s.scopes.join(", ")}]  ${s.purpose}`);
   out.push("For local runs, copy .env.example to .env and fill it in (never commit .env).");
-  if (plan.nextSteps.length > 0) out.push("", "Then:", ...plan.nextSteps.map((s) => `  - ${s}`));
+  if (plan.nextSteps.length > 0) out.push("", "Then:", ...plan.nextSteps.map((/** @type {string} */ s) => `  - ${s}`));
   process.stdout.write(`${out.join("\n")}\n`);
   return 0;
 }

@@ -99,8 +99,13 @@ async function runPrefetch(args) {
   const { values } = parsing(() => parseArgs({ args: own, options, strict: true }));
   if (values.help) return usage();
   if (split !== -1 && command.length === 0) throw new UsageError("nothing to run after --");
-  const outputs = [values.print && "--print", values["write-env-file"] && "--write-env-file", command.length > 0 && "-- COMMAND"];
-  if (outputs.filter(Boolean).length > 1) throw new UsageError(`use one of ${outputs.filter(Boolean).join(", ")}, not several`);
+  const outputs = [
+    values.print && "--print",
+    values["write-env-file"] && "--write-env-file",
+    command.length > 0 && "-- COMMAND",
+  ];
+  if (outputs.filter(Boolean).length > 1)
+    throw new UsageError(`use one of ${outputs.filter(Boolean).join(", ")}, not several`);
   if (values.scan && command.length === 0) throw new UsageError("--scan needs a -- COMMAND whose output it scans");
 
   /** @type {Record<string, string> | undefined} */
@@ -136,7 +141,10 @@ async function runPrefetch(args) {
   const lines = Object.entries(report.env).map(([name, value]) => {
     // One variable per line is the whole format of $GITHUB_ENV and .env files.
     if (/[\r\n]/.test(value)) {
-      throw new TokenrelayError("token_response_invalid", `the token in ${name} contains a line break and cannot be written as NAME=value`);
+      throw new TokenrelayError(
+        "token_response_invalid",
+        `the token in ${name} contains a line break and cannot be written as NAME=value`,
+      );
     }
     return `${name}=${value}\n`;
   });
@@ -184,7 +192,10 @@ async function runCheck(args) {
   }
   const lines = [`config: ${summary.file}`, `store: ${summary.store}${summary.sharedStore ? "" : " (not shared)"}`];
   for (const u of summary.upstreams) {
-    lines.push(`upstream ${u.name}: ${u.baseUrl}`, `  token: ${u.tokenSource}${u.tokenUrl ? ` from ${u.tokenUrl}` : ""}`);
+    lines.push(
+      `upstream ${u.name}: ${u.baseUrl}`,
+      `  token: ${u.tokenSource}${u.tokenUrl ? ` from ${u.tokenUrl}` : ""}`,
+    );
     for (const c of u.credentials) lines.push(`  ${c.field} = ${c.value}`);
   }
   process.stdout.write(`${lines.join("\n")}\nok\n`);
@@ -193,10 +204,13 @@ async function runCheck(args) {
 
 /** @param {string[]} args */
 async function runCache(args) {
-  const { values, positionals } = parsing(() => parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }));
+  const { values, positionals } = parsing(() =>
+    parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }),
+  );
   if (values.help) return usage();
   const [action, upstream, prefix, ...rest] = positionals;
-  if (action !== "purge") throw new UsageError(action ? `unknown cache action ${JSON.stringify(action)}` : "cache needs an action: purge");
+  if (action !== "purge")
+    throw new UsageError(action ? `unknown cache action ${JSON.stringify(action)}` : "cache needs an action: purge");
   if (!upstream || rest.length > 0) throw new UsageError("cache purge takes an upstream and an optional path prefix");
   await purgeCache(upstream, prefix, site(values));
   process.stderr.write(`tokenrelay: purged ${upstream}${prefix ? ` below ${prefix}` : ""}\n`);

@@ -49,7 +49,10 @@ export function invokeOnce(binary, event, { cwd }) {
         }
       });
     });
-    const timer = setTimeout(() => done(() => reject(new Error(`tokenrelay's relay function gave no answer in ${TIMEOUT_MS} ms\n${output}`))), TIMEOUT_MS);
+    const timer = setTimeout(
+      () => done(() => reject(new Error(`tokenrelay's relay function gave no answer in ${TIMEOUT_MS} ms\n${output}`))),
+      TIMEOUT_MS,
+    );
     let settled = false;
     /** @param {() => void} settle */
     function done(settle) {
@@ -85,7 +88,9 @@ export function invokeOnce(binary, event, { cwd }) {
         });
       }
       child.once("error", (err) => done(() => reject(err)));
-      child.once("exit", (code) => done(() => reject(new Error(`tokenrelay's relay function exited (${code}) before answering\n${output}`))));
+      child.once("exit", (code) =>
+        done(() => reject(new Error(`tokenrelay's relay function exited (${code}) before answering\n${output}`))),
+      );
     });
   });
 }

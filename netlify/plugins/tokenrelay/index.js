@@ -9,7 +9,14 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 
-import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebuiltBinary, removePlaced } from "./relay-function.js";
+import {
+  addRoute,
+  ownRelayFunction,
+  placeDevFunction,
+  placeRelayFunction,
+  prebuiltBinary,
+  removePlaced,
+} from "./relay-function.js";
 
 /**
  * @typedef {object} Inputs
@@ -34,7 +41,8 @@ import { addRoute, ownRelayFunction, placeDevFunction, placeRelayFunction, prebu
 
 /** What to do about each error code, in Netlify's terms. */
 const FIXES = {
-  config_unreadable: "Add tokenrelay.toml to the base directory, or point the configPath input or TOKENRELAY_CONFIG at it.",
+  config_unreadable:
+    "Add tokenrelay.toml to the base directory, or point the configPath input or TOKENRELAY_CONFIG at it.",
   config_invalid: "Fix the config file as listed.",
   missing_env:
     "Set these in the site's environment variables (Site configuration > Environment variables, or `netlify env:set`), or in .env for `netlify dev`.",
@@ -43,7 +51,8 @@ const FIXES = {
   invalid_options: "Fix the plugin's inputs in netlify.toml ([[plugins]] package tokenrelay, [plugins.inputs]).",
   token_rejected:
     "The token endpoint refused the credentials: check the upstream's credential variables (`npx tokenrelay check` lists them) against the API provider's dashboard.",
-  token_response_invalid: "The token endpoint's answer does not match the upstream's [token] settings in tokenrelay.toml: check them.",
+  token_response_invalid:
+    "The token endpoint's answer does not match the upstream's [token] settings in tokenrelay.toml: check them.",
   token_unavailable:
     "Check the token endpoint's URL in tokenrelay.toml and that it is up, then retry the deploy. If its tokens are shorter than the build, lower the buildMargin input.",
   scan_failed: "Check that the publish directory exists and is readable.",
@@ -142,7 +151,9 @@ async function provideRelayFunction({ inputs, constants, netlifyConfig, utils },
   if (inputs.relayFunction === false) return;
   const own = ownRelayFunction(constants.FUNCTIONS_SRC);
   if (own) {
-    console.log(`tokenrelay: the site has its own relay function (${path.relative(process.cwd(), own)}); the prebuilt one is not placed`);
+    console.log(
+      `tokenrelay: the site has its own relay function (${path.relative(process.cwd(), own)}); the prebuilt one is not placed`,
+    );
     return;
   }
   const binary = prebuiltBinary();
@@ -160,7 +171,9 @@ async function provideRelayFunction({ inputs, constants, netlifyConfig, utils },
       ? await placeDevFunction(binary, constants.INTERNAL_FUNCTIONS_SRC, process.cwd())
       : await placeRelayFunction(binary, configPath, constants.INTERNAL_FUNCTIONS_SRC);
   } catch (err) {
-    return utils.build.failBuild(failure({ code: "config_unreadable", message: /** @type {Error} */ (err).message }, "place the relay function"));
+    return utils.build.failBuild(
+      failure({ code: "config_unreadable", message: /** @type {Error} */ (err).message }, "place the relay function"),
+    );
   }
   const routed = addRoute(netlifyConfig) ? ", routed from /api/relay/*" : "";
   const config = path.relative(process.cwd(), configPath);
@@ -205,8 +218,12 @@ const BLOBS_DIRS = [".netlify/v1/blobs/deploy", ".netlify/deploy/v1/blobs/deploy
  */
 function deployedDirs(constants) {
   const base = constants.PACKAGE_PATH ?? "";
-  const optional = [constants.FUNCTIONS_DIST, constants.EDGE_FUNCTIONS_DIST, ...BLOBS_DIRS.map((d) => path.join(base, d))];
-  return [constants.PUBLISH_DIR, ...optional.filter((d) => d !== undefined && existsSync(d))];
+  const optional = [
+    constants.FUNCTIONS_DIST,
+    constants.EDGE_FUNCTIONS_DIST,
+    ...BLOBS_DIRS.map((d) => path.join(base, d)),
+  ];
+  return [constants.PUBLISH_DIR, ...optional.filter((d) => d !== undefined).filter((d) => existsSync(d))];
 }
 
 /**
@@ -232,8 +249,13 @@ export async function onPostBuild({ inputs, constants, utils }) {
       return utils.build.failBuild(failure(err, `scan ${shown} for secrets`));
     }
     problems.push(
-      ...report.leaks.map((l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`),
-      ...report.outsideLinks.map((l) => `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`),
+      ...report.leaks.map(
+        (/** @type {import("tokenrelay").Leak} */ l) => `  - ${path.posix.join(shown, l.file)} contains ${l.secret}`,
+      ),
+      ...report.outsideLinks.map(
+        (/** @type {import("tokenrelay").OutsideLink} */ l) =>
+          `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`,
+      ),
     );
     scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
     for (const name of report.tooShort) short.add(name);

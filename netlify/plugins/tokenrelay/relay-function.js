@@ -64,7 +64,9 @@ export function prebuiltBinary() {
  * @param {string} dir
  */
 export async function removePlaced(dir) {
-  await Promise.all([FUNCTION_NAME, `${FUNCTION_NAME}.mjs`].map((f) => rm(path.join(dir, f), { force: true, recursive: true })));
+  await Promise.all(
+    [FUNCTION_NAME, `${FUNCTION_NAME}.mjs`].map((f) => rm(path.join(dir, f), { force: true, recursive: true })),
+  );
 }
 
 /**
