@@ -374,47 +374,58 @@ describe("tokenrelay cache purge", () => {
 describe("tokenrelay status", () => {
   /** One Upstash REST command against the test's store. @param {string[]} command */
   async function redis(command) {
-    const res = await fetch(upstash.url, { method: "POST", headers: { authorization: `Bearer ${upstash.token}` }, body: JSON.stringify(command) });
+    const res = await fetch(upstash.url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${upstash.token}` },
+      body: JSON.stringify(command),
+    });
     return (await res.json()).result;
   }
 
-  test("shows the token's times, the budget used and left and the upstream's cooldown, never a secret; --json the same as data", TEST, async () => {
-    const config = path.join(work, "budgeted.toml");
-    writeFileSync(
-      config,
-      readFileSync(path.join(site, "tokenrelay.toml"), "utf8") +
-        `\n[upstreams.getty.relay]\nbudget = { requests = 100, per = "1d" }\nroutes = [{ path = "/search/**" }]\n`,
-    );
-    const printed = await tokenrelay(["prefetch", "--print", "--config", config]);
-    assert.equal(printed.status, 0, printed.stderr);
-    const token = printed.stdout.slice(printed.stdout.indexOf("=") + 1).trim();
-    const day = Math.floor(Date.now() / 86_400_000);
-    await redis(["SET", `tokenrelay:v1:budget:getty:*:${day}`, "7", "PX", "60000"]);
-    await redis(["SET", "tokenrelay:v1:cooldown:getty", String(Date.now() + 30_000), "PX", "30000"]);
+  test(
+    "shows the token's times, the budget used and left and the upstream's cooldown, never a secret; --json the same as data",
+    TEST,
+    async () => {
+      const config = path.join(work, "budgeted.toml");
+      writeFileSync(
+        config,
+        readFileSync(path.join(site, "tokenrelay.toml"), "utf8") +
+          `\n[upstreams.getty.relay]\nbudget = { requests = 100, per = "1d" }\nroutes = [{ path = "/search/**" }]\n`,
+      );
+      const printed = await tokenrelay(["prefetch", "--print", "--config", config]);
+      assert.equal(printed.status, 0, printed.stderr);
+      const token = printed.stdout.slice(printed.stdout.indexOf("=") + 1).trim();
+      const day = Math.floor(Date.now() / 86_400_000);
+      await redis(["SET", `tokenrelay:v1:budget:getty:*:${day}`, "7", "PX", "60000"]);
+      await redis(["SET", "tokenrelay:v1:cooldown:getty", String(Date.now() + 30_000), "PX", "30000"]);
 
-    const json = await tokenrelay(["status", "getty", "--json", "--config", config]);
-    assert.equal(json.status, 0, json.stderr);
-    const [getty, ...others] = JSON.parse(json.stdout);
-    assert.deepEqual(others, []);
-    assert.equal(getty.upstream, "getty");
-    assert.ok(getty.token.ageMs < 60_000 && getty.token.expiresInMs > 0, JSON.stringify(getty.token));
-    assert.ok(Math.abs(getty.token.rotatedAtMs - Date.now()) < 60_000, JSON.stringify(getty.token));
-    const [budget] = getty.budgets;
-    assert.deepEqual([budget.route, budget.requests, budget.used, budget.left, budget.perMs], [null, 100, 7, 93, 86_400_000]);
-    assert.ok(budget.resetsInMs > 0 && budget.resetsInMs <= 86_400_000, String(budget.resetsInMs));
-    assert.ok(getty.cooldownMs > 20_000 && getty.cooldownMs <= 30_000, String(getty.cooldownMs));
+      const json = await tokenrelay(["status", "getty", "--json", "--config", config]);
+      assert.equal(json.status, 0, json.stderr);
+      const [getty, ...others] = JSON.parse(json.stdout);
+      assert.deepEqual(others, []);
+      assert.equal(getty.upstream, "getty");
+      assert.ok(getty.token.ageMs < 60_000 && getty.token.expiresInMs > 0, JSON.stringify(getty.token));
+      assert.ok(Math.abs(getty.token.rotatedAtMs - Date.now()) < 60_000, JSON.stringify(getty.token));
+      const [budget] = getty.budgets;
+      assert.deepEqual(
+        [budget.route, budget.requests, budget.used, budget.left, budget.perMs],
+        [null, 100, 7, 93, 86_400_000],
+      );
+      assert.ok(budget.resetsInMs > 0 && budget.resetsInMs <= 86_400_000, String(budget.resetsInMs));
+      assert.ok(getty.cooldownMs > 20_000 && getty.cooldownMs <= 30_000, String(getty.cooldownMs));
 
-    const text = await tokenrelay(["status", "--config", config]);
-    assert.equal(text.status, 0, text.stderr);
-    assert.match(text.stdout, /^upstream getty:$/m);
-    assert.match(text.stdout, /^ {2}token: \d+s old, expires in \S+, rotated \S+Z$/m);
-    assert.match(text.stdout, /^ {2}budget: 7 of 100 used, 93 left; resets in \S+$/m);
-    assert.match(text.stdout, /^ {2}cooldown: \d+s left/m);
-    for (const output of [json, text]) assertNoSecret(output.stdout + output.stderr, [token]);
+      const text = await tokenrelay(["status", "--config", config]);
+      assert.equal(text.status, 0, text.stderr);
+      assert.match(text.stdout, /^upstream getty:$/m);
+      assert.match(text.stdout, /^ {2}token: \d+s old, expires in \S+, rotated \S+Z$/m);
+      assert.match(text.stdout, /^ {2}budget: 7 of 100 used, 93 left; resets in \S+$/m);
+      assert.match(text.stdout, /^ {2}cooldown: \d+s left/m);
+      for (const output of [json, text]) assertNoSecret(output.stdout + output.stderr, [token]);
 
-    const unknown = await tokenrelay(["status", "nope", "--config", config]);
-    assert.equal(unknown.status, 1);
-    assert.match(unknown.stderr, /\[unknown_upstream\]/);
-    assert.equal((await tokenrelay(["status", "a", "b"])).status, 2);
-  });
+      const unknown = await tokenrelay(["status", "nope", "--config", config]);
+      assert.equal(unknown.status, 1);
+      assert.match(unknown.stderr, /\[unknown_upstream\]/);
+      assert.equal((await tokenrelay(["status", "a", "b"])).status, 2);
+    },
+  );
 });

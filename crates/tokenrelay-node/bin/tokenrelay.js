@@ -244,7 +244,11 @@ function formatStatus(all) {
         `  budget${b.route ? ` ${b.route}` : ""}: ${b.used} of ${b.requests} used, ${b.left} left; resets in ${duration(b.resetsInMs)}`,
       );
     }
-    lines.push(u.cooldownMs == null ? "  cooldown: none" : `  cooldown: ${duration(u.cooldownMs)} left (the upstream asked to wait)`);
+    lines.push(
+      u.cooldownMs == null
+        ? "  cooldown: none"
+        : `  cooldown: ${duration(u.cooldownMs)} left (the upstream asked to wait)`,
+    );
   }
   return `${lines.join("\n")}\n`;
 }
