@@ -11,7 +11,7 @@ use testkit::freeze::{Freeze, Front};
 use crate::fixture::Fixture;
 use crate::http::{Shell, Visitor};
 use crate::scenarios::Figures;
-use crate::{Logs, cache_checks, caller_checks, checks};
+use crate::{Logs, budget_checks, cache_checks, caller_checks, checks};
 
 /// Processes sharing the store in the checklist, as concurrent instances would.
 const CHECKLIST_INSTANCES: usize = 4;
@@ -92,7 +92,7 @@ pub fn vercel_rewrite(target: &str) -> String {
     format!("{target}{separator}path={encoded}")
 }
 
-/// Every check of [`checks`] and [`cache_checks`] through frozen instances,
+/// Every check of [`checks`], [`cache_checks`] and [`budget_checks`] through frozen instances,
 /// but [`cache_checks::stale_while_revalidate_serves_at_once_and_refreshes_once`]:
 /// it waits for a refresh that runs after the answer, which a frozen
 /// instance never does (`scenarios::stale_while_revalidate` measures that).
@@ -111,6 +111,8 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
     checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
     cache_checks::response_cache(&shells, &fx).await.context("response cache")?;
+    budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
+    budget_checks::upstream_limit_stops_every_instance(&shells, &fx).await.context("upstream limit")?;
     if let Platform::Netlify(_) = platform {
         // The function's own path reaches the same rules.
         let reply = shell.get("/.netlify/functions/relay/getty/search/images?phrase=cats", &[]).await?;

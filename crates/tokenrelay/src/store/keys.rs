@@ -147,6 +147,11 @@ impl KeyNamer {
         format!("{PREFIX}:cooldown:{upstream}")
     }
 
+    /// A JWKS shared by every instance, by the URL it was fetched from.
+    pub(crate) fn jwks(&self, jwks_url: &str) -> String {
+        format!("{PREFIX}:jwks:{}", self.hash(jwks_url))
+    }
+
     /// Keys for the answer `identity` (the deployment's base URL, credentials
     /// and injected values, then method, path, query, headers: hashed, since
     /// it holds secrets and a query can hold what a visitor typed) of

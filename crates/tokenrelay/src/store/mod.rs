@@ -289,6 +289,24 @@ impl Store {
         on_backend!(self, b => b.mget(keys))
     }
 
+    /// Where the key set fetched from `jwks_url` is shared.
+    pub(crate) fn jwks_key(&self, jwks_url: &str) -> String {
+        self.namer.jwks(jwks_url)
+    }
+
+    /// A shared key set (sealed, so only this site's instances can have
+    /// written it), as the JSON it was stored as.
+    pub(crate) async fn read_jwks(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let values = on_backend!(self, b => b.mget(&[key]))?;
+        Ok(values.into_iter().next().flatten().and_then(|sealed| self.open(key, &sealed, "shared JWKS")))
+    }
+
+    /// Seals and shares a key set for `ttl`.
+    pub(crate) async fn put_jwks(&self, key: &str, json: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal(key, json);
+        on_backend!(self, b => b.set(key, &sealed, ttl))
+    }
+
     /// The key relay session cookies are signed with, derived from the store's secret.
     pub(crate) fn session_key(&self) -> &SessionKey {
         self.namer.session_key()

@@ -6,10 +6,14 @@
 //! which algorithm is valid): `alg=none` and HMAC algorithms never verify.
 //!
 //! The JWKS is fetched on the request that needs it (no background refresh:
-//! see `relay::chores`), once per process at a time (single flight), and
-//! kept in memory. A token whose `kid` is unknown refetches it (the issuer
-//! rotated its keys), at most once per [`REFETCH_FLOOR`], so tokens with
-//! made-up `kid`s cannot make the relay hammer the issuer.
+//! see `relay::chores`), once per process at a time (single flight), kept
+//! in memory and shared through the store for [`MAX_AGE`], so a cold
+//! instance reads it there instead of asking the issuer. A token whose `kid`
+//! is unknown refetches it from the issuer (which rotated its keys), at most
+//! once per [`REFETCH_FLOOR`] and process, so tokens with made-up `kid`s
+//! cannot make the relay hammer the issuer. A set older than [`MAX_AGE`] in
+//! memory is read again (from the store, else the issuer), so a key the
+//! issuer withdrew stops verifying within twice that.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,11 +23,16 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgo
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use url::Url;
 
+use crate::store::Store;
+
 /// Clock skew tolerated on `exp` and `nbf`: the issuer's clock and ours may
 /// differ by this much.
 pub(super) const CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Least time between two JWKS fetches for an unknown `kid`.
 pub(super) const REFETCH_FLOOR: Duration = Duration::from_secs(30);
+/// How long a key set is used, in memory and in the store, before it is
+/// read again.
+pub(super) const MAX_AGE: Duration = Duration::from_secs(600);
 /// Longest a JWKS fetch may take.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS accepted.
@@ -55,6 +64,19 @@ impl Refusal {
     }
 }
 
+#[derive(Debug, Default, Clone)]
+struct Keys {
+    set: Option<(Arc<JwkSet>, Instant)>,
+    asked: Option<Instant>,
+}
+
+impl Keys {
+    /// The set, unless it is older than [`MAX_AGE`].
+    fn current(&self) -> Option<&JwkSet> {
+        self.set.as_ref().filter(|(_, since)| since.elapsed() < MAX_AGE).map(|(set, _)| &**set)
+    }
+}
+
 /// The claims the relay reads; the rest are checked by `jsonwebtoken`.
 #[derive(serde::Deserialize)]
 struct Claims {
@@ -69,9 +91,9 @@ pub(super) struct Jwks {
 
 #[derive(Debug, Default)]
 struct Issuer {
-    /// The keys last fetched, and when the last fetch was tried (also a
-    /// failed one: an issuer that is down is asked once per floor).
-    keys: Mutex<(Option<Arc<JwkSet>>, Option<Instant>)>,
+    /// The keys in use and since when, and when the issuer was last asked
+    /// (also a failed fetch: an issuer that is down is asked once per floor).
+    keys: Mutex<Keys>,
     /// Held by the one request of this process that fetches.
     flight: tokio::sync::Mutex<()>,
 }
@@ -81,6 +103,7 @@ impl Jwks {
     pub(super) async fn verify(
         &self,
         http: &reqwest::Client,
+        store: &Store,
         jwks_url: &Url,
         issuer: &str,
         audience: &str,
@@ -91,7 +114,7 @@ impl Jwks {
             return Err(Refusal::Algorithm);
         }
         let entry = self.issuer(jwks_url);
-        let jwk = entry.key(http, jwks_url, header.kid.as_deref()).await?;
+        let jwk = entry.key(http, store, jwks_url, header.kid.as_deref()).await?;
         if !key_fits(&jwk, header.alg) {
             return Err(Refusal::KeyMismatch);
         }
@@ -113,33 +136,69 @@ impl Jwks {
 }
 
 impl Issuer {
-    /// The key named `kid` (or the only key, for a token without one),
-    /// fetching the set when it is unknown and the floor allows.
-    async fn key(&self, http: &reqwest::Client, url: &Url, kid: Option<&str>) -> Result<Jwk, Refusal> {
-        if let Some(jwk) = self.cached().0.and_then(|set| find(&set, kid)) {
+    /// The key named `kid` (or the only key, for a token without one): from
+    /// memory, else from the store's shared set, else fetched from the issuer
+    /// when the floor allows (and then shared).
+    async fn key(&self, http: &reqwest::Client, store: &Store, url: &Url, kid: Option<&str>) -> Result<Jwk, Refusal> {
+        if let Some(jwk) = self.keys().current().and_then(|set| find(set, kid)) {
             return Ok(jwk);
         }
         let _flight = self.flight.lock().await;
-        // Whoever held the flight may have fetched what this request needs.
-        let (set, tried) = self.cached();
-        if let Some(jwk) = set.as_deref().and_then(|set| find(set, kid)) {
+        // Whoever held the flight may have found what this request needs.
+        let keys = self.keys();
+        if let Some(jwk) = keys.current().and_then(|set| find(set, kid)) {
             return Ok(jwk);
         }
-        if tried.is_some_and(|t| t.elapsed() < REFETCH_FLOOR) {
-            return Err(if set.is_some() { Refusal::UnknownKey } else { Refusal::JwksUnavailable });
+        let store_key = store.jwks_key(url.as_str());
+        if keys.current().is_none() {
+            if let Some(set) = shared(store, &store_key).await {
+                let found = find(&set, kid);
+                self.use_set(set);
+                if let Some(jwk) = found {
+                    return Ok(jwk);
+                }
+            }
         }
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner).1 = Some(Instant::now());
+        if keys.asked.is_some_and(|t| t.elapsed() < REFETCH_FLOOR) {
+            return Err(if self.keys().set.is_some() { Refusal::UnknownKey } else { Refusal::JwksUnavailable });
+        }
+        self.lock().asked = Some(Instant::now());
         let set = fetch(http, url).await.map_err(|why| {
             tracing::warn!(jwks_url = %url, why, "JWKS fetch failed");
             Refusal::JwksUnavailable
         })?;
-        let set = Arc::new(set);
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner).0 = Some(set.clone());
-        find(&set, kid).ok_or(Refusal::UnknownKey)
+        if let Ok(json) = serde_json::to_vec(&set) {
+            if let Err(e) = store.put_jwks(&store_key, &json, MAX_AGE).await {
+                tracing::warn!(jwks_url = %url, error = %e, "could not share the JWKS through the store");
+            }
+        }
+        let found = find(&set, kid);
+        self.use_set(set);
+        found.ok_or(Refusal::UnknownKey)
     }
 
-    fn cached(&self) -> (Option<Arc<JwkSet>>, Option<Instant>) {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    fn use_set(&self, set: JwkSet) {
+        self.lock().set = Some((Arc::new(set), Instant::now()));
+    }
+
+    fn keys(&self) -> Keys {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The set another instance shared under `key`, if any (a store that cannot
+/// be read is no reason to refuse: the issuer is asked instead).
+async fn shared(store: &Store, key: &str) -> Option<JwkSet> {
+    match store.read_jwks(key).await {
+        Ok(json) => json.and_then(|json| serde_json::from_slice(&json).ok()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the shared JWKS");
+            None
+        }
     }
 }
 
@@ -247,13 +306,23 @@ mod tests {
         format!("{}.e30.c2ln", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header))
     }
 
+    const ONE_KEY: &str = r#"{"keys":[{"kty":"RSA","kid":"known","n":"AQAB","e":"AQAB"}]}"#;
+
+    /// A local store in `dir`, as each instance of one machine opens it.
+    fn store(dir: &std::path::Path) -> Store {
+        let env = crate::config::Env::from_pairs([(crate::store::LOCAL_STORE_VAR, dir.to_str().unwrap())]);
+        let settings = crate::config::StoreSettings { allow_unencrypted: false, timeout: Duration::from_secs(2) };
+        Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap()
+    }
+
     #[tokio::test]
     async fn unknown_kids_fetch_the_jwks_once_per_floor() {
-        let (url, hits) = jwks_server(r#"{"keys":[{"kty":"RSA","kid":"known","n":"AQAB","e":"AQAB"}]}"#).await;
-        let (jwks, http) = (Jwks::default(), reqwest::Client::new());
+        let (url, hits) = jwks_server(ONE_KEY).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (jwks, http, store) = (Jwks::default(), reqwest::Client::new(), store(dir.path()));
         let verify = |kid: &'static str| {
-            let (jwks, http, url) = (&jwks, &http, &url);
-            async move { jwks.verify(http, url, "i", "a", &token_with_kid(kid)).await }
+            let (jwks, http, url, store) = (&jwks, &http, &url, &store);
+            async move { jwks.verify(http, store, url, "i", "a", &token_with_kid(kid)).await }
         };
         let (a, b, c) = tokio::join!(verify("stray-1"), verify("stray-2"), verify("stray-3"));
         for refused in [a, b, c] {
@@ -267,18 +336,45 @@ mod tests {
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    #[tokio::test]
+    async fn a_cold_instance_takes_the_jwks_another_instance_shared() {
+        let (url, hits) = jwks_server(ONE_KEY).await;
+        let dir = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let token = token_with_kid("known");
+        for instance in 0..3 {
+            let (jwks, store) = (Jwks::default(), store(dir.path()));
+            // The key is found (its signature then fails), wherever it came from.
+            assert_eq!(jwks.verify(&http, &store, &url, "i", "a", &token).await.unwrap_err(), Refusal::Invalid);
+            assert_eq!(
+                hits.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "instance {instance}: the issuer is asked once"
+            );
+        }
+        // A kid the shared set lacks (the issuer rotated) still reaches the issuer.
+        let (jwks, store) = (Jwks::default(), store(dir.path()));
+        assert_eq!(
+            jwks.verify(&http, &store, &url, "i", "a", &token_with_kid("new")).await.unwrap_err(),
+            Refusal::UnknownKey
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn alg_none_is_malformed_or_refused_before_any_fetch() {
         // {"alg":"none","typ":"JWT"}.{"sub":"x"}.
         let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
         let jwks = Jwks::default();
         let http = reqwest::Client::new();
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
         let url: Url = "http://127.0.0.1:9/jwks".parse().unwrap();
         let refused = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(jwks.verify(&http, &url, "i", "a", token))
+            .block_on(jwks.verify(&http, &store, &url, "i", "a", token))
             .unwrap_err();
         assert!(matches!(refused, Refusal::Malformed | Refusal::Algorithm), "{refused:?}");
     }

@@ -64,9 +64,11 @@ impl Gate {
         }
         let proven = match &policy.proof {
             Proof::Jwt { jwks_url, issuer, audience } => match bearer(headers) {
-                Some(token) => {
-                    self.jwks.verify(http, jwks_url, issuer, audience, token).await.map_err(|r| r.as_str().to_owned())
-                }
+                Some(token) => self
+                    .jwks
+                    .verify(http, store, jwks_url, issuer, audience, token)
+                    .await
+                    .map_err(|r| r.as_str().to_owned()),
                 None => Err("no session and no bearer token".to_owned()),
             },
             Proof::Turnstile { secret, siteverify_url } => {
