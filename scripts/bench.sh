@@ -32,8 +32,10 @@ cargo build --release --locked --bins -p tokenrelay-bench -p tokenrelay-vercel -
 cargo build --release --locked --lib -p tokenrelay-node
 
 # The response cache (1,000 requests over 10 URLs from 4 processes; hit latencies), the
-# lifecycle figures with instances frozen between requests against awake ones, then the main table.
+# lifecycle figures with instances frozen between requests against awake ones, what proving
+# the caller adds to a request, then the main table.
 target/release/tokenrelay-bench cache --relay-bin target/release/relay
 quick=(); [[ " $* " == *" --quick "* ]] && quick=(--quick)
 target/release/tokenrelay-bench freeze "${quick[@]}" --relay-bin target/release/relay
+target/release/tokenrelay-bench caller "${quick[@]}" --relay-bin target/release/relay
 exec target/release/tokenrelay-bench --relay-bin target/release/relay "$@"

@@ -9,12 +9,15 @@
 //! tokenrelay-bench load URL [-c N] [-d SECS] [-w SECS] [-H 'Authorization: …']
 //! tokenrelay-bench cache [--relay-bin PATH]
 //! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
+//! tokenrelay-bench caller [--quick] [--relay-bin PATH]
 //! ```
 //!
 //! The second form is the load generator alone, against any server; the
 //! third measures the response cache alone (`scenario::response_cache`); the
 //! fourth the relay with instances frozen between requests, as serverless
-//! platforms run them, against the same load awake (`scenario::freeze`).
+//! platforms run them, against the same load awake (`scenario::freeze`); the
+//! fifth what proving the caller (a login's JWT, a relay session) adds to a
+//! request (`scenario::caller`).
 //!
 //! `scripts/bench.sh` builds what it needs and runs it; see bench/README.md.
 
@@ -73,7 +76,8 @@ fn main() -> ExitCode {
         Some("instances") => return worker::main(&args[1..]),
         Some("load") => return cli_load::main(&args[1..]),
         Some("cache") => return cache_main(&args[1..]),
-        Some("freeze") => return freeze_main(&args[1..]),
+        Some("freeze") => return relay_scenario_main("freeze", &args[1..], scenario::freeze::run),
+        Some("caller") => return relay_scenario_main("caller", &args[1..], scenario::caller::run),
         _ => {}
     }
     let options = match parse_args(&args) {
@@ -132,9 +136,15 @@ fn cache_main(args: &[String]) -> ExitCode {
     }
 }
 
-/// `tokenrelay-bench freeze [--quick] [--relay-bin PATH]`: frozen instances against awake ones.
-fn freeze_main(args: &[String]) -> ExitCode {
-    let run = || -> anyhow::Result<String> {
+/// `tokenrelay-bench NAME [--quick] [--relay-bin PATH]`: one scenario on
+/// the Vercel function, `run(relay binary, quick)` giving its markdown.
+fn relay_scenario_main<F, Fut>(name: &str, args: &[String], run: F) -> ExitCode
+where
+    F: FnOnce(PathBuf, bool) -> Fut,
+    Fut: Future<Output = anyhow::Result<String>>,
+{
+    let usage = format!("usage: tokenrelay-bench {name} [--quick] [--relay-bin PATH]");
+    let report = || -> anyhow::Result<String> {
         let mut quick = false;
         let mut relay = std::env::current_exe()?.with_file_name(RELAY_BIN);
         let mut args = args.iter();
@@ -142,23 +152,21 @@ fn freeze_main(args: &[String]) -> ExitCode {
             match flag.as_str() {
                 "--quick" => quick = true,
                 "--relay-bin" => relay = args.next().context("--relay-bin needs a value")?.into(),
-                other => anyhow::bail!(
-                    "unknown argument {other:?}; usage: tokenrelay-bench freeze [--quick] [--relay-bin PATH]"
-                ),
+                other => anyhow::bail!("unknown argument {other:?}; {usage}"),
             }
         }
         anyhow::ensure!(relay.is_file(), "relay binary {} not found (build it, or pass --relay-bin)", relay.display());
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(SERVER_THREADS).enable_all().build()?;
-        runtime.block_on(scenario::freeze::run(&relay, quick))
+        runtime.block_on(run(relay, quick))
     };
-    match run() {
+    match report() {
         Ok(markdown) => {
             print!("{markdown}");
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("tokenrelay-bench freeze: {err:#}");
+            eprintln!("tokenrelay-bench {name}: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -29,8 +29,17 @@ const ISSUER_READY: Duration = Duration::from_secs(20);
 const ISSUER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/caller/issuer.mjs");
 
 /// `signed` asks for a login's JWT, `challenged` for a Turnstile token;
-/// `counted` asks for a JWT and limits each caller to [`PER_CALLER`] requests.
+/// `counted` asks for a JWT and limits each caller to [`PER_CALLER`] requests;
+/// `open` is `signed` without the proof, to compare with.
 const CONFIG: &str = r#"
+[upstreams.open]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.open.relay]
+headers = { Api-Key = { env = "GETTY_API_KEY" } }
+routes = [{ path = "/echo/**" }]
+
 [upstreams.signed]
 base_url = "{api}"
 token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
@@ -118,6 +127,42 @@ impl Callers {
 }
 
 /// The `name=value` of a reply's session cookie, as a browser sends it back.
+/// Latencies of the same request made three ways, in interleaved rounds so
+/// that machine noise hits them alike: on a route without proof, with a
+/// login's JWT (checked on every request: no cookie is sent back), and with
+/// the relay session that JWT earned.
+#[derive(Debug, Default)]
+pub struct ProofCost {
+    pub open: Vec<Duration>,
+    pub jwt: Vec<Duration>,
+    pub session: Vec<Duration>,
+}
+
+/// Measures [`ProofCost`] over `rounds` rounds, the JWT signed with key
+/// `kid` (`rs`, `es` or `ed`); every answer must be a 200.
+pub async fn proof_cost(shell: &Shell, callers: &Callers, kid: &str, rounds: usize) -> anyhow::Result<ProofCost> {
+    let jwt = callers.login(kid, "bench").await?;
+    let bearer = format!("Bearer {jwt}");
+    let first = shell.get("/api/relay/signed/echo/bench", &[("Authorization", &bearer)]).await?;
+    ensure!(first.status == 200, "the JWT passes: {} {}", first.status, first.text());
+    let cookie = session_cookie(&first)?;
+    let mut cost = ProofCost::default();
+    for _ in 0..rounds {
+        let ways: [(&str, &[(&str, &str)], &mut Vec<Duration>); 3] = [
+            ("/api/relay/open/echo/bench", &[], &mut cost.open),
+            ("/api/relay/signed/echo/bench", &[("Authorization", &bearer)], &mut cost.jwt),
+            ("/api/relay/signed/echo/bench", &[("Cookie", &cookie)], &mut cost.session),
+        ];
+        for (target, headers, latencies) in ways {
+            let started = std::time::Instant::now();
+            let reply = shell.get(target, headers).await?;
+            latencies.push(started.elapsed());
+            ensure!(reply.status == 200, "{target}: {} {}", reply.status, reply.text());
+        }
+    }
+    Ok(cost)
+}
+
 fn session_cookie(reply: &Reply) -> anyhow::Result<String> {
     let set = reply.header("set-cookie").with_context(|| format!("no Set-Cookie in {}", reply.status))?;
     Ok(set.split(';').next().unwrap_or_default().to_owned())

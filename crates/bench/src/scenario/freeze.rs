@@ -7,7 +7,7 @@
 //! store round trips of a cold instance, each with its latency. The machine
 //! is noisy: compare the ratios, not the milliseconds.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use relay_e2e::Freeze;
@@ -48,8 +48,8 @@ impl Plans {
 }
 
 /// Runs every scenario frozen and awake on the Vercel function `relay_bin`; returns the markdown.
-pub async fn run(relay_bin: &Path, quick: bool) -> anyhow::Result<String> {
-    let platform = Platform::Vercel(relay_bin.to_owned());
+pub async fn run(relay_bin: PathBuf, quick: bool) -> anyhow::Result<String> {
+    let platform = Platform::Vercel(relay_bin);
     let plans = Plans::new(quick);
     let mut rows = Vec::new();
 

@@ -1,9 +1,11 @@
 //! The measurements, one module each, in the order of the issue: hot path
 //! (with store round trips in steady state), cold start (with the store round
 //! trips of a cold instance), rotation under load, stampede, build time; and
-//! apart from the report, the response cache and frozen instances.
+//! apart from the report, the response cache, frozen instances and caller
+//! proof.
 
 pub mod addon;
+pub mod caller;
 pub mod cold_start;
 pub mod freeze;
 pub mod hot_path;
