@@ -34,6 +34,7 @@
 //! ```
 
 mod broker;
+mod clock;
 mod config;
 mod error;
 #[cfg(feature = "netlify")]

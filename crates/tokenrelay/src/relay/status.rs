@@ -3,11 +3,12 @@
 //! the budgets used and left in their current windows, and any cooldown the
 //! upstream asked for.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::broker::Broker;
+use crate::clock::millis;
 use crate::config::relay::Budget;
 use crate::error::{Error, Result};
 
@@ -59,20 +60,20 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
         return Err(Error::UnknownUpstream(name.to_owned()));
     }
     let now = SystemTime::now();
-    let now_ms = ms(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let now_ms = millis(now.duration_since(UNIX_EPOCH).unwrap_or_default());
     let mut all = Vec::new();
     for u in config.upstreams().filter(|u| upstream.is_none_or(|n| n == u.name())) {
         let token = broker.stored_token_times(u.name()).await?.map(|(minted, expires)| TokenStatus {
-            rotated_at_ms: ms(minted.duration_since(UNIX_EPOCH).unwrap_or_default()),
-            age_ms: ms(now.duration_since(minted).unwrap_or_default()),
-            expires_in_ms: expires.map(|e| ms(e.duration_since(now).unwrap_or_default())),
+            rotated_at_ms: millis(minted.duration_since(UNIX_EPOCH).unwrap_or_default()),
+            age_ms: millis(now.duration_since(minted).unwrap_or_default()),
+            expires_in_ms: expires.map(|e| millis(e.duration_since(now).unwrap_or_default())),
         });
         let budgets: Vec<(Option<&str>, Budget)> = u.relay.as_ref().map_or_else(Vec::new, |r| {
             let routes = r.routes.iter().filter_map(|route| Some((Some(route.pattern.as_str()), route.budget?)));
             r.budget.map(|b| (None, b)).into_iter().chain(routes).collect()
         });
         let store = broker.store();
-        let window = |b: &Budget| now_ms / ms(b.per).max(1);
+        let window = |b: &Budget| now_ms / millis(b.per).max(1);
         let mut keys: Vec<String> =
             budgets.iter().map(|(route, b)| store.budget_key(u.name(), *route, window(b))).collect();
         keys.push(store.cooldown_key(u.name()));
@@ -85,7 +86,7 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             .zip(values)
             .map(|((route, b), used)| {
                 let used = used.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                let per_ms = ms(b.per).max(1);
+                let per_ms = millis(b.per).max(1);
                 BudgetStatus {
                     route: route.map(str::to_owned),
                     requests: b.requests,
@@ -106,15 +107,12 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
     Ok(all)
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, Env};
     use crate::store::UPSTASH_VARS;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn status_reads_token_times_budget_and_cooldown_without_the_token() {

@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, StatusCode};
 
+use crate::clock::{millis, now_ms};
+
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
 
@@ -81,7 +83,7 @@ impl Cooldowns {
         for (key, value) in keys.iter().zip(values) {
             let until = value.as_deref().and_then(|v| v.parse::<u64>().ok());
             if let (Some(c), Some(until)) = (self.upstreams.values().find(|c| c.key == *key), until) {
-                c.until_ms.fetch_max(until.min(now_ms() + ms(MAX_COOLDOWN)), Ordering::AcqRel);
+                c.until_ms.fetch_max(until.min(now_ms().saturating_add(millis(MAX_COOLDOWN))), Ordering::AcqRel);
             }
         }
     }
@@ -100,9 +102,9 @@ impl Cooldowns {
     pub(super) fn note(&self, upstream: &str, status: StatusCode, headers: &HeaderMap) -> Option<Share> {
         let c = self.upstreams.get(upstream)?;
         let wait = asked_to_wait(status, headers, SystemTime::now())?;
-        let until_ms = now_ms() + ms(wait);
+        let until_ms = now_ms().saturating_add(millis(wait));
         c.until_ms.fetch_max(until_ms, Ordering::AcqRel);
-        tracing::warn!(upstream, wait_ms = ms(wait), "upstream asked to wait; no instance calls it until then");
+        tracing::warn!(upstream, wait_ms = millis(wait), "upstream asked to wait; no instance calls it until then");
         Some(Share { key: c.key.clone(), until_ms, ttl: wait })
     }
 }
@@ -168,15 +170,6 @@ fn remaining_and_reset(
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Option<&'h str> {
     headers.get(HeaderName::from_static(name))?.to_str().ok().map(str::trim)
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Milliseconds since the Unix epoch: cooldowns are shared between machines.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
 }
 
 #[cfg(test)]

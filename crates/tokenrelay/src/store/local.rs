@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, Count, StoreError};
+use crate::clock::{millis, now_ms};
 
 mod owner;
 
@@ -167,7 +168,7 @@ impl Backend for LocalStore {
         self.run(move |e| {
             let won = !e.0.contains_key(&lock);
             if won {
-                e.0.insert(lock, Entry { value: owner, expires_at_ms: now_ms() + ms(lease) });
+                e.0.insert(lock, Entry { value: owner, expires_at_ms: now_ms().saturating_add(millis(lease)) });
             }
             (won, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
         })
@@ -187,7 +188,7 @@ impl Backend for LocalStore {
         self.run(move |e| {
             let held = delete_if(e, &lock, &owner);
             if held {
-                e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) });
+                e.0.insert(key, Entry { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) });
             }
             held
         })
@@ -196,7 +197,8 @@ impl Backend for LocalStore {
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.run(move |e| drop(e.0.insert(key, Entry { value, expires_at_ms: now_ms() + ms(ttl) }))).await
+        self.run(move |e| drop(e.0.insert(key, Entry { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) })))
+            .await
     }
 
     async fn count_and_read(
@@ -211,9 +213,10 @@ impl Backend for LocalStore {
             let totals = counts
                 .into_iter()
                 .map(|n| {
-                    let entry =
-                        e.0.entry(n.key)
-                            .or_insert_with(|| Entry { value: "0".to_owned(), expires_at_ms: now + ms(n.ttl) });
+                    let entry = e.0.entry(n.key).or_insert_with(|| Entry {
+                        value: "0".to_owned(),
+                        expires_at_ms: now.saturating_add(millis(n.ttl)),
+                    });
                     let total = entry.value.parse::<u64>().unwrap_or(0).saturating_add(n.add);
                     entry.value = total.to_string();
                     total
@@ -233,14 +236,6 @@ fn delete_if(e: &mut Entries, key: &str, expected: &str) -> bool {
     false
 }
 
-fn now_ms() -> u64 {
-    ms(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,10 +250,16 @@ mod tests {
     async fn entries_expire() {
         let s = temp_store("expire");
         assert!(s.lock_and_read("lock", "me", Duration::from_secs(5), &[]).await.unwrap().0);
-        assert!(s.set_fenced("k", "v", Duration::from_millis(50), "lock", "me").await.unwrap());
-        assert_eq!(s.mget(&["k"]).await.unwrap(), vec![Some("v".to_owned())]);
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(s.mget(&["k"]).await.unwrap(), vec![None]);
+        assert!(s.set_fenced("kept", "v", Duration::from_secs(3600), "lock", "me").await.unwrap());
+        s.set("brief", "v", Duration::from_millis(1)).await.unwrap();
+        // Waits on the condition, not a fixed sleep: a loaded machine only makes it slower.
+        let gone = async {
+            while s.mget(&["brief"]).await.unwrap() != vec![None] {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone).await.expect("an entry past its ttl is gone");
+        assert_eq!(s.mget(&["kept"]).await.unwrap(), vec![Some("v".to_owned())], "one within its ttl stays");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! (304, 206) are about the visitor's copy, not the resource.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::super::forward::Outgoing;
+use crate::clock::now_ms;
 use crate::config::Upstream;
 use crate::config::relay::{Inject, RouteCache, UpstreamRelay};
 
@@ -217,10 +218,6 @@ impl Purges {
 fn under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
     path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 mod base64_body {

@@ -76,7 +76,7 @@ mod tests {
     fn entry(len: usize) -> Arc<Entry> {
         Arc::new(Entry::new(
             "/x",
-            crate::relay::cache::entry::now_ms(),
+            crate::clock::now_ms(),
             http::StatusCode::OK,
             &http::HeaderMap::new(),
             Bytes::from(vec![b'x'; len]),

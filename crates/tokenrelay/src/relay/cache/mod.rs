@@ -38,6 +38,7 @@ use super::error::RelayError;
 use super::forward::{self, Outgoing};
 use super::timing::Timing;
 use super::{Body, Relay, headers};
+use crate::clock::now_ms;
 use crate::config::relay::{Route, RouteCache};
 use crate::store::{Backoff, CacheKeys, CacheState, Lease};
 use crate::token::Token;
@@ -181,7 +182,7 @@ async fn lookup(
             }
         },
     };
-    let now = entry::now_ms();
+    let now = now_ms();
     let stored = usable(state.entry.as_deref(), state.purges.as_deref());
     let freshness = stored.as_ref().map(|e| e.freshness(now, &ask.policy));
     match (&stored, freshness) {
@@ -207,10 +208,10 @@ async fn lookup(
             Ok((Some(lease), after)) => {
                 // Another instance may have stored it between our read and our lock.
                 if let Some(e) = usable(after.entry.as_deref(), after.purges.as_deref())
-                    .filter(|e| e.freshness(entry::now_ms(), &ask.policy) == Freshness::Fresh)
+                    .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh)
                 {
                     lease.release().await;
-                    remember(cache, ask, e.clone(), entry::now_ms());
+                    remember(cache, ask, e.clone(), now_ms());
                     return Ok((answer(&e, ask, Outcome::Hit, None), Outcome::Hit));
                 }
                 Some(lease)
@@ -223,7 +224,7 @@ async fn lookup(
         return pass(relay, ask, lease, stale, timing).await;
     }
     if let Some(e) = wait_for_fill(relay, ask).await {
-        remember(cache, ask, e.clone(), entry::now_ms());
+        remember(cache, ask, e.clone(), now_ms());
         return Ok((answer(&e, ask, Outcome::Collapsed, None), Outcome::Collapsed));
     }
     pass(relay, ask, None, stale, timing).await
@@ -241,7 +242,7 @@ async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<Entry>> {
     while backoff.wait().await {
         let state = relay.broker.store().read_cached(&ask.keys).await.ok()?;
         let fresh = usable(state.entry.as_deref(), state.purges.as_deref())
-            .filter(|e| e.freshness(entry::now_ms(), &ask.policy) == Freshness::Fresh);
+            .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh);
         if fresh.is_some() || !state.filling {
             return fresh;
         }
@@ -295,7 +296,7 @@ async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut T
 /// The upstream's answer: buffered and scrubbed when it may be stored, else
 /// as it comes, to stream.
 async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<Filled, RelayError> {
-    let sent_ms = entry::now_ms();
+    let sent_ms = now_ms();
     let (response, token) = forward::exchange(&relay.broker, &relay.guard, ask.out, timing).await?;
     let status = response.status();
     let too_big = response.content_length().is_some_and(|n| n > relay.broker.config().relay.max_cached_body_bytes);
@@ -330,7 +331,7 @@ async fn pass(
     stale: Option<Arc<Entry>>,
     timing: &mut Timing,
 ) -> Result<(Response<Body>, Outcome), RelayError> {
-    let now = entry::now_ms();
+    let now = now_ms();
     let stale = stale.filter(|e| e.age(now) < ask.policy.ttl + ask.policy.stale_if_error);
     match (fill(relay, ask, lease, timing).await, stale) {
         (Err(e), Some(stale)) if e.is_upstream_failure() => {
@@ -403,7 +404,7 @@ fn refresh(relay: &Relay, ask: &Ask<'_>) -> Option<impl Future<Output = ()> + Se
         };
         // Another instance may have refreshed it since we read it stale.
         if usable(after.entry.as_deref(), after.purges.as_deref())
-            .is_some_and(|e| e.freshness(entry::now_ms(), &policy) == Freshness::Fresh)
+            .is_some_and(|e| e.freshness(now_ms(), &policy) == Freshness::Fresh)
         {
             lease.release().await;
             return;
@@ -483,7 +484,7 @@ impl Drop for Refreshing {
 
 /// The answer built from a stored entry, with `Age` and `Cache-Status`.
 fn answer(e: &Entry, ask: &Ask<'_>, outcome: Outcome, failed: Option<StatusCode>) -> Response<Body> {
-    let now = entry::now_ms();
+    let now = now_ms();
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
     let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
     let mut response = Response::new(Body::full(body));

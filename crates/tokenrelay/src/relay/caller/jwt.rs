@@ -150,13 +150,13 @@ impl Issuer {
             return Ok(jwk);
         }
         let store_key = store.jwks_key(url.as_str());
-        if keys.current().is_none() {
-            if let Some(set) = shared(store, &store_key).await {
-                let found = find(&set, kid);
-                self.use_set(set);
-                if let Some(jwk) = found {
-                    return Ok(jwk);
-                }
+        if keys.current().is_none()
+            && let Some(set) = shared(store, &store_key).await
+        {
+            let found = find(&set, kid);
+            self.use_set(set);
+            if let Some(jwk) = found {
+                return Ok(jwk);
             }
         }
         if keys.asked.is_some_and(|t| t.elapsed() < REFETCH_FLOOR) {
@@ -167,10 +167,10 @@ impl Issuer {
             tracing::warn!(jwks_url = %url, why, "JWKS fetch failed");
             Refusal::JwksUnavailable
         })?;
-        if let Ok(json) = serde_json::to_vec(&set) {
-            if let Err(e) = store.put_jwks(&store_key, &json, MAX_AGE).await {
-                tracing::warn!(jwks_url = %url, error = %e, "could not share the JWKS through the store");
-            }
+        if let Ok(json) = serde_json::to_vec(&set)
+            && let Err(e) = store.put_jwks(&store_key, &json, MAX_AGE).await
+        {
+            tracing::warn!(jwks_url = %url, error = %e, "could not share the JWKS through the store");
         }
         let found = find(&set, kid);
         self.use_set(set);

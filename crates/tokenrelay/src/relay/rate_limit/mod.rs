@@ -53,11 +53,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::error::{Kind, RelayError};
 use super::upstream_limits::Cooldowns;
 use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::config::relay::Per;
 use crate::store::Store;
 use client::Client;
@@ -342,11 +343,6 @@ impl Tally {
 /// [`SYNC_INTERVAL`] in milliseconds.
 fn interval_ms() -> u64 {
     u64::try_from(SYNC_INTERVAL.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Milliseconds since the Unix epoch: windows must line up across machines.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Bucket, RateLimiter, Tally, interval_ms, now_ms};
+use super::{Bucket, RateLimiter, Tally, interval_ms};
+use crate::clock::now_ms;
 use crate::store::Count;
 
 /// How long a shared counter outlives its window: covers clocks a few
