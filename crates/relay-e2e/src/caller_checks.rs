@@ -147,11 +147,12 @@ pub async fn proof_cost(shell: &Shell, callers: &Callers, kid: &str, rounds: usi
     ensure!(first.status == 200, "the JWT passes: {} {}", first.status, first.text());
     let cookie = session_cookie(&first)?;
     let mut cost = ProofCost::default();
+    let (jwt, session) = ([("Authorization", bearer.as_str())], [("Cookie", cookie.as_str())]);
     for _ in 0..rounds {
-        let ways: [(&str, &[(&str, &str)], &mut Vec<Duration>); 3] = [
-            ("/api/relay/open/echo/bench", &[], &mut cost.open),
-            ("/api/relay/signed/echo/bench", &[("Authorization", &bearer)], &mut cost.jwt),
-            ("/api/relay/signed/echo/bench", &[("Cookie", &cookie)], &mut cost.session),
+        let ways = [
+            ("/api/relay/open/echo/bench", &[][..], &mut cost.open),
+            ("/api/relay/signed/echo/bench", &jwt[..], &mut cost.jwt),
+            ("/api/relay/signed/echo/bench", &session[..], &mut cost.session),
         ];
         for (target, headers, latencies) in ways {
             let started = std::time::Instant::now();

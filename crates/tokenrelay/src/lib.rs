@@ -52,7 +52,7 @@ pub use broker::Broker;
 pub use config::{CONFIG_PATH_VAR, Config, DEFAULT_CONFIG_FILE, Env, SecretVar, Summary, Upstream, UpstreamSummary};
 pub use error::{Error, MissingVar, Result};
 pub use store::{ENCRYPTION_KEY_VAR, LOCAL_STORE_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
-pub use token::{Outcome, Token};
+pub use token::{Provenance, Token};
 
 /// Validates the config and store settings of `env` and returns a redacted
 /// summary, without fetching any token.

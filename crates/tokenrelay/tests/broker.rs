@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{CLIENT_ID, CLIENT_SECRET, Rig, base64_key, bounded};
 use testkit::{Behavior, ExpiresIn, TokenServerConfig};
-use tokenrelay::{Broker, Config, Outcome};
+use tokenrelay::{Broker, Config, Provenance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_cold_brokers_racing_on_an_empty_store_fetch_exactly_once() {
@@ -32,15 +32,15 @@ async fn warm_instance_makes_zero_store_calls_and_cold_one_makes_one() {
     bounded(async {
         let rig = Rig::default().await;
         let warm = rig.broker();
-        assert_eq!(warm.token("api").await.unwrap().outcome(), Outcome::Fetched);
+        assert_eq!(warm.token("api").await.unwrap().outcome(), Provenance::Fetched);
         rig.upstash.reset_counts();
         for _ in 0..100 {
-            assert_eq!(warm.token("api").await.unwrap().outcome(), Outcome::Memory);
+            assert_eq!(warm.token("api").await.unwrap().outcome(), Provenance::Memory);
         }
         assert_eq!(rig.upstash.requests(), 0, "store calls for 100 warm requests");
 
         let cold = rig.broker();
-        assert_eq!(cold.token("api").await.unwrap().outcome(), Outcome::Store);
+        assert_eq!(cold.token("api").await.unwrap().outcome(), Provenance::Store);
         assert_eq!(rig.upstash.requests(), 1, "store calls for a cold instance");
         assert_eq!(rig.tokens.calls(), 1);
     })
@@ -136,14 +136,18 @@ async fn a_leader_whose_lease_ran_out_never_overwrites_the_newer_token() {
         .await
         .unwrap();
         let newer = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
-        assert_eq!(newer.outcome(), Outcome::Fetched);
+        assert_eq!(newer.outcome(), Provenance::Fetched);
 
         // The old leader's fetch completes: it may use its token, but never store it.
         hold.release();
         let late = leader.await.unwrap().unwrap();
         assert_ne!(late.expose(), newer.expose());
         let cold = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
-        assert_eq!((cold.expose(), cold.outcome()), (newer.expose(), Outcome::Store), "the store kept the newer token");
+        assert_eq!(
+            (cold.expose(), cold.outcome()),
+            (newer.expose(), Provenance::Store),
+            "the store kept the newer token"
+        );
         assert_eq!(rig.tokens.calls(), 2);
     })
     .await;
@@ -166,7 +170,7 @@ async fn late_401_keeps_the_newer_token_in_the_store() {
         assert_eq!(rig.upstash.redis_get(&token_key(&rig).await).await, stored_before);
         let again = a.token("api").await.unwrap();
         assert_eq!(again.expose(), newer.expose());
-        assert_eq!(again.outcome(), Outcome::Store);
+        assert_eq!(again.outcome(), Provenance::Store);
         assert_eq!(rig.tokens.calls(), 2);
     })
     .await;
@@ -190,7 +194,7 @@ async fn invalidation_drops_the_rejected_token_from_both_levels() {
         assert!(left.iter().all(|k| k.ends_with(":invalidations")), "store still holds the token: {left:?}");
         let second = b.token("api").await.unwrap();
         assert_ne!(first.expose(), second.expose());
-        assert_eq!(second.outcome(), Outcome::Fetched);
+        assert_eq!(second.outcome(), Provenance::Fetched);
     })
     .await;
 }
@@ -203,18 +207,18 @@ async fn redis_stopped_mid_run_still_serves_valid_tokens_and_recovers() {
         warm.token("api").await.unwrap();
         rig.redis.stop().await.unwrap();
 
-        assert_eq!(warm.token("api").await.unwrap().outcome(), Outcome::Memory);
+        assert_eq!(warm.token("api").await.unwrap().outcome(), Provenance::Memory);
         let cold = rig.broker().token("api").await.unwrap();
-        assert_eq!(cold.outcome(), Outcome::Direct);
+        assert_eq!(cold.outcome(), Provenance::Direct);
         assert!(rig.tokens.is_valid(cold.expose()));
 
         rig.redis.restart().await.unwrap();
         testkit::wait_until("the store serves again", Duration::from_secs(10), || async {
-            rig.broker().token("api").await.is_ok_and(|t| t.outcome() == Outcome::Fetched)
+            rig.broker().token("api").await.is_ok_and(|t| t.outcome() == Provenance::Fetched)
         })
         .await
         .unwrap();
-        assert_eq!(rig.broker().token("api").await.unwrap().outcome(), Outcome::Store, "recovered by itself");
+        assert_eq!(rig.broker().token("api").await.unwrap().outcome(), Provenance::Store, "recovered by itself");
     })
     .await;
 }
@@ -229,7 +233,7 @@ async fn token_is_refreshed_ahead_of_expiry_without_making_callers_wait() {
         tokio::time::sleep(Duration::from_millis(2200)).await;
         let during = b.token("api").await.unwrap();
         assert_eq!(during.expose(), first.expose(), "the caller is served at once, from memory");
-        assert_eq!(during.outcome(), Outcome::Memory);
+        assert_eq!(during.outcome(), Provenance::Memory);
         testkit::wait_until("background refresh", Duration::from_secs(5), || async { rig.tokens.calls() == 2 })
             .await
             .unwrap();
@@ -256,7 +260,7 @@ async fn raw_value_in_redis_is_sealed_and_keyed_without_secrets() {
         // A broker with another encryption key cannot use it and fetches its own.
         let env = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
         let other = rig.broker_with(&rig.config(""), &env).token("api").await.unwrap();
-        assert_eq!(other.outcome(), Outcome::Fetched);
+        assert_eq!(other.outcome(), Provenance::Fetched);
     })
     .await;
 }
@@ -268,7 +272,7 @@ async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
         // Production and preview: one config, one store, one encryption key,
         // but the same variable names hold other values.
         let production = rig.broker_with(&json_config(&rig), &rig.env());
-        assert_eq!(production.token("custom").await.unwrap().outcome(), Outcome::Fetched);
+        assert_eq!(production.token("custom").await.unwrap().outcome(), Provenance::Fetched);
         let preview_env = rig.env_with(&[("API_CLIENT_ID", "preview-client")]);
         let preview = rig.broker_with(&json_config(&rig), &preview_env).token("custom").await;
         assert_eq!(preview.unwrap_err().code(), "token_rejected", "preview asked for its own token");
@@ -283,13 +287,16 @@ async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
         };
         assert_eq!(
             rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(),
-            Outcome::Fetched
+            Provenance::Fetched
         );
         assert_eq!(
             rig.broker_with(&with("videos"), &rig.env()).token("api").await.unwrap().outcome(),
-            Outcome::Fetched
+            Provenance::Fetched
         );
-        assert_eq!(rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(), Outcome::Store);
+        assert_eq!(
+            rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(),
+            Provenance::Store
+        );
     })
     .await;
 }
@@ -551,7 +558,7 @@ async fn static_keys_need_neither_endpoint_nor_store() {
         let b = rig.broker_with(config, &rig.env());
         let token = b.token("maps").await.unwrap();
         assert_eq!(token.expose(), CLIENT_SECRET);
-        assert_eq!(token.outcome(), Outcome::Static);
+        assert_eq!(token.outcome(), Provenance::Static);
         assert_eq!((rig.tokens.calls(), rig.upstash.requests()), (0, 0));
         assert_eq!(b.token("nope").await.unwrap_err().code(), "unknown_upstream");
     })

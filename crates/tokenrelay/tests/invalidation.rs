@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Rig, bounded};
-use tokenrelay::Outcome;
+use tokenrelay::Provenance;
 
 fn config(rig: &Rig, min_token_age: &str, per_hour: u32) -> String {
     rig.config(&format!("invalidations_per_hour = {per_hour}"))
@@ -24,7 +24,7 @@ async fn a_token_younger_than_the_minimum_age_is_kept_by_every_instance() {
         assert!(!a.invalidate("api", &token).await.unwrap(), "kept from memory");
         // B knows the token's age from the store only.
         let seen_by_b = b.token("api").await.unwrap();
-        assert_eq!(seen_by_b.outcome(), Outcome::Store);
+        assert_eq!(seen_by_b.outcome(), Provenance::Store);
         let fresh_b = rig.broker_with(&text, &rig.env());
         assert!(!fresh_b.invalidate("api", &token).await.unwrap(), "kept by an instance that never held it");
         assert_eq!(a.token("api").await.unwrap().expose(), token.expose());

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{Rig, bounded};
 use testkit::{ExpiresIn, TokenServerConfig};
-use tokenrelay::Outcome;
+use tokenrelay::Provenance;
 
 /// The rig's config for an endpoint that sends no `expires_in`, so the
 /// configured `default_lifetime` decides how long tokens last.
@@ -26,7 +26,7 @@ async fn a_token_that_outlives_the_minimum_is_reused() {
         let first = broker.token("api").await.unwrap();
         let again = broker.token_valid_for("api", Duration::from_secs(30 * 60)).await.unwrap();
         assert_eq!(again.expose(), first.expose());
-        assert_eq!(again.outcome(), Outcome::Memory);
+        assert_eq!(again.outcome(), Provenance::Memory);
         assert_eq!(rig.tokens.calls(), 1);
     })
     .await;
@@ -50,7 +50,7 @@ async fn a_stored_token_expiring_within_the_minimum_is_replaced_in_the_store_too
         // Browse-time instances now find the new token in the store.
         let later = rig.broker_with(&config_with_lifetime(&rig, "1h"), &rig.env());
         let shared = later.token("api").await.unwrap();
-        assert_eq!((shared.expose(), shared.outcome()), (token.expose(), Outcome::Store));
+        assert_eq!((shared.expose(), shared.outcome()), (token.expose(), Provenance::Store));
     })
     .await;
 }

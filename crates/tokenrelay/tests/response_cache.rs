@@ -202,7 +202,11 @@ async fn answers_over_the_cached_body_bound_are_relayed_not_stored() {
             Relay::new(rig.broker_with(&config, &rig.env()))
         };
         let small = get(&bounded_to(16), "/api/relay/api/echo/sized").await;
-        assert_eq!((small.status, small.cache_status.as_str()), (200, "tokenrelay; fwd=miss"), "relayed, not stored");
+        assert_eq!(
+            (small.status, small.cache_status.as_str()),
+            (200, "tokenrelay; fwd=miss; detail=size"),
+            "relayed, not stored, saying why"
+        );
         assert!(small.body.len() > 16);
         assert!(Backend::Upstash.cache_entries(&rig).await.iter().all(|(k, _)| k.ends_with(":purges")));
         let roomy = get(&bounded_to(1 << 20), "/api/relay/api/echo/sized").await;

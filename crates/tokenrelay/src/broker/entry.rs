@@ -9,7 +9,7 @@ use crate::token::Token;
 
 /// A token plus when to stop serving it and when to start refreshing it.
 #[derive(Clone, Debug)]
-pub(crate) struct Entry {
+pub(crate) struct CachedToken {
     pub(crate) token: Token,
     /// Never served at or after this point (expiry minus the safety margin).
     pub(crate) valid_until: SystemTime,
@@ -27,7 +27,7 @@ struct Stored {
     expires_at_ms: u64,
 }
 
-impl Entry {
+impl CachedToken {
     /// Schedules a freshly fetched token. The safety margin is capped at half
     /// the lifetime and the refresh window at half of what remains, so short
     /// tokens are still served for a while.
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn thirty_minute_token_is_served_29_minutes_and_refreshed_after_24() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let e = Entry::new(Token::new("t", Some(t0 + Duration::from_secs(1800))), t0, &cache(60, 300));
+        let e = CachedToken::new(Token::new("t", Some(t0 + Duration::from_secs(1800))), t0, &cache(60, 300));
         assert_eq!(e.valid_until, t0 + Duration::from_secs(1740));
         assert_eq!(e.refresh_at, t0 + Duration::from_secs(1440));
         assert!(!e.is_valid(t0 + Duration::from_secs(1740)));
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn short_tokens_keep_half_their_life_usable() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let e = Entry::new(Token::new("t", Some(t0 + Duration::from_secs(4))), t0, &cache(60, 300));
+        let e = CachedToken::new(Token::new("t", Some(t0 + Duration::from_secs(4))), t0, &cache(60, 300));
         assert_eq!(e.valid_until, t0 + Duration::from_secs(2));
         assert_eq!(e.refresh_at, t0 + Duration::from_secs(1));
     }
@@ -125,8 +125,8 @@ mod tests {
     fn stored_form_round_trips_to_the_same_schedule() {
         let c = cache(60, 300);
         let now = SystemTime::now();
-        let e = Entry::new(Token::new("tok", Some(now + Duration::from_secs(1800))), now, &c);
-        let back = Entry::from_bytes(&e.to_bytes(), &c).unwrap();
+        let e = CachedToken::new(Token::new("tok", Some(now + Duration::from_secs(1800))), now, &c);
+        let back = CachedToken::from_bytes(&e.to_bytes(), &c).unwrap();
         assert_eq!(back.token.expose(), "tok");
         let diff = |a: SystemTime, b: SystemTime| a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap();
         assert!(diff(back.valid_until, e.valid_until) < Duration::from_millis(2));

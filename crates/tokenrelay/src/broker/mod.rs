@@ -40,8 +40,8 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Config, Env, Summary};
 use crate::error::{Error, Result};
 use crate::store::{Store, TokenKeys, TokenState};
-use crate::token::{Outcome, Source, Token, retry};
-use entry::Entry;
+use crate::token::{Provenance, Source, Token, retry};
+use entry::CachedToken;
 pub(crate) use rotation::Refresh;
 use slot::Slot;
 
@@ -155,7 +155,8 @@ impl Broker {
         let now = SystemTime::now();
         if let Some(entry) = slot.memory().clone().filter(|e| e.is_valid(now)) {
             let refresh = if entry.is_fresh(now) { None } else { self.refresh_due(upstream) };
-            let outcome = if slot.adopted.swap(false, Ordering::AcqRel) { Outcome::Store } else { Outcome::Memory };
+            let outcome =
+                if slot.adopted.swap(false, Ordering::AcqRel) { Provenance::Store } else { Provenance::Memory };
             return Ok((entry.token.from(outcome), refresh));
         }
         Ok((self.refresh(upstream, false).await?, None))
@@ -207,8 +208,8 @@ impl Broker {
     }
 
     /// Reads an opened token back into an entry with this config's schedule.
-    fn entry(&self, plain: &[u8]) -> Option<Entry> {
-        Entry::from_bytes(plain, &self.inner.config.cache)
+    fn entry(&self, plain: &[u8]) -> Option<CachedToken> {
+        CachedToken::from_bytes(plain, &self.inner.config.cache)
     }
 }
 

@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::entry::Entry;
+use super::entry::CachedToken;
 use super::slot::Slot;
 use super::{Broker, shared_failure};
 use crate::error::{Error, Result};
 use crate::store::{Backoff, Lease, StoreError, TokenState};
-use crate::token::{Outcome, Source, Token, retry};
+use crate::token::{Provenance, Source, Token, retry};
 
 /// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(5);
@@ -62,10 +62,10 @@ impl Broker {
         let current = slot.memory().clone().filter(|e| e.is_valid(now));
         // Another task may have refreshed while this one waited for the guard.
         if let Some(e) = current.as_ref().filter(|e| e.is_fresh(now) || !background) {
-            return Ok(e.token.clone().from(Outcome::Memory));
+            return Ok(e.token.clone().from(Provenance::Memory));
         }
         if let Some(err) = slot.cooling_down() {
-            return current.map(|e| e.token.from(Outcome::Memory)).ok_or(err);
+            return current.map(|e| e.token.from(Provenance::Memory)).ok_or(err);
         }
         let started = Instant::now();
         match self.rotate(upstream, source, slot, current.as_ref()).await {
@@ -85,7 +85,7 @@ impl Broker {
                 match current {
                     Some(e) => {
                         tracing::warn!(upstream, code = err.code(), error = %err, "token refresh failed; serving the current token until it expires");
-                        Ok(e.token.from(Outcome::Memory))
+                        Ok(e.token.from(Provenance::Memory))
                     }
                     None => Err(err),
                 }
@@ -101,8 +101,8 @@ impl Broker {
         upstream: &str,
         source: &Source,
         slot: &Slot,
-        current: Option<&Entry>,
-    ) -> Result<(Entry, Outcome)> {
+        current: Option<&CachedToken>,
+    ) -> Result<(CachedToken, Provenance)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let mut backoff = Backoff::new(FIRST_POLL, MAX_POLL, cache.wait_timeout);
@@ -115,7 +115,7 @@ impl Broker {
             let now = SystemTime::now();
             let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain));
             if let Some(e) = stored.clone().filter(|e| e.is_fresh(now)) {
-                return Ok((e, Outcome::Store));
+                return Ok((e, Provenance::Store));
             }
             if let Some(err) = state.failure.as_deref().and_then(|raw| shared_failure::decode(upstream, raw)) {
                 return Err(err);
@@ -130,7 +130,7 @@ impl Broker {
             // Someone else is refreshing: keep serving a valid token meanwhile.
             let valid = stored.or_else(|| current.cloned()).filter(|e| e.is_valid(now));
             if let Some(e) = valid {
-                return Ok((e.retry_refresh_after(now, REFRESH_RETRY), Outcome::Store));
+                return Ok((e.retry_refresh_after(now, REFRESH_RETRY), Provenance::Store));
             }
             if !backoff.wait().await {
                 return Err(Error::TokenUnavailable {
@@ -153,19 +153,19 @@ impl Broker {
         slot: &Slot,
         lease: Lease,
         after: &TokenState,
-    ) -> Result<(Entry, Outcome)> {
+    ) -> Result<(CachedToken, Provenance)> {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let now = SystemTime::now();
         // The previous holder may have stored a token just before we locked.
         if let Some(e) = after.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_fresh(now)) {
             lease.release().await;
-            return Ok((e, Outcome::Store));
+            return Ok((e, Provenance::Store));
         }
         let fetched_at = SystemTime::now();
         match retry::fetch(source, &self.inner.http, upstream).await {
             Ok(token) => {
-                let entry = Entry::new(token, fetched_at, cache);
+                let entry = CachedToken::new(token, fetched_at, cache);
                 let ttl = entry.ttl(SystemTime::now());
                 match store.put_token(&slot.keys, &entry.to_bytes(), ttl, lease).await {
                     Ok(true) => {}
@@ -179,7 +179,7 @@ impl Broker {
                         "could not store the new token; other instances will fetch their own"
                     ),
                 }
-                Ok((entry, Outcome::Fetched))
+                Ok((entry, Provenance::Fetched))
             }
             Err(err) => {
                 let value = shared_failure::encode(&err);
@@ -194,10 +194,15 @@ impl Broker {
     }
 
     /// The store failed: degrade to a direct fetch, guarded in-process only.
-    async fn fetch_direct(&self, upstream: &str, source: &Source, cause: StoreError) -> Result<(Entry, Outcome)> {
+    async fn fetch_direct(
+        &self,
+        upstream: &str,
+        source: &Source,
+        cause: StoreError,
+    ) -> Result<(CachedToken, Provenance)> {
         tracing::warn!(upstream, error = %cause, "shared store unavailable; fetching the token directly");
         let fetched_at = SystemTime::now();
         let token = retry::fetch(source, &self.inner.http, upstream).await?;
-        Ok((Entry::new(token, fetched_at, &self.inner.config.cache), Outcome::Direct))
+        Ok((CachedToken::new(token, fetched_at, &self.inner.config.cache), Provenance::Direct))
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::entry::Entry;
+use super::entry::CachedToken;
 use crate::error::Error;
 use crate::store::TokenKeys;
 
@@ -13,7 +13,7 @@ use crate::store::TokenKeys;
 pub(super) struct Slot {
     /// Where the store keeps this upstream's token, lock and failure.
     pub(super) keys: TokenKeys,
-    memory: Mutex<Option<Entry>>,
+    memory: Mutex<Option<CachedToken>>,
     /// In-process single flight.
     pub(super) flight: tokio::sync::Mutex<()>,
     /// Whether this process runs a refresh of the due token.
@@ -38,7 +38,7 @@ impl Slot {
     }
 
     /// The memory level: this instance's token, if any.
-    pub(super) fn memory(&self) -> MutexGuard<'_, Option<Entry>> {
+    pub(super) fn memory(&self) -> MutexGuard<'_, Option<CachedToken>> {
         self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

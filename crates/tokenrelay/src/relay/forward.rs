@@ -27,7 +27,7 @@ use super::{challenge, inject, path};
 use crate::broker::Broker;
 use crate::config::Upstream;
 use crate::config::relay::{Route, UpstreamRelay};
-use crate::token::{Outcome, Token};
+use crate::token::{Provenance, Token};
 
 /// One request to relay, validated.
 pub(super) struct Outgoing<'a> {
@@ -65,7 +65,7 @@ pub(super) async fn exchange(
     }
     // A static key cannot be refreshed: retrying would send the same key.
     let dropped = match first.outcome() {
-        Outcome::Static => Ok(false),
+        Provenance::Static => Ok(false),
         _ if challenge::token_revoked(response.headers()) => broker.invalidate_revoked(name, &first).await,
         _ => broker.invalidate(name, &first).await,
     };

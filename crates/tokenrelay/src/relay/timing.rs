@@ -6,19 +6,19 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::cache;
-use crate::token::Outcome;
+use crate::token::Provenance;
 
 /// Durations of one relayed request; retries add up.
 #[derive(Debug, Default)]
 pub(super) struct Timing {
-    pub(super) token: Option<(Duration, Outcome)>,
+    pub(super) token: Option<(Duration, Provenance)>,
     pub(super) upstream: Option<Duration>,
     /// Time spent in the response cache, and how it answered.
-    pub(super) cache: Option<(Duration, cache::Outcome)>,
+    pub(super) cache: Option<(Duration, cache::CacheStatus)>,
 }
 
 impl Timing {
-    pub(super) fn add_token(&mut self, took: Duration, outcome: Outcome) {
+    pub(super) fn add_token(&mut self, took: Duration, outcome: Provenance) {
         let before = self.token.map_or(Duration::ZERO, |(d, _)| d);
         self.token = Some((before + took, outcome));
     }
@@ -56,11 +56,11 @@ mod tests {
     fn header_splits_token_and_upstream_time() {
         let mut t = Timing::default();
         assert!(t.header().is_none());
-        t.add_token(Duration::from_micros(400), Outcome::Memory);
+        t.add_token(Duration::from_micros(400), Provenance::Memory);
         t.add_upstream(Duration::from_millis(180));
         t.add_upstream(Duration::from_micros(2300));
         assert_eq!(t.header().unwrap(), "token;dur=0.4;desc=\"memory\", upstream;dur=182.3");
-        t.cache = Some((Duration::from_micros(300), cache::Outcome::Miss));
+        t.cache = Some((Duration::from_micros(300), cache::CacheStatus::Miss));
         assert!(t.header().unwrap().to_str().unwrap().starts_with("cache;dur=0.3;desc=\"miss\", token;"));
     }
 }

@@ -38,10 +38,10 @@ pub(crate) struct LocalStore {
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-struct Entries(BTreeMap<String, Entry>);
+struct Entries(BTreeMap<String, Record>);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Entry {
+struct Record {
     value: String,
     expires_at_ms: u64,
 }
@@ -168,7 +168,7 @@ impl Backend for LocalStore {
         self.run(move |e| {
             let won = !e.0.contains_key(&lock);
             if won {
-                e.0.insert(lock, Entry { value: owner, expires_at_ms: now_ms().saturating_add(millis(lease)) });
+                e.0.insert(lock, Record { value: owner, expires_at_ms: now_ms().saturating_add(millis(lease)) });
             }
             (won, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
         })
@@ -188,7 +188,7 @@ impl Backend for LocalStore {
         self.run(move |e| {
             let held = delete_if(e, &lock, &owner);
             if held {
-                e.0.insert(key, Entry { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) });
+                e.0.insert(key, Record { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) });
             }
             held
         })
@@ -197,7 +197,7 @@ impl Backend for LocalStore {
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.run(move |e| drop(e.0.insert(key, Entry { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) })))
+        self.run(move |e| drop(e.0.insert(key, Record { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) })))
             .await
     }
 
@@ -213,7 +213,7 @@ impl Backend for LocalStore {
             let totals = counts
                 .into_iter()
                 .map(|n| {
-                    let entry = e.0.entry(n.key).or_insert_with(|| Entry {
+                    let entry = e.0.entry(n.key).or_insert_with(|| Record {
                         value: "0".to_owned(),
                         expires_at_ms: now.saturating_add(millis(n.ttl)),
                     });

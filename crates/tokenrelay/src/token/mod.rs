@@ -24,12 +24,12 @@ use crate::param::Param;
 pub struct Token {
     value: SecretString,
     expires_at: Option<SystemTime>,
-    outcome: Outcome,
+    outcome: Provenance,
 }
 
 /// Where the broker found a token on this call, for logs and `Server-Timing`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Provenance {
     /// The instance's in-process cache: no network at all.
     Memory,
     /// The shared store (another instance fetched it).
@@ -42,32 +42,32 @@ pub enum Outcome {
     Static,
 }
 
-impl Outcome {
+impl Provenance {
     /// A short stable name: `memory`, `store`, `fetched`, `direct` or `static`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Memory => "memory",
-            Outcome::Store => "store",
-            Outcome::Fetched => "fetched",
-            Outcome::Direct => "direct",
-            Outcome::Static => "static",
+            Provenance::Memory => "memory",
+            Provenance::Store => "store",
+            Provenance::Fetched => "fetched",
+            Provenance::Direct => "direct",
+            Provenance::Static => "static",
         }
     }
 }
 
 impl Token {
     pub(crate) fn new(value: impl Into<String>, expires_at: Option<SystemTime>) -> Self {
-        Self { value: SecretString::from(value.into()), expires_at, outcome: Outcome::Fetched }
+        Self { value: SecretString::from(value.into()), expires_at, outcome: Provenance::Fetched }
     }
 
     /// The same token, marked as found at `outcome`.
-    pub(crate) fn from(mut self, outcome: Outcome) -> Self {
+    pub(crate) fn from(mut self, outcome: Provenance) -> Self {
         self.outcome = outcome;
         self
     }
 
     /// Where the broker found this token on this call.
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> Provenance {
         self.outcome
     }
 
@@ -179,7 +179,7 @@ impl Source {
         match self {
             Source::OAuth2(s) => s.fetch_once(http, upstream).await,
             Source::Json(s) => s.fetch_once(http, upstream).await,
-            Source::Static(key) => Ok(Token::new(key.expose(), None).from(Outcome::Static)),
+            Source::Static(key) => Ok(Token::new(key.expose(), None).from(Provenance::Static)),
         }
     }
 }

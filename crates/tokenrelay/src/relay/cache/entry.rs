@@ -114,7 +114,7 @@ fn escape(bytes: &[u8]) -> String {
 
 /// A stored answer: scrubbed headers and body, and when it was asked for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Entry {
+pub(super) struct CachedAnswer {
     /// Milliseconds since the Unix epoch when the request was sent upstream
     /// (shared across instances, so wall-clock time). Not when the answer
     /// ended: a purge made while the answer was on its way must cover it, and
@@ -139,7 +139,7 @@ pub(super) enum Freshness {
     Expired,
 }
 
-impl Entry {
+impl CachedAnswer {
     /// An entry of already scrubbed `headers` (values that are not visible
     /// ASCII are left out) and `body`, answering a request sent at `sent_ms`.
     pub(super) fn new(path: &str, sent_ms: u64, status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
@@ -199,7 +199,7 @@ impl Purges {
         raw.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
     }
 
-    pub(super) fn covers(&self, entry: &Entry) -> bool {
+    pub(super) fn covers(&self, entry: &CachedAnswer) -> bool {
         self.0.iter().any(|(prefix, at)| *at >= entry.at && under(&entry.path, prefix))
     }
 
@@ -348,7 +348,7 @@ routes = [{ path = "/x" }]
     #[test]
     fn freshness_follows_the_windows() {
         let p = policy(false);
-        let e = Entry::new("/x", now_ms(), StatusCode::OK, &HeaderMap::new(), Bytes::new());
+        let e = CachedAnswer::new("/x", now_ms(), StatusCode::OK, &HeaderMap::new(), Bytes::new());
         let at = |secs: u64| e.at + secs * 1000;
         assert_eq!(e.freshness(at(59), &p), Freshness::Fresh);
         assert_eq!(e.ttl_secs(at(50), &p), 10);
@@ -360,14 +360,14 @@ routes = [{ path = "/x" }]
 
     #[test]
     fn entries_round_trip_and_purges_cover_by_whole_segments() {
-        let e = Entry::new(
+        let e = CachedAnswer::new(
             "/search/images",
             now_ms(),
             StatusCode::NOT_FOUND,
             &headers(&[("content-type", "a/b")]),
             Bytes::from_static(b"\x00\xff"),
         );
-        let back = Entry::decode(&e.encode()).unwrap();
+        let back = CachedAnswer::decode(&e.encode()).unwrap();
         assert_eq!((back.status, back.body.as_ref(), back.headers().len()), (404, &b"\x00\xff"[..], 1));
         let mut purges = Purges::default();
         assert!(!purges.covers(&e));
@@ -390,7 +390,7 @@ routes = [{ path = "/x" }]
         let mut purges = Purges::default();
         purges.add("/slow", Duration::from_secs(60));
         // The answer ends after the purge; its request was sent before it.
-        let e = Entry::new("/slow", sent.saturating_sub(1), StatusCode::OK, &HeaderMap::new(), Bytes::new());
+        let e = CachedAnswer::new("/slow", sent.saturating_sub(1), StatusCode::OK, &HeaderMap::new(), Bytes::new());
         assert!(purges.covers(&e));
     }
 }

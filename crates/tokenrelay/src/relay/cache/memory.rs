@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::entry::Entry;
+use super::entry::CachedAnswer;
 
 /// How long an instance serves an entry without asking the store again.
 pub(crate) const HOT_LIFETIME: Duration = Duration::from_secs(1);
@@ -22,20 +22,20 @@ pub(super) struct Memory {
 
 #[derive(Default)]
 struct Hot {
-    map: HashMap<String, (Arc<Entry>, Instant)>,
+    map: HashMap<String, (Arc<CachedAnswer>, Instant)>,
     bytes: usize,
 }
 
 impl Memory {
     /// The entry under `key` if still within its in-process lifetime.
-    pub(super) fn get(&self, key: &str) -> Option<Arc<Entry>> {
+    pub(super) fn get(&self, key: &str) -> Option<Arc<CachedAnswer>> {
         let hot = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         hot.map.get(key).filter(|(_, until)| Instant::now() < *until).map(|(e, _)| e.clone())
     }
 
     /// Keeps `entry` for at most `fresh_for`, evicting the entries closest
     /// to leaving when over the byte bound.
-    pub(super) fn put(&self, key: &str, entry: Arc<Entry>, fresh_for: Duration) {
+    pub(super) fn put(&self, key: &str, entry: Arc<CachedAnswer>, fresh_for: Duration) {
         let size = entry.size();
         if size > MAX_HOT_BYTES / 4 || fresh_for.is_zero() {
             return;
@@ -73,8 +73,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn entry(len: usize) -> Arc<Entry> {
-        Arc::new(Entry::new(
+    fn entry(len: usize) -> Arc<CachedAnswer> {
+        Arc::new(CachedAnswer::new(
             "/x",
             crate::clock::now_ms(),
             http::StatusCode::OK,

@@ -42,7 +42,7 @@ use crate::clock::now_ms;
 use crate::config::relay::{Route, RouteCache};
 use crate::store::{Backoff, CacheKeys, CacheState, Lease};
 use crate::token::Token;
-use entry::{Entry, Freshness, Purges};
+use entry::{CachedAnswer, Freshness, Purges};
 use memory::Memory;
 pub use purge::purge_cache;
 
@@ -81,7 +81,7 @@ struct Ask<'a> {
 
 /// How the cache took part in an answer: log outcome and `Cache-Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(super) enum CacheStatus {
     HitMemory,
     Hit,
     /// Served another instance's fill after waiting for it.
@@ -95,17 +95,17 @@ pub(super) enum Outcome {
     Bypass,
 }
 
-impl Outcome {
+impl CacheStatus {
     /// The log and `Server-Timing` name.
     pub(super) fn as_str(self) -> &'static str {
         match self {
-            Outcome::HitMemory => "hit-memory",
-            Outcome::Hit => "hit",
-            Outcome::Collapsed => "collapsed",
-            Outcome::Stale => "stale",
-            Outcome::StaleIfError => "stale-if-error",
-            Outcome::Miss => "miss",
-            Outcome::Bypass => "bypass",
+            CacheStatus::HitMemory => "hit-memory",
+            CacheStatus::Hit => "hit",
+            CacheStatus::Collapsed => "collapsed",
+            CacheStatus::Stale => "stale",
+            CacheStatus::StaleIfError => "stale-if-error",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
         }
     }
 }
@@ -123,7 +123,7 @@ pub(super) async fn serve(
 ) -> Result<Response<Body>, RelayError> {
     let started = Instant::now();
     if !entry::request_applies(&out.method, &out.headers) {
-        timing.cache = Some((Duration::ZERO, Outcome::Bypass));
+        timing.cache = Some((Duration::ZERO, CacheStatus::Bypass));
         let mut response = relay.relay_upstream(out, route, request_id, timing).await?;
         let fwd =
             if out.method == http::Method::GET || out.method == http::Method::HEAD { "request" } else { "method" };
@@ -166,10 +166,10 @@ async fn lookup(
     ask: &Ask<'_>,
     timing: &mut Timing,
     read: Option<CacheState>,
-) -> Result<(Response<Body>, Outcome), RelayError> {
+) -> Result<(Response<Body>, CacheStatus), RelayError> {
     let cache = &relay.cache;
     if let Some(e) = cache.memory.get(&ask.keys.entry) {
-        return Ok((answer(&e, ask, Outcome::HitMemory, None), Outcome::HitMemory));
+        return Ok((answer(&e, ask, CacheStatus::HitMemory, None), CacheStatus::HitMemory));
     }
     let store = relay.broker.store();
     let state = match read {
@@ -178,7 +178,7 @@ async fn lookup(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
-                return pass(relay, ask, None, None, timing).await;
+                return answer_from_upstream(relay, ask, None, None, timing).await;
             }
         },
     };
@@ -188,7 +188,7 @@ async fn lookup(
     match (&stored, freshness) {
         (Some(e), Some(Freshness::Fresh)) => {
             remember(cache, ask, e.clone(), now);
-            return Ok((answer(e, ask, Outcome::Hit, None), Outcome::Hit));
+            return Ok((answer(e, ask, CacheStatus::Hit, None), CacheStatus::Hit));
         }
         (Some(e), Some(Freshness::Revalidate)) => {
             if !state.filling
@@ -196,7 +196,7 @@ async fn lookup(
             {
                 ask.out.chores.add(refresh);
             }
-            return Ok((answer(e, ask, Outcome::Stale, None), Outcome::Stale));
+            return Ok((answer(e, ask, CacheStatus::Stale, None), CacheStatus::Stale));
         }
         _ => {}
     }
@@ -212,22 +212,22 @@ async fn lookup(
                 {
                     lease.release().await;
                     remember(cache, ask, e.clone(), now_ms());
-                    return Ok((answer(&e, ask, Outcome::Hit, None), Outcome::Hit));
+                    return Ok((answer(&e, ask, CacheStatus::Hit, None), CacheStatus::Hit));
                 }
                 Some(lease)
             }
             Ok((None, _)) => None,
-            Err(_) => return pass(relay, ask, None, stale, timing).await,
+            Err(_) => return answer_from_upstream(relay, ask, None, stale, timing).await,
         }
     };
     if lease.is_some() {
-        return pass(relay, ask, lease, stale, timing).await;
+        return answer_from_upstream(relay, ask, lease, stale, timing).await;
     }
     if let Some(e) = wait_for_fill(relay, ask).await {
         remember(cache, ask, e.clone(), now_ms());
-        return Ok((answer(&e, ask, Outcome::Collapsed, None), Outcome::Collapsed));
+        return Ok((answer(&e, ask, CacheStatus::Collapsed, None), CacheStatus::Collapsed));
     }
-    pass(relay, ask, None, stale, timing).await
+    answer_from_upstream(relay, ask, None, stale, timing).await
 }
 
 /// The fill lock's lease: the upstream's whole answer, and time to store it.
@@ -237,7 +237,7 @@ fn fill_lease(relay: &Relay) -> Duration {
 
 /// Polls the store until another instance's fill is stored, it gave up
 /// (uncacheable answer, failure), or [`FILL_WAIT`] passed.
-async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<Entry>> {
+async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<CachedAnswer>> {
     let mut backoff = Backoff::new(FILL_POLL, FILL_POLL, FILL_WAIT.min(relay.broker.config().relay.timeout));
     while backoff.wait().await {
         let state = relay.broker.store().read_cached(&ask.keys).await.ok()?;
@@ -251,12 +251,12 @@ async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<Entry>> {
 }
 
 /// An opened entry that no purge covers.
-fn usable(plain: Option<&[u8]>, purges: Option<&str>) -> Option<Arc<Entry>> {
-    let e = Entry::decode(plain?)?;
+fn usable(plain: Option<&[u8]>, purges: Option<&str>) -> Option<Arc<CachedAnswer>> {
+    let e = CachedAnswer::decode(plain?)?;
     (!Purges::parse(purges).covers(&e)).then(|| Arc::new(e))
 }
 
-fn remember(cache: &ResponseCache, ask: &Ask<'_>, e: Arc<Entry>, now: u64) {
+fn remember(cache: &ResponseCache, ask: &Ask<'_>, e: Arc<CachedAnswer>, now: u64) {
     let fresh_for = u64::try_from(e.ttl_secs(now, &ask.policy)).map_or(Duration::ZERO, Duration::from_secs);
     cache.memory.put(&ask.keys.entry, e, fresh_for);
 }
@@ -264,7 +264,7 @@ fn remember(cache: &ResponseCache, ask: &Ask<'_>, e: Arc<Entry>, now: u64) {
 /// What a fill brought back.
 enum Filled {
     /// A cacheable answer, buffered and scrubbed; `stored` when it is in the store.
-    Entry { entry: Arc<Entry>, stored: bool },
+    Answer { entry: Arc<CachedAnswer>, stored: bool },
     /// An answer not to store, to stream as is.
     Pass { response: reqwest::Response, token: Token, reason: &'static str },
 }
@@ -275,9 +275,9 @@ enum Filled {
 /// request is cancelled meanwhile). With no lease, stores nothing.
 async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut Timing) -> Result<Filled, RelayError> {
     let asked = ask_upstream(relay, ask, timing).await;
-    let fits = |e: &Entry| e.body.len() as u64 <= relay.broker.config().relay.max_cached_body_bytes;
+    let fits = |e: &CachedAnswer| e.body.len() as u64 <= relay.broker.config().relay.max_cached_body_bytes;
     let (entry, lease) = match (asked, lease) {
-        (Ok(Filled::Entry { entry, .. }), Some(lease)) if fits(&entry) => (entry, lease),
+        (Ok(Filled::Answer { entry, .. }), Some(lease)) if fits(&entry) => (entry, lease),
         (asked, lease) => {
             if let Some(lease) = lease {
                 lease.release().await;
@@ -290,7 +290,7 @@ async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut T
         tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
         false
     });
-    Ok(Filled::Entry { entry, stored })
+    Ok(Filled::Answer { entry, stored })
 }
 
 /// The upstream's answer: buffered and scrubbed when it may be stored, else
@@ -318,19 +318,19 @@ async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Resu
         body.extend_from_slice(&redactor.push(&chunk));
     }
     body.extend_from_slice(&redactor.finish());
-    let entry = Arc::new(Entry::new(&ask.path, sent_ms, status, &headers, body.freeze()));
-    Ok(Filled::Entry { entry, stored: false })
+    let entry = Arc::new(CachedAnswer::new(&ask.path, sent_ms, status, &headers, body.freeze()));
+    Ok(Filled::Answer { entry, stored: false })
 }
 
 /// Asks the upstream (storing when `lease` holds the fill lock) and answers,
 /// falling back to `stale` when the upstream fails.
-async fn pass(
+async fn answer_from_upstream(
     relay: &Relay,
     ask: &Ask<'_>,
     lease: Option<Lease>,
-    stale: Option<Arc<Entry>>,
+    stale: Option<Arc<CachedAnswer>>,
     timing: &mut Timing,
-) -> Result<(Response<Body>, Outcome), RelayError> {
+) -> Result<(Response<Body>, CacheStatus), RelayError> {
     let now = now_ms();
     let stale = stale.filter(|e| e.age(now) < ask.policy.ttl + ask.policy.stale_if_error);
     match (fill(relay, ask, lease, timing).await, stale) {
@@ -341,25 +341,25 @@ async fn pass(
                 code = e.code(),
                 "upstream failed; serving the stored answer (stale_if_error)"
             );
-            Ok((answer(&stale, ask, Outcome::StaleIfError, None), Outcome::StaleIfError))
+            Ok((answer(&stale, ask, CacheStatus::StaleIfError, None), CacheStatus::StaleIfError))
         }
         (Ok(Filled::Pass { response, .. }), Some(stale)) if response.status().is_server_error() => {
             let status = response.status();
-            Ok((answer(&stale, ask, Outcome::StaleIfError, Some(status)), Outcome::StaleIfError))
+            Ok((answer(&stale, ask, CacheStatus::StaleIfError, Some(status)), CacheStatus::StaleIfError))
         }
         (Err(e), _) => Err(e),
         (Ok(Filled::Pass { response, token, reason }), _) => {
             let mut answer = relay.stream_answer(ask.out, ask.route, response, &token, ask.request_id).await?;
             set_status(&mut answer, &format!("fwd=miss; detail={reason}"));
-            Ok((answer, Outcome::Miss))
+            Ok((answer, CacheStatus::Miss))
         }
-        (Ok(Filled::Entry { entry, stored }), _) => {
+        (Ok(Filled::Answer { entry, stored }), _) => {
             if stored {
                 relay.cache.memory.put(&ask.keys.entry, entry.clone(), ask.policy.ttl);
             }
-            let mut answer = answer(&entry, ask, Outcome::Miss, None);
+            let mut answer = answer(&entry, ask, CacheStatus::Miss, None);
             set_status(&mut answer, if stored { "fwd=miss; stored" } else { "fwd=miss" });
-            Ok((answer, Outcome::Miss))
+            Ok((answer, CacheStatus::Miss))
         }
     }
 }
@@ -410,7 +410,7 @@ fn refresh(relay: &Relay, ask: &Ask<'_>) -> Option<impl Future<Output = ()> + Se
             return;
         }
         match fill(&relay, &ask, Some(lease), &mut Timing::default()).await {
-            Ok(Filled::Entry { entry, stored: true }) => relay.cache.memory.put(&ask.keys.entry, entry, policy.ttl),
+            Ok(Filled::Answer { entry, stored: true }) => relay.cache.memory.put(&ask.keys.entry, entry, policy.ttl),
             Ok(_) => tracing::info!(request_id, upstream = upstream.name(), "cache refresh got an answer not to store"),
             Err(e) => tracing::warn!(request_id, upstream = upstream.name(), code = e.code(), "cache refresh failed"),
         }
@@ -483,7 +483,7 @@ impl Drop for Refreshing {
 }
 
 /// The answer built from a stored entry, with `Age` and `Cache-Status`.
-fn answer(e: &Entry, ask: &Ask<'_>, outcome: Outcome, failed: Option<StatusCode>) -> Response<Body> {
+fn answer(e: &CachedAnswer, ask: &Ask<'_>, outcome: CacheStatus, failed: Option<StatusCode>) -> Response<Body> {
     let now = now_ms();
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
     let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
@@ -496,15 +496,15 @@ fn answer(e: &Entry, ask: &Ask<'_>, outcome: Outcome, failed: Option<StatusCode>
     headers.insert(header::AGE, HeaderValue::from(e.age(now).as_secs()));
     let ttl = e.ttl_secs(now, &ask.policy);
     let detail = match outcome {
-        Outcome::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
-        Outcome::Hit => format!("hit; ttl={ttl}"),
-        Outcome::Collapsed => format!("hit; ttl={ttl}; collapsed"),
-        Outcome::Stale => format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
-        Outcome::StaleIfError => match failed {
+        CacheStatus::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
+        CacheStatus::Hit => format!("hit; ttl={ttl}"),
+        CacheStatus::Collapsed => format!("hit; ttl={ttl}; collapsed"),
+        CacheStatus::Stale => format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
+        CacheStatus::StaleIfError => match failed {
             Some(s) => format!("fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error", s.as_u16()),
             None => format!("fwd=stale; ttl={ttl}; detail=stale-if-error"),
         },
-        Outcome::Miss | Outcome::Bypass => return response,
+        CacheStatus::Miss | CacheStatus::Bypass => return response,
     };
     set_status(&mut response, &detail);
     response
