@@ -230,6 +230,13 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let vercel = root.join("node_modules/.bin/vercel");
         ensure!(vercel.exists(), "{} is missing: run `npm install` in the repository root", vercel.display());
+        // `vercel build` runs `cargo build --release --bin relay`: warm, seconds; cold, ten minutes.
+        let built = root.join("target/release/relay");
+        ensure!(
+            built.exists(),
+            "{} is missing: the test command's build phase makes it (`cargo build --release --bin relay --locked`, scripts/test.sh)",
+            built.display()
+        );
         // vercel.json's build command prefetches the token and renders the
         // example site into public/, against the fixture's API.
         let fx = Fixture::start().await?;

@@ -20,6 +20,15 @@ export const TARBALL = {
   plugin: path.join(PACKAGES, `netlify-plugin-tokenrelay-${VERSION}.tgz`),
 };
 export const CRATE = path.join(PACKAGES, `tokenrelay-${VERSION}.crate`);
+for (const file of [...Object.values(TARBALL), CRATE]) {
+  try {
+    accessSync(file, constants.R_OK);
+  } catch {
+    throw new Error(
+      `${file} is missing: the test command's build phase packs it (bash scripts/pack.sh, in scripts/test.sh)`,
+    );
+  }
+}
 export const NETLIFY = path.join(ROOT, "node_modules", ".bin", "netlify");
 /** npm install resolves the other platforms' optional packages on the registry (and skips them). */
 export const INSTALL_TIMEOUT_MS = 180_000;

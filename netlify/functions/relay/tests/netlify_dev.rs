@@ -42,6 +42,13 @@ impl NetlifyDev {
         let netlify = root.join("node_modules/.bin/netlify");
         ensure!(netlify.exists(), "{} is missing: run `npm ci` in the repository root", netlify.display());
         let site = root.join("target/netlify-e2e/site");
+        // netlify-cli builds the function into the site with cargo: warm, seconds; cold, minutes.
+        let built = site.join(".netlify/functions-serve/relay/debug/tokenrelay-netlify");
+        ensure!(
+            built.exists(),
+            "{} is missing: the test command's build phase makes it (`cargo build -p tokenrelay-netlify --target-dir target/netlify-e2e/site/.netlify/functions-serve/relay`, scripts/test.sh)",
+            built.display()
+        );
         std::fs::create_dir_all(site.join("public"))?;
         std::fs::write(site.join("public/index.html"), "<!doctype html><title>fixture</title>\n")?;
         let static_port = testkit::free_port()?;
