@@ -72,3 +72,9 @@ export declare class TokenrelayError extends Error {
   /** Stable and machine-readable. */
   readonly code: ErrorCode;
 }
+
+/**
+ * One line for a prefetched token, as the CLI and the Netlify plugin print it
+ * (`getty: valid until 2026-12-05T10:00:00Z (fetched), as GETTY_TOKEN`); never the token.
+ */
+export declare function describeToken(token: PrefetchedToken): string;

@@ -33,6 +33,17 @@ export const ERROR_CODES = Object.freeze([
   "unsupported_platform",
 ]);
 
+/**
+ * One line for a prefetched token, as the CLI and the Netlify plugin print it
+ * (`getty: valid until 2026-12-05T10:00:00Z (fetched), as GETTY_TOKEN`); never the token.
+ * @param {import("./index.d.ts").PrefetchedToken} t
+ * @returns {string}
+ */
+export function describeToken(t) {
+  const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key, no expiry";
+  return `${t.upstream}: ${until} (${t.outcome})${t.envVar ? `, as ${t.envVar}` : ""}`;
+}
+
 /** An error from tokenrelay, with a stable machine-readable `code`. */
 export class TokenrelayError extends Error {
   /**

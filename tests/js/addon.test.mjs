@@ -17,7 +17,7 @@ import path from "node:path";
 import { gzipSync } from "node:zlib";
 
 import { Redis } from "@upstash/redis";
-import { check, ERROR_CODES, getToken, prefetch, scanForLeaks, TokenrelayError } from "tokenrelay";
+import { check, describeToken, ERROR_CODES, getToken, prefetch, scanForLeaks, TokenrelayError } from "tokenrelay";
 
 import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./stand-ins.mjs";
 
@@ -152,6 +152,8 @@ describe("prefetch", () => {
     assert.ok(expiresInSeconds > 1790 && expiresInSeconds <= 1800, `${expiresInSeconds}`);
     const expires = Date.parse(expiresAt);
     assert.ok(Math.abs(expires - (before + 1800_000)) < 5_000, expiresAt);
+    // The line the CLI and the plugin print for it.
+    assert.equal(describeToken(t), `getty: valid until ${expiresAt} (fetched), as TOKENRELAY_GETTY_TOKEN`);
     // The report minus `env` is safe to log.
     assertNoSecret(JSON.stringify({ ...report, env: undefined }));
 
@@ -162,6 +164,12 @@ describe("prefetch", () => {
       await new Redis({ url: upstash.url, token: upstash.token, automaticDeserialization: false }).get(keys[0])
     );
     assert.ok(raw.startsWith("v1.") && !raw.includes(token), "stored sealed");
+  });
+
+  test("describeToken says a static key has no expiry, and names no variable that was not asked for", () => {
+    /** @type {import("tokenrelay").PrefetchedToken} */
+    const key = { upstream: "maps", outcome: "static" };
+    assert.equal(describeToken(key), "maps: static key, no expiry (static)");
   });
 
   test("a later build (a fresh process) reuses the stored token instead of fetching", TEST, async () => {

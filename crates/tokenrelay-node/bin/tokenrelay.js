@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import { check, prefetch, purgeCache, scanForLeaks, status, TokenrelayError } from "../index.js";
+import { check, describeToken, prefetch, purgeCache, scanForLeaks, status, TokenrelayError } from "../index.js";
 import { runInit } from "./init.js";
 
 const USAGE = `usage:
@@ -122,11 +122,7 @@ async function runPrefetch(args) {
     buildMargin: values["build-margin"],
     warmStore: !values["no-warm-store"],
   });
-  for (const t of report.tokens) {
-    const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key";
-    const as = t.envVar ? `, as ${t.envVar}` : "";
-    process.stderr.write(`tokenrelay: ${t.upstream}: ${until} (${t.outcome})${as}\n`);
-  }
+  for (const t of report.tokens) process.stderr.write(`tokenrelay: ${describeToken(t)}\n`);
   process.stderr.write(`tokenrelay: store: ${report.store}\n`);
 
   if (command.length > 0) {

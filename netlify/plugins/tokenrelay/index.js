@@ -98,12 +98,6 @@ async function tokenrelay(utils) {
   }
 }
 
-/** @param {import("tokenrelay").PrefetchedToken} t */
-function describe(t) {
-  const until = t.expiresAt ? `valid until ${t.expiresAt}` : "static key, no expiry";
-  return `${t.upstream}: ${until} (${t.outcome})${t.envVar ? `, as ${t.envVar}` : ""}`;
-}
-
 /**
  * Prefetches the tokens and exposes those asked for to the rest of the build
  * through `process.env`: @netlify/build hands a plugin's environment changes
@@ -114,7 +108,7 @@ function describe(t) {
  * @param {EventOptions} options
  */
 async function provideTokens({ inputs, utils }) {
-  const { prefetch } = await tokenrelay(utils);
+  const { prefetch, describeToken } = await tokenrelay(utils);
   let report;
   try {
     report = await prefetch({
@@ -132,7 +126,7 @@ async function provideTokens({ inputs, utils }) {
   const store = report.sharedStore
     ? `shared store warmed: ${report.store}`
     : `store: ${report.store}; not shared, so functions fetch their own (set UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN to share)`;
-  prepared = { summary: `${report.tokens.length} token(s) ready`, lines: [...report.tokens.map(describe), store] };
+  prepared = { summary: `${report.tokens.length} token(s) ready`, lines: [...report.tokens.map(describeToken), store] };
   for (const line of prepared.lines) console.log(`tokenrelay: ${line}`);
   utils.status.show({ title: "tokenrelay", summary: prepared.summary, text: prepared.lines.join("\n") });
 }
