@@ -6,6 +6,7 @@ export type {
   CheckOptions,
   CheckSummary,
   Credential,
+  ErrorCodes,
   FileChange,
   InitOptions,
   InitReport,
@@ -23,7 +24,7 @@ export type {
   UpstreamCheck,
   UpstreamStatus,
 } from "./binding.js";
-export { check, getToken, init, prefetch, purgeCache, scanForLeaks, status } from "./binding.js";
+export { check, errorCodes, getToken, init, prefetch, purgeCache, scanForLeaks, status } from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -62,7 +63,7 @@ export type ErrorCode =
   /** No native binary loads on this platform (thrown when the package is imported). */
   | "unsupported_platform";
 
-/** Every {@link ErrorCode}. */
+/** Every {@link ErrorCode}: the addon's, as `errorCodes()` gives them from Rust, and `unsupported_platform`. */
 export declare const ERROR_CODES: ReadonlyArray<ErrorCode>;
 
 /** What every function rejects with: a message that says what to fix, never a secret. */

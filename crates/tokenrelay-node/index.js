@@ -10,30 +10,6 @@
 import { readFileSync } from "node:fs";
 
 /**
- * Every `code` a TokenrelayError can carry.
- * @type {ReadonlyArray<import("./index.d.ts").ErrorCode>}
- */
-export const ERROR_CODES = Object.freeze([
-  "config_unreadable",
-  "config_invalid",
-  "missing_env",
-  "invalid_env",
-  "unknown_upstream",
-  "token_rejected",
-  "token_response_invalid",
-  "token_unavailable",
-  "cache_purge_failed",
-  "store_unreadable",
-  "invalid_options",
-  "scan_failed",
-  "scan_too_large",
-  "init_conflict",
-  "init_platform_unknown",
-  "init_failed",
-  "unsupported_platform",
-]);
-
-/**
  * One line for a prefetched token, as the CLI and the Netlify plugin print it
  * (`getty: valid until 2026-12-05T10:00:00Z (fetched), as GETTY_TOKEN`); never the token.
  * @param {import("./index.d.ts").PrefetchedToken} t
@@ -137,6 +113,17 @@ async function loadBinding() {
 }
 
 const binding = await loadBinding();
+
+/** @type {typeof import("./index.d.ts").errorCodes} */
+export const errorCodes = binding.errorCodes;
+/**
+ * Every `code` a TokenrelayError can carry: the addon's, declared in Rust, and
+ * `unsupported_platform`, which this file throws when the addon does not load.
+ * @type {ReadonlyArray<import("./index.d.ts").ErrorCode>}
+ */
+export const ERROR_CODES = Object.freeze(
+  /** @type {import("./index.d.ts").ErrorCode[]} */ ([...errorCodes().addon, "unsupported_platform"]),
+);
 
 /** @type {typeof import("./index.d.ts").prefetch} */
 export const prefetch = coded(binding.prefetch);

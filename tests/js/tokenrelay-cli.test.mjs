@@ -350,7 +350,9 @@ describe("tokenrelay cache purge", () => {
     const record = JSON.parse(await redis(["GET", "tokenrelay:v1:cache:getty:purges"]));
     assert.ok(Math.abs(record["/search/images"] - Date.now()) < 10_000, JSON.stringify(record));
     const ttl = await redis(["PTTL", "tokenrelay:v1:cache:getty:purges"]);
-    assert.ok(ttl > 0 && ttl <= 300_000, `the record lives as long as an entry can: ${ttl}`);
+    // As long as any entry can live (60 days), whatever this purger's own routes say.
+    const sixtyDays = 60 * 24 * 3600 * 1000;
+    assert.ok(ttl > sixtyDays - 60_000 && ttl <= sixtyDays, `the record lives as long as an entry can: ${ttl}`);
   });
 
   test("a whole-upstream purge, and clear errors for what cannot be purged", TEST, async () => {
@@ -409,7 +411,8 @@ describe("tokenrelay status", () => {
       const [budget] = getty.budgets;
       assert.deepEqual(
         [budget.route, budget.requests, budget.used, budget.left, budget.perMs],
-        [null, 100, 7, 93, 86_400_000],
+        // The upstream's own budget has no route: the key is absent from the JSON.
+        [undefined, 100, 7, 93, 86_400_000],
       );
       assert.ok(budget.resetsInMs > 0 && budget.resetsInMs <= 86_400_000, String(budget.resetsInMs));
       assert.ok(getty.cooldownMs > 20_000 && getty.cooldownMs <= 30_000, String(getty.cooldownMs));

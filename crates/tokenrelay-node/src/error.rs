@@ -8,23 +8,44 @@
 //! The prefix format is fixed by [`AddonError::into_napi`] and parsed in
 //! exactly one place on the JS side.
 
-/// Codes the addon adds to [`tokenrelay::Error::code`]'s.
-pub mod codes {
-    /// An option passed by the caller is unusable (names the option).
-    pub const INVALID_OPTIONS: &str = "invalid_options";
-    /// The leak scan could not read the directory or a file in it.
-    pub const SCAN_FAILED: &str = "scan_failed";
-    /// The leak scan would read more than its byte limit (names the file reached).
-    pub const SCAN_TOO_LARGE: &str = "scan_too_large";
-    /// An upstream named by the caller is not configured.
-    pub const UNKNOWN_UPSTREAM: &str = "unknown_upstream";
-    /// `init`: a file of the site says something else about what tokenrelay
-    /// needs; the message names the file and the conflict.
-    pub const INIT_CONFLICT: &str = "init_conflict";
-    /// `init`: the platform was neither given nor recognisable from the site.
-    pub const INIT_PLATFORM_UNKNOWN: &str = "init_platform_unknown";
-    /// `init`: a file of the site could not be read, parsed or written.
-    pub const INIT_FAILED: &str = "init_failed";
+use napi_derive::napi;
+
+tokenrelay::stable_codes! {
+    /// Codes the addon adds to the core's [`tokenrelay::ErrorCode`]s.
+    pub enum AddonCode {
+        /// An option passed by the caller is unusable (names the option).
+        InvalidOptions = "invalid_options",
+        /// The leak scan could not read the directory or a file in it.
+        ScanFailed = "scan_failed",
+        /// The leak scan would read more than its byte limit (names the file reached).
+        ScanTooLarge = "scan_too_large",
+        /// `init`: a file of the site says something else about what tokenrelay
+        /// needs; the message names the file and the conflict.
+        InitConflict = "init_conflict",
+        /// `init`: the platform was neither given nor recognisable from the site.
+        InitPlatformUnknown = "init_platform_unknown",
+        /// `init`: a file of the site could not be read, parsed or written.
+        InitFailed = "init_failed",
+    }
+}
+
+/// Every stable code, as declared in Rust: for the package's `ERROR_CODES`
+/// and the checks that the types and docs list the same.
+#[napi(object)]
+pub struct ErrorCodes {
+    /// What a `TokenrelayError` from the addon can carry: the core's and the addon's.
+    pub addon: Vec<String>,
+    /// What the relay answers with besides the core's token and config codes.
+    pub relay: Vec<String>,
+}
+
+/// The codes ([`ErrorCodes`]).
+#[napi]
+pub fn error_codes() -> ErrorCodes {
+    let core = tokenrelay::ErrorCode::ALL.iter().map(|c| c.as_str());
+    let addon = core.chain(AddonCode::ALL.iter().map(|c| c.as_str())).map(str::to_owned).collect();
+    let relay = tokenrelay::relay::RelayCode::ALL.iter().map(|c| c.as_str().to_owned()).collect();
+    ErrorCodes { addon, relay }
 }
 
 /// An error with a stable machine `code` and a message that says what to fix.
@@ -43,7 +64,7 @@ impl AddonError {
 
     /// An unusable option: `option` is its name as the caller wrote it.
     pub(crate) fn invalid_option(option: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(codes::INVALID_OPTIONS, format!("option {option}: {problem}"))
+        Self::new(AddonCode::InvalidOptions.as_str(), format!("option {option}: {problem}"))
     }
 
     /// The stable code, e.g. `token_rejected`.

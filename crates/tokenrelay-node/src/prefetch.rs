@@ -9,7 +9,7 @@ use napi::Either;
 use napi_derive::napi;
 use tokenrelay::{Broker, ENCRYPTION_KEY_VAR, Token, UPSTASH_VARS, VERCEL_KV_VARS};
 
-use crate::error::{AddonError, codes};
+use crate::error::AddonError;
 use crate::site::{Site, SiteOptions, StoreChoice, is_env_var_name};
 
 /// How long a prefetched token must stay valid by default: long enough for
@@ -180,7 +180,7 @@ pub(crate) fn unknown_upstream(broker: &Broker, name: &str) -> AddonError {
     let known: Vec<String> = broker.config().upstreams().map(|u| format!("\"{}\"", u.name())).collect();
     let file = broker.config().file().display();
     AddonError::new(
-        codes::UNKNOWN_UPSTREAM,
+        tokenrelay::ErrorCode::UnknownUpstream.as_str(),
         format!("unknown upstream \"{name}\": {file} configures {}", known.join(", ")),
     )
 }

@@ -120,18 +120,49 @@ impl Error {
     /// A stable, machine-readable code for this error, suitable for JSON
     /// bodies, JS `Error.code` and documentation.
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// The code, as its [`ErrorCode`].
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Error::ConfigUnreadable { .. } => "config_unreadable",
-            Error::ConfigInvalid { .. } => "config_invalid",
-            Error::MissingEnv { .. } => "missing_env",
-            Error::InvalidEnv { .. } => "invalid_env",
-            Error::UnknownUpstream(_) => "unknown_upstream",
-            Error::TokenRejected { .. } => "token_rejected",
-            Error::TokenResponseInvalid { .. } => "token_response_invalid",
-            Error::TokenUnavailable { .. } => "token_unavailable",
-            Error::CachePurgeFailed { .. } => "cache_purge_failed",
-            Error::StoreUnreadable { .. } => "store_unreadable",
+            Error::ConfigUnreadable { .. } => ErrorCode::ConfigUnreadable,
+            Error::ConfigInvalid { .. } => ErrorCode::ConfigInvalid,
+            Error::MissingEnv { .. } => ErrorCode::MissingEnv,
+            Error::InvalidEnv { .. } => ErrorCode::InvalidEnv,
+            Error::UnknownUpstream(_) => ErrorCode::UnknownUpstream,
+            Error::TokenRejected { .. } => ErrorCode::TokenRejected,
+            Error::TokenResponseInvalid { .. } => ErrorCode::TokenResponseInvalid,
+            Error::TokenUnavailable { .. } => ErrorCode::TokenUnavailable,
+            Error::CachePurgeFailed { .. } => ErrorCode::CachePurgeFailed,
+            Error::StoreUnreadable { .. } => ErrorCode::StoreUnreadable,
         }
+    }
+}
+
+crate::stable_codes! {
+    /// Every code an [`Error`] carries.
+    pub enum ErrorCode {
+        /// The config file could not be read.
+        ConfigUnreadable = "config_unreadable",
+        /// The config file is invalid; every problem is listed.
+        ConfigInvalid = "config_invalid",
+        /// Environment variables the config or store needs are not set.
+        MissingEnv = "missing_env",
+        /// An environment variable is set but unusable.
+        InvalidEnv = "invalid_env",
+        /// No upstream of that name is configured.
+        UnknownUpstream = "unknown_upstream",
+        /// The token endpoint refused the credentials or the request.
+        TokenRejected = "token_rejected",
+        /// The token endpoint answered, but not with a usable token.
+        TokenResponseInvalid = "token_response_invalid",
+        /// No token could be obtained.
+        TokenUnavailable = "token_unavailable",
+        /// A cache purge could not be recorded.
+        CachePurgeFailed = "cache_purge_failed",
+        /// The shared store could not be read.
+        StoreUnreadable = "store_unreadable",
     }
 }
 

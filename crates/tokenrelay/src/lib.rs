@@ -35,6 +35,7 @@
 
 mod broker;
 mod clock;
+mod codes;
 mod config;
 mod error;
 #[cfg(feature = "netlify")]
@@ -50,7 +51,7 @@ pub mod vercel;
 
 pub use broker::Broker;
 pub use config::{CONFIG_PATH_VAR, Config, DEFAULT_CONFIG_FILE, Env, SecretVar, Summary, Upstream, UpstreamSummary};
-pub use error::{Error, MissingVar, Result};
+pub use error::{Error, ErrorCode, MissingVar, Result};
 pub use store::{ENCRYPTION_KEY_VAR, LOCAL_STORE_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
 pub use token::{Provenance, Token};
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use napi_derive::napi;
 
-use crate::error::{AddonError, codes};
+use crate::error::{AddonCode, AddonError};
 
 /// Options of `init`.
 #[napi(object)]
@@ -294,12 +294,12 @@ pub(crate) fn claims_mount(pattern: &str) -> bool {
 
 /// A file of the site that cannot be merged: `file: problem`.
 pub(crate) fn conflict(file: &str, problem: impl std::fmt::Display) -> AddonError {
-    AddonError::new(codes::INIT_CONFLICT, format!("{file}: {problem}; nothing was changed"))
+    AddonError::new(AddonCode::InitConflict.as_str(), format!("{file}: {problem}; nothing was changed"))
 }
 
 /// A file of the site that cannot be read, parsed or written.
 pub(crate) fn failed(file: &str, problem: impl std::fmt::Display) -> AddonError {
-    AddonError::new(codes::INIT_FAILED, format!("{file}: {problem}"))
+    AddonError::new(AddonCode::InitFailed.as_str(), format!("{file}: {problem}"))
 }
 
 /// Plans (and with `write`, makes) the changes that add tokenrelay to the site.
@@ -350,13 +350,13 @@ fn detect(dir: &Path, is_set: impl Fn(&str) -> bool) -> Result<(Platform, String
         (Some(n), None) => Ok((Platform::Netlify, n.to_owned())),
         (None, Some(v)) => Ok((Platform::Vercel, v.to_owned())),
         (Some(n), Some(v)) => Err(AddonError::new(
-            codes::INIT_PLATFORM_UNKNOWN,
+            AddonCode::InitPlatformUnknown.as_str(),
             format!("the site has both {n} and {v}: choose with --platform netlify or --platform vercel"),
         )),
         (None, None) if is_set("NETLIFY") => Ok((Platform::Netlify, "NETLIFY".to_owned())),
         (None, None) if is_set("VERCEL") => Ok((Platform::Vercel, "VERCEL".to_owned())),
         (None, None) => Err(AddonError::new(
-            codes::INIT_PLATFORM_UNKNOWN,
+            AddonCode::InitPlatformUnknown.as_str(),
             "no netlify.toml or vercel.json here and not inside a platform build: \
              choose with --platform netlify or --platform vercel",
         )),
@@ -430,7 +430,7 @@ mod tests {
         plan.set("blocked", None, "new".into(), String::new()).unwrap();
 
         let err = plan.write().unwrap_err();
-        assert_eq!(err.code(), codes::INIT_FAILED);
+        assert_eq!(err.code(), AddonCode::InitFailed.as_str());
         assert!(err.message().starts_with("blocked: cannot be written: "), "{err}");
         assert!(
             err.message().ends_with("new-dir/created.txt, updated.toml put back as they were, so nothing was changed"),
@@ -467,7 +467,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("api")).unwrap();
         let err = plan_in(dir.path()).set("api/relay.rs", None, "x".into(), String::new()).unwrap_err();
-        assert_eq!(err.code(), codes::INIT_FAILED);
+        assert_eq!(err.code(), AddonCode::InitFailed.as_str());
         assert!(
             err.message()
                 .starts_with("api/relay.rs: is under api, a symbolic link, and init writes no file through one"),
@@ -479,7 +479,7 @@ mod tests {
     fn platform_comes_from_the_sites_files_before_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let none = |_: &str| false;
-        assert_eq!(detect(dir.path(), none).unwrap_err().code(), codes::INIT_PLATFORM_UNKNOWN);
+        assert_eq!(detect(dir.path(), none).unwrap_err().code(), AddonCode::InitPlatformUnknown.as_str());
         assert_eq!(detect(dir.path(), |n| n == "VERCEL").unwrap(), (Platform::Vercel, "VERCEL".into()));
         std::fs::write(dir.path().join("netlify.toml"), "").unwrap();
         assert_eq!(detect(dir.path(), |n| n == "VERCEL").unwrap(), (Platform::Netlify, "netlify.toml".into()));

@@ -24,7 +24,7 @@ use std::path::Path;
 use napi_derive::napi;
 use tokenrelay::{Config, ENCRYPTION_KEY_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
 
-use crate::error::{AddonError, codes};
+use crate::error::{AddonCode, AddonError};
 use crate::site::{Site, SiteOptions, StoreChoice};
 use search::{SearchError, Searcher};
 
@@ -140,7 +140,7 @@ pub async fn scan_for_leaks(dir: String, options: ScanOptions) -> Result<ScanRep
     // Reading a whole publish directory blocks: keep it off the async workers.
     tokio::task::spawn_blocking(move || scan(&root, secrets, max_bytes))
         .await
-        .map_err(|e| AddonError::new(codes::SCAN_FAILED, format!("the scan stopped unexpectedly: {e}")))?
+        .map_err(|e| AddonError::new(AddonCode::ScanFailed.as_str(), format!("the scan stopped unexpectedly: {e}")))?
 }
 
 /// The secrets to look for, each value once: tokens first, then credentials, then store secrets.
@@ -207,7 +207,7 @@ fn redis_password(value: &str) -> Option<String> {
 fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport, AddonError> {
     if !root.is_dir() {
         return Err(AddonError::new(
-            codes::SCAN_FAILED,
+            AddonCode::ScanFailed.as_str(),
             format!("{} is not a directory: check the publish directory", root.display()),
         ));
     }
@@ -215,7 +215,7 @@ fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport,
         secrets.into_iter().partition(|s| s.value.chars().count() >= MIN_SCANNED_LEN);
     let forms: Vec<Vec<Vec<u8>>> = searched.iter().map(|s| forms::forms(&s.value)).collect();
     let searcher = Searcher::new(&forms)
-        .map_err(|e| AddonError::new(codes::SCAN_FAILED, format!("cannot build the search: {e}")))?;
+        .map_err(|e| AddonError::new(AddonCode::ScanFailed.as_str(), format!("cannot build the search: {e}")))?;
     let walk = walk::walk(root).map_err(|e| unreadable(root, &e))?;
 
     let mut report = ScanReport {
@@ -235,7 +235,7 @@ fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport,
         let found = searcher.search_file(&file.path, &mut budget).map_err(|e| match e {
             SearchError::Io(e) => unreadable(&file.path, &e),
             SearchError::OverBudget => AddonError::new(
-                codes::SCAN_TOO_LARGE,
+                AddonCode::ScanTooLarge.as_str(),
                 format!(
                     "{} holds more than {max_bytes} bytes to search (decompressed .gz/.br content counted), \
                      reached at {}: keep large files out of the published output, or raise the scan's maxBytes",
@@ -260,7 +260,7 @@ fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport,
 }
 
 fn unreadable(path: &Path, e: &std::io::Error) -> AddonError {
-    AddonError::new(codes::SCAN_FAILED, format!("cannot read {}: {e}", path.display()))
+    AddonError::new(AddonCode::ScanFailed.as_str(), format!("cannot read {}: {e}", path.display()))
 }
 
 #[cfg(test)]

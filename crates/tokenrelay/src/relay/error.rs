@@ -12,6 +12,43 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use super::Body;
 use crate::error::Error;
 
+crate::stable_codes! {
+    /// The codes only the relay answers with (besides the core's
+    /// [`ErrorCode`](crate::ErrorCode)s of token and config failures).
+    pub enum RelayCode {
+        /// No route of the upstream matches the path.
+        RouteNotFound = "route_not_found",
+        /// The route does not allow the method.
+        MethodNotAllowed = "method_not_allowed",
+        /// The path is refused as sent.
+        PathRejected = "path_rejected",
+        /// The query is refused (the token's own parameter).
+        QueryRejected = "query_rejected",
+        /// Another origin, or a cross-site request without an allowed one.
+        OriginForbidden = "origin_forbidden",
+        /// The route needs a caller proof that was missing or invalid.
+        CallerUnauthorized = "caller_unauthorized",
+        /// The client's rate limit is spent for this window.
+        RateLimited = "rate_limited",
+        /// The site's budget of upstream calls is spent for this window.
+        BudgetExhausted = "budget_exhausted",
+        /// The upstream asked every caller to wait.
+        UpstreamCoolingDown = "upstream_cooling_down",
+        /// The request body is over `max_request_bytes`.
+        BodyTooLarge = "body_too_large",
+        /// The request body could not be read.
+        BodyUnreadable = "body_unreadable",
+        /// A `GET` or `HEAD` carried a body.
+        BodyNotAllowed = "body_not_allowed",
+        /// The upstream's answer is over `max_response_bytes`.
+        ResponseTooLarge = "response_too_large",
+        /// The upstream did not answer within `relay.timeout`.
+        UpstreamTimeout = "upstream_timeout",
+        /// The upstream could not be reached.
+        UpstreamUnreachable = "upstream_unreachable",
+    }
+}
+
 /// Why the relay refused or failed a request. [`code`](RelayError::code) is
 /// stable; the message says what to change.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,27 +114,29 @@ impl From<Kind> for RelayError {
 }
 
 impl RelayError {
-    /// A stable machine-readable code, e.g. `path_rejected`.
+    /// A stable machine-readable code, e.g. `path_rejected`: a
+    /// [`RelayCode`], or the core [`Error`]'s code for token and config failures.
     pub fn code(&self) -> &'static str {
-        match &self.kind {
-            Kind::NotMounted | Kind::RouteNotFound(_) => "route_not_found",
-            Kind::UnknownUpstream(_) => "unknown_upstream",
-            Kind::MethodNotAllowed { .. } => "method_not_allowed",
-            Kind::PathRejected(_) => "path_rejected",
-            Kind::QueryRejected(_) => "query_rejected",
-            Kind::OriginForbidden | Kind::CrossSiteForbidden => "origin_forbidden",
-            Kind::CallerUnauthorized => "caller_unauthorized",
-            Kind::RateLimited { .. } => "rate_limited",
-            Kind::BudgetExhausted { .. } => "budget_exhausted",
-            Kind::UpstreamCoolingDown { .. } => "upstream_cooling_down",
-            Kind::BodyTooLarge(_) => "body_too_large",
-            Kind::BodyUnreadable => "body_unreadable",
-            Kind::BodyNotAllowed(_) => "body_not_allowed",
-            Kind::ResponseTooLarge(_) => "response_too_large",
-            Kind::UpstreamTimeout(_) => "upstream_timeout",
-            Kind::UpstreamUnreachable(_) => "upstream_unreachable",
-            Kind::Token(e) | Kind::Misconfigured(e) => e.code(),
-        }
+        let code = match &self.kind {
+            Kind::NotMounted | Kind::RouteNotFound(_) => RelayCode::RouteNotFound,
+            Kind::UnknownUpstream(_) => return crate::ErrorCode::UnknownUpstream.as_str(),
+            Kind::MethodNotAllowed { .. } => RelayCode::MethodNotAllowed,
+            Kind::PathRejected(_) => RelayCode::PathRejected,
+            Kind::QueryRejected(_) => RelayCode::QueryRejected,
+            Kind::OriginForbidden | Kind::CrossSiteForbidden => RelayCode::OriginForbidden,
+            Kind::CallerUnauthorized => RelayCode::CallerUnauthorized,
+            Kind::RateLimited { .. } => RelayCode::RateLimited,
+            Kind::BudgetExhausted { .. } => RelayCode::BudgetExhausted,
+            Kind::UpstreamCoolingDown { .. } => RelayCode::UpstreamCoolingDown,
+            Kind::BodyTooLarge(_) => RelayCode::BodyTooLarge,
+            Kind::BodyUnreadable => RelayCode::BodyUnreadable,
+            Kind::BodyNotAllowed(_) => RelayCode::BodyNotAllowed,
+            Kind::ResponseTooLarge(_) => RelayCode::ResponseTooLarge,
+            Kind::UpstreamTimeout(_) => RelayCode::UpstreamTimeout,
+            Kind::UpstreamUnreachable(_) => RelayCode::UpstreamUnreachable,
+            Kind::Token(e) | Kind::Misconfigured(e) => return e.code(),
+        };
+        code.as_str()
     }
 
     /// The HTTP status this error is answered with.

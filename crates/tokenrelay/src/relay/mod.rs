@@ -77,7 +77,7 @@ use http_body_util::{BodyExt, Limited};
 pub use body::Body;
 pub use cache::purge_cache;
 pub use caller::TURNSTILE_HEADER;
-pub use error::RelayError;
+pub use error::{RelayCode, RelayError};
 #[cfg(feature = "shell")]
 pub use logging::init_logging;
 pub use path::MOUNT;
