@@ -78,13 +78,20 @@ npx tsc -p tsconfig.json
 bash scripts/build-linux.sh bin -p tokenrelay-netlify --bin netlify-relay
 bash scripts/pack.sh
 
+# The test phases run to the end even when one fails, so one run shows every failure.
+failed=()
 phase "Rust tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast || failed+=("Rust tests")
 
 phase "JS tests"
-node --test --test-timeout=600000 tests/js/*.test.mjs
+node --test --test-timeout=600000 tests/js/*.test.mjs || failed+=("JS tests")
 
 phase "bench smoke"
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures
 # (a second token fetch per rotation, an expired token served, a store call for a warm token).
-target/debug/tokenrelay-bench --quick
+target/debug/tokenrelay-bench --quick || failed+=("bench smoke")
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "scripts/test.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
