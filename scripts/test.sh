@@ -91,6 +91,7 @@ phase "bench smoke"
 # (a second token fetch per rotation, an expired token served, a store call for a warm token).
 target/debug/tokenrelay-bench --quick || failed+=("bench smoke")
 
+phase ""
 if [ ${#failed[@]} -gt 0 ]; then
   echo "scripts/test.sh: failed: ${failed[*]}" >&2
   exit 1
