@@ -385,14 +385,14 @@ describe("tokenrelay status", () => {
   }
 
   test(
-    "shows the token's times, the budget used and left and the upstream's cooldown, never a secret; --json the same as data",
+    "shows the token's times, the budget used and left, the upstream's cooldown, the shared rate buckets and the purges, never a secret; --json the same as data",
     TEST,
     async () => {
       const config = path.join(work, "budgeted.toml");
       writeFileSync(
         config,
         readFileSync(path.join(site, "tokenrelay.toml"), "utf8") +
-          `\n[upstreams.getty.relay]\nbudget = { requests = 100, per = "1d" }\nroutes = [{ path = "/search/**" }]\n`,
+          `\n[upstreams.getty.relay]\nbudget = { requests = 100, per = "1d" }\nrate_limit = { requests = 50, window = "1m" }\nroutes = [{ path = "/search/**" }]\n`,
       );
       const printed = await tokenrelay(["prefetch", "--print", "--config", config]);
       assert.equal(printed.status, 0, printed.stderr);
@@ -400,6 +400,8 @@ describe("tokenrelay status", () => {
       const day = Math.floor(Date.now() / 86_400_000);
       await redis(["SET", `tokenrelay:v1:budget:getty:*:${day}`, "7", "PX", "60000"]);
       await redis(["SET", "tokenrelay:v1:cooldown:getty", String(Date.now() + 30_000), "PX", "30000"]);
+      const purged = JSON.stringify({ "/search": Date.now() - 5_000 });
+      await redis(["SET", "tokenrelay:v1:cache:getty:purges", purged, "PX", "60000"]);
 
       const json = await tokenrelay(["status", "getty", "--json", "--config", config]);
       assert.equal(json.status, 0, json.stderr);
@@ -416,6 +418,11 @@ describe("tokenrelay status", () => {
       );
       assert.ok(budget.resetsInMs > 0 && budget.resetsInMs <= 86_400_000, String(budget.resetsInMs));
       assert.ok(getty.cooldownMs > 20_000 && getty.cooldownMs <= 30_000, String(getty.cooldownMs));
+      assert.deepEqual(getty.rateLimit, { windowMs: 60_000, crowd: 0, withoutAddress: 0 });
+      assert.deepEqual(
+        getty.purges.map((/** @type {{ prefix: string, ageMs: number }} */ p) => [p.prefix, p.ageMs >= 5_000]),
+        [["/search", true]],
+      );
 
       const text = await tokenrelay(["status", "--config", config]);
       assert.equal(text.status, 0, text.stderr);
@@ -423,6 +430,11 @@ describe("tokenrelay status", () => {
       assert.match(text.stdout, /^ {2}token: \d+s old, expires in \S+, rotated \S+Z$/m);
       assert.match(text.stdout, /^ {2}budget: 7 of 100 used, 93 left; resets in \S+$/m);
       assert.match(text.stdout, /^ {2}cooldown: \d+s left/m);
+      assert.match(
+        text.stdout,
+        /^ {2}rate limit this window \(60s\): 0 request\(s\) in the crowd bucket .*, 0 without a client address$/m,
+      );
+      assert.match(text.stdout, /^ {2}cache purges: \/search \d+s ago$/m);
       for (const output of [json, text]) assertNoSecret(output.stdout + output.stderr, [token]);
 
       const unknown = await tokenrelay(["status", "nope", "--config", config]);

@@ -41,8 +41,9 @@ const USAGE = `usage:
   tokenrelay status [UPSTREAM] [--json]
       Shows what the shared store holds of UPSTREAM (or of every upstream),
       never a secret: the token's age, time left and last rotation, each
-      budget's calls used and left in its window, and any cooldown the
-      upstream asked for (429 with Retry-After).
+      budget's calls used and left in its window, any cooldown the
+      upstream asked for (429 with Retry-After), the rate limit's shared
+      buckets this window, and the cache's purges.
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
       an upstream credential or a store secret (also escaped, base64-encoded
@@ -245,6 +246,12 @@ function formatStatus(all) {
         ? "  cooldown: none"
         : `  cooldown: ${duration(u.cooldownMs)} left (the upstream asked to wait)`,
     );
+    const { crowd, withoutAddress, windowMs } = u.rateLimit;
+    lines.push(
+      `  rate limit this window (${duration(windowMs)}): ${crowd} request(s) in the crowd bucket (clients past the 10,000 an instance tracks), ${withoutAddress} without a client address`,
+    );
+    const purges = u.purges.map((p) => `${p.prefix || "everything"} ${duration(p.ageMs)} ago`);
+    lines.push(`  cache purges: ${purges.length ? purges.join(", ") : "none"}`);
   }
   return `${lines.join("\n")}\n`;
 }

@@ -20,6 +20,30 @@ pub struct UpstreamStatus {
     pub budgets: Vec<BudgetStatus>,
     /// Time until the upstream's cooldown ends, while one runs.
     pub cooldown_ms: Option<f64>,
+    /// The rate limit's buckets shared by many clients, this window.
+    pub rate_limit: SharedBuckets,
+    /// The cache's purged path prefixes, newest first.
+    pub purges: Vec<PurgeStatus>,
+}
+
+/// Requests counted this window in the rate limit's shared buckets: `crowd`
+/// (new clients past what an instance tracks: a spray over many addresses)
+/// and `withoutAddress` (the platform gave no client address).
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct SharedBuckets {
+    pub window_ms: f64,
+    pub crowd: f64,
+    pub without_address: f64,
+}
+
+/// One recorded cache purge.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct PurgeStatus {
+    /// `""` for the whole upstream.
+    pub prefix: String,
+    pub age_ms: f64,
 }
 
 /// The stored token's schedule, never the token.
@@ -76,6 +100,12 @@ pub async fn status(upstream: Option<String>, options: SiteOnlyOptions) -> Resul
                 })
                 .collect(),
             cooldown_ms: s.cooldown_ms.map(n),
+            rate_limit: SharedBuckets {
+                window_ms: n(s.rate_limit.window_ms),
+                crowd: n(s.rate_limit.crowd),
+                without_address: n(s.rate_limit.without_address),
+            },
+            purges: s.purges.into_iter().map(|p| PurgeStatus { prefix: p.prefix, age_ms: n(p.age_ms) }).collect(),
         })
         .collect())
 }

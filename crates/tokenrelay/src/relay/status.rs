@@ -1,12 +1,17 @@
 //! `tokenrelay status`: what the shared store says of each relayed
 //! upstream, never a secret: the token's age, time left and last rotation,
-//! the budgets used and left in their current windows, and any cooldown the
-//! upstream asked for.
+//! the budgets used and left in their current windows, any cooldown the
+//! upstream asked for, the rate limit's shared buckets (a spray past the
+//! clients an instance tracks shows there) and the cache's purges. Per-client
+//! counters are not listed: their keys are keyed hashes, and the store is
+//! never scanned.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::cache::Purges;
+use super::rate_limit::shared_bucket_keys;
 use crate::broker::Broker;
 use crate::clock::millis;
 use crate::config::relay::Budget;
@@ -23,6 +28,31 @@ pub struct UpstreamStatus {
     pub budgets: Vec<BudgetStatus>,
     /// Milliseconds until the upstream's cooldown ends, while one runs.
     pub cooldown_ms: Option<u64>,
+    /// The rate limit's shared buckets this window.
+    pub rate_limit: SharedBuckets,
+    /// The path prefixes whose cached answers were purged, newest first.
+    pub purges: Vec<PurgeStatus>,
+}
+
+/// Requests counted this window in the rate limit's buckets shared by many
+/// clients: a crowd means more new clients than an instance tracks (a spray
+/// over many addresses); address-less requests mean the platform gave none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedBuckets {
+    pub window_ms: u64,
+    pub crowd: u64,
+    pub without_address: u64,
+}
+
+/// One purge in the upstream's purge record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeStatus {
+    /// `""` for the whole upstream.
+    pub prefix: String,
+    /// Milliseconds since the purge.
+    pub age_ms: u64,
 }
 
 /// The stored token's schedule, without the token.
@@ -76,16 +106,29 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
         let window = |b: &Budget| now_ms / millis(b.per).max(1);
         let mut keys: Vec<String> =
             budgets.iter().map(|(route, b)| store.budget_key(u.name(), *route, window(b))).collect();
+        let rate_limit = u.relay.as_ref().and_then(|r| r.rate_limit).unwrap_or(config.relay.rate_limit);
+        let rate_window_ms = millis(rate_limit.window).max(1);
+        keys.extend(shared_bucket_keys(store, u.name(), now_ms / rate_window_ms));
         keys.push(store.cooldown_key(u.name()));
+        keys.push(store.cache_keys(u.name(), "").purges);
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut values =
             store.read_plain(&key_refs).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+        let count = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let purges = Purges::parse(values.pop().flatten().as_deref());
         let cooldown = values.pop().flatten().and_then(|v| v.parse::<u64>().ok());
+        let without_address = count(values.pop().flatten());
+        let crowd = count(values.pop().flatten());
+        let mut purges: Vec<PurgeStatus> = purges
+            .entries()
+            .map(|(prefix, at)| PurgeStatus { prefix: prefix.to_owned(), age_ms: now_ms.saturating_sub(at) })
+            .collect();
+        purges.sort_by_key(|p| p.age_ms);
         let budgets = budgets
             .iter()
             .zip(values)
             .map(|((route, b), used)| {
-                let used = used.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let used = count(used);
                 let per_ms = millis(b.per).max(1);
                 BudgetStatus {
                     route: route.map(str::to_owned),
@@ -102,6 +145,8 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             token,
             budgets,
             cooldown_ms: cooldown.filter(|until| *until > now_ms).map(|until| until - now_ms),
+            rate_limit: SharedBuckets { window_ms: rate_window_ms, crowd, without_address },
+            purges,
         });
     }
     Ok(all)
@@ -115,7 +160,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn status_reads_token_times_budget_and_cooldown_without_the_token() {
+    async fn status_reads_token_times_budget_cooldown_shared_buckets_and_purges_without_the_token() {
         tokio::time::timeout(Duration::from_secs(20), async {
             let redis = testkit::RedisServer::start().await.unwrap();
             let upstash = testkit::Upstash::start(&redis).await.unwrap();
@@ -131,7 +176,8 @@ token = {{ type = "oauth2_client_credentials", url = "{}", client_id = "id", cli
 
 [upstreams.api.relay]
 budget = {{ requests = 100, per = "1d" }}
-routes = [{{ path = "/**" }}]
+rate_limit = {{ requests = 10, window = "1h" }}
+routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
 "#,
                 tokens.url()
             );
@@ -144,6 +190,8 @@ routes = [{{ path = "/**" }}]
             let before = status(&broker, Some("api")).await.unwrap();
             assert_eq!(before[0].token, None, "nothing stored yet");
             assert_eq!((before[0].budgets[0].used, before[0].budgets[0].left), (0, 100));
+            assert_eq!(before[0].rate_limit, SharedBuckets { window_ms: 3_600_000, crowd: 0, without_address: 0 });
+            assert_eq!(before[0].purges, []);
 
             let token = broker.token("api").await.unwrap();
             let store = broker.store();
@@ -152,6 +200,10 @@ routes = [{{ path = "/**" }}]
             store.add_counts(&[crate::store::Count { key, add: 7, ttl: Duration::from_secs(60) }]).await.unwrap();
             let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 30_000;
             store.put_cooldown(&store.cooldown_key("api"), until, Duration::from_secs(30)).await.unwrap();
+            let [crowd, _] = shared_bucket_keys(store, "api", crate::clock::now_ms() / 3_600_000);
+            let ttl = Duration::from_secs(60);
+            store.add_counts(&[crate::store::Count { key: crowd, add: 5, ttl }]).await.unwrap();
+            crate::relay::purge_cache(&broker, "api", "/search").await.unwrap();
 
             let after = status(&broker, None).await.unwrap();
             let api = &after[0];
@@ -159,6 +211,9 @@ routes = [{{ path = "/**" }}]
             assert!(t.age_ms < 10_000 && t.expires_in_ms.is_some_and(|left| left > 0), "{t:?}");
             assert_eq!((api.budgets[0].used, api.budgets[0].left, api.budgets[0].requests), (7, 93, 100));
             assert!(api.cooldown_ms.is_some_and(|left| left > 25_000 && left <= 30_000), "{:?}", api.cooldown_ms);
+            assert_eq!((api.rate_limit.crowd, api.rate_limit.without_address), (5, 0));
+            assert_eq!(api.purges.len(), 1);
+            assert!(api.purges[0].prefix == "/search" && api.purges[0].age_ms < 10_000, "{:?}", api.purges);
             let json = serde_json::to_string(&after).unwrap();
             assert!(!json.contains(token.expose()) && !json.contains("secret"), "{json}");
             assert_eq!(status(&broker, Some("nope")).await.unwrap_err().code(), "unknown_upstream");

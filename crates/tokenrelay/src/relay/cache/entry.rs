@@ -192,11 +192,16 @@ impl CachedAnswer {
 /// An upstream's purges: path prefix → when (ms since the epoch). An entry
 /// stored at or before a purge of a prefix of its path is gone.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct Purges(BTreeMap<String, u64>);
+pub(in crate::relay) struct Purges(BTreeMap<String, u64>);
 
 impl Purges {
-    pub(super) fn parse(raw: Option<&str>) -> Self {
+    pub(in crate::relay) fn parse(raw: Option<&str>) -> Self {
         raw.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
+    }
+
+    /// Each purged prefix with when it was purged (ms since the epoch).
+    pub(in crate::relay) fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(prefix, at)| (prefix.as_str(), *at))
     }
 
     pub(super) fn covers(&self, entry: &CachedAnswer) -> bool {

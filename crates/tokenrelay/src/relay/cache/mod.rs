@@ -42,7 +42,8 @@ use crate::clock::now_ms;
 use crate::config::relay::{Route, RouteCache};
 use crate::store::{Backoff, CacheKeys, CacheState, Lease};
 use crate::token::Token;
-use entry::{CachedAnswer, Freshness, Purges};
+pub(super) use entry::Purges;
+use entry::{CachedAnswer, Freshness};
 use memory::Memory;
 pub use purge::purge_cache;
 

@@ -278,6 +278,12 @@ impl RateLimiter {
     }
 }
 
+/// The store keys of `upstream`'s shared buckets in window number `window`:
+/// the crowd past [`MAX_CLIENTS`], then requests the platform gave no address for.
+pub(super) fn shared_bucket_keys(store: &Store, upstream: &str, window: u64) -> [String; 2] {
+    [Client::Crowd, Client::Unknown].map(|c| store.rate_key(upstream, &c.name(), window))
+}
+
 /// The bucket a request in `bucket` is counted in: a client's own, unless
 /// this window already holds [`MAX_CLIENTS`] others (those of older windows
 /// are dropped first).
