@@ -52,7 +52,9 @@ phase lint
 cargo fmt --all --check
 npx biome format .
 # The addon's functions are typed `any` here: their types (binding.d.ts) are generated
-# by the addon build, after which the type check runs again.
+# by the addon build, after which the type check runs again. A binding.d.ts left by an
+# earlier build describes an older addon, so it goes first (the build writes it anew).
+rm -f crates/tokenrelay-node/binding.d.ts
 npx tsc -p tsconfig.json
 # --workspace unifies tokenrelay's features, so the Vercel and Netlify crates make clippy
 # see the `vercel`, `netlify` and `shell` code; each crate's own deny lints apply.
