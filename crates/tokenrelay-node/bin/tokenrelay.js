@@ -250,7 +250,9 @@ function formatStatus(all) {
     lines.push(
       `  rate limit this window (${duration(windowMs)}): ${crowd} request(s) in the crowd bucket (clients past the 10,000 an instance tracks), ${withoutAddress} without a client address`,
     );
-    const purges = u.purges.map((p) => `${p.prefix || "everything"} ${duration(p.ageMs)} ago`);
+    const purges = u.purges.map(
+      (/** @type {import("../index.d.ts").PurgeStatus} */ p) => `${p.prefix || "everything"} ${duration(p.ageMs)} ago`,
+    );
     lines.push(`  cache purges: ${purges.length ? purges.join(", ") : "none"}`);
   }
   return `${lines.join("\n")}\n`;
