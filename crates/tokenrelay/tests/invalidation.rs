@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Rig, bounded};
+use common::{Rig, bounded, token_key};
 use tokenrelay::Provenance;
 
 fn config(rig: &Rig, min_token_age: &str, per_hour: u32) -> String {
@@ -82,6 +82,45 @@ async fn a_revoked_token_is_dropped_whatever_its_age_within_the_budget() {
         assert!(!b.invalidate_revoked("api", &fresh).await.unwrap(), "the hour's one invalidation is spent");
         assert_eq!(b.token("api").await.unwrap().expose(), fresh.expose());
         assert_eq!(rig.tokens.calls(), 2, "no token fetched past the budget");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn late_401_keeps_the_newer_token_in_the_store() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let (a, b) = (rig.broker(), rig.broker());
+        let old = a.token("api").await.unwrap();
+        // Instance B sees a 401 first, rotates: the store now holds a newer token.
+        b.invalidate("api", &b.token("api").await.unwrap()).await.unwrap();
+        let newer = b.token("api").await.unwrap();
+        assert_ne!(newer.expose(), old.expose());
+        let stored_before = rig.upstash.redis_get(&token_key(&rig).await).await;
+
+        // A's late 401 for the old token must not throw the newer one away.
+        a.invalidate("api", &old).await.unwrap();
+        assert_eq!(rig.upstash.redis_get(&token_key(&rig).await).await, stored_before);
+        let again = a.token("api").await.unwrap();
+        assert_eq!(again.expose(), newer.expose());
+        assert_eq!(again.outcome(), Provenance::Store);
+        assert_eq!(rig.tokens.calls(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalidation_drops_the_rejected_token_from_both_levels() {
+    bounded(async {
+        let rig = Rig::default().await;
+        let b = rig.broker();
+        let first = b.token("api").await.unwrap();
+        b.invalidate("api", &first).await.unwrap();
+        let left = rig.stored_keys().await;
+        assert!(left.iter().all(|k| k.ends_with(":invalidations")), "store still holds the token: {left:?}");
+        let second = b.token("api").await.unwrap();
+        assert_ne!(first.expose(), second.expose());
+        assert_eq!(second.outcome(), Provenance::Fetched);
     })
     .await;
 }

@@ -97,3 +97,28 @@ pub fn base64_key() -> String {
 pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(TEST_TIME, f).await.expect("test timed out")
 }
+
+/// The Redis key of the stored token (not its lock, failure or invalidation count).
+pub async fn token_key(rig: &Rig) -> String {
+    let keys = rig.stored_keys().await;
+    keys.into_iter()
+        .find(|k| [":lock", ":failure", ":invalidations"].iter().all(|s| !k.ends_with(s)))
+        .expect("a stored token")
+}
+
+/// A `json` source on the token server's JSON route.
+pub fn json_config(rig: &Rig) -> String {
+    format!(
+        r#"
+[upstreams.custom]
+base_url = "https://api.example.com"
+[upstreams.custom.token]
+type = "json"
+url = "{}"
+token_pointer = "/data/token"
+expires_at_pointer = "/data/expires_at"
+body = {{ key = {{ env = "API_CLIENT_ID" }}, secret = {{ env = "API_CLIENT_SECRET" }} }}
+"#,
+        rig.tokens.custom_url()
+    )
+}
