@@ -87,7 +87,7 @@ phase "Rust tests"
 cargo test --workspace --locked --no-fail-fast || failed+=("Rust tests")
 
 phase "JS tests"
-node --test --test-timeout=600000 tests/js/*.test.mjs || failed+=("JS tests")
+node --test --test-timeout=600000 tests/js/*.test.mjs netlify/plugins/tokenrelay/*.test.mjs || failed+=("JS tests")
 
 phase "bench smoke"
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures
