@@ -21,7 +21,7 @@ import { parseArgs } from "node:util";
 
 import { Redis } from "@upstash/redis";
 
-import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "../tests/js/stand-ins.mjs";
+import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "../tests/js/support/stand-ins.mjs";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "50" } } });
 const RUNS = Number(values.runs);

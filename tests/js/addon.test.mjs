@@ -7,7 +7,6 @@
 
 import { after, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -19,7 +18,9 @@ import { gzipSync } from "node:zlib";
 import { Redis } from "@upstash/redis";
 import { check, describeToken, ERROR_CODES, getToken, prefetch, scanForLeaks, TokenrelayError } from "tokenrelay";
 
-import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./stand-ins.mjs";
+import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./support/stand-ins.mjs";
+import { run } from "./support/process.mjs";
+import { assertNoSecret as noSecret } from "./support/secrets.mjs";
 
 const TEST = { timeout: 20_000 };
 const CLIENT = { clientId: "site-client-4f1e9a", clientSecret: "site-secret-8c2d-never-log-me" };
@@ -105,9 +106,7 @@ function env(overrides = {}) {
 
 /** @param {string} text */
 function assertNoSecret(text) {
-  for (const secret of [CLIENT.clientSecret, upstash.token, key, ...tokensSeen]) {
-    assert.ok(!text.includes(secret), `a secret leaked into: ${text}`);
-  }
+  noSecret(text, [CLIENT.clientSecret, upstash.token, key, ...tokensSeen]);
 }
 
 /**
@@ -547,21 +546,9 @@ async function closedPort() {
  * @param {string} code
  * @param {string[]} [flags]
  */
-function runNode(code, flags = []) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...flags, "--input-type=module", "-e", code], {
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      if (status === 0) resolve(stdout.trim());
-      else reject(new Error(`node exited with ${status}: ${stderr}`));
-    });
-  });
+async function runNode(code, flags = []) {
+  const args = [...flags, "--input-type=module", "-e", code];
+  const { status, stdout, stderr } = await run(process.execPath, args, { cwd: ROOT, timeoutMs: 15_000 });
+  if (status !== 0) throw new Error(`node exited with ${status}: ${stderr}`);
+  return stdout.trim();
 }

@@ -18,7 +18,7 @@ import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 import { getToken } from "tokenrelay";
 
-import { ROOT, freePort } from "./stand-ins.mjs";
+import { ROOT, freePort } from "./support/stand-ins.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const READY_TIMEOUT_MS = 300_000;

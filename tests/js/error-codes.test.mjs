@@ -14,7 +14,7 @@ import path from "node:path";
 
 import { ERROR_CODES, errorCodes } from "tokenrelay";
 
-import { ROOT } from "./stand-ins.mjs";
+import { ROOT } from "./support/stand-ins.mjs";
 
 const read = (/** @type {string} */ file) => readFileSync(path.join(ROOT, file), "utf8");
 

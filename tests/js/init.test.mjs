@@ -8,7 +8,6 @@
 
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import {
   cpSync,
   existsSync,
@@ -25,7 +24,9 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { ROOT } from "./stand-ins.mjs";
+import { ROOT } from "./support/stand-ins.mjs";
+import { run } from "./support/process.mjs";
+import { assertNoSecret } from "./support/secrets.mjs";
 
 const BIN = path.join(ROOT, "crates", "tokenrelay-node", "bin", "tokenrelay.js");
 const TEST = { timeout: 20_000 };
@@ -115,19 +116,12 @@ async function init(dir, args, env = {}, { maxFileKiB } = {}) {
   const command = [process.execPath, BIN, "init", ...args];
   const [file, ...argv] =
     maxFileKiB === undefined ? command : ["bash", "-c", `ulimit -f ${maxFileKiB} && exec "$@"`, "bash", ...command];
-  const child = spawn(file, argv, {
+  const { status, stdout, stderr, output } = await run(file, argv, {
     cwd: dir,
     env: { ...process.env, NETLIFY: "", VERCEL: "", ...SECRETS, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+    timeoutMs: 30_000,
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const status = await new Promise((resolve) => child.once("exit", resolve));
-  for (const [name, value] of Object.entries(SECRETS)) {
-    assert.ok(!stdout.includes(value) && !stderr.includes(value), `the value of ${name} was printed`);
-  }
+  assertNoSecret(output, Object.values(SECRETS), "init's output");
   return { status, stdout, stderr };
 }
 

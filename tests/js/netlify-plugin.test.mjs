@@ -37,9 +37,19 @@ import { Redis } from "@upstash/redis";
 import { getToken } from "tokenrelay";
 
 import { placeRelayFunction } from "../../netlify/plugins/tokenrelay/relay-function.js";
-import { startLambda } from "./lambda-runtime-api.mjs";
-import { siteConfig } from "./packed.mjs";
-import { freePort, ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll, waitFor } from "./stand-ins.mjs";
+import { startLambda } from "./support/lambda-runtime-api.mjs";
+import { siteConfig } from "./support/packed.mjs";
+import { run } from "./support/process.mjs";
+import { assertNoSecret as noSecret } from "./support/secrets.mjs";
+import {
+  freePort,
+  ROOT,
+  startRedis,
+  startStandInApi,
+  startUpstashLocal,
+  stopAll,
+  waitFor,
+} from "./support/stand-ins.mjs";
 
 const NETLIFY = path.join(ROOT, "node_modules", ".bin", "netlify");
 const FIXTURE = path.join(ROOT, "tests", "js", "fixtures", "netlify-site");
@@ -185,26 +195,9 @@ function netlifyBuildApi(dir, env, outputConfigPath) {
  * @returns {Promise<{ status: number | null, output: string }>}
  */
 function buildProcess(file, args, dir, env) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      cwd: dir,
-      // CI=true keeps netlify-cli from telemetry and update checks: tests talk to loopback only.
-      env: { ...process.env, ...env, CI: "true", NO_UPDATE_NOTIFIER: "1", NO_COLOR: "1", FORCE_COLOR: "0" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout.on("data", (d) => (output += d));
-    child.stderr.on("data", (d) => (output += d));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`the build did not finish in ${BUILD_TIMEOUT_MS} ms:\n${output}`));
-    }, BUILD_TIMEOUT_MS);
-    child.once("error", reject);
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, output });
-    });
-  });
+  // CI=true keeps netlify-cli from telemetry and update checks: tests talk to loopback only.
+  const all = { ...process.env, ...env, CI: "true", NO_UPDATE_NOTIFIER: "1", NO_COLOR: "1", FORCE_COLOR: "0" };
+  return run(file, args, { cwd: dir, env: all, timeoutMs: BUILD_TIMEOUT_MS });
 }
 
 /**
@@ -271,9 +264,7 @@ async function netlifyDev(dir, env) {
  * @param {string[]} [more] further secrets, e.g. the token the build used
  */
 function assertNoSecret(output, more = []) {
-  for (const secret of [CLIENT.clientSecret, upstash.token, key, ...more]) {
-    assert.ok(!output.includes(secret), `a secret is in the build output:\n${output}`);
-  }
+  noSecret(output, [CLIENT.clientSecret, upstash.token, key, ...more], "the build output");
 }
 
 /**

@@ -33,8 +33,9 @@ import {
   siteEnv,
   TARBALL,
   VERSION,
-} from "./packed.mjs";
-import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./stand-ins.mjs";
+} from "./support/packed.mjs";
+import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./support/stand-ins.mjs";
+import { assertNoSecret as noSecret } from "./support/secrets.mjs";
 
 const FIXTURE = path.join(ROOT, "tests", "js", "fixtures", "packed-site");
 const TEST = { timeout: RUN_TIMEOUT_MS + 10_000 };
@@ -197,9 +198,7 @@ describe("installed from the tarballs into a site outside the checkout, with no 
   async function assertNoSecret(/** @type {string} */ output, withToken = true) {
     const { getToken } = await import(pathToFileURL(path.join(site, "node_modules", "tokenrelay", "index.js")).href);
     const token = withToken ? [await getToken("getty", { cwd: site, env })] : [];
-    for (const secret of [...secrets, ...token]) {
-      assert.ok(!output.includes(secret), `a secret is in the output:\n${output}`);
-    }
+    noSecret(output, [...secrets, ...token]);
   }
 
   test("npm installs the three tarballs; the binary comes from the platform package", {

@@ -35,7 +35,7 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { startLambda } from "./lambda-runtime-api.mjs";
+import { startLambda } from "./support/lambda-runtime-api.mjs";
 import {
   CRATE,
   installTarballs,
@@ -46,8 +46,17 @@ import {
   siteEnv,
   TARBALL,
   VERSION,
-} from "./packed.mjs";
-import { freePort, ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll, waitFor } from "./stand-ins.mjs";
+} from "./support/packed.mjs";
+import {
+  freePort,
+  ROOT,
+  startRedis,
+  startStandInApi,
+  startUpstashLocal,
+  stopAll,
+  waitFor,
+} from "./support/stand-ins.mjs";
+import { assertNoSecret as noSecret } from "./support/secrets.mjs";
 
 const FIXTURES = path.join(ROOT, "tests", "js", "fixtures", "sites");
 const TEST = { timeout: RUN_TIMEOUT_MS + 10_000 };
@@ -94,7 +103,7 @@ after(async () => {
 
 /** @param {string} output */
 function assertNoSecret(output) {
-  for (const secret of secrets) assert.ok(!output.includes(secret), `a secret is in the output:\n${output}`);
+  noSecret(output, secrets);
 }
 
 /**

@@ -6,13 +6,15 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./stand-ins.mjs";
+import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./support/stand-ins.mjs";
+import { run as runBounded } from "./support/process.mjs";
+import { assertNoSecret as noSecret } from "./support/secrets.mjs";
 
 const BIN = path.join(ROOT, "crates", "tokenrelay-node", "bin", "tokenrelay.js");
 const TEST = { timeout: 20_000 };
@@ -78,26 +80,12 @@ function run(file, args, overrides = {}) {
     STAND_IN_API_URL: api.apiUrl,
     ...overrides,
   };
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd: site, env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.once("error", reject);
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
+  return runBounded(file, args, { cwd: site, env, timeoutMs: 15_000 });
 }
 
 /** @param {string} text @param {string[]} [more] */
 function assertNoSecret(text, more = []) {
-  for (const secret of [CLIENT.clientSecret, upstash.token, key, ...more]) {
-    assert.ok(!text.includes(secret), `a secret leaked into: ${text}`);
-  }
+  noSecret(text, [CLIENT.clientSecret, upstash.token, key, ...more]);
 }
 
 /** @param {string} token */

@@ -13,7 +13,7 @@ import path from "node:path";
 
 import { Redis } from "@upstash/redis";
 
-import { startRedis, startUpstashLocal, stopAll } from "./stand-ins.mjs";
+import { startRedis, startUpstashLocal, stopAll } from "./support/stand-ins.mjs";
 
 const TEST_TIMEOUT = 10_000;
 

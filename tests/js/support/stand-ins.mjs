@@ -13,7 +13,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const UPSTASH_LOCAL_BIN = process.env.UPSTASH_LOCAL_BIN ?? path.join(ROOT, "target", "debug", "upstash-local");
 const STAND_IN_API_BIN = process.env.STAND_IN_API_BIN ?? path.join(ROOT, "target", "debug", "stand-in-api");
 /** How long a stand-in may take to get ready. */

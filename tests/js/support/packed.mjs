@@ -3,11 +3,12 @@
 // them into a site outside the checkout, and running commands there with a PATH
 // that has no Rust toolchain.
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
+import { run as runBounded } from "./process.mjs";
 import { ROOT } from "./stand-ins.mjs";
 
 export const PACKAGES = path.join(ROOT, "target", "packages");
@@ -94,29 +95,13 @@ export function siteEnv(vars) {
 }
 
 /**
- * Runs `file args` and resolves with its exit status and combined output,
- * failing after `timeoutMs`.
+ * Runs `file args` in a site, bounded by the packed tests' default time.
  * @param {string} file
  * @param {string[]} args
  * @param {{ cwd: string, env: NodeJS.ProcessEnv, timeoutMs?: number }} options
- * @returns {Promise<{ status: number | null, output: string }>}
  */
 export function run(file, args, { cwd, env, timeoutMs = RUN_TIMEOUT_MS }) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d) => (output += d));
-    child.stderr.on("data", (d) => (output += d));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${file} ${args.join(" ")} did not finish in ${timeoutMs} ms:\n${output}`));
-    }, timeoutMs);
-    child.once("error", reject);
-    child.once("exit", (status) => {
-      clearTimeout(timer);
-      resolve({ status, output });
-    });
-  });
+  return runBounded(file, args, { cwd, env, timeoutMs });
 }
 
 /**
