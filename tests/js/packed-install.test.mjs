@@ -22,11 +22,12 @@ import { compareVersions, FLOOR, glibcNeeded } from "../../scripts/glibc-floor.m
 import {
   CRATE,
   entries,
-  installTarballs,
   INSTALL_TIMEOUT_MS,
+  installTarballs,
   kib,
   member,
   NETLIFY,
+  requirePacked,
   run,
   RUN_TIMEOUT_MS,
   siteConfig,
@@ -36,6 +37,9 @@ import {
 } from "./support/packed.mjs";
 import { ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./support/stand-ins.mjs";
 import { assertNoSecret as noSecret } from "./support/secrets.mjs";
+
+// Without the tarballs, every test here fails at once, naming the step that packs them.
+before(requirePacked);
 
 const FIXTURE = path.join(ROOT, "tests", "js", "fixtures", "packed-site");
 const TEST = { timeout: RUN_TIMEOUT_MS + 10_000 };

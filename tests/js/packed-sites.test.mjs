@@ -40,6 +40,7 @@ import {
   CRATE,
   installTarballs,
   NETLIFY,
+  requirePacked,
   run,
   RUN_TIMEOUT_MS,
   siteConfig,
@@ -57,6 +58,9 @@ import {
   waitFor,
 } from "./support/stand-ins.mjs";
 import { assertNoSecret as noSecret } from "./support/secrets.mjs";
+
+// Without the tarballs, every test here fails at once, naming the step that packs them.
+before(requirePacked);
 
 const FIXTURES = path.join(ROOT, "tests", "js", "fixtures", "sites");
 const TEST = { timeout: RUN_TIMEOUT_MS + 10_000 };

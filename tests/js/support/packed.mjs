@@ -21,13 +21,16 @@ export const TARBALL = {
   plugin: path.join(PACKAGES, `netlify-plugin-tokenrelay-${VERSION}.tgz`),
 };
 export const CRATE = path.join(PACKAGES, `tokenrelay-${VERSION}.crate`);
-for (const file of [...Object.values(TARBALL), CRATE]) {
-  try {
-    accessSync(file, constants.R_OK);
-  } catch {
-    throw new Error(
-      `${file} is missing: the test command's build phase packs it (bash scripts/pack.sh, in scripts/test.sh)`,
-    );
+/** Fails at once, naming the step that makes them, when the packed files are missing. */
+export function requirePacked() {
+  for (const file of [...Object.values(TARBALL), CRATE]) {
+    try {
+      accessSync(file, constants.R_OK);
+    } catch {
+      throw new Error(
+        `${file} is missing: the test command's build phase packs it (bash scripts/pack.sh, in scripts/test.sh)`,
+      );
+    }
   }
 }
 export const NETLIFY = path.join(ROOT, "node_modules", ".bin", "netlify");
