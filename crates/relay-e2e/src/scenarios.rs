@@ -328,13 +328,17 @@ impl Figures for RevalidateFigures {
         let first_stale = self.statuses.iter().position(|s| Self::is_stale(s));
         ensure!(first_stale.is_some(), "the ttl ran out between requests, yet nothing was served stale: {self}");
         // Each stale hit's refresh must have been stored before the next request:
-        // that answer is then at most one spacing old (a lost refresh leaves it
+        // that answer is then about one spacing old (a lost refresh leaves it
         // older by a spacing with every request). With requests further apart
-        // than the ttl, it is served stale again, and refreshed again.
+        // than the ttl, it is served stale again, and refreshed again. `ttl` is
+        // in whole seconds rounded down, so an answer a few milliseconds past
+        // the spacing reads one second older: the bound allows that second,
+        // and a lost refresh (two spacings) still exceeds it.
+        let most = u64::try_from(self.every.as_millis().div_ceil(1000)).unwrap_or(u64::MAX).saturating_add(1);
         for status in first_stale.map_or(&[][..], |i| &self.statuses[i + 1..]) {
             let age = Self::age(status);
             ensure!(
-                age.is_some_and(|age| age <= self.every.as_secs()),
+                age.is_some_and(|age| age <= most),
                 "every answer after the first stale one comes from the refresh the previous request made (age {age:?} s): {self}"
             );
         }
