@@ -181,6 +181,13 @@ impl Broker {
         if let Some(entry) = stored {
             let mut memory = slot.memory();
             if memory.as_ref().is_none_or(|m| !m.is_valid(now)) {
+                // The same line as a token found by the broker itself: logs read alike either way.
+                tracing::info!(
+                    upstream,
+                    outcome = Provenance::Store.as_str(),
+                    valid_for_s = entry.ttl(now).as_secs(),
+                    "token ready"
+                );
                 *memory = Some(entry);
                 slot.adopted.store(true, Ordering::Release);
             }
