@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use relay_e2e::cache_checks::QueryPassing;
 use relay_e2e::frozen::vercel_rewrite;
 use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, Visitor, bounded, checks};
 use tokio::process::{Child, Command};
@@ -79,7 +80,7 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         checks::request_rules(&shell, &fx).await?;
         checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
         checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
-        relay_e2e::cache_checks::response_cache(&shells, &fx).await.context("response cache")?;
+        relay_e2e::cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
         relay_e2e::cache_checks::stale_while_revalidate_serves_at_once_and_refreshes_once(&shells, &fx)
             .await
             .context("stale-while-revalidate")?;

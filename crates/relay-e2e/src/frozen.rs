@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, ensure};
 use testkit::freeze::{Freeze, Front};
 
+use crate::cache_checks::QueryPassing;
 use crate::fixture::Fixture;
 use crate::http::{Shell, Visitor};
 use crate::scenarios::Figures;
@@ -110,7 +111,8 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     // One instance: a token revoked elsewhere is only learned through a 401 of one's own.
     checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
     checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
-    cache_checks::response_cache(&shells, &fx).await.context("response cache")?;
+    // The front passes the query as sent, as Vercel and Netlify's `rawQuery` do.
+    cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
     budget_checks::upstream_limit_stops_every_instance(&shells, &fx).await.context("upstream limit")?;
     if let Platform::Netlify(_) = platform {

@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use relay_e2e::cache_checks::QueryPassing;
 use relay_e2e::{Fixture, Logs, Shell, Visitor, bounded, checks};
 use tokio::process::{Child, Command};
 
@@ -132,7 +133,8 @@ async fn netlify_function_relays_and_enforces_every_rule() {
             .context("one token for many requests")?;
         checks::request_rules(&shell, &fx).await?;
         checks::a_401_refreshes_the_token_once(&shell, &fx).await.context("401 refresh")?;
-        relay_e2e::cache_checks::response_cache(std::slice::from_ref(&shell), &fx).await.context("response cache")?;
+        let shells = std::slice::from_ref(&shell);
+        relay_e2e::cache_checks::response_cache(shells, &fx, QueryPassing::Parsed).await.context("response cache")?;
         checks::rate_limit_counts_per_client(&shell, &fx).await.context("rate limit")?;
 
         // The function's own path reaches the same rules.
