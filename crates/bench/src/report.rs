@@ -27,8 +27,11 @@ const TARGET_P50_OVER_NGINX_MS: f64 = 0.05;
 const TARGET_P99_VS_NGINX: f64 = 1.5;
 /// Throughput as a share of nginx's, with the realistic upstream.
 const TARGET_SHARE_OF_NGINX: f64 = 0.8;
-/// Store round trips per warm request below this are background work, not per request.
+/// Store round trips per warm request below this are time-bound work, not per request.
 const PER_REQUEST: f64 = 0.01;
+/// The most store round trips per warm request the rate limit's time-bound
+/// syncs may take in a run (quick runs on a loaded machine serve few requests).
+const SYNCS_PER_REQUEST: f64 = 0.1;
 /// How many times better than the Node baseline on added latency and cold start.
 const TARGET_VS_BASELINE: f64 = 5.0;
 /// Markers of the block `--readme` replaces.
@@ -306,7 +309,7 @@ fn store_rows(r: &Results, rows: &mut Vec<Row>) {
 
     let steady = r.hot.relay_cost;
     let split = |all: f64, token: f64| {
-        format!("{all:.4}: {token:.4} for the token, {:.4} for the rate limit (background syncs)", all - token)
+        format!("{all:.4}: {token:.4} for the token, {:.4} for the rate limit (its syncs)", all - token)
     };
     rows.push(
         Row::info(
@@ -317,10 +320,16 @@ fn store_rows(r: &Results, rows: &mut Vec<Row>) {
             }),
             Some(format!("{:.3}", r.hot.node_cost.store_per_request().0)),
         )
-        // The rate limit's background syncs (at most one a second) are not per
-        // request; anything per request would show as ≥ 0.01.
+        // The token costs nothing per request. The rate limit's syncs (at most
+        // one per sync interval, 500 ms, per instance) are bound by time, not by
+        // requests: their share grows as a loaded machine serves fewer requests
+        // a second, so they are held to a looser bound that a store call per
+        // request (a share near 1) would still break.
         .target("0 per request", steady.map(|s| s.store_per_request().0 < PER_REQUEST))
-        .check(steady.map(|s| s.store_per_request().0 < PER_REQUEST)),
+        .check(steady.map(|s| {
+            let (all, token) = s.store_per_request();
+            token < PER_REQUEST && all < SYNCS_PER_REQUEST
+        })),
     );
 
     let cold = r.relay_cold.as_ref();
