@@ -389,10 +389,16 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
     }
 
     /// What the relay does with a request: decide, count in the store when
-    /// told to, and run a due sync (here before returning, as the request's
-    /// chore would run before its answer ends).
+    /// told to, and run a due sync.
     async fn check(limiter: &RateLimiter, ip: Option<IpAddr>) -> Result<(), RelayError> {
-        match limiter.decide("api", ip, None)? {
+        carry_out(limiter, limiter.decide("api", ip, None)?).await
+    }
+
+    /// Carries out `verdict` as the relay would: counts in the store when told
+    /// to, else runs a due sync (here before returning, as the request's chore
+    /// would run before its answer ends).
+    async fn carry_out(limiter: &RateLimiter, verdict: Verdict) -> Result<(), RelayError> {
+        match verdict {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     sync.await;
@@ -599,18 +605,7 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
 
     /// What the budget guard does before a call on `route`.
     async fn spend(limiter: &RateLimiter, route: &str) -> Result<(), RelayError> {
-        match limiter.spend("api", route)? {
-            Verdict::Admitted(sync) => {
-                if let Some(sync) = sync {
-                    sync.await;
-                }
-                Ok(())
-            }
-            Verdict::Count(counting) => {
-                let totals = limiter.shared.broker.store().add_counts(counting.counts()).await.ok();
-                limiter.settle(counting, totals)
-            }
-        }
+        carry_out(limiter, limiter.spend("api", route)?).await
     }
 
     #[tokio::test]
