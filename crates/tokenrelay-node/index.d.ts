@@ -17,6 +17,10 @@ export type {
   PrefetchReport,
   PurgeOptions,
   PurgeStatus,
+  RelayAnswer,
+  RelayHandler,
+  RelayOptions,
+  RelayRequest,
   ScanOptions,
   ScanReport,
   Setting,
@@ -75,6 +79,11 @@ export declare class TokenrelayError extends Error {
   /** Stable and machine-readable. */
   readonly code: ErrorCode;
 }
+
+/** The native relay behind `tokenrelay/fetch` (use that); throws `invalid_options` for an unusable option. */
+export declare function relayHandler(
+  options?: import("./binding.js").RelayOptions,
+): import("./binding.js").RelayHandler;
 
 /**
  * One line for a prefetched token, as the CLI and the Netlify plugin print it

@@ -1,5 +1,5 @@
-// tokenrelay for build time: the addon's functions, with errors that carry a
-// stable `code`.
+// tokenrelay's addon: its functions, with errors that carry a stable `code`
+// (the browse-time relay's JS side is fetch.js).
 //
 // The generated loader (binding.js) rejects with napi's own Error, whose
 // message the addon writes as `[code] message` (crates/tokenrelay-node/src/error.rs).
@@ -139,3 +139,16 @@ export const scanForLeaks = coded(binding.scanForLeaks);
 export const purgeCache = coded(binding.purgeCache);
 /** @type {typeof import("./index.d.ts").status} */
 export const status = coded(binding.status);
+
+/**
+ * The native relay behind `tokenrelay/fetch`, its options checked.
+ * @param {import("./index.d.ts").RelayOptions} [options]
+ * @returns {import("./index.d.ts").RelayHandler}
+ */
+export function relayHandler(options) {
+  try {
+    return new binding.RelayHandler(options);
+  } catch (err) {
+    throw toTokenrelayError(err);
+  }
+}

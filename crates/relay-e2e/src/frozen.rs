@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, ensure};
-use testkit::freeze::{Freeze, Front};
+use testkit::freeze::{Freeze, Front, Served};
 
 use crate::cache_checks::QueryPassing;
 use crate::fixture::Fixture;
@@ -26,6 +26,20 @@ pub enum Platform {
     Vercel(PathBuf),
     /// The Netlify function: a Lambda custom-runtime `bootstrap`.
     Netlify(PathBuf),
+    /// A Node server over the npm package's JS handler: `node <script> <adapter>`
+    /// serving HTTP on `$PORT` and answering `/_ready`, the visitor's address
+    /// from `x-real-ip`.
+    Node { script: PathBuf, adapter: NodeAdapter },
+}
+
+/// Which of the npm package's handlers a [`Platform::Node`] server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeAdapter {
+    /// `createRelay`, behind a Fetch API `Request` as frameworks build it: its
+    /// URL parser resolves dot segments before the relay sees the path.
+    Fetch,
+    /// `createNodeRelay`: the request target as sent.
+    Node,
 }
 
 /// Instances of a platform's function behind a freezing front.
@@ -77,6 +91,19 @@ impl Platform {
                 let front = Front::lambda(binary, &env, instances, freeze, logs).await?;
                 // The front sets x-nf-client-connection-ip from the connection, as Netlify does.
                 let shell = Shell::new(front.addr(), Visitor::SourceAddress, false, str::to_owned);
+                (front, shell)
+            }
+            Platform::Node { script, adapter } => {
+                let node = testkit::program_on_path("node")?;
+                let adapter_arg = match adapter {
+                    NodeAdapter::Fetch => "fetch",
+                    NodeAdapter::Node => "node",
+                };
+                let args = [script.display().to_string(), adapter_arg.to_owned()];
+                let served = Served { program: &node, args: &args, port_var: "PORT", ready_path: "/_ready" };
+                let front = Front::served(&served, &env, instances, freeze, logs).await?;
+                let normalizes = *adapter == NodeAdapter::Fetch;
+                let shell = Shell::new(front.addr(), Visitor::Header("x-real-ip"), normalizes, str::to_owned);
                 (front, shell)
             }
         };

@@ -10,6 +10,7 @@
 mod api_server;
 pub mod freeze;
 mod logs;
+mod program;
 mod redis_server;
 mod serve;
 mod siteverify;
@@ -19,6 +20,7 @@ mod wait;
 
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
 pub use logs::Logs;
+pub use program::program_on_path;
 pub use redis_server::RedisServer;
 pub use siteverify::Siteverify;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};

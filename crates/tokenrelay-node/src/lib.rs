@@ -15,6 +15,8 @@
 //!   upstreams (token age, budgets, cooldowns), never a secret;
 //! - `init(options)` adds tokenrelay to a site for Netlify or Vercel,
 //!   merging into its existing files (the `tokenrelay init` command);
+//! - `RelayHandler` serves the browse-time relay inside a JavaScript
+//!   server (the package's `tokenrelay/fetch`, see [`relay_handler`]);
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
 //!   values in a build's output, naming the file and variable only.
 //!
@@ -35,6 +37,7 @@ pub mod init;
 mod issued;
 pub mod leak_scan;
 pub mod prefetch;
+pub mod relay_handler;
 mod site;
 pub mod status;
 pub mod token;

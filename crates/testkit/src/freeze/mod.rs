@@ -12,8 +12,10 @@
 //! hands the request over, and freezes it again (`SIGSTOP`) as soon as its
 //! answer is complete, before answering the caller.
 //!
-//! - [`Front::vercel`]: processes serving HTTP on `$VERCEL_DEV_PORT`; the request
-//!   is forwarded byte for byte and the whole answer read back.
+//! - [`Front::vercel`], [`Front::served`]: processes serving HTTP on a port
+//!   given in their environment (the Vercel function's `$VERCEL_DEV_PORT`, a
+//!   Node server's); the request is forwarded byte for byte and the whole
+//!   answer read back.
 //! - [`Front::lambda`]: custom-runtime `bootstrap`s, each with a Lambda
 //!   Runtime API stand-in of its own; the request becomes the API Gateway v1
 //!   event Netlify sends, and the bootstrap is frozen when it posts its response.
@@ -23,7 +25,7 @@
 
 mod http;
 mod lambda;
-mod vercel;
+mod served;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -124,6 +126,24 @@ impl<F: Function> Instance<F> {
     }
 }
 
+/// A function process that serves HTTP itself, on the port its environment names.
+#[derive(Clone, Copy, Debug)]
+pub struct Served<'a> {
+    pub program: &'a Path,
+    pub args: &'a [String],
+    /// The variable the port goes in.
+    pub port_var: &'a str,
+    /// A path the process answers with 200 once it is ready.
+    pub ready_path: &'a str,
+}
+
+impl<'a> Served<'a> {
+    /// The Vercel function `binary`: `$VERCEL_DEV_PORT`, ready when the runtime answers `/_vercel/ping`.
+    pub fn vercel(binary: &'a Path) -> Self {
+        Self { program: binary, args: &[], port_var: "VERCEL_DEV_PORT", ready_path: "/_vercel/ping" }
+    }
+}
+
 /// An HTTP front over function processes that are frozen between requests.
 /// Kills every process when dropped.
 pub struct Front {
@@ -146,9 +166,20 @@ impl Front {
         freeze: Freeze,
         logs: &Logs,
     ) -> anyhow::Result<Self> {
+        Self::served(&Served::vercel(binary), env, instances, freeze, logs).await
+    }
+
+    /// `instances` processes of `served` with environment `env`, their output in `logs`.
+    pub async fn served(
+        served: &Served<'_>,
+        env: &[(String, String)],
+        instances: usize,
+        freeze: Freeze,
+        logs: &Logs,
+    ) -> anyhow::Result<Self> {
         let mut started = Vec::new();
         for _ in 0..instances {
-            started.push(vercel::start(binary, env, freeze, logs).await?);
+            started.push(served::start(served, env, freeze, logs).await?);
         }
         Self::serve(started).await
     }

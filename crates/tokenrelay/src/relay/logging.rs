@@ -1,4 +1,4 @@
-//! The log setup every platform shell uses (feature `shell`).
+//! The log setup every shell uses (feature `logging`).
 
 use std::fmt;
 

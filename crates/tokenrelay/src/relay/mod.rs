@@ -54,7 +54,7 @@ mod error;
 mod forward;
 mod headers;
 mod inject;
-#[cfg(feature = "shell")]
+#[cfg(feature = "logging")]
 mod logging;
 mod path;
 mod rate_limit;
@@ -78,9 +78,9 @@ pub use body::Body;
 pub use cache::purge_cache;
 pub use caller::TURNSTILE_HEADER;
 pub use error::{RelayCode, RelayError};
-#[cfg(feature = "shell")]
+#[cfg(feature = "logging")]
 pub use logging::init_logging;
-pub use path::MOUNT;
+pub use path::{MOUNT, Mount};
 pub use service::{Endpoint, ResponseFuture};
 pub use status::{BudgetStatus, PurgeStatus, SharedBuckets, TokenStatus, UpstreamStatus, status};
 
@@ -134,6 +134,7 @@ pub struct Relay {
     scrubbers: inject::Scrubbers,
     cache: cache::ResponseCache,
     caller: std::sync::Arc<caller::Gate>,
+    mount: path::Mount,
 }
 
 /// What is known about a request so far, for the log line. Names are
@@ -159,12 +160,27 @@ impl Relay {
             scrubbers: inject::Scrubbers::default(),
             cache: cache::ResponseCache::default(),
             caller: std::sync::Arc::default(),
+            mount: path::Mount::default(),
         }
+    }
+
+    /// The relay answering below `mount` instead of [`MOUNT`]; its session
+    /// cookies are scoped to it.
+    pub fn mounted_at(mut self, mount: Mount) -> Self {
+        self.caller = std::sync::Arc::new(caller::Gate::new(mount.clone()));
+        self.mount = mount;
+        self
     }
 
     /// Loads the config and builds the broker ([`Broker::from_env`]).
     pub fn from_env(env: &Env) -> crate::Result<Self> {
         Broker::from_env(env).map(Self::new)
+    }
+
+    /// The largest request body the relay takes (`relay.max_request_bytes`):
+    /// a shell that reads the body itself passes at most one byte more.
+    pub fn max_request_bytes(&self) -> u64 {
+        self.broker.config().relay.max_request_bytes
     }
 
     /// Answers one request. The body streams from the upstream; if the
@@ -247,7 +263,7 @@ impl Relay {
     {
         let settings = &self.broker.config().relay;
         let (parts, body) = request.into_parts();
-        let target = path::parse(parts.uri.path())?;
+        let target = self.mount.split(parts.uri.path())?;
         // An upstream without a relay section is as invisible as an unknown one.
         let Some((upstream, relay)) =
             self.broker.config().upstreams.get(target.upstream).and_then(|u| Some((u, u.relay.as_ref()?)))

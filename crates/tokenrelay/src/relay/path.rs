@@ -13,37 +13,67 @@
 //! then built from the configured base URL, and checked to still have its
 //! scheme, host, port and path prefix.
 
+use std::sync::Arc;
+
 use url::Url;
 
 use super::error::{Kind, RelayError};
 
-/// Where the relay is mounted on every platform.
+/// Where the relay is mounted on every platform function.
 pub const MOUNT: &str = "/api/relay";
 /// More segments than any API path needs; bounds the work spent on one path.
 const MAX_SEGMENTS: usize = 64;
 
-/// A request path below [`MOUNT`], split and validated.
+/// Where the relay answers in a site's URL space: [`MOUNT`] by default, or
+/// what a JavaScript server chose (`tokenrelay/fetch`'s `mount` option).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount(Arc<str>);
+
+impl Default for Mount {
+    fn default() -> Self {
+        Self(MOUNT.into())
+    }
+}
+
+impl Mount {
+    /// `path` as a mount: `/` and one or more segments a request path may
+    /// hold (no dot segments, no encoded separators), without a trailing `/`.
+    pub fn new(path: &str) -> Result<Self, String> {
+        let rest = path.strip_prefix('/').ok_or_else(|| format!("{path:?} does not start with '/'"))?;
+        for (i, segment) in rest.split('/').enumerate() {
+            check_segment(segment).map_err(|why| format!("{path:?}: segment {}: {why}", i + 1))?;
+        }
+        Ok(Self(path.into()))
+    }
+
+    /// The mount's path, e.g. `/api/relay`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Splits `<mount>/<upstream>/<path…>` and validates every segment.
+    pub(super) fn split<'p>(&self, path: &'p str) -> Result<Target<'p>, RelayError> {
+        let rest = path.strip_prefix(&*self.0).and_then(|r| r.strip_prefix('/')).ok_or(Kind::NotMounted)?;
+        let mut segments = rest.split('/');
+        let upstream = segments.next().unwrap_or_default();
+        let segments: Vec<&str> = segments.collect();
+        if segments.len() >= MAX_SEGMENTS {
+            return Err(rejected(format!("more than {MAX_SEGMENTS} segments")));
+        }
+        // Check the upstream name with the same rules, so an encoded name is refused, not looked up.
+        for (i, segment) in std::iter::once(upstream).chain(segments.iter().copied()).enumerate() {
+            check_segment(segment).map_err(|why| rejected(format!("segment {}: {why}", i + 1)))?;
+        }
+        Ok(Target { upstream, segments })
+    }
+}
+
+/// A request path below the [`Mount`], split and validated.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Target<'a> {
     pub(super) upstream: &'a str,
     /// Segments below the upstream, raw (percent-encodings kept as sent).
     pub(super) segments: Vec<&'a str>,
-}
-
-/// Splits `/api/relay/<upstream>/<path…>` and validates every segment.
-pub(super) fn parse(path: &str) -> Result<Target<'_>, RelayError> {
-    let rest = path.strip_prefix(MOUNT).and_then(|r| r.strip_prefix('/')).ok_or(Kind::NotMounted)?;
-    let mut segments = rest.split('/');
-    let upstream = segments.next().unwrap_or_default();
-    let segments: Vec<&str> = segments.collect();
-    if segments.len() >= MAX_SEGMENTS {
-        return Err(rejected(format!("more than {MAX_SEGMENTS} segments")));
-    }
-    // Check the upstream name with the same rules, so an encoded name is refused, not looked up.
-    for (i, segment) in std::iter::once(upstream).chain(segments.iter().copied()).enumerate() {
-        check_segment(segment).map_err(|why| rejected(format!("segment {}: {why}", i + 1)))?;
-    }
-    Ok(Target { upstream, segments })
 }
 
 fn rejected(why: String) -> RelayError {
@@ -214,6 +244,10 @@ mod tests {
         }
     }
 
+    fn parse(path: &str) -> Result<Target<'_>, RelayError> {
+        Mount::default().split(path)
+    }
+
     fn why(path: &str) -> String {
         match parse(path) {
             Err(e) => {
@@ -229,6 +263,24 @@ mod tests {
         let t = parse("/api/relay/getty/search/images").unwrap();
         assert_eq!(t, Target { upstream: "getty", segments: vec!["search", "images"] });
         assert_eq!(parse("/api/relay/getty").unwrap().segments, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_mount_of_its_own_moves_the_relay() {
+        let mount = Mount::new("/v1/relay").unwrap();
+        assert_eq!(mount.as_str(), "/v1/relay");
+        assert_eq!(mount.split("/v1/relay/getty/a").unwrap(), Target { upstream: "getty", segments: vec!["a"] });
+        for path in ["/api/relay/getty/a", "/v1/relayx/getty", "/v1/relay"] {
+            assert_eq!(mount.split(path).unwrap_err().code(), "route_not_found", "{path}");
+        }
+    }
+
+    #[test]
+    fn a_mount_is_a_clean_path_without_a_trailing_slash() {
+        for bad in ["", "relay", "/", "/relay/", "/a//b", "/a/../b", "/a%2fb", "/a?b", "/a b"] {
+            assert!(Mount::new(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(Mount::new("relay").unwrap_err().contains("does not start with '/'"));
     }
 
     #[test]

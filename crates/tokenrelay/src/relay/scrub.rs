@@ -32,6 +32,10 @@ pub(super) struct Scrubber {
     finder: Option<AhoCorasick>,
     /// Length of the longest secret: a partial match is at most one byte shorter.
     longest: usize,
+    /// Whether a form of a secret holds a line break. None does unless the
+    /// secret itself holds one (every encoding escapes it), which a value
+    /// sent in a header or a URL cannot.
+    spans_lines: bool,
 }
 
 impl Scrubber {
@@ -41,6 +45,7 @@ impl Scrubber {
         patterns.sort();
         patterns.dedup();
         let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let spans_lines = patterns.iter().any(|p| p.contains(&b'\n'));
         // Building only fails for patterns far beyond any credential's size; then
         // nothing is injected either (see `inject`), so there is nothing to hide.
         let finder = AhoCorasick::builder()
@@ -49,7 +54,7 @@ impl Scrubber {
             .build(&patterns)
             .ok()
             .filter(|_| longest > 0);
-        Self { finder, longest }
+        Self { finder, longest, spans_lines }
     }
 
     pub(super) fn contains(&self, haystack: &[u8]) -> bool {
@@ -130,7 +135,8 @@ fn percent_encoded(secret: &[u8], keep: impl Fn(u8) -> bool) -> Vec<u8> {
 }
 
 /// Redacts a body chunk by chunk, holding back just enough bytes to catch a
-/// credential split across two chunks.
+/// credential split across two chunks, and never a line's end: no credential
+/// spans a line break, so an event stream's events go out as they come.
 pub(super) struct Redactor {
     scrubber: Scrubber,
     carry: Vec<u8>,
@@ -142,7 +148,12 @@ impl Redactor {
         let Some(finder) = &self.scrubber.finder else { return Bytes::copy_from_slice(chunk) };
         self.carry.extend_from_slice(chunk);
         let mut out = finder.replace_all_bytes(&self.carry, &vec![REDACTED; finder.patterns_len()]);
-        let keep = (self.scrubber.longest - 1).min(out.len());
+        let mut keep = (self.scrubber.longest - 1).min(out.len());
+        if !self.scrubber.spans_lines
+            && let Some(line_end) = out.iter().rposition(|&b| b == b'\n')
+        {
+            keep = keep.min(out.len() - line_end - 1);
+        }
         self.carry = out.split_off(out.len() - keep);
         Bytes::from(out)
     }
@@ -179,6 +190,19 @@ mod tests {
         let bytes: Vec<String> = body.chars().map(String::from).collect();
         let one_by_one: Vec<&str> = bytes.iter().map(String::as_str).collect();
         assert_eq!(run(&["tok_abcdef", "KEY123"], &one_by_one), expected);
+    }
+
+    #[test]
+    fn what_ends_a_line_is_sent_at_once_and_a_secret_across_lines_is_still_caught() {
+        let mut r = Scrubber::new(vec![b"tok_abcdef".to_vec()]).stream();
+        assert_eq!(&r.push(b"data: first\n\n")[..], b"data: first\n\n");
+        let mut sent = r.push(b"data: tok_abc").to_vec();
+        assert!(!sent.ends_with(b"tok_abc"), "a line's unfinished tail waits: {sent:?}");
+        sent.extend_from_slice(&r.push(b"def\n\ndata: x"));
+        assert_eq!(sent, b"data: [REDACTED]\n\n");
+        assert_eq!(&r.finish()[..], b"data: x");
+        // A secret holding a line break is still caught across chunks.
+        assert_eq!(run(&["a\nb-secret"], &["x a\n", "b-secret y"]), "x [REDACTED] y");
     }
 
     #[test]

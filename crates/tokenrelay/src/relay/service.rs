@@ -55,6 +55,15 @@ impl Endpoint {
         Relay::from_env(env).into()
     }
 
+    /// See [`Relay::max_request_bytes`]; none while misconfigured (every
+    /// request is refused before its body is read).
+    pub fn max_request_bytes(&self) -> u64 {
+        match self {
+            Self::Ready(relay) => relay.max_request_bytes(),
+            Self::Misconfigured(_) => 0,
+        }
+    }
+
     /// Answers one request; see [`Relay::handle`].
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
     where

@@ -19,8 +19,8 @@ use std::time::SystemTime;
 use http::HeaderValue;
 use http::header::{self, HeaderMap, HeaderName};
 
-use super::RelayError;
 use super::error::Kind;
+use super::{Mount, RelayError};
 use crate::config::relay::{CallerPolicy, Proof};
 use crate::store::Store;
 
@@ -42,9 +42,15 @@ pub(super) struct Admitted {
 #[derive(Debug, Default)]
 pub(super) struct Gate {
     jwks: jwt::Jwks,
+    /// Where the relay answers: the session cookies' path starts there.
+    mount: Mount,
 }
 
 impl Gate {
+    pub(super) fn new(mount: Mount) -> Self {
+        Self { jwks: jwt::Jwks::default(), mount }
+    }
+
     /// Admits the caller of a request on `upstream` under `policy`, or
     /// refuses it with `caller_unauthorized` (the cause is logged only).
     pub(super) async fn admit(
@@ -57,7 +63,7 @@ impl Gate {
         ip: Option<IpAddr>,
     ) -> Result<Admitted, RelayError> {
         let binding = policy.proof.binding();
-        let sessions = session::Sessions { key: store.session_key(), upstream, binding: &binding };
+        let sessions = session::Sessions { key: store.session_key(), mount: &self.mount, upstream, binding: &binding };
         let now = SystemTime::now();
         if let Some(subject) = sessions.check(headers, now) {
             return Ok(Admitted { subject, set_cookie: None });

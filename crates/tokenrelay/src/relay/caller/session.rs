@@ -14,7 +14,7 @@ use base64::Engine as _;
 use hmac::Mac as _;
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::relay::MOUNT;
+use crate::relay::Mount;
 use crate::store::SessionKey;
 
 /// The cookie's name.
@@ -25,6 +25,8 @@ const VERSION: &str = "v1";
 /// Signs and checks the sessions of one upstream under one proof.
 pub(super) struct Sessions<'a> {
     pub(super) key: &'a SessionKey,
+    /// Where the relay answers: the cookie's path is the upstream's below it.
+    pub(super) mount: &'a Mount,
     pub(super) upstream: &'a str,
     /// What the session is bound to (`Proof::binding`).
     pub(super) binding: &'a str,
@@ -38,8 +40,9 @@ impl Sessions<'_> {
         // The path keeps the cookie to this upstream's relay calls; `Secure`
         // and `SameSite=Strict` keep it off plain HTTP and other sites' requests.
         let cookie = format!(
-            "{COOKIE}={VERSION}.{expires}.{subject}.{tag}; Max-Age={}; Path={MOUNT}/{}; HttpOnly; Secure; SameSite=Strict",
+            "{COOKIE}={VERSION}.{expires}.{subject}.{tag}; Max-Age={}; Path={}/{}; HttpOnly; Secure; SameSite=Strict",
             lifetime.as_secs(),
+            self.mount.as_str(),
             self.upstream
         );
         HeaderValue::from_str(&cookie).ok()
@@ -94,7 +97,7 @@ mod tests {
     }
 
     fn sessions<'a>(key: &'a SessionKey, upstream: &'a str, binding: &'a str) -> Sessions<'a> {
-        Sessions { key, upstream, binding }
+        Sessions { key, mount: Box::leak(Box::default()), upstream, binding }
     }
 
     /// The `Cookie` request header a browser sends back for `set_cookie`.
@@ -117,6 +120,15 @@ mod tests {
         let h = cookie_header(&issued);
         assert_eq!(s.check(&h, UNIX_EPOCH + NOW + Duration::from_secs(59)).as_deref(), Some("subj"));
         assert_eq!(s.check(&h, UNIX_EPOCH + NOW + Duration::from_secs(60)), None, "expired");
+    }
+
+    #[test]
+    fn the_cookie_is_scoped_to_the_upstream_below_the_mount() {
+        let k = key(b"k");
+        let mount = Mount::new("/v1/relay").unwrap();
+        let s = Sessions { key: &k, mount: &mount, upstream: "api", binding: "turnstile" };
+        let issued = s.issue("subj", Duration::from_secs(60), UNIX_EPOCH + NOW).unwrap();
+        assert!(issued.to_str().unwrap().contains("; Path=/v1/relay/api;"), "{issued:?}");
     }
 
     #[test]

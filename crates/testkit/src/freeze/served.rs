@@ -1,9 +1,9 @@
-//! The Vercel function as its Rust runtime serves locally: HTTP on
-//! `127.0.0.1:$VERCEL_DEV_PORT`. The front forwards each request byte for
-//! byte and reads the whole answer (the function closes an HTTP/1.0
-//! connection after it) before freezing the process.
+//! Functions that serve HTTP themselves ([`Served`]): the Vercel function as
+//! its Rust runtime serves locally (`127.0.0.1:$VERCEL_DEV_PORT`), or a Node
+//! server. The front forwards each request byte for byte and reads the whole
+//! answer (the function closes an HTTP/1.0 connection after it) before
+//! freezing the process.
 
-use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context, bail};
@@ -11,20 +11,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use super::{Freeze, Freezer, Function, Instance, READY_TIMEOUT, Request};
+use super::{Freeze, Freezer, Function, Instance, READY_TIMEOUT, Request, Served};
 use crate::Logs;
 
 /// Ports taken between our check and the child's bind are retried this often.
 const PORT_ATTEMPTS: usize = 5;
-/// Vercel's readiness path, answered by the runtime itself.
-const PING: &[u8] = b"GET /_vercel/ping HTTP/1.0\r\n\r\n";
-
-pub(super) struct Vercel {
+pub(super) struct ServedFunction {
     port: u16,
     freezer: Freezer,
 }
 
-impl Function for Vercel {
+impl Function for ServedFunction {
     async fn invoke(&self, request: Request) -> anyhow::Result<Vec<u8>> {
         let answer = exchange(self.port, &request.raw).await;
         self.freezer.freeze()?;
@@ -42,39 +39,42 @@ async fn exchange(port: u16, request: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// Starts the process, waits until it answers its readiness ping, then freezes it.
 pub(super) async fn start(
-    binary: &Path,
+    served: &Served<'_>,
     env: &[(String, String)],
     freeze: Freeze,
     logs: &Logs,
-) -> anyhow::Result<Instance<Vercel>> {
+) -> anyhow::Result<Instance<ServedFunction>> {
+    let program = served.program;
+    let ping = format!("GET {} HTTP/1.0\r\n\r\n", served.ready_path);
     for _ in 0..PORT_ATTEMPTS {
         let port = crate::free_port()?;
-        let mut child = Command::new(binary)
+        let mut child = Command::new(program)
+            .args(served.args)
             .env_clear()
             .envs(env.iter().cloned())
-            .env("VERCEL_DEV_PORT", port.to_string())
+            .env(served.port_var, port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("spawning {}", binary.display()))?;
+            .with_context(|| format!("spawning {}", program.display()))?;
         logs.capture(child.stdout.take().context("stdout")?);
         logs.capture(child.stderr.take().context("stderr")?);
-        let ready = crate::wait_until("the function answers /_vercel/ping", READY_TIMEOUT, || async {
-            exchange(port, PING).await.is_ok_and(|answer| answer.get(8..13) == Some(b" 200 "))
+        let ready = crate::wait_until("the function answers its readiness ping", READY_TIMEOUT, || async {
+            exchange(port, ping.as_bytes()).await.is_ok_and(|answer| answer.get(8..13) == Some(b" 200 "))
         });
         tokio::select! {
             ready = ready => {
                 ready.with_context(|| logs.tail(20))?;
                 let freezer = Freezer::of(&child, freeze)?;
                 freezer.freeze()?;
-                let function = Vercel { port, freezer };
+                let function = ServedFunction { port, freezer };
                 return Ok(Instance { function, freezer, turn: Default::default(), _child: child });
             }
             // Exited before answering: most likely the port was taken meanwhile.
-            status = child.wait() => eprintln!("{} exited with {status:?} before answering; retrying on another port", binary.display()),
+            status = child.wait() => eprintln!("{} exited with {status:?} before answering; retrying on another port", program.display()),
         }
     }
-    bail!("{} did not start: {}", binary.display(), logs.tail(20))
+    bail!("{} did not start: {}", program.display(), logs.tail(20))
 }

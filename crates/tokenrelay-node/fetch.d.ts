@@ -1,0 +1,50 @@
+// Types of `tokenrelay/fetch` (fetch.js): the browse-time relay for JavaScript servers.
+
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { RelayOptions as NativeRelayOptions } from "./binding.js";
+
+/**
+ * Where the visitor's address comes from (rate limits count per address):
+ * - `"auto"` (default): Netlify Functions v2's `context.ip`; else `x-real-ip` when
+ *   `VERCEL` is set, `x-nf-client-connection-ip` when `NETLIFY` is set; else none;
+ * - `"vercel"`, `"netlify"`: that platform's own header (and Netlify's `context.ip`);
+ * - `"none"`: no address; every visitor shares one rate limit;
+ * - a header's name that the host sets itself, replacing the visitor's
+ *   (`x-forwarded-for` and `forwarded` are refused: a visitor writes them);
+ * - a function of the request (and the framework's context).
+ */
+export type ClientIpSource =
+  | "auto"
+  | "vercel"
+  | "netlify"
+  | "none"
+  | (string & {})
+  | ((request: Request, context?: unknown) => string | undefined);
+
+/** Options of {@link createRelay}: the site's (`configPath`, `cwd`, `env`), `mount`, `clientIp`. */
+export interface RelayOptions extends NativeRelayOptions {
+  clientIp?: ClientIpSource;
+}
+
+/** Options of {@link createNodeRelay}. */
+export interface NodeRelayOptions extends NativeRelayOptions {
+  /**
+   * `"socket"` (default): the connection's peer, for a server facing visitors
+   * directly; a header the proxy in front sets itself; or a function of the request.
+   */
+  clientIp?: "socket" | (string & {}) | ((req: IncomingMessage) => string | undefined);
+}
+
+/** The relay: answers every request, failures included, with the relay's own error bodies. */
+export type FetchRelay = (request: Request, context?: unknown) => Promise<Response>;
+
+/**
+ * The relay as a Fetch API handler. The config is read at the first request.
+ * Throws a `TokenrelayError` (`invalid_options`) for an unusable option.
+ */
+export declare function createRelay(options?: RelayOptions): FetchRelay;
+
+/** The relay as a Node `http` listener or Express handler. */
+export declare function createNodeRelay(
+  options?: NodeRelayOptions,
+): (req: IncomingMessage, res: ServerResponse) => Promise<void>;

@@ -1,0 +1,56 @@
+// A Node server over tokenrelay/fetch, for the relay-e2e checklist (tests/fetch_relay.rs):
+// `node serve-relay.mjs fetch` serves createRelay as frameworks do (each request becomes a
+// Fetch API Request, its Response is written back), `node serve-relay.mjs node` serves
+// createNodeRelay. It listens on 127.0.0.1:$PORT and answers /_ready once listening.
+// The visitor's address is the x-real-ip header the test's front sets, as Vercel does.
+
+import http from "node:http";
+import { Readable } from "node:stream";
+import { createNodeRelay, createRelay } from "../fetch.js";
+
+/**
+ * As Next.js, Astro or SvelteKit on Node do: the request as a Fetch API Request, the Response written back.
+ * @param {import("../fetch.d.ts").FetchRelay} relay
+ * @returns {http.RequestListener}
+ */
+function fetchListener(relay) {
+  return async (req, res) => {
+    const headers = new Headers();
+    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+    const hasBody = req.method !== "GET" && req.method !== "HEAD";
+    const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
+      method: req.method,
+      headers,
+      body: hasBody ? /** @type {ReadableStream} */ (Readable.toWeb(req)) : undefined,
+      // @ts-ignore: Node's fetch needs it for a streamed body; not in the DOM types.
+      duplex: "half",
+    });
+    const response = await relay(request);
+    /** @type {string[]} */
+    const flat = [];
+    response.headers.forEach((value, name) => {
+      if (name !== "set-cookie") flat.push(name, value);
+    });
+    for (const cookie of response.headers.getSetCookie()) flat.push("set-cookie", cookie);
+    res.writeHead(response.status, flat);
+    try {
+      if (response.body) for await (const chunk of response.body) res.write(chunk);
+      res.end();
+    } catch {
+      res.destroy();
+    }
+  };
+}
+
+const adapter = process.argv[2] ?? "fetch";
+const listener =
+  adapter === "node"
+    ? createNodeRelay({ clientIp: "x-real-ip" })
+    : fetchListener(createRelay({ clientIp: "x-real-ip" }));
+
+http
+  .createServer((req, res) => {
+    if (req.url === "/_ready") res.end("ready");
+    else listener(req, res);
+  })
+  .listen(Number(process.env.PORT), "127.0.0.1");
