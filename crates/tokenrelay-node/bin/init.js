@@ -16,20 +16,20 @@ const WHERE = {
 
 /**
  * Runs `init`; resolves with the exit status.
- * @param {{ cwd?: string, platform?: string, yes?: boolean }} options
+ * @param {{ cwd?: string, platform?: string, framework?: string, yes?: boolean }} options
  * @param {(message: string) => Error} usageError builds the CLI's usage error
  * @returns {Promise<number>}
  */
-export async function runInit({ cwd, platform, yes = false }, usageError) {
+export async function runInit({ cwd, platform, framework, yes = false }, usageError) {
   const interactive = !yes && Boolean(process.stdin.isTTY);
   let chosen = platform;
   let plan;
   try {
-    plan = await init({ cwd, platform: chosen, write: false });
+    plan = await init({ cwd, platform: chosen, framework, write: false });
   } catch (err) {
     if (!(interactive && err instanceof TokenrelayError && err.code === "init_platform_unknown")) throw err;
     chosen = await ask(`${err.message}\nPlatform (netlify/vercel): `);
-    plan = await init({ cwd, platform: chosen, write: false });
+    plan = await init({ cwd, platform: chosen, framework, write: false });
   }
 
   const out = [];
@@ -48,7 +48,7 @@ export async function runInit({ cwd, platform, yes = false }, usageError) {
         return 1;
       }
     }
-    await init({ cwd, platform: chosen, write: true });
+    await init({ cwd, platform: chosen, framework, write: true });
     out.push(`tokenrelay: ${plan.changes.length} file(s) written`);
   }
 

@@ -24,13 +24,16 @@ const USAGE = `usage:
         --no-warm-store          keep off the shared store (local file store only)
         --scan DIR               after COMMAND succeeds, fail (exit 1) if DIR holds
                                  a token or secret (see scan)
-  tokenrelay init [--platform netlify|vercel] [--yes]
+  tokenrelay init [--platform netlify|vercel] [--framework NAME] [--yes]
       Adds tokenrelay to the site: a starter tokenrelay.toml, .env.example,
       and what the platform needs merged into netlify.toml or vercel.json,
       Cargo.toml and api/relay.rs (Vercel), and .gitignore, keeping everything
       else as it is. Shows the changes and asks first (--yes: don't ask), then
       lists the variables to set, by name and scope. The platform is detected
       from netlify.toml / vercel.json or the build's environment when not given.
+      --framework next|astro|sveltekit|netlify-functions: the site's framework
+      serves the relay (tokenrelay/fetch) from a route file init writes where
+      none is, instead of the platform's Rust function.
       A second run changes nothing and says "already set up".
   tokenrelay check [--json]
       Validates the config and store settings; prints them with secrets redacted.
@@ -275,6 +278,7 @@ async function runInitCommand(args) {
     cwd: COMMON.cwd,
     help: COMMON.help,
     platform: { type: "string" },
+    framework: { type: "string" },
     yes: { type: "boolean", short: "y" },
   });
   const { values } = parsing(() => parseArgs({ args, options, strict: true }));

@@ -10,6 +10,7 @@
 //! that already says something else about them (an `/api/relay/*` rule, a
 //! `relay` binary with another path…) is refused, naming file and conflict.
 
+mod framework;
 mod netlify;
 mod starter;
 mod vercel;
@@ -29,6 +30,10 @@ pub struct InitOptions {
     pub cwd: Option<String>,
     /// `"netlify"` or `"vercel"`; detected from the site when not given.
     pub platform: Option<String>,
+    /// `"next"`, `"astro"`, `"sveltekit"` or `"netlify-functions"`: the site's
+    /// framework serves the relay through `tokenrelay/fetch`, instead of the
+    /// platform's Rust function.
+    pub framework: Option<String>,
     /// `true` writes the planned changes; otherwise nothing is written.
     pub write: Option<bool>,
 }
@@ -106,6 +111,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// An empty plan for the site in `dir`.
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self { dir, edits: Vec::new() }
+    }
+
     /// The current text of `file`, or `None` when it does not exist.
     pub(crate) fn read(&self, file: &str) -> Result<Option<String>, AddonError> {
         match std::fs::read_to_string(self.dir.join(file)) {
@@ -319,16 +329,28 @@ pub fn init(options: InitOptions) -> Result<InitReport, AddonError> {
         None => detect(&dir, |name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))?,
     };
 
-    let mut plan = Plan { dir, edits: Vec::new() };
+    let framework = match options.framework.as_deref() {
+        None => None,
+        Some(name) => Some(framework::Framework::parse(name).ok_or_else(|| {
+            AddonError::invalid_option("framework", format!("{name:?} is not one of {}", framework::NAMES))
+        })?),
+    };
+
+    let mut plan = Plan::new(dir);
     let config_vars = starter::plan_config(&mut plan)?;
     let settings = settings(platform, &config_vars);
     let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
     starter::plan_env_example(&mut plan, &names)?;
     starter::plan_gitignore(&mut plan, platform)?;
-    let next_steps = match platform {
-        Platform::Netlify => netlify::plan(&mut plan)?,
-        Platform::Vercel => vercel::plan(&mut plan)?,
+    let mut next_steps = match (platform, framework) {
+        (Platform::Netlify, framework) => netlify::plan(&mut plan, framework.is_none())?,
+        (Platform::Vercel, None) => vercel::plan(&mut plan)?,
+        // The framework's own build routes the relay on Vercel.
+        (Platform::Vercel, Some(_)) => Vec::new(),
     };
+    if let Some(framework) = framework {
+        next_steps.extend(framework::plan(&mut plan, framework)?);
+    }
     if options.write.unwrap_or(false) {
         plan.write()?;
     }
@@ -404,10 +426,6 @@ fn settings(platform: Platform, config_vars: &[String]) -> Vec<Setting> {
 mod tests {
     use super::*;
 
-    fn plan_in(dir: &Path) -> Plan {
-        Plan { dir: dir.to_owned(), edits: Vec::new() }
-    }
-
     #[test]
     fn only_the_mount_and_paths_under_it_are_the_relays() {
         for relay in ["/api/relay", "/api/relay/*", "/api/relay/:path*", "/api/relay/getty/*"] {
@@ -424,7 +442,7 @@ mod tests {
         std::fs::write(dir.path().join("updated.toml"), "old").unwrap();
         // A rename cannot replace a directory holding files: the third edit fails.
         std::fs::create_dir_all(dir.path().join("blocked/inside")).unwrap();
-        let mut plan = plan_in(dir.path());
+        let mut plan = Plan::new(dir.path().to_owned());
         plan.set("new-dir/created.txt", None, "new".into(), String::new()).unwrap();
         plan.set("updated.toml", Some("old".into()), "new".into(), String::new()).unwrap();
         plan.set("blocked", None, "new".into(), String::new()).unwrap();
@@ -451,7 +469,7 @@ mod tests {
         let existing = dir.path().join("netlify.toml");
         std::fs::write(&existing, "old").unwrap();
         std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let mut plan = plan_in(dir.path());
+        let mut plan = Plan::new(dir.path().to_owned());
         plan.set("netlify.toml", Some("old".into()), "new".into(), String::new()).unwrap();
         plan.set("api/relay.rs", None, "fn main() {}".into(), String::new()).unwrap();
         plan.write().unwrap();
@@ -466,7 +484,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("api")).unwrap();
-        let err = plan_in(dir.path()).set("api/relay.rs", None, "x".into(), String::new()).unwrap_err();
+        let err = Plan::new(dir.path().to_owned()).set("api/relay.rs", None, "x".into(), String::new()).unwrap_err();
         assert_eq!(err.code(), AddonCode::InitFailed.as_str());
         assert!(
             err.message()

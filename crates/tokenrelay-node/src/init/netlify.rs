@@ -12,11 +12,15 @@ use crate::error::AddonError;
 const FILE: &str = "netlify.toml";
 /// The build plugin's npm package.
 pub(crate) const PLUGIN: &str = "netlify-plugin-tokenrelay";
+/// The plugin's input that adds the prebuilt relay function.
+const RELAY_FUNCTION: &str = "relayFunction";
 const PLUGIN_COMMENT: &str = "# tokenrelay: prefetches API tokens for the build, adds the /api/relay/* function\n\
                               # and its route, and fails the build if its output holds a secret.\n";
 
-/// Plans the plugin entry; returns the steps left to the user.
-pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
+/// Plans the plugin entry; returns the steps left to the user. Without
+/// `relay_function` (the site's framework serves the relay), the plugin
+/// prefetches and scans but adds no function.
+pub(crate) fn plan(plan: &mut Plan, relay_function: bool) -> Result<Vec<String>, AddonError> {
     let before = plan.read(FILE)?;
     let mut doc: DocumentMut =
         before.as_deref().unwrap_or_default().parse().map_err(|e| failed(FILE, format!("is not valid TOML: {e}")))?;
@@ -33,13 +37,26 @@ pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
             ));
         }
     }
-    let has_plugin = array_of_tables(&doc, "plugins")?
+    let plugin = array_of_tables(&doc, "plugins")?
         .iter()
         .flat_map(|t| t.iter())
-        .any(|p| p.get("package").and_then(Item::as_str) == Some(PLUGIN));
-    if !has_plugin {
+        .find(|p| p.get("package").and_then(Item::as_str) == Some(PLUGIN));
+    let mut steps = Vec::new();
+    if let Some(plugin) = plugin {
+        let adds_function = plugin.get("inputs").and_then(|i| i.get(RELAY_FUNCTION)?.as_bool()) != Some(false);
+        if !relay_function && adds_function {
+            steps.push(format!(
+                "set {RELAY_FUNCTION} = false in {PLUGIN}'s [plugins.inputs]: the framework serves {MOUNT}/*"
+            ));
+        }
+    } else {
         let mut entry = Table::new();
         entry["package"] = value(PLUGIN);
+        if !relay_function {
+            let mut inputs = Table::new();
+            inputs[RELAY_FUNCTION] = value(false);
+            entry["inputs"] = Item::Table(inputs);
+        }
         let gap = if before.as_deref().is_some_and(|t| !t.trim().is_empty()) { "\n" } else { "" };
         entry.decor_mut().set_prefix(format!("{gap}{PLUGIN_COMMENT}"));
         if let Some(plugins) =
@@ -52,10 +69,12 @@ pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
         let after = doc.to_string();
         plan.set(FILE, before, after, format!("[[plugins]] package = \"{PLUGIN}\""))?;
     }
-    Ok(super::missing_packages(plan, &[PLUGIN])?
-        .into_iter()
-        .map(|p| format!("install the plugin: npm install --save-dev {p}"))
-        .collect())
+    steps.extend(
+        super::missing_packages(plan, &[PLUGIN])?
+            .into_iter()
+            .map(|p| format!("install the plugin: npm install --save-dev {p}")),
+    );
+    Ok(steps)
 }
 
 /// The array of tables `key` (`[[key]]`), if any.

@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn variables_are_read_from_the_config_by_name_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut plan = Plan { dir: dir.path().to_owned(), edits: Vec::new() };
+        let mut plan = Plan::new(dir.path().to_owned());
         assert_eq!(plan_config(&mut plan).unwrap(), ["EXAMPLE_CLIENT_ID", "EXAMPLE_CLIENT_SECRET"]);
     }
 
@@ -131,7 +131,7 @@ mod tests {
     fn existing_ignore_entries_in_any_spelling_are_kept_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(GITIGNORE), "node_modules\n/.env").unwrap();
-        let mut plan = Plan { dir: dir.path().to_owned(), edits: Vec::new() };
+        let mut plan = Plan::new(dir.path().to_owned());
         plan_gitignore(&mut plan, Platform::Netlify).unwrap();
         assert_eq!(plan.edits[0].after, format!("node_modules\n/.env\n\n{ADDED_BY}\n.netlify\n"));
     }
