@@ -30,7 +30,19 @@ export type {
   UpstreamCheck,
   UpstreamStatus,
 } from "./binding.js";
-export { check, errorCodes, getToken, init, prefetch, purgeCache, scanForLeaks, status } from "./binding.js";
+export {
+  appendConfig,
+  check,
+  claimsMount,
+  errorCodes,
+  getToken,
+  init,
+  prefetch,
+  purgeCache,
+  relayMount,
+  scanForLeaks,
+  status,
+} from "./binding.js";
 
 /** Every `code` a {@link TokenrelayError} can carry. */
 export type ErrorCode =
@@ -66,6 +78,8 @@ export type ErrorCode =
   | "init_platform_unknown"
   /** `init`: a file of the site could not be read, parsed or written. */
   | "init_failed"
+  /** The Netlify plugin could not write the prebuilt relay function; the message names the file and cause. */
+  | "function_not_placed"
   /** No native binary loads on this platform (thrown when the package is imported). */
   | "unsupported_platform";
 

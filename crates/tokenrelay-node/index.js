@@ -139,6 +139,12 @@ export const scanForLeaks = coded(binding.scanForLeaks);
 export const purgeCache = coded(binding.purgeCache);
 /** @type {typeof import("./index.d.ts").status} */
 export const status = coded(binding.status);
+/** @type {typeof import("./index.d.ts").appendConfig} */
+export const appendConfig = coded(binding.appendConfig);
+/** @type {typeof import("./index.d.ts").claimsMount} */
+export const claimsMount = binding.claimsMount;
+/** @type {typeof import("./index.d.ts").relayMount} */
+export const relayMount = binding.relayMount;
 
 /**
  * The native relay behind `tokenrelay/fetch`, its options checked.

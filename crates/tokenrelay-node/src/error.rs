@@ -26,6 +26,8 @@ tokenrelay::stable_codes! {
         InitPlatformUnknown = "init_platform_unknown",
         /// `init`: a file of the site could not be read, parsed or written.
         InitFailed = "init_failed",
+        /// The Netlify plugin could not write the prebuilt relay function (names the file and cause).
+        FunctionNotPlaced = "function_not_placed",
     }
 }
 

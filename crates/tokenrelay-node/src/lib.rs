@@ -17,6 +17,8 @@
 //!   merging into its existing files (the `tokenrelay init` command);
 //! - `RelayHandler` serves the browse-time relay inside a JavaScript
 //!   server (the package's `tokenrelay/fetch`, see [`relay_handler`]);
+//! - `appendConfig`, `relayMount`, `claimsMount` serve the Netlify plugin
+//!   placing the prebuilt relay function (see [`relay_function`]);
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
 //!   values in a build's output, naming the file and variable only.
 //!
@@ -37,6 +39,7 @@ pub mod init;
 mod issued;
 pub mod leak_scan;
 pub mod prefetch;
+pub mod relay_function;
 pub mod relay_handler;
 mod site;
 pub mod status;

@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod appended;
 mod broker;
 mod clock;
 mod codes;

@@ -59,7 +59,9 @@ const FIXES = {
   unsupported_platform:
     "Install tokenrelay with its optional dependencies (not `npm install --no-optional` or `--omit=optional`), on a platform it has a binary for.",
   scan_too_large:
-    "The scan reads at most 1 GiB (decompressed): keep large files (videos, archives, disk images) out of the published output.",
+    "Keep large files (videos, archives, disk images) out of the published output: the scan stops at the byte limit the message names.",
+  function_not_placed:
+    "Check that the build can write the functions directory named in the message (Netlify's .netlify/functions-internal), then retry the deploy.",
   cache_purge_failed:
     "Purge only upstreams that have a route with `cache` in tokenrelay.toml, with a path prefix starting with '/', and check that the store is reachable; then purge again.",
   store_unreadable:
@@ -165,11 +167,12 @@ async function provideRelayFunction({ inputs, constants, netlifyConfig, utils },
       ? await placeDevFunction(binary, constants.INTERNAL_FUNCTIONS_SRC, process.cwd())
       : await placeRelayFunction(binary, configPath, constants.INTERNAL_FUNCTIONS_SRC);
   } catch (err) {
-    return utils.build.failBuild(
-      failure({ code: "config_unreadable", message: /** @type {Error} */ (err).message }, "place the relay function"),
-    );
+    // The addon's errors carry their code; copying the binary's do not.
+    const coded = /** @type {{ code?: string }} */ (err).code?.match(/^[a-z_]+$/);
+    const cause = coded ? err : { code: "function_not_placed", message: /** @type {Error} */ (err).message };
+    return utils.build.failBuild(failure(cause, "place the relay function"));
   }
-  const routed = addRoute(netlifyConfig) ? ", routed from /api/relay/*" : "";
+  const routed = (await addRoute(netlifyConfig)) ? ", routed from /api/relay/*" : "";
   const config = path.relative(process.cwd(), configPath);
   const how = dev ? `runs the prebuilt relay per request, reading ${config}` : `the prebuilt relay with ${config}`;
   console.log(`tokenrelay: relay function placed at ${path.relative(process.cwd(), placed)} (${how})${routed}`);

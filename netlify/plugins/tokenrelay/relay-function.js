@@ -6,22 +6,20 @@
 // Netlify's bundler (@netlify/zip-it-and-ship-it, runtimes/rust/index.js)
 // recognises a prebuilt Linux x86-64 Rust ELF file in a functions directory
 // and zips it alone as the Lambda `bootstrap` (zip_binary.js): no file can
-// travel beside it. So the config is appended to the copy with a trailer the
-// binary reads at start (crates/tokenrelay/src/netlify/appended.rs):
-//   <config, UTF-8> <its length, u64 little-endian> <"tokenrelay.toml\0">
+// travel beside it. So the addon appends the config to the copy with a
+// trailer the binary reads at start (crates/tokenrelay/src/appended.rs); the
+// mount and which rules claim it come from the addon too, as Rust defines them.
+// The addon is imported when first needed, as in index.js: where it cannot
+// load, the build fails with its message rather than the plugin crashing.
 
 import { readdirSync } from "node:fs";
-import { chmod, copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The function's name: `/.netlify/functions/relay`, as a site building it from source names it. */
 export const FUNCTION_NAME = "relay";
-/** Where pages call the relay (tokenrelay::relay::MOUNT). */
-const MOUNT = "/api/relay";
-/** Ends the appended config; the binary looks for the same bytes. */
-const MAGIC = Buffer.from("tokenrelay.toml\0", "latin1");
 /** The prebuilt binary, in the platform package Netlify's functions run on. */
 const BINARY = "tokenrelay-linux-x64-gnu/netlify-relay";
 
@@ -77,13 +75,11 @@ export async function removePlaced(dir) {
  * @returns {Promise<string>} the function file written
  */
 export async function placeRelayFunction(binary, configPath, dir) {
-  const config = await readFile(configPath);
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(config.length));
   const dest = path.join(dir, FUNCTION_NAME);
   await mkdir(dir, { recursive: true });
   await copyFile(binary, dest);
-  await writeFile(dest, Buffer.concat([config, length, MAGIC]), { flag: "a" });
+  const { appendConfig } = await import("tokenrelay");
+  await appendConfig(dest, configPath);
   await chmod(dest, 0o755);
   return dest;
 }
@@ -115,27 +111,18 @@ export async function placeDevFunction(binary, dir, siteDir) {
 }
 
 /**
- * Whether a rule's `from` routes the relay's paths: the mount itself or a
- * path under it, not merely one starting with the same letters
- * (`/api/relay-status` is another route of the site).
- * @param {string} from
- */
-function claimsMount(from) {
-  return from === MOUNT || from.startsWith(`${MOUNT}/`);
-}
-
-/**
  * Routes /api/relay/* to the function, first so that a site's catch-all rule
  * (`/* /index.html 200`) cannot shadow it, unless the site routes it (or a
- * path under it) itself.
+ * path under it: not `/api/relay-status`, see the addon's claimsMount) itself.
  * A route holds no secret, so it may be saved into the deployed config.
  * @param {{ redirects: Array<{ from?: string, to?: string, status?: number, force?: boolean }> }} netlifyConfig
- * @returns {boolean} whether the route was added
+ * @returns {Promise<boolean>} whether the route was added
  */
-export function addRoute(netlifyConfig) {
+export async function addRoute(netlifyConfig) {
+  const { claimsMount, relayMount } = await import("tokenrelay");
   if (netlifyConfig.redirects.some((r) => r.from !== undefined && claimsMount(r.from))) return false;
   netlifyConfig.redirects = [
-    { from: `${MOUNT}/*`, to: `/.netlify/functions/${FUNCTION_NAME}/:splat`, status: 200, force: true },
+    { from: `${relayMount()}/*`, to: `/.netlify/functions/${FUNCTION_NAME}/:splat`, status: 200, force: true },
     ...netlifyConfig.redirects,
   ];
   return true;

@@ -32,29 +32,31 @@ async function inTemp(fn) {
 describe("addRoute", () => {
   const relayRule = { from: "/api/relay/*", to: "/.netlify/functions/relay/:splat", status: 200, force: true };
 
-  test("routes the mount first, ahead of a site's catch-all", () => {
+  test("routes the mount first, ahead of a site's catch-all", async () => {
     const config = { redirects: [{ from: "/*", to: "/index.html", status: 200 }] };
-    assert.equal(addRoute(config), true);
+    assert.equal(await addRoute(config), true);
     assert.deepEqual(config.redirects, [relayRule, { from: "/*", to: "/index.html", status: 200 }]);
   });
 
-  test("leaves the mount alone when the site routes it, or a path under it, itself", () => {
+  test("leaves the mount alone when the site routes it, or a path under it, itself", async () => {
     for (const from of ["/api/relay", "/api/relay/*", "/api/relay/getty/*"]) {
       const config = { redirects: [{ from, to: "/elsewhere", status: 200 }] };
-      assert.equal(addRoute(config), false, from);
+      assert.equal(await addRoute(config), false, from);
       assert.deepEqual(config.redirects, [{ from, to: "/elsewhere", status: 200 }], from);
     }
   });
 
-  test("a rule that merely starts with the same letters is another route", () => {
+  test("a rule that merely starts with the same letters is another route", async () => {
     const config = { redirects: [{ from: "/api/relay-status", to: "/status", status: 200 }, { to: "/no-from" }] };
-    assert.equal(addRoute(config), true);
+    assert.equal(await addRoute(config), true);
     assert.deepEqual(config.redirects[0], relayRule);
   });
 });
 
 describe("placing the function", () => {
-  test("the prebuilt binary gets the config appended with its length and the marker the binary reads", async () => {
+  // The trailer's bytes are the addon's (crates/tokenrelay/src/appended.rs tests them with the
+  // reader the function uses); packed-sites.test.mjs runs a placed function on its config.
+  test("the prebuilt binary's copy gets the config appended, and is executable", async () => {
     await inTemp(async (dir) => {
       const binary = path.join(dir, "netlify-relay");
       const config = path.join(dir, "tokenrelay.toml");
@@ -64,13 +66,21 @@ describe("placing the function", () => {
       assert.equal(placed, path.join(dir, "functions", FUNCTION_NAME));
       const bytes = readFileSync(placed);
       const text = readFileSync(config);
-      const magic = Buffer.from("tokenrelay.toml\0", "latin1");
       assert.deepEqual(bytes.subarray(0, 15), Buffer.from("\x7fELF-not-really", "latin1"));
-      assert.deepEqual(bytes.subarray(bytes.length - magic.length), magic);
-      const length = bytes.readBigUInt64LE(bytes.length - magic.length - 8);
-      assert.equal(length, BigInt(text.length));
       assert.deepEqual(bytes.subarray(15, 15 + text.length), text);
       assert.equal(statSync(placed).mode & 0o111, 0o111, "executable");
+    });
+  });
+
+  test("a config that cannot be read fails with its code, naming the file", async () => {
+    await inTemp(async (dir) => {
+      const binary = path.join(dir, "netlify-relay");
+      writeFileSync(binary, "\x7fELF-not-really");
+      const missing = path.join(dir, "missing.toml");
+      await assert.rejects(placeRelayFunction(binary, missing, path.join(dir, "functions")), (err) => {
+        const e = /** @type {{ code?: string, message: string }} */ (err);
+        return e.code === "config_unreadable" && e.message.includes(missing);
+      });
     });
   });
 

@@ -9,8 +9,9 @@ use tokenrelay::DEFAULT_CONFIG_FILE;
 use tokenrelay::relay::MOUNT;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::{Plan, claims_mount, conflict, failed};
+use super::{Plan, conflict, failed};
 use crate::error::AddonError;
+use crate::relay_function::claims_mount;
 
 const VERCEL_JSON: &str = "vercel.json";
 const CARGO_TOML: &str = "Cargo.toml";

@@ -13,12 +13,11 @@
 //!
 //! The prebuilt binary in the npm package `tokenrelay-linux-x64-gnu` (bin
 //! `netlify-relay`) is the same `main` with nothing embedded: the build
-//! plugin appends the site's config to a copy of it (see `appended`).
+//! plugin appends the site's config to a copy of it (see [`crate::appended`]).
 //!
 //! Netlify functions answer with a whole body, so the relay's buffered mode
 //! is used: `relay.max_response_bytes` is enforced before anything is sent.
 
-mod appended;
 mod event;
 
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -63,7 +62,7 @@ async fn serve(embedded_config: &str) -> Result<(), Error> {
 
 fn endpoint(env: &Env, embedded_config: &str) -> Endpoint {
     // Without a readable executable (no /proc), only the appended config is lost.
-    let appended = std::env::current_exe().map_or(Ok(None), |exe| appended::read(&exe));
+    let appended = std::env::current_exe().map_or(Ok(None), |exe| crate::appended::read(&exe));
     let relay = match appended {
         Ok(Some(text)) => {
             // The plugin appended the config the build used. A

@@ -3,29 +3,43 @@
 //! Netlify zips a prebuilt Rust function as the Lambda `bootstrap` and
 //! nothing else (`@netlify/zip-it-and-ship-it`, `zip_binary.js`), so a binary
 //! shipped in the npm package cannot find the site's config beside it. The
-//! build plugin (`netlify-plugin-tokenrelay`, `index.js`) copies the binary
-//! and appends the config with a trailer; the ELF loader maps only what the
-//! program headers name, so trailing bytes never reach the process image:
+//! build plugin (`netlify-plugin-tokenrelay`) copies the binary and has the
+//! addon [`append`] the config with a trailer, which the Netlify function
+//! [`read`]s at start; the ELF loader maps only what the program headers
+//! name, so trailing bytes never reach the process image:
 //!
 //! ```text
 //! <config, UTF-8> <its length, u64 little-endian> <MAGIC, 16 bytes>
 //! ```
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Ends every binary carrying a config; the plugin writes the same bytes.
+/// Ends every binary carrying a config.
 const MAGIC: &[u8; 16] = b"tokenrelay.toml\0";
 /// The trailer: the length, then [`MAGIC`].
 const TRAILER_LEN: u64 = 8 + MAGIC.len() as u64;
 /// A config file is a few kilobytes; a larger length means a damaged trailer.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// Appends `config` and the trailer to the executable at `exe`.
+pub fn append(exe: &Path, config: &[u8]) -> io::Result<()> {
+    if config.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("a config over {MAX_CONFIG_BYTES} bytes")));
+    }
+    let mut file = OpenOptions::new().append(true).open(exe)?;
+    let mut tail = config.to_vec();
+    tail.extend_from_slice(&(config.len() as u64).to_le_bytes());
+    tail.extend_from_slice(MAGIC);
+    file.write_all(&tail)?;
+    file.sync_all()
+}
+
 /// The config appended to the executable at `exe`, `None` when it carries none.
-pub(crate) fn read(exe: &Path) -> Result<Option<String>> {
+pub fn read(exe: &Path) -> Result<Option<String>> {
     let unreadable = |source: io::Error| Error::ConfigUnreadable { file: exe.to_owned(), source: source.into() };
     let damaged = |why: &str| unreadable(io::Error::new(io::ErrorKind::InvalidData, format!("appended config: {why}")));
     let mut file = File::open(exe).map_err(unreadable)?;
@@ -62,17 +76,18 @@ mod tests {
     }
 
     fn appended(config: &str) -> Vec<u8> {
-        let mut bytes = b"\x7fELF not really".to_vec();
-        bytes.extend_from_slice(config.as_bytes());
-        bytes.extend_from_slice(&(config.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(MAGIC);
-        bytes
+        let (_dir, path) = binary(b"\x7fELF not really");
+        append(&path, config.as_bytes()).unwrap();
+        std::fs::read(&path).unwrap()
     }
 
     #[test]
-    fn reads_the_config_the_plugin_appended() {
+    fn reads_the_config_it_appended() {
         let (_dir, path) = binary(&appended("[upstreams.x]\n"));
         assert_eq!(read(&path).unwrap().as_deref(), Some("[upstreams.x]\n"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"\x7fELF not really[upstreams.x]\n"), "the binary comes first, unchanged");
+        assert!(bytes.ends_with(b"tokenrelay.toml\0"));
     }
 
     #[test]
