@@ -88,7 +88,7 @@ after(async () => {
 });
 
 /**
- * The workspace's build of the prebuilt relay function (`cargo build --workspace --bins`);
+ * The workspace's build of the prebuilt relay function (`cargo build --workspace --all-targets`, scripts/test.sh);
  * packed-sites.test.mjs deploys the released one from the packages.
  */
 const BINARY = path.join(ROOT, "target", "debug", "netlify-relay");
@@ -385,7 +385,7 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
   });
 
   test(
-    "a token in an edge function bundle or a deploy-scoped blob fails the build: both are deployed too",
+    "a token in an edge function bundle, a deploy-scoped blob or Next.js's server output fails the build: all are deployed too",
     TEST,
     async () => {
       const dir = fixtureSite();
@@ -394,6 +394,7 @@ describe("the tokenrelay Netlify plugin, through netlify-cli", () => {
       assert.notEqual(status, 0, output);
       assert.match(output, /- \.netlify\/edge-functions-dist\/bundle\.eszip contains the token in \$GETTY_TOKEN/);
       assert.match(output, /- \.netlify\/blobs\/deploy\/pages\/index contains the token in \$GETTY_TOKEN/);
+      assert.match(output, /- \.next\/server\/app\/index\.html contains the token in \$GETTY_TOKEN/);
       assert.doesNotMatch(output, /- dist\//);
       assertNoSecret(output, [await storedToken(dir, env)]);
     },

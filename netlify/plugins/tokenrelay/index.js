@@ -207,9 +207,17 @@ export async function onPreDev(options) {
 const BLOBS_DIRS = [".netlify/v1/blobs/deploy", ".netlify/deploy/v1/blobs/deploy", ".netlify/blobs/deploy"];
 
 /**
+ * Server output of the frameworks whose adapters deploy it as functions
+ * (Next.js's prerendered pages and route handlers, SvelteKit's and Nitro's
+ * server builds): a token baked in at build time is served from there.
+ */
+const FRAMEWORK_SERVER_DIRS = [".next/server", ".svelte-kit/output/server", ".output/server"];
+
+/**
  * Every directory the deploy publishes from: the publish directory, then
- * those of the bundled functions, edge functions and deploy-scoped blobs
- * that the build produced (each exists only when the site has some).
+ * those of the bundled functions, edge functions, deploy-scoped blobs and
+ * framework server output that the build produced (each exists only when
+ * the site has some).
  * @param {EventOptions["constants"]} constants
  * @returns {string[]}
  */
@@ -218,14 +226,15 @@ function deployedDirs(constants) {
   const optional = [
     constants.FUNCTIONS_DIST,
     constants.EDGE_FUNCTIONS_DIST,
-    ...BLOBS_DIRS.map((d) => path.join(base, d)),
+    ...[...BLOBS_DIRS, ...FRAMEWORK_SERVER_DIRS].map((d) => path.join(base, d)),
   ];
   return [constants.PUBLISH_DIR, ...optional.filter((d) => d !== undefined).filter((d) => existsSync(d))];
 }
 
 /**
  * Fails the build if anything the deploy publishes (the publish directory,
- * bundled functions and edge functions, deploy-scoped blobs) holds any
+ * bundled functions and edge functions, deploy-scoped blobs, framework
+ * server output) holds any
  * token or secret, or a symbolic link out of its directory.
  * @param {EventOptions} options
  */
