@@ -38,6 +38,7 @@ import path from "node:path";
 import { startLambda } from "./support/lambda-runtime-api.mjs";
 import {
   CRATE,
+  fetchFromServer,
   installTarballs,
   NETLIFY,
   requirePacked,
@@ -211,36 +212,12 @@ function assertSearchResult(/** @type {string} */ body) {
  */
 async function relayThroughNetlifyDev(site, env, publish) {
   const port = await freePort();
-  const args = [
-    "dev",
-    "--offline",
-    "--internal-disable-edge-functions",
-    "--no-open",
-    "--dir",
-    publish,
-    "--port",
-    String(port),
-  ];
-  const child = spawn(NETLIFY, args, { cwd: site, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  let answer = { status: 0, body: "" };
-  try {
-    await waitFor("netlify dev relays the search", RUN_TIMEOUT_MS, async () => {
-      if (child.exitCode !== null) throw new Error(`netlify dev exited with ${child.exitCode}:\n${output}`);
-      answer = await fetch(`http://127.0.0.1:${port}${SEARCH.path}?${SEARCH.query}`).then(
-        async (r) => ({ status: r.status, body: await r.text() }),
-        () => answer,
-      );
-      return answer.status === 200;
-    });
-  } finally {
-    if (child.exitCode === null) process.kill(-(/** @type {number} */ (child.pid)), "SIGKILL");
-    await exited;
-  }
-  return { answer, output };
+  const args = ["dev", "--offline", "--internal-disable-edge-functions", "--no-open", "--dir", publish];
+  return fetchFromServer(NETLIFY, [...args, "--port", String(port)], {
+    cwd: site,
+    env,
+    url: `http://127.0.0.1:${port}${SEARCH.path}?${SEARCH.query}`,
+  });
 }
 
 for (const { name, publish, settings } of [

@@ -9,7 +9,7 @@
 use relay_e2e::frozen::NodeAdapter;
 
 /// The Node server the suites start (`node serve-relay.mjs <adapter>`).
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve-relay.mjs");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/js/support/serve-relay.mjs");
 /// What `scripts/build-linux.sh addon` writes, and the package loads on this machine.
 const ADDON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tokenrelay.linux-x64-gnu.node");
 

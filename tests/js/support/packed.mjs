@@ -3,13 +3,13 @@
 // them into a site outside the checkout, and running commands there with a PATH
 // that has no Rust toolchain.
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { run as runBounded } from "./process.mjs";
-import { ROOT } from "./stand-ins.mjs";
+import { ROOT, waitFor } from "./stand-ins.mjs";
 
 export const PACKAGES = path.join(ROOT, "target", "packages");
 export const VERSION = JSON.parse(
@@ -132,4 +132,40 @@ export function siteConfig(api) {
   return readFileSync(SITE_CONFIG, "utf8")
     .replaceAll("{{STAND_IN_API_URL}}", api.apiUrl)
     .replaceAll("{{STAND_IN_TOKEN_URL}}", api.tokenUrl);
+}
+
+/**
+ * Starts the server `file args` (netlify dev, next start, next dev) in a process
+ * group of its own, fetches `url` until it answers 200 (or `timeoutMs` passes,
+ * or the server exits), then stops the whole group. Resolves with the last
+ * answer and what the server printed.
+ * @param {string} file
+ * @param {string[]} args
+ * @param {{ cwd: string, env: Record<string, string>, url: string, timeoutMs?: number }} options
+ */
+export async function fetchFromServer(file, args, { cwd, env, url, timeoutMs = RUN_TIMEOUT_MS }) {
+  const child = spawn(file, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let answer = { status: 0, body: "", headers: new Headers() };
+  try {
+    await waitFor(`${path.basename(file)} ${args[0]} answers ${url}`, timeoutMs, async () => {
+      if (child.exitCode !== null) throw new Error(`${file} ${args[0]} exited with ${child.exitCode}:\n${output}`);
+      answer = await fetch(url).then(
+        async (r) => ({ status: r.status, body: await r.text(), headers: r.headers }),
+        () => answer,
+      );
+      return answer.status === 200;
+    });
+  } catch (err) {
+    throw new Error(
+      `${err instanceof Error ? err.message : err}\nlast answer: ${answer.status} ${answer.body}\n${output}`,
+    );
+  } finally {
+    if (child.exitCode === null) process.kill(-(/** @type {number} */ (child.pid)), "SIGKILL");
+    await exited;
+  }
+  return { answer, output };
 }

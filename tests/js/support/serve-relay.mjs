@@ -1,16 +1,18 @@
-// A Node server over tokenrelay/fetch, for the relay-e2e checklist (tests/fetch_relay.rs):
-// `node serve-relay.mjs fetch` serves createRelay as frameworks do (each request becomes a
-// Fetch API Request, its Response is written back), `node serve-relay.mjs node` serves
-// createNodeRelay. It listens on 127.0.0.1:$PORT and answers /_ready once listening.
-// The visitor's address is the x-real-ip header the test's front sets, as Vercel does.
+// A Node server over tokenrelay/fetch, for the relay-e2e checklist
+// (crates/tokenrelay-node/tests/fetch_relay.rs) and the bench's JS handler row:
+// `node serve-relay.mjs fetch` (the default) serves createRelay as frameworks do (each
+// request becomes a Fetch API Request, its Response is written back), `node
+// serve-relay.mjs node` serves createNodeRelay. It listens on 127.0.0.1:$PORT, says
+// `listening` on stdout, and answers /_ready. The visitor's address is the x-real-ip
+// header the test's front sets, as Vercel does (none without it).
 
 import http from "node:http";
 import { Readable } from "node:stream";
-import { createNodeRelay, createRelay } from "../fetch.js";
+import { createNodeRelay, createRelay } from "tokenrelay/fetch";
 
 /**
  * As Next.js, Astro or SvelteKit on Node do: the request as a Fetch API Request, the Response written back.
- * @param {import("../fetch.d.ts").FetchRelay} relay
+ * @param {import("tokenrelay/fetch").FetchRelay} relay
  * @returns {http.RequestListener}
  */
 function fetchListener(relay) {
@@ -53,4 +55,4 @@ http
     if (req.url === "/_ready") res.end("ready");
     else listener(req, res);
   })
-  .listen(Number(process.env.PORT), "127.0.0.1");
+  .listen(Number(process.env.PORT), "127.0.0.1", () => console.log(`serve-relay ${adapter} listening`));

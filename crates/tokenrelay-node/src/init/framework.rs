@@ -1,7 +1,8 @@
 //! `init --framework`: the relay served by the site's own framework through
 //! `tokenrelay/fetch`, instead of the platform's Rust function. One route
 //! file, written only where none is; Next.js also gets `next.config.mjs`
-//! when it has no config yet.
+//! when it has no config yet (Netlify Functions get theirs in `netlify.toml`,
+//! see [`super::netlify`]).
 
 use super::{Plan, conflict};
 use crate::error::AddonError;
@@ -72,10 +73,12 @@ pub(crate) fn plan(plan: &mut Plan, framework: Framework) -> Result<Vec<String>,
                 "next.config.mjs",
                 None,
                 include_str!("templates/frameworks/next-config.mjs").to_owned(),
-                "serverExternalPackages: [\"tokenrelay\"] (the native addon is loaded, not bundled)".to_owned(),
+                "serverExternalPackages (the native addon) and outputFileTracingIncludes (tokenrelay.toml)".to_owned(),
             )?,
             Some(config) if !plan.read(config)?.unwrap_or_default().contains("\"tokenrelay\"") => steps.push(format!(
-                "add \"tokenrelay\" to serverExternalPackages in {config} (the native addon must be loaded, not bundled)"
+                "in {config}, add \"tokenrelay\" to serverExternalPackages (the native addon must be loaded, not \
+                 bundled) and outputFileTracingIncludes: {{ \"/api/relay/**\": [\"./tokenrelay.toml\"] }} \
+                 (the relay's function must carry its config)"
             )),
             Some(_) => {}
         }
@@ -138,6 +141,9 @@ mod tests {
         let mut own = Plan::new(tmp.path().to_owned());
         let steps = plan(&mut own, Framework::Next).unwrap();
         assert!(own.changes().iter().all(|c| c.file != "next.config.mjs"));
-        assert!(steps.iter().any(|s| s.contains("serverExternalPackages in next.config.ts")), "{steps:?}");
+        assert!(
+            steps.iter().any(|s| s.starts_with("in next.config.ts, add \"tokenrelay\" to serverExternalPackages")),
+            "{steps:?}"
+        );
     }
 }

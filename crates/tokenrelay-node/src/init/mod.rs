@@ -291,17 +291,6 @@ pub(crate) fn missing_packages<'a>(plan: &Plan, packages: &[&'a str]) -> Result<
     Ok(packages.iter().copied().filter(|p| !declared(p)).collect())
 }
 
-/// Whether a route pattern of the site (a Netlify redirect's `from`, a
-/// Vercel rewrite's `source`) covers the relay's paths: [`MOUNT`] itself or
-/// a path under it, not one that merely starts with the same letters
-/// (`/api/relay-status` is another route of the site).
-///
-/// [`MOUNT`]: tokenrelay::relay::MOUNT
-pub(crate) fn claims_mount(pattern: &str) -> bool {
-    use tokenrelay::relay::MOUNT;
-    pattern.strip_prefix(MOUNT).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
 /// A file of the site that cannot be merged: `file: problem`.
 pub(crate) fn conflict(file: &str, problem: impl std::fmt::Display) -> AddonError {
     AddonError::new(AddonCode::InitConflict.as_str(), format!("{file}: {problem}; nothing was changed"))
@@ -335,6 +324,12 @@ pub fn init(options: InitOptions) -> Result<InitReport, AddonError> {
             AddonError::invalid_option("framework", format!("{name:?} is not one of {}", framework::NAMES))
         })?),
     };
+    if framework == Some(framework::Framework::NetlifyFunctions) && platform != Platform::Netlify {
+        return Err(AddonError::invalid_option(
+            "framework",
+            "netlify-functions runs on Netlify only: use --platform netlify",
+        ));
+    }
 
     let mut plan = Plan::new(dir);
     let config_vars = starter::plan_config(&mut plan)?;
@@ -343,7 +338,14 @@ pub fn init(options: InitOptions) -> Result<InitReport, AddonError> {
     starter::plan_env_example(&mut plan, &names)?;
     starter::plan_gitignore(&mut plan, platform)?;
     let mut next_steps = match (platform, framework) {
-        (Platform::Netlify, framework) => netlify::plan(&mut plan, framework.is_none())?,
+        (Platform::Netlify, framework) => netlify::plan(
+            &mut plan,
+            match framework {
+                None => netlify::Relay::Prebuilt,
+                Some(framework::Framework::NetlifyFunctions) => netlify::Relay::Function,
+                Some(_) => netlify::Relay::Framework,
+            },
+        )?,
         (Platform::Vercel, None) => vercel::plan(&mut plan)?,
         // The framework's own build routes the relay on Vercel.
         (Platform::Vercel, Some(_)) => Vec::new(),
@@ -425,16 +427,6 @@ fn settings(platform: Platform, config_vars: &[String]) -> Vec<Setting> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_mount_and_paths_under_it_are_the_relays() {
-        for relay in ["/api/relay", "/api/relay/*", "/api/relay/:path*", "/api/relay/getty/*"] {
-            assert!(claims_mount(relay), "{relay}");
-        }
-        for other in ["/api/relay-status", "/api/relays/*", "/api/rela", "/*", "/api/relay.json"] {
-            assert!(!claims_mount(other), "{other}");
-        }
-    }
 
     #[test]
     fn a_failed_rename_puts_back_every_file_already_renamed() {
