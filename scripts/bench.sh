@@ -2,8 +2,8 @@
 # The benchmark (bench/README.md): builds the release binaries, starts
 # everything on loopback (redis-server behind upstash-local's Upstash REST
 # protocol, a token endpoint and the API it serves, a JWT-verifying Node API,
-# nginx, the relay binary, the Node baseline), measures, and prints a markdown
-# table of figures.
+# nginx, the relay binary, the JS handler over the addon, the Node baseline),
+# measures, and prints a markdown table of figures.
 #
 #   bash scripts/bench.sh                             # the full run: a few minutes
 #   bash scripts/bench.sh --quick                     # every scenario briefly: a smoke test
@@ -27,9 +27,11 @@ if [ ! -d node_modules ]; then
   npm install --no-audit --no-fund
 fi
 
-# The bench with its stand-ins, the Vercel function (`relay`), and the addon's cdylib.
+# The bench with its stand-ins, the Vercel function (`relay`), the addon's cdylib (the
+# addon bench's), and the addon as published (the JS handler's) unless scripts/test.sh made it.
 cargo build --release --locked --bins -p tokenrelay-bench -p tokenrelay-vercel -p upstash-local -p testkit
 cargo build --release --locked --lib -p tokenrelay-node
+[ -f crates/tokenrelay-node/tokenrelay.linux-x64-gnu.node ] || bash scripts/build-linux.sh addon
 
 # The response cache (1,000 requests over 10 URLs from 4 processes; hit latencies), the
 # lifecycle figures with instances frozen between requests against awake ones, what proving

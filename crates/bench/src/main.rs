@@ -1,11 +1,12 @@
 //! `tokenrelay-bench`: starts everything on loopback (redis-server behind the
 //! Upstash REST protocol, a token endpoint and the API it serves, the
-//! JWT-verifying API, nginx when installed, the relay binary, the Node
-//! baseline), measures, and prints a markdown table.
+//! JWT-verifying API, nginx when installed, the relay binary, the JS handler
+//! over `tokenrelay/fetch`, the Node baseline), measures, and prints a
+//! markdown table.
 //!
 //! ```text
-//! tokenrelay-bench [--quick] [--relay-bin PATH] [--baseline PATH] [--addon-bench PATH]
-//!                  [--out FILE] [--readme FILE]
+//! tokenrelay-bench [--quick] [--relay-bin PATH] [--js-handler PATH] [--baseline PATH]
+//!                  [--addon-bench PATH] [--jwt-api PATH] [--out FILE] [--readme FILE]
 //! tokenrelay-bench load URL [-c N] [-d SECS] [-w SECS] [-H 'Authorization: …']
 //! tokenrelay-bench cache [--relay-bin PATH]
 //! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
@@ -40,20 +41,23 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::plan::{BASELINE_MARGIN, MAIN_TOKEN_LIFETIME, Plan};
-use crate::procs::Spec;
+use crate::procs::{Instance, Spec};
 use crate::scenario::{Functions, addon, cold_start, hot_path, rotation, stampede, store_trip};
-use crate::world::{Cache, JWT_UPSTREAM, UPSTREAM, World, relay_path};
+use crate::world::{Cache, JWT_UPSTREAM, SEARCH, UPSTREAM, World, relay_path};
 
 /// The Vercel function's binary name, looked for next to this binary.
 const RELAY_BIN: &str = "relay";
+/// The Node addon the JS handler loads (napi's build), from the repository's root.
+const NODE_ADDON: &str = "crates/tokenrelay-node/tokenrelay.linux-x64-gnu.node";
 /// Threads of the runtime the local servers run on (Upstash REST, token
 /// endpoint, API), apart from the load generator's single thread.
 const SERVER_THREADS: usize = 2;
 
-const USAGE: &str = "usage: tokenrelay-bench [--quick] [--relay-bin PATH] [--baseline PATH] [--addon-bench PATH]
-                        [--jwt-api PATH] [--out FILE] [--readme FILE]
+const USAGE: &str = "usage: tokenrelay-bench [--quick] [--relay-bin PATH] [--js-handler PATH] [--baseline PATH]
+                        [--addon-bench PATH] [--jwt-api PATH] [--out FILE] [--readme FILE]
   --quick        every scenario, briefly: a smoke test (exits 1 if a correctness figure is off)
   --relay-bin    the compiled Vercel function (default: `relay` next to this binary)
+  --js-handler   the JS handler's server (default: tests/js/support/serve-relay.mjs; needs the addon built)
   --baseline     the Node baseline's server (default: bench/node-baseline/server.mjs)
   --addon-bench  the addon's build-time bench (default: bench/addon.mjs)
   --jwt-api      the realistic upstream's server (default: bench/jwt-api/server.mjs)
@@ -63,6 +67,9 @@ const USAGE: &str = "usage: tokenrelay-bench [--quick] [--relay-bin PATH] [--bas
 pub struct Options {
     plan: Plan,
     relay_bin: Option<PathBuf>,
+    js_handler: PathBuf,
+    /// The addon the JS handler loads.
+    node_addon: PathBuf,
     baseline: PathBuf,
     addon_bench: PathBuf,
     jwt_api: PathBuf,
@@ -179,6 +186,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         plan: Plan::full(),
         relay_bin: Some(exe_dir.join(RELAY_BIN)).filter(|p| p.is_file()),
+        js_handler: repo.join("tests/js/support/serve-relay.mjs"),
+        node_addon: repo.join(NODE_ADDON),
         baseline: repo.join("bench/node-baseline/server.mjs"),
         addon_bench: repo.join("bench/addon.mjs"),
         jwt_api: repo.join("bench/jwt-api/server.mjs"),
@@ -191,6 +200,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
         match flag.as_str() {
             "--quick" => options.plan = Plan::quick(),
             "--relay-bin" => options.relay_bin = Some(value()?),
+            "--js-handler" => options.js_handler = value()?,
             "--baseline" => options.baseline = value()?,
             "--addon-bench" => options.addon_bench = value()?,
             "--jwt-api" => options.jwt_api = value()?,
@@ -232,26 +242,25 @@ fn bench(options: &Options) -> anyhow::Result<report::Report> {
 
 async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Result<report::Report> {
     let plan = &options.plan;
+    anyhow::ensure!(
+        options.node_addon.is_file(),
+        "the JS handler needs the Node addon, and {} is missing: build it with `bash scripts/build-linux.sh addon`",
+        options.node_addon.display()
+    );
     progress("starting redis-server, Upstash REST, token endpoint, API, functions");
     let machine = machine::describe().await;
     let world = World::start(servers).await?;
     let main = world.upstream(MAIN_TOKEN_LIFETIME).await?;
     let config = world.write_config("main", &main, Cache::default())?;
-    let jwt_api = Spec {
-        name: "jwt-api",
-        program: "node".into(),
-        args: vec![options.jwt_api.clone().into()],
-        env: world.jwt_api_env(),
-        port_var: "PORT",
-        log_dir: world.dir().to_owned(),
-    }
-    .start(None)
-    .await?
-    .instance;
+    let jwt_api = Spec::node("jwt-api", &options.jwt_api, world.jwt_api_env(), world.dir()).start(None).await?.instance;
     world.add_jwt_upstream(&config, &format!("http://{}", jwt_api.addr))?;
-    let functions =
-        Functions { relay: options.relay_bin.clone(), node: "node".into(), baseline: options.baseline.clone() };
+    let functions = Functions {
+        relay: options.relay_bin.clone(),
+        js_handler: options.js_handler.clone(),
+        baseline: options.baseline.clone(),
+    };
     let relay_spec = functions.relay(&world, &config);
+    let js_spec = functions.js_handler(&world, &config);
     let node_spec = functions.baseline(&world, &main, BASELINE_MARGIN);
     if relay_spec.is_none() {
         progress("relay binary not found: its figures are left out (build it, or pass --relay-bin)");
@@ -260,15 +269,10 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     // Long-running instances for the hot path; their first requests put each
     // function's token in the store, for the cold starts.
     let relay = match &relay_spec {
-        Some(spec) => {
-            let instance = spec.start(Some(&relay_path())).await?.instance;
-            // Its token for the JWT API too, so that the hot path is warm for both.
-            let jwt_path = relay_path().replacen(&format!("/{UPSTREAM}/"), &format!("/{JWT_UPSTREAM}/"), 1);
-            load::Connection::open(instance.addr).await?.send(&load::Target::new(instance.addr, jwt_path)).await?;
-            Some(instance)
-        }
+        Some(spec) => Some(start_warm(spec).await?),
         None => None,
     };
+    let js = start_warm(&js_spec).await?;
     let node = node_spec.start(Some(&relay_path())).await?.instance;
     let broker = world.broker(&config)?;
     let token = broker.token(UPSTREAM).await?;
@@ -299,9 +303,10 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     };
 
     progress("cold starts");
-    let specs: Vec<_> = relay_spec.iter().chain([&node_spec]).collect();
+    let specs: Vec<_> = relay_spec.iter().chain([&js_spec, &node_spec]).collect();
     let mut cold = cold_start::run(&world, &specs, plan.cold_starts).await?;
     let node_cold = cold.pop().unwrap_or_default();
+    let js_cold = cold.pop().unwrap_or_default();
     let relay_cold = cold.pop();
 
     progress("hot path");
@@ -311,13 +316,17 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         jwt: Some(&jwt),
         nginx: nginx.as_ref(),
         relay: relay.as_ref(),
+        js: &js,
         node: &node,
     };
     let hot = hot_path::run(&world, &servers, plan).await?;
     let store_trip = store_trip::run(&world, plan).await?;
-    let peak_rss =
-        report::PeakRss { relay: relay.as_ref().map(|r| r.peak_rss_kib()).transpose()?, node: node.peak_rss_kib()? };
-    drop((relay, node, nginx, jwt_api));
+    let peak_rss = report::PeakRss {
+        relay: relay.as_ref().map(Instance::peak_rss_kib).transpose()?,
+        js: js.peak_rss_kib()?,
+        node: node.peak_rss_kib()?,
+    };
+    drop((relay, js, node, nginx, jwt_api));
 
     progress("cold bursts");
     let relay_burst = match &relay_spec {
@@ -341,6 +350,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         machine,
         plan: plan.clone(),
         relay_cold,
+        js_cold,
         node_cold,
         hot,
         store_trip,
@@ -352,6 +362,22 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         stampede,
         addon,
     }))
+}
+
+/// Starts a long-running instance for the hot path, its tokens for both APIs
+/// in its memory.
+async fn start_warm(spec: &Spec) -> anyhow::Result<Instance> {
+    let instance = spec.start(Some(&relay_path())).await?.instance;
+    let jwt_path = format!("/api/relay/{JWT_UPSTREAM}{SEARCH}");
+    let reply = load::Connection::open(instance.addr).await?.send(&load::Target::new(instance.addr, jwt_path)).await?;
+    anyhow::ensure!(
+        reply.status.is_success(),
+        "{} answered {} through the JWT API: {}",
+        spec.name,
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
+    Ok(instance)
 }
 
 fn progress(what: &str) {

@@ -19,7 +19,7 @@ pub struct Plan {
     pub quick: bool,
     /// Hot path: connections per run, each level measured separately.
     pub concurrency: &'static [usize],
-    /// Hot path: rounds of direct / relay / baseline, interleaved.
+    /// Hot path: rounds of each way to the API, interleaved.
     pub rounds: usize,
     pub warmup: Duration,
     pub measure: Duration,

@@ -1,10 +1,10 @@
-//! Function processes under test (the relay binary, the Node baseline):
-//! started the way a platform starts an instance, timed from spawn to the
+//! Function processes under test (the relay binary, the JS handler, the Node
+//! baseline): started the way a platform starts an instance, timed from spawn to the
 //! first relayed answer, and measured for peak memory.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub const INHERITED_VARS: [&str; 3] = ["PATH", "HOME", "TMPDIR"];
 /// How to start one kind of function instance.
 #[derive(Clone)]
 pub struct Spec {
-    /// `relay` or `node`, for logs and errors.
+    /// `relay`, `js` or `node`, for logs and errors.
     pub name: &'static str,
     pub program: PathBuf,
     pub args: Vec<OsString>,
@@ -57,6 +57,18 @@ pub struct Started {
 }
 
 impl Spec {
+    /// `node script`, listening on `$PORT`.
+    pub fn node(name: &'static str, script: &Path, env: Vec<(String, String)>, log_dir: &Path) -> Spec {
+        Spec {
+            name,
+            program: "node".into(),
+            args: vec![script.into()],
+            env,
+            port_var: "PORT",
+            log_dir: log_dir.to_owned(),
+        }
+    }
+
     /// Spawns an instance on a free port and, as soon as it listens (it prints
     /// a line containing `listening`, or a connect succeeds), sends it `probe`;
     /// without a probe, being connectable is enough.
@@ -169,7 +181,8 @@ pub fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
 
 /// Copies the instance's stdout to `path`, and signals the first line that
 /// says it listens (`Dev server listening: PORT` from vercel_runtime,
-/// `node-baseline listening` from the baseline).
+/// `node-baseline listening` from the baseline, `serve-relay fetch listening` from
+/// the JS handler).
 async fn copy_stdout(stdout: tokio::process::ChildStdout, path: PathBuf, listening: Arc<Notify>) {
     use tokio::io::AsyncWriteExt as _;
     let Ok(mut out) = tokio::fs::File::create(&path).await else { return };

@@ -1,5 +1,6 @@
-//! The table: one row per figure, tokenrelay beside the Node baseline, with
-//! the issue's target and whether this run met it.
+//! The table: one row per figure, tokenrelay (the relay binary, and the JS
+//! handler in rows of its own) beside the Node baseline, with the issue's
+//! target and whether this run met it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +35,10 @@ const PER_REQUEST: f64 = 0.01;
 const SYNCS_PER_REQUEST: f64 = 0.1;
 /// How many times better than the Node baseline on added latency and cold start.
 const TARGET_VS_BASELINE: f64 = 5.0;
+/// The JS handler's added latency as a multiple of the Rust relay's, at most (issue 20).
+const TARGET_JS_VS_RELAY: f64 = 1.5;
+/// The JS handler's throughput as a multiple of the Node baseline's, at least.
+const TARGET_JS_VS_BASELINE: f64 = 3.0;
 /// Markers of the block `--readme` replaces.
 const BLOCK_BEGIN: &str = "<!-- bench:results:begin -->";
 const BLOCK_END: &str = "<!-- bench:results:end -->";
@@ -43,6 +48,7 @@ pub struct Results {
     pub machine: Machine,
     pub plan: Plan,
     pub relay_cold: Option<ColdStarts>,
+    pub js_cold: ColdStarts,
     pub node_cold: ColdStarts,
     pub hot: HotPath,
     /// One Upstash REST round trip on one connection.
@@ -59,6 +65,7 @@ pub struct Results {
 /// Peak RSS of the long-running instances after the hot-path load, KiB.
 pub struct PeakRss {
     pub relay: Option<u64>,
+    pub js: u64,
     pub node: u64,
 }
 
@@ -146,6 +153,7 @@ fn rows(r: &Results) -> Vec<Row> {
     let mut rows = Vec::new();
     hot_path_rows(r, &mut rows);
     nginx_rows(r, &mut rows);
+    js_handler_rows(r, &mut rows);
     store_rows(r, &mut rows);
     stampede_rows(r, &mut rows);
     cold_start_rows(r, &mut rows);
@@ -198,6 +206,15 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
         )
         .ratio(ratio_lower_better(ours, Some(theirs))),
     );
+    let js = cpu(&r.hot.js_cost);
+    rows.push(
+        Row::info(
+            "CPU time of the function process per relayed request, JS handler",
+            Some(format!("{js:.0} µs")),
+            Some(format!("{theirs:.0} µs")),
+        )
+        .ratio(ratio_lower_better(Some(js), Some(theirs))),
+    );
 }
 
 /// Issue 13's targets, against nginx with the realistic upstream (or the
@@ -249,6 +266,43 @@ fn nginx_rows(r: &Results, rows: &mut Vec<Row>) {
     }
 }
 
+/// Issue 20's targets for the JS handler: its added latency against the Rust
+/// relay's at every level both run, its throughput against the baseline's.
+fn js_handler_rows(r: &Results, rows: &mut Vec<Row>) {
+    type Pick = fn(&Figures) -> Duration;
+    let percentiles: [Pick; 2] = [|f| f.p50, |f| f.p99];
+    for level in r.hot.levels.iter().filter(|l| l.upstream_delay.is_none()) {
+        let c = level.concurrency;
+        let at = format!("{}, {c} connection{}", api_name(level.api), plural(c));
+        if let Some(relay) = &level.relay {
+            let [p50, p99] = percentiles.map(|pick| {
+                let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(pick(f), pick(d)));
+                let (js, relay) = (added(&level.js), added(relay));
+                (js, relay, ratio_lower_better(relay, js))
+            });
+            let ms = |a: Option<f64>, b: Option<f64>| format!("{} / {}", opt(a.map(fmt_ms)), opt(b.map(fmt_ms)));
+            let ours = p50.2.zip(p99.2).map(|(x50, x99)| {
+                format!("{} / {} ({}; the relay's {})", fmt_x(x50), fmt_x(x99), ms(p50.0, p99.0), ms(p50.1, p99.1))
+            });
+            let ok = p50.2.zip(p99.2).map(|(x50, x99)| x50 <= TARGET_JS_VS_RELAY && x99 <= TARGET_JS_VS_RELAY);
+            let figure = format!("JS handler's added latency p50 / p99 over the Rust relay's, {at}");
+            rows.push(Row::info(figure, ours, None).target("≤ 1.5x", ok));
+        }
+        if !level.node.rounds.is_empty() {
+            let x = level.js.median_vs(&level.node, |j, n| j.throughput / n.throughput);
+            rows.push(
+                Row::info(
+                    format!("JS handler's throughput over the Node baseline's, {at}"),
+                    Some(fmt_rps(level.js.pooled.throughput())),
+                    Some(fmt_rps(level.node.pooled.throughput())),
+                )
+                .ratio(x)
+                .target("≥ 3x", x.map(|x| x >= TARGET_JS_VS_BASELINE)),
+            );
+        }
+    }
+}
+
 fn api_name(api: Api) -> &'static str {
     match api {
         Api::InProcess => "in-process API",
@@ -256,11 +310,12 @@ fn api_name(api: Api) -> &'static str {
     }
 }
 
-/// Every level side by side: direct, nginx, tokenrelay and the baseline.
+/// Every level side by side: direct, nginx, tokenrelay, the JS handler and the baseline.
 fn side_by_side(r: &Results) -> String {
     let mut out = String::from(
-        "| upstream | connections | direct | nginx | tokenrelay | node baseline | tokenrelay ÷ direct | tokenrelay ÷ nginx |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| upstream | connections | direct | nginx | tokenrelay | JS handler | node baseline | tokenrelay ÷ direct | \
+         tokenrelay ÷ nginx |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let cell = |s: Option<&Series>| {
         s.and_then(|s| {
@@ -286,11 +341,12 @@ fn side_by_side(r: &Results) -> String {
         };
         let node = (!l.node.rounds.is_empty()).then_some(&l.node);
         out += &format!(
-            "| {upstream} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {upstream} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             l.concurrency,
             cell(Some(&l.direct)),
             cell(l.nginx.as_ref()),
             cell(l.relay.as_ref()),
+            cell(Some(&l.js)),
             cell(node),
             share(l.relay.as_ref(), Some(&l.direct)),
             share(l.relay.as_ref(), l.nginx.as_ref()),
@@ -435,21 +491,27 @@ fn stampede_rows(r: &Results, rows: &mut Vec<Row>) {
 }
 
 fn cold_start_rows(r: &Results, rows: &mut Vec<Row>) {
+    let what = format!("spawn to first relayed answer, token in store (median of {})", r.plan.cold_starts);
     let ours = r.relay_cold.as_ref().and_then(ColdStarts::median_first_answer).map(ms_f);
+    let js = r.js_cold.median_first_answer().map(ms_f);
     let theirs = r.node_cold.median_first_answer().map(ms_f);
     let ratio = ratio_lower_better(ours, theirs);
     rows.push(
-        Row::info(
-            format!("Cold start: spawn to first relayed answer, token in store (median of {})", r.plan.cold_starts),
-            ours.map(fmt_ms),
-            Some(opt(theirs.map(fmt_ms))),
-        )
-        .ratio(ratio)
-        .target("≥ 5x better", ratio.map(|x| x >= TARGET_VS_BASELINE)),
+        Row::info(format!("Cold start: {what}"), ours.map(fmt_ms), Some(opt(theirs.map(fmt_ms))))
+            .ratio(ratio)
+            .target("≥ 5x better", ratio.map(|x| x >= TARGET_VS_BASELINE)),
     );
-    let ours = r.relay_cold.as_ref().and_then(ColdStarts::median_peak_rss_kib);
-    rows.push(memory_row("Peak RSS at the first answer", ours, r.node_cold.median_peak_rss_kib()));
-    rows.push(memory_row("Peak RSS after the hot-path load", r.peak_rss.relay, Some(r.peak_rss.node)));
+    rows.push(
+        Row::info(format!("Cold start of the JS handler: {what}"), js.map(fmt_ms), Some(opt(theirs.map(fmt_ms))))
+            .ratio(ratio_lower_better(js, theirs)),
+    );
+    let first = "Peak RSS at the first answer";
+    let theirs = r.node_cold.median_peak_rss_kib();
+    rows.push(memory_row(first, r.relay_cold.as_ref().and_then(ColdStarts::median_peak_rss_kib), theirs));
+    rows.push(memory_row(&format!("{first}, JS handler"), r.js_cold.median_peak_rss_kib(), theirs));
+    let loaded = "Peak RSS after the hot-path load";
+    rows.push(memory_row(loaded, r.peak_rss.relay, Some(r.peak_rss.node)));
+    rows.push(memory_row(&format!("{loaded}, JS handler"), Some(r.peak_rss.js), Some(r.peak_rss.node)));
 }
 
 fn memory_row(figure: &str, ours: Option<u64>, theirs: Option<u64>) -> Row {
@@ -500,7 +562,10 @@ fn markdown(r: &Results, rows: &[Row]) -> String {
             cold start, memory and token calls; tokenrelay ÷ baseline for throughput). Added latency: \
             p50 (or p99) through the function minus the same percentile straight to the API in the same round, median over \
             the interleaved rounds; throughput shares likewise. \
-            \"5x better\" targets compare with the baseline.\n";
+            \"5x better\" targets compare with the baseline. \
+            JS handler: the same Rust relay in the Node addon, served through `tokenrelay/fetch` by `node:http` \
+            (tests/js/support/serve-relay.mjs); its rows hold its added latency to the Rust relay's (JS handler ÷ relay) \
+            and its throughput to the baseline's.\n";
     out
 }
 

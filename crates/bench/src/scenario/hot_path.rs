@@ -1,11 +1,12 @@
 //! Hot path: the same API request sent straight to the upstream, through
-//! nginx (one bare proxy hop, when installed), through the relay binary and
-//! through the Node baseline, with the token warm, at each concurrency level,
-//! then once more against an upstream as slow as a real API; and the same
-//! levels against the realistic upstream (bench/jwt-api, verifying a JWT per
-//! request) without the baseline. Rounds interleave the ways so that machine
-//! noise hits them alike. Alongside: store round trips per request (Upstash
-//! REST counter) and the function processes' CPU time per request.
+//! nginx (one bare proxy hop, when installed), through the relay binary,
+//! through the JS handler and through the Node baseline, with the token warm,
+//! at each concurrency level, then once more against an upstream as slow as a
+//! real API; and the same levels against the realistic upstream (bench/jwt-api,
+//! verifying a JWT per request) without the baseline. Rounds interleave the
+//! ways so that machine noise hits them alike. Alongside: store round trips
+//! per request (Upstash REST counter) and the function processes' CPU time
+//! per request.
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub struct Level {
     pub direct: Series,
     pub nginx: Option<Series>,
     pub relay: Option<Series>,
+    pub js: Series,
     /// Empty for the JWT API (the baseline serves one upstream).
     pub node: Series,
 }
@@ -107,6 +109,7 @@ impl Cost {
 pub struct HotPath {
     pub levels: Vec<Level>,
     pub relay_cost: Option<Cost>,
+    pub js_cost: Cost,
     pub node_cost: Cost,
 }
 
@@ -115,6 +118,7 @@ enum Via {
     Direct,
     Nginx,
     Relay,
+    Js,
     Node,
 }
 
@@ -126,11 +130,12 @@ pub struct Servers<'a> {
     pub jwt: Option<&'a JwtApi>,
     pub nginx: Option<&'a Nginx>,
     pub relay: Option<&'a Instance>,
+    pub js: &'a Instance,
     pub node: &'a Instance,
 }
 
 pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::Result<HotPath> {
-    let Servers { upstream, token, jwt, nginx, relay, node } = *servers;
+    let Servers { upstream, token, jwt, nginx, relay, js, node } = *servers;
     let (delay, slow_concurrency) = plan.slow_upstream;
     let main = plan.concurrency.iter().map(|&c| (Api::InProcess, c, None)).chain([(
         Api::InProcess,
@@ -140,6 +145,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
     let realistic = plan.concurrency.iter().filter(|_| jwt.is_some()).map(|&c| (Api::Jwt, c, None));
     let mut levels = Vec::new();
     let mut relay_cost = relay.map(|_| Cost::default());
+    let mut js_cost = Cost::default();
     let mut node_cost = Cost::default();
     for (api, concurrency, upstream_delay) in main.chain(realistic) {
         let request = upstream_delay.map_or_else(|| SEARCH.to_owned(), slow_request);
@@ -155,6 +161,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         let mut targets = vec![(Via::Direct, direct, None)];
         targets.extend(nginx.map(|n| (Via::Nginx, relayed(n.addr), None)));
         targets.extend(relay.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
+        targets.push((Via::Js, relayed(js.addr), Some(js)));
         if api == Api::InProcess {
             targets.push((Via::Node, Target::new(node.addr, relay_path_for(&request)), Some(node)));
         }
@@ -165,6 +172,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
             direct: Series::default(),
             nginx: nginx.map(|_| Series::default()),
             relay: relay.map(|_| Series::default()),
+            js: Series::default(),
             node: Series::default(),
         };
         for round in 0..plan.rounds {
@@ -191,6 +199,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
                     Via::Direct => (Some(&mut level.direct), None),
                     Via::Nginx => (level.nginx.as_mut(), None),
                     Via::Relay => (level.relay.as_mut(), relay_cost.as_mut()),
+                    Via::Js => (Some(&mut level.js), Some(&mut js_cost)),
                     Via::Node => (Some(&mut level.node), Some(&mut node_cost)),
                 };
                 if let Some(total) = total {
@@ -203,7 +212,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         }
         levels.push(level);
     }
-    Ok(HotPath { levels, relay_cost, node_cost })
+    Ok(HotPath { levels, relay_cost, js_cost, node_cost })
 }
 
 fn describe(via: Via) -> &'static str {
@@ -211,6 +220,7 @@ fn describe(via: Via) -> &'static str {
         Via::Direct => "straight to the API",
         Via::Nginx => "through nginx",
         Via::Relay => "through the relay",
+        Via::Js => "through the JS handler",
         Via::Node => "through the Node baseline",
     }
 }

@@ -21,11 +21,13 @@ use crate::procs::Spec;
 use crate::world::{Upstream, World};
 
 /// How to start each kind of function instance.
+#[derive(Default)]
 pub struct Functions {
     /// The compiled Vercel function, when it was found.
     pub relay: Option<PathBuf>,
-    /// `node`, and the baseline's script.
-    pub node: PathBuf,
+    /// The JS handler's server (tests/js/support/serve-relay.mjs).
+    pub js_handler: PathBuf,
+    /// The Node baseline's server (bench/node-baseline/server.mjs).
     pub baseline: PathBuf,
 }
 
@@ -42,15 +44,13 @@ impl Functions {
         })
     }
 
+    /// The JS handler on `config`, with the relay binary's environment.
+    pub fn js_handler(&self, world: &World, config: &Path) -> Spec {
+        Spec::node("js", &self.js_handler, world.relay_env(config), world.dir())
+    }
+
     /// The Node baseline for `upstream`, caching its token `margin` shorter than its lifetime.
     pub fn baseline(&self, world: &World, upstream: &Upstream, margin: Duration) -> Spec {
-        Spec {
-            name: "node",
-            program: self.node.clone(),
-            args: vec![self.baseline.clone().into()],
-            env: world.baseline_env(upstream, margin),
-            port_var: "PORT",
-            log_dir: world.dir().to_owned(),
-        }
+        Spec::node("node", &self.baseline, world.baseline_env(upstream, margin), world.dir())
     }
 }

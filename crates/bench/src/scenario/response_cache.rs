@@ -36,7 +36,7 @@ pub async fn run(world: &World, relay_bin: &Path) -> anyhow::Result<String> {
     );
     ensure!(cached != text, "the bench config has no /search/** route to cache");
     std::fs::write(&config, cached)?;
-    let functions = Functions { relay: Some(relay_bin.to_owned()), node: "node".into(), baseline: Default::default() };
+    let functions = Functions { relay: Some(relay_bin.to_owned()), ..Functions::default() };
     let spec = functions.relay(world, &config).context("relay spec")?;
     let mut instances: Vec<Instance> = Vec::new();
     for _ in 0..PROCESSES {
