@@ -178,8 +178,8 @@ async function main() {
   say("building the relay function, the stand-in API and the Node addon (the first run takes a few minutes)");
   if (!existsSync(path.join(ROOT, "node_modules"))) run("npm", ["install", "--no-audit", "--no-fund"]);
   // The same build as the test command, so one warms the other (selecting fewer
-  // packages would unify dependency features differently and rebuild them).
-  run("cargo", ["build", "--workspace", "--bins", "--locked"]);
+  // packages or targets would unify dependency features differently and rebuild them).
+  run("cargo", ["build", "--workspace", "--all-targets", "--locked"]);
   const addonDir = path.join(ROOT, "crates", "tokenrelay-node");
   if (!readdirSync(addonDir).some((f) => f.endsWith(".node"))) run("npm", ["run", "build", "--prefix", addonDir]);
 

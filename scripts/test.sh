@@ -28,6 +28,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 # scripts/build-linux.sh unpacks its toolchain with xz; scripts/glibc-floor.mjs reads binaries with objdump.
 command -v xz >/dev/null || missing+=(xz-utils)
 command -v objdump >/dev/null || missing+=(binutils)
+# The packed-package tests read the zips Netlify's bundler writes.
+command -v unzip >/dev/null || missing+=(unzip)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -62,7 +64,9 @@ npx tsc -p tsconfig.json
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 phase build
-cargo build --workspace --bins --locked
+# Every target, tests included, with the features `cargo test` resolves (dev-dependencies
+# unify features too): the Rust test phase then compiles nothing but the doc tests.
+cargo build --workspace --all-targets --locked
 # The relay functions as their platforms build them, so that their tests find the builds warm:
 # `vercel build` (tests/vercel.rs) runs `cargo build --release --bin relay`, and `netlify dev`
 # (netlify/functions/relay/tests/netlify_dev.rs) builds into its site's .netlify/functions-serve/relay.
