@@ -1,7 +1,6 @@
 // Types of `tokenrelay/fetch` (fetch.js): the browse-time relay for JavaScript servers.
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { RelayOptions as NativeRelayOptions } from "./binding.js";
 
 /**
  * Where the visitor's address comes from (rate limits count per address):
@@ -21,13 +20,25 @@ export type ClientIpSource =
   | (string & {})
   | ((request: Request, context?: unknown) => string | undefined);
 
-/** Options of {@link createRelay}: the site's (`configPath`, `cwd`, `env`), `mount`, `clientIp`. */
-export interface RelayOptions extends NativeRelayOptions {
+/** What both handlers take: the site's options, as the package's other functions take them, and the mount. */
+export interface SiteRelayOptions {
+  /** The config file, relative to `cwd`. Default: `$TOKENRELAY_CONFIG`, else `tokenrelay.toml`. */
+  configPath?: string;
+  /** The site's directory, where the config and `.env` are looked up. Default: the current directory. */
+  cwd?: string;
+  /** Variables that override the process environment; `""` unsets one. */
+  env?: Record<string, string>;
+  /** Where the relay answers in the site's URL space. Default: `/api/relay`. */
+  mount?: string;
+}
+
+/** Options of {@link createRelay}. */
+export interface RelayOptions extends SiteRelayOptions {
   clientIp?: ClientIpSource;
 }
 
 /** Options of {@link createNodeRelay}. */
-export interface NodeRelayOptions extends NativeRelayOptions {
+export interface NodeRelayOptions extends SiteRelayOptions {
   /**
    * `"socket"` (default): the connection's peer, for a server facing visitors
    * directly; a header the proxy in front sets itself; or a function of the request.
