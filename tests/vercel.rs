@@ -4,63 +4,21 @@
 //! output of `vercel build`, run the same way.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use relay_e2e::cache_checks::QueryPassing;
 use relay_e2e::frozen::vercel_rewrite;
 use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, Visitor, bounded, checks};
-use tokio::process::{Child, Command};
+use testkit::freeze::{Served, ServedProcess};
+use tokio::process::Command;
 
 /// Processes sharing the store, as concurrent Vercel instances would.
 const INSTANCES: usize = 4;
-/// How long a fresh process gets to answer `/_vercel/ping`.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Ports taken between our check and the child's bind are retried this often.
-const PORT_ATTEMPTS: usize = 5;
 
-/// A running function process; killed when dropped.
-struct Function {
-    _child: Child,
-    port: u16,
-}
-
-impl Function {
-    async fn start(env: &[(String, String)], logs: &Logs) -> anyhow::Result<Self> {
-        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_relay")), env, logs).await
-    }
-
-    async fn start_binary(binary: &Path, env: &[(String, String)], logs: &Logs) -> anyhow::Result<Self> {
-        for _ in 0..PORT_ATTEMPTS {
-            let port = testkit::free_port()?;
-            let mut child = Command::new(binary)
-                .env_clear()
-                .envs(env.iter().cloned())
-                .env("VERCEL_DEV_PORT", port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .context("spawning the relay binary")?;
-            logs.capture(child.stdout.take().context("stdout")?);
-            logs.capture(child.stderr.take().context("stderr")?);
-            let ping = format!("http://127.0.0.1:{port}/_vercel/ping");
-            let ready = testkit::wait_until("the function answers /_vercel/ping", READY_TIMEOUT, || async {
-                reqwest::get(&ping).await.is_ok_and(|r| r.status().is_success())
-            });
-            tokio::select! {
-                ready = ready => {
-                    ready.with_context(|| logs.tail(20))?;
-                    return Ok(Self { _child: child, port });
-                }
-                // Exited before answering: most likely the port was taken meanwhile.
-                status = child.wait() => eprintln!("relay exited with {status:?} before answering; retrying on another port"),
-            }
-        }
-        bail!("the relay binary did not start: {}", logs.tail(20))
-    }
+/// A process of the compiled function, as Vercel's runtime serves it; killed when dropped.
+async fn start_function(env: &[(String, String)], logs: &Logs) -> anyhow::Result<ServedProcess> {
+    Served::vercel(Path::new(env!("CARGO_BIN_EXE_relay"))).spawn(env, logs).await
 }
 
 #[tokio::test]
@@ -70,7 +28,7 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         let logs = Logs::default();
         let mut functions = Vec::new();
         for _ in 0..INSTANCES {
-            functions.push(Function::start(&fx.env(), &logs).await?);
+            functions.push(start_function(&fx.env(), &logs).await?);
         }
         let shell =
             Shell::new(format!("127.0.0.1:{}", functions[0].port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
@@ -102,7 +60,7 @@ async fn vercel_function_asks_callers_for_proof() {
         let logs = Logs::default();
         let mut env = fx.env();
         env.extend(callers.env());
-        let function = Function::start(&env, &logs).await?;
+        let function = start_function(&env, &logs).await?;
         let shell =
             Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         relay_e2e::caller_checks::jwt_caller(&shell, &fx, &callers).await.context("JWT caller")?;
@@ -124,8 +82,8 @@ async fn instances_share_rate_limit_counts_through_the_store() {
     bounded(Duration::from_secs(60), async {
         let fx = Fixture::start().await?;
         let logs = Logs::default();
-        let a = Function::start(&fx.env(), &logs).await?;
-        let b = Function::start(&fx.env(), &logs).await?;
+        let a = start_function(&fx.env(), &logs).await?;
+        let b = start_function(&fx.env(), &logs).await?;
         let shell = Shell::new(format!("127.0.0.1:{}", a.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let other = shell.at(format!("127.0.0.1:{}", b.port));
         let target = "/api/relay/limited/search/images";
@@ -178,7 +136,7 @@ async fn streamed_answers_are_not_held_back_on_keep_alive_connections() {
     bounded(Duration::from_secs(60), async {
         let fx = Fixture::start().await?;
         let logs = Logs::default();
-        let function = Function::start(&fx.env(), &logs).await?;
+        let function = start_function(&fx.env(), &logs).await?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
         let url = format!("http://127.0.0.1:{}{}", function.port, vercel_rewrite("/api/relay/getty/big?bytes=200"));
         let mut took = Vec::new();
@@ -203,7 +161,7 @@ async fn a_misconfigured_function_answers_500_without_details() {
         let logs = Logs::default();
         // The API secret is missing: the config cannot be resolved.
         let env: Vec<_> = fx.env().into_iter().filter(|(k, _)| k != "GETTY_API_SECRET").collect();
-        let function = Function::start(&env, &logs).await?;
+        let function = start_function(&env, &logs).await?;
         let shell =
             Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let reply = shell.get("/api/relay/getty/search/images", &[]).await?;
@@ -282,7 +240,7 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         ensure!(public.contains(&"index.html".to_owned()), "the site build rendered no page: {public:?}");
 
         let logs = Logs::default();
-        let function = Function::start_binary(&executable, &fx.env(), &logs).await?;
+        let function = Served::vercel(&executable).spawn(&fx.env(), &logs).await?;
         let shell =
             Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         checks::happy_path_forwards_only_what_it_should(&shell, &fx).await.context("happy path")?;

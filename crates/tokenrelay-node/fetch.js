@@ -157,9 +157,7 @@ function contextAddress(context) {
 function headerList(headers) {
   /** @type {string[]} */
   const list = [];
-  headers.forEach((value, name) => {
-    if (name !== "set-cookie") list.push(name, value);
-  });
+  headers.forEach((value, name) => list.push(name, value));
   return list;
 }
 

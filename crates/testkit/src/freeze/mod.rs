@@ -27,6 +27,8 @@ mod http;
 mod lambda;
 mod served;
 
+pub use served::ServedProcess;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::{Freeze, Freezer, Function, Instance, READY_TIMEOUT, Request, Served};
 use crate::Logs;
@@ -44,37 +44,53 @@ pub(super) async fn start(
     freeze: Freeze,
     logs: &Logs,
 ) -> anyhow::Result<Instance<ServedFunction>> {
-    let program = served.program;
-    let ping = format!("GET {} HTTP/1.0\r\n\r\n", served.ready_path);
-    for _ in 0..PORT_ATTEMPTS {
-        let port = crate::free_port()?;
-        let mut child = Command::new(program)
-            .args(served.args)
-            .env_clear()
-            .envs(env.iter().cloned())
-            .env(served.port_var, port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning {}", program.display()))?;
-        logs.capture(child.stdout.take().context("stdout")?);
-        logs.capture(child.stderr.take().context("stderr")?);
-        let ready = crate::wait_until("the function answers its readiness ping", READY_TIMEOUT, || async {
-            exchange(port, ping.as_bytes()).await.is_ok_and(|answer| answer.get(8..13) == Some(b" 200 "))
-        });
-        tokio::select! {
-            ready = ready => {
-                ready.with_context(|| logs.tail(20))?;
-                let freezer = Freezer::of(&child, freeze)?;
-                freezer.freeze()?;
-                let function = ServedFunction { port, freezer };
-                return Ok(Instance { function, freezer, turn: Default::default(), _child: child });
+    let ServedProcess { child, port } = served.spawn(env, logs).await?;
+    let freezer = Freezer::of(&child, freeze)?;
+    freezer.freeze()?;
+    let function = ServedFunction { port, freezer };
+    Ok(Instance { function, freezer, turn: Default::default(), _child: child })
+}
+
+/// A running process of a [`Served`] function; killed when dropped.
+pub struct ServedProcess {
+    child: Child,
+    /// Where it serves, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Served<'_> {
+    /// Starts a process on a free port with environment `env`, its output in
+    /// `logs`, and waits until it answers its readiness ping.
+    pub async fn spawn(&self, env: &[(String, String)], logs: &Logs) -> anyhow::Result<ServedProcess> {
+        let program = self.program;
+        let ping = format!("GET {} HTTP/1.0\r\n\r\n", self.ready_path);
+        for _ in 0..PORT_ATTEMPTS {
+            let port = crate::free_port()?;
+            let mut child = Command::new(program)
+                .args(self.args)
+                .env_clear()
+                .envs(env.iter().cloned())
+                .env(self.port_var, port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("spawning {}", program.display()))?;
+            logs.capture(child.stdout.take().context("stdout")?);
+            logs.capture(child.stderr.take().context("stderr")?);
+            let ready = crate::wait_until("the function answers its readiness ping", READY_TIMEOUT, || async {
+                exchange(port, ping.as_bytes()).await.is_ok_and(|answer| answer.get(8..13) == Some(b" 200 "))
+            });
+            tokio::select! {
+                ready = ready => {
+                    ready.with_context(|| logs.tail(20))?;
+                    return Ok(ServedProcess { child, port });
+                }
+                // Exited before answering: most likely the port was taken meanwhile.
+                status = child.wait() => eprintln!("{} exited with {status:?} before answering; retrying on another port", program.display()),
             }
-            // Exited before answering: most likely the port was taken meanwhile.
-            status = child.wait() => eprintln!("{} exited with {status:?} before answering; retrying on another port", program.display()),
         }
+        bail!("{} did not start: {}", program.display(), logs.tail(20))
     }
-    bail!("{} did not start: {}", program.display(), logs.tail(20))
 }
