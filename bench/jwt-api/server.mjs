@@ -25,6 +25,11 @@ const AUDIENCE = "bench-api";
 
 /** @type {Map<string, crypto.KeyObject>} kid → key, loaded from the JWKS over HTTP as an API would. */
 const keys = new Map();
+/** Resolved once `keys` is loaded: the port accepts connections before, and a call must not get a 401 for it. */
+let keysLoaded = () => {};
+const loaded = new Promise((resolve) => {
+  keysLoaded = () => resolve(undefined);
+});
 
 const b64url = (/** @type {Buffer|string} */ data) => Buffer.from(data).toString("base64url");
 
@@ -67,7 +72,7 @@ const json = (/** @type {http.ServerResponse} */ res, /** @type {number} */ stat
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) }).end(text);
 };
 
-const server = http.createServer((req, res) => {
+const server = http.createServer(async (req, res) => {
   const url = new URL(req.url ?? "/", issuer);
   if (req.method === "POST" && url.pathname === "/token") {
     req.resume();
@@ -78,6 +83,7 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (url.pathname === "/.well-known/jwks.json") return json(res, 200, jwks);
+  await loaded;
   const claims = verify(req.headers.authorization);
   if (!claims) return json(res, 401, { error: "invalid_token" });
   json(res, 200, {
@@ -96,5 +102,6 @@ server.listen(Number(env.PORT), "127.0.0.1", async () => {
   issuer = `http://127.0.0.1:${env.PORT}`;
   const fetched = await (await fetch(`${issuer}/.well-known/jwks.json`)).json();
   for (const jwk of fetched.keys) keys.set(jwk.kid, crypto.createPublicKey({ key: jwk, format: "jwk" }));
+  keysLoaded();
   console.log(`jwt-api listening on ${issuer}`);
 });
