@@ -59,6 +59,8 @@ npx biome format .
 # clone (the build writes them anew; nothing runs JS in between).
 rm -f crates/tokenrelay-node/binding.js crates/tokenrelay-node/binding.d.ts
 npx tsc -p tsconfig.json
+# No import cycle between the core's modules (scripts/module-cycles.mjs says how it counts).
+node scripts/module-cycles.mjs crates/tokenrelay/src
 # --workspace unifies tokenrelay's features, so the Vercel and Netlify crates make clippy
 # see the `vercel`, `netlify` and `shell` code; each crate's own deny lints apply.
 cargo clippy --workspace --all-targets --locked -- -D warnings

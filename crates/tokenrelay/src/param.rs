@@ -1,6 +1,16 @@
 //! Configured values that may be secret.
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// A [`Param`] as the config file writes it: a literal value or
+/// `{ env = "NAME" }`, resolved by the config's builder.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawParam {
+    Literal(String),
+    Env { env: String },
+}
 
 /// A configured value: a literal from the config file, or a value read from
 /// an environment variable. Values from the environment are always treated as

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(super) use crate::param::RawParam;
 use crate::token::oauth2::ClientAuth;
 
 #[derive(Debug, Deserialize)]
@@ -128,14 +129,6 @@ pub(super) struct RawInject {
     pub header: Option<String>,
     pub format: Option<String>,
     pub query: Option<String>,
-}
-
-/// A literal value or `{ env = "NAME" }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum RawParam {
-    Literal(String),
-    Env { env: String },
 }
 
 #[derive(Debug, Deserialize)]

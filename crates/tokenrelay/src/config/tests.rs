@@ -204,3 +204,40 @@ fn missing_file_is_a_clear_error() {
     assert_eq!(err.code(), "config_unreadable");
     assert!(err.to_string().starts_with("/nonexistent/tokenrelay.toml: cannot read the config file"), "{err}");
 }
+
+#[test]
+fn per_caller_limits_need_caller_on_every_route() {
+    let jwt = r#"caller = { jwt = { jwks_url = "https://id.example.com/jwks", issuer = "i", audience = "a" } }"#;
+    let text = |per: &str, second: &str| {
+        format!(
+            r#"
+[relay]
+rate_limit = {{ requests = 5, window = "1m", per = "caller" }}
+
+[upstreams.api]
+base_url = "https://api.example.com"
+token = {{ type = "static", key = {{ env = "API_KEY" }} }}
+
+[upstreams.api.relay]
+rate_limit = {{ requests = 5, window = "1m", per = "{per}" }}
+routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
+"#
+        )
+    };
+    let env = Env::from_pairs([("API_KEY", "k")]);
+    let problems = |text: &str| match Config::parse(text, "tokenrelay.toml", &env) {
+        Err(Error::ConfigInvalid { problems, .. }) => problems,
+        other => panic!("expected config_invalid, got {other:?}"),
+    };
+    let p = problems(&text("caller", ""));
+    assert!(p[0].starts_with("relay.rate_limit.per: is per upstream"), "{p:#?}");
+    assert!(p[1].starts_with("upstream \"api\": relay.rate_limit.per: \"caller\" needs caller"), "{p:#?}");
+    assert_eq!(p.len(), 2, "{p:#?}");
+    let p = problems(&text("visitor", &format!(", {jwt}")));
+    assert!(p.iter().any(|m| m.contains("per must be \"ip\" or \"caller\"")), "{p:#?}");
+    let site_wide_ok =
+        text("caller", &format!(", {jwt}")).replace(", per = \"caller\" }\n\n[upstreams", " }\n\n[upstreams");
+    let c = Config::parse(&site_wide_ok, "tokenrelay.toml", &env).unwrap();
+    let limit = c.upstreams["api"].relay.as_ref().unwrap().rate_limit.unwrap();
+    assert_eq!(limit.per, relay::Per::Caller);
+}

@@ -101,6 +101,12 @@ impl Body {
     }
 }
 
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body::full(bytes)
+    }
+}
+
 impl Body {
     /// This body, ending only once `chores` are done.
     pub(super) fn ending_after(mut self, chores: Option<super::chores::Finish>) -> Self {

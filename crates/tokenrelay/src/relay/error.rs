@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
-use super::Body;
 use crate::error::Error;
 
 crate::stable_codes! {
@@ -191,10 +190,10 @@ impl RelayError {
         }
     }
 
-    /// The JSON error response.
-    pub(crate) fn to_response(&self) -> Response<Body> {
+    /// The JSON error response, in any body type made from bytes.
+    pub(crate) fn to_response<B: From<Bytes>>(&self) -> Response<B> {
         let body = serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        let mut response = Response::new(Body::full(Bytes::from(body.to_string())));
+        let mut response = Response::new(B::from(Bytes::from(body.to_string())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -226,7 +225,7 @@ fn list(methods: &[Method]) -> String {
 /// Answers every request of a process whose relay could not be built
 /// (invalid config, missing variables): 500 with the error's code, and the
 /// details in the log only.
-pub(crate) fn misconfigured(err: &Error) -> Response<Body> {
+pub(crate) fn misconfigured<B: From<Bytes>>(err: &Error) -> Response<B> {
     tracing::error!(code = err.code(), error = %err, "relay is not configured; answering 500");
     RelayError::from(Kind::Misconfigured(err.clone())).to_response()
 }
@@ -237,7 +236,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     async fn json(e: RelayError) -> (StatusCode, http::HeaderMap, serde_json::Value) {
-        let (parts, body) = e.to_response().into_parts();
+        let (parts, body) = e.to_response::<http_body_util::Full<Bytes>>().into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
     }

@@ -19,18 +19,22 @@
 //!    store, the rest are decided in memory and synced as chores (429);
 //! 6. the body, buffered up to `relay.max_request_bytes` (413); none on a
 //!    `GET` or `HEAD` (400: the cache could not key an answer to it);
-//! 7. `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
-//!    answered from the shared response cache when it can be, and a miss
-//!    makes one upstream call across instances (the steps below);
-//! 8. `forward`: token from the [`Broker`], `inject`ed, sent with
-//!    `relay.timeout`; a 401 invalidates the token and retries once, unless
-//!    the broker keeps the token: then the upstream's 401 is the answer
-//!    (`challenge` reads whether the upstream said the token is revoked);
-//!    `budget` admits each call first: not while `upstream_limits` says the
-//!    upstream asked to wait, nor past the site's budget of calls (503);
-//! 9. `headers` and `scrub`: the response is streamed back with allow-listed
-//!    headers only, injected credentials redacted in every encoding the
-//!    scrubber knows, within `relay.max_response_bytes`.
+//! 7. the upstream call, a stack of layers each wrapping the one below
+//!    (`call`), composed once in [`Relay::new`]:
+//!    - `cache`: on a route with `cache = { ttl = … }`, a `GET` or `HEAD` is
+//!      answered from the shared response cache when it can be, and a miss
+//!      makes one upstream call across instances (the layers below);
+//!    - `call::retry`: a 401 invalidates the token and calls once more,
+//!      unless the broker keeps the token: then the upstream's 401 is the
+//!      answer (`challenge` reads whether the upstream said it is revoked);
+//!    - `call::budget`: not while `upstream_limits` says the upstream asked
+//!      to wait, nor past the site's budget of calls (503);
+//!    - `call::authorized`: token from the [`Broker`], `inject`ed, sent with
+//!      `relay.timeout`;
+//! 8. `answer`: allow-listed headers only, the relay's own (`Cache-Control`,
+//!    CSP, `Cache-Status`), and the body streamed back with injected
+//!    credentials redacted in every encoding `scrub` knows, within
+//!    `relay.max_response_bytes`.
 //!
 //! Every failure is one [`RelayError`] with a stable code, answered as
 //! `{ "error": { "code", "message" } }` by `error`. One structured log line
@@ -43,21 +47,24 @@
 //! # Ok(()) }
 //! ```
 
+mod answer;
 mod body;
-mod budget;
 mod cache;
+mod call;
 mod caller;
 mod challenge;
 mod chores;
 mod cors;
 mod error;
-mod forward;
 mod headers;
 mod inject;
 #[cfg(feature = "logging")]
 mod logging;
+mod outgoing;
 mod path;
 mod rate_limit;
+mod record;
+mod request_body;
 mod route;
 mod scrub;
 mod service;
@@ -70,9 +77,9 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 pub use body::Body;
 pub use cache::purge_cache;
@@ -86,19 +93,14 @@ pub use status::{BudgetStatus, PurgeStatus, SharedBuckets, TokenStatus, Upstream
 
 use crate::broker::Broker;
 use crate::config::Env;
-use crate::config::relay::{Inject, Route};
-use crate::store;
-use crate::token::Token;
+use crate::config::relay::Inject;
+use crate::store::CacheState;
+use answer::{REQUEST_ID, SERVER_TIMING};
+use call::{Authorized, Budgeted, ColdPlan, Cx, RetryOn401};
 use error::Kind;
-use timing::Timing;
+use outgoing::Outgoing;
+use record::Record;
 
-/// The response header carrying the request id.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// W3C Server Timing.
-const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-/// A Content Security Policy that loads nothing and sandboxes the document:
-/// `fetch()` callers are unaffected, an HTML answer opened directly is inert.
-const INERT: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 /// Added to the longest chore's own bound (a token fetch within
 /// `cache.lock_lease`, a refresh within `relay.timeout`) for its store writes.
 const CHORES_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -125,43 +127,35 @@ impl ClientIp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+/// The upstream call, outermost layer first (see [`Relay::new`]).
+type UpstreamCall = cache::Cached<RetryOn401<Budgeted<Authorized>>>;
+
 /// The relay. Cheap to clone; build one per process and share it.
 #[derive(Debug, Clone)]
 pub struct Relay {
     broker: Broker,
     limiter: rate_limit::RateLimiter,
-    guard: budget::Guard,
+    upstream: UpstreamCall,
     scrubbers: inject::Scrubbers,
-    cache: cache::ResponseCache,
     caller: std::sync::Arc<caller::Gate>,
     mount: path::Mount,
 }
 
-/// What is known about a request so far, for the log line. Names are
-/// borrowed from the config where they can be: no copy per request.
-#[derive(Default)]
-struct Record<'a> {
-    upstream: Option<Cow<'a, str>>,
-    route: Option<&'a str>,
-    timing: Timing,
-    /// Work the request made due, done before its answer ends.
-    chores: chores::Chores,
-}
-
 impl Relay {
-    /// A relay over `broker`'s config, store and HTTP client.
+    /// A relay over `broker`'s config, store and HTTP client. The upstream
+    /// call is composed here, each layer wrapping the one it guards: the
+    /// response cache (a hit makes no call), the 401 retry (a retry is a
+    /// second call), the budget and the upstream's cooldown (a refused call
+    /// costs no token), then the token and the send.
     pub fn new(broker: Broker) -> Self {
         let cooldowns = upstream_limits::Cooldowns::new(&broker);
         let limiter = rate_limit::RateLimiter::new(broker.clone(), cooldowns.clone());
-        Self {
-            guard: budget::Guard::new(limiter.clone(), cooldowns),
-            limiter,
-            broker,
-            scrubbers: inject::Scrubbers::default(),
-            cache: cache::ResponseCache::default(),
-            caller: std::sync::Arc::default(),
-            mount: path::Mount::default(),
-        }
+        let scrubbers = inject::Scrubbers::default();
+        let send = Authorized::new(broker.clone());
+        let budgeted = Budgeted::new(send, broker.clone(), limiter.clone(), cooldowns);
+        let retried = RetryOn401::new(budgeted, broker.clone());
+        let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());
+        Self { broker, limiter, upstream, scrubbers, caller: std::sync::Arc::default(), mount: path::Mount::default() }
     }
 
     /// The relay answering below `mount` instead of [`MOUNT`]; its session
@@ -208,13 +202,8 @@ impl Relay {
         };
         let headers = response.headers_mut();
         cors::decorate(headers, caller.as_ref().ok());
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            headers.insert(REQUEST_ID, id);
-        }
-        if let Some(timing) = record.timing.header() {
-            headers.insert(SERVER_TIMING, timing);
-        }
-        log(&request_id, &method, &record, response.status(), error.as_ref(), started);
+        answer::finish(headers, &request_id, &record.timing);
+        record.log(&request_id, &method, response.status(), error.as_ref(), started);
         let settings = self.broker.config();
         let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
         response.map(|body| body.ending_after(record.chores.finish(deadline)))
@@ -232,7 +221,7 @@ impl Relay {
         match body.collect().await {
             Ok(collected) => Response::from_parts(parts, collected.to_bytes()),
             Err(err) => {
-                let (mut error_parts, error_body) = err.to_response().into_parts();
+                let (mut error_parts, error_body) = err.to_response::<Body>().into_parts();
                 let kept = [
                     header::ACCESS_CONTROL_ALLOW_ORIGIN,
                     header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -251,6 +240,8 @@ impl Relay {
         }
     }
 
+    /// The request rules in order (the module's list), then the upstream
+    /// call, then the answer.
     async fn serve<'a, B>(
         &'a self,
         request: Request<B>,
@@ -263,6 +254,7 @@ impl Relay {
     {
         let settings = &self.broker.config().relay;
         let (parts, body) = request.into_parts();
+        // 2. path
         let target = self.mount.split(parts.uri.path())?;
         // An upstream without a relay section is as invisible as an unknown one.
         let Some((upstream, relay)) =
@@ -275,6 +267,7 @@ impl Relay {
         let query = parts.uri.query();
         query.map(path::check_query).transpose()?;
 
+        // 3. route, or the CORS preflight's answer
         if cors::is_preflight(&parts.method, &parts.headers) {
             let route =
                 route::select(relay, upstream.name(), &target.segments, &cors::requested_method(&parts.headers))?;
@@ -289,8 +282,7 @@ impl Relay {
         if let (Inject::Query { name }, Some(q)) = (&relay.inject, query) {
             path::check_param_unset(q, name)?;
         }
-
-        let mut out = forward::Outgoing {
+        let mut out = Outgoing {
             upstream,
             relay,
             route,
@@ -300,10 +292,10 @@ impl Relay {
             headers: headers::forward_request(&parts.headers, route.forward_range),
             body: Bytes::new(),
             timeout: settings.timeout,
-            chores: &record.chores,
         };
+
+        // 4. caller: before the rate limit, which may count per caller
         let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
-        // Before the rate limit, which may count per caller.
         let admitted = match &route.caller {
             Some(policy) => {
                 let (http, store) = (self.broker.http(), self.broker.store());
@@ -311,180 +303,52 @@ impl Relay {
             }
             None => None,
         };
+
+        // 5. rate limit
         let subject = admitted.as_ref().map(|a| a.subject.as_str());
-        let cache_read = match self.limiter.decide(upstream.name(), ip, subject)? {
+        let cached = match self.limiter.decide(upstream.name(), ip, subject)? {
             rate_limit::Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     record.chores.add(sync);
                 }
                 None
             }
-            rate_limit::Verdict::Count(counting) => self.count(&out, route, counting).await?,
+            rate_limit::Verdict::Count(counting) => self.count(&out, counting).await?,
         };
-        out.body = read_body(&out.method, &parts.headers, body, settings.max_request_bytes).await?;
-        let mut response = match route.cache {
-            Some(policy) => cache::serve(self, &out, route, policy, request_id, &mut record.timing, cache_read).await,
-            None => self.relay_upstream(&out, route, request_id, &mut record.timing).await,
-        }?;
+
+        // 6. body
+        out.body = request_body::read_body(&out.method, &parts.headers, body, settings.max_request_bytes).await?;
+
+        // 7. the upstream call, through its layers
+        let mut cx = Cx { request_id, timing: &mut record.timing, chores: &record.chores };
+        let reply = self.upstream.serve(&out, &mut cx, cached).await?;
+
+        // 8. the answer
+        let mut response = answer::shape(reply, &out, &self.scrubbers, settings, request_id).await?;
         if let Some(cookie) = admitted.and_then(|a| a.set_cookie) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
     }
 
-    /// Counts `out` against its rate limit in the store and decides it. A
-    /// cold instance reads, in the same round trip, the token it lacks, the
-    /// cached answer the request may be served from (returned) and the
-    /// upstream's cooldown.
+    /// Counts `out` against its rate limit in the store and decides it, in
+    /// the round trip that also reads what the upstream call's layers ask
+    /// for (a cold instance's token, cached answer and cooldown); returns the
+    /// cached answer's state for the cache layer.
     async fn count(
         &self,
-        out: &forward::Outgoing<'_>,
-        route: &Route,
+        out: &Outgoing<'_>,
         counting: rate_limit::Counting,
-    ) -> Result<Option<store::CacheState>, RelayError> {
-        let name = out.upstream.name();
-        let token_keys = self.broker.keys_to_read(name);
-        let cache_keys = route.cache.and_then(|_| cache::keys_to_read(self, out));
-        let cooldowns = self.guard.cooldowns();
-        let cooldown_keys = cooldowns.key(name);
-        let store = self.broker.store();
-        match store.count_and_read(counting.counts(), token_keys, cache_keys.as_ref(), &cooldown_keys).await {
-            Ok(read) => {
-                cooldowns.learn(&cooldown_keys, &read.cooldowns);
+    ) -> Result<Option<CacheState>, RelayError> {
+        let mut plan = ColdPlan::default();
+        self.upstream.plan(out, &mut plan);
+        match plan.read(self.broker.store(), counting.counts()).await {
+            Ok(mut read) => {
+                let cached = self.upstream.learn(out, &mut read);
                 self.limiter.settle(counting, Some(read.totals))?;
-                if let Some(token) = read.token {
-                    self.broker.adopt(name, &token);
-                }
-                Ok(read.cache)
+                Ok(cached)
             }
             Err(_) => self.limiter.settle(counting, None).map(|()| None),
         }
-    }
-
-    /// Exchanges `out` with the upstream and streams the answer back.
-    async fn relay_upstream(
-        &self,
-        out: &forward::Outgoing<'_>,
-        route: &Route,
-        request_id: &str,
-        timing: &mut Timing,
-    ) -> Result<Response<Body>, RelayError> {
-        let (response, token) = forward::exchange(&self.broker, &self.guard, out, timing).await?;
-        self.stream_answer(out, route, response, &token, request_id).await
-    }
-
-    /// The upstream's answer, streamed back scrubbed and within the size limit.
-    async fn stream_answer(
-        &self,
-        out: &forward::Outgoing<'_>,
-        route: &Route,
-        response: reqwest::Response,
-        token: &Token,
-        request_id: &str,
-    ) -> Result<Response<Body>, RelayError> {
-        let settings = &self.broker.config().relay;
-        if response.content_length().is_some_and(|n| n > settings.max_response_bytes) {
-            return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
-        }
-        let (upstream, relay) = (out.upstream, out.relay);
-        let scrubber = self.scrubbers.get(upstream.name(), relay, token);
-        let status = response.status();
-        let mut headers = headers::filter_response(response.headers(), &scrubber);
-        decorate(&mut headers, status, route);
-        let source = body::Source {
-            request_id: request_id.to_owned(),
-            upstream: upstream.name().to_owned(),
-            timeout: settings.timeout,
-            limit: settings.max_response_bytes,
-        };
-        let event_stream = headers::is_event_stream(&headers);
-        let body = Body::upstream(response, scrubber.stream(), source).primed(event_stream).await?;
-        let mut relayed = Response::new(body);
-        *relayed.status_mut() = status;
-        *relayed.headers_mut() = headers;
-        Ok(relayed)
-    }
-}
-
-/// The headers the relay sets on every relayed answer, cached or not.
-fn decorate(headers: &mut HeaderMap, status: http::StatusCode, route: &Route) {
-    // Unless the route says the answer is public, no cache may keep it.
-    let cacheable = status.is_success() || status == http::StatusCode::NOT_MODIFIED;
-    let cache_control = route.cache_control.clone().filter(|_| cacheable);
-    headers.insert(header::CACHE_CONTROL, cache_control.unwrap_or(HeaderValue::from_static("no-store")));
-    // The answer is served from the site's own origin: whatever the upstream
-    // sends, a browser must not run it as a page of this site.
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(INERT));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-}
-
-/// The request body, at most `limit` bytes. A `GET` or `HEAD` has none: its
-/// body never reaches the upstream, whose answer could depend on it while the
-/// cache keys it without (and whose servers disagree on what it means).
-async fn read_body<B>(method: &http::Method, headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes, RelayError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Kind::BodyTooLarge(limit).into());
-    }
-    let bytes = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Kind::BodyTooLarge(limit).into()),
-        Err(_) => return Err(Kind::BodyUnreadable.into()),
-    };
-    if !bytes.is_empty() && (method == http::Method::GET || method == http::Method::HEAD) {
-        return Err(Kind::BodyNotAllowed(method.clone()).into());
-    }
-    Ok(bytes)
-}
-
-/// One line per request: ids, names, durations and outcomes, never a value.
-fn log(
-    request_id: &str,
-    method: &http::Method,
-    record: &Record,
-    status: http::StatusCode,
-    error: Option<&RelayError>,
-    started: Instant,
-) {
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    let upstream = record.upstream.as_deref().unwrap_or("-");
-    let route = record.route.unwrap_or("-");
-    let token = record.timing.token.map_or("-", |(_, o)| o.as_str());
-    let token_ms = record.timing.token.map_or(0.0, |(d, _)| ms(d));
-    let upstream_ms = record.timing.upstream.map_or(0.0, ms);
-    let cache = record.timing.cache.map_or("-", |(_, o)| o.as_str());
-    let duration_ms = ms(started.elapsed());
-    let code = error.map_or("-", RelayError::code);
-    let detail = error.and_then(RelayError::detail).map(ToString::to_string);
-    if status.is_server_error() {
-        tracing::warn!(request_id, %method, upstream, route, status = status.as_u16(), code, detail, cache, token, token_ms, upstream_ms, duration_ms, "relay request failed");
-    } else {
-        tracing::info!(request_id, %method, upstream, route, status = status.as_u16(), code, cache, token, token_ms, upstream_ms, duration_ms, "relay request");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::{Method, StatusCode};
-    use http_body_util::Full;
-
-    fn body(bytes: &'static [u8]) -> Full<Bytes> {
-        Full::new(Bytes::from_static(bytes))
-    }
-
-    #[tokio::test]
-    async fn get_and_head_carry_no_body() {
-        for method in [Method::GET, Method::HEAD] {
-            let err = read_body(&method, &HeaderMap::new(), body(b"POISON"), 100).await.unwrap_err();
-            assert_eq!((err.code(), err.status()), ("body_not_allowed", StatusCode::BAD_REQUEST), "{method}");
-            assert!(!err.to_string().contains("POISON"), "{err}");
-            assert_eq!(read_body(&method, &HeaderMap::new(), body(b""), 100).await.unwrap(), "", "{method}");
-        }
-        assert_eq!(read_body(&Method::POST, &HeaderMap::new(), body(b"x"), 100).await.unwrap(), "x");
     }
 }

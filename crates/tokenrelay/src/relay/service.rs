@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use tower_service::Service;
 
 use super::{Body, Relay, error::misconfigured};
@@ -84,10 +83,7 @@ impl Endpoint {
     {
         match self {
             Self::Ready(relay) => relay.handle_buffered(request).await,
-            Self::Misconfigured(err) => {
-                let (parts, body) = misconfigured(err).into_parts();
-                Response::from_parts(parts, body.collect().await.map(|c| c.to_bytes()).unwrap_or_default())
-            }
+            Self::Misconfigured(err) => misconfigured(err),
         }
     }
 }
@@ -120,7 +116,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::Full;
+    use http_body_util::{BodyExt, Full};
 
     #[tokio::test]
     async fn a_misconfigured_endpoint_answers_500_without_the_cause() {

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::cache;
 use crate::token::Provenance;
 
 /// Durations of one relayed request; retries add up.
@@ -13,8 +12,8 @@ use crate::token::Provenance;
 pub(super) struct Timing {
     pub(super) token: Option<(Duration, Provenance)>,
     pub(super) upstream: Option<Duration>,
-    /// Time spent in the response cache, and how it answered.
-    pub(super) cache: Option<(Duration, cache::CacheStatus)>,
+    /// Time spent in the response cache, and how it answered (its log name).
+    pub(super) cache: Option<(Duration, &'static str)>,
 }
 
 impl Timing {
@@ -34,7 +33,7 @@ impl Timing {
         // One buffer, written once per request.
         let mut value = String::with_capacity(96);
         if let Some((d, o)) = self.cache {
-            let _ = write!(value, "cache;dur={:.1};desc=\"{}\"", ms(d), o.as_str());
+            let _ = write!(value, "cache;dur={:.1};desc=\"{}\"", ms(d), o);
         }
         if let Some((d, o)) = self.token {
             let separator = if value.is_empty() { "" } else { ", " };
@@ -60,7 +59,7 @@ mod tests {
         t.add_upstream(Duration::from_millis(180));
         t.add_upstream(Duration::from_micros(2300));
         assert_eq!(t.header().unwrap(), "token;dur=0.4;desc=\"memory\", upstream;dur=182.3");
-        t.cache = Some((Duration::from_micros(300), cache::CacheStatus::Miss));
+        t.cache = Some((Duration::from_micros(300), "miss"));
         assert!(t.header().unwrap().to_str().unwrap().starts_with("cache;dur=0.3;desc=\"miss\", token;"));
     }
 }

@@ -15,8 +15,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::super::Builder;
-use super::super::raw::RawParam;
-use crate::param::Param;
+use crate::param::{Param, RawParam};
 
 /// How long a relay session lasts after a proof, unless `session` says otherwise.
 pub const DEFAULT_CALLER_SESSION: Duration = Duration::from_secs(30 * 60);
@@ -236,43 +235,6 @@ routes = [{routes}]
         }
         assert_eq!(p.len(), expect.len(), "{p:#?}");
         assert!(!p.iter().any(|m| m.contains("literal-secret")), "{p:#?}");
-    }
-
-    #[test]
-    fn per_caller_limits_need_caller_on_every_route() {
-        let jwt = r#"caller = { jwt = { jwks_url = "https://id.example.com/jwks", issuer = "i", audience = "a" } }"#;
-        let text = |per: &str, second: &str| {
-            format!(
-                r#"
-[relay]
-rate_limit = {{ requests = 5, window = "1m", per = "caller" }}
-
-[upstreams.api]
-base_url = "https://api.example.com"
-token = {{ type = "static", key = {{ env = "API_KEY" }} }}
-
-[upstreams.api.relay]
-rate_limit = {{ requests = 5, window = "1m", per = "{per}" }}
-routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
-"#
-            )
-        };
-        let env = Env::from_pairs([("API_KEY", "k")]);
-        let problems = |text: &str| match Config::parse(text, "tokenrelay.toml", &env) {
-            Err(Error::ConfigInvalid { problems, .. }) => problems,
-            other => panic!("expected config_invalid, got {other:?}"),
-        };
-        let p = problems(&text("caller", ""));
-        assert!(p[0].starts_with("relay.rate_limit.per: is per upstream"), "{p:#?}");
-        assert!(p[1].starts_with("upstream \"api\": relay.rate_limit.per: \"caller\" needs caller"), "{p:#?}");
-        assert_eq!(p.len(), 2, "{p:#?}");
-        let p = problems(&text("visitor", &format!(", {jwt}")));
-        assert!(p.iter().any(|m| m.contains("per must be \"ip\" or \"caller\"")), "{p:#?}");
-        let site_wide_ok =
-            text("caller", &format!(", {jwt}")).replace(", per = \"caller\" }\n\n[upstreams", " }\n\n[upstreams");
-        let c = Config::parse(&site_wide_ok, "tokenrelay.toml", &env).unwrap();
-        let limit = c.upstreams["api"].relay.as_ref().unwrap().rate_limit.unwrap();
-        assert_eq!(limit.per, crate::config::relay::Per::Caller);
     }
 
     #[test]

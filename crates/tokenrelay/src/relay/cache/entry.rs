@@ -16,10 +16,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::super::forward::Outgoing;
 use crate::clock::now_ms;
 use crate::config::Upstream;
 use crate::config::relay::{Inject, RouteCache, UpstreamRelay};
+use crate::relay::outgoing::Outgoing;
 
 /// Statuses cacheable by default (RFC 9110 §15.1), the ones we store.
 const CACHEABLE_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
@@ -37,7 +37,7 @@ pub(super) fn refusal(status: StatusCode, headers: &HeaderMap, policy: &RouteCac
         return Some("status");
     }
     // An event stream is read as it comes (see `Relay::stream_answer`), never buffered.
-    if super::super::headers::is_event_stream(headers) {
+    if crate::relay::headers::is_event_stream(headers) {
         return Some("event-stream");
     }
     if headers.get_all(header::VARY).iter().any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|n| n.trim() == "*"))) {

@@ -18,6 +18,10 @@
 //!   token) serves the stored answer instead.
 //!
 //! Every answer says how it was served in `Cache-Status` (RFC 9211).
+//!
+//! [`Cached`] wraps the upstream call ([`Call`]): a hit makes no call, a miss
+//! and a refresh call the same inner service. It answers a [`Reply`], which
+//! `relay::answer` shapes like any other answer.
 
 mod entry;
 mod memory;
@@ -30,25 +34,25 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
+use http::StatusCode;
+use http::header::HeaderMap;
 
+use super::call::{Call, ColdPlan, Cx, Exchange};
 use super::chores::Chores;
-use super::error::RelayError;
-use super::forward::{self, Outgoing};
+use super::error::{Kind, RelayError};
+use super::headers;
+use super::inject::Scrubbers;
+use super::outgoing::Outgoing;
 use super::timing::Timing;
-use super::{Body, Relay, headers};
+use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::config::relay::{Route, RouteCache};
-use crate::store::{Backoff, CacheKeys, CacheState, Lease};
-use crate::token::Token;
+use crate::config::relay::RouteCache;
+use crate::store::{Backoff, CacheKeys, CacheState, ColdRead, Lease};
 pub(super) use entry::Purges;
 use entry::{CachedAnswer, Freshness};
 use memory::Memory;
 pub use purge::purge_cache;
 
-/// RFC 9211 `Cache-Status`.
-const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// How long a miss waits for another instance's fill before asking the upstream itself.
 const FILL_WAIT: Duration = Duration::from_secs(3);
 /// About how often a waiting miss looks for the filled entry.
@@ -57,27 +61,55 @@ const FILL_POLL: Duration = Duration::from_millis(20);
 /// Also the lease of the purge record's lock.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
-/// The cache levels and refreshes in flight; shared by the clones of a relay.
-#[derive(Default, Clone)]
-pub(super) struct ResponseCache {
+/// The response cache around the upstream call `inner`; its levels and
+/// refreshes in flight are shared by its clones.
+#[derive(Clone)]
+pub(super) struct Cached<S> {
+    inner: S,
+    broker: Broker,
+    scrubbers: Scrubbers,
     memory: Arc<Memory>,
     refreshing: Arc<Mutex<HashSet<String>>>,
 }
 
-impl std::fmt::Debug for ResponseCache {
+impl<S> std::fmt::Debug for Cached<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ResponseCache")
+        f.write_str("Cached")
     }
+}
+
+/// What the cache answers: the upstream's exchange to stream, or a stored
+/// answer; with its `Cache-Status` parameters when the cache took part.
+pub(super) struct Reply {
+    pub(super) answer: Answer,
+    /// `Cache-Status` parameters after `tokenrelay; ` (RFC 9211).
+    pub(super) cache_status: Option<String>,
+}
+
+/// The body of a [`Reply`].
+pub(super) enum Answer {
+    /// Straight from the upstream, streamed as it comes.
+    Upstream(Exchange),
+    /// A stored (or just filled) answer, scrubbed already.
+    Stored(Stored),
+}
+
+/// An answer from the cache.
+pub(super) struct Stored {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    /// Empty for a `HEAD`.
+    pub(super) body: Bytes,
+    /// Since the upstream answered (RFC 9111 §5.1 `Age`).
+    pub(super) age: Duration,
 }
 
 /// One cacheable request.
 struct Ask<'a> {
     out: &'a Outgoing<'a>,
-    route: &'a Route,
     policy: RouteCache,
     keys: CacheKeys,
     path: String,
-    request_id: &'a str,
 }
 
 /// How the cache took part in an answer: log outcome and `Cache-Status`.
@@ -111,144 +143,294 @@ impl CacheStatus {
     }
 }
 
-/// Answers `out` on a route with a cache: from the cache when it can, else
-/// from the upstream, storing what may be stored.
-pub(super) async fn serve(
-    relay: &Relay,
-    out: &Outgoing<'_>,
-    route: &Route,
-    policy: RouteCache,
-    request_id: &str,
-    timing: &mut Timing,
-    read: Option<CacheState>,
-) -> Result<Response<Body>, RelayError> {
-    let started = Instant::now();
-    if !entry::request_applies(&out.method, &out.headers) {
-        timing.cache = Some((Duration::ZERO, CacheStatus::Bypass));
-        let mut response = relay.relay_upstream(out, route, request_id, timing).await?;
-        let fwd =
-            if out.method == http::Method::GET || out.method == http::Method::HEAD { "request" } else { "method" };
-        set_status(&mut response, &format!("fwd={fwd}"));
-        return Ok(response);
+impl<S> Cached<S> {
+    pub(super) fn new(inner: S, broker: Broker, scrubbers: Scrubbers) -> Self {
+        Self { inner, broker, scrubbers, memory: Arc::default(), refreshing: Arc::default() }
     }
-    let (path, keys) = keys(relay, out);
-    let ask = Ask { out, route, policy, keys, path, request_id };
-    let (response, outcome) = lookup(relay, &ask, timing, read).await?;
-    timing.cache =
-        Some((started.elapsed().saturating_sub(timing.upstream.unwrap_or_default() + token_time(timing)), outcome));
-    Ok(response)
-}
 
-/// The path as forwarded and the store keys of `out`'s answer.
-fn keys(relay: &Relay, out: &Outgoing<'_>) -> (String, CacheKeys) {
-    let path = format!("/{}", out.segments.join("/"));
-    let identity = entry::identity(out, &path);
-    let keys = relay.broker.store().cache_keys(out.upstream.name(), &identity);
-    (path, keys)
-}
-
-/// The store keys a cold request may read with its other store calls:
-/// those of `out`'s answer when it may come from the cache and this
-/// instance's memory does not hold it.
-pub(super) fn keys_to_read(relay: &Relay, out: &Outgoing<'_>) -> Option<CacheKeys> {
-    if !entry::request_applies(&out.method, &out.headers) {
-        return None;
+    /// The store keys of `out`'s answer.
+    fn keys(&self, out: &Outgoing<'_>, path: &str) -> CacheKeys {
+        let identity = entry::identity(out, path);
+        self.broker.store().cache_keys(out.upstream.name(), &identity)
     }
-    let (_, keys) = keys(relay, out);
-    relay.cache.memory.get(&keys.entry).is_none().then_some(keys)
-}
 
-fn token_time(timing: &Timing) -> Duration {
-    timing.token.map_or(Duration::ZERO, |(d, _)| d)
-}
-
-async fn lookup(
-    relay: &Relay,
-    ask: &Ask<'_>,
-    timing: &mut Timing,
-    read: Option<CacheState>,
-) -> Result<(Response<Body>, CacheStatus), RelayError> {
-    let cache = &relay.cache;
-    if let Some(e) = cache.memory.get(&ask.keys.entry) {
-        return Ok((answer(&e, ask, CacheStatus::HitMemory, None), CacheStatus::HitMemory));
+    /// The fill lock's lease: the upstream's whole answer, and time to store it.
+    fn fill_lease(&self) -> Duration {
+        self.broker.config().relay.timeout + LEASE_MARGIN
     }
-    let store = relay.broker.store();
-    let state = match read {
-        Some(state) => state,
-        None => match store.read_cached(&ask.keys).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
-                return answer_from_upstream(relay, ask, None, None, timing).await;
-            }
-        },
-    };
-    let now = now_ms();
-    let stored = usable(state.entry.as_deref(), state.purges.as_deref());
-    let freshness = stored.as_ref().map(|e| e.freshness(now, &ask.policy));
-    match (&stored, freshness) {
-        (Some(e), Some(Freshness::Fresh)) => {
-            remember(cache, ask, e.clone(), now);
-            return Ok((answer(e, ask, CacheStatus::Hit, None), CacheStatus::Hit));
+}
+
+impl<S: Call + Clone + 'static> Cached<S> {
+    /// Answers `out`: on a route with a cache, from the cache when it can,
+    /// else from the upstream, storing what may be stored; `read` is the
+    /// cached state a cold request's round trip brought ([`Cached::learn`]).
+    pub(super) async fn serve(
+        &self,
+        out: &Outgoing<'_>,
+        cx: &mut Cx<'_>,
+        read: Option<CacheState>,
+    ) -> Result<Reply, RelayError> {
+        let Some(policy) = out.route.cache else {
+            return Ok(Reply { answer: Answer::Upstream(self.inner.call(out, cx).await?), cache_status: None });
+        };
+        let started = Instant::now();
+        if !entry::request_applies(&out.method, &out.headers) {
+            cx.timing.cache = Some((Duration::ZERO, CacheStatus::Bypass.as_str()));
+            let exchange = self.inner.call(out, cx).await?;
+            let fwd =
+                if out.method == http::Method::GET || out.method == http::Method::HEAD { "request" } else { "method" };
+            return Ok(Reply { answer: Answer::Upstream(exchange), cache_status: Some(format!("fwd={fwd}")) });
         }
-        (Some(e), Some(Freshness::Revalidate)) => {
-            if !state.filling
-                && let Some(refresh) = refresh(relay, ask)
-            {
-                ask.out.chores.add(refresh);
-            }
-            return Ok((answer(e, ask, CacheStatus::Stale, None), CacheStatus::Stale));
-        }
-        _ => {}
+        let path = out.path();
+        let ask = Ask { out, policy, keys: self.keys(out, &path), path };
+        let (reply, outcome) = self.lookup(&ask, cx, read).await?;
+        let called = cx.timing.upstream.unwrap_or_default() + cx.timing.token.map_or(Duration::ZERO, |(d, _)| d);
+        cx.timing.cache = Some((started.elapsed().saturating_sub(called), outcome.as_str()));
+        Ok(reply)
     }
-    let stale = stored.filter(|_| matches!(freshness, Some(Freshness::Revalidate | Freshness::IfError)));
-    let lease = if state.filling {
-        None
-    } else {
-        match store.lock_cached(&ask.keys, fill_lease(relay)).await {
-            Ok((Some(lease), after)) => {
-                // Another instance may have stored it between our read and our lock.
-                if let Some(e) = usable(after.entry.as_deref(), after.purges.as_deref())
-                    .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh)
-                {
-                    lease.release().await;
-                    remember(cache, ask, e.clone(), now_ms());
-                    return Ok((answer(&e, ask, CacheStatus::Hit, None), CacheStatus::Hit));
+
+    /// Adds the keys of `out`'s answer to a cold request's round trip when
+    /// it may come from the cache and this instance's memory does not hold it.
+    pub(super) fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
+        if out.route.cache.is_some() && entry::request_applies(&out.method, &out.headers) {
+            let keys = self.keys(out, &out.path());
+            plan.cache = self.memory.get(&keys.entry).is_none().then_some(keys);
+        }
+        self.inner.plan(out, plan);
+    }
+
+    /// The inner layers' part of a cold read, and the cached state, for [`Cached::serve`].
+    pub(super) fn learn(&self, out: &Outgoing<'_>, read: &mut ColdRead) -> Option<CacheState> {
+        self.inner.learn(out, read);
+        read.cache.take()
+    }
+
+    async fn lookup(
+        &self,
+        ask: &Ask<'_>,
+        cx: &mut Cx<'_>,
+        read: Option<CacheState>,
+    ) -> Result<(Reply, CacheStatus), RelayError> {
+        if let Some(e) = self.memory.get(&ask.keys.entry) {
+            return Ok(hit(&e, ask, CacheStatus::HitMemory, None));
+        }
+        let store = self.broker.store();
+        let state = match read {
+            Some(state) => state,
+            None => match store.read_cached(&ask.keys).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(request_id = cx.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
+                    return self.answer_from_upstream(ask, None, None, cx).await;
                 }
-                Some(lease)
+            },
+        };
+        let now = now_ms();
+        let stored = usable(state.entry.as_deref(), state.purges.as_deref());
+        let freshness = stored.as_ref().map(|e| e.freshness(now, &ask.policy));
+        match (&stored, freshness) {
+            (Some(e), Some(Freshness::Fresh)) => {
+                self.remember(ask, e.clone(), now);
+                return Ok(hit(e, ask, CacheStatus::Hit, None));
             }
-            Ok((None, _)) => None,
-            Err(_) => return answer_from_upstream(relay, ask, None, stale, timing).await,
+            (Some(e), Some(Freshness::Revalidate)) => {
+                if !state.filling
+                    && let Some(refresh) = self.refresh(ask, cx.request_id)
+                {
+                    cx.chores.add(refresh);
+                }
+                return Ok(hit(e, ask, CacheStatus::Stale, None));
+            }
+            _ => {}
         }
-    };
-    if lease.is_some() {
-        return answer_from_upstream(relay, ask, lease, stale, timing).await;
+        let stale = stored.filter(|_| matches!(freshness, Some(Freshness::Revalidate | Freshness::IfError)));
+        let lease = if state.filling {
+            None
+        } else {
+            match store.lock_cached(&ask.keys, self.fill_lease()).await {
+                Ok((Some(lease), after)) => {
+                    // Another instance may have stored it between our read and our lock.
+                    if let Some(e) = usable(after.entry.as_deref(), after.purges.as_deref())
+                        .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh)
+                    {
+                        lease.release().await;
+                        self.remember(ask, e.clone(), now_ms());
+                        return Ok(hit(&e, ask, CacheStatus::Hit, None));
+                    }
+                    Some(lease)
+                }
+                Ok((None, _)) => None,
+                Err(_) => return self.answer_from_upstream(ask, None, stale, cx).await,
+            }
+        };
+        if lease.is_some() {
+            return self.answer_from_upstream(ask, lease, stale, cx).await;
+        }
+        if let Some(e) = self.wait_for_fill(ask).await {
+            self.remember(ask, e.clone(), now_ms());
+            return Ok(hit(&e, ask, CacheStatus::Collapsed, None));
+        }
+        self.answer_from_upstream(ask, None, stale, cx).await
     }
-    if let Some(e) = wait_for_fill(relay, ask).await {
-        remember(cache, ask, e.clone(), now_ms());
-        return Ok((answer(&e, ask, CacheStatus::Collapsed, None), CacheStatus::Collapsed));
+
+    /// Polls the store until another instance's fill is stored, it gave up
+    /// (uncacheable answer, failure), or [`FILL_WAIT`] passed.
+    async fn wait_for_fill(&self, ask: &Ask<'_>) -> Option<Arc<CachedAnswer>> {
+        let mut backoff = Backoff::new(FILL_POLL, FILL_POLL, FILL_WAIT.min(self.broker.config().relay.timeout));
+        while backoff.wait().await {
+            let state = self.broker.store().read_cached(&ask.keys).await.ok()?;
+            let fresh = usable(state.entry.as_deref(), state.purges.as_deref())
+                .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh);
+            if fresh.is_some() || !state.filling {
+                return fresh;
+            }
+        }
+        None
     }
-    answer_from_upstream(relay, ask, None, stale, timing).await
-}
 
-/// The fill lock's lease: the upstream's whole answer, and time to store it.
-fn fill_lease(relay: &Relay) -> Duration {
-    relay.broker.config().relay.timeout + LEASE_MARGIN
-}
+    fn remember(&self, ask: &Ask<'_>, e: Arc<CachedAnswer>, now: u64) {
+        let fresh_for = u64::try_from(e.ttl_secs(now, &ask.policy)).map_or(Duration::ZERO, Duration::from_secs);
+        self.memory.put(&ask.keys.entry, e, fresh_for);
+    }
 
-/// Polls the store until another instance's fill is stored, it gave up
-/// (uncacheable answer, failure), or [`FILL_WAIT`] passed.
-async fn wait_for_fill(relay: &Relay, ask: &Ask<'_>) -> Option<Arc<CachedAnswer>> {
-    let mut backoff = Backoff::new(FILL_POLL, FILL_POLL, FILL_WAIT.min(relay.broker.config().relay.timeout));
-    while backoff.wait().await {
-        let state = relay.broker.store().read_cached(&ask.keys).await.ok()?;
-        let fresh = usable(state.entry.as_deref(), state.purges.as_deref())
-            .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh);
-        if fresh.is_some() || !state.filling {
-            return fresh;
+    /// Asks the upstream; stores a cacheable answer while `lease` holds the fill
+    /// lock. The lease is let go in every case before this returns: by the
+    /// fenced write, or released when nothing is stored (and by its drop if the
+    /// request is cancelled meanwhile). With no lease, stores nothing.
+    async fn fill(&self, ask: &Ask<'_>, lease: Option<Lease>, cx: &mut Cx<'_>) -> Result<Filled, RelayError> {
+        let asked = self.ask_upstream(ask, cx).await;
+        let fits = |e: &CachedAnswer| e.body.len() as u64 <= self.broker.config().relay.max_cached_body_bytes;
+        let (entry, lease) = match (asked, lease) {
+            (Ok(Filled::Answer { entry, .. }), Some(lease)) if fits(&entry) => (entry, lease),
+            (asked, lease) => {
+                if let Some(lease) = lease {
+                    lease.release().await;
+                }
+                return asked;
+            }
+        };
+        let put = self.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), lease).await;
+        let stored = put.unwrap_or_else(|e| {
+            tracing::warn!(request_id = cx.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
+            false
+        });
+        Ok(Filled::Answer { entry, stored })
+    }
+
+    /// The upstream's answer: buffered and scrubbed when it may be stored, else
+    /// as it comes, to stream.
+    async fn ask_upstream(&self, ask: &Ask<'_>, cx: &mut Cx<'_>) -> Result<Filled, RelayError> {
+        let sent_ms = now_ms();
+        let exchange = self.inner.call(ask.out, cx).await?;
+        let settings = &self.broker.config().relay;
+        let response = &exchange.response;
+        let too_big = response.content_length().is_some_and(|n| n > settings.max_cached_body_bytes);
+        let refusal = entry::refusal(response.status(), response.headers(), &ask.policy).or(too_big.then_some("size"));
+        if let Some(reason) = refusal {
+            return Ok(Filled::Pass { exchange, reason });
+        }
+        let Exchange { response, token } = exchange;
+        let status = response.status();
+        let scrubber = self.scrubbers.get(ask.out.upstream.name(), ask.out.relay, &token);
+        let headers = headers::filter_response(response.headers(), &scrubber);
+        let mut redactor = scrubber.stream();
+        let mut body = BytesMut::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RelayError::from_transport(&e, settings.timeout))?;
+            if (body.len() + chunk.len()) as u64 > settings.max_response_bytes {
+                return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
+            }
+            body.extend_from_slice(&redactor.push(&chunk));
+        }
+        body.extend_from_slice(&redactor.finish());
+        let entry = Arc::new(CachedAnswer::new(&ask.path, sent_ms, status, &headers, body.freeze()));
+        Ok(Filled::Answer { entry, stored: false })
+    }
+
+    /// Asks the upstream (storing when `lease` holds the fill lock) and answers,
+    /// falling back to `stale` when the upstream fails.
+    async fn answer_from_upstream(
+        &self,
+        ask: &Ask<'_>,
+        lease: Option<Lease>,
+        stale: Option<Arc<CachedAnswer>>,
+        cx: &mut Cx<'_>,
+    ) -> Result<(Reply, CacheStatus), RelayError> {
+        let now = now_ms();
+        let stale = stale.filter(|e| e.age(now) < ask.policy.ttl + ask.policy.stale_if_error);
+        match (self.fill(ask, lease, cx).await, stale) {
+            (Err(e), Some(stale)) if e.is_upstream_failure() => {
+                tracing::warn!(
+                    request_id = cx.request_id,
+                    upstream = ask.out.upstream.name(),
+                    code = e.code(),
+                    "upstream failed; serving the stored answer (stale_if_error)"
+                );
+                Ok(hit(&stale, ask, CacheStatus::StaleIfError, None))
+            }
+            (Ok(Filled::Pass { exchange, .. }), Some(stale)) if exchange.response.status().is_server_error() => {
+                let status = exchange.response.status();
+                Ok(hit(&stale, ask, CacheStatus::StaleIfError, Some(status)))
+            }
+            (Err(e), _) => Err(e),
+            (Ok(Filled::Pass { exchange, reason }), _) => {
+                let reply = Reply {
+                    answer: Answer::Upstream(exchange),
+                    cache_status: Some(format!("fwd=miss; detail={reason}")),
+                };
+                Ok((reply, CacheStatus::Miss))
+            }
+            (Ok(Filled::Answer { entry, stored }), _) => {
+                if stored {
+                    self.memory.put(&ask.keys.entry, entry.clone(), ask.policy.ttl);
+                }
+                let params = if stored { "fwd=miss; stored" } else { "fwd=miss" };
+                Ok((stored_reply(&entry, ask, params.to_owned()), CacheStatus::Miss))
+            }
         }
     }
-    None
+
+    /// The refresh of a stale entry, as a chore of the request that served it,
+    /// unless this process runs one already; across instances, the fill lock
+    /// lets only one through. It calls the same inner service as a miss.
+    fn refresh(&self, ask: &Ask<'_>, request_id: &str) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let started = Refreshing::start(&self.refreshing, &ask.keys.entry)?;
+        let this = self.clone();
+        let request = ask.out.detach();
+        let (keys, path, request_id) = (ask.keys.clone(), ask.path.clone(), request_id.to_owned());
+        Some(async move {
+            let _started = started;
+            let segments = request.segments();
+            let config = this.broker.config();
+            let Some(out) = request.attach(config, &segments) else { return };
+            let Some(policy) = out.route.cache else { return };
+            let ask = Ask { out: &out, policy, keys, path };
+            let Ok((Some(lease), after)) = this.broker.store().lock_cached(&ask.keys, this.fill_lease()).await else {
+                return;
+            };
+            // Another instance may have refreshed it since we read it stale.
+            if usable(after.entry.as_deref(), after.purges.as_deref())
+                .is_some_and(|e| e.freshness(now_ms(), &policy) == Freshness::Fresh)
+            {
+                lease.release().await;
+                return;
+            }
+            // A token refresh this one makes due is its own chore, finished here.
+            let chores = Chores::default();
+            let mut timing = Timing::default();
+            let mut cx = Cx { request_id: &request_id, timing: &mut timing, chores: &chores };
+            let upstream = out.upstream.name();
+            match this.fill(&ask, Some(lease), &mut cx).await {
+                Ok(Filled::Answer { entry, stored: true }) => this.memory.put(&ask.keys.entry, entry, policy.ttl),
+                Ok(_) => tracing::info!(request_id, upstream, "cache refresh got an answer not to store"),
+                Err(e) => tracing::warn!(request_id, upstream, code = e.code(), "cache refresh failed"),
+            }
+            if let Some(finish) = chores.finish(this.fill_lease()) {
+                finish.await;
+            }
+        })
+    }
 }
 
 /// An opened entry that no purge covers.
@@ -257,209 +439,12 @@ fn usable(plain: Option<&[u8]>, purges: Option<&str>) -> Option<Arc<CachedAnswer
     (!Purges::parse(purges).covers(&e)).then(|| Arc::new(e))
 }
 
-fn remember(cache: &ResponseCache, ask: &Ask<'_>, e: Arc<CachedAnswer>, now: u64) {
-    let fresh_for = u64::try_from(e.ttl_secs(now, &ask.policy)).map_or(Duration::ZERO, Duration::from_secs);
-    cache.memory.put(&ask.keys.entry, e, fresh_for);
-}
-
 /// What a fill brought back.
 enum Filled {
     /// A cacheable answer, buffered and scrubbed; `stored` when it is in the store.
     Answer { entry: Arc<CachedAnswer>, stored: bool },
     /// An answer not to store, to stream as is.
-    Pass { response: reqwest::Response, token: Token, reason: &'static str },
-}
-
-/// Asks the upstream; stores a cacheable answer while `lease` holds the fill
-/// lock. The lease is let go in every case before this returns: by the
-/// fenced write, or released when nothing is stored (and by its drop if the
-/// request is cancelled meanwhile). With no lease, stores nothing.
-async fn fill(relay: &Relay, ask: &Ask<'_>, lease: Option<Lease>, timing: &mut Timing) -> Result<Filled, RelayError> {
-    let asked = ask_upstream(relay, ask, timing).await;
-    let fits = |e: &CachedAnswer| e.body.len() as u64 <= relay.broker.config().relay.max_cached_body_bytes;
-    let (entry, lease) = match (asked, lease) {
-        (Ok(Filled::Answer { entry, .. }), Some(lease)) if fits(&entry) => (entry, lease),
-        (asked, lease) => {
-            if let Some(lease) = lease {
-                lease.release().await;
-            }
-            return asked;
-        }
-    };
-    let put = relay.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), lease).await;
-    let stored = put.unwrap_or_else(|e| {
-        tracing::warn!(request_id = ask.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
-        false
-    });
-    Ok(Filled::Answer { entry, stored })
-}
-
-/// The upstream's answer: buffered and scrubbed when it may be stored, else
-/// as it comes, to stream.
-async fn ask_upstream(relay: &Relay, ask: &Ask<'_>, timing: &mut Timing) -> Result<Filled, RelayError> {
-    let sent_ms = now_ms();
-    let (response, token) = forward::exchange(&relay.broker, &relay.guard, ask.out, timing).await?;
-    let status = response.status();
-    let too_big = response.content_length().is_some_and(|n| n > relay.broker.config().relay.max_cached_body_bytes);
-    let refusal = entry::refusal(status, response.headers(), &ask.policy).or(too_big.then_some("size"));
-    if let Some(reason) = refusal {
-        return Ok(Filled::Pass { response, token, reason });
-    }
-    let settings = &relay.broker.config().relay;
-    let scrubber = relay.scrubbers.get(ask.out.upstream.name(), ask.out.relay, &token);
-    let headers = headers::filter_response(response.headers(), &scrubber);
-    let mut redactor = scrubber.stream();
-    let mut body = BytesMut::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RelayError::from_transport(&e, settings.timeout))?;
-        if (body.len() + chunk.len()) as u64 > settings.max_response_bytes {
-            return Err(super::error::Kind::ResponseTooLarge(settings.max_response_bytes).into());
-        }
-        body.extend_from_slice(&redactor.push(&chunk));
-    }
-    body.extend_from_slice(&redactor.finish());
-    let entry = Arc::new(CachedAnswer::new(&ask.path, sent_ms, status, &headers, body.freeze()));
-    Ok(Filled::Answer { entry, stored: false })
-}
-
-/// Asks the upstream (storing when `lease` holds the fill lock) and answers,
-/// falling back to `stale` when the upstream fails.
-async fn answer_from_upstream(
-    relay: &Relay,
-    ask: &Ask<'_>,
-    lease: Option<Lease>,
-    stale: Option<Arc<CachedAnswer>>,
-    timing: &mut Timing,
-) -> Result<(Response<Body>, CacheStatus), RelayError> {
-    let now = now_ms();
-    let stale = stale.filter(|e| e.age(now) < ask.policy.ttl + ask.policy.stale_if_error);
-    match (fill(relay, ask, lease, timing).await, stale) {
-        (Err(e), Some(stale)) if e.is_upstream_failure() => {
-            tracing::warn!(
-                request_id = ask.request_id,
-                upstream = ask.out.upstream.name(),
-                code = e.code(),
-                "upstream failed; serving the stored answer (stale_if_error)"
-            );
-            Ok((answer(&stale, ask, CacheStatus::StaleIfError, None), CacheStatus::StaleIfError))
-        }
-        (Ok(Filled::Pass { response, .. }), Some(stale)) if response.status().is_server_error() => {
-            let status = response.status();
-            Ok((answer(&stale, ask, CacheStatus::StaleIfError, Some(status)), CacheStatus::StaleIfError))
-        }
-        (Err(e), _) => Err(e),
-        (Ok(Filled::Pass { response, token, reason }), _) => {
-            let mut answer = relay.stream_answer(ask.out, ask.route, response, &token, ask.request_id).await?;
-            set_status(&mut answer, &format!("fwd=miss; detail={reason}"));
-            Ok((answer, CacheStatus::Miss))
-        }
-        (Ok(Filled::Answer { entry, stored }), _) => {
-            if stored {
-                relay.cache.memory.put(&ask.keys.entry, entry.clone(), ask.policy.ttl);
-            }
-            let mut answer = answer(&entry, ask, CacheStatus::Miss, None);
-            set_status(&mut answer, if stored { "fwd=miss; stored" } else { "fwd=miss" });
-            Ok((answer, CacheStatus::Miss))
-        }
-    }
-}
-
-/// The refresh of a stale entry, as a chore of the request that served it,
-/// unless this process runs one already; across instances, the fill lock
-/// lets only one through.
-fn refresh(relay: &Relay, ask: &Ask<'_>) -> Option<impl Future<Output = ()> + Send + 'static> {
-    let started = Refreshing::start(relay, &ask.keys.entry)?;
-    let relay = relay.clone();
-    let copy = Copied::of(ask);
-    Some(async move {
-        let _started = started;
-        let config = relay.broker.config();
-        let Some((upstream, upstream_relay, route, policy)) = copy.route(config) else { return };
-        let segments: Vec<&str> = copy.segments.iter().map(String::as_str).collect();
-        // A token refresh this one makes due is its own chore, finished here.
-        let chores = Chores::default();
-        let out = Outgoing {
-            upstream,
-            relay: upstream_relay,
-            route,
-            method: copy.method.clone(),
-            segments: &segments,
-            query: copy.query.as_deref(),
-            headers: copy.headers.clone(),
-            body: Bytes::new(),
-            timeout: config.relay.timeout,
-            chores: &chores,
-        };
-        let ask = Ask {
-            out: &out,
-            route,
-            policy,
-            keys: copy.keys.clone(),
-            path: copy.path.clone(),
-            request_id: &copy.request_id,
-        };
-        let request_id = ask.request_id;
-        let Ok((Some(lease), after)) = relay.broker.store().lock_cached(&ask.keys, fill_lease(&relay)).await else {
-            return;
-        };
-        // Another instance may have refreshed it since we read it stale.
-        if usable(after.entry.as_deref(), after.purges.as_deref())
-            .is_some_and(|e| e.freshness(now_ms(), &policy) == Freshness::Fresh)
-        {
-            lease.release().await;
-            return;
-        }
-        match fill(&relay, &ask, Some(lease), &mut Timing::default()).await {
-            Ok(Filled::Answer { entry, stored: true }) => relay.cache.memory.put(&ask.keys.entry, entry, policy.ttl),
-            Ok(_) => tracing::info!(request_id, upstream = upstream.name(), "cache refresh got an answer not to store"),
-            Err(e) => tracing::warn!(request_id, upstream = upstream.name(), code = e.code(), "cache refresh failed"),
-        }
-        if let Some(finish) = chores.finish(fill_lease(&relay)) {
-            finish.await;
-        }
-    })
-}
-
-/// What a refresh needs of the request that started it, owned, since it
-/// runs as a task of its own.
-struct Copied {
-    upstream: String,
-    pattern: String,
-    method: http::Method,
-    segments: Vec<String>,
-    query: Option<String>,
-    headers: http::HeaderMap,
-    keys: CacheKeys,
-    path: String,
-    request_id: String,
-}
-
-impl Copied {
-    fn of(ask: &Ask<'_>) -> Self {
-        Self {
-            upstream: ask.out.upstream.name().to_owned(),
-            pattern: ask.route.pattern.as_str().to_owned(),
-            method: ask.out.method.clone(),
-            segments: ask.out.segments.iter().map(|s| (*s).to_owned()).collect(),
-            query: ask.out.query.map(str::to_owned),
-            headers: ask.out.headers.clone(),
-            keys: ask.keys.clone(),
-            path: ask.path.clone(),
-            request_id: ask.request_id.to_owned(),
-        }
-    }
-
-    /// The upstream, its relay section, the route and its cache, found again in `config`.
-    fn route<'c>(
-        &self,
-        config: &'c crate::config::Config,
-    ) -> Option<(&'c crate::config::Upstream, &'c crate::config::relay::UpstreamRelay, &'c Route, RouteCache)> {
-        let u = config.upstreams.get(&self.upstream)?;
-        let r = u.relay.as_ref()?;
-        let route = r.routes.iter().find(|x| x.pattern.as_str() == self.pattern)?;
-        Some((u, r, route, route.cache?))
-    }
+    Pass { exchange: Exchange, reason: &'static str },
 }
 
 /// This process's refresh of one entry; forgotten however it ends.
@@ -470,10 +455,9 @@ struct Refreshing {
 
 impl Refreshing {
     /// `None` when this process already refreshes `key`.
-    fn start(relay: &Relay, key: &str) -> Option<Self> {
-        let set = relay.cache.refreshing.clone();
+    fn start(set: &Arc<Mutex<HashSet<String>>>, key: &str) -> Option<Self> {
         let fresh = set.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned());
-        fresh.then(|| Self { set, key: key.to_owned() })
+        fresh.then(|| Self { set: set.clone(), key: key.to_owned() })
     }
 }
 
@@ -483,36 +467,159 @@ impl Drop for Refreshing {
     }
 }
 
-/// The answer built from a stored entry, with `Age` and `Cache-Status`.
-fn answer(e: &CachedAnswer, ask: &Ask<'_>, outcome: CacheStatus, failed: Option<StatusCode>) -> Response<Body> {
-    let now = now_ms();
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK);
-    let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
-    let mut response = Response::new(Body::full(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    *headers = e.headers();
-    super::decorate(headers, status, ask.route);
-    // RFC 9111 §5.1: seconds since the upstream answered.
-    headers.insert(header::AGE, HeaderValue::from(e.age(now).as_secs()));
-    let ttl = e.ttl_secs(now, &ask.policy);
-    let detail = match outcome {
+/// A hit (or a stale answer) served from `e`, with its `Cache-Status`.
+fn hit(e: &CachedAnswer, ask: &Ask<'_>, outcome: CacheStatus, failed: Option<StatusCode>) -> (Reply, CacheStatus) {
+    let ttl = e.ttl_secs(now_ms(), &ask.policy);
+    let params = match outcome {
         CacheStatus::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
-        CacheStatus::Hit => format!("hit; ttl={ttl}"),
         CacheStatus::Collapsed => format!("hit; ttl={ttl}; collapsed"),
         CacheStatus::Stale => format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
         CacheStatus::StaleIfError => match failed {
             Some(s) => format!("fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error", s.as_u16()),
             None => format!("fwd=stale; ttl={ttl}; detail=stale-if-error"),
         },
-        CacheStatus::Miss | CacheStatus::Bypass => return response,
+        CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Bypass => format!("hit; ttl={ttl}"),
     };
-    set_status(&mut response, &detail);
-    response
+    (stored_reply(e, ask, params), outcome)
 }
 
-fn set_status(response: &mut Response<Body>, params: &str) {
-    if let Ok(v) = HeaderValue::from_str(&format!("tokenrelay; {params}")) {
-        response.headers_mut().insert(CACHE_STATUS, v);
+/// The reply of a stored entry.
+fn stored_reply(e: &CachedAnswer, ask: &Ask<'_>, params: String) -> Reply {
+    let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
+    let stored = Stored {
+        status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK),
+        headers: e.headers(),
+        body,
+        age: e.age(now_ms()),
+    };
+    Reply { answer: Answer::Stored(stored), cache_status: Some(params) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http::Method;
+
+    use super::*;
+    use crate::relay::call::stand_in::{self, Canned, Trace, Upstream};
+
+    const FIRST: Canned = (200, &[("content-type", "text/plain")], "first");
+    const SECOND: Canned = (200, &[("content-type", "text/plain")], "second");
+    const BROKEN: Canned = (500, &[], "broken");
+    const PRIVATE: Canned = (200, &[("cache-control", "no-store")], "private");
+    const ROUTES: &str = r#"routes = [
+  { path = "/fresh", cache = { ttl = "1h" } },
+  { path = "/swr", cache = { ttl = "1s", stale_while_revalidate = "1h" } },
+  { path = "/sie", cache = { ttl = "1s", stale_if_error = "1h" } },
+]"#;
+
+    /// One instance: its own memory level, the store shared through `dir`.
+    fn instance(dir: &Path, upstream: &Upstream) -> (Broker, Cached<Upstream>) {
+        let broker = stand_in::broker(dir, ROUTES);
+        let cached = Cached::new(upstream.clone(), broker.clone(), Scrubbers::default());
+        (broker, cached)
+    }
+
+    /// Serves `GET /<path>` and says how: the `Cache-Status` parameters,
+    /// the log outcome, and the body.
+    async fn get(
+        broker: &Broker,
+        cache: &Cached<Upstream>,
+        path: &str,
+        trace: &mut Trace,
+    ) -> (String, &'static str, String) {
+        let segments = [path];
+        let out = stand_in::outgoing(broker, &segments, Method::GET);
+        let reply = cache.serve(&out, &mut trace.cx(), None).await.unwrap();
+        let outcome = trace.timing.cache.expect("the cache took part").1;
+        let body = match reply.answer {
+            Answer::Stored(stored) => String::from_utf8(stored.body.to_vec()).unwrap(),
+            Answer::Upstream(exchange) => exchange.response.text().await.unwrap(),
+        };
+        (reply.cache_status.unwrap_or_default(), outcome, body)
+    }
+
+    /// Waits out a one-second `ttl`.
+    async fn expire() {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+
+    #[tokio::test]
+    async fn a_miss_calls_once_then_memory_and_the_store_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Upstream::answering(&[FIRST]);
+        let (broker, cache) = instance(dir.path(), &upstream);
+        let (status, outcome, body) = get(&broker, &cache, "fresh", &mut Trace::default()).await;
+        assert_eq!((status.as_str(), outcome, body.as_str()), ("fwd=miss; stored", "miss", "first"));
+        let (status, outcome, _) = get(&broker, &cache, "fresh", &mut Trace::default()).await;
+        assert!(status.ends_with("detail=memory"), "{status}");
+        assert_eq!(outcome, "hit-memory");
+        let (broker, other) = instance(dir.path(), &upstream);
+        let (status, outcome, body) = get(&broker, &other, "fresh", &mut Trace::default()).await;
+        assert!(status.starts_with("hit; ttl="), "{status}");
+        assert_eq!((outcome, body.as_str()), ("hit", "first"));
+        assert_eq!(upstream.calls(), 1, "a hit is no call");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_on_two_instances_make_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Upstream::answering(&[FIRST]).taking(Duration::from_millis(300));
+        let ((a_broker, a), (b_broker, b)) = (instance(dir.path(), &upstream), instance(dir.path(), &upstream));
+        let (mut a_trace, mut b_trace) = (Trace::default(), Trace::default());
+        let late = async {
+            // The other instance is filling by now.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            get(&b_broker, &b, "fresh", &mut b_trace).await
+        };
+        let (filled, collapsed) = tokio::join!(get(&a_broker, &a, "fresh", &mut a_trace), late);
+        assert_eq!(filled.1, "miss");
+        assert_eq!((collapsed.1, collapsed.2.as_str()), ("collapsed", "first"), "{collapsed:?}");
+        assert_eq!(upstream.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_answer_is_served_at_once_and_refreshed_by_the_same_inner_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Upstream::answering(&[FIRST, SECOND]);
+        let (broker, cache) = instance(dir.path(), &upstream);
+        get(&broker, &cache, "swr", &mut Trace::default()).await;
+        expire().await;
+        let mut trace = Trace::default();
+        let (status, outcome, body) = get(&broker, &cache, "swr", &mut trace).await;
+        assert!(status.ends_with("detail=stale-while-revalidate"), "{status}");
+        assert_eq!((outcome, body.as_str()), ("stale", "first"));
+        trace.chores.finish(Duration::from_secs(5)).expect("the refresh is a chore of the request").await;
+        assert_eq!(upstream.calls(), 2);
+        let (broker, other) = instance(dir.path(), &upstream);
+        let (_, outcome, body) = get(&broker, &other, "swr", &mut Trace::default()).await;
+        assert_eq!((outcome, body.as_str()), ("hit", "second"), "the refresh was stored");
+    }
+
+    #[tokio::test]
+    async fn a_failing_upstream_is_answered_from_the_stale_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Upstream::answering(&[FIRST, BROKEN]);
+        let (broker, cache) = instance(dir.path(), &upstream);
+        get(&broker, &cache, "sie", &mut Trace::default()).await;
+        expire().await;
+        let (broker, other) = instance(dir.path(), &upstream);
+        let (status, outcome, body) = get(&broker, &other, "sie", &mut Trace::default()).await;
+        assert!(status.starts_with("fwd=stale; fwd-status=500;"), "{status}");
+        assert_eq!((outcome, body.as_str()), ("stale-if-error", "first"));
+        assert_eq!(upstream.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_upstream_forbids_storing_is_passed_on_and_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Upstream::answering(&[PRIVATE]);
+        let (broker, cache) = instance(dir.path(), &upstream);
+        for _ in 0..2 {
+            let (status, outcome, body) = get(&broker, &cache, "fresh", &mut Trace::default()).await;
+            assert_eq!((status.as_str(), outcome, body.as_str()), ("fwd=miss; detail=no-store", "miss", "private"));
+        }
+        assert_eq!(upstream.calls(), 2, "nothing was stored");
     }
 }

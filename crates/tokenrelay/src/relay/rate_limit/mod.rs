@@ -630,7 +630,11 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
             age(&a);
             let err = spend(&a, "/**").await.unwrap_err();
             assert_eq!(err.code(), "budget_exhausted", "a counts in the store after a pause and sees b's");
-            let left = err.to_response().headers()[http::header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap();
+            let left = err.to_response::<bytes::Bytes>().headers()[http::header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
             assert!(left > 0 && left <= 86_400, "Retry-After at the day's end: {left}");
         })
         .await

@@ -1,0 +1,61 @@
+//! The innermost call: the token from the [`Broker`] (memory, store, or the
+//! token endpoint), `inject`ed as the upstream expects it, and the request
+//! sent within `relay.timeout`.
+
+use std::time::Instant;
+
+use super::{Call, ColdPlan, Cx, Exchange};
+use crate::broker::Broker;
+use crate::relay::error::{Kind, RelayError};
+use crate::relay::outgoing::Outgoing;
+use crate::relay::{inject, path};
+use crate::store::ColdRead;
+
+/// Sends each call with the upstream's current token.
+#[derive(Clone)]
+pub(in crate::relay) struct Authorized {
+    broker: Broker,
+}
+
+impl Authorized {
+    pub(in crate::relay) fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+}
+
+impl Call for Authorized {
+    async fn call(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<Exchange, RelayError> {
+        let name = out.upstream.name();
+        let started = Instant::now();
+        let (token, refresh) = self.broker.token_and_refresh(name).await.map_err(Kind::Token)?;
+        cx.timing.add_token(started.elapsed(), token.outcome());
+        // A refresh the token made due runs alongside the upstream call.
+        if let Some(refresh) = refresh {
+            cx.chores.add(refresh);
+        }
+        let credentials = inject::credentials(out.relay, name, &token).map_err(Kind::Token)?;
+        let param = credentials.query.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+        let url = path::outgoing_url(out.upstream.base_url(), out.segments, out.query, param)?;
+        let mut headers = out.headers.clone();
+        headers.extend(credentials.headers);
+        let mut request = self.broker.http().request(out.method.clone(), url).headers(headers).timeout(out.timeout);
+        if !out.body.is_empty() {
+            request = request.body(out.body.clone());
+        }
+        let started = Instant::now();
+        let result = request.send().await;
+        cx.timing.add_upstream(started.elapsed());
+        let response = result.map_err(|e| RelayError::from_transport(&e, out.timeout))?;
+        Ok(Exchange { response, token })
+    }
+
+    fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
+        plan.token = self.broker.keys_to_read(out.upstream.name());
+    }
+
+    fn learn(&self, out: &Outgoing<'_>, read: &mut ColdRead) {
+        if let Some(token) = read.token.take() {
+            self.broker.adopt(out.upstream.name(), &token);
+        }
+    }
+}

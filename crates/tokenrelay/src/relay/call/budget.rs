@@ -1,0 +1,162 @@
+//! What stands before every upstream call: the upstream's cooldown
+//! ([`upstream_limits`](crate::relay::upstream_limits)) and the site's
+//! budget of calls, counted across instances by the rate limiter's
+//! machinery ([`RateLimiter::spend`]). Only calls count: a cache hit never
+//! gets here, and a 401's retry is a second call.
+//!
+//! Like a rate limit, a budget is decided in memory on a count learned less
+//! than [`SYNC_INTERVAL`](crate::relay::rate_limit::SYNC_INTERVAL) ago, else
+//! counted in the store on the call's path (reading the upstream's cooldown
+//! in the same round trip); syncs run as chores of the request. After the
+//! call, the answer says whether the upstream asks every caller to wait.
+
+use super::{Call, ColdPlan, Cx, Exchange};
+use crate::broker::Broker;
+use crate::relay::error::RelayError;
+use crate::relay::outgoing::Outgoing;
+use crate::relay::rate_limit::{RateLimiter, Verdict};
+use crate::relay::upstream_limits::Cooldowns;
+use crate::store::ColdRead;
+
+/// Admits each call of `inner` first, and learns from its answer.
+#[derive(Clone)]
+pub(in crate::relay) struct Budgeted<S> {
+    inner: S,
+    broker: Broker,
+    limiter: RateLimiter,
+    cooldowns: Cooldowns,
+}
+
+impl<S> Budgeted<S> {
+    pub(in crate::relay) fn new(inner: S, broker: Broker, limiter: RateLimiter, cooldowns: Cooldowns) -> Self {
+        Self { inner, broker, limiter, cooldowns }
+    }
+
+    /// Admits one call of `out` to its upstream, or says why not: the
+    /// upstream cools down (503 `upstream_cooling_down`) or the budget is
+    /// spent (503 `budget_exhausted`), each with `Retry-After`.
+    async fn admit(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
+        let name = out.upstream.name();
+        self.cooldowns.check(name)?;
+        match self.limiter.spend(name, out.route.pattern.as_str())? {
+            Verdict::Admitted(sync) => {
+                if let Some(sync) = sync {
+                    cx.chores.add(sync);
+                }
+                Ok(())
+            }
+            Verdict::Count(counting) => {
+                let keys = self.cooldowns.key(name);
+                match self.broker.store().count_and_read(counting.counts(), None, None, &keys).await {
+                    Ok(read) => {
+                        self.cooldowns.learn(&keys, &read.cooldowns);
+                        self.limiter.settle(counting, Some(read.totals))?;
+                        self.cooldowns.check(name)
+                    }
+                    Err(_) => self.limiter.settle(counting, None),
+                }
+            }
+        }
+    }
+
+    /// Learns from the upstream's answer whether it asks every caller to
+    /// wait; if so, shares the cooldown in the store as a chore of the request.
+    fn heed(&self, out: &Outgoing<'_>, response: &reqwest::Response, cx: &mut Cx<'_>) {
+        let name = out.upstream.name();
+        let Some(share) = self.cooldowns.note(name, response.status(), response.headers()) else { return };
+        let (broker, upstream) = (self.broker.clone(), name.to_owned());
+        cx.chores.add(async move {
+            if let Err(error) = broker.store().put_cooldown(&share.key, share.until_ms, share.ttl).await {
+                tracing::warn!(upstream, %error, "could not share the upstream's cooldown; other instances learn it themselves");
+            }
+        });
+    }
+}
+
+impl<S: Call> Call for Budgeted<S> {
+    async fn call(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<Exchange, RelayError> {
+        // Admitted before its token is sought: a refused call costs nothing upstream.
+        self.admit(out, cx).await?;
+        let exchange = self.inner.call(out, cx).await?;
+        self.heed(out, &exchange.response, cx);
+        Ok(exchange)
+    }
+
+    fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
+        plan.cooldowns.extend(self.cooldowns.key(out.upstream.name()));
+        self.inner.plan(out, plan);
+    }
+
+    fn learn(&self, out: &Outgoing<'_>, read: &mut ColdRead) {
+        self.cooldowns.learn(&self.cooldowns.key(out.upstream.name()), &read.cooldowns);
+        self.inner.learn(out, read);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+
+    use super::*;
+    use crate::relay::call::stand_in::{self, Canned, Trace, Upstream};
+    use crate::relay::upstream_limits::Cooldowns;
+
+    const OK: Canned = (200, &[], "ok");
+    const WAIT: Canned = (429, &[("retry-after", "30")], "slow down");
+
+    fn budgeted(broker: &Broker, upstream: &Upstream) -> Budgeted<Upstream> {
+        let cooldowns = Cooldowns::new(broker);
+        let limiter = RateLimiter::new(broker.clone(), cooldowns.clone());
+        Budgeted::new(upstream.clone(), broker.clone(), limiter, cooldowns)
+    }
+
+    #[tokio::test]
+    async fn calls_are_admitted_until_the_budget_is_spent_then_refused_without_calling() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = stand_in::broker(
+            dir.path(),
+            r#"budget = { requests = 2, per = "1h" }
+routes = [{ path = "/x" }]"#,
+        );
+        let upstream = Upstream::answering(&[OK]);
+        let layer = budgeted(&broker, &upstream);
+        let out = stand_in::outgoing(&broker, &["x"], Method::GET);
+        let mut trace = Trace::default();
+        for call in 0..2 {
+            let exchange = layer.call(&out, &mut trace.cx()).await.unwrap_or_else(|e| panic!("call {call}: {e}"));
+            assert_eq!(exchange.response.status(), 200);
+        }
+        let refused = layer.call(&out, &mut trace.cx()).await.err().expect("the budget is spent");
+        assert_eq!((refused.code(), refused.status().as_u16()), ("budget_exhausted", 503));
+        assert!(refused.to_response::<bytes::Bytes>().headers().contains_key(http::header::RETRY_AFTER));
+        assert_eq!(upstream.calls(), 2, "a refused call never reaches the upstream");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_asking_to_wait_is_not_called_until_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = stand_in::broker(dir.path(), r#"routes = [{ path = "/x" }, { path = "/y" }]"#);
+        let upstream = Upstream::answering(&[WAIT, OK]);
+        let layer = budgeted(&broker, &upstream);
+        let mut trace = Trace::default();
+        let asked = layer.call(&stand_in::outgoing(&broker, &["x"], Method::GET), &mut trace.cx()).await.unwrap();
+        assert_eq!(asked.response.status(), 429, "the upstream's own answer is passed on");
+        let other = stand_in::outgoing(&broker, &["y"], Method::GET);
+        let refused = layer.call(&other, &mut trace.cx()).await.err().expect("cooling down");
+        assert_eq!((refused.code(), refused.status().as_u16()), ("upstream_cooling_down", 503));
+        assert_eq!(upstream.calls(), 1);
+        // The cooldown is shared with the other instances as a chore of the request.
+        std::mem::take(&mut trace.chores).finish(std::time::Duration::from_secs(5)).expect("a chore").await;
+        // Another instance learns it with a cold request's count, and calls nothing.
+        let broker = stand_in::broker(dir.path(), r#"routes = [{ path = "/x" }, { path = "/y" }]"#);
+        let instance = budgeted(&broker, &upstream);
+        let other = stand_in::outgoing(&broker, &["y"], Method::GET);
+        let mut plan = ColdPlan::default();
+        instance.plan(&other, &mut plan);
+        let mut read = plan.read(broker.store(), &[]).await.unwrap();
+        instance.learn(&other, &mut read);
+        let refused = instance.call(&other, &mut trace.cx()).await.err().expect("cooling down");
+        assert_eq!(refused.code(), "upstream_cooling_down");
+        assert_eq!(upstream.calls(), 1);
+    }
+}
