@@ -1,8 +1,8 @@
-// `tokenrelay init` (crates/tokenrelay-node/bin/init.js over the addon's
-// src/init), run as a real process on fixture sites under the OS temp
-// directory: what it adds, that everything the user wrote survives byte for
-// byte, that a second run changes nothing, that conflicts are refused naming
-// file and conflict, and that no variable's value is ever printed.
+// `tokenrelay init` (crates/tokenrelay-node/bin/init.js over the addon, over
+// crates/tokenrelay-site/src/init), run as a real process on fixture sites
+// under the OS temp directory: what it adds, that everything the user wrote
+// survives byte for byte, that a second run changes nothing, that conflicts
+// are refused naming file and conflict, and that no variable's value is ever printed.
 //
 // Run: node --test tests/js/init.test.mjs
 

@@ -1,10 +1,10 @@
 //! The files every platform gets: a starter `tokenrelay.toml`, an
 //! `.env.example` naming every variable, and `.gitignore` entries.
 
-use tokenrelay::{Config, DEFAULT_CONFIG_FILE, Env, Error};
+use tokenrelay::{Config, DEFAULT_CONFIG_FILE, Env};
 
 use super::{Plan, Platform, failed};
-use crate::error::AddonError;
+use crate::Error;
 use crate::site::is_env_var_name;
 
 /// Written when the site has no config yet: one OAuth2 client-credentials
@@ -17,7 +17,7 @@ const ADDED_BY: &str = "# tokenrelay (added by `npx tokenrelay init`)";
 
 /// Plans the starter config when there is none; returns the variables the
 /// site's config references, in the order it references them.
-pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
+pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, Error> {
     let text = match plan.read(DEFAULT_CONFIG_FILE)? {
         Some(text) => text,
         None => {
@@ -30,7 +30,7 @@ pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
     // it references as missing: the names, without reading any value.
     match Config::parse(&text, DEFAULT_CONFIG_FILE, &Env::from_pairs::<String, String>([])) {
         Ok(_) => Ok(Vec::new()),
-        Err(Error::MissingEnv { missing, .. }) => {
+        Err(tokenrelay::Error::MissingEnv { missing, .. }) => {
             let mut names: Vec<String> = Vec::new();
             for var in missing {
                 if !is_env_var_name(&var.name) {
@@ -55,7 +55,7 @@ pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
 
 /// Plans `.env.example` so that it names each of `names`, adding only the
 /// missing ones to an existing file.
-pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), AddonError> {
+pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), Error> {
     let before = plan.read(ENV_EXAMPLE)?;
     let listed = |name: &str| {
         before.as_deref().is_some_and(|text| {
@@ -83,7 +83,7 @@ pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), Ad
 
 /// Plans `.gitignore` entries: `.env` (local secrets) everywhere, plus the
 /// platform's local build state (`.netlify`) or cargo's output (`/target`).
-pub(crate) fn plan_gitignore(plan: &mut Plan, platform: Platform) -> Result<(), AddonError> {
+pub(crate) fn plan_gitignore(plan: &mut Plan, platform: Platform) -> Result<(), Error> {
     let wanted: &[&str] = match platform {
         Platform::Netlify => &[".env", ".netlify"],
         Platform::Vercel => &[".env", "/target"],
