@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use tokenrelay_site::{Action, Framework, InitOptions, InitReport, Platform, init};
 
 const ADDED_BY: &str = "# tokenrelay (added by `npx tokenrelay init`)";
+const NEW_VERCELIGNORE: &str = "# Never uploaded by `vercel deploy` nor served by `vercel dev` (npx tokenrelay init):\n\
+                                # cargo's output (the relay's binary), local secrets, Netlify's local state.\n\
+                                /target\n.env\n.netlify\n";
+
 /// A site directory holding `files`.
 fn site(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -56,13 +60,18 @@ fn read(dir: &Path, file: &str) -> String {
 }
 
 #[test]
-fn a_fresh_vercel_site_gets_its_function_its_routing_and_the_variables_to_set() {
+fn a_fresh_vercel_site_gets_its_function_routing_and_a_vercelignore_keeping_target_out() {
     let dir = site(&[("index.html", "<h1>site</h1>\n")]);
     let report = init_twice(&options(dir.path(), Platform::Vercel));
     assert_eq!((report.platform, report.detected_from.as_str()), (Platform::Vercel, "--platform"));
     let created: Vec<&str> =
         report.changes.iter().inspect(|c| assert_eq!(c.action, Action::Create)).map(|c| c.file).collect();
-    assert_eq!(created, ["tokenrelay.toml", ".env.example", ".gitignore", "api/relay.rs", "Cargo.toml", "vercel.json"]);
+    assert_eq!(
+        created,
+        ["tokenrelay.toml", ".env.example", ".gitignore", ".vercelignore", "api/relay.rs", "Cargo.toml", "vercel.json"]
+    );
+    assert_eq!(read(dir.path(), ".vercelignore"), NEW_VERCELIGNORE);
+    assert_eq!(report.changes[3].summary, "ignores /target, .env, .netlify");
     assert_eq!(read(dir.path(), ".gitignore"), format!("{ADDED_BY}\n.env\n/target\n"));
     assert!(read(dir.path(), "api/relay.rs").contains("tokenrelay::vercel::run()"));
     let settings: Vec<(&str, &[&str])> = report.settings.iter().map(|s| (s.name.as_str(), s.scopes)).collect();
@@ -80,20 +89,48 @@ fn a_fresh_vercel_site_gets_its_function_its_routing_and_the_variables_to_set() 
 }
 
 #[test]
-fn a_framework_site_on_vercel_gets_its_route_but_no_rust_function() {
+fn an_existing_vercelignore_keeps_its_lines_and_gains_only_the_missing_entries() {
+    let own = "# Build output.\nnode_modules\n/.env\nbuild/";
+    let dir = site(&[("vercel.json", "{}\n"), (".vercelignore", own)]);
+    let report = init_twice(&InitOptions { platform: None, ..options(dir.path(), Platform::Vercel) });
+    assert_eq!(report.detected_from, "vercel.json");
+    let change = report.changes.iter().find(|c| c.file == ".vercelignore").unwrap();
+    assert_eq!((change.action, change.summary.as_str()), (Action::Update, "ignores /target, .netlify"));
+    assert_eq!(read(dir.path(), ".vercelignore"), format!("{own}\n\n{ADDED_BY}\n/target\n.netlify\n"));
+}
+
+#[test]
+fn a_vercelignore_listing_every_entry_in_its_own_spelling_is_left_alone() {
+    // This repository's own spelling: `/.netlify` ignores the same directory as `.netlify`.
+    let own = "/target\n/node_modules\n/.netlify\n.env/\n";
+    let dir = site(&[(".vercelignore", own)]);
+    let report = init(&options(dir.path(), Platform::Vercel)).unwrap();
+    assert!(report.changes.iter().all(|c| c.file != ".vercelignore"), "{:?}", report.changes);
+    assert_eq!(read(dir.path(), ".vercelignore"), own);
+}
+
+#[test]
+fn a_framework_site_on_vercel_gets_the_vercelignore_and_its_route_but_no_rust_function() {
     let dir = site(&[("package.json", "{ \"dependencies\": { \"tokenrelay\": \"^0.1.0\" } }\n")]);
     let options = InitOptions { framework: Some(Framework::Next), ..options(dir.path(), Platform::Vercel) };
     let report = init_twice(&options);
     let files: Vec<&str> = report.changes.iter().map(|c| c.file).collect();
     assert_eq!(
         files,
-        ["tokenrelay.toml", ".env.example", ".gitignore", "app/api/relay/[...path]/route.ts", "next.config.mjs"]
+        [
+            "tokenrelay.toml",
+            ".env.example",
+            ".gitignore",
+            ".vercelignore",
+            "app/api/relay/[...path]/route.ts",
+            "next.config.mjs"
+        ]
     );
     assert_eq!(report.next_steps, Vec::<String>::new());
 }
 
 #[test]
-fn a_netlify_site_gets_the_plugin_entry() {
+fn a_netlify_site_gets_the_plugin_entry_and_no_vercelignore() {
     let own = "[build]\npublish = \"dist\" # keep\n";
     let dir = site(&[("netlify.toml", own)]);
     let report = init_twice(&InitOptions { platform: None, ..options(dir.path(), Platform::Netlify) });
@@ -114,7 +151,7 @@ fn without_write_the_changes_are_planned_and_nothing_is_written() {
     let dir = site(&[("index.html", "x")]);
     let before = snapshot(dir.path());
     let report = init(&InitOptions { write: false, ..options(dir.path(), Platform::Vercel) }).unwrap();
-    assert_eq!(report.changes.len(), 6);
+    assert_eq!(report.changes.len(), 7);
     assert_eq!(snapshot(dir.path()), before);
 }
 

@@ -349,6 +349,9 @@ pub fn init(options: &InitOptions) -> Result<InitReport, Error> {
     let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
     starter::plan_env_example(&mut plan, &names)?;
     starter::plan_gitignore(&mut plan, platform)?;
+    if platform == Platform::Vercel {
+        starter::plan_vercelignore(&mut plan)?;
+    }
     let mut next_steps = match (platform, framework) {
         (Platform::Netlify, framework) => netlify::plan(
             &mut plan,
