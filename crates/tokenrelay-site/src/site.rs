@@ -14,7 +14,8 @@ use crate::Error;
 const DOTENV_FILE: &str = ".env";
 
 /// The common options, borrowed from whichever options object carried them.
-#[derive(Debug, Default, Clone, Copy)]
+/// `Debug` names the overridden variables, never their values.
+#[derive(Default, Clone, Copy)]
 pub struct SiteOptions<'a> {
     /// The config file, relative to `cwd`.
     pub config_path: Option<&'a str>,
@@ -32,6 +33,18 @@ impl<'a> SiteOptions<'a> {
         env: &'a Option<HashMap<String, String>>,
     ) -> Self {
         SiteOptions { config_path: config_path.as_deref(), cwd: cwd.as_deref(), env: env.as_ref() }
+    }
+}
+
+impl std::fmt::Debug for SiteOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut env: Vec<&str> = self.env.into_iter().flat_map(HashMap::keys).map(String::as_str).collect();
+        env.sort_unstable();
+        f.debug_struct("SiteOptions")
+            .field("config_path", &self.config_path)
+            .field("cwd", &self.cwd)
+            .field("env", &env)
+            .finish()
     }
 }
 
@@ -160,6 +173,13 @@ mod tests {
         let vars = [("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:2"), ("UPSTASH_REDIS_REST_TOKEN", "t")];
         let s = site(tmp.path(), &vars, SiteOptions::default(), StoreChoice::LocalOnly).unwrap();
         assert_eq!((s.env.get("UPSTASH_REDIS_REST_URL"), s.env.get("KV_REST_API_URL")), (None, None));
+    }
+
+    #[test]
+    fn debug_names_the_overridden_variables_not_their_values() {
+        let overrides = HashMap::from([("API_SECRET".to_owned(), "s3cret-value".to_owned())]);
+        let shown = format!("{:?}", SiteOptions { env: Some(&overrides), ..SiteOptions::default() });
+        assert_eq!(shown, "SiteOptions { config_path: None, cwd: None, env: [\"API_SECRET\"] }");
     }
 
     #[test]

@@ -87,6 +87,10 @@ fn each_secret_found_is_named_by_file_kind_and_variable_never_shown() {
         handed_out: &handed_out,
         ..ScanOptions::default()
     };
+    let shown = format!("{options:?}");
+    for secret in [CLIENT_SECRET, RELAY_KEY, STORE_TOKEN, BUILD_TOKEN, HANDED_OUT] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
     let report = scan_for_leaks(Path::new("dist"), &options).unwrap();
     let found: Vec<(&str, SecretKind, Option<&str>, &str)> =
         report.leaks.iter().map(|l| (l.file.as_str(), l.kind, l.variable.as_deref(), l.secret.as_str())).collect();
