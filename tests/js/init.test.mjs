@@ -1,8 +1,8 @@
-// `tokenrelay init` (crates/tokenrelay-node/bin/init.js over the addon's
-// src/init), run as a real process on fixture sites under the OS temp
-// directory: what it adds, that everything the user wrote survives byte for
-// byte, that a second run changes nothing, that conflicts are refused naming
-// file and conflict, and that no variable's value is ever printed.
+// `tokenrelay init` (crates/tokenrelay-node/bin/init.js over the addon, over
+// crates/tokenrelay-site/src/init), run as a real process on fixture sites
+// under the OS temp directory: what it adds, that everything the user wrote
+// survives byte for byte, that a second run changes nothing, that conflicts
+// are refused naming file and conflict, and that no variable's value is ever printed.
 //
 // Run: node --test tests/js/init.test.mjs
 
@@ -367,6 +367,33 @@ serde = { version = "1", features = ["derive"] } # for api/hello.rs
     assert.match(written.get(".gitignore"), /^\/target$/m);
   });
 
+  test(
+    "a fresh site gets a .vercelignore keeping target/, .env and .netlify out of vercel dev and deploy",
+    TEST,
+    async () => {
+      const dir = site("vercelignore-fresh", {});
+      const { first, written } = await initTwice(dir, ["--platform", "vercel", "--yes"]);
+      assert.match(first.stdout, /create \.vercelignore: ignores \/target, \.env, \.netlify/);
+      assert.equal(
+        written.get(".vercelignore"),
+        "# Never uploaded by `vercel deploy` nor served by `vercel dev` (npx tokenrelay init):\n" +
+          "# cargo's output (the relay's binary), local secrets, Netlify's local state.\n" +
+          "/target\n.env\n.netlify\n",
+      );
+    },
+  );
+
+  test("an existing .vercelignore keeps every line and gains only the missing entries", TEST, async () => {
+    const own = "# Not deployed.\nnode_modules\n/.env\ndocs/";
+    const dir = site("vercelignore-merged", { "vercel.json": "{}\n", ".vercelignore": own });
+    const { first, written } = await initTwice(dir, ["--yes"]);
+    assert.match(first.stdout, /update \.vercelignore: ignores \/target, \.netlify/);
+    assert.equal(
+      written.get(".vercelignore"),
+      `${own}\n\n# tokenrelay (added by \`npx tokenrelay init\`)\n/target\n.netlify\n`,
+    );
+  });
+
   test("a rewrite that already claims /api/relay is refused, naming file and rewrite", TEST, async () => {
     const dir = site("conflict-vercel", {
       "vercel.json": '{ "rewrites": [{ "source": "/api/relay/:path*", "destination": "/api/proxy" }] }\n',
@@ -405,7 +432,15 @@ serde = { version = "1", features = ["derive"] } # for api/hello.rs
   test("this repository's root is already set up the way init sets up a site", TEST, async () => {
     const dir = path.join(work, "repository-root");
     mkdirSync(dir);
-    for (const file of ["vercel.json", "Cargo.toml", "api/relay.rs", "tokenrelay.toml", ".gitignore", ".env.example"]) {
+    for (const file of [
+      "vercel.json",
+      "Cargo.toml",
+      "api/relay.rs",
+      "tokenrelay.toml",
+      ".gitignore",
+      ".vercelignore",
+      ".env.example",
+    ]) {
       cpSync(path.join(ROOT, file), path.join(dir, file));
     }
     const { status, stdout, stderr } = await init(dir, ["--platform", "vercel", "--yes"]);

@@ -1,8 +1,8 @@
 // `tokenrelay init`: shows what adding tokenrelay to the site would change,
 // asks (unless --yes), writes it, and says what to set in the platform's
 // settings, by name and scope, never a value. The planning and merging live
-// in the addon (crates/tokenrelay-node/src/init): this module only talks to
-// the user.
+// in crates/tokenrelay-site/src/init, which the addon wraps: this module only
+// talks to the user.
 
 import { createInterface } from "node:readline/promises";
 

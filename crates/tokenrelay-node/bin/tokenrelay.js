@@ -27,10 +27,11 @@ const USAGE = `usage:
   tokenrelay init [--platform netlify|vercel] [--framework NAME] [--yes]
       Adds tokenrelay to the site: a starter tokenrelay.toml, .env.example,
       and what the platform needs merged into netlify.toml or vercel.json,
-      Cargo.toml and api/relay.rs (Vercel), and .gitignore, keeping everything
-      else as it is. Shows the changes and asks first (--yes: don't ask), then
-      lists the variables to set, by name and scope. The platform is detected
-      from netlify.toml / vercel.json or the build's environment when not given.
+      Cargo.toml, api/relay.rs and .vercelignore (Vercel), and .gitignore,
+      keeping everything else as it is. Shows the changes and asks first
+      (--yes: don't ask), then lists the variables to set, by name and scope.
+      The platform is detected from netlify.toml / vercel.json or the build's
+      environment when not given.
       --framework next|astro|sveltekit|netlify-functions: the site's framework
       serves the relay (tokenrelay/fetch) from a route file init writes where
       none is, instead of the platform's Rust function.

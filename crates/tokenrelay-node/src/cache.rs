@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use napi_derive::napi;
 use tokenrelay::Broker;
+use tokenrelay_site::{Site, SiteOptions, StoreChoice};
 
 use crate::error::AddonError;
 use crate::prefetch::unknown_upstream;
-use crate::site::{Site, SiteOptions, StoreChoice};
 
 /// Options of `purgeCache`.
 #[napi(object)]

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use napi_derive::napi;
 use tokenrelay::Broker;
+use tokenrelay_site::{Site, SiteOptions, StoreChoice};
 
 use crate::error::AddonError;
-use crate::site::{Site, SiteOptions, StoreChoice};
 
 /// Options of `check`.
 #[napi(object)]

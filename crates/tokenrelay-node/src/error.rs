@@ -1,5 +1,5 @@
-//! The addon's one error type: the core's errors with their stable codes,
-//! plus the few the addon adds itself.
+//! The addon's one error type: the core's and `tokenrelay-site`'s errors
+//! with their stable codes, plus the one the addon adds itself.
 //!
 //! napi-rs rejects a Promise with an `Error` whose `code` is a napi status
 //! (`GenericFailure`), and its async functions cannot carry a custom status.
@@ -10,22 +10,11 @@
 
 use napi_derive::napi;
 
+use tokenrelay_site::SiteCode;
+
 tokenrelay::stable_codes! {
-    /// Codes the addon adds to the core's [`tokenrelay::ErrorCode`]s.
+    /// Codes the addon adds to the core's [`tokenrelay::ErrorCode`]s and [`SiteCode`]s.
     pub enum AddonCode {
-        /// An option passed by the caller is unusable (names the option).
-        InvalidOptions = "invalid_options",
-        /// The leak scan could not read the directory or a file in it.
-        ScanFailed = "scan_failed",
-        /// The leak scan would read more than its byte limit (names the file reached).
-        ScanTooLarge = "scan_too_large",
-        /// `init`: a file of the site says something else about what tokenrelay
-        /// needs; the message names the file and the conflict.
-        InitConflict = "init_conflict",
-        /// `init`: the platform was neither given nor recognisable from the site.
-        InitPlatformUnknown = "init_platform_unknown",
-        /// `init`: a file of the site could not be read, parsed or written.
-        InitFailed = "init_failed",
         /// The Netlify plugin could not write the prebuilt relay function (names the file and cause).
         FunctionNotPlaced = "function_not_placed",
     }
@@ -45,7 +34,8 @@ pub struct ErrorCodes {
 #[napi]
 pub fn error_codes() -> ErrorCodes {
     let core = tokenrelay::ErrorCode::ALL.iter().map(|c| c.as_str());
-    let addon = core.chain(AddonCode::ALL.iter().map(|c| c.as_str())).map(str::to_owned).collect();
+    let site = SiteCode::ALL.iter().map(|c| c.as_str());
+    let addon = core.chain(site).chain(AddonCode::ALL.iter().map(|c| c.as_str())).map(str::to_owned).collect();
     let relay = tokenrelay::relay::RelayCode::ALL.iter().map(|c| c.as_str().to_owned()).collect();
     ErrorCodes { addon, relay }
 }
@@ -66,7 +56,7 @@ impl AddonError {
 
     /// An unusable option: `option` is its name as the caller wrote it.
     pub(crate) fn invalid_option(option: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(AddonCode::InvalidOptions.as_str(), format!("option {option}: {problem}"))
+        tokenrelay_site::Error::invalid_option(option, problem).into()
     }
 
     /// The stable code, e.g. `token_rejected`.
@@ -87,6 +77,12 @@ impl AddonError {
 
 impl From<tokenrelay::Error> for AddonError {
     fn from(e: tokenrelay::Error) -> Self {
+        Self { code: e.code(), message: e.to_string() }
+    }
+}
+
+impl From<tokenrelay_site::Error> for AddonError {
+    fn from(e: tokenrelay_site::Error) -> Self {
         Self { code: e.code(), message: e.to_string() }
     }
 }

@@ -7,31 +7,27 @@
 //! command runs in another process, and the tokens it fetches itself are
 //! only found through the variables the scan is told about.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
+use secrecy::ExposeSecret;
 use tokenrelay::Token;
+use tokenrelay_site::HandedOut;
 
-/// A token handed out, and to whom.
-pub(crate) struct Issued {
-    /// The upstream whose token it is.
-    pub(crate) upstream: String,
-    /// The function that handed it out: `prefetch` or `getToken`.
-    pub(crate) by: &'static str,
-    /// The token (its `Debug` is redacted).
-    pub(crate) token: Token,
+static ISSUED: Mutex<Vec<HandedOut>> = Mutex::new(Vec::new());
+
+fn issued() -> MutexGuard<'static, Vec<HandedOut>> {
+    ISSUED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-static ISSUED: Mutex<Vec<Issued>> = Mutex::new(Vec::new());
-
-/// Remembers `token` as handed out by `by`, once per value.
+/// Remembers `token` as handed out by `by` (`prefetch` or `getToken`), once per value.
 pub(crate) fn remember(upstream: &str, by: &'static str, token: &Token) {
-    let mut issued = ISSUED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !issued.iter().any(|i| i.token.expose() == token.expose()) {
-        issued.push(Issued { upstream: upstream.to_owned(), by, token: token.clone() });
+    let mut issued = issued();
+    if !issued.iter().any(|i| i.token.expose_secret() == token.expose()) {
+        issued.push(HandedOut { upstream: upstream.to_owned(), by, token: token.expose().into() });
     }
 }
 
-/// Calls `f` with every token handed out so far, oldest first.
-pub(crate) fn each(mut f: impl FnMut(&Issued)) {
-    ISSUED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().for_each(&mut f);
+/// Every token handed out so far, oldest first.
+pub(crate) fn all() -> Vec<HandedOut> {
+    issued().clone()
 }

@@ -26,8 +26,10 @@
 //! [`error`]). The npm package's `index.js` wraps the generated loader
 //! (`binding.js`) to restore that code on the JS side.
 //!
-//! This crate only adapts: options become a [`tokenrelay::Env`] ([`site`]),
-//! results become plain objects. Token logic stays in the core.
+//! This crate only adapts: options become a [`tokenrelay::Env`]
+//! ([`tokenrelay_site::Site`]) or `tokenrelay-site`'s options, results become
+//! plain objects. Token logic stays in the core; `init` and the leak scan are
+//! `tokenrelay-site`'s.
 
 // Nothing from JS, the network or the environment may panic the host process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -41,7 +43,6 @@ pub mod leak_scan;
 pub mod prefetch;
 pub mod relay_function;
 pub mod relay_handler;
-mod site;
 pub mod status;
 pub mod token;
 

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use napi::Either;
 use napi_derive::napi;
 use tokenrelay::{Broker, ENCRYPTION_KEY_VAR, Token, UPSTASH_VARS, VERCEL_KV_VARS};
+use tokenrelay_site::{Site, SiteOptions, StoreChoice, is_env_var_name};
 
 use crate::error::AddonError;
-use crate::site::{Site, SiteOptions, StoreChoice, is_env_var_name};
 
 /// How long a prefetched token must stay valid by default: long enough for
 /// most static builds (Netlify's default build timeout is 15 minutes), short

@@ -22,10 +22,10 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use tokenrelay::Env;
 use tokenrelay::relay::{Body, ClientIp, Endpoint, Mount, Relay, RequestId};
+use tokenrelay_site::{Site, SiteOptions, StoreChoice};
 use tokio::sync::Mutex;
 
 use crate::error::AddonError;
-use crate::site::{Site, SiteOptions, StoreChoice};
 
 /// Options of `createRelay`.
 #[napi(object)]

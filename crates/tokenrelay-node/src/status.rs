@@ -4,10 +4,10 @@
 
 use napi_derive::napi;
 use tokenrelay::Broker;
+use tokenrelay_site::{Site, SiteOptions, StoreChoice};
 
 use crate::cache::PurgeOptions as SiteOnlyOptions;
 use crate::error::AddonError;
-use crate::site::{Site, SiteOptions, StoreChoice};
 
 /// One upstream's state in the store. Times are milliseconds.
 #[napi(object)]

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use napi::Either;
 use napi_derive::napi;
 use tokenrelay::Broker;
+use tokenrelay_site::{Site, SiteOptions, StoreChoice};
 
 use crate::error::AddonError;
 use crate::prefetch::{build_margin, name_credentials, unknown_upstream};
-use crate::site::{Site, SiteOptions, StoreChoice};
 
 /// Options of `getToken`.
 #[napi(object)]

@@ -8,8 +8,8 @@ use tokenrelay::relay::MOUNT;
 use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, value};
 
 use super::{Plan, conflict, failed};
-use crate::error::AddonError;
-use crate::relay_function::claims_mount;
+use crate::Error;
+use crate::claims_mount;
 
 const FILE: &str = "netlify.toml";
 /// The build plugin's npm package.
@@ -43,7 +43,7 @@ const FUNCTION_FILES: [&str; 3] = [
 /// Plans the plugin entry (and for [`Relay::Function`], the function's
 /// `included_files`); returns the steps left to the user. Unless the relay is
 /// [`Relay::Prebuilt`], the plugin prefetches and scans but adds no function.
-pub(crate) fn plan(plan: &mut Plan, relay: Relay) -> Result<Vec<String>, AddonError> {
+pub(crate) fn plan(plan: &mut Plan, relay: Relay) -> Result<Vec<String>, Error> {
     let relay_function = relay == Relay::Prebuilt;
     let before = plan.read(FILE)?;
     let mut doc: DocumentMut =
@@ -108,7 +108,7 @@ pub(crate) fn plan(plan: &mut Plan, relay: Relay) -> Result<Vec<String>, AddonEr
 }
 
 /// Adds [`FUNCTION_FILES`] to `[functions.relay] included_files`; whether any was missing.
-fn include_function_files(doc: &mut DocumentMut) -> Result<bool, AddonError> {
+fn include_function_files(doc: &mut DocumentMut) -> Result<bool, Error> {
     let not_a_table = |key: &str| conflict(FILE, format!("`{key}` is not a table, so init cannot add to it"));
     let mut implicit = Table::new();
     implicit.set_implicit(true);
@@ -127,7 +127,7 @@ fn include_function_files(doc: &mut DocumentMut) -> Result<bool, AddonError> {
 }
 
 /// The array of tables `key` (`[[key]]`), if any.
-fn array_of_tables<'a>(doc: &'a DocumentMut, key: &str) -> Result<Option<&'a ArrayOfTables>, AddonError> {
+fn array_of_tables<'a>(doc: &'a DocumentMut, key: &str) -> Result<Option<&'a ArrayOfTables>, Error> {
     match doc.get(key) {
         None => Ok(None),
         Some(item) => item.as_array_of_tables().map(Some).ok_or_else(|| {

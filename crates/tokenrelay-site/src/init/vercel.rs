@@ -10,8 +10,8 @@ use tokenrelay::relay::MOUNT;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
 use super::{Plan, conflict, failed};
-use crate::error::AddonError;
-use crate::relay_function::claims_mount;
+use crate::Error;
+use crate::claims_mount;
 
 const VERCEL_JSON: &str = "vercel.json";
 const CARGO_TOML: &str = "Cargo.toml";
@@ -28,7 +28,7 @@ const FEATURE: &str = "vercel";
 const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Plans the function, `Cargo.toml` and `vercel.json`; returns the steps left to the user.
-pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
+pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, Error> {
     plan_function(plan)?;
     plan_cargo_toml(plan)?;
     plan_vercel_json(plan)?;
@@ -39,7 +39,7 @@ pub(crate) fn plan(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
     ])
 }
 
-fn plan_function(plan: &mut Plan) -> Result<(), AddonError> {
+fn plan_function(plan: &mut Plan) -> Result<(), Error> {
     match plan.read(FUNCTION)? {
         None => plan.set(
             FUNCTION,
@@ -58,7 +58,7 @@ fn plan_function(plan: &mut Plan) -> Result<(), AddonError> {
     Ok(())
 }
 
-fn plan_cargo_toml(plan: &mut Plan) -> Result<(), AddonError> {
+fn plan_cargo_toml(plan: &mut Plan) -> Result<(), Error> {
     let before = plan.read(CARGO_TOML)?;
     let text = before.clone().unwrap_or_else(|| starter_manifest(&plan.dir));
     let mut doc: DocumentMut = text.parse().map_err(|e| failed(CARGO_TOML, format!("is not valid TOML: {e}")))?;
@@ -164,7 +164,7 @@ fn starter_manifest(dir: &std::path::Path) -> String {
     )
 }
 
-fn plan_vercel_json(plan: &mut Plan) -> Result<(), AddonError> {
+fn plan_vercel_json(plan: &mut Plan) -> Result<(), Error> {
     let before = plan.read(VERCEL_JSON)?;
     let text =
         before.clone().unwrap_or_else(|| "{\n  \"$schema\": \"https://openapi.vercel.sh/vercel.json\"\n}\n".into());
@@ -226,7 +226,7 @@ fn plan_vercel_json(plan: &mut Plan) -> Result<(), AddonError> {
 
 /// Whether the rewrite to the relay is there; an error when another rule
 /// already claims the mount.
-fn has_rewrite(config: &CstObject) -> Result<bool, AddonError> {
+fn has_rewrite(config: &CstObject) -> Result<bool, Error> {
     let Some(prop) = config.get("rewrites") else { return Ok(false) };
     let rewrites = prop.array_value().ok_or_else(|| conflict(VERCEL_JSON, "`rewrites` is not an array"))?;
     let mut found = false;

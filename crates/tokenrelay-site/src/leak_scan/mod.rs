@@ -1,8 +1,8 @@
-//! `scanForLeaks`: search a build's output directory for any token,
-//! credential or store secret, so a site that would publish one fails its
-//! build instead.
+//! The leak scan (the addon's `scanForLeaks`): search a build's output
+//! directory for any token, credential or store secret, so a site that would
+//! publish one fails its build instead.
 //!
-//! The secrets: every token this process handed out ([`crate::issued`]),
+//! The secrets: every token the caller says it handed out ([`HandedOut`]),
 //! the values of the token variables the caller names, of every variable the
 //! config reads a credential from ([`tokenrelay::Config::secret_vars`], relay
 //! headers included), of the store's token and encryption key, and of the
@@ -18,13 +18,13 @@ mod forms;
 mod search;
 mod walk;
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
 
-use napi_derive::napi;
+use secrecy::{ExposeSecret, SecretString};
 use tokenrelay::{Config, ENCRYPTION_KEY_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
 
-use crate::error::{AddonCode, AddonError};
+use crate::Error;
 use crate::site::{Site, SiteOptions, StoreChoice};
 use search::{SearchError, Searcher};
 
@@ -45,27 +45,45 @@ const REDIS_URL_VARS: [&str; 2] = ["KV_URL", "REDIS_URL"];
 /// How many bytes a scan reads at most by default (decompressed content
 /// counted): far above a static site's output, low enough that a
 /// decompression bomb or a stray disk image fails fast. See [`ScanOptions::max_bytes`].
-pub const DEFAULT_MAX_SCAN_BYTES: u64 = 1 << 30;
+pub const DEFAULT_MAX_SCAN_BYTES: NonZeroU64 = NonZeroU64::MIN.saturating_add((1 << 30) - 1);
 
-/// Options of `scanForLeaks`.
-#[napi(object)]
-#[derive(Debug, Default, Clone)]
-pub struct ScanOptions {
-    /// The config file, relative to `cwd`. Default: `$TOKENRELAY_CONFIG`, else `tokenrelay.toml`.
-    pub config_path: Option<String>,
-    /// The site's directory: the scanned directory and the config are relative to it. Default: the current directory.
-    pub cwd: Option<String>,
-    /// Variables that override the process environment; `""` unsets one.
-    pub env: Option<HashMap<String, String>>,
+/// What to scan for, besides the config's credentials and the store's secrets.
+#[derive(Debug, Clone)]
+pub struct ScanOptions<'a> {
+    /// The site: the scanned directory and the config are relative to it.
+    pub site: SiteOptions<'a>,
     /// Variables holding tokens handed to the build (e.g. by `prefetch`), whose values must not be published.
-    pub token_vars: Option<Vec<String>>,
+    pub token_vars: &'a [String],
+    /// Tokens the caller handed out itself, whichever variable holds them now.
+    pub handed_out: &'a [HandedOut],
     /// How many bytes to read at most, decompressed content included; past
-    /// it the scan fails with `scan_too_large`. Default: 1 GiB.
-    pub max_bytes: Option<i64>,
+    /// it the scan fails with `scan_too_large`.
+    pub max_bytes: NonZeroU64,
+}
+
+impl Default for ScanOptions<'_> {
+    fn default() -> Self {
+        ScanOptions {
+            site: SiteOptions::default(),
+            token_vars: &[],
+            handed_out: &[],
+            max_bytes: DEFAULT_MAX_SCAN_BYTES,
+        }
+    }
+}
+
+/// A token handed out to a build, and by whom (the addon's `prefetch` or `getToken`).
+#[derive(Debug, Clone)]
+pub struct HandedOut {
+    /// The upstream whose token it is.
+    pub upstream: String,
+    /// What handed it out, for the finding's description.
+    pub by: &'static str,
+    /// The token.
+    pub token: SecretString,
 }
 
 /// The outcome of a scan.
-#[napi(object)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanReport {
     /// Every file that holds a secret, once per secret; empty when the output is clean.
@@ -74,44 +92,62 @@ pub struct ScanReport {
     /// what they point to would be published. Empty when the output is clean.
     pub outside_links: Vec<OutsideLink>,
     /// How many files were read.
-    pub files_scanned: u32,
+    pub files_scanned: u64,
     /// How many bytes were searched (decompressed content included).
-    pub bytes_scanned: i64,
+    pub bytes_scanned: u64,
     /// How many secrets were searched for.
-    pub secrets_scanned: u32,
-    /// Variables whose values were too short to search for (under 8 characters).
+    pub secrets_scanned: u64,
+    /// Variables whose values were too short to search for (under [`MIN_SCANNED_LEN`] characters).
     pub too_short: Vec<String>,
 }
 
 /// A secret found in a file, named but never shown.
-#[napi(object)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leak {
     /// The file, relative to the scanned directory, with `/` separators.
     pub file: String,
-    /// What was found: a token handed to the build, an upstream credential, or a store secret.
-    #[napi(ts_type = "'token' | 'credential' | 'store'")]
-    pub kind: String,
-    /// The environment variable whose value was found; absent for a token
-    /// this process handed out that no named variable holds.
+    pub kind: SecretKind,
+    /// The environment variable whose value was found; `None` for a
+    /// [`HandedOut`] token that no named variable holds.
     pub variable: Option<String>,
     /// A description for messages, e.g. `$API_SECRET (token.client_secret of upstream "getty")`.
     pub secret: String,
 }
 
+/// What a secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// A token handed to the build.
+    Token,
+    /// An upstream credential the config reads.
+    Credential,
+    /// A secret of the shared store.
+    Store,
+}
+
+impl SecretKind {
+    /// `"token"`, `"credential"` or `"store"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::Token => "token",
+            SecretKind::Credential => "credential",
+            SecretKind::Store => "store",
+        }
+    }
+}
+
 /// A symbolic link whose target is outside the scanned directory.
-#[napi(object)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutsideLink {
     /// The link, relative to the scanned directory, with `/` separators.
     pub file: String,
-    /// Where it points (absolute).
-    pub target: String,
+    /// Where it points (canonical path).
+    pub target: PathBuf,
 }
 
 /// A value to search for. `Debug` never shows the value.
 struct Secret {
-    kind: &'static str,
+    kind: SecretKind,
     variable: Option<String>,
     description: String,
     value: String,
@@ -123,29 +159,19 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Runs `scanForLeaks` on `dir` (relative to the site's directory).
-pub async fn scan_for_leaks(dir: String, options: ScanOptions) -> Result<ScanReport, AddonError> {
-    let max_bytes = match options.max_bytes {
-        None => DEFAULT_MAX_SCAN_BYTES,
-        Some(n) => u64::try_from(n)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| AddonError::invalid_option("maxBytes", format!("{n} is not a positive number of bytes")))?,
-    };
-    let site =
-        Site::resolve(SiteOptions::of(&options.config_path, &options.cwd, &options.env), StoreChoice::AsConfigured)?;
+/// Scans `dir` (relative to the site's directory) for every secret the
+/// site's environment and config name, and the tokens `options` lists.
+/// Blocks while it reads the whole directory.
+pub fn scan_for_leaks(dir: &Path, options: &ScanOptions<'_>) -> Result<ScanReport, Error> {
+    let site = Site::resolve(options.site, StoreChoice::AsConfigured)?;
     let config = Config::load(&site.env)?;
-    let secrets = secrets(&site, &config, options.token_vars.as_deref().unwrap_or_default());
-    let root = site.dir.join(dir);
-    // Reading a whole publish directory blocks: keep it off the async workers.
-    tokio::task::spawn_blocking(move || scan(&root, secrets, max_bytes))
-        .await
-        .map_err(|e| AddonError::new(AddonCode::ScanFailed.as_str(), format!("the scan stopped unexpectedly: {e}")))?
+    let secrets = secrets(&site, &config, options.token_vars, options.handed_out);
+    scan(&site.dir.join(dir), secrets, options.max_bytes.get())
 }
 
 /// The secrets to look for, each value once: tokens first, then credentials, then store secrets.
-fn secrets(site: &Site, config: &Config, token_vars: &[String]) -> Vec<Secret> {
-    let named = |kind: &'static str, variable: &str, description: String| {
+fn secrets(site: &Site, config: &Config, token_vars: &[String], handed_out: &[HandedOut]) -> Vec<Secret> {
+    let named = |kind: SecretKind, variable: &str, description: String| {
         site.env.get(variable).map(|value| Secret {
             kind,
             variable: Some(variable.to_owned()),
@@ -154,25 +180,27 @@ fn secrets(site: &Site, config: &Config, token_vars: &[String]) -> Vec<Secret> {
         })
     };
     let mut all: Vec<Secret> =
-        token_vars.iter().filter_map(|v| named("token", v, format!("the token in ${v}"))).collect();
-    crate::issued::each(|i| {
-        all.push(Secret {
-            kind: "token",
-            variable: None,
-            description: format!("a token of upstream \"{}\" handed out by {}", i.upstream, i.by),
-            value: i.token.expose().to_owned(),
-        });
-    });
+        token_vars.iter().filter_map(|v| named(SecretKind::Token, v, format!("the token in ${v}"))).collect();
+    all.extend(handed_out.iter().map(|h| Secret {
+        kind: SecretKind::Token,
+        variable: None,
+        description: format!("a token of upstream \"{}\" handed out by {}", h.upstream, h.by),
+        value: h.token.expose_secret().to_owned(),
+    }));
     for v in config.secret_vars() {
-        all.extend(named("credential", &v.name, format!("${} ({} of upstream \"{}\")", v.name, v.field, v.upstream)));
+        all.extend(named(
+            SecretKind::Credential,
+            &v.name,
+            format!("${} ({} of upstream \"{}\")", v.name, v.field, v.upstream),
+        ));
     }
     for v in [UPSTASH_VARS.1, VERCEL_KV_VARS.1, ENCRYPTION_KEY_VAR].into_iter().chain(STORE_INTEGRATION_VARS) {
-        all.extend(named("store", v, format!("${v} (shared store)")));
+        all.extend(named(SecretKind::Store, v, format!("${v} (shared store)")));
     }
     for v in REDIS_URL_VARS {
         if let Some(password) = site.env.get(v).and_then(redis_password) {
             all.push(Secret {
-                kind: "store",
+                kind: SecretKind::Store,
                 variable: Some(v.to_owned()),
                 description: format!("the password in ${v} (shared store)"),
                 value: password,
@@ -204,63 +232,45 @@ fn redis_password(value: &str) -> Option<String> {
 }
 
 /// Searches every file under `root` for every secret, reading at most `max_bytes`.
-fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport, AddonError> {
+fn scan(root: &Path, secrets: Vec<Secret>, max_bytes: u64) -> Result<ScanReport, Error> {
     if !root.is_dir() {
-        return Err(AddonError::new(
-            AddonCode::ScanFailed.as_str(),
-            format!("{} is not a directory: check the publish directory", root.display()),
-        ));
+        return Err(Error::ScanNotADirectory { dir: root.to_owned() });
     }
     let (searched, too_short): (Vec<Secret>, Vec<Secret>) =
         secrets.into_iter().partition(|s| s.value.chars().count() >= MIN_SCANNED_LEN);
     let forms: Vec<Vec<Vec<u8>>> = searched.iter().map(|s| forms::forms(&s.value)).collect();
-    let searcher = Searcher::new(&forms)
-        .map_err(|e| AddonError::new(AddonCode::ScanFailed.as_str(), format!("cannot build the search: {e}")))?;
-    let walk = walk::walk(root).map_err(|e| unreadable(root, &e))?;
+    let searcher = Searcher::new(&forms)?;
+    let walk = walk::walk(root).map_err(|source| Error::ScanUnreadable { path: root.to_owned(), source })?;
 
     let mut report = ScanReport {
         leaks: Vec::new(),
-        outside_links: walk
-            .outside
-            .into_iter()
-            .map(|l| OutsideLink { file: l.link, target: l.target.display().to_string() })
-            .collect(),
+        outside_links: walk.outside.into_iter().map(|l| OutsideLink { file: l.link, target: l.target }).collect(),
         files_scanned: 0,
         bytes_scanned: 0,
-        secrets_scanned: u32::try_from(searched.len()).unwrap_or(u32::MAX),
+        secrets_scanned: searched.len() as u64,
         too_short: too_short.into_iter().filter_map(|s| s.variable).collect(),
     };
     let mut budget = max_bytes;
     for file in walk.files {
         let found = searcher.search_file(&file.path, &mut budget).map_err(|e| match e {
-            SearchError::Io(e) => unreadable(&file.path, &e),
-            SearchError::OverBudget => AddonError::new(
-                AddonCode::ScanTooLarge.as_str(),
-                format!(
-                    "{} holds more than {max_bytes} bytes to search (decompressed .gz/.br content counted), \
-                     reached at {}: keep large files out of the published output, or raise the scan's maxBytes",
-                    root.display(),
-                    file.shown
-                ),
-            ),
+            SearchError::Io(source) => Error::ScanUnreadable { path: file.path.clone(), source },
+            SearchError::OverBudget => {
+                Error::ScanTooLarge { dir: root.to_owned(), max_bytes, reached_at: file.shown.clone() }
+            }
         })?;
         report.files_scanned += 1;
         for i in found {
             let s = &searched[i];
             report.leaks.push(Leak {
                 file: file.shown.clone(),
-                kind: s.kind.to_owned(),
+                kind: s.kind,
                 variable: s.variable.clone(),
                 secret: s.description.clone(),
             });
         }
     }
-    report.bytes_scanned = i64::try_from(max_bytes - budget).unwrap_or(i64::MAX);
+    report.bytes_scanned = max_bytes - budget;
     Ok(report)
-}
-
-fn unreadable(path: &Path, e: &std::io::Error) -> AddonError {
-    AddonError::new(AddonCode::ScanFailed.as_str(), format!("cannot read {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -273,7 +283,7 @@ mod tests {
 
     const TOKEN: &str = "tok_0123456789/abc+def";
 
-    fn secret(kind: &'static str, variable: &str, value: &str) -> Secret {
+    fn secret(kind: SecretKind, variable: &str, value: &str) -> Secret {
         Secret { kind, variable: Some(variable.into()), description: format!("${variable}"), value: value.into() }
     }
 
@@ -285,7 +295,7 @@ mod tests {
 
     /// (file, variable) of each finding.
     fn found(root: &Path, secrets: Vec<Secret>) -> Vec<(String, String)> {
-        let report = scan(root, secrets, DEFAULT_MAX_SCAN_BYTES).unwrap();
+        let report = scan(root, secrets, DEFAULT_MAX_SCAN_BYTES.get()).unwrap();
         report.leaks.into_iter().map(|l| (l.file, l.variable.unwrap_or_default())).collect()
     }
 
@@ -312,7 +322,7 @@ mod tests {
             write(tmp.path(), file, text.as_bytes());
         }
         let hits: Vec<String> =
-            found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
+            found(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
         let mut expected: Vec<&str> = cases.iter().map(|(f, _)| *f).filter(|f| *f != "clean.html").collect();
         expected.sort();
         assert_eq!(hits, expected);
@@ -329,7 +339,7 @@ mod tests {
         let zip = zipped(&[("index.html", b"<p>clean</p>"), ("handler.mjs", text.as_bytes())]);
         write(tmp.path(), "functions/relay.zip", &zip);
         let hits: Vec<String> =
-            found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
+            found(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
         assert_eq!(hits, ["app.js.br", "app.js.gz", "functions/relay.zip"]);
     }
 
@@ -356,15 +366,15 @@ mod tests {
         let text = format!("var t = \"{TOKEN}\";").repeat(100);
         write(tmp.path(), "functions/relay.zip", &zipped(&[("static/app.js.gz", &gzipped(text.as_bytes()))]));
         let hits: Vec<String> =
-            found(tmp.path(), vec![secret("token", "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
+            found(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)]).into_iter().map(|(f, _)| f).collect();
         assert_eq!(hits, ["functions/relay.zip"]);
 
         // What the entry decodes to counts, not its compressed size: a bomb fails the scan.
         let bomb = gzipped(&vec![b'0'; 1 << 20]);
         write(tmp.path(), "functions/relay.zip", &zipped(&[("bomb.gz", &bomb)]));
-        let err = scan(tmp.path(), vec![secret("token", "T", TOKEN)], 1 << 19).unwrap_err();
+        let err = scan(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)], 1 << 19).unwrap_err();
         assert_eq!(err.code(), "scan_too_large");
-        assert!(err.message().contains("at functions/relay.zip"), "{err}");
+        assert!(err.to_string().contains("at functions/relay.zip"), "{err}");
     }
 
     #[test]
@@ -382,7 +392,7 @@ mod tests {
         let mut text = vec![b'x'; (1 << 20) - 5];
         text.extend_from_slice(TOKEN.as_bytes());
         write(tmp.path(), "big.bin", &text);
-        assert_eq!(found(tmp.path(), vec![secret("token", "T", TOKEN)]).len(), 1);
+        assert_eq!(found(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)]).len(), 1);
     }
 
     #[test]
@@ -390,10 +400,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "a.txt", &[b'a'; 600]);
         write(tmp.path(), "b.txt", &[b'b'; 600]);
-        let err = scan(tmp.path(), vec![secret("token", "T", TOKEN)], 1000).unwrap_err();
+        let err = scan(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)], 1000).unwrap_err();
         assert_eq!(err.code(), "scan_too_large");
         assert!(
-            err.message().contains("more than 1000 bytes to search") && err.message().contains("at b.txt"),
+            err.to_string().contains("more than 1000 bytes to search") && err.to_string().contains("at b.txt"),
             "{err}"
         );
         assert_eq!(scan(tmp.path(), vec![], 1200).unwrap().bytes_scanned, 1200);
@@ -408,7 +418,8 @@ mod tests {
         write(tmp.path(), "real/app.js", TOKEN.as_bytes());
         std::os::unix::fs::symlink(outside.path().join("secret.txt"), tmp.path().join("linked.txt")).unwrap();
         std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("alias")).unwrap();
-        let report = scan(tmp.path(), vec![secret("token", "T", TOKEN)], DEFAULT_MAX_SCAN_BYTES).unwrap();
+        let report =
+            scan(tmp.path(), vec![secret(SecretKind::Token, "T", TOKEN)], DEFAULT_MAX_SCAN_BYTES.get()).unwrap();
         assert_eq!(report.leaks.iter().map(|l| l.file.as_str()).collect::<Vec<_>>(), ["real/app.js"]);
         assert_eq!(report.outside_links.iter().map(|l| l.file.as_str()).collect::<Vec<_>>(), ["linked.txt"]);
     }
@@ -417,8 +428,10 @@ mod tests {
     fn a_secret_inside_another_secret_is_still_reported() {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "a.txt", b"prefix-client-secret-value-suffix");
-        let secrets =
-            vec![secret("token", "LONG", "prefix-client-secret-value"), secret("credential", "SHORT", "client-secret")];
+        let secrets = vec![
+            secret(SecretKind::Token, "LONG", "prefix-client-secret-value"),
+            secret(SecretKind::Credential, "SHORT", "client-secret"),
+        ];
         let vars: Vec<String> = found(tmp.path(), secrets).into_iter().map(|(_, v)| v).collect();
         assert_eq!(vars, ["LONG", "SHORT"]);
     }
@@ -427,7 +440,8 @@ mod tests {
     fn short_values_are_listed_not_searched() {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path(), "a.txt", b"id=abc");
-        let report = scan(tmp.path(), vec![secret("credential", "ID", "abc")], DEFAULT_MAX_SCAN_BYTES).unwrap();
+        let report =
+            scan(tmp.path(), vec![secret(SecretKind::Credential, "ID", "abc")], DEFAULT_MAX_SCAN_BYTES.get()).unwrap();
         assert_eq!((report.leaks.len(), report.secrets_scanned), (0, 0));
         assert_eq!(report.too_short, ["ID"]);
     }
@@ -435,14 +449,14 @@ mod tests {
     #[test]
     fn a_missing_directory_is_a_scan_failure_naming_it() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = scan(&tmp.path().join("dist"), vec![], DEFAULT_MAX_SCAN_BYTES).unwrap_err();
+        let err = scan(&tmp.path().join("dist"), vec![], DEFAULT_MAX_SCAN_BYTES.get()).unwrap_err();
         assert_eq!(err.code(), "scan_failed");
-        assert!(err.message().contains("dist is not a directory: check the publish directory"), "{err}");
+        assert!(err.to_string().contains("dist is not a directory: check the publish directory"), "{err}");
     }
 
     #[test]
     fn debug_of_a_secret_hides_its_value() {
-        let shown = format!("{:?}", secret("token", "T", TOKEN));
+        let shown = format!("{:?}", secret(SecretKind::Token, "T", TOKEN));
         assert!(shown.contains("[REDACTED]") && !shown.contains("tok_0123"), "{shown}");
     }
 }

@@ -1,10 +1,11 @@
 //! The files every platform gets: a starter `tokenrelay.toml`, an
-//! `.env.example` naming every variable, and `.gitignore` entries.
+//! `.env.example` naming every variable, and `.gitignore` entries (and on
+//! Vercel, `.vercelignore` entries).
 
-use tokenrelay::{Config, DEFAULT_CONFIG_FILE, Env, Error};
+use tokenrelay::{Config, DEFAULT_CONFIG_FILE, Env};
 
 use super::{Plan, Platform, failed};
-use crate::error::AddonError;
+use crate::Error;
 use crate::site::is_env_var_name;
 
 /// Written when the site has no config yet: one OAuth2 client-credentials
@@ -12,12 +13,13 @@ use crate::site::is_env_var_name;
 pub(crate) const STARTER_CONFIG: &str = include_str!("templates/tokenrelay.toml");
 const ENV_EXAMPLE: &str = ".env.example";
 const GITIGNORE: &str = ".gitignore";
+const VERCELIGNORE: &str = ".vercelignore";
 /// Heads what `init` appends to a file the user already has.
 const ADDED_BY: &str = "# tokenrelay (added by `npx tokenrelay init`)";
 
 /// Plans the starter config when there is none; returns the variables the
 /// site's config references, in the order it references them.
-pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
+pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, Error> {
     let text = match plan.read(DEFAULT_CONFIG_FILE)? {
         Some(text) => text,
         None => {
@@ -30,7 +32,7 @@ pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
     // it references as missing: the names, without reading any value.
     match Config::parse(&text, DEFAULT_CONFIG_FILE, &Env::from_pairs::<String, String>([])) {
         Ok(_) => Ok(Vec::new()),
-        Err(Error::MissingEnv { missing, .. }) => {
+        Err(tokenrelay::Error::MissingEnv { missing, .. }) => {
             let mut names: Vec<String> = Vec::new();
             for var in missing {
                 if !is_env_var_name(&var.name) {
@@ -55,7 +57,7 @@ pub(crate) fn plan_config(plan: &mut Plan) -> Result<Vec<String>, AddonError> {
 
 /// Plans `.env.example` so that it names each of `names`, adding only the
 /// missing ones to an existing file.
-pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), AddonError> {
+pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), Error> {
     let before = plan.read(ENV_EXAMPLE)?;
     let listed = |name: &str| {
         before.as_deref().is_some_and(|text| {
@@ -83,12 +85,31 @@ pub(crate) fn plan_env_example(plan: &mut Plan, names: &[&str]) -> Result<(), Ad
 
 /// Plans `.gitignore` entries: `.env` (local secrets) everywhere, plus the
 /// platform's local build state (`.netlify`) or cargo's output (`/target`).
-pub(crate) fn plan_gitignore(plan: &mut Plan, platform: Platform) -> Result<(), AddonError> {
+pub(crate) fn plan_gitignore(plan: &mut Plan, platform: Platform) -> Result<(), Error> {
     let wanted: &[&str] = match platform {
         Platform::Netlify => &[".env", ".netlify"],
         Platform::Vercel => &[".env", "/target"],
     };
-    let before = plan.read(GITIGNORE)?;
+    plan_ignore(plan, GITIGNORE, wanted, ADDED_BY)
+}
+
+/// Plans `.vercelignore` entries, which the Vercel CLI reads with
+/// `.gitignore`'s syntax. What it lists, `vercel deploy` does not upload and
+/// `vercel dev` does not serve: without `/target`, `vercel dev` serves cargo's
+/// output as static files (the function's binary included) and `vercel deploy`
+/// uploads it; `.env` holds local secrets and `.netlify` another platform's
+/// local state (https://vercel.com/docs/deployments/vercel-ignore).
+pub(crate) fn plan_vercelignore(plan: &mut Plan) -> Result<(), Error> {
+    const HEADER: &str = "# Never uploaded by `vercel deploy` nor served by `vercel dev` (npx tokenrelay init):\n\
+                          # cargo's output (the relay's binary), local secrets, Netlify's local state.";
+    plan_ignore(plan, VERCELIGNORE, &["/target", ".env", ".netlify"], HEADER)
+}
+
+/// Plans `file` (in `.gitignore`'s syntax) to list each of `wanted`, adding
+/// only the missing ones, under `ADDED_BY` in an existing file and under
+/// `header` in a new one.
+fn plan_ignore(plan: &mut Plan, file: &'static str, wanted: &[&str], header: &str) -> Result<(), Error> {
+    let before = plan.read(file)?;
     // `.env`, `/.env` and `.env/` ignore the same file at the root.
     let bare = |line: &str| line.trim().trim_start_matches('/').trim_end_matches('/').to_owned();
     let present: Vec<String> = before.as_deref().unwrap_or_default().lines().map(bare).collect();
@@ -98,10 +119,10 @@ pub(crate) fn plan_gitignore(plan: &mut Plan, platform: Platform) -> Result<(), 
     }
     let lines: String = missing.iter().map(|n| format!("{n}\n")).collect();
     let after = match &before {
-        None => format!("{ADDED_BY}\n{lines}"),
+        None => format!("{header}\n{lines}"),
         Some(text) => format!("{}\n{ADDED_BY}\n{lines}", with_final_newline(text)),
     };
-    plan.set(GITIGNORE, before, after, format!("ignores {}", missing.join(", ")))
+    plan.set(file, before, after, format!("ignores {}", missing.join(", ")))
 }
 
 /// `text`, ending with a newline unless empty.

@@ -17,33 +17,30 @@ mod vercel;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use napi_derive::napi;
+pub use framework::Framework;
 
-use crate::error::{AddonCode, AddonError};
+use crate::Error;
 
-/// Options of `init`.
-#[napi(object)]
+/// What `init` is asked to do.
 #[derive(Debug, Default, Clone)]
 pub struct InitOptions {
-    /// The site's directory (default: the current directory).
-    pub cwd: Option<String>,
-    /// `"netlify"` or `"vercel"`; detected from the site when not given.
-    pub platform: Option<String>,
-    /// `"next"`, `"astro"`, `"sveltekit"` or `"netlify-functions"`: the site's
-    /// framework serves the relay through `tokenrelay/fetch`, instead of the
-    /// platform's Rust function.
-    pub framework: Option<String>,
-    /// `true` writes the planned changes; otherwise nothing is written.
-    pub write: Option<bool>,
+    /// The site's directory, relative to the current directory (default: the current directory).
+    pub cwd: Option<PathBuf>,
+    /// The platform; detected from the site when not given.
+    pub platform: Option<Platform>,
+    /// The site's framework, which serves the relay through `tokenrelay/fetch`
+    /// instead of the platform's Rust function.
+    pub framework: Option<Framework>,
+    /// Whether to write the planned changes; otherwise nothing is written.
+    pub write: bool,
 }
 
-/// What `init` did (or, without `write`, would do).
-#[napi(object)]
-#[derive(Debug, Clone)]
+/// What `init` did (or, without [`InitOptions::write`], would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitReport {
-    /// `"netlify"` or `"vercel"`.
-    pub platform: String,
+    pub platform: Platform,
     /// Why that platform: `"--platform"`, a file name, or a variable name.
     pub detected_from: String,
     /// One entry per file created or changed; empty when already set up.
@@ -55,42 +52,70 @@ pub struct InitReport {
 }
 
 /// One file `init` creates or changes.
-#[napi(object)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChange {
     /// Relative to the site's directory, e.g. `netlify.toml`.
-    pub file: String,
-    /// `"create"` or `"update"`.
-    pub action: String,
+    pub file: &'static str,
+    pub action: Action,
     /// What is added, e.g. `[[plugins]] package = "netlify-plugin-tokenrelay"`.
     pub summary: String,
 }
 
+/// Whether a [`FileChange`] creates its file or changes the one the site has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+}
+
+impl Action {
+    /// `"create"` or `"update"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+        }
+    }
+}
+
 /// One variable to set in the platform's settings.
-#[napi(object)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
     /// The variable's name.
     pub name: String,
     /// Netlify scopes (`Builds`, `Functions`) or Vercel environments
     /// (`Production`, `Preview`, `Development`).
-    pub scopes: Vec<String>,
+    pub scopes: &'static [&'static str],
     /// What it is for, and who sets it when not the user.
-    pub purpose: String,
+    pub purpose: &'static str,
 }
 
 /// The two platforms `init` sets a site up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Platform {
+pub enum Platform {
     Netlify,
     Vercel,
 }
 
 impl Platform {
-    fn name(self) -> &'static str {
+    /// `"netlify"` or `"vercel"`, as `--platform` takes it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Platform::Netlify => "netlify",
             Platform::Vercel => "vercel",
+        }
+    }
+}
+
+impl FromStr for Platform {
+    type Err = Error;
+
+    /// `--platform`'s value; an error names the option `platform`.
+    fn from_str(name: &str) -> Result<Self, Error> {
+        match name {
+            "netlify" => Ok(Platform::Netlify),
+            "vercel" => Ok(Platform::Vercel),
+            other => Err(Error::invalid_option("platform", format!("{other:?} is not \"netlify\" or \"vercel\""))),
         }
     }
 }
@@ -117,7 +142,7 @@ impl Plan {
     }
 
     /// The current text of `file`, or `None` when it does not exist.
-    pub(crate) fn read(&self, file: &str) -> Result<Option<String>, AddonError> {
+    pub(crate) fn read(&self, file: &str) -> Result<Option<String>, Error> {
         match std::fs::read_to_string(self.dir.join(file)) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -133,7 +158,7 @@ impl Plan {
         before: Option<String>,
         after: String,
         summary: String,
-    ) -> Result<(), AddonError> {
+    ) -> Result<(), Error> {
         if before.as_deref() != Some(after.as_str()) {
             self.refuse_links(file)?;
             self.edits.push(Edit { file, before, after, summary });
@@ -143,7 +168,7 @@ impl Plan {
 
     /// Writing through a link would change a file outside the site (through
     /// a dangling one, create it), and replacing the link would break it.
-    fn refuse_links(&self, file: &str) -> Result<(), AddonError> {
+    fn refuse_links(&self, file: &str) -> Result<(), Error> {
         let mut path = self.dir.clone();
         for part in Path::new(file).components() {
             path.push(part);
@@ -167,11 +192,8 @@ impl Plan {
     }
 
     fn changes(&self) -> Vec<FileChange> {
-        let action = |e: &Edit| if e.before.is_some() { "update" } else { "create" };
-        self.edits
-            .iter()
-            .map(|e| FileChange { file: e.file.to_owned(), action: action(e).to_owned(), summary: e.summary.clone() })
-            .collect()
+        let action = |e: &Edit| if e.before.is_some() { Action::Update } else { Action::Create };
+        self.edits.iter().map(|e| FileChange { file: e.file, action: action(e), summary: e.summary.clone() }).collect()
     }
 
     /// Writes every edit or none: each file's new text goes to a temporary
@@ -181,7 +203,7 @@ impl Plan {
     /// half-written. Should a rename fail, those already made are undone;
     /// on any failure, the directories created for new files (`api/`) are
     /// removed again.
-    fn write(&self) -> Result<(), AddonError> {
+    fn write(&self) -> Result<(), Error> {
         let new_dirs: Vec<PathBuf> = self
             .edits
             .iter()
@@ -198,7 +220,7 @@ impl Plan {
         written
     }
 
-    fn stage_and_rename(&self) -> Result<(), AddonError> {
+    fn stage_and_rename(&self) -> Result<(), Error> {
         let staged = self.edits.iter().map(|e| self.stage(e.file, &e.after)).collect::<Result<Vec<_>, _>>()?;
         for (done, (edit, temp)) in self.edits.iter().zip(staged).enumerate() {
             if let Err(e) = temp.persist(self.dir.join(edit.file)) {
@@ -211,7 +233,7 @@ impl Plan {
 
     /// A temporary file beside `file` holding `text`, with `file`'s
     /// permissions when it exists.
-    fn stage(&self, file: &str, text: &str) -> Result<tempfile::NamedTempFile, AddonError> {
+    fn stage(&self, file: &str, text: &str) -> Result<tempfile::NamedTempFile, Error> {
         let path = self.dir.join(file);
         let parent = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(parent).map_err(|e| failed(file, format!("cannot be created: {e}")))?;
@@ -275,7 +297,7 @@ fn new_file_permissions() -> Option<std::fs::Permissions> {
 }
 
 /// Those of `packages` the site's `package.json` does not depend on.
-pub(crate) fn missing_packages<'a>(plan: &Plan, packages: &[&'a str]) -> Result<Vec<&'a str>, AddonError> {
+pub(crate) fn missing_packages<'a>(plan: &Plan, packages: &[&'a str]) -> Result<Vec<&'a str>, Error> {
     const FILE: &str = "package.json";
     let manifest = match plan.read(FILE)? {
         None => None,
@@ -292,40 +314,30 @@ pub(crate) fn missing_packages<'a>(plan: &Plan, packages: &[&'a str]) -> Result<
 }
 
 /// A file of the site that cannot be merged: `file: problem`.
-pub(crate) fn conflict(file: &str, problem: impl std::fmt::Display) -> AddonError {
-    AddonError::new(AddonCode::InitConflict.as_str(), format!("{file}: {problem}; nothing was changed"))
+pub(crate) fn conflict(file: &str, problem: impl std::fmt::Display) -> Error {
+    Error::InitConflict { file: file.to_owned(), problem: problem.to_string() }
 }
 
 /// A file of the site that cannot be read, parsed or written.
-pub(crate) fn failed(file: &str, problem: impl std::fmt::Display) -> AddonError {
-    AddonError::new(AddonCode::InitFailed.as_str(), format!("{file}: {problem}"))
+pub(crate) fn failed(file: &str, problem: impl std::fmt::Display) -> Error {
+    Error::InitFailed { file: file.to_owned(), problem: problem.to_string() }
 }
 
 /// Plans (and with `write`, makes) the changes that add tokenrelay to the site.
-pub fn init(options: InitOptions) -> Result<InitReport, AddonError> {
+pub fn init(options: &InitOptions) -> Result<InitReport, Error> {
     let here = std::env::current_dir()
-        .map_err(|e| AddonError::invalid_option("cwd", format!("the current directory is unusable: {e}")))?;
+        .map_err(|e| Error::invalid_option("cwd", format!("the current directory is unusable: {e}")))?;
     let dir = options.cwd.as_deref().map_or_else(|| here.clone(), |c| here.join(c));
     if !dir.is_dir() {
-        return Err(AddonError::invalid_option("cwd", format!("{} is not a directory", dir.display())));
+        return Err(Error::invalid_option("cwd", format!("{} is not a directory", dir.display())));
     }
-    let (platform, detected_from) = match options.platform.as_deref() {
-        Some("netlify") => (Platform::Netlify, "--platform".to_owned()),
-        Some("vercel") => (Platform::Vercel, "--platform".to_owned()),
-        Some(other) => {
-            return Err(AddonError::invalid_option("platform", format!("{other:?} is not \"netlify\" or \"vercel\"")));
-        }
+    let (platform, detected_from) = match options.platform {
+        Some(platform) => (platform, "--platform".to_owned()),
         None => detect(&dir, |name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))?,
     };
-
-    let framework = match options.framework.as_deref() {
-        None => None,
-        Some(name) => Some(framework::Framework::parse(name).ok_or_else(|| {
-            AddonError::invalid_option("framework", format!("{name:?} is not one of {}", framework::NAMES))
-        })?),
-    };
-    if framework == Some(framework::Framework::NetlifyFunctions) && platform != Platform::Netlify {
-        return Err(AddonError::invalid_option(
+    let framework = options.framework;
+    if framework == Some(Framework::NetlifyFunctions) && platform != Platform::Netlify {
+        return Err(Error::invalid_option(
             "framework",
             "netlify-functions runs on Netlify only: use --platform netlify",
         ));
@@ -337,12 +349,15 @@ pub fn init(options: InitOptions) -> Result<InitReport, AddonError> {
     let names: Vec<&str> = settings.iter().map(|s| s.name.as_str()).collect();
     starter::plan_env_example(&mut plan, &names)?;
     starter::plan_gitignore(&mut plan, platform)?;
+    if platform == Platform::Vercel {
+        starter::plan_vercelignore(&mut plan)?;
+    }
     let mut next_steps = match (platform, framework) {
         (Platform::Netlify, framework) => netlify::plan(
             &mut plan,
             match framework {
                 None => netlify::Relay::Prebuilt,
-                Some(framework::Framework::NetlifyFunctions) => netlify::Relay::Function,
+                Some(Framework::NetlifyFunctions) => netlify::Relay::Function,
                 Some(_) => netlify::Relay::Framework,
             },
         )?,
@@ -353,37 +368,24 @@ pub fn init(options: InitOptions) -> Result<InitReport, AddonError> {
     if let Some(framework) = framework {
         next_steps.extend(framework::plan(&mut plan, framework)?);
     }
-    if options.write.unwrap_or(false) {
+    if options.write {
         plan.write()?;
     }
-    Ok(InitReport {
-        platform: platform.name().to_owned(),
-        detected_from,
-        changes: plan.changes(),
-        settings,
-        next_steps,
-    })
+    Ok(InitReport { platform, detected_from, changes: plan.changes(), settings, next_steps })
 }
 
 /// The platform a site is for, from its files, else from the platform's
 /// own environment (`NETLIFY=true` in Netlify builds, `VERCEL=1` in Vercel's).
-fn detect(dir: &Path, is_set: impl Fn(&str) -> bool) -> Result<(Platform, String), AddonError> {
+fn detect(dir: &Path, is_set: impl Fn(&str) -> bool) -> Result<(Platform, String), Error> {
     let netlify = ["netlify.toml", ".netlify/state.json"].into_iter().find(|f| dir.join(f).is_file());
     let vercel = ["vercel.json", ".vercel/project.json"].into_iter().find(|f| dir.join(f).is_file());
     match (netlify, vercel) {
         (Some(n), None) => Ok((Platform::Netlify, n.to_owned())),
         (None, Some(v)) => Ok((Platform::Vercel, v.to_owned())),
-        (Some(n), Some(v)) => Err(AddonError::new(
-            AddonCode::InitPlatformUnknown.as_str(),
-            format!("the site has both {n} and {v}: choose with --platform netlify or --platform vercel"),
-        )),
+        (Some(netlify), Some(vercel)) => Err(Error::InitBothPlatforms { netlify, vercel }),
         (None, None) if is_set("NETLIFY") => Ok((Platform::Netlify, "NETLIFY".to_owned())),
         (None, None) if is_set("VERCEL") => Ok((Platform::Vercel, "VERCEL".to_owned())),
-        (None, None) => Err(AddonError::new(
-            AddonCode::InitPlatformUnknown.as_str(),
-            "no netlify.toml or vercel.json here and not inside a platform build: \
-             choose with --platform netlify or --platform vercel",
-        )),
+        (None, None) => Err(Error::InitNoPlatform),
     }
 }
 
@@ -401,25 +403,21 @@ fn settings(platform: Platform, config_vars: &[String]) -> Vec<Setting> {
         Platform::Netlify => "the shared token store: your Upstash Redis database's REST URL and token",
         Platform::Vercel => "the shared token store: set by Upstash for Redis (Vercel Marketplace) once connected",
     };
-    let scopes: Vec<String> = match platform {
-        Platform::Netlify => vec!["Builds".into(), "Functions".into()],
-        Platform::Vercel => vec!["Production".into(), "Preview".into(), "Development".into()],
+    let scopes: &[&str] = match platform {
+        Platform::Netlify => &["Builds", "Functions"],
+        Platform::Vercel => &["Production", "Preview", "Development"],
     };
     let mut out: Vec<Setting> = config_vars
         .iter()
-        .map(|name| Setting {
-            name: name.clone(),
-            scopes: scopes.clone(),
-            purpose: "referenced by tokenrelay.toml".into(),
-        })
+        .map(|name| Setting { name: name.clone(), scopes, purpose: "referenced by tokenrelay.toml" })
         .collect();
     out.push(Setting {
         name: tokenrelay::ENCRYPTION_KEY_VAR.into(),
-        scopes: scopes.clone(),
-        purpose: "seals tokens in the store: base64 of 32 random bytes (openssl rand -base64 32)".into(),
+        scopes,
+        purpose: "seals tokens in the store: base64 of 32 random bytes (openssl rand -base64 32)",
     });
     for name in [url, token] {
-        out.push(Setting { name: name.into(), scopes: scopes.clone(), purpose: store_purpose.into() });
+        out.push(Setting { name: name.into(), scopes, purpose: store_purpose });
     }
     out
 }
@@ -440,10 +438,11 @@ mod tests {
         plan.set("blocked", None, "new".into(), String::new()).unwrap();
 
         let err = plan.write().unwrap_err();
-        assert_eq!(err.code(), AddonCode::InitFailed.as_str());
-        assert!(err.message().starts_with("blocked: cannot be written: "), "{err}");
+        assert_eq!(err.code(), "init_failed");
+        assert!(err.to_string().starts_with("blocked: cannot be written: "), "{err}");
         assert!(
-            err.message().ends_with("new-dir/created.txt, updated.toml put back as they were, so nothing was changed"),
+            err.to_string()
+                .ends_with("new-dir/created.txt, updated.toml put back as they were, so nothing was changed"),
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(dir.path().join("updated.toml")).unwrap(), "old");
@@ -477,9 +476,9 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("api")).unwrap();
         let err = Plan::new(dir.path().to_owned()).set("api/relay.rs", None, "x".into(), String::new()).unwrap_err();
-        assert_eq!(err.code(), AddonCode::InitFailed.as_str());
+        assert_eq!(err.code(), "init_failed");
         assert!(
-            err.message()
+            err.to_string()
                 .starts_with("api/relay.rs: is under api, a symbolic link, and init writes no file through one"),
             "{err}"
         );
@@ -489,12 +488,12 @@ mod tests {
     fn platform_comes_from_the_sites_files_before_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let none = |_: &str| false;
-        assert_eq!(detect(dir.path(), none).unwrap_err().code(), AddonCode::InitPlatformUnknown.as_str());
+        assert_eq!(detect(dir.path(), none).unwrap_err().code(), "init_platform_unknown");
         assert_eq!(detect(dir.path(), |n| n == "VERCEL").unwrap(), (Platform::Vercel, "VERCEL".into()));
         std::fs::write(dir.path().join("netlify.toml"), "").unwrap();
         assert_eq!(detect(dir.path(), |n| n == "VERCEL").unwrap(), (Platform::Netlify, "netlify.toml".into()));
         std::fs::write(dir.path().join("vercel.json"), "{}").unwrap();
         let both = detect(dir.path(), none).unwrap_err();
-        assert!(both.message().contains("netlify.toml and vercel.json"), "{}", both.message());
+        assert!(both.to_string().contains("netlify.toml and vercel.json"), "{}", both.to_string());
     }
 }

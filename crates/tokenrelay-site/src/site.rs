@@ -1,32 +1,33 @@
 //! Where a site lives and what its environment holds: the options every
-//! function takes (`configPath`, `cwd`, `env`), resolved once into the
-//! core's [`Env`] the same way `Env::local` does for a server (process
-//! environment, then the site's `.env` for what is still unset).
+//! build-time function of the addon takes (`configPath`, `cwd`, `env`),
+//! resolved once into the core's [`Env`] the same way `Env::local` does for a
+//! server (process environment, then the site's `.env` for what is still unset).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tokenrelay::{CONFIG_PATH_VAR, DEFAULT_CONFIG_FILE, Env, UPSTASH_VARS, VERCEL_KV_VARS};
 
-use crate::error::AddonError;
+use crate::Error;
 
 /// The dotenv file read from the site's directory (local development).
 const DOTENV_FILE: &str = ".env";
 
 /// The common options, borrowed from whichever options object carried them.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct SiteOptions<'a> {
+/// `Debug` names the overridden variables, never their values.
+#[derive(Default, Clone, Copy)]
+pub struct SiteOptions<'a> {
     /// The config file, relative to `cwd`.
-    pub(crate) config_path: Option<&'a str>,
+    pub config_path: Option<&'a str>,
     /// The site's directory, relative to the process's current directory.
-    pub(crate) cwd: Option<&'a str>,
+    pub cwd: Option<&'a str>,
     /// Overrides of the process environment; `""` unsets a variable.
-    pub(crate) env: Option<&'a HashMap<String, String>>,
+    pub env: Option<&'a HashMap<String, String>>,
 }
 
 impl<'a> SiteOptions<'a> {
     /// The common fields of any options object.
-    pub(crate) fn of(
+    pub fn of(
         config_path: &'a Option<String>,
         cwd: &'a Option<String>,
         env: &'a Option<HashMap<String, String>>,
@@ -35,18 +36,30 @@ impl<'a> SiteOptions<'a> {
     }
 }
 
+impl std::fmt::Debug for SiteOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut env: Vec<&str> = self.env.into_iter().flat_map(HashMap::keys).map(String::as_str).collect();
+        env.sort_unstable();
+        f.debug_struct("SiteOptions")
+            .field("config_path", &self.config_path)
+            .field("cwd", &self.cwd)
+            .field("env", &env)
+            .finish()
+    }
+}
+
 /// A site resolved from [`SiteOptions`].
-pub(crate) struct Site {
+pub struct Site {
     /// The site's directory (absolute).
-    pub(crate) dir: PathBuf,
+    pub dir: PathBuf,
     /// The environment the config is resolved against; its
     /// `TOKENRELAY_CONFIG` holds the config file's absolute path.
-    pub(crate) env: Env,
+    pub env: Env,
 }
 
 /// Which store a broker built on this site may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StoreChoice {
+pub enum StoreChoice {
     /// Whatever the environment selects (Upstash when configured).
     AsConfigured,
     /// The local file store even when Upstash is configured: the shared
@@ -56,10 +69,9 @@ pub(crate) enum StoreChoice {
 
 impl Site {
     /// Resolves the options against the process environment and current directory.
-    pub(crate) fn resolve(options: SiteOptions<'_>, store: StoreChoice) -> Result<Site, AddonError> {
-        let here = std::env::current_dir().map_err(|e| {
-            AddonError::invalid_option("cwd", format!("the process's current directory is unusable: {e}"))
-        })?;
+    pub fn resolve(options: SiteOptions<'_>, store: StoreChoice) -> Result<Site, Error> {
+        let here = std::env::current_dir()
+            .map_err(|e| Error::invalid_option("cwd", format!("the process's current directory is unusable: {e}")))?;
         let process = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
         Self::resolve_in(&here, process.collect(), options, store)
     }
@@ -70,10 +82,10 @@ impl Site {
         mut vars: HashMap<String, String>,
         options: SiteOptions<'_>,
         store: StoreChoice,
-    ) -> Result<Site, AddonError> {
+    ) -> Result<Site, Error> {
         let dir = options.cwd.map_or_else(|| here.to_owned(), |c| here.join(c));
         if !dir.is_dir() {
-            return Err(AddonError::invalid_option("cwd", format!("{} is not a directory", dir.display())));
+            return Err(Error::invalid_option("cwd", format!("{} is not a directory", dir.display())));
         }
         if let Some(overrides) = options.env {
             vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -101,7 +113,7 @@ impl Site {
 
 /// Whether `name` can be an environment variable in every shell and CI
 /// (POSIX portable names: letters, digits and `_`, not starting with a digit).
-pub(crate) fn is_env_var_name(name: &str) -> bool {
+pub fn is_env_var_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -111,12 +123,7 @@ pub(crate) fn is_env_var_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn site(
-        dir: &Path,
-        vars: &[(&str, &str)],
-        options: SiteOptions<'_>,
-        store: StoreChoice,
-    ) -> Result<Site, AddonError> {
+    fn site(dir: &Path, vars: &[(&str, &str)], options: SiteOptions<'_>, store: StoreChoice) -> Result<Site, Error> {
         let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Site::resolve_in(dir, vars, options, store)
     }
@@ -169,12 +176,19 @@ mod tests {
     }
 
     #[test]
+    fn debug_names_the_overridden_variables_not_their_values() {
+        let overrides = HashMap::from([("API_SECRET".to_owned(), "s3cret-value".to_owned())]);
+        let shown = format!("{:?}", SiteOptions { env: Some(&overrides), ..SiteOptions::default() });
+        assert_eq!(shown, "SiteOptions { config_path: None, cwd: None, env: [\"API_SECRET\"] }");
+    }
+
+    #[test]
     fn a_missing_site_directory_is_named() {
         let tmp = tempfile::tempdir().unwrap();
         let options = SiteOptions { cwd: Some("nope"), ..SiteOptions::default() };
         let err = site(tmp.path(), &[], options, StoreChoice::AsConfigured).err().unwrap();
         assert_eq!(err.code(), "invalid_options");
-        assert_eq!(err.message(), format!("option cwd: {} is not a directory", tmp.path().join("nope").display()));
+        assert_eq!(err.to_string(), format!("option cwd: {} is not a directory", tmp.path().join("nope").display()));
     }
 
     #[test]

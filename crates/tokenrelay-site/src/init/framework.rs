@@ -4,12 +4,14 @@
 //! when it has no config yet (Netlify Functions get theirs in `netlify.toml`,
 //! see [`super::netlify`]).
 
-use super::{Plan, conflict};
-use crate::error::AddonError;
+use std::str::FromStr;
 
-/// The frameworks `init` writes a route for.
+use super::{Plan, conflict};
+use crate::Error;
+
+/// The frameworks `init` writes a route for (`--framework`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framework {
+pub enum Framework {
     Next,
     Astro,
     SvelteKit,
@@ -17,21 +19,26 @@ pub(crate) enum Framework {
 }
 
 /// The names `--framework` takes, in the order the CLI lists them.
-pub(crate) const NAMES: &str = "next, astro, sveltekit, netlify-functions";
+const NAMES: &str = "next, astro, sveltekit, netlify-functions";
 
 const NEXT_CONFIGS: [&str; 4] = ["next.config.js", "next.config.mjs", "next.config.ts", "next.config.cjs"];
 
-impl Framework {
-    pub(crate) fn parse(name: &str) -> Option<Self> {
+impl FromStr for Framework {
+    type Err = Error;
+
+    /// `--framework`'s value; an error names the option `framework`.
+    fn from_str(name: &str) -> Result<Self, Error> {
         match name {
-            "next" => Some(Self::Next),
-            "astro" => Some(Self::Astro),
-            "sveltekit" => Some(Self::SvelteKit),
-            "netlify-functions" => Some(Self::NetlifyFunctions),
-            _ => None,
+            "next" => Ok(Self::Next),
+            "astro" => Ok(Self::Astro),
+            "sveltekit" => Ok(Self::SvelteKit),
+            "netlify-functions" => Ok(Self::NetlifyFunctions),
+            _ => Err(Error::invalid_option("framework", format!("{name:?} is not one of {NAMES}"))),
         }
     }
+}
 
+impl Framework {
     /// The route file, relative to the site, and its text.
     fn route(self, plan: &Plan) -> (&'static str, &'static str) {
         match self {
@@ -52,7 +59,7 @@ impl Framework {
 }
 
 /// Plans the route file (and Next.js's config); returns the steps left to the user.
-pub(crate) fn plan(plan: &mut Plan, framework: Framework) -> Result<Vec<String>, AddonError> {
+pub(crate) fn plan(plan: &mut Plan, framework: Framework) -> Result<Vec<String>, Error> {
     let (file, text) = framework.route(plan);
     match plan.read(file)? {
         None => plan.set(file, None, text.to_owned(), "the relay's route, served by tokenrelay/fetch".to_owned())?,
@@ -94,6 +101,7 @@ pub(crate) fn plan(plan: &mut Plan, framework: Framework) -> Result<Vec<String>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::Action;
 
     #[test]
     fn each_framework_gets_its_route_file_once() {
@@ -105,16 +113,24 @@ mod tests {
         ] {
             let tmp = tempfile::tempdir().unwrap();
             let mut p = Plan::new(tmp.path().to_owned());
-            plan(&mut p, Framework::parse(name).unwrap()).unwrap();
-            assert!(p.changes().iter().any(|c| c.file == file && c.action == "create"), "{name}: {:?}", p.changes());
+            plan(&mut p, name.parse().unwrap()).unwrap();
+            assert!(
+                p.changes().iter().any(|c| c.file == file && c.action == Action::Create),
+                "{name}: {:?}",
+                p.changes()
+            );
             p.write().unwrap();
             let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
             assert!(text.contains("from \"tokenrelay/fetch\""), "{name}");
             let mut again = Plan::new(tmp.path().to_owned());
-            plan(&mut again, Framework::parse(name).unwrap()).unwrap();
+            plan(&mut again, name.parse().unwrap()).unwrap();
             assert!(again.changes().is_empty(), "{name}: a second run changes {:?}", again.changes());
         }
-        assert_eq!(Framework::parse("gatsby"), None);
+        let unknown = "gatsby".parse::<Framework>().unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "option framework: \"gatsby\" is not one of next, astro, sveltekit, netlify-functions"
+        );
     }
 
     #[test]
@@ -125,7 +141,7 @@ mod tests {
         std::fs::write(file.join("route.ts"), "export const GET = () => new Response('mine');\n").unwrap();
         let err = plan(&mut Plan::new(tmp.path().to_owned()), Framework::Next).err().unwrap();
         assert_eq!(err.code(), "init_conflict");
-        assert!(err.message().starts_with("app/api/relay/[...path]/route.ts: already exists"), "{}", err.message());
+        assert!(err.to_string().starts_with("app/api/relay/[...path]/route.ts: already exists"), "{err}");
     }
 
     #[test]
@@ -134,7 +150,7 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("src/app")).unwrap();
         let mut fresh = Plan::new(tmp.path().to_owned());
         plan(&mut fresh, Framework::Next).unwrap();
-        let files: Vec<String> = fresh.changes().into_iter().map(|c| c.file).collect();
+        let files: Vec<&str> = fresh.changes().into_iter().map(|c| c.file).collect();
         assert_eq!(files, ["src/app/api/relay/[...path]/route.ts", "next.config.mjs"]);
 
         std::fs::write(tmp.path().join("next.config.ts"), "export default {};\n").unwrap();
