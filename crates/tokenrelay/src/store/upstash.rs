@@ -33,6 +33,12 @@ struct Script {
     plain: &'static str,
 }
 
+impl Script {
+    fn text(&self, flagged: bool) -> &'static str {
+        if flagged { self.flagged } else { self.plain }
+    }
+}
+
 macro_rules! script {
     ($body:expr) => {
         Script { flagged: concat!("#!lua flags=allow-key-locking\n", $body), plain: $body }
@@ -106,8 +112,7 @@ impl UpstashClient {
     /// without the flag if the store refused it, now or before.
     async fn eval(&self, script: &Script, keys_and_args: &[&str]) -> Result<Value, StoreError> {
         let flagged = self.flagged();
-        let text = self.text(script);
-        match self.command(&eval(text, keys_and_args)).await {
+        match self.command(&eval(script.text(flagged), keys_and_args)).await {
             Err(StoreError::Redis(e)) if flagged && refuses_flag(&e) => {
                 self.flag_refused(&e);
                 self.command(&eval(script.plain, keys_and_args)).await
@@ -126,7 +131,7 @@ impl UpstashClient {
         build: impl Fn(&'static str) -> Vec<Vec<&'a str>>,
     ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
         let flagged = self.flagged();
-        let replies = self.pipeline(&build(self.text(script))).await?;
+        let replies = self.pipeline(&build(script.text(flagged))).await?;
         let refusal = replies.iter().find_map(|r| match r {
             Err(StoreError::Redis(e)) if flagged && refuses_flag(e) => Some(e.clone()),
             _ => None,
@@ -140,13 +145,9 @@ impl UpstashClient {
         }
     }
 
+    /// Whether scripts go with the flag: until the store refused it.
     fn flagged(&self) -> bool {
         !self.flag_refused.load(Ordering::Relaxed)
-    }
-
-    /// The text of `script` this store runs.
-    fn text(&self, script: &Script) -> &'static str {
-        if self.flagged() { script.flagged } else { script.plain }
     }
 
     /// Notes the refusal, and says so once.
