@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use relay_e2e::cache_checks::QueryPassing;
 use relay_e2e::frozen::vercel_rewrite;
-use relay_e2e::scenarios::{self, Figures, StampedePlan};
+use relay_e2e::scenarios::{self, Crowd, Figures};
 use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, TokenSchedule, UpstashServer, Visitor, bounded, checks};
 use testkit::freeze::{Served, ServedProcess};
 use tokio::process::Command;
@@ -90,8 +90,7 @@ async fn a_crowd_through_a_plain_redis_proxy_gets_one_token_fast() {
         let shell =
             Shell::new(format!("127.0.0.1:{}", functions[0].port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         let shells: Vec<Shell> = functions.iter().map(|f| shell.at(format!("127.0.0.1:{}", f.port))).collect();
-        let plan = StampedePlan { server: UpstashServer::Srh, ..StampedePlan::default() };
-        let figures = scenarios::stampede_on(&shells, &fx, plan).await;
+        let figures = scenarios::stampede_on(&shells, &fx, Crowd::default()).await;
         println!("{figures}");
         figures.meets_target().with_context(|| logs.tail(20))?;
         // The fenced write stores through the proxy, so the other processes use its token.

@@ -429,20 +429,26 @@ pub async fn cold_path(platform: &Platform, freeze: Freeze) -> anyhow::Result<Co
     Ok(ColdPathFigures { store_requests: fx.upstash.requests(), latencies: vec![took] })
 }
 
-/// The stampede scenario: `concurrent` requests at once spread over cold
-/// instances, then `sequential` ones, one after another, through `server`.
+/// A crowd meeting cold instances: `concurrent` requests at once spread
+/// over them, then `sequential` ones, one after another.
 #[derive(Clone, Copy, Debug)]
-pub struct StampedePlan {
+pub struct Crowd {
     pub concurrent: usize,
     pub sequential: usize,
-    pub server: UpstashServer,
 }
 
-impl Default for StampedePlan {
-    /// 120 at once, then 60 in turn, through Upstash's protocol as Upstash serves it.
+impl Default for Crowd {
+    /// 120 at once, then 60 in turn.
     fn default() -> Self {
-        Self { concurrent: 120, sequential: 60, server: UpstashServer::Upstash }
+        Self { concurrent: 120, sequential: 60 }
     }
+}
+
+/// The stampede scenario: a crowd, through `server`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StampedePlan {
+    pub crowd: Crowd,
+    pub server: UpstashServer,
 }
 
 #[derive(Debug)]
@@ -492,19 +498,19 @@ pub async fn stampede(platform: &Platform, freeze: Freeze, plan: StampedePlan) -
     let fx = Fixture::start_on(plan.server, TokenSchedule::default()).await?;
     let logs = Logs::default();
     let deployment = platform.deploy(&fx, INSTANCES, freeze, &logs).await?;
-    Ok(stampede_on(&deployment.instances(), &fx, plan).await)
+    Ok(stampede_on(&deployment.instances(), &fx, plan.crowd).await)
 }
 
-/// The stampede's load on `shells` (the instances, each its own process,
-/// sharing `fx`'s store), request `i` on instance `i` modulo their number.
-pub async fn stampede_on(shells: &[Shell], fx: &Fixture, plan: StampedePlan) -> StampedeFigures {
+/// `crowd` on `shells` (the instances, each its own process, sharing `fx`'s
+/// store), request `i` on instance `i` modulo their number.
+pub async fn stampede_on(shells: &[Shell], fx: &Fixture, crowd: Crowd) -> StampedeFigures {
     let send = |i: usize| async move {
         let started = Instant::now();
         let ok = shells[i % shells.len()].get(SEARCH, &[]).await.is_ok_and(|r| r.status == 200);
         (ok, started.elapsed())
     };
-    let mut outcomes = futures_util::future::join_all((0..plan.concurrent).map(send)).await;
-    for i in plan.concurrent..plan.concurrent + plan.sequential {
+    let mut outcomes = futures_util::future::join_all((0..crowd.concurrent).map(send)).await;
+    for i in crowd.concurrent..crowd.concurrent + crowd.sequential {
         outcomes.push(send(i).await);
     }
     StampedeFigures {
