@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use relay_e2e::cache_checks::QueryPassing;
 use relay_e2e::frozen::vercel_rewrite;
-use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, Visitor, bounded, checks};
+use relay_e2e::scenarios::{self, Crowd, Figures};
+use relay_e2e::{Fixture, LIMITED_REQUESTS, Logs, Shell, TokenSchedule, UpstashServer, Visitor, bounded, checks};
 use testkit::freeze::{Served, ServedProcess};
 use tokio::process::Command;
 
@@ -68,6 +69,34 @@ async fn vercel_function_asks_callers_for_proof() {
         relay_e2e::caller_checks::per_caller_rate_limit(&shell, &callers).await.context("per-caller rate limit")?;
         fx.assert_no_secrets("the responses", &shell.transcript())?;
         relay_e2e::caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Through a store that refuses Upstash's script flag, as plain Redis behind
+/// serverless-redis-http does: 4 processes, 120 requests at once then 60 in
+/// turn, all answered 200 within 3 s, with at most one token fetch per
+/// process. `-- --nocapture` prints the figures.
+#[tokio::test]
+async fn a_crowd_through_a_plain_redis_proxy_gets_one_token_fast() {
+    bounded(Duration::from_secs(90), async {
+        let fx = Fixture::start_on(UpstashServer::Srh, TokenSchedule::default()).await?;
+        let logs = Logs::default();
+        let mut functions = Vec::new();
+        for _ in 0..INSTANCES {
+            functions.push(start_function(&fx.env(), &logs).await?);
+        }
+        let shell =
+            Shell::new(format!("127.0.0.1:{}", functions[0].port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
+        let shells: Vec<Shell> = functions.iter().map(|f| shell.at(format!("127.0.0.1:{}", f.port))).collect();
+        let figures = scenarios::stampede_on(&shells, &fx, Crowd::default()).await;
+        println!("{figures}");
+        figures.meets_target().with_context(|| logs.tail(20))?;
+        // The fenced write stores through the proxy, so the other processes use its token.
+        ensure!(figures.fetches == 1, "one token fetch in all: {figures}");
+        let noticed = logs.lines().iter().filter(|l| l.contains("refuses Upstash's script flag")).count();
+        ensure!((1..=INSTANCES).contains(&noticed), "each process notices the refusal at most once: {noticed} times");
         Ok(())
     })
     .await;

@@ -179,6 +179,19 @@ impl TokenSchedule {
     }
 }
 
+/// What serves the Upstash REST protocol in front of the fixture's Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstashServer {
+    /// `upstash-local` as Upstash behaves: scripts with Upstash's
+    /// `allow-key-locking` flag run.
+    #[default]
+    Upstash,
+    /// A plain-Redis REST proxy such as serverless-redis-http (SRH), which
+    /// Upstash recommends for local development and CI: scripts reach Redis
+    /// unchanged, and Redis refuses the flag.
+    Srh,
+}
+
 impl Fixture {
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(TokenSchedule::default()).await
@@ -186,10 +199,18 @@ impl Fixture {
 
     /// The same, with tokens issued and served on `schedule`.
     pub async fn start_with(schedule: TokenSchedule) -> anyhow::Result<Self> {
+        Self::start_on(UpstashServer::default(), schedule).await
+    }
+
+    /// The same, with the store served by `server`.
+    pub async fn start_on(server: UpstashServer, schedule: TokenSchedule) -> anyhow::Result<Self> {
         let key = format!("key_{:024x}", fastrand::u128(..));
         let secret = format!("secret_{:024x}", fastrand::u128(..));
         let redis = RedisServer::start().await?;
-        let upstash = Upstash::start(&redis).await?;
+        let upstash = match server {
+            UpstashServer::Upstash => Upstash::start(&redis).await?,
+            UpstashServer::Srh => Upstash::start_like_srh(&redis).await?,
+        };
         let tokens =
             TokenServer::start(TokenServerConfig::new(&key, &secret).punctuated().lifetime(schedule.lifetime)).await?;
         let api = ApiServer::start(&tokens).await?;

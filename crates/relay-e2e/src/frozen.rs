@@ -190,8 +190,8 @@ macro_rules! frozen_suite {
         use std::time::Duration;
 
         use $crate::frozen::{Platform, checklist, measured};
-        use $crate::scenarios::{self, RateLimitPlan, RevalidatePlan, RotationPlan};
-        use $crate::{Freeze, bounded};
+        use $crate::scenarios::{self, RateLimitPlan, RevalidatePlan, RotationPlan, StampedePlan};
+        use $crate::{Freeze, UpstashServer, bounded};
 
         fn platform() -> Platform {
             $platform
@@ -215,6 +215,23 @@ macro_rules! frozen_suite {
             let rotation = scenarios::rotation(&platform, Freeze::On, RotationPlan::default());
             // 20 s of requests, and room for answers held up by a frozen lock holder.
             bounded(Duration::from_secs(90), measured(rotation)).await;
+        }
+
+        /// Through a proxy that passes scripts to plain Redis, as SRH does:
+        /// Redis refuses Upstash's script flag, and the fenced writes must
+        /// still store and release.
+        #[tokio::test]
+        async fn frozen_instances_fetch_at_most_one_token_per_rotation_through_srh() {
+            let platform = platform();
+            let plan = RotationPlan { server: UpstashServer::Srh, ..RotationPlan::default() };
+            bounded(Duration::from_secs(90), measured(scenarios::rotation(&platform, Freeze::On, plan))).await;
+        }
+
+        #[tokio::test]
+        async fn a_crowd_on_cold_frozen_instances_through_srh_gets_one_token_fast() {
+            let platform = platform();
+            let plan = StampedePlan { server: UpstashServer::Srh, ..StampedePlan::default() };
+            bounded(Duration::from_secs(60), measured(scenarios::stampede(&platform, Freeze::On, plan))).await;
         }
 
         #[tokio::test]

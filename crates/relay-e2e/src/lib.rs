@@ -21,7 +21,9 @@ pub mod frozen;
 mod http;
 pub mod scenarios;
 
-pub use fixture::{ALLOWED_ORIGIN, BUDGETED_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule};
+pub use fixture::{
+    ALLOWED_ORIGIN, BUDGETED_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule, UpstashServer,
+};
 pub use http::{Reply, Shell, Visitor};
 pub use testkit::Logs;
 pub use testkit::freeze::Freeze;

@@ -8,6 +8,11 @@
 //! - [`rate_limit`]: requests admitted for one client over the limit.
 //! - [`stale_while_revalidate`]: stale answers in a row on one instance.
 //! - [`cold_path`]: store round trips of a cold instance's first request.
+//! - [`stampede`]: token fetches and the slowest answer when a crowd meets
+//!   cold instances at once.
+//!
+//! The rotation and stampede plans name the [`UpstashServer`] in front of the
+//! store: Upstash's behaviour, or a plain-Redis proxy such as SRH.
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::ensure;
 use testkit::freeze::Freeze;
 
-use crate::Logs;
-use crate::fixture::{Fixture, METERED_REQUESTS, METERED_WINDOW, TokenSchedule};
+use crate::fixture::{Fixture, METERED_REQUESTS, METERED_WINDOW, TokenSchedule, UpstashServer};
 use crate::frozen::Platform;
+use crate::{Logs, Shell};
 
 /// Instances the load is spread over, round robin.
 const INSTANCES: usize = 4;
@@ -37,6 +42,9 @@ pub const OVER_ADMISSION_ALLOWED: u32 = 2;
 const WINDOW_SLACK: Duration = Duration::from_secs(5);
 /// `Cache-Status` detail of an answer served stale while it is revalidated.
 const STALE_DETAIL: &str = "detail=stale-while-revalidate";
+/// The slowest answer the stampede's targets allow: far below the token
+/// wait (`cache.wait_timeout`), so a lock that no one releases misses it.
+pub const STAMPEDE_SLOWEST: Duration = Duration::from_secs(3);
 
 /// Requests paced every `every` for `run`.
 #[derive(Clone, Copy, Debug)]
@@ -76,16 +84,19 @@ pub struct RotationPlan {
     pub safety_margin: Duration,
     pub refresh_window: Duration,
     pub pace: Pace,
+    pub server: UpstashServer,
 }
 
 impl Default for RotationPlan {
-    /// 10 s tokens served 8 s and refreshed after 6, 2 requests a second for 20 s.
+    /// 10 s tokens served 8 s and refreshed after 6, 2 requests a second for
+    /// 20 s, through Upstash's protocol as Upstash serves it.
     fn default() -> Self {
         Self {
             lifetime: Duration::from_secs(10),
             safety_margin: Duration::from_secs(2),
             refresh_window: Duration::from_secs(2),
             pace: Pace { requests: 40, every: Duration::from_millis(500) },
+            server: UpstashServer::Upstash,
         }
     }
 }
@@ -188,7 +199,7 @@ pub async fn rotation(platform: &Platform, freeze: Freeze, plan: RotationPlan) -
         safety_margin: Some(plan.safety_margin),
         refresh_window: Some(plan.refresh_window),
     };
-    let fx = Fixture::start_with(schedule).await?;
+    let fx = Fixture::start_on(plan.server, schedule).await?;
     let logs = Logs::default();
     let deployment = platform.deploy(&fx, INSTANCES, freeze, &logs).await?;
     let seen = std::cell::Cell::new(0);
@@ -416,4 +427,96 @@ pub async fn cold_path(platform: &Platform, freeze: Freeze) -> anyhow::Result<Co
     ensure!(reply.status == 200, "cold request: {} {}", reply.status, reply.text());
     ensure!(fx.tokens.calls() == 1, "the cold instance fetched a token of its own");
     Ok(ColdPathFigures { store_requests: fx.upstash.requests(), latencies: vec![took] })
+}
+
+/// A crowd meeting cold instances: `concurrent` requests at once spread
+/// over them, then `sequential` ones, one after another.
+#[derive(Clone, Copy, Debug)]
+pub struct Crowd {
+    pub concurrent: usize,
+    pub sequential: usize,
+}
+
+impl Default for Crowd {
+    /// 120 at once, then 60 in turn.
+    fn default() -> Self {
+        Self { concurrent: 120, sequential: 60 }
+    }
+}
+
+/// The stampede scenario: a crowd, through `server`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StampedePlan {
+    pub crowd: Crowd,
+    pub server: UpstashServer,
+}
+
+#[derive(Debug)]
+pub struct StampedeFigures {
+    pub instances: usize,
+    /// Answers other than 200, and requests that got none.
+    pub failed: usize,
+    pub fetches: usize,
+    pub latencies: Vec<Duration>,
+}
+
+impl StampedeFigures {
+    pub fn slowest(&self) -> Duration {
+        self.latencies.iter().max().copied().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for StampedeFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stampede: {} of {} requests answered 200 over {} instances, slowest answer {:?}, {} token fetches",
+            self.latencies.len() - self.failed,
+            self.latencies.len(),
+            self.instances,
+            self.slowest(),
+            self.fetches
+        )
+    }
+}
+
+impl Figures for StampedeFigures {
+    fn meets_target(&self) -> anyhow::Result<()> {
+        ensure!(self.failed == 0, "every request answers 200: {self}");
+        ensure!(self.slowest() <= STAMPEDE_SLOWEST, "no answer takes longer than {STAMPEDE_SLOWEST:?}: {self}");
+        ensure!(self.fetches <= self.instances, "at most one token fetch per instance: {self}");
+        Ok(())
+    }
+
+    fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+}
+
+/// A crowd meeting cold instances behind the platform's front.
+pub async fn stampede(platform: &Platform, freeze: Freeze, plan: StampedePlan) -> anyhow::Result<StampedeFigures> {
+    let fx = Fixture::start_on(plan.server, TokenSchedule::default()).await?;
+    let logs = Logs::default();
+    let deployment = platform.deploy(&fx, INSTANCES, freeze, &logs).await?;
+    Ok(stampede_on(&deployment.instances(), &fx, plan.crowd).await)
+}
+
+/// `crowd` on `shells` (the instances, each its own process, sharing `fx`'s
+/// store), request `i` on instance `i` modulo their number.
+pub async fn stampede_on(shells: &[Shell], fx: &Fixture, crowd: Crowd) -> StampedeFigures {
+    let send = |i: usize| async move {
+        let started = Instant::now();
+        let ok = shells[i % shells.len()].get(SEARCH, &[]).await.is_ok_and(|r| r.status == 200);
+        (ok, started.elapsed())
+    };
+    let mut outcomes = futures_util::future::join_all((0..crowd.concurrent).map(send)).await;
+    for i in crowd.concurrent..crowd.concurrent + crowd.sequential {
+        outcomes.push(send(i).await);
+    }
+    StampedeFigures {
+        instances: shells.len(),
+        failed: outcomes.iter().filter(|(ok, _)| !ok).count(),
+        fetches: fx.tokens.calls(),
+        latencies: outcomes.into_iter().map(|(_, took)| took).collect(),
+    }
 }

@@ -16,11 +16,23 @@ pub struct Upstash {
 }
 
 impl Upstash {
-    /// Starts the REST facade in front of `redis`.
+    /// Starts the REST facade in front of `redis`; it accepts Upstash's
+    /// script flags, as Upstash does.
     pub async fn start(redis: &RedisServer) -> anyhow::Result<Self> {
+        Self::start_as(redis, |server| server).await
+    }
+
+    /// The same, but passing scripts to Redis unchanged, as
+    /// serverless-redis-http (SRH) does: Redis refuses Upstash's
+    /// `allow-key-locking` flag (`ERR Unexpected flag in script shebang`).
+    pub async fn start_like_srh(redis: &RedisServer) -> anyhow::Result<Self> {
+        Self::start_as(redis, UpstashLocal::forward_script_flags).await
+    }
+
+    async fn start_as(redis: &RedisServer, mode: fn(UpstashLocal) -> UpstashLocal) -> anyhow::Result<Self> {
         let token = format!("local_{:032x}", fastrand::u128(..));
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
-        let handle = UpstashLocal::new(redis.url(), token).start(listener).await?;
+        let handle = mode(UpstashLocal::new(redis.url(), token)).start(listener).await?;
         let redis = redis::Client::open(redis.url())?;
         Ok(Self { handle, redis })
     }

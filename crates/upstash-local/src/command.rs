@@ -12,18 +12,31 @@ impl Command {
         String::from_utf8_lossy(&self.0[0]).into_owned()
     }
 
-    /// Builds the `redis` crate command for this request.
-    pub fn to_redis(&self) -> redis::Cmd {
+    /// Builds the `redis` crate command for this request, its script's
+    /// Upstash-only flags dropped or kept as `flags` says.
+    pub fn to_redis(&self, flags: ScriptFlags) -> redis::Cmd {
         let mut cmd = redis::cmd(&self.name());
-        let is_eval = ["EVAL", "EVAL_RO"].iter().any(|n| self.0[0].eq_ignore_ascii_case(n.as_bytes()));
+        let strips = flags == ScriptFlags::Strip
+            && ["EVAL", "EVAL_RO"].iter().any(|n| self.0[0].eq_ignore_ascii_case(n.as_bytes()));
         for (i, arg) in self.0[1..].iter().enumerate() {
-            match (is_eval && i == 0).then(|| without_upstash_flags(arg)).flatten() {
+            match (strips && i == 0).then(|| without_upstash_flags(arg)).flatten() {
                 Some(script) => cmd.arg(script),
                 None => cmd.arg(arg.as_slice()),
             };
         }
         cmd
     }
+}
+
+/// What becomes of Upstash's own script flags on their way to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScriptFlags {
+    /// Dropped, so that Redis runs the script as Upstash would.
+    #[default]
+    Strip,
+    /// Forwarded unchanged, as serverless-redis-http (SRH) does: Redis
+    /// refuses the script, so clients see what they would through SRH.
+    Forward,
 }
 
 /// Upstash's own script flag: `#!lua flags=allow-key-locking` lets a script
@@ -207,25 +220,36 @@ mod tests {
     #[test]
     fn upstash_key_locking_flag_is_dropped_for_redis() {
         let script = |s: &str| Command(vec![b"EVAL".to_vec(), s.as_bytes().to_vec(), b"0".to_vec()]);
-        let sent = |c: Command| {
-            String::from_utf8(
-                c.to_redis()
-                    .args_iter()
-                    .nth(1)
-                    .map(|a| match a {
-                        redis::Arg::Simple(b) => b.to_vec(),
-                        redis::Arg::Cursor => Vec::new(),
-                    })
-                    .unwrap(),
-            )
-            .unwrap()
-        };
+        let sent = |c: Command| sent_as(c, ScriptFlags::Strip);
         assert_eq!(sent(script("#!lua flags=allow-key-locking\nreturn 1")), "\nreturn 1");
         assert_eq!(
             sent(script("#!lua flags=no-writes,allow-key-locking\nreturn 1")),
             "#!lua flags=no-writes\nreturn 1"
         );
         assert_eq!(sent(script("return 1")), "return 1", "scripts without the flag pass unchanged");
+    }
+
+    #[test]
+    fn srh_mode_forwards_the_flag_unchanged() {
+        let flagged = "#!lua flags=allow-key-locking\nreturn 1";
+        let command = Command(vec![b"EVAL".to_vec(), flagged.as_bytes().to_vec(), b"0".to_vec()]);
+        assert_eq!(sent_as(command, ScriptFlags::Forward), flagged);
+    }
+
+    /// The script (first argument) of `command` as it goes to Redis.
+    fn sent_as(command: Command, flags: ScriptFlags) -> String {
+        String::from_utf8(
+            command
+                .to_redis(flags)
+                .args_iter()
+                .nth(1)
+                .map(|a| match a {
+                    redis::Arg::Simple(b) => b.to_vec(),
+                    redis::Arg::Cursor => Vec::new(),
+                })
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]

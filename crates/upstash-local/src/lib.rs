@@ -4,7 +4,10 @@
 //! `POST /` with a JSON command array, `POST /pipeline` and `POST /multi-exec`
 //! with arrays of commands, bearer-token authentication, and the
 //! `Upstash-Encoding: base64` reply encoding. Every command is forwarded to Redis
-//! as-is, so behaviour (TTLs, scripts, errors) is Redis's own.
+//! as-is, so behaviour (TTLs, scripts, errors) is Redis's own, but for Upstash's
+//! `allow-key-locking` script flag, which Redis refuses: it is dropped, or
+//! forwarded as serverless-redis-http forwards it with
+//! [`UpstashLocal::forward_script_flags`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::command::{self, BodyError};
+use crate::command::{self, BodyError, ScriptFlags};
 use crate::reply::{Encoding, entry_json, to_json};
 use crate::store::{Store, StoreError, Timeouts};
 
@@ -31,12 +31,27 @@ pub struct UpstashLocal {
     redis_url: String,
     token: String,
     timeouts: Timeouts,
+    script_flags: ScriptFlags,
 }
 
 impl UpstashLocal {
     /// A server for `redis_url` that accepts `Authorization: Bearer <token>`.
     pub fn new(redis_url: impl Into<String>, token: impl Into<String>) -> Self {
-        Self { redis_url: redis_url.into(), token: token.into(), timeouts: Timeouts::default() }
+        Self {
+            redis_url: redis_url.into(),
+            token: token.into(),
+            timeouts: Timeouts::default(),
+            script_flags: ScriptFlags::default(),
+        }
+    }
+
+    /// Forwards scripts to Redis unchanged, as serverless-redis-http (SRH)
+    /// does, instead of dropping Upstash's `allow-key-locking` flag: Redis
+    /// then refuses a script that carries it, and a client can be tested
+    /// against what SRH or any plain-Redis REST proxy does.
+    pub fn forward_script_flags(mut self) -> Self {
+        self.script_flags = ScriptFlags::Forward;
+        self
     }
 
     /// How long to wait when connecting to Redis (default 1 s).
@@ -56,7 +71,7 @@ impl UpstashLocal {
     /// Fails only if the Redis URL is invalid; an unreachable Redis is logged and
     /// retried on each request.
     pub async fn start(self, listener: TcpListener) -> anyhow::Result<Handle> {
-        let store = Store::new(&self.redis_url, self.timeouts)
+        let store = Store::new(&self.redis_url, self.timeouts, self.script_flags)
             .map_err(|e| anyhow::anyhow!("invalid redis url {:?}: {e}", self.redis_url))?;
         if let Err(err) = store.ping().await {
             tracing::warn!(redis = %self.redis_url, error = %err, "redis not reachable yet");

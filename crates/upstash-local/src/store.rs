@@ -11,7 +11,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::sync::Mutex;
 
-use crate::command::Command;
+use crate::command::{Command, ScriptFlags};
 use crate::reply::{Outcome, outcome, redis_error_message};
 
 /// Why a command or a batch got no reply from Redis.
@@ -48,22 +48,23 @@ pub struct Store {
     /// old connection does not throw away a newer one.
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
     generation: std::sync::atomic::AtomicU64,
+    script_flags: ScriptFlags,
 }
 
 impl Store {
     /// Validates `redis_url` without connecting.
-    pub fn new(redis_url: &str, timeouts: Timeouts) -> Result<Self, RedisError> {
+    pub fn new(redis_url: &str, timeouts: Timeouts, script_flags: ScriptFlags) -> Result<Self, RedisError> {
         let client = redis::Client::open(redis_url)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(timeouts.connect)
             .set_response_timeout(timeouts.response);
-        Ok(Self { client, config, current: Mutex::new(None), generation: Default::default() })
+        Ok(Self { client, config, current: Mutex::new(None), generation: Default::default(), script_flags })
     }
 
     /// Runs one command.
     pub async fn run(&self, command: &Command) -> Result<Outcome, StoreError> {
         let (generation, mut conn) = self.connection().await?;
-        match conn.req_packed_command(&command.to_redis()).await {
+        match conn.req_packed_command(&command.to_redis(self.script_flags)).await {
             Ok(value) => Ok(outcome(value)),
             Err(err) => self.failed(generation, err).await.map(Err),
         }
@@ -76,7 +77,7 @@ impl Store {
             pipe.atomic();
         }
         for command in commands {
-            pipe.add_command(command.to_redis());
+            pipe.add_command(command.to_redis(self.script_flags));
         }
         let (generation, mut conn) = self.connection().await?;
         // A transaction's replies are MULTI's OK, one QUEUED per command, then EXEC's array.

@@ -45,6 +45,32 @@ async fn prints_its_url_when_ready_and_serves_it() {
     .expect("test failed");
 }
 
+/// `--forward-script-flags` passes scripts on as serverless-redis-http does.
+#[tokio::test]
+async fn forward_script_flags_lets_redis_refuse_the_key_locking_flag() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let redis = RedisServer::start().await?;
+        let mut child = Command::new(BIN)
+            .args(["--redis", &redis.url(), "--listen", "127.0.0.1:0", "--forward-script-flags", "--token", "t"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let line = BufReader::new(stdout).lines().next_line().await?.expect("a ready line");
+        let url = line.strip_prefix("upstash-local ready url=").unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        let script = json!(["EVAL", "#!lua flags=allow-key-locking\nreturn 1", 0]);
+        let body: Value = reqwest::Client::new().post(url).bearer_auth("t").json(&script).send().await?.json().await?;
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("Unexpected flag in script shebang"), "{body}");
+        child.kill().await?;
+        anyhow::Ok(())
+    })
+    .await
+    .expect("test timed out")
+    .expect("test failed");
+}
+
 #[tokio::test]
 async fn refuses_to_start_without_a_token() {
     tokio::time::timeout(Duration::from_secs(30), async {

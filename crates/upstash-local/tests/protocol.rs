@@ -75,6 +75,27 @@ async fn replies_map_nil_integers_and_nested_arrays() {
     .await;
 }
 
+/// Upstash runs a script that says it locks only its keys; Redis refuses
+/// the flag. The default drops it; the SRH mode forwards it, as
+/// serverless-redis-http does, so that clients meet Redis's refusal.
+#[tokio::test]
+async fn the_key_locking_flag_is_dropped_or_forwarded_like_srh() {
+    bounded(async {
+        let redis = RedisServer::start().await?;
+        let flagged = json!(["EVAL", "#!lua flags=allow-key-locking\nreturn 7", 0]);
+        let dropped = Upstash::start(&redis).await?;
+        assert_eq!(run(&dropped, flagged.clone()).await?, (StatusCode::OK, json!({"result": 7})));
+        let srh = Upstash::start_like_srh(&redis).await?;
+        let (status, body) = run(&srh, flagged).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("Unexpected flag in script shebang: allow-key-locking"), "{body}");
+        assert_eq!(run(&srh, json!(["EVAL", "return 7", 0])).await?.1, json!({"result": 7}), "unflagged scripts run");
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn base64_encoding_covers_strings_and_statuses_but_not_ok_numbers_or_null() {
     bounded(async {

@@ -40,6 +40,7 @@ impl Plans {
                 safety_margin: Duration::from_secs(1),
                 refresh_window: Duration::from_secs(1),
                 pace: Pace { requests: 17, every: Duration::from_millis(250) },
+                ..RotationPlan::default()
             },
             rate_limit: RateLimitPlan { pace: Pace { requests: 20, every: Duration::from_millis(100) } },
             revalidate: RevalidatePlan { pace: Pace { requests: 3, every: Duration::from_millis(2500) } },

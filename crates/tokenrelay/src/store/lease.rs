@@ -10,6 +10,12 @@
 //! request ends while it holds a lease (see the README's lifecycle rule); the
 //! lease bounds what a crash costs.
 //!
+//! A fenced write or a compare-and-delete the store refuses (a store that
+//! runs no scripts) does not leave the lock to its lease either: the lock is
+//! then deleted with a plain `DEL`, but only where that cannot drop another
+//! instance's lease (see [`let_go`]). A store that cannot even do that is
+//! failing, and its callers already degrade as in an outage.
+//!
 //! [`Backoff`] paces a caller that waits for another instance's work: full
 //! jitter around an exponentially growing pause, within a deadline.
 
@@ -18,15 +24,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Backend, Backends};
+use super::{Backend, Backends, StoreError};
 
 /// A lock this instance holds in the store until it is released.
 pub(crate) struct Lease {
     backend: Arc<Backends>,
     lock: String,
     owner: String,
+    /// No sooner than this, the lock expires in the store: the lease's
+    /// length counted from before the `SET NX` that took it was sent.
+    expires: Instant,
     /// Cleared once a fenced write or a release let it go.
     held: bool,
+    /// A fenced write was sent whose outcome is unknown: it may have
+    /// released the lock, which another instance may hold by now.
+    in_doubt: bool,
 }
 
 impl std::fmt::Debug for Lease {
@@ -36,8 +48,10 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    pub(super) fn new(backend: Arc<Backends>, lock: &str) -> Self {
-        Self { backend, lock: lock.to_owned(), owner: owner(), held: true }
+    /// A candidate for `lock`, held for `lease` if the `SET NX` about to be sent wins it.
+    pub(super) fn new(backend: Arc<Backends>, lock: &str, lease: Duration) -> Self {
+        let expires = Instant::now() + lease;
+        Self { backend, lock: lock.to_owned(), owner: owner(), expires, held: true, in_doubt: false }
     }
 
     /// The random value that proves this instance holds the lock.
@@ -49,18 +63,47 @@ impl Lease {
         &self.lock
     }
 
-    /// Marks it released by a fenced write that consumed it: stored (the
-    /// script deleted the lock) or refused (another owner holds it now).
+    /// Marks a candidate that lost: another owner holds the lock.
     pub(super) fn settled(mut self) {
         self.held = false;
+    }
+
+    /// Marks the fenced write that consumes this lease as about to be sent:
+    /// until its answer comes back, it may have released the lock.
+    pub(super) fn sending_fenced_write(&mut self) {
+        self.in_doubt = true;
+    }
+
+    /// Settles the lease with what its fenced write came back with: it ran
+    /// (it stored, or refused because another owner holds the lock), or it
+    /// failed, and the lock is released now, inside the request, rather than
+    /// left to its lease.
+    pub(super) async fn fenced_write_done(mut self, written: Result<bool, StoreError>) -> Result<bool, StoreError> {
+        match written {
+            Ok(stored) => {
+                self.held = false;
+                Ok(stored)
+            }
+            Err(e) => {
+                self.in_doubt = !did_not_run(&e);
+                self.release().await;
+                Err(e)
+            }
+        }
     }
 
     /// Releases the lock now, if this instance still holds it.
     pub(crate) async fn release(mut self) {
         self.held = false;
-        if let Err(e) = delete_if(&self.backend, &self.lock, &self.owner).await {
+        if let Err(e) = let_go(&self.backend, &self.lock, &self.owner, self.plain_delete_until()).await {
             tracing::warn!(error = %e, "could not release a store lock; it expires with its lease");
         }
+    }
+
+    /// Until when a plain `DEL` may release the lock: never once a fenced
+    /// write may have released it already.
+    fn plain_delete_until(&self) -> Option<Instant> {
+        (!self.in_doubt).then_some(self.expires)
     }
 }
 
@@ -72,21 +115,43 @@ impl Drop for Lease {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let until = self.plain_delete_until();
         let (backend, lock, owner) =
             (self.backend.clone(), std::mem::take(&mut self.lock), std::mem::take(&mut self.owner));
         runtime.spawn(async move {
-            if delete_if(&backend, &lock, &owner).await.is_err() {
+            if let_go(&backend, &lock, &owner, until).await.is_err() {
                 tracing::warn!("could not release the lock of a cancelled request; it expires with its lease");
             }
         });
     }
 }
 
-async fn delete_if(backend: &Backends, lock: &str, owner: &str) -> Result<bool, super::StoreError> {
-    match backend {
-        Backends::Upstash(b) => b.delete_if(lock, owner).await,
-        Backends::Local(b) => b.delete_if(lock, owner).await,
+/// Deletes `lock` while `owner` holds it: by compare-and-delete, a script.
+/// Where the store refuses it, by a plain `DEL`, only if that lands while
+/// the lease surely runs (sent within the store's timeout before
+/// `plain_until`): until then no one else can hold the lock, since it has
+/// not expired and only its owner deletes it. Past that, or with no
+/// `plain_until`, the lock is left to expire: the `DEL` could drop the
+/// lease of whoever took the lock since.
+async fn let_go(backend: &Backends, lock: &str, owner: &str, plain_until: Option<Instant>) -> Result<(), StoreError> {
+    let b = match backend {
+        Backends::Local(b) => return b.delete_if(lock, owner).await.map(drop),
+        Backends::Upstash(b) => b,
+    };
+    match b.delete_if(lock, owner).await {
+        Err(e) if did_not_run(&e) && plain_until.is_some_and(|t| Instant::now() + b.timeout() < t) => {
+            tracing::warn!(error = %e, "the store refused the compare-and-delete; deleting the lock while its lease surely runs");
+            b.command(&["DEL", lock]).await.map(drop)
+        }
+        other => other.map(drop),
     }
+}
+
+/// Whether the store answered `e` without running the command: a Redis
+/// error reply (a refused script never runs; ours fail on nothing once
+/// running). A timeout or a lost connection leaves that unknown.
+fn did_not_run(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redis(_))
 }
 
 /// A fresh lock owner: 128 random bits, so that no other instance (or
@@ -145,5 +210,91 @@ mod tests {
         assert!(pauses.iter().all(|p| *p <= Duration::from_millis(60)), "capped: {pauses:?}");
         assert!(pauses.len() > 10, "keeps looking until the deadline: {pauses:?}");
         assert!(started.elapsed() <= Duration::from_secs(1) + Duration::from_millis(1), "never past the deadline");
+    }
+
+    /// A store whose Redis refuses every script (`ACL SETUSER default -eval`):
+    /// the fenced write and the compare-and-delete fail, and the lock must
+    /// still not outlive the request that held it.
+    mod store_refusing_scripts {
+        use std::time::Duration;
+
+        use crate::config::{Env, StoreSettings};
+        use crate::store::{Store, StoreError, UPSTASH_VARS};
+
+        const T: Duration = Duration::from_secs(20);
+        /// The store's timeout: a lease shorter than this may run out before a `DEL` lands.
+        const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+        async fn world() -> (testkit::RedisServer, testkit::Upstash, Store) {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let env = Env::from_pairs([(UPSTASH_VARS.0, upstash.url()), (UPSTASH_VARS.1, upstash.token().to_owned())]);
+            let settings = StoreSettings { allow_unencrypted: true, timeout: STORE_TIMEOUT };
+            let store =
+                Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
+            (redis, upstash, store)
+        }
+
+        async fn refuse_scripts(upstash: &testkit::Upstash) {
+            let mut conn = upstash.redis_client().get_multiplexed_async_connection().await.unwrap();
+            let ok: String =
+                redis::cmd("ACL").arg("SETUSER").arg("default").arg("-eval").query_async(&mut conn).await.unwrap();
+            assert_eq!(ok, "OK");
+        }
+
+        #[tokio::test]
+        async fn a_refused_fenced_write_releases_the_lock_with_a_plain_delete() {
+            tokio::time::timeout(T, async {
+                let (_redis, upstash, store) = world().await;
+                let keys = store.token_keys("getty", "id");
+                let (lease, _) = store.lock_and_read(&keys, Duration::from_secs(30)).await.unwrap();
+                refuse_scripts(&upstash).await;
+                let put = store.put_token(&keys, b"token", Duration::from_secs(60), lease.unwrap()).await;
+                assert!(matches!(put, Err(StoreError::Redis(ref e)) if e.starts_with("NOPERM")), "{put:?}");
+                assert_eq!(upstash.redis_get(&keys.lock).await, None, "no one waits out the 30 s lease");
+            })
+            .await
+            .unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_cancelled_holder_releases_the_lock_with_a_plain_delete() {
+            tokio::time::timeout(T, async {
+                let (_redis, upstash, store) = world().await;
+                let keys = store.token_keys("getty", "id");
+                let (lease, _) = store.lock_and_read(&keys, Duration::from_secs(30)).await.unwrap();
+                refuse_scripts(&upstash).await;
+                drop(lease);
+                let released = || async { upstash.redis_get(&keys.lock).await.is_none() };
+                testkit::wait_until("the lock is released", Duration::from_secs(5), released).await.unwrap();
+            })
+            .await
+            .unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_plain_delete_that_could_land_after_the_lease_is_not_sent() {
+            tokio::time::timeout(T, async {
+                let (_redis, upstash, store) = world().await;
+                let keys = store.token_keys("getty", "id");
+                let lease = STORE_TIMEOUT / 2;
+                let (held, _) = store.lock_and_read(&keys, lease).await.unwrap();
+                refuse_scripts(&upstash).await;
+                // As if the lease had run out and another instance held the lock now.
+                let mut conn = upstash.redis_client().get_multiplexed_async_connection().await.unwrap();
+                let _: () = redis::cmd("SET")
+                    .arg(&keys.lock)
+                    .arg("other")
+                    .arg("PX")
+                    .arg(30_000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                held.unwrap().release().await;
+                assert_eq!(upstash.redis_get(&keys.lock).await.as_deref(), Some("other"), "another's lease is kept");
+            })
+            .await
+            .unwrap();
+        }
     }
 }

@@ -348,7 +348,7 @@ impl Store {
         lease: Duration,
         keys: &[&str],
     ) -> Result<(Option<Lease>, Vec<Option<String>>), StoreError> {
-        let candidate = Lease::new(self.backend.clone(), lock);
+        let candidate = Lease::new(self.backend.clone(), lock, lease);
         let (won, values) = on_backend!(self, b => b.lock_and_read(lock, candidate.owner(), lease, keys))?;
         let lease = if won {
             Some(candidate)
@@ -361,11 +361,11 @@ impl Store {
 
     /// Fenced write: stores `value` under `key` for `ttl` and releases the
     /// lease's lock, only while it still holds it; returns whether it stored.
-    /// On a store error the lease is dropped, which retries the release.
-    async fn put_fenced(&self, key: &str, value: &str, ttl: Duration, lease: Lease) -> Result<bool, StoreError> {
-        let stored = on_backend!(self, b => b.set_fenced(key, value, ttl, lease.lock(), lease.owner()))?;
-        lease.settled();
-        Ok(stored)
+    /// On a store error the lease is released ([`Lease::fenced_write_done`]).
+    async fn put_fenced(&self, key: &str, value: &str, ttl: Duration, mut lease: Lease) -> Result<bool, StoreError> {
+        lease.sending_fenced_write();
+        let written = on_backend!(self, b => b.set_fenced(key, value, ttl, lease.lock(), lease.owner()));
+        lease.fenced_write_done(written).await
     }
 
     /// Seals and stores a new token for `ttl` and releases the lock, only
