@@ -39,6 +39,9 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         checks::request_rules(&shell, &fx).await?;
         checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
         checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
+        checks::a_repeated_client_ip_header_counts_its_first_address(&shells[2], &fx)
+            .await
+            .context("repeated client-IP header")?;
         relay_e2e::cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
         relay_e2e::cache_checks::stale_while_revalidate_serves_at_once_and_refreshes_once(&shells, &fx)
             .await

@@ -11,6 +11,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
  * - a header's name that the host sets itself, replacing the visitor's
  *   (`x-forwarded-for` and `forwarded` are refused: a visitor writes them);
  * - a function of the request (and the framework's context).
+ *
+ * The relay counts the first address of what the source gives: a header sent
+ * twice arrives joined (`"a, b"`), and the visitor is `a`, as on the platforms' functions.
  */
 export type ClientIpSource =
   | "auto"
@@ -46,7 +49,11 @@ export interface NodeRelayOptions extends SiteRelayOptions {
   clientIp?: "socket" | (string & {}) | ((req: IncomingMessage) => string | undefined);
 }
 
-/** The relay: answers every request, failures included, with the relay's own error bodies. */
+/**
+ * The relay: answers every request, failures included, with the relay's own error
+ * bodies (a body the visitor abandons: 400 `body_unreadable`; a panic of the relay:
+ * 500 `internal_error`). Rejects only if a `clientIp` function throws.
+ */
 export type FetchRelay = (request: Request, context?: unknown) => Promise<Response>;
 
 /**
@@ -55,7 +62,11 @@ export type FetchRelay = (request: Request, context?: unknown) => Promise<Respon
  */
 export declare function createRelay(options?: RelayOptions): FetchRelay;
 
-/** The relay as a Node `http` listener or Express handler. */
+/**
+ * The relay as a Node `http` listener or Express handler. Never rejects: every
+ * request ends in an answer or a closed connection (a body over the limit is
+ * answered 413 and its connection closed, without reading the rest).
+ */
 export declare function createNodeRelay(
   options?: NodeRelayOptions,
 ): (req: IncomingMessage, res: ServerResponse) => Promise<void>;

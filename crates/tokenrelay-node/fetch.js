@@ -4,11 +4,15 @@
 //
 // Every rule is the Rust relay's, inside the addon (crates/tokenrelay-node/src/relay_handler.rs):
 // this file only moves requests and answers between JS and Rust. It decides
-// two things the Rust side cannot see: where the visitor's address comes from,
-// and how much of the request body crosses over (one byte past the relay's limit,
-// so the relay answers 413 itself).
+// two things the Rust side cannot see: where the visitor's address comes from
+// (the header's value crosses as received: Rust takes its first address, as the
+// platform functions do), and how much of the request body crosses over (one
+// byte past the relay's limit, so the relay answers 413 itself).
+//
+// No request may take the process down: every path ends in an answer or a
+// closed connection, and nothing is left to reject unhandled.
 
-import { relayHandler, TokenrelayError } from "./index.js";
+import { platforms, relayHandler, TokenrelayError } from "./index.js";
 
 /** Statuses whose answer never has a body (Fetch API `null body status`, and 101/103). */
 const BODILESS = new Set([101, 103, 204, 205, 304]);
@@ -17,10 +21,14 @@ const BODILESS = new Set([101, 103, 204, 205, 304]);
 const SPOOFABLE = new Set(["x-forwarded-for", "forwarded", "x-client-ip"]);
 
 /**
- * Where each platform puts the visitor's address, replacing what the visitor sent.
- * @type {Record<string, string>}
+ * @typedef {import("./index.d.ts").PlatformHeaders} PlatformHeaders
  */
-const PLATFORM_IP_HEADERS = { vercel: "x-real-ip", netlify: "x-nf-client-connection-ip" };
+
+/**
+ * Each platform's own request headers, as the core declares them, by name.
+ * @type {Map<string, PlatformHeaders>}
+ */
+const PLATFORMS = new Map(platforms().map((/** @type {PlatformHeaders} */ p) => [p.name, p]));
 
 /**
  * @typedef {import("./fetch.d.ts").RelayOptions} RelayOptions
@@ -39,13 +47,15 @@ export function createRelay(options = {}) {
   const relay = relayHandler(native);
   return async (request, context) => {
     const url = new URL(request.url);
+    const body = await readBounded(request.body, relay.maxRequestBytes);
     const answer = await relay.handle({
       method: request.method,
       target: url.pathname + url.search,
       headers: headerList(request.headers),
-      body: await readBounded(request.body, relay.maxRequestBytes),
+      body: body.bytes,
+      bodyUnreadable: body.unreadable,
       clientIp: addressOf(request, context),
-      requestId: request.headers.get("x-vercel-id") ?? request.headers.get("x-nf-request-id") ?? undefined,
+      requestId: requestId(request.headers),
     });
     return toResponse(answer, request.method);
   };
@@ -61,7 +71,7 @@ export function createNodeRelay(options = {}) {
   const { clientIp = "socket", ...native } = options;
   /** @type {(req: import("node:http").IncomingMessage) => string | undefined} */
   let addressOf;
-  if (clientIp === "socket") addressOf = (req) => req.socket.remoteAddress;
+  if (clientIp === "socket") addressOf = (req) => req.socket?.remoteAddress;
   else if (typeof clientIp === "function") addressOf = clientIp;
   else {
     const name = trustedHeader(clientIp);
@@ -69,33 +79,81 @@ export function createNodeRelay(options = {}) {
   }
   const relay = relayHandler(native);
   return async (req, res) => {
-    const body = await readBounded(req, relay.maxRequestBytes);
-    const answer = await relay.handle({
-      method: req.method ?? "GET",
-      // Express strips its mount path from req.url; originalUrl keeps it.
-      target: /** @type {any} */ (req).originalUrl ?? req.url ?? "/",
-      headers: req.rawHeaders,
-      body: body?.length ? body : undefined,
-      clientIp: addressOf(req),
-    });
-    res.statusCode = answer.status;
-    const headers = answer.headers;
-    /** @type {Record<string, string[]>} */
-    const grouped = {};
-    for (let i = 0; i < headers.length; i += 2) (grouped[headers[i]] ??= []).push(headers[i + 1]);
-    for (const [name, values] of Object.entries(grouped)) res.setHeader(name, values);
-    res.on("close", () => answer.cancel());
     try {
-      for (let chunk = await answer.read(); chunk; chunk = await answer.read()) {
-        if (req.method !== "HEAD" && !res.write(chunk)) await new Promise((resolve) => res.once("drain", resolve));
-      }
-      res.end();
-    } catch {
-      // The upstream failed or went over a limit midway: abort, so the visitor
-      // sees a broken answer rather than a short one taken for whole.
+      // Before the body: a visitor who goes away midway takes req.socket along.
+      const clientIp = addressOf(req);
+      const body = await readRequest(req, relay.maxRequestBytes);
+      const answer = await relay.handle({
+        method: req.method ?? "GET",
+        // Express strips its mount path from req.url; originalUrl keeps it.
+        target: /** @type {any} */ (req).originalUrl ?? req.url ?? "/",
+        headers: req.rawHeaders,
+        body: body.bytes?.length ? body.bytes : undefined,
+        bodyUnreadable: body.unreadable,
+        clientIp,
+      });
+      // What was left unread is not read after the answer either: the connection ends with it.
+      if (!body.complete) res.setHeader("connection", "close");
+      await writeAnswer(answer, req, res);
+    } catch (err) {
+      // A bug, or a clientIp function that threw: a closed connection, not a
+      // rejection that ends the process. The line names no value.
+      console.error(
+        JSON.stringify({
+          timestamp: new Date().toISOString(),
+          level: "ERROR",
+          code: "internal_error",
+          error: err instanceof Error ? err.name : typeof err,
+          message: "tokenrelay/fetch: the Node listener failed on a request; its connection is closed",
+        }),
+      );
       res.destroy();
     }
   };
+}
+
+/**
+ * Writes the relay's answer to a Node response, chunk by chunk as the
+ * visitor takes them; stops reading once the visitor has gone.
+ * @param {import("./index.d.ts").RelayAnswer} answer
+ * @param {import("node:http").IncomingMessage} req
+ * @param {import("node:http").ServerResponse} res
+ */
+async function writeAnswer(answer, req, res) {
+  res.statusCode = answer.status;
+  const headers = answer.headers;
+  /** @type {Record<string, string[]>} */
+  const grouped = {};
+  for (let i = 0; i < headers.length; i += 2) (grouped[headers[i]] ??= []).push(headers[i + 1]);
+  for (const [name, values] of Object.entries(grouped)) res.setHeader(name, values);
+  res.on("close", () => answer.cancel());
+  try {
+    for (let chunk = await answer.read(); chunk && !res.destroyed; chunk = await answer.read()) {
+      if (req.method !== "HEAD" && !res.write(chunk)) await drainedOrClosed(res);
+    }
+    res.end();
+  } catch {
+    // The upstream failed or went over a limit midway: abort, so the visitor
+    // sees a broken answer rather than a short one taken for whole.
+    res.destroy();
+  }
+  // The visitor went away first: the upstream call ends with the body.
+  if (res.destroyed) answer.cancel();
+}
+
+/**
+ * Resolves when `res` can take more, or will never again.
+ * @param {import("node:http").ServerResponse} res
+ * @returns {Promise<void>}
+ */
+function drainedOrClosed(res) {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done).off("close", done);
+      resolve();
+    };
+    res.on("drain", done).on("close", done);
+  });
 }
 
 /**
@@ -106,8 +164,8 @@ function addressSource(source = "auto") {
   if (typeof source === "function") return source;
   if (source === "none") return () => undefined;
   if (source === "auto") {
-    const platform = process.env.VERCEL ? "vercel" : process.env.NETLIFY ? "netlify" : undefined;
-    const fallback = platform ? headerAddress(PLATFORM_IP_HEADERS[platform]) : () => undefined;
+    const platform = [...PLATFORMS.values()].find((p) => process.env[p.envVar]);
+    const fallback = platform ? headerAddress(platform.clientIpHeader) : () => undefined;
     // Netlify Functions v2 hand the address over in their context.
     return (request, context) => contextAddress(context) ?? fallback(request);
   }
@@ -122,7 +180,7 @@ function addressSource(source = "auto") {
  * @returns {string}
  */
 function trustedHeader(source) {
-  const header = PLATFORM_IP_HEADERS[source] ?? source.toLowerCase();
+  const header = PLATFORMS.get(source)?.clientIpHeader ?? source.toLowerCase();
   if (SPOOFABLE.has(header)) {
     throw new TokenrelayError(
       "invalid_options",
@@ -151,6 +209,19 @@ function contextAddress(context) {
 }
 
 /**
+ * The platform's id of the request, from the first platform header present.
+ * @param {Headers} headers
+ * @returns {string | undefined}
+ */
+function requestId(headers) {
+  for (const platform of PLATFORMS.values()) {
+    const id = headers.get(platform.requestIdHeader);
+    if (id !== null) return id;
+  }
+  return undefined;
+}
+
+/**
  * @param {Headers} headers
  * @returns {string[]}
  */
@@ -162,23 +233,74 @@ function headerList(headers) {
 }
 
 /**
- * At most `limit + 1` bytes of a body: past its limit the relay answers 413
- * without the rest ever being read.
+ * A request body as it crosses to the relay: at most `limit + 1` bytes (past
+ * its limit the relay answers 413), or `unreadable` when the body failed
+ * midway (the relay answers 400 `body_unreadable`). `complete`: read to its end.
+ * @typedef {{ bytes?: Buffer, unreadable?: boolean, complete?: boolean }} BoundedBody
+ */
+
+/**
+ * At most `limit + 1` bytes of a Fetch API body; the rest is never read.
  * @param {AsyncIterable<Uint8Array> | null} body
  * @param {number} limit
- * @returns {Promise<Buffer | undefined>}
+ * @returns {Promise<BoundedBody>}
  */
 async function readBounded(body, limit) {
-  if (!body) return undefined;
+  if (!body) return {};
   /** @type {Uint8Array[]} */
   const chunks = [];
   let size = 0;
-  for await (const chunk of body) {
-    chunks.push(chunk);
-    size += chunk.byteLength;
-    if (size > limit) break;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      if (size > limit) break;
+    }
+  } catch {
+    // The visitor went away midway (or the framework failed to decode the
+    // body); past the limit, only the cancelling of the rest failed.
+    if (size <= limit) return { unreadable: true };
   }
-  return Buffer.concat(chunks, Math.min(size, limit + 1));
+  return { bytes: Buffer.concat(chunks, Math.min(size, limit + 1)) };
+}
+
+/**
+ * At most `limit + 1` bytes of a Node request's body, without destroying the
+ * request (its connection still carries the answer): past the limit, or
+ * declared past it in `Content-Length`, reading stops; a visitor who goes
+ * away midway makes the body `unreadable`.
+ * @param {import("node:http").IncomingMessage} req
+ * @param {number} limit
+ * @returns {Promise<BoundedBody>}
+ */
+function readRequest(req, limit) {
+  // The relay answers 413 from the declared length alone.
+  if (Number(req.headers["content-length"]) > limit) return Promise.resolve({ complete: false });
+  if (req.complete && req.readableEnded) return Promise.resolve({ complete: true });
+  return new Promise((resolve) => {
+    /** @type {Buffer[]} */
+    const chunks = [];
+    let size = 0;
+    /** @param {BoundedBody} body */
+    const done = (body) => {
+      req.off("data", onData).off("end", onEnd).off("error", onError).off("close", onClose);
+      resolve(body);
+    };
+    /** @param {Buffer} chunk */
+    const onData = (chunk) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        done({ bytes: Buffer.concat(chunks, limit + 1), complete: false });
+      }
+    };
+    const onEnd = () => done({ bytes: Buffer.concat(chunks, size), complete: true });
+    const onError = () => done({ unreadable: true, complete: false });
+    // After `end` on a whole body; before it, the connection went away.
+    const onClose = () => (req.complete ? onEnd() : onError());
+    req.on("data", onData).on("end", onEnd).on("error", onError).on("close", onClose);
+  });
 }
 
 /**

@@ -145,6 +145,8 @@ export const appendConfig = coded(binding.appendConfig);
 export const claimsMount = binding.claimsMount;
 /** @type {typeof import("./index.d.ts").relayMount} */
 export const relayMount = binding.relayMount;
+/** @type {typeof import("./index.d.ts").platforms} */
+export const platforms = binding.platforms;
 
 /**
  * The native relay behind `tokenrelay/fetch`, its options checked.

@@ -213,6 +213,23 @@ describe("createRelay", () => {
     assert.equal(spoofed.status, 429);
   });
 
+  test("a repeated X-Real-IP counts its first address, as the platforms' functions do", TEST, async () => {
+    const handler = relay();
+    /** @param {[string, string][]} headers */
+    const from = async (headers) =>
+      (await handler(new Request("http://site.test/api/relay/api/echo/r", { headers }))).status;
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push(await from([["x-real-ip", "203.0.113.40"]]));
+    assert.deepEqual(statuses, [200, 200, 200]);
+    // Headers joins the two into "203.0.113.40, 203.0.113.41": the visitor is the first.
+    const twice = [
+      ["x-real-ip", "203.0.113.40"],
+      ["x-real-ip", "203.0.113.41"],
+    ];
+    assert.equal(await from(/** @type {[string, string][]} */ (twice)), 429, "in the first address's bucket");
+    assert.equal(await from([["x-real-ip", "203.0.113.41, 203.0.113.40"]]), 200, "the first is another visitor");
+  });
+
   test("an unusable option is named at once; a bad config answers 500 misconfigured", TEST, async () => {
     assert.throws(
       () => createRelay({ cwd: work, env, mount: "relay/" }),
@@ -248,6 +265,34 @@ describe("createNodeRelay", () => {
       });
       assert.equal(/** @type {any} */ (raw).status, 400);
       assert.match(/** @type {any} */ (raw).text, /"path_rejected"/);
+    } finally {
+      server.close();
+    }
+  });
+
+  test("a repeated X-Real-IP counts its first address, as Node joins the two", TEST, async () => {
+    const listener = createNodeRelay({ cwd: work, env, clientIp: "x-real-ip" });
+    const server = http.createServer((req, res) => void listener(req, res));
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(undefined)));
+    const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
+    /** @param {string[]} addresses one X-Real-IP header each */
+    const from = (addresses) =>
+      new Promise((resolve, reject) => {
+        // Raw headers, as sent: Node adds no Host to them itself.
+        const headers = ["Host", "site.test", ...addresses.flatMap((address) => ["X-Real-IP", address])];
+        http
+          .get({ host: "127.0.0.1", port, path: "/api/relay/api/echo/s", headers }, (res) => {
+            res.resume();
+            resolve(res.statusCode);
+          })
+          .on("error", reject);
+      });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 3; i++) statuses.push(await from(["203.0.113.50"]));
+      assert.deepEqual(statuses, [200, 200, 200]);
+      assert.equal(await from(["203.0.113.50", "203.0.113.51"]), 429, "in the first address's bucket");
+      assert.equal(await from(["203.0.113.51", "203.0.113.50"]), 200, "the first is another visitor");
     } finally {
       server.close();
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, ensure};
 use futures_util::StreamExt;
 
 use crate::fixture::{ALLOWED_ORIGIN, Fixture, LIMITED_REQUESTS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, TIMEOUT_SECS};
-use crate::http::{Reply, Shell};
+use crate::http::{Reply, Shell, Visitor};
 
 const SEARCH: &str = "/api/relay/getty/search/images?phrase=cats";
 /// Requests to a resource the upstream always refuses, in the 401 check.
@@ -511,6 +511,27 @@ pub async fn rate_limit_counts_per_client(shell: &Shell, _fx: &Fixture) -> anyho
     ensure!(reply.status == 200, "another client: status {}", reply.status);
     let reply = shell.get_as(10, SEARCH).await?;
     ensure!(reply.status == 200, "another upstream: status {}", reply.status);
+    Ok(())
+}
+
+/// A client-IP header that comes twice (Node joins the two into `"a, b"`)
+/// counts its first address: the visitor is in `a`'s bucket, not in the one
+/// all address-less visitors share, nor in `b`'s. Nothing to send where the
+/// platform takes the connection's address.
+pub async fn a_repeated_client_ip_header_counts_its_first_address(shell: &Shell, _fx: &Fixture) -> anyhow::Result<()> {
+    let Visitor::Header(name) = shell.visitor else { return Ok(()) };
+    let target = "/api/relay/limited/search/images?phrase=repeated";
+    for i in 0..LIMITED_REQUESTS {
+        let reply = shell.get_as(20, target).await?;
+        ensure!(reply.status == 200, "request {i}: status {} {}", reply.status, reply.text());
+    }
+    let (first, second) = ("203.0.113.20", "203.0.113.21");
+    let reply = shell.get(target, &[(name, first), (name, second)]).await?;
+    ensure!(reply.status == 429, "{name} twice, first {first}: status {} {}", reply.status, reply.text());
+    let reply = shell.get(target, &[(name, &format!("{first}, {second}"))]).await?;
+    ensure!(reply.status == 429, "{name}: {first}, {second}: status {} {}", reply.status, reply.text());
+    let reply = shell.get(target, &[(name, second), (name, first)]).await?;
+    ensure!(reply.status == 200, "{name} twice, first {second}: status {} {}", reply.status, reply.text());
     Ok(())
 }
 

@@ -138,6 +138,9 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     // One instance: a token revoked elsewhere is only learned through a 401 of one's own.
     checks::a_401_refreshes_the_token_once(&shells[1], &fx).await.context("401 refresh")?;
     checks::rate_limit_counts_per_client(&shells[2], &fx).await.context("rate limit")?;
+    checks::a_repeated_client_ip_header_counts_its_first_address(&shells[2], &fx)
+        .await
+        .context("repeated client-IP header")?;
     // The front passes the query as sent, as Vercel and Netlify's `rawQuery` do.
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;

@@ -19,6 +19,8 @@
 //!   server (the package's `tokenrelay/fetch`, see [`relay_handler`]);
 //! - `appendConfig`, `relayMount`, `claimsMount` serve the Netlify plugin
 //!   placing the prebuilt relay function (see [`relay_function`]);
+//! - `platforms()` gives each platform's request headers, as the core
+//!   declares them, to `tokenrelay/fetch` (see [`platform`]);
 //! - `scanForLeaks(dir, options)` finds token, credential and store secret
 //!   values in a build's output, naming the file and variable only.
 //!
@@ -40,6 +42,7 @@ pub mod error;
 pub mod init;
 mod issued;
 pub mod leak_scan;
+pub mod platform;
 pub mod prefetch;
 pub mod relay_function;
 pub mod relay_handler;

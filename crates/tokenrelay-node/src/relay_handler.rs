@@ -11,17 +11,26 @@
 //!
 //! Nothing runs after the answer: the body's last chunk is read only once
 //! the request's chores are done (the core's lifecycle rule).
+//!
+//! A panic in the relay (a bug) stops at this boundary, for the answer's
+//! head and for each chunk of its body: the request gets 500
+//! `internal_error` and the Node process serves on. Header values cross as
+//! Node and the Fetch API hold them, one character per byte (Latin-1), so
+//! that any byte the relay passes or receives survives the way over.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Once, OnceLock};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::FutureExt;
+use http::HeaderValue;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use tokenrelay::Env;
-use tokenrelay::relay::{Body, ClientIp, Endpoint, Mount, Relay, RequestId};
+use tokenrelay::relay::{Body, ClientIp, Endpoint, Mount, Relay, RelayCode, RequestId};
 use tokenrelay_site::{Site, SiteOptions, StoreChoice};
 use tokio::sync::Mutex;
 
@@ -51,7 +60,12 @@ pub struct RelayRequest {
     pub headers: Vec<String>,
     /// At most `maxRequestBytes + 1` bytes: the relay answers 413 past its limit.
     pub body: Option<Buffer>,
-    /// The visitor's address, from a source the platform vouches for.
+    /// The body could not be read to its end (the visitor went away midway,
+    /// or sent a malformed one): the relay answers 400 `body_unreadable`.
+    pub body_unreadable: Option<bool>,
+    /// The visitor's address, from a source the platform vouches for: the
+    /// header's value as received, of which the relay takes the first
+    /// address ([`ClientIp::first_of`]).
     pub client_ip: Option<String>,
     /// The platform's id of the request, for the log line.
     pub request_id: Option<String>,
@@ -81,24 +95,48 @@ impl RelayHandler {
     }
 
     /// Answers one request; every failure is an answer with the relay's
-    /// error code, never a rejection.
+    /// error code, never a rejection, a panic included.
     #[napi]
     pub async fn handle(&self, request: RelayRequest) -> RelayAnswer {
         let endpoint = self.endpoint().clone();
-        let answer = match http_request(request) {
-            Ok(request) => endpoint.handle(request).await,
-            // What a Fetch API `Request` cannot hold (a malformed header
-            // value, say): the relay refuses a target outside its mount.
-            Err(_) => endpoint.handle(http::Request::new(Full::<Bytes>::default())).await,
-        };
+        let answer = unwinding(async move {
+            match http_request(request) {
+                Ok(request) => endpoint.handle(request).await,
+                // What no HTTP request can hold (a header name with a space,
+                // a character past Latin-1): the relay refuses a target outside its mount.
+                Err(_) => endpoint.handle(http::Request::new(Full::<Bytes>::default())).await,
+            }
+        })
+        .await;
         let (parts, body) = answer.into_parts();
         let mut headers = Vec::with_capacity(parts.headers.len() * 2);
         for (name, value) in &parts.headers {
             headers.push(name.as_str().to_owned());
-            headers.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+            headers.push(value.as_bytes().iter().map(|&b| char::from(b)).collect());
         }
         RelayAnswer { status: parts.status.as_u16(), headers, body: Mutex::new(Some(body)) }
     }
+}
+
+/// Replaces Rust's panic report on stderr (the message, and a backtrace
+/// with `RUST_BACKTRACE`) with one log line naming where: a message may quote
+/// any value it was handed. The panic itself is caught by [`unwinding`] and
+/// [`next_chunk`]. Set once per process, for the addon's Rust code only.
+fn log_panics_quietly() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            tracing::error!(location = location.as_deref().unwrap_or("unknown"), "panicked; the message is not logged");
+        }));
+    });
+}
+
+/// The answer `handle` makes, or 500 `internal_error` if it panics.
+async fn unwinding(handle: impl Future<Output = http::Response<Body>>) -> http::Response<Body> {
+    // Unwind safety: a panicked request's state is dropped with it; the
+    // relay shares only what stays usable (see the rate limiter's tallies).
+    AssertUnwindSafe(handle).catch_unwind().await.unwrap_or_else(|_| Endpoint::panicked())
 }
 
 impl RelayHandler {
@@ -112,6 +150,7 @@ impl RelayHandler {
             StoreChoice::AsConfigured,
         )?;
         tokenrelay::relay::init_logging();
+        log_panics_quietly();
         Ok(Self { env: site.env, mount, endpoint: OnceLock::new() })
     }
 
@@ -121,20 +160,39 @@ impl RelayHandler {
     }
 }
 
-fn http_request(request: RelayRequest) -> Result<http::Request<Full<Bytes>>, http::Error> {
+/// A request body as the relay reads it: the bytes, or a read that fails.
+type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+fn http_request(request: RelayRequest) -> Result<http::Request<RequestBody>, http::Error> {
     let mut builder = http::Request::builder().method(request.method.as_str()).uri(request.target.as_str());
     for pair in request.headers.chunks_exact(2) {
-        builder = builder.header(pair[0].as_str(), pair[1].as_str());
+        builder = builder.header(pair[0].as_str(), latin1(&pair[1])?);
     }
-    let body = request.body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
-    let mut http = builder.body(Full::new(body))?;
-    if let Some(ip) = request.client_ip.as_deref().and_then(|ip| ip.trim().parse::<IpAddr>().ok()) {
-        http.extensions_mut().insert(ClientIp(ip));
+    let body = if request.body_unreadable == Some(true) {
+        let failed = std::io::Error::other("the request body could not be read to its end");
+        StreamBody::new(futures_util::stream::iter([Err(failed)])).boxed()
+    } else {
+        let bytes = request.body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
+        Full::new(bytes).map_err(|never| match never {}).boxed()
+    };
+    let mut http = builder.body(body)?;
+    if let Some(ip) = request.client_ip.as_deref().and_then(ClientIp::first_of) {
+        http.extensions_mut().insert(ip);
     }
     if let Some(id) = request.request_id {
         http.extensions_mut().insert(RequestId(id));
     }
     Ok(http)
+}
+
+/// A header value as Node and the Fetch API hold it, one character per
+/// byte. A string past Latin-1 did not come from the wire: it goes as UTF-8.
+fn latin1(value: &str) -> Result<HeaderValue, http::Error> {
+    let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(c).ok()).collect();
+    match bytes {
+        Some(bytes) => Ok(HeaderValue::from_bytes(&bytes)?),
+        None => Ok(HeaderValue::from_str(value)?),
+    }
 }
 
 /// The relay's answer: status and headers at once, the body read chunk by chunk.
@@ -164,23 +222,8 @@ impl RelayAnswer {
     #[napi]
     pub async fn read(&self) -> napi::Result<Option<Buffer>> {
         let mut body = self.body.lock().await;
-        while let Some(current) = body.as_mut() {
-            match current.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        return Ok(Some(data.to_vec().into()));
-                    }
-                }
-                Some(Err(err)) => {
-                    *body = None;
-                    return Err(AddonError::new(err.code(), err.to_string()).into_napi());
-                }
-                None => *body = None,
-            }
-        }
-        Ok(None)
+        let chunk = next_chunk(&mut body).await.map_err(AddonError::into_napi)?;
+        Ok(chunk.map(|data| data.to_vec().into()))
     }
 
     /// Drops the body (the visitor went away): the upstream call ends with it.
@@ -189,5 +232,87 @@ impl RelayAnswer {
         if let Ok(mut body) = self.body.try_lock() {
             body.take();
         }
+    }
+}
+
+/// The next non-empty chunk of `body`, `None` at its end; the body is
+/// dropped once it ended, failed or panicked (then 500 `internal_error`).
+async fn next_chunk<B>(body: &mut Option<B>) -> Result<Option<Bytes>, AddonError>
+where
+    B: http_body::Body<Data = Bytes, Error = tokenrelay::relay::RelayError> + Unpin,
+{
+    while let Some(current) = body.as_mut() {
+        match AssertUnwindSafe(current.frame()).catch_unwind().await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Ok(Some(data));
+                }
+            }
+            Ok(Some(Err(err))) => {
+                *body = None;
+                return Err(AddonError::new(err.code(), err.to_string()));
+            }
+            Ok(None) => *body = None,
+            Err(_) => {
+                *body = None;
+                let code = RelayCode::InternalError.as_str();
+                tracing::error!(code, "the relay panicked in an answer's body; the answer is aborted");
+                return Err(AddonError::new(code, "the relay failed midway through the answer; see the function logs"));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::Frame;
+    use tokenrelay::relay::RelayError;
+
+    use super::*;
+
+    /// A body that yields one chunk, then panics: a bug midway through an answer.
+    struct PanicsAfterOneChunk(bool);
+
+    impl http_body::Body for PanicsAfterOneChunk {
+        type Data = Bytes;
+        type Error = RelayError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+            assert!(!self.0, "a bug in the relay");
+            self.0 = true;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_answering_is_a_500_internal_error() {
+        let answer = unwinding(async { panic!("a bug in the relay") }).await;
+        assert_eq!(answer.status(), 500);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_body_aborts_it_with_internal_error() {
+        let mut body = Some(PanicsAfterOneChunk(false));
+        assert_eq!(next_chunk(&mut body).await.unwrap().as_deref(), Some(&b"first"[..]));
+        let err = next_chunk(&mut body).await.unwrap_err();
+        assert_eq!(err.code(), "internal_error");
+        assert!(body.is_none(), "the panicked body is dropped");
+        assert_eq!(next_chunk(&mut body).await.unwrap(), None, "later reads find the end");
+    }
+
+    #[test]
+    fn header_values_cross_byte_for_byte() {
+        assert_eq!(latin1("caf\u{e9}").unwrap().as_bytes(), b"caf\xe9");
+        assert_eq!(latin1("\u{2603}").unwrap().as_bytes(), "\u{2603}".as_bytes());
+        assert!(latin1("a\nb").is_err(), "a line break would split the header");
     }
 }

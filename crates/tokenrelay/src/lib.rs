@@ -13,6 +13,8 @@
 //!   with the token attached, framework-free, for the platform shells.
 //! - [`vercel`] and [`netlify`] (features of the same names) are the whole
 //!   function of each platform: a site's function file only calls their `run`.
+//! - [`platform`] declares the headers each platform sets (the visitor's
+//!   address, the request id), for every shell.
 //! - [`check`] validates everything and returns a redacted [`Summary`].
 //!
 //! Every error has a stable [`Error::code`] and never contains a secret.
@@ -42,6 +44,7 @@ mod error;
 #[cfg(feature = "netlify")]
 pub mod netlify;
 mod param;
+pub mod platform;
 pub mod relay;
 #[cfg(feature = "shell")]
 mod shell;

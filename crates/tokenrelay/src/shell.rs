@@ -5,6 +5,7 @@
 use http::Request;
 
 use crate::config::Env;
+use crate::platform::Platform;
 use crate::relay::{self, ClientIp, RequestId};
 
 /// Prepares the process: JSON logs on stderr, and the environment, with
@@ -15,10 +16,10 @@ pub(crate) fn start(dev_flag: &str, dev_value: &str) -> Env {
     if std::env::var(dev_flag).as_deref() == Ok(dev_value) { Env::local() } else { Env::process() }
 }
 
-/// Marks `request` with the client IP from `ip_header` (one the platform sets
-/// from the connection, replacing the visitor's) and with `request_id`.
-pub(crate) fn identify<B>(request: &mut Request<B>, ip_header: &str, request_id: Option<String>) {
-    if let Some(ip) = ClientIp::from_header(request.headers(), ip_header) {
+/// Marks `request` with the client IP from `platform`'s header (set from the
+/// connection, replacing the visitor's) and with `request_id`.
+pub(crate) fn identify<B>(request: &mut Request<B>, platform: &Platform, request_id: Option<String>) {
+    if let Some(ip) = ClientIp::from_header(request.headers(), platform.client_ip_header) {
         request.extensions_mut().insert(ip);
     }
     if let Some(id) = request_id {

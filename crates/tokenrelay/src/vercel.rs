@@ -14,6 +14,7 @@
 use http_body_util::BodyExt;
 use vercel_runtime::{Request, Response, ResponseBody, service_fn};
 
+use crate::platform::VERCEL;
 use crate::relay::{Endpoint, MOUNT};
 
 /// What the function returns when the runtime stops with an error.
@@ -21,10 +22,6 @@ pub use vercel_runtime::Error;
 
 /// Set to `1` by Vercel's local tooling; then `./.env` is read as well.
 const DEV_FLAG: &str = "VERCEL_DEV";
-/// Vercel sets it from the connection, replacing whatever the client sent.
-const CLIENT_IP_HEADER: &str = "x-real-ip";
-/// Vercel's id of the request.
-const REQUEST_ID_HEADER: &str = "x-vercel-id";
 /// The parameter of the vercel.json rewrite `/api/relay/:path*`: Vercel appends
 /// what it matched to the query (`?path=getty%2Fsearch%2Fimages`).
 const REWRITE_PARAM: &str = "path";
@@ -50,8 +47,8 @@ async fn handle(endpoint: &Endpoint, mut request: Request) -> Response<ResponseB
     if let Some(uri) = without_rewrite_param(request.uri()) {
         *request.uri_mut() = uri;
     }
-    let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    crate::shell::identify(&mut request, CLIENT_IP_HEADER, id);
+    let id = request.headers().get(VERCEL.request_id_header).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    crate::shell::identify(&mut request, &VERCEL, id);
     let response = endpoint.handle(request).await;
     response.map(|body| ResponseBody(body.map_err(|e| Box::new(e) as Error).boxed()))
 }

@@ -4,7 +4,9 @@
 // request becomes a Fetch API Request, its Response is written back), `node
 // serve-relay.mjs node` serves createNodeRelay. It listens on 127.0.0.1:$PORT, says
 // `listening` on stdout, and answers /_ready. The visitor's address is the x-real-ip
-// header the test's front sets, as Vercel does (none without it).
+// header the test's front sets, as Vercel does (none without it); `node serve-relay.mjs
+// node socket` leaves createNodeRelay's default, the connection's peer, as the README's
+// `http.createServer(createNodeRelay())` does.
 
 import http from "node:http";
 import { Readable } from "node:stream";
@@ -17,16 +19,25 @@ import { createNodeRelay, createRelay } from "tokenrelay/fetch";
  */
 function fetchListener(relay) {
   return async (req, res) => {
-    const headers = new Headers();
-    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
-    const hasBody = req.method !== "GET" && req.method !== "HEAD";
-    const request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
-      method: req.method,
-      headers,
-      body: hasBody ? /** @type {ReadableStream} */ (Readable.toWeb(req)) : undefined,
-      // @ts-ignore: Node's fetch needs it for a streamed body; not in the DOM types.
-      duplex: "half",
-    });
+    /** @type {Request} */
+    let request;
+    try {
+      const headers = new Headers();
+      for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+      const hasBody = req.method !== "GET" && req.method !== "HEAD";
+      request = new Request(`http://${req.headers.host ?? "localhost"}${req.url}`, {
+        method: req.method,
+        headers,
+        body: hasBody ? /** @type {ReadableStream} */ (Readable.toWeb(req)) : undefined,
+        // @ts-ignore: Node's fetch needs it for a streamed body; not in the DOM types.
+        duplex: "half",
+      });
+    } catch {
+      // What no Fetch API Request can hold (a TRACE, a host with a space): the framework's 400.
+      res.writeHead(400).end();
+      return;
+    }
+    // Not caught: the handler must answer every request itself.
     const response = await relay(request);
     /** @type {string[]} */
     const flat = [];
@@ -45,10 +56,11 @@ function fetchListener(relay) {
 }
 
 const adapter = process.argv[2] ?? "fetch";
+const clientIp = process.argv[3] ?? "x-real-ip";
 const listener =
   adapter === "node"
-    ? createNodeRelay({ clientIp: "x-real-ip" })
-    : fetchListener(createRelay({ clientIp: "x-real-ip" }));
+    ? createNodeRelay(clientIp === "socket" ? {} : { clientIp })
+    : fetchListener(createRelay({ clientIp }));
 
 http
   .createServer((req, res) => {

@@ -147,7 +147,7 @@ function startPrinting(file, args, patterns, env = process.env) {
       found.push(match);
       if (found.length === patterns.length) {
         clearTimeout(timer);
-        resolve({ found, stop: () => stop(child) });
+        resolve({ found, stop: () => stop(child), running: () => !exited(child) });
       }
     });
   });
@@ -163,6 +163,28 @@ export async function startUpstashLocal(redisPort) {
   const args = ["--redis", `redis://127.0.0.1:${redisPort}`, "--listen", "127.0.0.1:0", "--token", token];
   const { found, stop } = await startPrinting(UPSTASH_LOCAL_BIN, args, [/^upstash-local ready url=(\S+)$/]);
   return { url: found[0][1], token, stop };
+}
+
+/**
+ * Starts tests/js/support/serve-relay.mjs: a Node server over tokenrelay/fetch
+ * (`adapter`: "fetch" or "node"), the visitor's address from `clientIp`, its site
+ * in `env` (`TOKENRELAY_CONFIG` and the secrets). `running()` says whether the
+ * process is still alive.
+ * @param {"fetch" | "node"} adapter
+ * @param {string} clientIp
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {Promise<{ port: number, running(): boolean, stop(): Promise<void> }>}
+ */
+export async function startServeRelay(adapter, clientIp, env) {
+  const port = await freePort();
+  const script = path.join(ROOT, "tests", "js", "support", "serve-relay.mjs");
+  const { stop, running } = await startPrinting(
+    process.execPath,
+    [script, adapter, clientIp],
+    [/^serve-relay \w+ listening$/],
+    { ...process.env, ...env, PORT: String(port) },
+  );
+  return { port, running, stop };
 }
 
 /**

@@ -24,6 +24,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 
 use crate::broker::Broker;
 use crate::config::{CONFIG_PATH_VAR, Config, Env};
+use crate::platform::NETLIFY;
 use crate::relay::{Endpoint, Relay};
 
 /// What the function returns when the runtime stops with an error.
@@ -31,8 +32,6 @@ pub use lambda_runtime::Error;
 
 /// Set to `true` by `netlify dev`; then `./.env` is read as well.
 const DEV_FLAG: &str = "NETLIFY_DEV";
-/// Netlify sets it from the connection.
-const CLIENT_IP_HEADER: &str = "x-nf-client-connection-ip";
 /// Where an embedded config says it came from, in errors.
 const EMBEDDED_NAME: &str = "tokenrelay.toml (embedded at build time)";
 /// Where an appended config says it came from, in errors.
@@ -83,6 +82,6 @@ fn endpoint(env: &Env, embedded_config: &str) -> Endpoint {
 
 async fn handle(endpoint: &Endpoint, invocation: LambdaEvent<event::Event>) -> event::Answer {
     let mut request = invocation.payload.into_request();
-    crate::shell::identify(&mut request, CLIENT_IP_HEADER, Some(invocation.context.request_id));
+    crate::shell::identify(&mut request, &NETLIFY, Some(invocation.context.request_id));
     event::Answer::from(endpoint.handle_buffered(request).await)
 }

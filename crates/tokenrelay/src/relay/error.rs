@@ -45,6 +45,8 @@ crate::stable_codes! {
         UpstreamTimeout = "upstream_timeout",
         /// The upstream could not be reached.
         UpstreamUnreachable = "upstream_unreachable",
+        /// The relay failed on this request (a bug: it panicked); the process serves on.
+        InternalError = "internal_error",
     }
 }
 
@@ -104,6 +106,8 @@ pub(crate) enum Kind {
     Token(Error),
     #[error("the relay is not configured correctly; see the function logs")]
     Misconfigured(Error),
+    #[error("the relay failed on this request; see the function logs")]
+    Internal,
 }
 
 impl From<Kind> for RelayError {
@@ -133,6 +137,7 @@ impl RelayError {
             Kind::ResponseTooLarge(_) => RelayCode::ResponseTooLarge,
             Kind::UpstreamTimeout(_) => RelayCode::UpstreamTimeout,
             Kind::UpstreamUnreachable(_) => RelayCode::UpstreamUnreachable,
+            Kind::Internal => RelayCode::InternalError,
             Kind::Token(e) | Kind::Misconfigured(e) => return e.code(),
         };
         code.as_str()
@@ -156,7 +161,7 @@ impl RelayError {
             | Kind::BudgetExhausted { .. }
             | Kind::UpstreamCoolingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Token(_) => StatusCode::BAD_GATEWAY,
-            Kind::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::Misconfigured(_) | Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -230,6 +235,14 @@ pub(crate) fn misconfigured<B: From<Bytes>>(err: &Error) -> Response<B> {
     RelayError::from(Kind::Misconfigured(err.clone())).to_response()
 }
 
+/// Answers a request whose handling panicked, once a shell's panic boundary
+/// caught it: 500 `internal_error`. The log line is fixed: a panic's message
+/// may quote any value it was handed.
+pub(crate) fn panicked<B: From<Bytes>>() -> Response<B> {
+    tracing::error!(code = RelayCode::InternalError.as_str(), "the relay panicked on a request; answering 500");
+    RelayError::from(Kind::Internal).to_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +286,15 @@ mod tests {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(headers[header::ALLOW], "GET, HEAD");
         assert_eq!(body["error"]["message"], "method DELETE is not allowed here; allowed: GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn a_panicked_request_is_a_500_internal_error() {
+        let (parts, body) = panicked::<http_body_util::Full<Bytes>>().into_parts();
+        let body: serde_json::Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(parts.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert_eq!(parts.headers[header::CACHE_CONTROL], "no-store");
     }
 
     #[tokio::test]

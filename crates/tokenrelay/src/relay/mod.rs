@@ -113,11 +113,17 @@ const CHORES_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
-    /// The first address in header `name` (e.g. `x-real-ip` on Vercel,
-    /// `x-nf-client-connection-ip` on Netlify). Only use a header the platform
-    /// itself sets: a visitor can send any header.
+    /// The address in header `name` (a [`Platform`](crate::platform::Platform)'s
+    /// `client_ip_header`), by [`first_of`](Self::first_of) its first field.
+    /// Only use a header the platform itself sets: a visitor can send any header.
     pub fn from_header(headers: &HeaderMap, name: &str) -> Option<Self> {
-        let value = headers.get(name)?.to_str().ok()?;
+        Self::first_of(headers.get(name)?.to_str().ok()?)
+    }
+
+    /// The first address of a header's value: the one rule of every shell
+    /// for a repeated header, which arrives as a comma list (Node joins two
+    /// `X-Real-IP` fields as `"a, b"`). None when that first one is not an address.
+    pub fn first_of(value: &str) -> Option<Self> {
         value.split(',').next()?.trim().parse().ok().map(ClientIp)
     }
 }

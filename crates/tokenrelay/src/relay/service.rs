@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::{Body, Relay, error::misconfigured};
+use super::error::{misconfigured, panicked};
+use super::{Body, Relay};
 use crate::config::Env;
 
 /// What [`Relay`]'s and [`Endpoint`]'s `call` return.
@@ -73,6 +74,13 @@ impl Endpoint {
             Self::Ready(relay) => relay.handle(request).await,
             Self::Misconfigured(err) => misconfigured(err),
         }
+    }
+
+    /// The answer to a request whose [`handle`](Self::handle) panicked (a
+    /// bug), for a shell that catches the panic to keep its process serving:
+    /// 500 `internal_error`, logged without the panic's message.
+    pub fn panicked() -> Response<Body> {
+        panicked()
     }
 
     /// Answers one request with the whole body; see [`Relay::handle_buffered`].
