@@ -142,6 +142,9 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
     budget_checks::upstream_limit_stops_every_instance(&shells, &fx).await.context("upstream limit")?;
+    budget_checks::limit_headers_past_any_clock_are_answered_and_capped(&shells, &fx)
+        .await
+        .context("limit headers past any clock")?;
     if let Platform::Netlify(_) = platform {
         // The function's own path reaches the same rules.
         let reply = shell.get("/.netlify/functions/relay/getty/search/images?phrase=cats", &[]).await?;

@@ -11,6 +11,8 @@
 //! with `#!lua flags=allow-key-locking`: Upstash runs an `EVAL` under a
 //! global lock unless it says it touches only its `KEYS`, which ours do.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};

@@ -1,6 +1,8 @@
 //! Reading token endpoint responses: size-capped bodies, status classes and
 //! expiry fields that may be numbers or numeric strings.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -48,7 +50,7 @@ pub(crate) async fn send(
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| Failure::Transient(describe_transport(&e, timeout)))? {
-        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
+        if body.len().saturating_add(chunk.len()) > MAX_TOKEN_RESPONSE_BYTES {
             return Err(Failure::Transient(format!("response larger than {MAX_TOKEN_RESPONSE_BYTES} bytes")));
         }
         body.extend_from_slice(&chunk);

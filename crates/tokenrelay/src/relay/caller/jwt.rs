@@ -15,6 +15,8 @@
 //! memory is read again (from the store, else the issuer), so a key the
 //! issuer withdrew stops verifying within twice that.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -9,6 +9,8 @@
 //! What it stops: a JWT stops strangers (not a logged-in abuser); Turnstile
 //! stops scripts (not a human farm). Rate limits and budgets bound both.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 mod jwt;
 mod session;
 mod turnstile;

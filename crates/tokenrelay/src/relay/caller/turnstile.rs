@@ -3,6 +3,8 @@
 //! the secret, the token and the visitor's address go in, `success` comes
 //! back. A token is good once: a replayed one gets `timeout-or-duplicate`.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::net::IpAddr;
 use std::time::Duration;
 
