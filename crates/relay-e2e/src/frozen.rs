@@ -170,6 +170,12 @@ pub async fn caller_checklist(platform: &Platform) -> anyhow::Result<()> {
     let shell = &deployment.shell;
     caller_checks::jwt_caller(shell, &fx, &callers).await.context("JWT caller")?;
     caller_checks::turnstile_caller(shell, &callers).await.context("Turnstile caller")?;
+    caller_checks::turnstile_sessions_open_only_their_widgets_routes(shell, &callers)
+        .await
+        .context("Turnstile widgets")?;
+    caller_checks::turnstile_checks_hostname_and_action(shell).await.context("Turnstile hostname and action")?;
+    caller_checks::siteverify_answers_stay_out_of_the_log(shell).await.context("siteverify answers")?;
+    caller_checks::an_oversized_jwks_is_refused_unread(shell, &callers).await.context("oversized JWKS")?;
     // One instance: counts that other instances admitted in memory are
     // learned within the rate limit's bound, not at once.
     let one = deployment.instance(0);

@@ -35,6 +35,7 @@
 
 pub mod appended;
 mod broker;
+mod capped;
 mod clock;
 mod codes;
 mod config;

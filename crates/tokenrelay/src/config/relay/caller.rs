@@ -4,7 +4,7 @@
 //! ```toml
 //! routes = [
 //!   { path = "/me/**", caller = { jwt = { jwks_url = "https://example.eu.auth0.com/.well-known/jwks.json", issuer = "https://example.eu.auth0.com/", audience = "https://api.example.com" } } },
-//!   { path = "/search/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } }, session = "30m" } },
+//!   { path = "/search/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, action = "search" }, session = "30m" } },
 //! ]
 //! ```
 
@@ -25,6 +25,9 @@ const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
 /// Cloudflare's Turnstile verification endpoint
 /// (developers.cloudflare.com/turnstile/get-started/server-side-validation).
 pub const TURNSTILE_SITEVERIFY_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
+/// Cloudflare's limit on a widget's `action`: up to 32 of `[A-Za-z0-9_-]`
+/// (developers.cloudflare.com/turnstile/get-started/client-side-rendering).
+const MAX_ACTION_LEN: usize = 32;
 
 /// `caller = { jwt = { … } }`, `caller = { turnstile = { … } }`, optionally with `session = "30m"`.
 #[derive(Debug, Deserialize)]
@@ -49,6 +52,8 @@ struct RawJwt {
 struct RawTurnstile {
     secret: RawParam,
     siteverify_url: Option<String>,
+    hostnames: Option<Vec<String>>,
+    action: Option<String>,
 }
 
 /// What a route asks of its caller, and how long the relay session that a
@@ -64,19 +69,10 @@ pub(crate) struct CallerPolicy {
 pub(crate) enum Proof {
     /// The site's own login: a JWT signed by a key of `jwks_url`.
     Jwt { jwks_url: Url, issuer: String, audience: String },
-    /// A Cloudflare Turnstile token, checked with `siteverify_url`.
-    Turnstile { secret: SecretString, siteverify_url: Url },
-}
-
-impl Proof {
-    /// What a relay session is bound to: a session earned under one proof
-    /// (or one issuer and audience) is not valid under another.
-    pub(crate) fn binding(&self) -> String {
-        match self {
-            Proof::Jwt { issuer, audience, .. } => format!("jwt\n{issuer}\n{audience}"),
-            Proof::Turnstile { .. } => "turnstile".to_owned(),
-        }
-    }
+    /// A Cloudflare Turnstile token, checked with `siteverify_url`, solved
+    /// on one of `hostnames` (none listed: the request's own host) and, when
+    /// set, for the widget's `action`.
+    Turnstile { secret: SecretString, siteverify_url: Url, hostnames: Vec<String>, action: Option<String> },
 }
 
 impl Builder<'_> {
@@ -122,11 +118,55 @@ impl Builder<'_> {
         let url_field = format!("{field}.siteverify_url");
         let siteverify_url =
             self.proof_url(upstream, &url_field, raw.siteverify_url.as_deref().unwrap_or(TURNSTILE_SITEVERIFY_URL));
+        let hostnames = match raw.hostnames {
+            None => Some(Vec::new()),
+            Some(list) => self.hostnames(upstream, &format!("{field}.hostnames"), list),
+        };
+        let action = match raw.action {
+            Some(a)
+                if a.is_empty()
+                    || a.len() > MAX_ACTION_LEN
+                    || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                let why = "must be the widget's data-action: 1 to 32 letters, digits, - or _";
+                self.problem(upstream, &format!("{field}.action"), why);
+                None
+            }
+            action => Some(action),
+        };
         let secret = match secret? {
             Param::Env { value, .. } => value,
             Param::Literal(_) => return None,
         };
-        Some(Proof::Turnstile { secret, siteverify_url: siteverify_url? })
+        Some(Proof::Turnstile { secret, siteverify_url: siteverify_url?, hostnames: hostnames?, action: action? })
+    }
+
+    /// Host names as siteverify reports them: no scheme, port or path; kept in lower case.
+    fn hostnames(&mut self, upstream: &str, field: &str, list: Vec<String>) -> Option<Vec<String>> {
+        if list.is_empty() {
+            let why =
+                "list at least one host name, e.g. [\"www.example.com\"], or leave it out for the request's own host";
+            self.problem(upstream, field, why);
+            return None;
+        }
+        let mut ok = true;
+        let mut names = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            match url::Host::parse(text) {
+                // No wildcards: siteverify reports the one host the token was solved on.
+                Ok(url::Host::Domain(d)) if !d.is_empty() && !d.contains('*') => names.push(d),
+                Ok(url::Host::Domain(_)) | Err(_) => {
+                    let why = format!(
+                        "\"{text}\" is not a host name: write it without scheme, port, path or wildcard, e.g. \"www.example.com\""
+                    );
+                    self.problem(upstream, &format!("{field}[{i}]"), why);
+                    ok = false;
+                }
+                Ok(url::Host::Ipv4(ip)) => names.push(ip.to_string()),
+                Ok(url::Host::Ipv6(ip)) => names.push(ip.to_string()),
+            }
+        }
+        ok.then_some(names)
     }
 
     /// An `https` URL; `http` only on a loopback host (a local stand-in).
@@ -206,7 +246,7 @@ routes = [{routes}]
         .unwrap();
         let p = policy(&c);
         assert_eq!(p.session, Duration::from_secs(300));
-        let Proof::Turnstile { secret, siteverify_url } = &p.proof else { panic!("{p:?}") };
+        let Proof::Turnstile { secret, siteverify_url, .. } = &p.proof else { panic!("{p:?}") };
         assert_eq!(secret.expose_secret(), "ts-secret-1");
         assert_eq!(siteverify_url.as_str(), TURNSTILE_SITEVERIFY_URL);
         assert!(!format!("{c:?}").contains("ts-secret-1"), "Debug must not show the Turnstile secret");
@@ -273,6 +313,40 @@ routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
         let c = Config::parse(&site_wide_ok, "tokenrelay.toml", &env).unwrap();
         let limit = c.upstreams["api"].relay.as_ref().unwrap().rate_limit.unwrap();
         assert_eq!(limit.per, crate::config::relay::Per::Caller);
+    }
+
+    #[test]
+    fn turnstile_hostnames_and_action_are_checked_and_default_to_none() {
+        let c =
+            config(r#"{ path = "/s", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } } } }"#).unwrap();
+        let Proof::Turnstile { hostnames, action, .. } = &policy(&c).proof else { panic!() };
+        assert!(hostnames.is_empty() && action.is_none(), "the request's own host, any action");
+        let c = config(
+            r#"{ path = "/s", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, hostnames = ["WWW.Example.com", "127.0.0.1"], action = "search_1" } } }"#,
+        )
+        .unwrap();
+        let Proof::Turnstile { hostnames, action, .. } = &policy(&c).proof else { panic!() };
+        assert_eq!(hostnames, &["www.example.com", "127.0.0.1"]);
+        assert_eq!(action.as_deref(), Some("search_1"));
+        let p = problems(
+            r#"
+  { path = "/a", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, hostnames = [] } } },
+  { path = "/b", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, hostnames = ["ok.example", "https://www.example.com", "www.example.com:443", "*.example.com"], action = "" } } },
+  { path = "/c", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, action = "has space" } } },
+"#,
+        );
+        let expect = [
+            "upstream \"api\": relay.routes[0].caller.turnstile.hostnames: list at least one host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.hostnames[1]: \"https://www.example.com\" is not a host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.hostnames[2]: \"www.example.com:443\" is not a host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.hostnames[3]: \"*.example.com\" is not a host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.action: must be the widget's data-action",
+            "upstream \"api\": relay.routes[2].caller.turnstile.action: must be the widget's data-action",
+        ];
+        for e in expect {
+            assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
     }
 
     #[test]
