@@ -10,12 +10,14 @@
 
 use std::time::Duration;
 
+use http::Method;
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
 use super::super::Builder;
 use super::super::raw::RawParam;
+use super::Route;
 use crate::param::Param;
 
 /// How long a relay session lasts after a proof, unless `session` says otherwise.
@@ -167,6 +169,32 @@ impl Builder<'_> {
             }
         }
         ok.then_some(names)
+    }
+
+    /// Refuses a route without `caller` after a `caller` route whose paths
+    /// it may match (`RoutePattern::may_overlap`: conservative), for methods
+    /// the `caller` route does not allow: a request goes to the first route
+    /// matching its path and method, so those would skip the proof.
+    pub(in crate::config) fn caller_bypasses(&mut self, upstream: &str, routes: &[Option<Route>]) {
+        for (i, guarded) in routes.iter().enumerate() {
+            let Some(guarded) = guarded.as_ref().filter(|r| r.caller.is_some()) else { continue };
+            for (j, later) in routes.iter().enumerate().skip(i + 1) {
+                let Some(later) = later.as_ref() else { continue };
+                if later.caller.is_some() || !later.pattern.may_overlap(&guarded.pattern) {
+                    continue;
+                }
+                let open: Vec<&str> =
+                    later.methods.iter().filter(|m| !guarded.methods.contains(m)).map(Method::as_str).collect();
+                if !open.is_empty() {
+                    let why = format!(
+                        "matches paths of relay.routes[{i}] (\"{}\", which has caller) for {}, which relay.routes[{i}] does not allow: those requests would skip the caller proof. Add caller to relay.routes[{j}], add the methods to relay.routes[{i}], or narrow relay.routes[{j}].path",
+                        guarded.pattern.as_str(),
+                        open.join(", ")
+                    );
+                    self.problem(upstream, &format!("relay.routes[{j}]"), why);
+                }
+            }
+        }
     }
 
     /// An `https` URL; `http` only on a loopback host (a local stand-in).
@@ -347,6 +375,37 @@ routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
             assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");
         }
         assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn a_later_route_may_not_open_a_caller_routes_paths_to_other_methods() {
+        let jwt = r#"caller = { jwt = { jwks_url = "https://id.example.com/jwks", issuer = "i", audience = "a" } }"#;
+        let p = problems(&format!(
+            r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v1/**", methods = ["GET", "POST", "HEAD"] }}, {{ path = "/v2/**", methods = ["POST"] }}"#
+        ));
+        assert_eq!(
+            p,
+            [
+                "upstream \"api\": relay.routes[1]: matches paths of relay.routes[0] (\"/v1/me/**\", which has caller) for POST, HEAD, which relay.routes[0] does not allow: those requests would skip the caller proof. Add caller to relay.routes[1], add the methods to relay.routes[0], or narrow relay.routes[1].path"
+            ],
+            "{p:#?}"
+        );
+        for fine in [
+            // The guarded methods are the caller route's: the later route never gets them.
+            format!(r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v1/**" }}"#),
+            // Every method guarded.
+            format!(
+                r#"{{ path = "/v1/me/**", methods = ["GET", "POST"], {jwt} }}, {{ path = "/v1/**", methods = ["GET", "POST"] }}"#
+            ),
+            // Guarded by a proof of its own.
+            format!(r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v1/**", methods = ["POST"], {jwt} }}"#),
+            // An open exception listed first is the config's choice.
+            format!(r#"{{ path = "/v1/public/**", methods = ["POST"] }}, {{ path = "/v1/**", {jwt} }}"#),
+            // Paths that never meet.
+            format!(r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v2/**", methods = ["POST"] }}"#),
+        ] {
+            assert!(config(&fine).is_ok(), "{fine}: {:?}", config(&fine).err());
+        }
     }
 
     #[test]
