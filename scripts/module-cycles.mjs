@@ -64,6 +64,33 @@ function expand(tree) {
 }
 
 /**
+ * The module each position of a file's `text` is in: `module`, or an inline
+ * `mod name { … }` inside it (a `mod tests`, whose `super` is the file's module).
+ * @param {string} text
+ * @param {string} module
+ * @returns {(position: number) => string}
+ */
+function inlineModules(text, module) {
+  /** @type {{ start: number, end: number, name: string }[]} */
+  const blocks = [];
+  for (const m of text.matchAll(/\bmod\s+([A-Za-z_][A-Za-z0-9_]*)\s*\{/g)) {
+    const start = (m.index ?? 0) + m[0].length;
+    let depth = 1;
+    let end = start;
+    while (end < text.length && depth > 0) {
+      if (text[end] === "{") depth++;
+      else if (text[end] === "}") depth--;
+      end++;
+    }
+    blocks.push({ start, end, name: m[1] });
+  }
+  return (position) =>
+    blocks
+      .filter((b) => b.start <= position && position < b.end)
+      .reduce((path, b) => (path ? `${path}::${b.name}` : b.name), module);
+}
+
+/**
  * Checks one crate; returns each cycle as the edges that close it.
  * @param {string} src
  * @returns {string[][]}
@@ -109,20 +136,21 @@ export function cycles(src) {
   };
   for (const file of moduleOf.keys()) {
     const text = code(readFileSync(file, "utf8"));
-    const module = moduleOf.get(file);
+    const module = moduleOf.get(file) ?? "";
+    const inlineAt = inlineModules(text, module);
     const uses = [];
     const reexports = new Map();
     for (const m of text.matchAll(/(pub(?:\([^)]*\))?\s+)?use\s+([^;]+);/g)) {
       for (const { segments, name } of expand(m[2])) {
-        const path = absolute(segments, module);
+        const path = absolute(segments, inlineAt(m.index ?? 0));
         if (!path) continue;
         uses.push(path);
         if (m[1]) reexports.set(name, path);
       }
     }
-    const inline = text.replace(/(pub(?:\([^)]*\))?\s+)?use\s+[^;]+;/g, "");
+    const inline = text.replace(/(pub(?:\([^)]*\))?\s+)?use\s+[^;]+;/g, (u) => " ".repeat(u.length));
     for (const m of inline.matchAll(/(?<![\w:])[A-Za-z_][A-Za-z0-9_]*(?:::(?:super|[A-Za-z_][A-Za-z0-9_]*))+/g)) {
-      const path = absolute(m[0].split("::"), module);
+      const path = absolute(m[0].split("::"), inlineAt(m.index ?? 0));
       if (path) uses.push(path);
     }
     parsed.set(file, { uses, reexports });

@@ -69,6 +69,16 @@ async fn vercel_function_asks_callers_for_proof() {
             Shell::new(format!("127.0.0.1:{}", function.port), Visitor::Header("x-real-ip"), false, vercel_rewrite);
         relay_e2e::caller_checks::jwt_caller(&shell, &fx, &callers).await.context("JWT caller")?;
         relay_e2e::caller_checks::turnstile_caller(&shell, &callers).await.context("Turnstile caller")?;
+        relay_e2e::caller_checks::turnstile_sessions_open_only_their_widgets_routes(&shell, &callers)
+            .await
+            .context("Turnstile widgets")?;
+        relay_e2e::caller_checks::turnstile_checks_hostname_and_action(&shell)
+            .await
+            .context("Turnstile hostname and action")?;
+        relay_e2e::caller_checks::siteverify_answers_stay_out_of_the_log(&shell).await.context("siteverify answers")?;
+        relay_e2e::caller_checks::an_oversized_jwks_is_refused_unread(&shell, &callers)
+            .await
+            .context("oversized JWKS")?;
         relay_e2e::caller_checks::per_caller_rate_limit(&shell, &callers).await.context("per-caller rate limit")?;
         fx.assert_no_secrets("the responses", &shell.transcript())?;
         relay_e2e::caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")?;

@@ -59,3 +59,14 @@ test("re-exports are followed, comments and strings ignored, and a parent compos
   });
   assert.deepEqual(cycles(clean), []);
 });
+
+test("an inline test module's super is its own file", () => {
+  const src = crate({
+    "lib.rs": "mod config;",
+    "config/mod.rs": "mod raw;\nmod relay;",
+    "config/raw.rs": "pub struct RawRoute(super::relay::caller::RawCaller);",
+    "config/relay.rs": "mod caller;\nuse super::raw::RawRoute;",
+    "config/relay/caller.rs": "pub struct RawCaller;\n#[cfg(test)]\nmod tests {\n    use super::*;\n}",
+  });
+  assert.deepEqual(cycles(src), []);
+});

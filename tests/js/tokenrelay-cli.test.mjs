@@ -243,6 +243,35 @@ describe("tokenrelay check and scan", () => {
     },
   );
 
+  test(
+    "check refuses a later route that opens a caller route's paths to other methods, naming both routes",
+    TEST,
+    async () => {
+      const config = path.join(site, "bypass.toml");
+      const jwt = `caller = { jwt = { jwks_url = "https://id.example.com/jwks", issuer = "i", audience = "a" } }`;
+      const upstream = `[upstreams.api]\nbase_url = "${api.apiUrl}"\ntoken = { type = "static", key = { env = "GETTY_API_KEY" } }\n\n`;
+      writeFileSync(
+        config,
+        `${upstream}[upstreams.api.relay]\nroutes = [\n  { path = "/v1/me/**", ${jwt} },\n` +
+          `  { path = "/v1/**", methods = ["GET", "POST", "HEAD"] },\n]\n`,
+      );
+      const refused = await tokenrelay(["check", "--config", config]);
+      assert.equal(refused.status, 1, refused.stdout);
+      assert.match(refused.stderr, /\[config_invalid\]/);
+      assert.match(
+        refused.stderr,
+        /upstream "api": relay\.routes\[1\]: matches paths of relay\.routes\[0\] \("\/v1\/me\/\*\*", which has caller\) for POST, HEAD, which relay\.routes\[0\] does not allow/,
+      );
+      writeFileSync(
+        config,
+        `${upstream}[upstreams.api.relay]\nroutes = [\n  { path = "/v1/me/**", methods = ["GET", "POST", "HEAD"], ${jwt} },\n` +
+          `  { path = "/v1/**", methods = ["GET", "POST", "HEAD"] },\n]\n`,
+      );
+      const guarded = await tokenrelay(["check", "--config", config]);
+      assert.equal(guarded.status, 0, guarded.stderr);
+    },
+  );
+
   test("scan exits 1 naming file and variable when the output holds a secret, 0 when clean", TEST, async () => {
     const out = path.join(site, "out");
     mkdirSync(out, { recursive: true });

@@ -12,6 +12,8 @@ use crate::{Fixture, Reply, Shell};
 /// Longer than the relay's sync interval (500 ms): an instance that waited
 /// this long decides on the store's count again, as one thawed after a freeze.
 const PAUSE: Duration = Duration::from_millis(600);
+/// The longest cooldown an upstream's headers can start (`relay::upstream_limits`).
+const MAX_COOLDOWN_SECS: u64 = 3600;
 
 /// How many requests the API received whose path starts with `prefix`.
 fn calls(fx: &Fixture, prefix: &str) -> usize {
@@ -81,6 +83,27 @@ pub async fn upstream_limit_stops_every_instance(shells: &[Shell], fx: &Fixture)
             .with_context(|| format!("request {i}"))?;
     }
     let made = calls(fx, "/v3/busy");
+    ensure!(made == 1, "the upstream was called {made} times, not once");
+    Ok(())
+}
+
+/// The `spent` upstream answers 200 with `X-RateLimit-Remaining: 0` and a
+/// `X-RateLimit-Reset` of `u64::MAX` (a Unix time past any clock): the
+/// visitor gets that answer, and from then every instance cools the
+/// upstream down for at most [`MAX_COOLDOWN_SECS`], without calling it.
+pub async fn limit_headers_past_any_clock_are_answered_and_capped(
+    shells: &[Shell],
+    fx: &Fixture,
+) -> anyhow::Result<()> {
+    let target = format!("/api/relay/spent/echo/quota?set-x-ratelimit-remaining=0&set-x-ratelimit-reset={}", u64::MAX);
+    let first = shells[0].get_as(50, &target).await.context("the answer that reports the quota")?;
+    ensure!(first.status == 200, "the upstream's answer is passed on: {} {}", first.status, first.text());
+    ensure!(first.json()?["path"] == "/v3/echo/quota", "the upstream's own body: {}", first.text());
+    for (i, shell) in shells.iter().enumerate() {
+        refused(&shell.get_as(51, &target).await?, "upstream_cooling_down", MAX_COOLDOWN_SECS)
+            .with_context(|| format!("instance {i}"))?;
+    }
+    let made = calls(fx, "/v3/echo/quota");
     ensure!(made == 1, "the upstream was called {made} times, not once");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Caller proof (`caller` on a route): a login's JWT from a real third-party
 //! issuer (`oauth2-mock-server`, run by node from
 //! `tests/fixtures/caller/issuer.mjs`), a Turnstile token checked with a
-//! siteverify stand-in, and the relay session cookie either earns.
+//! siteverify stand-in (one per widget secret), and the relay session cookie
+//! either earns.
 
 use std::io::Write as _;
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
-use testkit::Siteverify;
+use testkit::{Flood, Siteverify};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -19,6 +20,10 @@ use crate::{Fixture, Logs, Reply, Shell};
 const AUDIENCE: &str = "tokenrelay-e2e";
 /// The Turnstile secret, as the `challenged` upstream reads it from the environment.
 const TURNSTILE_SECRET: &str = "turnstile-secret-e2e";
+/// Another widget's secret, guarding one route of the `widgets` upstream.
+const TURNSTILE_SECRET_2: &str = "turnstile-secret-e2e-2";
+/// The `hoarding` upstream's JWKS: this many bytes, 256 times the relay's cap.
+const FLOOD_BYTES: usize = 64 * 1024 * 1024;
 /// The `challenged` upstream's session lifetime: short, so expiry is seen.
 const SESSION_SECS: u64 = 2;
 /// Requests per caller in the `counted` upstream's window.
@@ -30,7 +35,9 @@ const ISSUER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fi
 
 /// `signed` asks for a login's JWT, `challenged` for a Turnstile token;
 /// `counted` asks for a JWT and limits each caller to [`PER_CALLER`] requests;
-/// `open` is `signed` without the proof, to compare with.
+/// `open` is `signed` without the proof, to compare with. `widgets` guards
+/// routes with two widgets' secrets, an action and a host name of its own;
+/// `hoarding` asks for a JWT whose issuer's JWKS never ends.
 const CONFIG: &str = r#"
 [upstreams.open]
 base_url = "{api}"
@@ -63,6 +70,25 @@ token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = {
 [upstreams.challenged.relay]
 headers = { Api-Key = { env = "GETTY_API_KEY" } }
 routes = [{ path = "/echo/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}" }, session = "{session}s" } }]
+
+[upstreams.widgets]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.widgets.relay]
+routes = [
+  { path = "/echo/second/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET_2" }, siteverify_url = "{siteverify_2}" } } },
+  { path = "/echo/acted/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}", action = "search" } } },
+  { path = "/echo/hosted/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}", hostnames = ["www.example.com"] } } },
+  { path = "/echo/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}" } } },
+]
+
+[upstreams.hoarding]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.hoarding.relay]
+routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{flood}", issuer = "{issuer}", audience = "{audience}" } } }]
 "#;
 
 /// The login provider and the siteverify stand-in; stop when dropped.
@@ -71,6 +97,10 @@ pub struct Callers {
     issuer: String,
     control: String,
     pub siteverify: Siteverify,
+    /// The second widget's siteverify, accepting [`TURNSTILE_SECRET_2`].
+    second: Siteverify,
+    /// The `hoarding` upstream's JWKS.
+    flood: Flood,
 }
 
 impl Callers {
@@ -94,6 +124,8 @@ impl Callers {
         let field = |name: &str| ready[name].as_str().map(str::to_owned).with_context(|| format!("{name} in {line}"));
         let (issuer, jwks, control) = (field("issuer")?, field("jwks")?, field("control")?);
         let siteverify = Siteverify::start(TURNSTILE_SECRET).await?;
+        let second = Siteverify::start(TURNSTILE_SECRET_2).await?;
+        let flood = Flood::start(FLOOD_BYTES).await?;
         let config = CONFIG
             .replace("{api}", &fx.api.url())
             .replace("{token_url}", &fx.tokens.url())
@@ -101,15 +133,20 @@ impl Callers {
             .replace("{issuer}", &issuer)
             .replace("{audience}", AUDIENCE)
             .replace("{siteverify}", &siteverify.url())
+            .replace("{siteverify_2}", &second.url())
+            .replace("{flood}", &flood.url())
             .replace("{session}", &SESSION_SECS.to_string())
             .replace("{per_caller}", &PER_CALLER.to_string());
         std::fs::OpenOptions::new().append(true).open(fx.config_path())?.write_all(config.as_bytes())?;
-        Ok(Self { _issuer: child, issuer, control, siteverify })
+        Ok(Self { _issuer: child, issuer, control, siteverify, second, flood })
     }
 
     /// What the functions need besides [`Fixture::env`].
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![("TURNSTILE_SECRET".into(), TURNSTILE_SECRET.into())]
+        vec![
+            ("TURNSTILE_SECRET".into(), TURNSTILE_SECRET.into()),
+            ("TURNSTILE_SECRET_2".into(), TURNSTILE_SECRET_2.into()),
+        ]
     }
 
     /// A token signed by key `kid` with `claims` over the issuer's defaults.
@@ -271,6 +308,72 @@ pub async fn turnstile_caller(shell: &Shell, callers: &Callers) -> anyhow::Resul
     Ok(())
 }
 
+/// A fresh passing token of the stand-ins, with `suffix` (`@host`, `#action`).
+fn passing(suffix: &str) -> String {
+    format!("{}{:016x}{suffix}", Siteverify::PASSING, fastrand::u64(..))
+}
+
+/// A session is bound to the widget that earned it: a cookie earned with
+/// one secret is refused on a route of the same upstream guarded by another
+/// secret (or the same secret with an action), and still opens its own.
+pub async fn turnstile_sessions_open_only_their_widgets_routes(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let (first, second, acted) =
+        ("/api/relay/widgets/echo/first", "/api/relay/widgets/echo/second/x", "/api/relay/widgets/echo/acted/x");
+    let earned = shell.get(first, &[("CF-Turnstile-Response", &passing(""))]).await?;
+    ensure!(earned.status == 200, "the first widget's token passes: {} {}", earned.status, earned.text());
+    let cookie = session_cookie(&earned)?;
+    refused(&shell.get(second, &[("Cookie", &cookie)]).await?, "the first widget's session on the second's route")?;
+    refused(&shell.get(acted, &[("Cookie", &cookie)]).await?, "a session without the action on the action's route")?;
+    let again = shell.get(first, &[("Cookie", &cookie)]).await?;
+    ensure!(again.status == 200, "the session still opens its own route: {} {}", again.status, again.text());
+    let other = shell.get(second, &[("CF-Turnstile-Response", &passing(""))]).await?;
+    ensure!(other.status == 200, "the second widget's token passes: {} {}", other.status, other.text());
+    let asked = callers.second.calls().last().and_then(|c| c.get("secret").cloned());
+    ensure!(asked.as_deref() == Some(TURNSTILE_SECRET_2), "the second widget's secret goes to its siteverify");
+    refused(&shell.get(first, &[("Cookie", &session_cookie(&other)?)]).await?, "the second widget's session")?;
+    Ok(())
+}
+
+/// Siteverify's `success` is not enough: the token must have been solved on
+/// the request's own host (or one of the route's `hostnames`) and, where the
+/// route names one, for its action.
+pub async fn turnstile_checks_hostname_and_action(shell: &Shell) -> anyhow::Result<()> {
+    let (plain, acted, hosted) =
+        ("/api/relay/widgets/echo/plain", "/api/relay/widgets/echo/acted/x", "/api/relay/widgets/echo/hosted/x");
+    let turnstile = |token: String| [("CF-Turnstile-Response", token)];
+    let get = |target: &'static str, token: String| async move {
+        let headers = turnstile(token);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        shell.get(target, &headers).await
+    };
+    refused(&get(plain, passing("@evil.example")).await?, "a token solved on another site")?;
+    refused(&get(acted, passing("")).await?, "a token without the route's action")?;
+    refused(&get(acted, passing("#login")).await?, "a token for another action")?;
+    let reply = get(acted, passing("#search")).await?;
+    ensure!(reply.status == 200, "a token for the route's action passes: {} {}", reply.status, reply.text());
+    refused(&get(hosted, passing("")).await?, "a token solved on the request's host, not the listed one")?;
+    let reply = get(hosted, passing("@www.example.com")).await?;
+    ensure!(reply.status == 200, "a token solved on a listed host passes: {} {}", reply.status, reply.text());
+    Ok(())
+}
+
+/// A siteverify answer that echoes the secret in `error-codes` is refused,
+/// and what reaches the log is `unknown` (see [`logs_name_causes_and_no_secrets`]).
+pub async fn siteverify_answers_stay_out_of_the_log(shell: &Shell) -> anyhow::Result<()> {
+    let token = format!("{}1", Siteverify::ECHOING);
+    refused(&shell.get("/api/relay/challenged/echo/x", &[("CF-Turnstile-Response", &token)]).await?, "echoing")
+}
+
+/// A JWKS larger than the relay's cap is refused once the cap is read, not
+/// after the whole of it: the issuer's endless stand-in has sent a fraction.
+pub async fn an_oversized_jwks_is_refused_unread(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let bearer = format!("Bearer {}", callers.login("rs", "alice").await?);
+    refused(&shell.get("/api/relay/hoarding/echo/x", &[("Authorization", &bearer)]).await?, "an oversized JWKS")?;
+    let sent = callers.flood.sent();
+    ensure!(sent < FLOOD_BYTES / 4, "the relay took {sent} of the JWKS's {FLOOD_BYTES} bytes before refusing it");
+    Ok(())
+}
+
 /// With `per = "caller"`, two people behind one address (these requests
 /// carry none: they share the address-less bucket) have a limit each, and a
 /// session counts as its caller.
@@ -301,12 +404,19 @@ pub fn logs_name_causes_and_no_secrets(logs: &Logs, fx: &Fixture, callers: &Call
         ensure!(!line.contains(&callers.issuer) || !line.contains("eyJ"), "a JWT is in a log line: {line}");
     }
     let json = logs.json_lines();
-    for cause in ["jwt_unknown_kid", "jwt_invalid", "timeout-or-duplicate"] {
+    for cause in [
+        "jwt_unknown_kid",
+        "jwt_invalid",
+        "timeout-or-duplicate",
+        "unknown,invalid-input-response",
+        "hostname_mismatch",
+    ] {
         ensure!(
             json.iter().any(|l| l["message"] == "caller refused" && l["cause"] == cause),
             "no refusal logged as {cause}"
         );
     }
     ensure!(json.iter().any(|l| l["code"] == "caller_unauthorized"), "refusals are logged with their code");
+    ensure!(json.iter().any(|l| l["why"] == "JWKS too large"), "the oversized JWKS is logged as such");
     Ok(())
 }

@@ -145,6 +145,9 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
     budget_checks::upstream_limit_stops_every_instance(&shells, &fx).await.context("upstream limit")?;
+    budget_checks::limit_headers_past_any_clock_are_answered_and_capped(&shells, &fx)
+        .await
+        .context("limit headers past any clock")?;
     if let Platform::Netlify(_) = platform {
         // The function's own path reaches the same rules.
         let reply = shell.get("/.netlify/functions/relay/getty/search/images?phrase=cats", &[]).await?;
@@ -170,6 +173,12 @@ pub async fn caller_checklist(platform: &Platform) -> anyhow::Result<()> {
     let shell = &deployment.shell;
     caller_checks::jwt_caller(shell, &fx, &callers).await.context("JWT caller")?;
     caller_checks::turnstile_caller(shell, &callers).await.context("Turnstile caller")?;
+    caller_checks::turnstile_sessions_open_only_their_widgets_routes(shell, &callers)
+        .await
+        .context("Turnstile widgets")?;
+    caller_checks::turnstile_checks_hostname_and_action(shell).await.context("Turnstile hostname and action")?;
+    caller_checks::siteverify_answers_stay_out_of_the_log(shell).await.context("siteverify answers")?;
+    caller_checks::an_oversized_jwks_is_refused_unread(shell, &callers).await.context("oversized JWKS")?;
     // One instance: counts that other instances admitted in memory are
     // learned within the rate limit's bound, not at once.
     let one = deployment.instance(0);

@@ -56,7 +56,8 @@ impl RecordedRequest {
 /// [`TokenServer`] issued and that has not expired; otherwise 401
 /// `{"error":"invalid_token"}`. Routes: `GET /v3/search/images?phrase=`,
 /// `ANY /v3/echo/*rest` (answers with the request as JSON; `?status=N` and
-/// `?cache_control=V` set the answer's status and `Cache-Control`), `GET /v3/big?bytes=N`
+/// `?cache_control=V` set the answer's status and `Cache-Control`, and
+/// `?set-<name>=V` adds header `<name>: V`), `GET /v3/big?bytes=N`
 /// (N bytes, streamed), `GET /v3/slow?ms=N`, `GET /v3/cookie` (sets a cookie),
 /// `GET /v3/reveal` (the credentials it received in [`REVEALED`] encodings,
 /// honouring `Range`), `GET /v3/headers` (headers that act on the origin
@@ -217,6 +218,11 @@ async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap,
     let mut response = (status.unwrap_or(StatusCode::OK), answer).into_response();
     if let Some(v) = knobs.get("cache_control").and_then(|v| HeaderValue::from_str(v).ok()) {
         response.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    for (name, value) in knobs.iter().filter_map(|(k, v)| Some((k.strip_prefix("set-")?, v))) {
+        if let (Ok(name), Ok(value)) = (header::HeaderName::try_from(name), HeaderValue::from_str(value)) {
+            response.headers_mut().append(name, value);
+        }
     }
     response
 }

@@ -8,6 +8,7 @@
 //! All of them listen on free ports on 127.0.0.1 and stop when dropped.
 
 mod api_server;
+mod flood;
 pub mod freeze;
 mod logs;
 mod program;
@@ -19,6 +20,7 @@ mod upstash;
 mod wait;
 
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
+pub use flood::Flood;
 pub use logs::Logs;
 pub use program::program_on_path;
 pub use redis_server::RedisServer;

@@ -2,7 +2,12 @@
 //! (developers.cloudflare.com/turnstile/get-started/server-side-validation):
 //! `POST /turnstile/v0/siteverify` with form fields `secret`, `response` and
 //! `remoteip`. A response starting with [`Siteverify::PASSING`] succeeds once;
-//! its replay fails with `timeout-or-duplicate`, as Cloudflare's does.
+//! its replay fails with `timeout-or-duplicate`, as Cloudflare's does. A
+//! success reports the widget's `hostname` ([`Siteverify::HOSTNAME`], or the
+//! one after `@` in the token) and `action` (empty, or the one after `#`):
+//! `pass-1@evil.example#login`. A response starting with
+//! [`Siteverify::ECHOING`] fails with the secret it was sent among its error
+//! codes, as a careless proxy might.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -29,6 +34,11 @@ struct SiteverifyState {
 impl Siteverify {
     /// Tokens that pass (once) start with this.
     pub const PASSING: &'static str = "pass-";
+    /// Tokens that fail with the secret echoed in `error-codes` start with this.
+    pub const ECHOING: &'static str = "echo-";
+    /// Where a passing token was solved unless it says otherwise: the
+    /// loopback address the tests reach the relay on.
+    pub const HOSTNAME: &'static str = "127.0.0.1";
 
     /// Starts on a free port, accepting only `secret`.
     pub async fn start(secret: &str) -> anyhow::Result<Self> {
@@ -57,6 +67,13 @@ async fn siteverify(
 ) -> Json<serde_json::Value> {
     state.calls.lock().unwrap_or_else(PoisonError::into_inner).push(form.clone());
     let response = form.get("response").cloned().unwrap_or_default();
+    if response.starts_with(Siteverify::ECHOING) {
+        let echoed = [form.get("secret").cloned().unwrap_or_default(), "invalid-input-response".to_owned()];
+        return Json(serde_json::json!({ "success": false, "error-codes": echoed }));
+    }
+    let (rest, action) = response.split_once('#').unwrap_or((&response, ""));
+    let hostname = rest.split_once('@').map_or(Siteverify::HOSTNAME, |(_, h)| h).to_owned();
+    let action = action.to_owned();
     let error = if form.get("secret") != Some(&state.secret) {
         Some("invalid-input-secret")
     } else if !response.starts_with(Siteverify::PASSING) {
@@ -66,5 +83,11 @@ async fn siteverify(
     } else {
         None
     };
-    Json(serde_json::json!({ "success": error.is_none(), "error-codes": error.into_iter().collect::<Vec<_>>() }))
+    let errors: Vec<_> = error.into_iter().collect();
+    if errors.is_empty() {
+        return Json(
+            serde_json::json!({ "success": true, "error-codes": errors, "hostname": hostname, "action": action }),
+        );
+    }
+    Json(serde_json::json!({ "success": false, "error-codes": errors }))
 }

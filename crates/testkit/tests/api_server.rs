@@ -111,6 +111,21 @@ async fn echo_returns_the_request_it_received() {
 }
 
 #[tokio::test]
+async fn echo_knobs_set_the_status_and_headers_of_its_answer() {
+    bounded(async {
+        let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
+        let url =
+            format!("{}/echo/q?status=429&set-retry-after=99&set-x-ratelimit-reset=18446744073709551615", api.url());
+        let reply = reqwest::Client::new().get(url).bearer_auth(&token).send().await?;
+        assert_eq!(reply.status(), 429);
+        assert_eq!(reply.headers()["retry-after"], "99");
+        assert_eq!(reply.headers()["x-ratelimit-reset"], "18446744073709551615");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn records_every_request_including_rejected_ones() {
     bounded(async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;

@@ -37,6 +37,7 @@
 
 pub mod appended;
 mod broker;
+mod capped;
 mod clock;
 mod codes;
 mod config;

@@ -114,7 +114,7 @@ pub(super) struct RawRoute {
     pub cache_control: Option<String>,
     pub cache: Option<super::route_cache::RawRouteCache>,
     /// The proof a caller must bring (`relay::caller`).
-    pub caller: Option<super::relay::RawCaller>,
+    pub caller: Option<RawCaller>,
     #[serde(default)]
     pub path_params: bool,
     #[serde(default)]
@@ -178,4 +178,31 @@ pub(super) enum RawToken {
 pub(super) enum BodyFormat {
     Json,
     Form,
+}
+
+/// A route's caller proof (`config::relay::caller`): `caller = { jwt = { … } }`, `caller = { turnstile = { … } }`, optionally with `session = "30m"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a caller table like { jwt = { … } } or { turnstile = { … } }")]
+pub(super) struct RawCaller {
+    pub jwt: Option<RawJwt>,
+    pub turnstile: Option<RawTurnstile>,
+    #[serde(default, with = "humantime_serde")]
+    pub session: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwt {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTurnstile {
+    pub secret: RawParam,
+    pub siteverify_url: Option<String>,
+    pub hostnames: Option<Vec<String>>,
+    pub action: Option<String>,
 }

@@ -27,7 +27,7 @@ use super::route_cache;
 pub(crate) use super::route_cache::RouteCache;
 pub(crate) use super::route_pattern::RoutePattern;
 use crate::param::Param;
-pub(crate) use caller::{CallerPolicy, Proof, RawCaller};
+pub(crate) use caller::{CallerPolicy, Proof};
 pub(crate) use inject::Inject;
 
 /// Longest time an upstream gets to answer, body included.
@@ -192,6 +192,7 @@ impl Builder<'_> {
         }
         let every_route_has_caller = raw.routes.iter().all(|r| r.caller.is_some());
         let routes: Vec<_> = raw.routes.into_iter().enumerate().map(|(i, r)| self.route(upstream, i, r)).collect();
+        self.caller_bypasses(upstream, &routes);
         let inject = self.inject(upstream, raw.inject);
         let headers = self.extra_headers(upstream, raw.headers, inject.as_ref());
         if raw.rate_limit.as_ref().is_some_and(|r| r.ipv6_prefix.is_some()) {

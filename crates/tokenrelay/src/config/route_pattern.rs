@@ -54,6 +54,37 @@ impl RoutePattern {
     pub(crate) fn matches(&self, segments: &[&str]) -> bool {
         matches(&self.segments, segments)
     }
+
+    /// Whether some path may match both patterns. Exact over segments; the
+    /// relay's path checks refuse some of those paths (dot segments, `;`
+    /// parameters…), so a "may" here errs towards overlap, never away from it.
+    pub(crate) fn may_overlap(&self, other: &Self) -> bool {
+        overlap(&self.segments, &other.segments)
+    }
+}
+
+/// Whether one segment sequence matches both glob lists: each step consumes
+/// one glob or one segment matched by both sides, so the recursion ends, and
+/// with one `**` per pattern it stays quadratic in their lengths.
+fn overlap(a: &[Glob], b: &[Glob]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        (None, None) => true,
+        // A `**` matches no more segments…
+        (Some((Glob::Any, rest)), _) if overlap(rest, b) => true,
+        (_, Some((Glob::Any, rest))) if overlap(a, rest) => true,
+        // …or the segment the other side's next glob matches.
+        (Some((Glob::Any, _)), Some((other, rest))) if *other != Glob::Any => overlap(a, rest),
+        (Some((other, rest)), Some((Glob::Any, _))) if *other != Glob::Any => overlap(rest, b),
+        (Some((x, ra)), Some((y, rb))) => one_segment_matches_both(x, y) && overlap(ra, rb),
+        _ => false,
+    }
+}
+
+fn one_segment_matches_both(a: &Glob, b: &Glob) -> bool {
+    match (a, b) {
+        (Glob::Literal(x), Glob::Literal(y)) => x == y,
+        _ => true,
+    }
 }
 
 fn matches(globs: &[Glob], segments: &[&str]) -> bool {
@@ -97,6 +128,55 @@ mod tests {
         let middle = RoutePattern::parse("/a/**/z").unwrap();
         assert!(middle.matches(&segs("/a/z")) && middle.matches(&segs("/a/b/c/z")));
         assert!(!middle.matches(&segs("/a/b/c")));
+    }
+
+    #[test]
+    fn overlap_is_found_wherever_one_path_matches_both() {
+        let overlap = |a: &str, b: &str| {
+            let (a, b) = (RoutePattern::parse(a).unwrap(), RoutePattern::parse(b).unwrap());
+            assert_eq!(a.may_overlap(&b), b.may_overlap(&a), "symmetric");
+            a.may_overlap(&b)
+        };
+        for (a, b) in [
+            ("/v1/me/**", "/v1/**"),
+            ("/v1/me", "/v1/*"),
+            ("/a/*/c", "/a/b/*"),
+            ("/**", "/x/y/z"),
+            ("/a/**/z", "/a/b/**"),
+            ("/a/**/z", "/**/b/z"),
+            ("/search/**", "/search"),
+            ("/*/*", "/**/x"),
+        ] {
+            assert!(overlap(a, b), "{a} and {b}");
+        }
+        for (a, b) in [
+            ("/v1/me/**", "/v2/**"),
+            ("/a/*", "/a/*/*"),
+            ("/a/**/z", "/a/b/c"),
+            ("/search/images", "/search/videos"),
+            ("/a/*/c", "/a/b/d"),
+            ("/**/x", "/y"),
+        ] {
+            assert!(!overlap(a, b), "{a} and {b}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Never "no overlap" where a path matches both (the direction the caller check relies on).
+        #[test]
+        fn a_path_matching_both_patterns_is_an_overlap(
+            a in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "**"]), 1..5),
+            b in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "**"]), 1..5),
+            path in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 0..6),
+        ) {
+            let parse = |p: &[&str]| RoutePattern::parse(&format!("/{}", p.join("/")));
+            if let (Ok(a), Ok(b)) = (parse(&a), parse(&b))
+                && a.matches(&path)
+                && b.matches(&path)
+            {
+                proptest::prop_assert!(a.may_overlap(&b), "{} and {} both match /{}", a.as_str(), b.as_str(), path.join("/"));
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! upstream's body streamed through, counted against the response size
 //! limit and redacted of injected credentials on the way.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -182,7 +184,7 @@ impl UpstreamBody {
             }
             match ready!(self.stream.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => {
-                    self.received += chunk.len() as u64;
+                    self.received = self.received.saturating_add(chunk.len() as u64);
                     if self.received > self.source.limit {
                         return Poll::Ready(Some(Err(self.fail(Kind::ResponseTooLarge(self.source.limit).into()))));
                     }

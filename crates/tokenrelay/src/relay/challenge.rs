@@ -12,6 +12,8 @@
 //! Schemes and parameter names are case-insensitive, values are not; a
 //! malformed part ends the reading of that header line, never the relay.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use http::HeaderMap;
 use http::header::WWW_AUTHENTICATE;
 
@@ -75,16 +77,21 @@ impl<'a> Cursor<'a> {
         self.text.as_bytes().get(self.at).copied()
     }
 
+    /// Moves `n` bytes on; saturating, though a header never reaches `usize::MAX`.
+    fn advance(&mut self, n: usize) {
+        self.at = self.at.saturating_add(n);
+    }
+
     fn eat(&mut self, b: u8) -> bool {
         let found = self.peek() == Some(b);
-        self.at += usize::from(found);
+        self.advance(usize::from(found));
         found
     }
 
     /// BWS / OWS: spaces and tabs.
     fn skip_space(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.at += 1;
+            self.advance(1);
         }
     }
 
@@ -92,7 +99,7 @@ impl<'a> Cursor<'a> {
     fn token(&mut self) -> Option<&'a str> {
         let start = self.at;
         while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
-            self.at += 1;
+            self.advance(1);
         }
         (self.at > start).then(|| &self.text[start..self.at])
     }
@@ -101,7 +108,7 @@ impl<'a> Cursor<'a> {
     fn token68(&mut self) -> bool {
         let start = self.at;
         while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)) {
-            self.at += 1;
+            self.advance(1);
         }
         if self.at == start {
             return false;
@@ -142,16 +149,16 @@ impl<'a> Cursor<'a> {
         loop {
             match self.peek()? {
                 b'"' => {
-                    self.at += 1;
+                    self.advance(1);
                     return String::from_utf8(value).ok();
                 }
                 b'\\' => {
-                    value.push(*self.text.as_bytes().get(self.at + 1)?);
-                    self.at += 2;
+                    value.push(*self.text.as_bytes().get(self.at.saturating_add(1))?);
+                    self.advance(2);
                 }
                 b => {
                     value.push(b);
-                    self.at += 1;
+                    self.advance(1);
                 }
             }
         }

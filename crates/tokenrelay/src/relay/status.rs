@@ -6,6 +6,8 @@
 //! counters are not listed: their keys are keyed hashes, and the store is
 //! never scanned.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -103,12 +105,12 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             r.budget.map(|b| (None, b)).into_iter().chain(routes).collect()
         });
         let store = broker.store();
-        let window = |b: &Budget| now_ms / millis(b.per).max(1);
+        let window = |b: &Budget| now_ms.checked_div(millis(b.per)).unwrap_or(0);
         let mut keys: Vec<String> =
             budgets.iter().map(|(route, b)| store.budget_key(u.name(), *route, window(b))).collect();
         let rate_limit = u.relay.as_ref().and_then(|r| r.rate_limit).unwrap_or(config.relay.rate_limit);
         let rate_window_ms = millis(rate_limit.window).max(1);
-        keys.extend(shared_bucket_keys(store, u.name(), now_ms / rate_window_ms));
+        keys.extend(shared_bucket_keys(store, u.name(), now_ms.checked_div(rate_window_ms).unwrap_or(0)));
         keys.push(store.cooldown_key(u.name()));
         keys.push(store.cache_keys(u.name(), "").purges);
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -136,7 +138,7 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
                     per_ms,
                     used,
                     left: b.requests.saturating_sub(used),
-                    resets_in_ms: (window(b) + 1) * per_ms - now_ms,
+                    resets_in_ms: window(b).saturating_add(1).saturating_mul(per_ms).saturating_sub(now_ms),
                 }
             })
             .collect();
@@ -144,7 +146,7 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             upstream: u.name().to_owned(),
             token,
             budgets,
-            cooldown_ms: cooldown.filter(|until| *until > now_ms).map(|until| until - now_ms),
+            cooldown_ms: cooldown.and_then(|until| until.checked_sub(now_ms)).filter(|left| *left > 0),
             rate_limit: SharedBuckets { window_ms: rate_window_ms, crowd, without_address },
             purges,
         });

@@ -11,6 +11,12 @@
 //! in the store under one key (its end, stored until then), so that a cold
 //! instance learns it in the round trip it makes anyway and a warm one with
 //! its next sync.
+//!
+//! Every number here comes from an upstream or the store: arithmetic is
+//! checked or saturating (the lint below keeps it so), and a time too far to
+//! represent is as good as [`MAX_COOLDOWN`].
+
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -161,11 +167,12 @@ fn remaining_and_reset(
     if header(headers, remaining)?.parse::<u64>().ok()? != 0 {
         return None;
     }
-    let reset = header(headers, reset)?.parse::<u64>().ok()?;
-    if reset < EPOCH_THRESHOLD {
-        return Some(Duration::from_secs(reset));
+    let reset = Duration::from_secs(header(headers, reset)?.parse::<u64>().ok()?);
+    if reset.as_secs() < EPOCH_THRESHOLD {
+        return Some(reset);
     }
-    (UNIX_EPOCH + Duration::from_secs(reset)).duration_since(now).ok()
+    // A Unix time the clock cannot represent is later than any cap.
+    UNIX_EPOCH.checked_add(reset).map_or(Some(Duration::MAX), |at| at.duration_since(now).ok())
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Option<&'h str> {
@@ -173,16 +180,19 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Option<&'h str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, reason = "expected values from the tests' own small numbers")]
 mod tests {
     use super::*;
+
+    /// The tests' "now": 2023-11-14 22:13:20 UTC.
+    const NOW: Duration = Duration::from_secs(1_700_000_000);
 
     fn wait(status: u16, pairs: &[(&'static str, &str)]) -> Option<Duration> {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
             headers.insert(HeaderName::from_static(name), value.parse().unwrap());
         }
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        asked_to_wait(StatusCode::from_u16(status).unwrap(), &headers, now)
+        asked_to_wait(StatusCode::from_u16(status).unwrap(), &headers, UNIX_EPOCH + NOW)
     }
 
     #[test]
@@ -210,5 +220,93 @@ mod tests {
     #[test]
     fn a_cooldown_never_lasts_longer_than_the_cap() {
         assert_eq!(wait(429, &[("retry-after", "99999999")]), Some(MAX_COOLDOWN));
+    }
+
+    #[test]
+    fn resets_beyond_the_clock_are_capped_not_a_panic() {
+        for reset in [u64::MAX.to_string(), (1u64 << 63).to_string(), (u64::MAX / 1000).to_string()] {
+            for (remaining, reset_name) in
+                [("x-ratelimit-remaining", "x-ratelimit-reset"), ("ratelimit-remaining", "ratelimit-reset")]
+            {
+                assert_eq!(wait(200, &[(remaining, "0"), (reset_name, &reset)]), Some(MAX_COOLDOWN), "{reset}");
+            }
+            assert_eq!(wait(429, &[("retry-after", &reset)]), Some(MAX_COOLDOWN), "{reset}");
+            assert_eq!(wait(200, &[("ratelimit", &format!("\"q\";r=0;t={reset}"))]), Some(MAX_COOLDOWN));
+        }
+    }
+
+    mod property {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What an upstream may put in a limit header: the extremes, past
+        /// `u64`, negative, not a number, and HTTP-dates from year 0 to 9999.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("0".to_owned()),
+                Just(u64::MAX.to_string()),
+                Just((1u64 << 63).to_string()),
+                Just("18446744073709551616".to_owned()),
+                Just("-1".to_owned()),
+                Just(" 12 ".to_owned()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                (0u64..10_000_000_000).prop_map(|n| n.to_string()),
+                "[ -~]{0,24}",
+                http_date(),
+            ]
+        }
+
+        /// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7) for any year
+        /// from 0 to 9999, its weekday right or wrong.
+        fn http_date() -> impl Strategy<Value = String> {
+            const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+            const MONTHS: [&str; 12] =
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+            (0usize..7, 1u8..=31, 0usize..12, 0u16..=9999, 0u8..24, 0u8..60, 0u8..61).prop_map(
+                |(wd, day, mon, year, h, m, s)| {
+                    format!("{}, {day:02} {} {year:04} {h:02}:{m:02}:{s:02} GMT", DAYS[wd], MONTHS[mon])
+                },
+            )
+        }
+
+        fn name() -> impl Strategy<Value = &'static str> {
+            prop_oneof![
+                Just("retry-after"),
+                Just("ratelimit"),
+                Just("ratelimit-remaining"),
+                Just("ratelimit-reset"),
+                Just("x-ratelimit-remaining"),
+                Just("x-ratelimit-reset"),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+            /// Whatever the headers say, the relay waits between nothing and the cap.
+            #[test]
+            fn any_limit_headers_give_a_wait_within_the_cap(
+                status in prop_oneof![Just(200u16), Just(429), Just(503)],
+                headers in proptest::collection::vec((name(), value()), 0..6),
+                draft in (value(), value()),
+            ) {
+                let mut pairs: Vec<(&'static str, String)> = headers;
+                pairs.push(("ratelimit", format!("\"q\";r={};t={}", draft.0, draft.1)));
+                let pairs: Vec<(&'static str, &str)> = pairs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                if let Some(wait) = wait(status, &pairs) {
+                    prop_assert!(!wait.is_zero() && wait <= MAX_COOLDOWN, "{wait:?}");
+                }
+            }
+
+            /// A reset given as a Unix time is waited for until then, at most the cap.
+            #[test]
+            fn a_unix_time_reset_is_waited_for_until_then(ahead in 0u64..u64::MAX - NOW.as_secs()) {
+                let reset = (NOW.as_secs() + ahead).to_string();
+                let expected = (ahead > 0).then(|| Duration::from_secs(ahead).min(MAX_COOLDOWN));
+                prop_assert_eq!(wait(200, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)]), expected);
+            }
+        }
     }
 }

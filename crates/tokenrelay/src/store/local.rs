@@ -14,6 +14,8 @@
 //! through a symbolic link, and rewrites go through temporary files with
 //! unpredictable names created with `O_EXCL` (the `tempfile` crate).
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

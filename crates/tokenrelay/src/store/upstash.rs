@@ -16,6 +16,8 @@
 //! switches the client to scripts without the flag for the rest of the
 //! process, and the refused call is sent again at once without it.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 

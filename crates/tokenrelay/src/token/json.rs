@@ -1,6 +1,8 @@
 //! A custom JSON token endpoint: any method, URL, headers and body built from
 //! env references, with JSON pointers (RFC 6901) to the token and its expiry.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;

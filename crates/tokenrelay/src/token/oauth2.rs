@@ -5,6 +5,8 @@
 //! Images (the motivating API) sends `"1800"`, and its client-credentials
 //! flow would add a second HTTP client abstraction for one form POST.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;

@@ -1,11 +1,14 @@
 //! Reading token endpoint responses: size-capped bodies, status classes and
 //! expiry fields that may be numbers or numeric strings.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
 use super::{Failure, describe_transport};
+use crate::capped::{self, Unread};
 use crate::error::Error;
 
 /// Token responses are small; anything bigger is not a token response.
@@ -40,20 +43,18 @@ pub(crate) async fn send(
     req: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
-    let mut resp =
-        req.timeout(timeout).send().await.map_err(|e| Failure::Transient(describe_transport(&e, timeout)))?;
+    let resp = req.timeout(timeout).send().await.map_err(|e| Failure::Transient(describe_transport(&e, timeout)))?;
     let status = resp.status();
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return Err(Failure::Transient(format!("HTTP {status}")));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| Failure::Transient(describe_transport(&e, timeout)))? {
-        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
-            return Err(Failure::Transient(format!("response larger than {MAX_TOKEN_RESPONSE_BYTES} bytes")));
+    match capped::read(resp, MAX_TOKEN_RESPONSE_BYTES).await {
+        Ok(body) => Ok((status, body)),
+        Err(Unread::TooLarge) => {
+            Err(Failure::Transient(format!("response larger than {MAX_TOKEN_RESPONSE_BYTES} bytes")))
         }
-        body.extend_from_slice(&chunk);
+        Err(Unread::Transport(e)) => Err(Failure::Transient(describe_transport(&e, timeout))),
     }
-    Ok((status, body))
 }
 
 /// RFC 6749 §5.2 error response.

@@ -4,18 +4,20 @@
 //! ```toml
 //! routes = [
 //!   { path = "/me/**", caller = { jwt = { jwks_url = "https://example.eu.auth0.com/.well-known/jwks.json", issuer = "https://example.eu.auth0.com/", audience = "https://api.example.com" } } },
-//!   { path = "/search/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } }, session = "30m" } },
+//!   { path = "/search/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, action = "search" }, session = "30m" } },
 //! ]
 //! ```
 
 use std::time::Duration;
 
+use http::Method;
 use secrecy::SecretString;
-use serde::Deserialize;
 use url::Url;
 
 use super::super::Builder;
-use crate::param::{Param, RawParam};
+use super::super::raw::{RawCaller, RawJwt, RawTurnstile};
+use super::Route;
+use crate::param::Param;
 
 /// How long a relay session lasts after a proof, unless `session` says otherwise.
 pub const DEFAULT_CALLER_SESSION: Duration = Duration::from_secs(30 * 60);
@@ -24,31 +26,9 @@ const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
 /// Cloudflare's Turnstile verification endpoint
 /// (developers.cloudflare.com/turnstile/get-started/server-side-validation).
 pub const TURNSTILE_SITEVERIFY_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
-
-/// `caller = { jwt = { … } }`, `caller = { turnstile = { … } }`, optionally with `session = "30m"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a caller table like { jwt = { … } } or { turnstile = { … } }")]
-pub(crate) struct RawCaller {
-    jwt: Option<RawJwt>,
-    turnstile: Option<RawTurnstile>,
-    #[serde(default, with = "humantime_serde")]
-    session: Option<Duration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJwt {
-    jwks_url: String,
-    issuer: String,
-    audience: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTurnstile {
-    secret: RawParam,
-    siteverify_url: Option<String>,
-}
+/// Cloudflare's limit on a widget's `action`: up to 32 of `[A-Za-z0-9_-]`
+/// (developers.cloudflare.com/turnstile/get-started/client-side-rendering).
+const MAX_ACTION_LEN: usize = 32;
 
 /// What a route asks of its caller, and how long the relay session that a
 /// proof earns lasts.
@@ -63,19 +43,10 @@ pub(crate) struct CallerPolicy {
 pub(crate) enum Proof {
     /// The site's own login: a JWT signed by a key of `jwks_url`.
     Jwt { jwks_url: Url, issuer: String, audience: String },
-    /// A Cloudflare Turnstile token, checked with `siteverify_url`.
-    Turnstile { secret: SecretString, siteverify_url: Url },
-}
-
-impl Proof {
-    /// What a relay session is bound to: a session earned under one proof
-    /// (or one issuer and audience) is not valid under another.
-    pub(crate) fn binding(&self) -> String {
-        match self {
-            Proof::Jwt { issuer, audience, .. } => format!("jwt\n{issuer}\n{audience}"),
-            Proof::Turnstile { .. } => "turnstile".to_owned(),
-        }
-    }
+    /// A Cloudflare Turnstile token, checked with `siteverify_url`, solved
+    /// on one of `hostnames` (none listed: the request's own host) and, when
+    /// set, for the widget's `action`.
+    Turnstile { secret: SecretString, siteverify_url: Url, hostnames: Vec<String>, action: Option<String> },
 }
 
 impl Builder<'_> {
@@ -121,11 +92,81 @@ impl Builder<'_> {
         let url_field = format!("{field}.siteverify_url");
         let siteverify_url =
             self.proof_url(upstream, &url_field, raw.siteverify_url.as_deref().unwrap_or(TURNSTILE_SITEVERIFY_URL));
+        let hostnames = match raw.hostnames {
+            None => Some(Vec::new()),
+            Some(list) => self.hostnames(upstream, &format!("{field}.hostnames"), list),
+        };
+        let action = match raw.action {
+            Some(a)
+                if a.is_empty()
+                    || a.len() > MAX_ACTION_LEN
+                    || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                let why = "must be the widget's data-action: 1 to 32 letters, digits, - or _";
+                self.problem(upstream, &format!("{field}.action"), why);
+                None
+            }
+            action => Some(action),
+        };
         let secret = match secret? {
             Param::Env { value, .. } => value,
             Param::Literal(_) => return None,
         };
-        Some(Proof::Turnstile { secret, siteverify_url: siteverify_url? })
+        Some(Proof::Turnstile { secret, siteverify_url: siteverify_url?, hostnames: hostnames?, action: action? })
+    }
+
+    /// Host names as siteverify reports them: no scheme, port or path; kept in lower case.
+    fn hostnames(&mut self, upstream: &str, field: &str, list: Vec<String>) -> Option<Vec<String>> {
+        if list.is_empty() {
+            let why =
+                "list at least one host name, e.g. [\"www.example.com\"], or leave it out for the request's own host";
+            self.problem(upstream, field, why);
+            return None;
+        }
+        let mut ok = true;
+        let mut names = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            match url::Host::parse(text) {
+                // No wildcards: siteverify reports the one host the token was solved on.
+                Ok(url::Host::Domain(d)) if !d.is_empty() && !d.contains('*') => names.push(d),
+                Ok(url::Host::Domain(_)) | Err(_) => {
+                    let why = format!(
+                        "\"{text}\" is not a host name: write it without scheme, port, path or wildcard, e.g. \"www.example.com\""
+                    );
+                    self.problem(upstream, &format!("{field}[{i}]"), why);
+                    ok = false;
+                }
+                Ok(url::Host::Ipv4(ip)) => names.push(ip.to_string()),
+                Ok(url::Host::Ipv6(ip)) => names.push(ip.to_string()),
+            }
+        }
+        ok.then_some(names)
+    }
+
+    /// Refuses a route without `caller` after a `caller` route whose paths
+    /// it may match (`RoutePattern::may_overlap`: conservative), for methods
+    /// the `caller` route does not allow: a request goes to the first route
+    /// matching its path and method, so those would skip the proof.
+    pub(in crate::config) fn caller_bypasses(&mut self, upstream: &str, routes: &[Option<Route>]) {
+        for (i, guarded) in routes.iter().enumerate() {
+            let Some(guarded) = guarded.as_ref().filter(|r| r.caller.is_some()) else { continue };
+            for (j, later) in routes.iter().enumerate().skip(i + 1) {
+                let Some(later) = later.as_ref() else { continue };
+                if later.caller.is_some() || !later.pattern.may_overlap(&guarded.pattern) {
+                    continue;
+                }
+                let open: Vec<&str> =
+                    later.methods.iter().filter(|m| !guarded.methods.contains(m)).map(Method::as_str).collect();
+                if !open.is_empty() {
+                    let why = format!(
+                        "matches paths of relay.routes[{i}] (\"{}\", which has caller) for {}, which relay.routes[{i}] does not allow: those requests would skip the caller proof. Add caller to relay.routes[{j}], add the methods to relay.routes[{i}], or narrow relay.routes[{j}].path",
+                        guarded.pattern.as_str(),
+                        open.join(", ")
+                    );
+                    self.problem(upstream, &format!("relay.routes[{j}]"), why);
+                }
+            }
+        }
     }
 
     /// An `https` URL; `http` only on a loopback host (a local stand-in).
@@ -205,7 +246,7 @@ routes = [{routes}]
         .unwrap();
         let p = policy(&c);
         assert_eq!(p.session, Duration::from_secs(300));
-        let Proof::Turnstile { secret, siteverify_url } = &p.proof else { panic!("{p:?}") };
+        let Proof::Turnstile { secret, siteverify_url, .. } = &p.proof else { panic!("{p:?}") };
         assert_eq!(secret.expose_secret(), "ts-secret-1");
         assert_eq!(siteverify_url.as_str(), TURNSTILE_SITEVERIFY_URL);
         assert!(!format!("{c:?}").contains("ts-secret-1"), "Debug must not show the Turnstile secret");
@@ -235,6 +276,71 @@ routes = [{routes}]
         }
         assert_eq!(p.len(), expect.len(), "{p:#?}");
         assert!(!p.iter().any(|m| m.contains("literal-secret")), "{p:#?}");
+    }
+
+    #[test]
+    fn turnstile_hostnames_and_action_are_checked_and_default_to_none() {
+        let c =
+            config(r#"{ path = "/s", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" } } } }"#).unwrap();
+        let Proof::Turnstile { hostnames, action, .. } = &policy(&c).proof else { panic!() };
+        assert!(hostnames.is_empty() && action.is_none(), "the request's own host, any action");
+        let c = config(
+            r#"{ path = "/s", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, hostnames = ["WWW.Example.com", "127.0.0.1"], action = "search_1" } } }"#,
+        )
+        .unwrap();
+        let Proof::Turnstile { hostnames, action, .. } = &policy(&c).proof else { panic!() };
+        assert_eq!(hostnames, &["www.example.com", "127.0.0.1"]);
+        assert_eq!(action.as_deref(), Some("search_1"));
+        let p = problems(
+            r#"
+  { path = "/a", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, hostnames = [] } } },
+  { path = "/b", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, hostnames = ["ok.example", "https://www.example.com", "www.example.com:443", "*.example.com"], action = "" } } },
+  { path = "/c", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, action = "has space" } } },
+"#,
+        );
+        let expect = [
+            "upstream \"api\": relay.routes[0].caller.turnstile.hostnames: list at least one host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.hostnames[1]: \"https://www.example.com\" is not a host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.hostnames[2]: \"www.example.com:443\" is not a host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.hostnames[3]: \"*.example.com\" is not a host name",
+            "upstream \"api\": relay.routes[1].caller.turnstile.action: must be the widget's data-action",
+            "upstream \"api\": relay.routes[2].caller.turnstile.action: must be the widget's data-action",
+        ];
+        for e in expect {
+            assert!(p.iter().any(|m| m.starts_with(e)), "missing {e:?} in {p:#?}");
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn a_later_route_may_not_open_a_caller_routes_paths_to_other_methods() {
+        let jwt = r#"caller = { jwt = { jwks_url = "https://id.example.com/jwks", issuer = "i", audience = "a" } }"#;
+        let p = problems(&format!(
+            r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v1/**", methods = ["GET", "POST", "HEAD"] }}, {{ path = "/v2/**", methods = ["POST"] }}"#
+        ));
+        assert_eq!(
+            p,
+            [
+                "upstream \"api\": relay.routes[1]: matches paths of relay.routes[0] (\"/v1/me/**\", which has caller) for POST, HEAD, which relay.routes[0] does not allow: those requests would skip the caller proof. Add caller to relay.routes[1], add the methods to relay.routes[0], or narrow relay.routes[1].path"
+            ],
+            "{p:#?}"
+        );
+        for fine in [
+            // The guarded methods are the caller route's: the later route never gets them.
+            format!(r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v1/**" }}"#),
+            // Every method guarded.
+            format!(
+                r#"{{ path = "/v1/me/**", methods = ["GET", "POST"], {jwt} }}, {{ path = "/v1/**", methods = ["GET", "POST"] }}"#
+            ),
+            // Guarded by a proof of its own.
+            format!(r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v1/**", methods = ["POST"], {jwt} }}"#),
+            // An open exception listed first is the config's choice.
+            format!(r#"{{ path = "/v1/public/**", methods = ["POST"] }}, {{ path = "/v1/**", {jwt} }}"#),
+            // Paths that never meet.
+            format!(r#"{{ path = "/v1/me/**", {jwt} }}, {{ path = "/v2/**", methods = ["POST"] }}"#),
+        ] {
+            assert!(config(&fine).is_ok(), "{fine}: {:?}", config(&fine).err());
+        }
     }
 
     #[test]

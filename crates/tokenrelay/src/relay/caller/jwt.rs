@@ -15,6 +15,8 @@
 //! memory is read again (from the store, else the issuer), so a key the
 //! issuer withdrew stops verifying within twice that.
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgo
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use url::Url;
 
+use crate::capped::{self, Unread};
 use crate::store::Store;
 
 /// Clock skew tolerated on `exp` and `nbf`: the issuer's clock and ours may
@@ -35,7 +38,7 @@ pub(super) const REFETCH_FLOOR: Duration = Duration::from_secs(30);
 pub(super) const MAX_AGE: Duration = Duration::from_secs(600);
 /// Longest a JWKS fetch may take.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest JWKS accepted.
+/// Largest JWKS accepted, enforced while it is read.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// The algorithms a login's token may be signed with.
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
@@ -240,13 +243,10 @@ async fn fetch(http: &reqwest::Client, url: &Url) -> Result<JwkSet, String> {
     if !response.status().is_success() {
         return Err(format!("status {}", response.status()));
     }
-    if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
-        return Err("JWKS too large".to_owned());
-    }
-    let bytes = response.bytes().await.map_err(|e| e.without_url().to_string())?;
-    if bytes.len() > MAX_JWKS_BYTES {
-        return Err("JWKS too large".to_owned());
-    }
+    let bytes = capped::read(response, MAX_JWKS_BYTES).await.map_err(|e| match e {
+        Unread::TooLarge => "JWKS too large".to_owned(),
+        Unread::Transport(e) => e.without_url().to_string(),
+    })?;
     let raw: RawSet = serde_json::from_slice(&bytes).map_err(|e| format!("not a JWKS: {e}"))?;
     let keys = raw.keys.into_iter().filter_map(|k| serde_json::from_value(k).ok()).collect();
     Ok(JwkSet { keys })

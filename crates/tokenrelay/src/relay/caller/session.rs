@@ -8,6 +8,8 @@
 //! from `TOKENRELAY_ENCRYPTION_KEY` for this use only (`store::keys`). The tag
 //! is compared in constant time (`Mac::verify_slice`).
 
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -35,7 +37,7 @@ pub(super) struct Sessions<'a> {
 impl Sessions<'_> {
     /// The `Set-Cookie` value of a session for `subject` lasting `lifetime` from `now`.
     pub(super) fn issue(&self, subject: &str, lifetime: Duration, now: SystemTime) -> Option<HeaderValue> {
-        let expires = (now + lifetime).duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let expires = now.checked_add(lifetime)?.duration_since(UNIX_EPOCH).ok()?.as_secs();
         let tag = self.tag(expires, subject);
         // The path keeps the cookie to this upstream's relay calls; `Secure`
         // and `SameSite=Strict` keep it off plain HTTP and other sites' requests.
