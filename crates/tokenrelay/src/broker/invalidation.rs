@@ -118,7 +118,7 @@ impl Broker {
         let cache = &self.inner.config.cache;
         let store = &self.inner.store;
         let gone = Verdict::Drop { from_store: false };
-        let Some(stored) = store.read(&slot.keys).await?.token else { return Ok(gone) };
+        let Some(stored) = slot.keys.read(store).await?.token else { return Ok(gone) };
         let Some(entry) = self.entry(&stored.plain).filter(|e| e.token.same_value(token)) else { return Ok(gone) };
         if limits != Limits::None {
             if limits == Limits::AgeAndBudget && entry.age(SystemTime::now()) < cache.min_token_age {
@@ -127,12 +127,12 @@ impl Broker {
             // A counter created by the first invalidation lives one window: a fixed
             // window from that moment, shared by every instance.
             let count = Count { key: slot.keys.invalidations.clone(), add: 1, ttl: INVALIDATION_WINDOW };
-            let spent = store.add_counts(&[count]).await?.pop().unwrap_or(u64::MAX);
+            let spent = store.count(&[count], &[]).await?.totals.pop().unwrap_or(u64::MAX);
             if spent > u64::from(cache.invalidations_per_hour) {
                 return Ok(Verdict::Keep("cache.invalidations_per_hour spent"));
             }
         }
-        store.delete_token(&slot.keys, &stored).await.map(|from_store| Verdict::Drop { from_store })
+        store.delete_if(&slot.keys.token, &stored).await.map(|from_store| Verdict::Drop { from_store })
     }
 
     /// Drops `token` from memory if memory still holds it.

@@ -100,7 +100,7 @@ impl Broker {
         let store = Store::from_env(env, &config.store, http.clone(), &config.file)?;
         let slots = config
             .upstreams()
-            .map(|u| (u.name.clone(), Slot::new(store.token_keys(&u.name, &u.source.identity()))))
+            .map(|u| (u.name.clone(), Slot::new(TokenKeys::new(store.namer(), &u.name, &u.source.identity()))))
             .collect();
         Ok(Broker { inner: Arc::new(Inner { config, store, http, slots }) })
     }
@@ -203,7 +203,7 @@ impl Broker {
             return Ok(None);
         }
         let state =
-            self.inner.store.read(&slot.keys).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+            slot.keys.read(&self.inner.store).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
         let entry = state.token.as_ref().and_then(|t| self.entry(&t.plain));
         Ok(entry.map(|e| (SystemTime::now() - e.age(SystemTime::now()), e.token.expires_at())))
     }

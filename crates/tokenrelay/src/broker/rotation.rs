@@ -12,7 +12,7 @@ use super::entry::CachedToken;
 use super::slot::Slot;
 use super::{Broker, shared_failure};
 use crate::error::{Error, Result};
-use crate::store::{Backoff, Lease, StoreError, TokenState};
+use crate::store::{Backoff, Lease, StoreError, TokenState, Write};
 use crate::token::{Provenance, Source, Token, retry};
 
 /// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
@@ -107,7 +107,7 @@ impl Broker {
         let store = &self.inner.store;
         let mut backoff = Backoff::new(FIRST_POLL, MAX_POLL, cache.wait_timeout);
 
-        let mut state = match store.read(&slot.keys).await {
+        let mut state = match slot.keys.read(store).await {
             Ok(v) => v,
             Err(e) => return self.fetch_direct(upstream, source, e).await,
         };
@@ -120,7 +120,7 @@ impl Broker {
             if let Some(err) = state.failure.as_deref().and_then(|raw| shared_failure::decode(upstream, raw)) {
                 return Err(err);
             }
-            let (lease, after) = match store.lock_and_read(&slot.keys, cache.lock_lease).await {
+            let (lease, after) = match slot.keys.take(store, cache.lock_lease).await {
                 Ok(x) => x,
                 Err(e) => return self.fetch_direct(upstream, source, e).await,
             };
@@ -167,7 +167,7 @@ impl Broker {
             Ok(token) => {
                 let entry = CachedToken::new(token, fetched_at, cache);
                 let ttl = entry.ttl(SystemTime::now());
-                match store.put_token(&slot.keys, &entry.to_bytes(), ttl, lease).await {
+                match store.put_fenced(&slot.keys.token, Write::Sealed(&entry.to_bytes()), ttl, lease).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(
                         upstream,
@@ -183,7 +183,7 @@ impl Broker {
             }
             Err(err) => {
                 let value = shared_failure::encode(&err);
-                match store.put_failure(&slot.keys, &value, cache.failure_cooldown, lease).await {
+                match store.put_fenced(&slot.keys.failure, Write::Plain(&value), cache.failure_cooldown, lease).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!(upstream, "the refresh lock's lease ran out; not sharing the failure"),
                     Err(e) => tracing::warn!(upstream, error = %e, "could not share the token failure"),

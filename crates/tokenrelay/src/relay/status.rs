@@ -18,6 +18,8 @@ use crate::broker::Broker;
 use crate::clock::millis;
 use crate::config::relay::Budget;
 use crate::error::{Error, Result};
+use crate::store::keys::{cooldown, counter};
+use crate::store::{CacheKeys, Read, Values};
 
 /// One upstream's state in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,15 +109,18 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
         let store = broker.store();
         let window = |b: &Budget| now_ms.checked_div(millis(b.per)).unwrap_or(0);
         let mut keys: Vec<String> =
-            budgets.iter().map(|(route, b)| store.budget_key(u.name(), *route, window(b))).collect();
+            budgets.iter().map(|(route, b)| counter::budget(store.namer(), u.name(), *route, window(b))).collect();
         let rate_limit = u.relay.as_ref().and_then(|r| r.rate_limit).unwrap_or(config.relay.rate_limit);
         let rate_window_ms = millis(rate_limit.window).max(1);
         keys.extend(shared_bucket_keys(store, u.name(), now_ms.checked_div(rate_window_ms).unwrap_or(0)));
-        keys.push(store.cooldown_key(u.name()));
-        keys.push(store.cache_keys(u.name(), "").purges);
+        keys.push(cooldown::key(u.name()));
+        keys.push(CacheKeys::new(store.namer(), u.name(), "").purges);
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let mut values =
-            store.read_plain(&key_refs).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+        let mut values = store
+            .get(&Read::plain_all(&key_refs))
+            .await
+            .map(Values::into_plain)
+            .map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
         let count = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let purges = Purges::parse(values.pop().flatten().as_deref());
         let cooldown = values.pop().flatten().and_then(|v| v.parse::<u64>().ok());
@@ -158,7 +163,7 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
 mod tests {
     use super::*;
     use crate::config::{Config, Env};
-    use crate::store::UPSTASH_VARS;
+    use crate::store::{UPSTASH_VARS, Write};
     use std::time::Duration;
 
     #[tokio::test]
@@ -198,13 +203,13 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             let token = broker.token("api").await.unwrap();
             let store = broker.store();
             let window = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 / 86_400_000;
-            let key = store.budget_key("api", None, window);
-            store.add_counts(&[crate::store::Count { key, add: 7, ttl: Duration::from_secs(60) }]).await.unwrap();
+            let key = counter::budget(store.namer(), "api", None, window);
+            store.count(&[crate::store::Count { key, add: 7, ttl: Duration::from_secs(60) }], &[]).await.unwrap();
             let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 30_000;
-            store.put_cooldown(&store.cooldown_key("api"), until, Duration::from_secs(30)).await.unwrap();
+            store.put(&cooldown::key("api"), Write::Plain(&until.to_string()), Duration::from_secs(30)).await.unwrap();
             let [crowd, _] = shared_bucket_keys(store, "api", crate::clock::now_ms() / 3_600_000);
             let ttl = Duration::from_secs(60);
-            store.add_counts(&[crate::store::Count { key: crowd, add: 5, ttl }]).await.unwrap();
+            store.count(&[crate::store::Count { key: crowd, add: 5, ttl }], &[]).await.unwrap();
             crate::relay::purge_cache(&broker, "api", "/search").await.unwrap();
 
             let after = status(&broker, None).await.unwrap();

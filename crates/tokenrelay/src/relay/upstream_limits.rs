@@ -29,6 +29,7 @@ use crate::clock::{millis, now_ms};
 
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
+use crate::store::keys::cooldown;
 
 /// The longest the relay believes an upstream's request to wait: a bad
 /// header (a date years away) must not shut the upstream off for longer.
@@ -67,7 +68,7 @@ impl Cooldowns {
             .iter()
             .filter(|(_, u)| u.relay.is_some())
             .map(|(name, _)| {
-                let key = broker.store().cooldown_key(name);
+                let key = cooldown::key(name);
                 (name.clone(), Cooldown { key, until_ms: AtomicU64::new(0) })
             })
             .collect();

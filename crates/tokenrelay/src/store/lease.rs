@@ -219,7 +219,7 @@ mod tests {
         use std::time::Duration;
 
         use crate::config::{Env, StoreSettings};
-        use crate::store::{Store, StoreError, UPSTASH_VARS};
+        use crate::store::{Store, StoreError, TokenKeys, UPSTASH_VARS, Write};
 
         const T: Duration = Duration::from_secs(20);
         /// The store's timeout: a lease shorter than this may run out before a `DEL` lands.
@@ -246,10 +246,12 @@ mod tests {
         async fn a_refused_fenced_write_releases_the_lock_with_a_plain_delete() {
             tokio::time::timeout(T, async {
                 let (_redis, upstash, store) = world().await;
-                let keys = store.token_keys("getty", "id");
-                let (lease, _) = store.lock_and_read(&keys, Duration::from_secs(30)).await.unwrap();
+                let keys = TokenKeys::new(store.namer(), "getty", "id");
+                let (lease, _) = keys.take(&store, Duration::from_secs(30)).await.unwrap();
                 refuse_scripts(&upstash).await;
-                let put = store.put_token(&keys, b"token", Duration::from_secs(60), lease.unwrap()).await;
+                let put = store
+                    .put_fenced(&keys.token, Write::Sealed(b"token"), Duration::from_secs(60), lease.unwrap())
+                    .await;
                 assert!(matches!(put, Err(StoreError::Redis(ref e)) if e.starts_with("NOPERM")), "{put:?}");
                 assert_eq!(upstash.redis_get(&keys.lock).await, None, "no one waits out the 30 s lease");
             })
@@ -261,8 +263,8 @@ mod tests {
         async fn a_cancelled_holder_releases_the_lock_with_a_plain_delete() {
             tokio::time::timeout(T, async {
                 let (_redis, upstash, store) = world().await;
-                let keys = store.token_keys("getty", "id");
-                let (lease, _) = store.lock_and_read(&keys, Duration::from_secs(30)).await.unwrap();
+                let keys = TokenKeys::new(store.namer(), "getty", "id");
+                let (lease, _) = keys.take(&store, Duration::from_secs(30)).await.unwrap();
                 refuse_scripts(&upstash).await;
                 drop(lease);
                 let released = || async { upstash.redis_get(&keys.lock).await.is_none() };
@@ -276,9 +278,9 @@ mod tests {
         async fn a_plain_delete_that_could_land_after_the_lease_is_not_sent() {
             tokio::time::timeout(T, async {
                 let (_redis, upstash, store) = world().await;
-                let keys = store.token_keys("getty", "id");
+                let keys = TokenKeys::new(store.namer(), "getty", "id");
                 let lease = STORE_TIMEOUT / 2;
-                let (held, _) = store.lock_and_read(&keys, lease).await.unwrap();
+                let (held, _) = keys.take(&store, lease).await.unwrap();
                 refuse_scripts(&upstash).await;
                 // As if the lease had run out and another instance held the lock now.
                 let mut conn = upstash.redis_client().get_multiplexed_async_connection().await.unwrap();

@@ -37,7 +37,7 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use http::header::HeaderMap;
 
-use super::call::{Call, ColdPlan, Cx, Exchange};
+use super::call::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use super::chores::Chores;
 use super::error::{Kind, RelayError};
 use super::headers;
@@ -47,7 +47,7 @@ use super::timing::Timing;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::relay::RouteCache;
-use crate::store::{Backoff, CacheKeys, CacheState, ColdRead, Lease};
+use crate::store::{Backoff, CacheKeys, CacheState, Lease, Write};
 pub(super) use entry::Purges;
 use entry::{CachedAnswer, Freshness};
 use memory::Memory;
@@ -151,7 +151,7 @@ impl<S> Cached<S> {
     /// The store keys of `out`'s answer.
     fn keys(&self, out: &Outgoing<'_>, path: &str) -> CacheKeys {
         let identity = entry::identity(out, path);
-        self.broker.store().cache_keys(out.upstream.name(), &identity)
+        CacheKeys::new(self.broker.store().namer(), out.upstream.name(), &identity)
     }
 
     /// The fill lock's lease: the upstream's whole answer, and time to store it.
@@ -217,7 +217,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let store = self.broker.store();
         let state = match read {
             Some(state) => state,
-            None => match store.read_cached(&ask.keys).await {
+            None => match ask.keys.read(store).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(request_id = cx.request_id, upstream = ask.out.upstream.name(), error = %e, "cache store unreachable; asking the upstream without caching");
@@ -247,7 +247,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let lease = if state.filling {
             None
         } else {
-            match store.lock_cached(&ask.keys, self.fill_lease()).await {
+            match ask.keys.take(store, self.fill_lease()).await {
                 Ok((Some(lease), after)) => {
                     // Another instance may have stored it between our read and our lock.
                     if let Some(e) = usable(after.entry.as_deref(), after.purges.as_deref())
@@ -278,7 +278,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
     async fn wait_for_fill(&self, ask: &Ask<'_>) -> Option<Arc<CachedAnswer>> {
         let mut backoff = Backoff::new(FILL_POLL, FILL_POLL, FILL_WAIT.min(self.broker.config().relay.timeout));
         while backoff.wait().await {
-            let state = self.broker.store().read_cached(&ask.keys).await.ok()?;
+            let state = ask.keys.read(self.broker.store()).await.ok()?;
             let fresh = usable(state.entry.as_deref(), state.purges.as_deref())
                 .filter(|e| e.freshness(now_ms(), &ask.policy) == Freshness::Fresh);
             if fresh.is_some() || !state.filling {
@@ -309,7 +309,8 @@ impl<S: Call + Clone + 'static> Cached<S> {
                 return asked;
             }
         };
-        let put = self.broker.store().put_cached(&ask.keys, &entry.encode(), ask.policy.lifetime(), lease).await;
+        let store = self.broker.store();
+        let put = store.put_fenced(&ask.keys.entry, Write::Sealed(&entry.encode()), ask.policy.lifetime(), lease).await;
         let stored = put.unwrap_or_else(|e| {
             tracing::warn!(request_id = cx.request_id, upstream = ask.out.upstream.name(), error = %e, "could not store a cached answer");
             false
@@ -406,7 +407,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
             let Some(out) = request.attach(config, &segments) else { return };
             let Some(policy) = out.route.cache else { return };
             let ask = Ask { out: &out, policy, keys, path };
-            let Ok((Some(lease), after)) = this.broker.store().lock_cached(&ask.keys, this.fill_lease()).await else {
+            let Ok((Some(lease), after)) = ask.keys.take(this.broker.store(), this.fill_lease()).await else {
                 return;
             };
             // Another instance may have refreshed it since we read it stale.

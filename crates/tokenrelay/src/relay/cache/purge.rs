@@ -8,7 +8,7 @@ use super::entry::Purges;
 use crate::broker::Broker;
 use crate::config::relay::RouteCache;
 use crate::error::Error;
-use crate::store::Backoff;
+use crate::store::{Backoff, CacheKeys, Write};
 
 /// How long a purge waits while another purge of the same upstream holds the record.
 const PURGE_WAIT: Duration = Duration::from_millis(2500);
@@ -35,13 +35,13 @@ pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate
         return Err(failed(format!("path prefix \"{prefix}\" must start with '/'")));
     }
     let store = broker.store();
-    let keys = store.cache_keys(upstream, "");
+    let keys = CacheKeys::new(store.namer(), upstream, "");
     let mut backoff = Backoff::new(PURGE_RETRY, PURGE_RETRY, PURGE_WAIT);
     loop {
-        let (lease, record) = store.lock_purges(&keys, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
+        let (lease, record) = keys.take_purges(store, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
         if let Some(lease) = lease {
             let record = Purges::parse(record.as_deref()).add(prefix, keep);
-            return match store.put_purges(&keys, &record, keep, lease).await {
+            return match store.put_fenced(&keys.purges, Write::Plain(&record), keep, lease).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(failed("the store took too long; run the purge again".to_owned())),
                 Err(e) => Err(failed(e.to_string())),

@@ -4,12 +4,11 @@
 
 use std::time::Instant;
 
-use super::{Call, ColdPlan, Cx, Exchange};
+use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::broker::Broker;
 use crate::relay::error::{Kind, RelayError};
 use crate::relay::outgoing::Outgoing;
 use crate::relay::{inject, path};
-use crate::store::ColdRead;
 
 /// Sends each call with the upstream's current token.
 #[derive(Clone)]

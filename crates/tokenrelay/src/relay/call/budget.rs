@@ -10,13 +10,13 @@
 //! in the same round trip); syncs run as chores of the request. After the
 //! call, the answer says whether the upstream asks every caller to wait.
 
-use super::{Call, ColdPlan, Cx, Exchange};
+use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::broker::Broker;
 use crate::relay::error::RelayError;
 use crate::relay::outgoing::Outgoing;
 use crate::relay::rate_limit::{RateLimiter, Verdict};
 use crate::relay::upstream_limits::Cooldowns;
-use crate::store::ColdRead;
+use crate::store::{Read, Write};
 
 /// Admits each call of `inner` first, and learns from its answer.
 #[derive(Clone)]
@@ -47,9 +47,9 @@ impl<S> Budgeted<S> {
             }
             Verdict::Count(counting) => {
                 let keys = self.cooldowns.key(name);
-                match self.broker.store().count_and_read(counting.counts(), None, None, &keys).await {
+                match self.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await {
                     Ok(read) => {
-                        self.cooldowns.learn(&keys, &read.cooldowns);
+                        self.cooldowns.learn(&keys, &read.values.into_plain());
                         self.limiter.settle(counting, Some(read.totals))?;
                         self.cooldowns.check(name)
                     }
@@ -66,7 +66,7 @@ impl<S> Budgeted<S> {
         let Some(share) = self.cooldowns.note(name, response.status(), response.headers()) else { return };
         let (broker, upstream) = (self.broker.clone(), name.to_owned());
         cx.chores.add(async move {
-            if let Err(error) = broker.store().put_cooldown(&share.key, share.until_ms, share.ttl).await {
+            if let Err(error) = broker.store().put(&share.key, Write::Plain(&share.until_ms.to_string()), share.ttl).await {
                 tracing::warn!(upstream, %error, "could not share the upstream's cooldown; other instances learn it themselves");
             }
         });

@@ -27,7 +27,7 @@ use super::chores::Chores;
 use super::error::RelayError;
 use super::outgoing::Outgoing;
 use super::timing::Timing;
-use crate::store::{CacheKeys, ColdRead, Count, Store, StoreError, TokenKeys};
+use crate::store::{CacheKeys, CacheState, Count, Read, Store, StoreError, TokenKeys, TokenState};
 use crate::token::Token;
 pub(super) use authorized::Authorized;
 pub(super) use budget::Budgeted;
@@ -71,10 +71,31 @@ pub(super) struct ColdPlan<'a> {
     pub(super) cooldowns: Vec<&'a str>,
 }
 
+/// What a cold request's one round trip brought back, for each layer to
+/// take its part of.
+pub(super) struct ColdRead {
+    /// The counters' new totals, in order.
+    pub(super) totals: Vec<u64>,
+    pub(super) token: Option<TokenState>,
+    pub(super) cache: Option<CacheState>,
+    /// The values of the cooldown keys asked for, in order.
+    pub(super) cooldowns: Vec<Option<String>>,
+}
+
 impl ColdPlan<'_> {
     /// Adds `counts` and reads what the layers asked for, in one round trip.
     pub(super) async fn read(&self, store: &Store, counts: &[Count]) -> Result<ColdRead, StoreError> {
-        store.count_and_read(counts, self.token, self.cache.as_ref(), &self.cooldowns).await
+        let token = self.token.map(TokenKeys::reads);
+        let cache = self.cache.as_ref().map(CacheKeys::reads);
+        let reads: Vec<Read<'_>> = (token.iter().flatten().copied())
+            .chain(cache.iter().flatten().copied())
+            .chain(self.cooldowns.iter().copied().map(Read::plain))
+            .collect();
+        let mut counted = store.count(counts, &reads).await?;
+        let values = &mut counted.values;
+        let token = token.map(|_| TokenKeys::state(values));
+        let cache = cache.map(|_| CacheKeys::state(values));
+        Ok(ColdRead { totals: counted.totals, token, cache, cooldowns: counted.values.into_plain() })
     }
 }
 

@@ -20,12 +20,11 @@ use std::future::Future;
 
 use http::StatusCode;
 
-use super::{Call, ColdPlan, Cx, Exchange};
+use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::broker::Broker;
 use crate::relay::challenge;
 use crate::relay::error::{Kind, RelayError};
 use crate::relay::outgoing::Outgoing;
-use crate::store::ColdRead;
 use crate::token::{Provenance, Token};
 
 /// Who decides whether a refused token is dropped: the [`Broker`].

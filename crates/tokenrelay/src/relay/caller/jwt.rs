@@ -26,7 +26,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use url::Url;
 
 use crate::capped::{self, Unread};
-use crate::store::Store;
+use crate::store::keys::jwks;
+use crate::store::{Read, Store, Write};
 
 /// Clock skew tolerated on `exp` and `nbf`: the issuer's clock and ours may
 /// differ by this much.
@@ -152,7 +153,7 @@ impl Issuer {
         if let Some(jwk) = keys.current().and_then(|set| find(set, kid)) {
             return Ok(jwk);
         }
-        let store_key = store.jwks_key(url.as_str());
+        let store_key = jwks::key(store.namer(), url.as_str());
         if keys.current().is_none()
             && let Some(set) = shared(store, &store_key).await
         {
@@ -171,7 +172,7 @@ impl Issuer {
             Refusal::JwksUnavailable
         })?;
         if let Ok(json) = serde_json::to_vec(&set)
-            && let Err(e) = store.put_jwks(&store_key, &json, MAX_AGE).await
+            && let Err(e) = store.put(&store_key, Write::Sealed(&json), MAX_AGE).await
         {
             tracing::warn!(jwks_url = %url, error = %e, "could not share the JWKS through the store");
         }
@@ -196,7 +197,7 @@ impl Issuer {
 /// The set another instance shared under `key`, if any (a store that cannot
 /// be read is no reason to refuse: the issuer is asked instead).
 async fn shared(store: &Store, key: &str) -> Option<JwkSet> {
-    match store.read_jwks(key).await {
+    match store.get(&[Read::sealed(key)]).await.map(|mut v| v.opened().map(|o| o.plain)) {
         Ok(json) => json.and_then(|json| serde_json::from_slice(&json).ok()),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the shared JWKS");

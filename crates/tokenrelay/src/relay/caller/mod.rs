@@ -27,6 +27,7 @@ use secrecy::ExposeSecret as _;
 use super::error::Kind;
 use super::{Mount, RelayError};
 use crate::config::relay::{CallerPolicy, Proof};
+use crate::store::keys::session::subject as hashed_subject;
 use crate::store::{SessionKey, Store};
 
 /// The request header carrying a Turnstile token, named like the form field
@@ -98,7 +99,7 @@ impl Gate {
         };
         match proven {
             Ok(subject) => {
-                let subject = store.subject(&subject);
+                let subject = hashed_subject(store.namer(), &subject);
                 let set_cookie = sessions.issue(&subject, policy.session, now);
                 Ok(Admitted { subject, set_cookie })
             }

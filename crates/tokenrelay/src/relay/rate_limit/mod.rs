@@ -61,6 +61,7 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::relay::Per;
 use crate::store::Store;
+use crate::store::keys::counter;
 use client::Client;
 pub(super) use sync::{Counting, SyncChore};
 
@@ -281,7 +282,7 @@ impl RateLimiter {
 /// The store keys of `upstream`'s shared buckets in window number `window`:
 /// the crowd past [`MAX_CLIENTS`], then requests the platform gave no address for.
 pub(super) fn shared_bucket_keys(store: &Store, upstream: &str, window: u64) -> [String; 2] {
-    [Client::Crowd, Client::Unknown].map(|c| store.rate_key(upstream, &c.name(), window))
+    [Client::Crowd, Client::Unknown].map(|c| counter::rate(store.namer(), upstream, &c.name(), window))
 }
 
 /// The bucket a request in `bucket` is counted in: a client's own, unless
@@ -314,8 +315,8 @@ impl Counter {
     /// The shared counter of `bucket` in window number `window`.
     fn key(&self, store: &Store, bucket: Bucket, window: u64) -> String {
         match bucket {
-            Bucket::Client(client) => store.rate_key(&self.upstream, &client.name(), window),
-            Bucket::Calls => store.budget_key(&self.upstream, self.route.as_deref(), window),
+            Bucket::Client(client) => counter::rate(store.namer(), &self.upstream, &client.name(), window),
+            Bucket::Calls => counter::budget(store.namer(), &self.upstream, self.route.as_deref(), window),
         }
     }
 
@@ -406,7 +407,7 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
                 Ok(())
             }
             Verdict::Count(counting) => {
-                let totals = limiter.shared.broker.store().add_counts(counting.counts()).await.ok();
+                let totals = limiter.shared.broker.store().count(counting.counts(), &[]).await.ok().map(|c| c.totals);
                 limiter.settle(counting, totals)
             }
         }

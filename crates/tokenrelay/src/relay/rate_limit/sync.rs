@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Bucket, RateLimiter, Tally, interval_ms};
 use crate::clock::now_ms;
-use crate::store::Count;
+use crate::store::{Count, Read};
 
 /// How long a shared counter outlives its window: covers clocks a few
 /// seconds apart and a sync that lands just after the window ends.
@@ -83,9 +83,9 @@ impl RateLimiter {
         }
         let cooldowns = &self.shared.cooldowns;
         let keys = cooldowns.keys();
-        let read = self.shared.broker.store().count_and_read(counting.counts(), None, None, &keys).await;
+        let read = self.shared.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await;
         let totals = read.ok().map(|read| {
-            cooldowns.learn(&keys, &read.cooldowns);
+            cooldowns.learn(&keys, &read.values.into_plain());
             read.totals
         });
         self.reconcile(&counting, totals);
