@@ -1,18 +1,7 @@
 //! Shared counters: additions, and a read of other keys in the same round
 //! trip, which is how a cold request learns everything it needs at once.
 
-use std::time::Duration;
-
-use super::{Backend, Backends, Read, Store, StoreError, Values};
-
-/// An addition to a shared counter ([`Store::count`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Count {
-    pub(crate) key: String,
-    pub(crate) add: u64,
-    /// How long a counter this addition creates lives.
-    pub(crate) ttl: Duration,
-}
+use super::{Backend, Backends, Count, Read, Store, StoreError, Values};
 
 /// What [`Store::count`] brought back.
 #[derive(Debug)]
@@ -35,6 +24,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::{Env, StoreSettings};
     use crate::store::UPSTASH_VARS;

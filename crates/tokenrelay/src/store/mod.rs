@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use choose::{ENCRYPTION_KEY_VAR, LOCAL_STORE_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
-pub(crate) use count::Count;
 pub(crate) use get::{Opened, Read, Values};
 use keys::KeyNamer;
 pub(crate) use keys::cache::{CacheKeys, CacheState};
@@ -127,6 +126,15 @@ pub(crate) trait Backend {
         counts: &[Count],
         keys: &[&str],
     ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError>;
+}
+
+/// An addition to a shared counter ([`Store::count`](Store::count)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Count {
+    pub(crate) key: String,
+    pub(crate) add: u64,
+    /// How long a counter this addition creates lives.
+    pub(crate) ttl: Duration,
 }
 
 enum Backends {
