@@ -49,7 +49,7 @@ impl Client {
     }
 
     /// The bucket of the caller whose keyed hash (URL-safe base64, as
-    /// `Store::subject` gives it) is `subject`.
+    /// `store::keys::session::subject` gives it) is `subject`.
     pub(super) fn caller(subject: &str) -> Option<Self> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(subject).ok()?;
         bytes.try_into().ok().map(Client::Caller)
