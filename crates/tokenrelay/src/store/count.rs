@@ -4,7 +4,6 @@
 use super::{Backend, Backends, Count, Read, Store, StoreError, Values};
 
 /// What [`Store::count`] brought back.
-#[derive(Debug)]
 pub(crate) struct Counted {
     /// The counters' new totals, in order.
     pub(crate) totals: Vec<u64>,

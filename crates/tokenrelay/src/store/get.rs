@@ -30,8 +30,7 @@ impl<'a> Read<'a> {
 
 /// A sealed value, opened, with the form it was read in so that it can be
 /// deleted only while the store still holds exactly that value
-/// ([`Store::delete_if`]).
-#[derive(Debug)]
+/// ([`Store::delete_if`]). No `Debug`: it holds a token's plaintext.
 pub(crate) struct Opened {
     pub(super) sealed: String,
     /// The plaintext that was sealed.
@@ -39,7 +38,6 @@ pub(crate) struct Opened {
 }
 
 /// One value read, as its [`Read`] asked.
-#[derive(Debug)]
 enum Value {
     Plain(String),
     Opened(Opened),
@@ -47,7 +45,6 @@ enum Value {
 
 /// The values of the keys read, in the order asked; each owner takes its own
 /// in turn. Absent, expired and unopenable values are `None`.
-#[derive(Debug)]
 pub(crate) struct Values(std::vec::IntoIter<Option<Value>>);
 
 impl Values {

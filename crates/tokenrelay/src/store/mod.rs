@@ -128,7 +128,7 @@ pub(crate) trait Backend {
     ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError>;
 }
 
-/// An addition to a shared counter ([`Store::count`](Store::count)).
+/// An addition to a shared counter ([`Store::count`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Count {
     pub(crate) key: String,

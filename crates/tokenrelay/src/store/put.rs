@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{Backend, Backends, Lease, Opened, Store, StoreError};
 
-/// A value to store.
-#[derive(Debug, Clone, Copy)]
+/// A value to store. No `Debug`: it may be a token's plaintext.
+#[derive(Clone, Copy)]
 pub(crate) enum Write<'a> {
     /// Kept as it is: a cooldown, a failure, a purge record.
     Plain(&'a str),

@@ -157,12 +157,12 @@ mod tests {
 
     #[test]
     fn a_turnstile_session_is_bound_to_its_secret_and_action_never_naming_the_secret() {
-        let key = SessionKey::derived_from(b"k");
+        let key = SessionKey::derive(b"k");
         let one = binding(&turnstile("ts-secret-1", None), &key);
         assert_eq!(one, binding(&turnstile("ts-secret-1", None), &key), "stable across requests and instances");
         assert_ne!(one, binding(&turnstile("ts-secret-2", None), &key), "another widget's secret");
         assert_ne!(one, binding(&turnstile("ts-secret-1", Some("search")), &key), "another action");
-        assert_ne!(one, binding(&turnstile("ts-secret-1", None), &SessionKey::derived_from(b"k2")), "keyed");
+        assert_ne!(one, binding(&turnstile("ts-secret-1", None), &SessionKey::derive(b"k2")), "keyed");
         assert!(!one.contains("ts-secret-1"), "{one}");
     }
 

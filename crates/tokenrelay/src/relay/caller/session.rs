@@ -95,7 +95,7 @@ mod tests {
     const NOW: Duration = Duration::from_secs(1_800_000_000);
 
     fn key(secret: &[u8]) -> SessionKey {
-        SessionKey::derived_from(secret)
+        SessionKey::derive(secret)
     }
 
     fn sessions<'a>(key: &'a SessionKey, upstream: &'a str, binding: &'a str) -> Sessions<'a> {

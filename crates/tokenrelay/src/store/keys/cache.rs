@@ -66,7 +66,8 @@ impl CacheKeys {
     /// Takes the fill lock unless another instance holds it, then reads the
     /// answer and purges, in one round trip ([`Store::take`]).
     pub(crate) async fn take(&self, store: &Store, lease: Duration) -> Result<(Option<Lease>, CacheState), StoreError> {
-        let (lease, mut values) = store.take(&self.lock, lease, &self.reads()[..2]).await?;
+        let (lease, mut values) =
+            store.take(&self.lock, lease, &[Read::sealed(&self.entry), Read::plain(&self.purges)]).await?;
         let (entry, purges) = (values.opened().map(|o| o.plain), values.plain());
         // Whoever won, the lock is held now.
         Ok((lease, CacheState { entry, purges, filling: true }))

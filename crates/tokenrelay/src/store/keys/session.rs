@@ -30,12 +30,6 @@ impl SessionKey {
     pub(crate) fn mac(&self) -> HmacSha256 {
         self.0.clone()
     }
-
-    /// The key a store keyed by `secret` derives, for tests of the session cookie.
-    #[cfg(test)]
-    pub(crate) fn derived_from(secret: &[u8]) -> Self {
-        Self::derive(secret)
-    }
 }
 
 /// A caller's subject (a login's `sub`) as the relay keeps it: keyed hash,
