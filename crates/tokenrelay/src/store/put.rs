@@ -51,3 +51,30 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Env, StoreSettings};
+    use crate::store::{LOCAL_STORE_VAR, Read};
+
+    #[tokio::test]
+    async fn a_sealed_value_opens_only_under_its_own_key_and_a_plain_read_sees_it_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::from_pairs([(LOCAL_STORE_VAR, dir.path().to_str().unwrap())]);
+        let settings = StoreSettings { allow_unencrypted: false, timeout: Duration::from_secs(2) };
+        let store = Store::from_env(&env, &settings, reqwest::Client::new(), std::path::Path::new("t.toml")).unwrap();
+        let ttl = Duration::from_secs(60);
+        store.put("a", Write::Sealed(b"secret"), ttl).await.unwrap();
+        let mut values = store.get(&[Read::sealed("a"), Read::plain("a"), Read::sealed("absent")]).await.unwrap();
+        assert_eq!(values.opened().map(|o| o.plain).as_deref(), Some(&b"secret"[..]));
+        let stored = values.plain().expect("the stored form");
+        assert!(!stored.contains("secret"), "sealed at rest: {stored}");
+        assert!(values.opened().is_none(), "absent");
+        // The sealed form copied under another key does not open there: it reads as absent.
+        store.put("b", Write::Plain(&stored), ttl).await.unwrap();
+        assert!(store.get(&[Read::sealed("b")]).await.unwrap().opened().is_none());
+    }
+}
