@@ -10,9 +10,22 @@
 //! Rust builder (`@vercel/rust`) looks, and reached through the `vercel.json`
 //! rewrite of `/api/relay/:path*` to `/api/relay`. `vercel_runtime` 2.x serves
 //! HTTP on `127.0.0.1:$VERCEL_DEV_PORT` (default 3000); answers stream.
+//!
+//! An answer ends as soon as its body does, with `Content-Length` when the
+//! body is complete (a cache hit, an error, an upstream answer read whole).
+//! The request's chores (a token or stale answer's refresh, a rate-limit
+//! sync) run as the invocation's background work, `wait_until`, which
+//! vercel_runtime 2.4.1 drains before it tells the platform the invocation
+//! `end`ed, bounded by the function's maximum duration. Nothing runs after `end`.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use vercel_runtime::{Request, Response, ResponseBody, service_fn};
+use tokio::sync::oneshot;
+use vercel_runtime::{AppState, Request, Response, ResponseBody, service_fn};
 
 use crate::relay::{Endpoint, MOUNT};
 
@@ -39,21 +52,55 @@ pub fn run() -> Result<(), Error> {
 
 async fn serve() -> Result<(), Error> {
     let endpoint = Endpoint::from_env(&crate::shell::start(DEV_FLAG, "1"));
-    vercel_runtime::run(service_fn(move |request: Request| {
+    vercel_runtime::run(service_fn(move |request: Request, state: AppState| {
         let endpoint = endpoint.clone();
-        async move { Ok::<_, Error>(handle(&endpoint, request).await) }
+        async move { Ok::<_, Error>(handle(&endpoint, request, &state).await) }
     }))
     .await
 }
 
-async fn handle(endpoint: &Endpoint, mut request: Request) -> Response<ResponseBody> {
+async fn handle(endpoint: &Endpoint, mut request: Request, state: &AppState) -> Response<ResponseBody> {
     if let Some(uri) = without_rewrite_param(request.uri()) {
         *request.uri_mut() = uri;
     }
     let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     crate::shell::identify(&mut request, CLIENT_IP_HEADER, id);
-    let response = endpoint.handle(request).await;
-    response.map(|body| ResponseBody(body.map_err(|e| Box::new(e) as Error).boxed()))
+    let (response, chores) = endpoint.handle_apart(request).await;
+    if let Some(chores) = chores {
+        state.wait_until(chores);
+    }
+    // The runtime drains background work from the moment the handler
+    // returns, so without this its `end` could precede a streamed body's
+    // last byte.
+    let (body_sent, sent) = oneshot::channel::<()>();
+    state.wait_until(async move {
+        let _ = sent.await;
+    });
+    response.map(|body| ResponseBody(Sending { body, _sent: body_sent }.map_err(|e| Box::new(e) as Error).boxed()))
+}
+
+/// A body that tells, by being dropped, that the server is done with it:
+/// hyper drops a body once its last frame is out or the connection failed.
+struct Sending<B> {
+    body: B,
+    _sent: oneshot::Sender<()>,
+}
+
+impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Sending<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The URI without the parameter the rewrite appended: the last query
