@@ -18,13 +18,7 @@
 //! vercel_runtime 2.4.1 drains before it tells the platform the invocation
 //! `end`ed, bounded by the function's maximum duration. Nothing runs after `end`.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::oneshot;
 use vercel_runtime::{AppState, Request, Response, ResponseBody, service_fn};
 
 use crate::relay::{Endpoint, MOUNT};
@@ -69,38 +63,7 @@ async fn handle(endpoint: &Endpoint, mut request: Request, state: &AppState) -> 
     if let Some(chores) = chores {
         state.wait_until(chores);
     }
-    // The runtime drains background work from the moment the handler
-    // returns, so without this its `end` could precede a streamed body's
-    // last byte.
-    let (body_sent, sent) = oneshot::channel::<()>();
-    state.wait_until(async move {
-        let _ = sent.await;
-    });
-    response.map(|body| ResponseBody(Sending { body, _sent: body_sent }.map_err(|e| Box::new(e) as Error).boxed()))
-}
-
-/// A body that tells, by being dropped, that the server is done with it:
-/// hyper drops a body once its last frame is out or the connection failed.
-struct Sending<B> {
-    body: B,
-    _sent: oneshot::Sender<()>,
-}
-
-impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Sending<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
+    response.map(|body| ResponseBody(body.map_err(|e| Box::new(e) as Error).boxed()))
 }
 
 /// The URI without the parameter the rewrite appended: the last query

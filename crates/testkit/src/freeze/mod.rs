@@ -12,9 +12,9 @@
 //! that happen locally: an HTTP server on 127.0.0.1 over N function
 //! processes that, for each request, picks an instance, thaws it (`SIGCONT`),
 //! hands the request over, and freezes it again (`SIGSTOP`) as soon as its
-//! invocation is over: when its answer is complete, or at the Vercel
-//! runtime's `end`, after the caller has its answer. The instance takes its
-//! next request only then.
+//! invocation is over: when its answer is complete, or for the Vercel
+//! function at its runtime's `end` (and not before the answer is complete),
+//! after the caller has its answer. The instance takes its next request only then.
 //!
 //! - [`Front::vercel`], [`Front::served`]: processes serving HTTP on a port
 //!   given in their environment (the Vercel function's `$VERCEL_DEV_PORT`, a

@@ -3,8 +3,10 @@
 //! server. The front forwards each request byte for byte and reads the whole
 //! answer (the function closes an HTTP/1.0 connection after it). It freezes a
 //! Node server then, and the Vercel function at its runtime's `end`
-//! ([`Ends::VercelIpc`]), which may come later: after the request's
-//! background work.
+//! ([`Ends::VercelIpc`]), which comes after the request's background work.
+//! The runtime may say `end` before a streamed body's last byte (it waits for
+//! the handler and the background work, not the body), so the platform must
+//! see the answer through as well: the front freezes at whichever is later.
 
 use std::process::Stdio;
 
