@@ -6,7 +6,7 @@
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html>);
 //! Vercel may suspend an instance once its invocation `end`ed (vercel/vercel#17351):
 //! its runtime says so once the answer is out and the background work the
-//! function registered (`waitUntil`) is done.
+//! function registered (`wait_until`) is done.
 //! Work a function leaves for after that (a spawned refresh, a timer)
 //! therefore does not run until the next request, if ever. A [`Front`] makes
 //! that happen locally: an HTTP server on 127.0.0.1 over N function
@@ -164,6 +164,7 @@ pub struct Served<'a> {
     pub port_var: &'a str,
     /// A path the process answers with 200 once it is ready.
     pub ready_path: &'a str,
+    /// When the platform takes an invocation to be over.
     pub ends: Ends,
 }
 
