@@ -15,11 +15,11 @@ use crate::Logs;
 use crate::fixture::{Fixture, TokenSchedule};
 use crate::frozen::Platform;
 use crate::http::{Reply, Shell};
-use crate::scenarios::Figures;
+use crate::scenarios::{Figures, STALE_DETAIL};
 
 /// How long the upstream and the token endpoint take to answer.
 pub const SLOW: Duration = Duration::from_millis(300);
-/// A visitor's answer that waited for a refresh takes at least [`SLOW`].
+/// An answer this quick did not wait for a refresh, which takes at least [`SLOW`].
 const ENDS_FIRST: Duration = Duration::from_millis(150);
 /// A `cached` route with `ttl = "1s"` and `stale_while_revalidate = "1h"`, from an upstream taking [`SLOW`].
 const STALE_AFTER_TTL: &str = "/api/relay/cached/echo/swr/end-first?delay_ms=300";
@@ -34,9 +34,8 @@ const SCHEDULE: TokenSchedule = TokenSchedule {
     safety_margin: Some(Duration::from_secs(1)),
     refresh_window: Some(Duration::from_secs(2)),
 };
+/// When the first tokens are due for refresh, with room for their fetch.
 const DUE: Duration = Duration::from_millis(3300);
-/// `Cache-Status` detail of an answer served stale while it is revalidated.
-const STALE_DETAIL: &str = "detail=stale-while-revalidate";
 
 #[derive(Debug)]
 pub struct EndFirstFigures {

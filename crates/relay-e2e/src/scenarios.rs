@@ -36,7 +36,7 @@ pub const OVER_ADMISSION_ALLOWED: u32 = 2;
 /// for the next one, so that all its requests count in one.
 const WINDOW_SLACK: Duration = Duration::from_secs(5);
 /// `Cache-Status` detail of an answer served stale while it is revalidated.
-const STALE_DETAIL: &str = "detail=stale-while-revalidate";
+pub(crate) const STALE_DETAIL: &str = "detail=stale-while-revalidate";
 
 /// Requests paced every `every` for `run`.
 #[derive(Clone, Copy, Debug)]
