@@ -184,8 +184,23 @@ impl Relay {
     }
 
     /// Answers one request. The body streams from the upstream; if the
-    /// upstream fails midway the body ends with an error.
+    /// upstream fails midway the body ends with an error. It ends once the
+    /// request's chores are done.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (response, chores) = self.handle_apart(request).await;
+        response.map(|body| body.ending_after(chores))
+    }
+
+    /// Like [`handle`](Self::handle), with the request's chores apart from
+    /// the answer, for a shell whose runtime keeps the invocation open until
+    /// its background work is done (`vercel_runtime`'s `wait_until`): the
+    /// answer then ends at once. The caller must run the chores to their end
+    /// before the invocation ends.
+    pub(crate) async fn handle_apart<B>(&self, request: Request<B>) -> (Response<Body>, Option<chores::Finish>)
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -212,7 +227,7 @@ impl Relay {
         record.log(&request_id, &method, response.status(), error.as_ref(), started);
         let settings = self.broker.config();
         let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
-        response.map(|body| body.ending_after(record.chores.finish(deadline)))
+        (response, record.chores.finish(deadline))
     }
 
     /// Like [`handle`](Self::handle), for shells that must return the whole
