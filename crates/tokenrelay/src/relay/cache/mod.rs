@@ -25,7 +25,6 @@
 
 mod entry;
 mod memory;
-mod purge;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -48,17 +47,15 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::relay::RouteCache;
 use crate::store::{Backoff, CacheKeys, CacheState, ColdRead, Lease};
-pub(super) use entry::Purges;
+pub(crate) use entry::Purges;
 use entry::{CachedAnswer, Freshness};
 use memory::Memory;
-pub use purge::purge_cache;
 
 /// How long a miss waits for another instance's fill before asking the upstream itself.
 const FILL_WAIT: Duration = Duration::from_secs(3);
 /// About how often a waiting miss looks for the filled entry.
 const FILL_POLL: Duration = Duration::from_millis(20);
 /// Added to `relay.timeout` for the fill lock's lease: time to store the answer.
-/// Also the lease of the purge record's lock.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// The response cache around the upstream call `inner`; its levels and
