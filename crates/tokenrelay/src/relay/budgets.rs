@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::counter::{Bucket, Counter, Counters, Limit, Verdict};
+use super::counter::{Bucket, Counter, Counters, Counting, Limit, Verdict};
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
 use crate::config::relay::Budget;
@@ -59,11 +59,7 @@ impl Budgets {
 
     /// Decides a call [`spend`](Self::spend) sent to the store, on the totals
     /// the store answered (or, without them, on this instance's count).
-    pub(super) fn settle(
-        &self,
-        counting: super::counter::Counting,
-        totals: Option<Vec<u64>>,
-    ) -> Result<(), RelayError> {
+    pub(super) fn settle(&self, counting: Counting, totals: Option<Vec<u64>>) -> Result<(), RelayError> {
         self.counters.settle(counting, totals)
     }
 }
