@@ -13,7 +13,8 @@ use common::{Rig, bounded};
 use http_body_util::{BodyExt, Full};
 use testkit::ApiServer;
 use tokenrelay::Env;
-use tokenrelay::relay::{Relay, purge_cache};
+use tokenrelay::operator::purge_cache;
+use tokenrelay::relay::Relay;
 
 const TTL: Duration = Duration::from_secs(1);
 const STALE_IF_ERROR: Duration = Duration::from_secs(2);
