@@ -24,8 +24,8 @@ mod token_server;
 mod upstash;
 mod wait;
 
-pub use encryption_key::base64_key;
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
+pub use encryption_key::base64_key;
 pub use flood::Flood;
 pub use logs::Logs;
 pub use program::program_on_path;

@@ -153,7 +153,9 @@ impl Caller {
         match &self.proof {
             Proof::Jwt { jwks_url, issuer, audience } => {
                 let mut jwt = Table::default();
-                jwt.set("jwks_url", jwks_url.as_str()).set("issuer", issuer.as_str()).set("audience", audience.as_str());
+                jwt.set("jwks_url", jwks_url.as_str())
+                    .set("issuer", issuer.as_str())
+                    .set("audience", audience.as_str());
                 t.set("jwt", jwt)
             }
             Proof::Turnstile(turnstile) => t.set("turnstile", turnstile.to_table()),
