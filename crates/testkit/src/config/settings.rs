@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use super::render::{Table, strings};
 
-/// Setters for optional fields: `name(value)` sets `Some(value)`.
+/// Setters for optional fields: `name(value)` sets `value`, and
+/// `name(None)` keeps the relay's default (a rig passes its own `Option`).
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
         $(
             $(#[$doc])*
-            pub fn $name(mut self, value: $ty) -> Self {
-                self.$name = Some(value);
+            pub fn $name(mut self, value: impl Into<Option<$ty>>) -> Self {
+                self.$name = value.into();
                 self
             }
         )*
