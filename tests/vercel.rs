@@ -196,6 +196,36 @@ async fn streamed_answers_are_not_held_back_on_keep_alive_connections() {
     .await;
 }
 
+/// An answer that makes a rate-limit sync due (one every 500 ms on a busy
+/// instance) is as complete as any other: sent with `Content-Length`, its
+/// sync left to the runtime's background work. Sent chunked until the sync
+/// was done, its last chunk waited for the client's delayed ACK (40 ms).
+#[tokio::test]
+async fn answers_carrying_a_chore_have_a_length_on_keep_alive_connections() {
+    bounded(Duration::from_secs(60), async {
+        let fx = Fixture::start().await?;
+        let logs = Logs::default();
+        let function = start_function(&fx.env(), &logs).await?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+        let url = format!("http://127.0.0.1:{}{}", function.port, vercel_rewrite("/api/relay/cached/echo/fresh/kept"));
+        let mut took = Vec::new();
+        let started = std::time::Instant::now();
+        // Three sync intervals of a busy instance.
+        while started.elapsed() < Duration::from_millis(1600) {
+            let sent = std::time::Instant::now();
+            let reply = client.get(&url).header("x-real-ip", "203.0.113.31").send().await?;
+            ensure!(reply.status() == 200, "status {}", reply.status());
+            ensure!(reply.content_length().is_some(), "answer {} sent without Content-Length", took.len() + 1);
+            reply.bytes().await?;
+            took.push(sent.elapsed());
+        }
+        took.sort();
+        println!("{} keep-alive answers, median {:?}, slowest {:?}", took.len(), took[took.len() / 2], took.last());
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_misconfigured_function_answers_500_without_details() {
     bounded(Duration::from_secs(60), async {

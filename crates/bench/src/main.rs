@@ -43,7 +43,7 @@ use anyhow::Context;
 use crate::plan::{BASELINE_MARGIN, MAIN_TOKEN_LIFETIME, Plan};
 use crate::procs::{Instance, Spec};
 use crate::scenario::{Functions, addon, cold_start, hot_path, rotation, stampede, store_trip};
-use crate::world::{Cache, JWT_UPSTREAM, SEARCH, UPSTREAM, World, relay_path};
+use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
 
 /// The Vercel function's binary name, looked for next to this binary.
 const RELAY_BIN: &str = "relay";
@@ -251,9 +251,9 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let machine = machine::describe().await;
     let world = World::start(servers).await?;
     let main = world.upstream(MAIN_TOKEN_LIFETIME).await?;
-    let config = world.write_config("main", &main, Cache::default())?;
     let jwt_api = Spec::node("jwt-api", &options.jwt_api, world.jwt_api_env(), world.dir()).start(None).await?.instance;
-    world.add_jwt_upstream(&config, &format!("http://{}", jwt_api.addr))?;
+    let site = world.site(&main).upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
+    let config = world.write_config("main", &site)?;
     let functions = Functions {
         relay: options.relay_bin.clone(),
         js_handler: options.js_handler.clone(),

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper::header::HeaderValue;
-use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash};
+use testkit::config::{RateLimit, RouteCache, RouteConfig, SiteConfig, UpstreamConfig, oauth2, route};
+use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
 use tokio::runtime::Handle;
 
 use crate::load::Target;
@@ -38,6 +39,7 @@ const CLIENT_SECRET: &str = "bench-secret";
 /// (a client's first request of a window, then a background sync a second)
 /// show as they would in production.
 const UNREACHABLE_RATE_LIMIT: u32 = u32::MAX;
+const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Redis, Upstash REST in front of it, and the encryption key of the store.
 pub struct World {
@@ -54,13 +56,6 @@ pub struct Upstream {
     pub api: ApiServer,
 }
 
-/// `[cache]` settings; `None` keeps the documented defaults.
-#[derive(Clone, Copy, Default)]
-pub struct Cache {
-    pub safety_margin: Option<Duration>,
-    pub refresh_window: Option<Duration>,
-}
-
 impl World {
     /// Starts redis-server and Upstash REST on the `servers` runtime.
     pub async fn start(servers: Handle) -> anyhow::Result<World> {
@@ -72,7 +67,7 @@ impl World {
             })
             .await??;
         let dir = tempfile::Builder::new().prefix("tokenrelay-bench-").tempdir()?;
-        Ok(World { servers, upstash, _redis: redis, key: encryption_key(), dir })
+        Ok(World { servers, upstash, _redis: redis, key: base64_key(), dir })
     }
 
     /// A token endpoint whose tokens live `lifetime`, and an API trusting it.
@@ -94,62 +89,32 @@ impl World {
         self.dir.path()
     }
 
-    /// Writes `tokenrelay.toml` for `upstream` as `<name>.toml`, relaying
-    /// `GET /search/**`.
-    pub fn write_config(&self, name: &str, upstream: &Upstream, cache: Cache) -> anyhow::Result<PathBuf> {
-        let mut cache_table = String::new();
-        if let Some(margin) = cache.safety_margin {
-            cache_table += &format!("safety_margin = \"{}ms\"\n", margin.as_millis());
-        }
-        if let Some(window) = cache.refresh_window {
-            cache_table += &format!("refresh_window = \"{}ms\"\n", window.as_millis());
-        }
-        let text = format!(
-            r#"[cache]
-{cache_table}
-[relay]
-rate_limit = {{ requests = {UNREACHABLE_RATE_LIMIT}, window = "1m" }}
-
-[upstreams.{UPSTREAM}]
-base_url = "{api}"
-
-[upstreams.{UPSTREAM}.token]
-type = "oauth2_client_credentials"
-url = "{token_url}"
-client_id = {{ env = "{CLIENT_ID_VAR}" }}
-client_secret = {{ env = "{CLIENT_SECRET_VAR}" }}
-
-[upstreams.{UPSTREAM}.relay]
-routes = [{{ path = "/search/**", methods = ["GET"] }}, {{ path = "{SLOW}", methods = ["GET"] }}]
-"#,
-            api = upstream.api.url(),
-            token_url = upstream.tokens.url(),
-        );
-        let path = self.dir().join(format!("{name}.toml"));
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
+    /// The bench's `tokenrelay.toml` for `upstream`: upstream [`UPSTREAM`]
+    /// relaying `GET /search/**` and `GET /slow`, under a rate limit out of reach.
+    pub fn site(&self, upstream: &Upstream) -> SiteConfig {
+        self.site_with(upstream, search_route())
     }
 
-    /// Adds the JWT-verifying API at `url` to the config at `path` as
-    /// upstream [`JWT_UPSTREAM`], with the same client credentials.
-    pub fn add_jwt_upstream(&self, path: &Path, url: &str) -> anyhow::Result<()> {
-        let section = format!(
-            r#"
-[upstreams.{JWT_UPSTREAM}]
-base_url = "{url}"
+    /// The same, with the relay's response cache keeping `/search/**` answers `ttl`.
+    pub fn cached_site(&self, upstream: &Upstream, ttl: Duration) -> SiteConfig {
+        self.site_with(upstream, search_route().cache(RouteCache::ttl(ttl)))
+    }
 
-[upstreams.{JWT_UPSTREAM}.token]
-type = "oauth2_client_credentials"
-url = "{url}/token"
-client_id = {{ env = "{CLIENT_ID_VAR}" }}
-client_secret = {{ env = "{CLIENT_SECRET_VAR}" }}
+    fn site_with(&self, upstream: &Upstream, search: RouteConfig) -> SiteConfig {
+        let token = oauth2(upstream.tokens.url(), CLIENT_ID_VAR, CLIENT_SECRET_VAR);
+        SiteConfig::new()
+            .relay_settings(|r| r.rate_limit(RateLimit::new(UNREACHABLE_RATE_LIMIT, RATE_LIMIT_WINDOW)))
+            .upstream(
+                UpstreamConfig::new(UPSTREAM, upstream.api.url(), token)
+                    .relay(|r| r.route(search).route(route(SLOW).methods(["GET"]))),
+            )
+    }
 
-[upstreams.{JWT_UPSTREAM}.relay]
-routes = [{{ path = "/search/**", methods = ["GET"] }}]
-"#
-        );
-        let text = std::fs::read_to_string(path)? + &section;
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    /// Writes `site` as `<name>.toml` in [`dir`](Self::dir).
+    pub fn write_config(&self, name: &str, site: &SiteConfig) -> anyhow::Result<PathBuf> {
+        let path = self.dir().join(format!("{name}.toml"));
+        site.write(&path)?;
+        Ok(path)
     }
 
     /// The environment of the JWT-verifying API: the one client it accepts.
@@ -288,8 +253,14 @@ pub fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
     addrs.into_iter().next().with_context(|| format!("{url} has no address"))
 }
 
-/// Base64 of 32 random bytes, as `openssl rand -base64 32` makes.
-fn encryption_key() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(std::array::from_fn::<u8, 32, _>(|_| fastrand::u8(..)))
+/// The JWT-verifying API at `url` as upstream [`JWT_UPSTREAM`], with the
+/// bench's client credentials.
+pub fn jwt_upstream(url: &str) -> UpstreamConfig {
+    let token = oauth2(format!("{url}/token"), CLIENT_ID_VAR, CLIENT_SECRET_VAR);
+    UpstreamConfig::new(JWT_UPSTREAM, url, token).relay(|r| r.route(search_route()))
+}
+
+/// `GET /search/**`, the route of [`SEARCH`].
+fn search_route() -> RouteConfig {
+    route("/search/**").methods(["GET"])
 }

@@ -292,7 +292,7 @@ pub async fn purge_forgets_a_prefix_everywhere(shells: &[Shell], fx: &Fixture) -
     ensure!(calls(fx, "/fresh/purge/one") == 1 && calls(fx, "/fresh/kept/two") == 1, "cached before the purge");
     let env = tokenrelay::Env::from_pairs(fx.env());
     let broker = tokenrelay::Broker::from_env(&env).context("a broker on the fixture's store")?;
-    tokenrelay::relay::purge_cache(&broker, "cached", "/echo/fresh/purge").await?;
+    tokenrelay::operator::purge_cache(&broker, "cached", "/echo/fresh/purge").await?;
     // Each process answers from its in-process level for at most a second,
     // then asks the store, which knows the purge.
     let deadline = Instant::now() + SETTLE;
@@ -307,7 +307,7 @@ pub async fn purge_forgets_a_prefix_everywhere(shells: &[Shell], fx: &Fixture) -
         get_ok(shell, "/fresh/kept/two", &[]).await?;
     }
     ensure!(calls(fx, "/fresh/kept/two") == 1, "another prefix stays cached");
-    let err = tokenrelay::relay::purge_cache(&broker, "getty", "").await.unwrap_err();
+    let err = tokenrelay::operator::purge_cache(&broker, "getty", "").await.unwrap_err();
     ensure!(err.code() == "cache_purge_failed", "an upstream without a cache: {err}");
     Ok(())
 }

@@ -4,12 +4,12 @@
 //! siteverify stand-in (one per widget secret), and the relay session cookie
 //! either earns.
 
-use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
+use testkit::config::{Caller, Per, RateLimit, SiteConfig, Turnstile, UpstreamConfig, env, oauth2, route};
 use testkit::{Flood, Siteverify};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -33,63 +33,53 @@ const ISSUER_READY: Duration = Duration::from_secs(20);
 /// The issuer script, from the repository root.
 const ISSUER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/caller/issuer.mjs");
 
-/// `signed` asks for a login's JWT, `challenged` for a Turnstile token;
-/// `counted` asks for a JWT and limits each caller to [`PER_CALLER`] requests;
-/// `open` is `signed` without the proof, to compare with. `widgets` guards
-/// routes with two widgets' secrets, an action and a host name of its own;
-/// `hoarding` asks for a JWT whose issuer's JWKS never ends.
-const CONFIG: &str = r#"
-[upstreams.open]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+/// Where the callers' proofs are checked.
+struct Urls<'a> {
+    jwks: &'a str,
+    issuer: &'a str,
+    siteverify: &'a str,
+    /// The second widget's siteverify.
+    second: &'a str,
+    /// The `hoarding` upstream's JWKS.
+    flood: &'a str,
+}
 
-[upstreams.open.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-routes = [{ path = "/echo/**" }]
-
-[upstreams.signed]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.signed.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{jwks}", issuer = "{issuer}", audience = "{audience}" } } }]
-
-[upstreams.counted]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.counted.relay]
-rate_limit = { requests = {per_caller}, window = "1h", per = "caller" }
-routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{jwks}", issuer = "{issuer}", audience = "{audience}" } } }]
-
-[upstreams.challenged]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.challenged.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-routes = [{ path = "/echo/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}" }, session = "{session}s" } }]
-
-[upstreams.widgets]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.widgets.relay]
-routes = [
-  { path = "/echo/second/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET_2" }, siteverify_url = "{siteverify_2}" } } },
-  { path = "/echo/acted/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}", action = "search" } } },
-  { path = "/echo/hosted/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}", hostnames = ["www.example.com"] } } },
-  { path = "/echo/**", caller = { turnstile = { secret = { env = "TURNSTILE_SECRET" }, siteverify_url = "{siteverify}" } } },
-]
-
-[upstreams.hoarding]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.hoarding.relay]
-routes = [{ path = "/echo/**", caller = { jwt = { jwks_url = "{flood}", issuer = "{issuer}", audience = "{audience}" } } }]
-"#;
+/// `fx`'s config with the callers' upstreams. `signed` asks for a login's JWT,
+/// `challenged` for a Turnstile token; `counted` asks for a JWT and limits
+/// each caller to [`PER_CALLER`] requests; `open` is `signed` without the
+/// proof, to compare with. `widgets` guards routes with two widgets'
+/// secrets, an action and a host name of its own; `hoarding` asks for a JWT
+/// whose issuer's JWKS never ends.
+fn with_callers(fx: &Fixture, urls: &Urls) -> SiteConfig {
+    let upstream = |name: &str| {
+        UpstreamConfig::new(name, fx.api.url(), oauth2(fx.tokens.url(), "GETTY_API_KEY", "GETTY_API_SECRET"))
+    };
+    let getty_shaped = |name: &str| upstream(name).relay(|r| r.header("Api-Key", env("GETTY_API_KEY")));
+    let login = Caller::jwt(urls.jwks, urls.issuer, AUDIENCE);
+    let widget = || Turnstile::new("TURNSTILE_SECRET").siteverify_url(urls.siteverify);
+    fx.site()
+        .upstream(getty_shaped("open").relay(|r| r.route("/echo/**")))
+        .upstream(getty_shaped("signed").relay(|r| r.route(route("/echo/**").caller(login.clone()))))
+        .upstream(upstream("counted").relay(|r| {
+            r.rate_limit(RateLimit::new(PER_CALLER, Duration::from_secs(3600)).per(Per::Caller))
+                .route(route("/echo/**").caller(login.clone()))
+        }))
+        .upstream(getty_shaped("challenged").relay(|r| {
+            let session = Duration::from_secs(SESSION_SECS);
+            r.route(route("/echo/**").caller(Caller::turnstile(widget()).session(session)))
+        }))
+        .upstream(upstream("widgets").relay(|r| {
+            let second = Turnstile::new("TURNSTILE_SECRET_2").siteverify_url(urls.second);
+            r.route(route("/echo/second/**").caller(Caller::turnstile(second)))
+                .route(route("/echo/acted/**").caller(Caller::turnstile(widget().action("search"))))
+                .route(route("/echo/hosted/**").caller(Caller::turnstile(widget().hostnames(["www.example.com"]))))
+                .route(route("/echo/**").caller(Caller::turnstile(widget())))
+        }))
+        .upstream(
+            upstream("hoarding")
+                .relay(|r| r.route(route("/echo/**").caller(Caller::jwt(urls.flood, urls.issuer, AUDIENCE)))),
+        )
+}
 
 /// The login provider and the siteverify stand-in; stop when dropped.
 pub struct Callers {
@@ -126,18 +116,14 @@ impl Callers {
         let siteverify = Siteverify::start(TURNSTILE_SECRET).await?;
         let second = Siteverify::start(TURNSTILE_SECRET_2).await?;
         let flood = Flood::start(FLOOD_BYTES).await?;
-        let config = CONFIG
-            .replace("{api}", &fx.api.url())
-            .replace("{token_url}", &fx.tokens.url())
-            .replace("{jwks}", &jwks)
-            .replace("{issuer}", &issuer)
-            .replace("{audience}", AUDIENCE)
-            .replace("{siteverify}", &siteverify.url())
-            .replace("{siteverify_2}", &second.url())
-            .replace("{flood}", &flood.url())
-            .replace("{session}", &SESSION_SECS.to_string())
-            .replace("{per_caller}", &PER_CALLER.to_string());
-        std::fs::OpenOptions::new().append(true).open(fx.config_path())?.write_all(config.as_bytes())?;
+        let urls = Urls {
+            jwks: &jwks,
+            issuer: &issuer,
+            siteverify: &siteverify.url(),
+            second: &second.url(),
+            flood: &flood.url(),
+        };
+        with_callers(fx, &urls).write(&fx.config_path())?;
         Ok(Self { _issuer: child, issuer, control, siteverify, second, flood })
     }
 

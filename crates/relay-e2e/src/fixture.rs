@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use base64::Engine as _;
-use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash};
+use testkit::config::{Budget, Inject, RateLimit, RouteCache, SiteConfig, UpstreamConfig, env, oauth2, route};
+use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
 
 /// The site's origin allowed to call the relay cross-origin.
 pub const ALLOWED_ORIGIN: &str = "https://site.example";
@@ -20,7 +20,7 @@ pub const MAX_REQUEST_BYTES: usize = 4096;
 /// reads ahead, so that the limit is crossed before it answers.
 pub const MAX_RESPONSE_BYTES: usize = 32768;
 /// `cache.invalidations_per_hour` of the fixture.
-pub const INVALIDATIONS_PER_HOUR: usize = 1;
+pub const INVALIDATIONS_PER_HOUR: u32 = 1;
 /// Below the API's `/v3`, the preview deployment's `base_url`: its answers
 /// come from `/v3/echo/preview/...`, so they differ from production's.
 pub const PREVIEW_BASE_PATH: &str = "/echo/preview";
@@ -38,8 +38,12 @@ pub const METERED_WINDOW: Duration = Duration::from_secs(3600);
 pub const BUDGETED_CALLS: u64 = 6;
 /// Lifetime of the token endpoint's tokens unless a test asks for others.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
 
-/// The relay config under test. `getty` is relayed with Getty's shape (bearer
+/// The relay config under test, against the API at `api` and the token
+/// endpoint at `token_url`. `getty` is relayed with Getty's shape (bearer
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
 /// token but no relay section; `cached` has routes with a response cache;
 /// `metered` has a rate limit for the freeze scenarios; `budgeted` a budget
@@ -50,102 +54,68 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
 /// younger than an hour unless the API says it is revoked
 /// (`error="invalid_token"`), and only one is dropped an hour
 /// ([`INVALIDATIONS_PER_HOUR`]), so the first 401 check spends it.
-const CONFIG: &str = r#"
-[cache]
-min_token_age = "1h"
-invalidations_per_hour = {invalidations}
-{schedule}
-[relay]
-allowed_origins = ["{origin}"]
-max_request_bytes = {max_request}
-max_response_bytes = {max_response}
-timeout = "{timeout}s"
-rate_limit = { requests = 100000, window = "1m" }
-
-[upstreams.getty]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.getty.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-routes = [
-  { path = "/search/images", methods = ["GET"], cache_control = "public, max-age=60" },
-  { path = "/echo/params/**", path_params = true },
-  { path = "/echo/ranged/**", forward_range = true },
-  { path = "/echo/**", methods = ["GET", "POST"] },
-  { path = "/reveal" },
-  { path = "/headers" },
-  { path = "/denied" },
-  { path = "/big" },
-  { path = "/slow" },
-  { path = "/cookie" },
-]
-
-[upstreams.limited]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.limited.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-rate_limit = { requests = {limited}, window = "1m" }
-routes = [{ path = "/search/images" }]
-
-[upstreams.cached]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.cached.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-routes = [
-  { path = "/echo/fresh/**", methods = ["GET", "HEAD"], cache = { ttl = "1h" }, cache_control = "public, max-age=60" },
-  { path = "/echo/swr/**", cache = { ttl = "1s", stale_while_revalidate = "1h" } },
-  { path = "/echo/sie/**", cache = { ttl = "1s", stale_if_error = "3s" } },
-  { path = "/echo/revalidated/**", cache = { ttl = "2s", stale_while_revalidate = "5m" } },
-]
-
-[upstreams.queried]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.queried.relay]
-inject = { query = "access_token" }
-routes = [{ path = "/echo/**" }]
-
-[upstreams.metered]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.metered.relay]
-headers = { Api-Key = { env = "GETTY_API_KEY" } }
-rate_limit = { requests = {metered}, window = "{metered_window}s" }
-routes = [{ path = "/search/images" }]
-
-[upstreams.budgeted]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.budgeted.relay]
-budget = { requests = {budgeted}, per = "1d" }
-routes = [{ path = "/echo/cached/**", cache = { ttl = "1h" } }, { path = "/echo/**" }]
-
-[upstreams.busy]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.busy.relay]
-routes = [{ path = "/busy" }]
-
-[upstreams.spent]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-
-[upstreams.spent.relay]
-routes = [{ path = "/echo/**" }]
-
-[upstreams.hidden]
-base_url = "{api}"
-token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
-"#;
+fn site(api: &str, token_url: &str, schedule: TokenSchedule) -> SiteConfig {
+    let upstream = |name: &str| UpstreamConfig::new(name, api, oauth2(token_url, "GETTY_API_KEY", "GETTY_API_SECRET"));
+    let getty_shaped = |name: &str| upstream(name).relay(|r| r.header("Api-Key", env("GETTY_API_KEY")));
+    let swr = |ttl: Duration, window: Duration| RouteCache::ttl(ttl).stale_while_revalidate(window);
+    SiteConfig::new()
+        .cache(|c| {
+            c.min_token_age(HOUR)
+                .invalidations_per_hour(INVALIDATIONS_PER_HOUR)
+                .safety_margin(schedule.safety_margin)
+                .refresh_window(schedule.refresh_window)
+        })
+        .relay_settings(|r| {
+            r.allowed_origins([ALLOWED_ORIGIN])
+                .max_request_bytes(MAX_REQUEST_BYTES as u64)
+                .max_response_bytes(MAX_RESPONSE_BYTES as u64)
+                .timeout(Duration::from_secs(TIMEOUT_SECS))
+                .rate_limit(RateLimit::new(100_000, MINUTE))
+        })
+        .upstream(getty_shaped("getty").relay(|r| {
+            r.route(route("/search/images").methods(["GET"]).cache_control("public, max-age=60"))
+                .route(route("/echo/params/**").path_params())
+                .route(route("/echo/ranged/**").forward_range())
+                .route(route("/echo/**").methods(["GET", "POST"]))
+                .route("/reveal")
+                .route("/headers")
+                .route("/denied")
+                .route("/big")
+                .route("/slow")
+                .route("/cookie")
+        }))
+        .upstream(
+            getty_shaped("limited")
+                .relay(|r| r.rate_limit(RateLimit::new(LIMITED_REQUESTS, MINUTE)).route("/search/images")),
+        )
+        .upstream(getty_shaped("cached").relay(|r| {
+            r.route(
+                route("/echo/fresh/**")
+                    .methods(["GET", "HEAD"])
+                    .cache(RouteCache::ttl(HOUR))
+                    .cache_control("public, max-age=60"),
+            )
+            .route(route("/echo/swr/**").cache(swr(Duration::from_secs(1), HOUR)))
+            .route(
+                route("/echo/sie/**")
+                    .cache(RouteCache::ttl(Duration::from_secs(1)).stale_if_error(Duration::from_secs(3))),
+            )
+            .route(route("/echo/revalidated/**").cache(swr(Duration::from_secs(2), 5 * MINUTE)))
+        }))
+        .upstream(upstream("queried").relay(|r| r.inject(Inject::Query("access_token".into())).route("/echo/**")))
+        .upstream(
+            getty_shaped("metered")
+                .relay(|r| r.rate_limit(RateLimit::new(METERED_REQUESTS, METERED_WINDOW)).route("/search/images")),
+        )
+        .upstream(upstream("budgeted").relay(|r| {
+            r.budget(Budget::new(BUDGETED_CALLS, DAY))
+                .route(route("/echo/cached/**").cache(RouteCache::ttl(HOUR)))
+                .route("/echo/**")
+        }))
+        .upstream(upstream("busy").relay(|r| r.route("/busy")))
+        .upstream(upstream("spent").relay(|r| r.route("/echo/**")))
+        .upstream(upstream("hidden"))
+}
 
 /// The running services and the config pointing at them. Stops everything when dropped.
 pub struct Fixture {
@@ -156,6 +126,7 @@ pub struct Fixture {
     /// A server on loopback that hostile inputs try to reach; it must never be.
     pub evil: ApiServer,
     dir: tempfile::TempDir,
+    schedule: TokenSchedule,
     key: String,
     secret: String,
     encryption_key: String,
@@ -174,16 +145,6 @@ pub struct TokenSchedule {
 impl Default for TokenSchedule {
     fn default() -> Self {
         Self { lifetime: TOKEN_LIFETIME, safety_margin: None, refresh_window: None }
-    }
-}
-
-impl TokenSchedule {
-    /// The `[cache]` lines it sets.
-    fn config_lines(&self) -> String {
-        let line = |name: &str, value: Option<Duration>| {
-            value.map(|v| format!("{name} = \"{}ms\"\n", v.as_millis())).unwrap_or_default()
-        };
-        line("safety_margin", self.safety_margin) + &line("refresh_window", self.refresh_window)
     }
 }
 
@@ -224,27 +185,16 @@ impl Fixture {
         let api = ApiServer::start(&tokens).await?;
         let evil = ApiServer::start(&tokens).await?;
         let dir = tempfile::Builder::new().prefix("relay-e2e-").tempdir().context("creating the config directory")?;
-        let config = |api: &str| {
-            CONFIG
-                .replace("{origin}", ALLOWED_ORIGIN)
-                .replace("{max_request}", &MAX_REQUEST_BYTES.to_string())
-                .replace("{max_response}", &MAX_RESPONSE_BYTES.to_string())
-                .replace("{timeout}", &TIMEOUT_SECS.to_string())
-                .replace("{limited}", &LIMITED_REQUESTS.to_string())
-                .replace("{invalidations}", &INVALIDATIONS_PER_HOUR.to_string())
-                .replace("{schedule}", &schedule.config_lines())
-                .replace("{metered}", &METERED_REQUESTS.to_string())
-                .replace("{budgeted}", &BUDGETED_CALLS.to_string())
-                .replace("{metered_window}", &METERED_WINDOW.as_secs().to_string())
-                .replace("{api}", api)
-                .replace("{token_url}", &tokens.url())
-        };
-        std::fs::write(dir.path().join("tokenrelay.toml"), config(&api.url())).context("writing tokenrelay.toml")?;
-        let preview = config(&format!("{}{PREVIEW_BASE_PATH}", api.url()));
-        std::fs::write(dir.path().join(PREVIEW_CONFIG), preview).context("writing the preview config")?;
-        let encryption_key =
-            base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_le_bytes().repeat(2));
-        Ok(Self { redis, upstash, tokens, api, evil, dir, key, secret, encryption_key })
+        let config = |api: &str| site(api, &tokens.url(), schedule);
+        config(&api.url()).write(&dir.path().join("tokenrelay.toml"))?;
+        config(&format!("{}{PREVIEW_BASE_PATH}", api.url())).write(&dir.path().join(PREVIEW_CONFIG))?;
+        let encryption_key = base64_key();
+        Ok(Self { redis, upstash, tokens, api, evil, dir, schedule, key, secret, encryption_key })
+    }
+
+    /// The config [`config_path`](Self::config_path) holds, to extend and write back.
+    pub fn site(&self) -> SiteConfig {
+        site(&self.api.url(), &self.tokens.url(), self.schedule)
     }
 
     /// The config file.

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, ensure};
-use testkit::freeze::{Freeze, Front, Served};
+use testkit::freeze::{Ends, Freeze, Front, Served};
 
 use crate::cache_checks::QueryPassing;
 use crate::fixture::Fixture;
@@ -100,7 +100,13 @@ impl Platform {
                     NodeAdapter::Node => "node",
                 };
                 let args = [script.display().to_string(), adapter_arg.to_owned()];
-                let served = Served { program: &node, args: &args, port_var: "PORT", ready_path: "/_ready" };
+                let served = Served {
+                    program: &node,
+                    args: &args,
+                    port_var: "PORT",
+                    ready_path: "/_ready",
+                    ends: Ends::WithAnswer,
+                };
                 let front = Front::served(&served, &env, instances, freeze, logs).await?;
                 let normalizes = *adapter == NodeAdapter::Fetch;
                 let shell = Shell::new(front.addr(), Visitor::Header("x-real-ip"), normalizes, str::to_owned);

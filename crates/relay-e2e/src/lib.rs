@@ -10,8 +10,11 @@
 //!
 //! [`frozen`] runs the same checks through instances frozen between requests,
 //! as serverless platforms run them, and [`scenarios`] measures what freezing
-//! changes (token rotation, rate limits, stale-while-revalidate, cold path).
+//! changes (token rotation, rate limits, stale-while-revalidate, cold path);
+//! [`answers_end_first`] holds that on Vercel the visitor's answer ends before
+//! the request's chores.
 
+pub mod answers_end_first;
 pub mod budget_checks;
 pub mod cache_checks;
 pub mod caller_checks;

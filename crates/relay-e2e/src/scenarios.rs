@@ -41,7 +41,7 @@ pub const OVER_ADMISSION_ALLOWED: u32 = 2;
 /// for the next one, so that all its requests count in one.
 const WINDOW_SLACK: Duration = Duration::from_secs(5);
 /// `Cache-Status` detail of an answer served stale while it is revalidated.
-const STALE_DETAIL: &str = "detail=stale-while-revalidate";
+pub(crate) const STALE_DETAIL: &str = "detail=stale-while-revalidate";
 /// The slowest answer the stampede's targets allow: far below the token
 /// wait (`cache.wait_timeout`), so a lock that no one releases misses it.
 pub const STAMPEDE_SLOWEST: Duration = Duration::from_secs(3);

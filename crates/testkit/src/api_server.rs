@@ -56,8 +56,9 @@ impl RecordedRequest {
 /// [`TokenServer`] issued and that has not expired; otherwise 401
 /// `{"error":"invalid_token"}`. Routes: `GET /v3/search/images?phrase=`,
 /// `ANY /v3/echo/*rest` (answers with the request as JSON; `?status=N` and
-/// `?cache_control=V` set the answer's status and `Cache-Control`, and
-/// `?set-<name>=V` adds header `<name>: V`), `GET /v3/big?bytes=N`
+/// `?cache_control=V` set the answer's status and `Cache-Control`,
+/// `?set-<name>=V` adds header `<name>: V`, `?delay_ms=N` delays it, as a
+/// slow API would), `GET /v3/big?bytes=N`
 /// (N bytes, streamed), `GET /v3/slow?ms=N`, `GET /v3/cookie` (sets a cookie),
 /// `GET /v3/reveal` (the credentials it received in [`REVEALED`] encodings,
 /// honouring `Range`), `GET /v3/headers` (headers that act on the origin
@@ -191,7 +192,13 @@ async fn search_images(Query(query): Query<HashMap<String, String>>) -> Response
     axum::Json(json!({ "result_count": images.len(), "images": images })).into_response()
 }
 
-async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Bytes) -> Response {
+async fn echo(
+    State(state): State<Shared>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut header_map = Map::new();
     for (name, value) in &headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -214,6 +221,12 @@ async fn echo(method: Method, OriginalUri(uri): OriginalUri, headers: HeaderMap,
     }));
     let knobs: HashMap<String, String> =
         url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+    if let Some(ms) = knobs.get("delay_ms").and_then(|ms| ms.parse().ok()) {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = state.stop.clone().stopped() => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
+    }
     let status = knobs.get("status").and_then(|s| s.parse().ok()).and_then(|s| StatusCode::from_u16(s).ok());
     let mut response = (status.unwrap_or(StatusCode::OK), answer).into_response();
     if let Some(v) = knobs.get("cache_control").and_then(|v| HeaderValue::from_str(v).ok()) {

@@ -6,8 +6,13 @@
 //! [`ApiServer`] a third-party API that accepts only that server's live tokens;
 //! [`Siteverify`] stands in for Cloudflare Turnstile's token check.
 //! All of them listen on free ports on 127.0.0.1 and stop when dropped.
+//!
+//! The `tokenrelay.toml` a test runs with is built with [`config::SiteConfig`],
+//! and its encryption key made by [`base64_key`].
 
 mod api_server;
+pub mod config;
+mod encryption_key;
 mod flood;
 pub mod freeze;
 mod logs;
@@ -20,6 +25,7 @@ mod upstash;
 mod wait;
 
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
+pub use encryption_key::base64_key;
 pub use flood::Flood;
 pub use logs::Logs;
 pub use program::program_on_path;

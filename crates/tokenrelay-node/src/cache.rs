@@ -35,6 +35,6 @@ pub async fn purge_cache(
     if !broker.config().upstreams().any(|u| u.name() == upstream) {
         return Err(unknown_upstream(&broker, &upstream));
     }
-    tokenrelay::relay::purge_cache(&broker, &upstream, path_prefix.as_deref().unwrap_or_default()).await?;
+    tokenrelay::operator::purge_cache(&broker, &upstream, path_prefix.as_deref().unwrap_or_default()).await?;
     Ok(())
 }

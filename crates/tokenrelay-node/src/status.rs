@@ -1,6 +1,6 @@
 //! `status`: what the shared store says of the relayed upstreams, without a
 //! secret (the `tokenrelay status` command). The reading is the core's
-//! [`tokenrelay::relay::status`]; this only converts it for JS.
+//! [`tokenrelay::operator::status`]; this only converts it for JS.
 
 use napi_derive::napi;
 use tokenrelay::Broker;
@@ -75,7 +75,7 @@ pub async fn status(upstream: Option<String>, options: SiteOnlyOptions) -> Resul
     let site =
         Site::resolve(SiteOptions::of(&options.config_path, &options.cwd, &options.env), StoreChoice::AsConfigured)?;
     let broker = Broker::from_env(&site.env)?;
-    let all = tokenrelay::relay::status(&broker, upstream.as_deref()).await?;
+    let all = tokenrelay::operator::status(&broker, upstream.as_deref()).await?;
     // Counts and milliseconds stay far below 2^53: exact as JS numbers.
     let n = |v: u64| v as f64;
     Ok(all

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use napi::Either;
-use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash};
+use testkit::config::{SiteConfig, Token, UpstreamConfig, env, oauth2};
+use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
 use tokenrelay_node::check::{CheckOptions, check};
 use tokenrelay_node::leak_scan::{ScanOptions, scan_for_leaks};
 use tokenrelay_node::prefetch::{PrefetchOptions, prefetch};
@@ -30,28 +30,13 @@ impl Rig {
         let redis = RedisServer::start().await.unwrap();
         let upstash = Upstash::start(&redis).await.unwrap();
         let tokens = TokenServer::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET)).await.unwrap();
-        let key =
-            base64::engine::general_purpose::STANDARD.encode(std::array::from_fn::<u8, 32, _>(|_| fastrand::u8(..)));
+        let key = base64_key();
         let site = tempfile::tempdir().unwrap();
-        let config = format!(
-            r#"
-[upstreams.getty]
-base_url = "https://api.example.com/v3"
-[upstreams.getty.token]
-type = "oauth2_client_credentials"
-url = "{url}"
-client_id = {{ env = "GETTY_API_KEY" }}
-client_secret = {{ env = "GETTY_API_SECRET" }}
-
-[upstreams.maps-v2]
-base_url = "https://maps.example.com"
-[upstreams.maps-v2.token]
-type = "static"
-key = {{ env = "MAPS_KEY" }}
-"#,
-            url = tokens.url()
-        );
-        std::fs::write(site.path().join("tokenrelay.toml"), config).unwrap();
+        let getty = oauth2(tokens.url(), "GETTY_API_KEY", "GETTY_API_SECRET");
+        let config = SiteConfig::new()
+            .upstream(UpstreamConfig::new("getty", "https://api.example.com/v3", getty))
+            .upstream(UpstreamConfig::new("maps-v2", "https://maps.example.com", Token::Static(env("MAPS_KEY"))));
+        config.write(&site.path().join("tokenrelay.toml")).unwrap();
         Rig { _redis: redis, upstash, tokens, key, site }
     }
 

@@ -13,6 +13,8 @@
 //!   with the token attached, framework-free, for the platform shells.
 //! - [`vercel`] and [`netlify`] (features of the same names) are the whole
 //!   function of each platform: a site's function file only calls their `run`.
+//! - [`operator`] reads the state of each relayed upstream from the shared
+//!   store (`tokenrelay status`) and purges cached answers, off the request path.
 //! - [`platform`] declares the headers each platform sets (the visitor's
 //!   address, the request id), for every shell.
 //! - [`check`] validates everything and returns a redacted [`Summary`].
@@ -44,6 +46,7 @@ mod config;
 mod error;
 #[cfg(feature = "netlify")]
 pub mod netlify;
+pub mod operator;
 mod param;
 pub mod platform;
 pub mod relay;

@@ -10,9 +10,16 @@
 //! Rust builder (`@vercel/rust`) looks, and reached through the `vercel.json`
 //! rewrite of `/api/relay/:path*` to `/api/relay`. `vercel_runtime` 2.x serves
 //! HTTP on `127.0.0.1:$VERCEL_DEV_PORT` (default 3000); answers stream.
+//!
+//! An answer ends as soon as its body does, with `Content-Length` when the
+//! body is complete (a cache hit, an error, an upstream answer read whole).
+//! The request's chores (a token or stale answer's refresh, a rate-limit
+//! sync) run as the invocation's background work, `wait_until`, which
+//! vercel_runtime 2.4.1 drains before it tells the platform the invocation
+//! `end`ed, bounded by the function's maximum duration. Nothing runs after `end`.
 
 use http_body_util::BodyExt;
-use vercel_runtime::{Request, Response, ResponseBody, service_fn};
+use vercel_runtime::{AppState, Request, Response, ResponseBody, service_fn};
 
 use crate::platform::VERCEL;
 use crate::relay::{Endpoint, MOUNT};
@@ -36,20 +43,23 @@ pub fn run() -> Result<(), Error> {
 
 async fn serve() -> Result<(), Error> {
     let endpoint = Endpoint::from_env(&crate::shell::start(DEV_FLAG, "1"));
-    vercel_runtime::run(service_fn(move |request: Request| {
+    vercel_runtime::run(service_fn(move |request: Request, state: AppState| {
         let endpoint = endpoint.clone();
-        async move { Ok::<_, Error>(handle(&endpoint, request).await) }
+        async move { Ok::<_, Error>(handle(&endpoint, request, &state).await) }
     }))
     .await
 }
 
-async fn handle(endpoint: &Endpoint, mut request: Request) -> Response<ResponseBody> {
+async fn handle(endpoint: &Endpoint, mut request: Request, state: &AppState) -> Response<ResponseBody> {
     if let Some(uri) = without_rewrite_param(request.uri()) {
         *request.uri_mut() = uri;
     }
     let id = request.headers().get(VERCEL.request_id_header).and_then(|v| v.to_str().ok()).map(str::to_owned);
     crate::shell::identify(&mut request, &VERCEL, id);
-    let response = endpoint.handle(request).await;
+    let (response, chores) = endpoint.handle_apart(request).await;
+    if let Some(chores) = chores {
+        state.wait_until(chores);
+    }
     response.map(|body| ResponseBody(body.map_err(|e| Box::new(e) as Error).boxed()))
 }
 

@@ -6,19 +6,22 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Rig, bounded, token_key};
 use tokenrelay::Provenance;
 
-fn config(rig: &Rig, min_token_age: &str, per_hour: u32) -> String {
-    rig.config(&format!("invalidations_per_hour = {per_hour}"))
-        .replace("min_token_age = \"0s\"", &format!("min_token_age = \"{min_token_age}\""))
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn config(rig: &Rig, min_token_age: Duration, per_hour: u32) -> String {
+    rig.site().cache(|c| c.invalidations_per_hour(per_hour).min_token_age(min_token_age)).render()
 }
 
 #[tokio::test]
 async fn a_token_younger_than_the_minimum_age_is_kept_by_every_instance() {
     bounded(async {
         let rig = Rig::default().await;
-        let text = config(&rig, "1h", 10);
+        let text = config(&rig, HOUR, 10);
         let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
         let token = a.token("api").await.unwrap();
         assert!(!a.invalidate("api", &token).await.unwrap(), "kept from memory");
@@ -37,7 +40,7 @@ async fn a_token_younger_than_the_minimum_age_is_kept_by_every_instance() {
 async fn invalidations_are_budgeted_per_upstream_across_instances() {
     bounded(async {
         let rig = Rig::default().await;
-        let text = config(&rig, "0s", 2);
+        let text = config(&rig, Duration::ZERO, 2);
         let brokers = [rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env())];
         let mut dropped = Vec::new();
         for i in 0..6 {
@@ -55,7 +58,7 @@ async fn invalidations_are_budgeted_per_upstream_across_instances() {
 async fn a_late_401_for_a_replaced_token_spends_no_budget() {
     bounded(async {
         let rig = Rig::default().await;
-        let text = config(&rig, "0s", 1);
+        let text = config(&rig, Duration::ZERO, 1);
         let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
         let old = a.token("api").await.unwrap();
         assert!(b.invalidate("api", &b.token("api").await.unwrap()).await.unwrap());
@@ -72,7 +75,7 @@ async fn a_late_401_for_a_replaced_token_spends_no_budget() {
 async fn a_revoked_token_is_dropped_whatever_its_age_within_the_budget() {
     bounded(async {
         let rig = Rig::default().await;
-        let text = config(&rig, "1h", 1);
+        let text = config(&rig, HOUR, 1);
         let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
         let young = a.token("api").await.unwrap();
         assert!(a.invalidate_revoked("api", &young).await.unwrap(), "dropped although younger than an hour");

@@ -12,8 +12,10 @@ use bytes::Bytes;
 use common::{Rig, bounded};
 use http_body_util::{BodyExt, Full};
 use testkit::ApiServer;
+use testkit::config::{RouteCache, SiteConfig, route};
 use tokenrelay::Env;
-use tokenrelay::relay::{Relay, purge_cache};
+use tokenrelay::operator::purge_cache;
+use tokenrelay::relay::Relay;
 
 const TTL: Duration = Duration::from_secs(1);
 const STALE_IF_ERROR: Duration = Duration::from_secs(2);
@@ -35,15 +37,17 @@ async fn get(relay: &Relay, target: &str) -> Answer {
 }
 
 /// Entries live 3 s at most (`ttl` + `stale_if_error`).
+fn site(rig: &Rig, api: &str) -> SiteConfig {
+    rig.site().edit_upstream("api", |u| {
+        u.base_url(api).relay(|r| {
+            r.route(route("/echo/**").cache(RouteCache::ttl(TTL).stale_if_error(STALE_IF_ERROR)))
+                .route(route("/slow").cache(RouteCache::ttl(TTL)))
+        })
+    })
+}
+
 fn config(rig: &Rig, api: &str) -> String {
-    rig.config("").replace("https://api.example.com/v3", api)
-        + r#"
-[upstreams.api.relay]
-routes = [
-  { path = "/echo/**", cache = { ttl = "1s", stale_if_error = "2s" } },
-  { path = "/slow", cache = { ttl = "1s" } },
-]
-"#
+    site(rig, api).render()
 }
 
 fn relay(rig: &Rig, api: &str, env: &Env) -> Relay {
@@ -193,12 +197,9 @@ async fn answers_over_the_cached_body_bound_are_relayed_not_stored() {
     bounded(async {
         let rig = Rig::default().await;
         let api = ApiServer::start(&rig.tokens).await.unwrap();
-        let routes = config(&rig, &api.url());
+        let routes = site(&rig, &api.url());
         let bounded_to = |bytes: u64| {
-            let config = routes.replace(
-                "[upstreams.api.relay]",
-                &format!("[relay]\nmax_cached_body_bytes = {bytes}\n\n[upstreams.api.relay]"),
-            );
+            let config = routes.clone().relay_settings(|r| r.max_cached_body_bytes(bytes)).render();
             Relay::new(rig.broker_with(&config, &rig.env()))
         };
         let small = get(&bounded_to(16), "/api/relay/api/echo/sized").await;

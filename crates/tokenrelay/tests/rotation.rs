@@ -117,10 +117,10 @@ async fn a_leader_whose_lease_ran_out_never_overwrites_the_newer_token() {
     bounded(async {
         let rig = Rig::default().await;
         let config = rig
-            .config("")
-            .replace("lock_lease = \"2s\"", "lock_lease = \"20s\"")
-            .replace("wait_timeout = \"5s\"", "wait_timeout = \"25s\"")
-            .replace("timeout = \"300ms\"", "timeout = \"5s\"");
+            .site()
+            .cache(|c| c.lock_lease(Duration::from_secs(20)).wait_timeout(Duration::from_secs(25)))
+            .edit_upstream("api", |u| u.token(rig.token().timeout(Duration::from_secs(5))))
+            .render();
         // The leader takes the lock; the token server holds its fetch.
         let hold = rig.tokens.hold_next();
         let leader = rig.broker_with(&config, &rig.env());
@@ -160,7 +160,12 @@ async fn token_is_refreshed_ahead_of_expiry_without_making_callers_wait() {
     bounded(async {
         // 4 s tokens, 1 s margin: served until 3 s, refreshed from 2 s on.
         let rig = Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).lifetime(Duration::from_secs(4))).await;
-        let b = rig.broker_with(&rig.config("safety_margin = \"1s\"\nrefresh_window = \"1s\""), &rig.env());
+        let b = rig.broker_with(
+            &rig.site()
+                .cache(|c| c.safety_margin(Duration::from_secs(1)).refresh_window(Duration::from_secs(1)))
+                .render(),
+            &rig.env(),
+        );
         let first = b.token("api").await.unwrap();
         tokio::time::sleep(Duration::from_millis(2200)).await;
         let during = b.token("api").await.unwrap();

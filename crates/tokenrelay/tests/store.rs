@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{CLIENT_ID, CLIENT_SECRET, Rig, base64_key, bounded, json_config, token_key};
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded, json_config, token_key};
+use testkit::base64_key;
 use tokenrelay::{Broker, Config, Provenance};
 
 #[tokio::test]
@@ -21,7 +22,7 @@ async fn raw_value_in_redis_is_sealed_and_keyed_without_secrets() {
         assert!(!raw.contains(token.expose()));
         // A broker with another encryption key cannot use it and fetches its own.
         let env = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
-        let other = rig.broker_with(&rig.config(""), &env).token("api").await.unwrap();
+        let other = rig.broker_with(&rig.config(), &env).token("api").await.unwrap();
         assert_eq!(other.outcome(), Provenance::Fetched);
     })
     .await;
@@ -42,10 +43,7 @@ async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
 
         // Extra parameters are part of what a token is minted for, too.
         let with = |resource: &str| {
-            rig.config("").replace(
-                "timeout = \"300ms\"",
-                &format!("timeout = \"300ms\"\nextra = {{ resource = \"{resource}\" }}"),
-            )
+            rig.site().edit_upstream("api", |u| u.token(rig.token().extra("resource", resource))).render()
         };
         assert_eq!(
             rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(),
@@ -69,12 +67,12 @@ async fn cache_keys_are_keyed_by_the_encryption_key() {
         let rig = Rig::default().await;
         rig.broker().token("api").await.unwrap();
         let other_key = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
-        rig.broker_with(&rig.config(""), &other_key).token("api").await.unwrap();
+        rig.broker_with(&rig.config(), &other_key).token("api").await.unwrap();
         let tokens: Vec<String> = rig.stored_keys().await.into_iter().filter(|k| !k.ends_with(":lock")).collect();
         assert_eq!(tokens.len(), 2, "same credentials, other key: another name, not a guessable hash: {tokens:?}");
 
         // Without an encryption key, names are keyed by the Upstash token.
-        let plain = rig.config("").replace("[cache]", "[store]\nallow_unencrypted = true\n\n[cache]");
+        let plain = rig.site().store(|s| s.allow_unencrypted()).render();
         let unencrypted = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "")]);
         rig.broker_with(&plain, &unencrypted).token("api").await.unwrap();
         assert_eq!(rig.stored_keys().await.len(), 3);
@@ -87,18 +85,18 @@ async fn remote_store_without_an_encryption_key_is_refused_unless_opted_out() {
     bounded(async {
         let rig = Rig::default().await;
         let env = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "")]);
-        let config = Config::parse(&rig.config(""), "tokenrelay.toml", &env).unwrap();
+        let config = Config::parse(&rig.config(), "tokenrelay.toml", &env).unwrap();
         let err = Broker::new(config, &env).unwrap_err();
         assert_eq!(err.code(), "missing_env");
         assert!(err.to_string().contains("TOKENRELAY_ENCRYPTION_KEY"), "{err}");
 
-        let opted_out = rig.config("").replace("[cache]", "[store]\nallow_unencrypted = true\n\n[cache]");
+        let opted_out = rig.site().store(|s| s.allow_unencrypted()).render();
         let b = rig.broker_with(&opted_out, &env);
         assert!(b.summary().store.contains("unencrypted"));
         b.token("api").await.unwrap();
 
         let bad = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "c2hvcnQ=")]);
-        let err = Broker::new(Config::parse(&rig.config(""), "tokenrelay.toml", &bad).unwrap(), &bad).unwrap_err();
+        let err = Broker::new(Config::parse(&rig.config(), "tokenrelay.toml", &bad).unwrap(), &bad).unwrap_err();
         assert_eq!(err.code(), "invalid_env");
         assert!(
             err.to_string()
@@ -120,7 +118,7 @@ async fn vercel_kv_variables_select_the_same_store() {
             ("KV_REST_API_URL", &url),
             ("KV_REST_API_TOKEN", &token),
         ]);
-        let b = rig.broker_with(&rig.config(""), &env);
+        let b = rig.broker_with(&rig.config(), &env);
         assert!(b.has_remote_store());
         b.token("api").await.unwrap();
         assert!(!rig.stored_keys().await.is_empty());
@@ -141,7 +139,7 @@ async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
         ]);
         let tasks: Vec<_> = (0..10)
             .map(|_| {
-                let b = rig.broker_with(&rig.config(""), &env);
+                let b = rig.broker_with(&rig.config(), &env);
                 tokio::spawn(async move { b.token("api").await.unwrap() })
             })
             .collect();

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded, json_config};
+use testkit::config::{SiteConfig, Token, UpstreamConfig, env};
 use testkit::{Behavior, ExpiresIn, TokenServerConfig};
 use tokenrelay::Provenance;
 
@@ -120,7 +121,7 @@ async fn oauth_errors_and_bad_credentials_are_rejections() {
 
         let rig = Rig::default().await;
         let env = rig.env_with(&[("API_CLIENT_SECRET", "wrong-secret")]);
-        let err = rig.broker_with(&rig.config(""), &env).token("api").await.unwrap_err();
+        let err = rig.broker_with(&rig.config(), &env).token("api").await.unwrap_err();
         assert_eq!(err.code(), "token_rejected");
         assert!(err.to_string().contains("invalid_client"), "{err}");
         assert!(!err.to_string().contains("wrong-secret"));
@@ -157,15 +158,21 @@ async fn a_failing_endpoint_is_not_hammered_by_this_or_other_instances() {
 async fn getty_style_string_expiry_form_auth_and_extra_parameters() {
     bounded(async {
         let rig = Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).expires_in(ExpiresIn::String)).await;
-        let config = rig.config("").replace(
-            "timeout = \"300ms\"",
-            "timeout = \"300ms\"\nauth = \"form\"\nscope = \"read\"\naudience = \"https://api.example.com\"\nextra = { resource = \"images\" }",
-        );
+        let token =
+            rig.token().form_auth().scope("read").audience("https://api.example.com").extra("resource", "images");
+        let config = rig.site().edit_upstream("api", |u| u.token(token)).render();
         let token = rig.broker_with(&config, &rig.env()).token("api").await.unwrap();
         let lifetime = token.expires_at().unwrap().duration_since(std::time::SystemTime::now()).unwrap();
         assert!(lifetime > Duration::from_secs(1790), "expires_in \"1800\" understood");
         let form = rig.tokens.last_form();
-        for (k, v) in [("grant_type", "client_credentials"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET), ("scope", "read"), ("audience", "https://api.example.com"), ("resource", "images")] {
+        for (k, v) in [
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("scope", "read"),
+            ("audience", "https://api.example.com"),
+            ("resource", "images"),
+        ] {
             assert!(form.contains(&(k.to_owned(), v.to_owned())), "{k} missing from {form:?}");
         }
         assert_eq!(rig.tokens.last_authorization(), None);
@@ -199,8 +206,8 @@ async fn json_source_reads_token_and_absolute_expiry_by_pointer() {
 async fn static_keys_need_neither_endpoint_nor_store() {
     bounded(async {
         let rig = Rig::default().await;
-        let config = "[upstreams.maps]\nbase_url = \"https://maps.example.com\"\ntoken = { type = \"static\", key = { env = \"API_CLIENT_SECRET\" } }\n";
-        let b = rig.broker_with(config, &rig.env());
+        let maps = UpstreamConfig::new("maps", "https://maps.example.com", Token::Static(env("API_CLIENT_SECRET")));
+        let b = rig.broker_with(&SiteConfig::new().upstream(maps).render(), &rig.env());
         let token = b.token("maps").await.unwrap();
         assert_eq!(token.expose(), CLIENT_SECRET);
         assert_eq!(token.outcome(), Provenance::Static);

@@ -14,7 +14,7 @@ use crate::plan::MAIN_TOKEN_LIFETIME;
 use crate::procs::Instance;
 use crate::scenario::Functions;
 use crate::stats::Samples;
-use crate::world::{Cache, UPSTREAM, World, relay_path_for};
+use crate::world::{UPSTREAM, World, relay_path_for};
 
 const PROCESSES: usize = 4;
 const REQUESTS: usize = 1000;
@@ -23,19 +23,12 @@ const DISTINCT: usize = 10;
 const CONNECTIONS_PER_PROCESS: usize = 4;
 /// Requests per latency row.
 const SAMPLES: usize = 200;
-const TTL: &str = "5m";
+const TTL: Duration = Duration::from_secs(300);
 
 /// Runs the scenario and returns its markdown.
 pub async fn run(world: &World, relay_bin: &Path) -> anyhow::Result<String> {
     let upstream = world.upstream(MAIN_TOKEN_LIFETIME).await?;
-    let config = world.write_config("cache", &upstream, Cache::default())?;
-    let text = std::fs::read_to_string(&config)?;
-    let cached = text.replace(
-        r#"{ path = "/search/**", methods = ["GET"] }"#,
-        &format!(r#"{{ path = "/search/**", methods = ["GET"], cache = {{ ttl = "{TTL}" }} }}"#),
-    );
-    ensure!(cached != text, "the bench config has no /search/** route to cache");
-    std::fs::write(&config, cached)?;
+    let config = world.write_config("cache", &world.cached_site(&upstream, TTL))?;
     let functions = Functions { relay: Some(relay_bin.to_owned()), ..Functions::default() };
     let spec = functions.relay(world, &config).context("relay spec")?;
     let mut instances: Vec<Instance> = Vec::new();
@@ -84,12 +77,13 @@ pub async fn run(world: &World, relay_bin: &Path) -> anyhow::Result<String> {
     Ok(format!(
         "### Response cache\n\n\
          {REQUESTS} requests over {DISTINCT} distinct URLs, {PROCESSES} relay processes on one store, {connections} connections, \
-         within one `ttl` ({TTL}): **{spread_calls} upstream calls** (target {DISTINCT}); {answered} answered 2xx in {:.2} s.\n\n\
+         within one `ttl` ({}): **{spread_calls} upstream calls** (target {DISTINCT}); {answered} answered 2xx in {:.2} s.\n\n\
          | one request at a time ({SAMPLES} each) | p50 / p99 ms |\n| --- | --- |\n\
          | direct call to the API | {} |\n\
          | relay, miss (store read, fill lock, upstream call, fenced write) | {} |\n\
          | relay, hit from the shared store (filled by another process) | {} |\n\
          | relay, hit from the process's memory | {} |\n",
+        humantime::format_duration(TTL),
         spread_time.as_secs_f64(),
         ms(&direct),
         ms(&miss),

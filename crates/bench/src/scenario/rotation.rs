@@ -12,7 +12,7 @@ use super::Functions;
 use crate::load::{self, Target};
 use crate::plan::Plan;
 use crate::procs::Spec;
-use crate::world::{Cache, StoreCount, World, relay_path};
+use crate::world::{StoreCount, World, relay_path};
 
 /// Token calls further apart than this belong to different rotations.
 const ROTATION_GAP: Duration = Duration::from_millis(200);
@@ -54,8 +54,9 @@ impl Rotation {
 /// Runs the relay (when built) and the Node baseline, one after the other.
 pub async fn run(world: &World, functions: &Functions, plan: &Plan) -> anyhow::Result<(Option<Rotation>, Rotation)> {
     let upstream = world.upstream(plan.rotation_lifetime).await?;
-    let cache = Cache { safety_margin: Some(plan.rotation_margin), refresh_window: Some(plan.rotation_margin) };
-    let config = world.write_config("rotation", &upstream, cache)?;
+    let margin = plan.rotation_margin;
+    let site = world.site(&upstream).cache(|c| c.safety_margin(margin).refresh_window(margin));
+    let config = world.write_config("rotation", &site)?;
     let relay = match functions.relay(world, &config) {
         Some(spec) => Some(under_load(world, &upstream.tokens, &upstream.api, &spec, plan).await?),
         None => None,

@@ -22,7 +22,7 @@ use crate::plan::Plan;
 use crate::procs::{INHERITED_VARS, Spec};
 use crate::stats::{Percentiles, Samples};
 use crate::worker::{API_URL_VAR, Record};
-use crate::world::{Cache, Upstream, World, addr_of, relay_path};
+use crate::world::{Upstream, World, addr_of, relay_path};
 
 /// Head start given to every worker before a phase's common start time.
 const GO_DELAY: Duration = Duration::from_millis(150);
@@ -65,8 +65,9 @@ pub struct Stampede {
 
 pub async fn across_processes(world: &World, exe: &Path, plan: &Plan) -> anyhow::Result<Stampede> {
     let upstream = world.upstream(plan.stampede_lifetime).await?;
-    let cache = Cache { safety_margin: Some(plan.stampede_margin), refresh_window: Some(plan.stampede_margin) };
-    let config = world.write_config("stampede", &upstream, cache)?;
+    let margin = plan.stampede_margin;
+    let site = world.site(&upstream).cache(|c| c.safety_margin(margin).refresh_window(margin));
+    let config = world.write_config("stampede", &site)?;
     world.flush_store().await?;
     for addr in [upstream.api_addr()?, addr_of(&upstream.tokens.url())?, addr_of(&world.upstash.url())?] {
         prime_listener(addr, plan.stampede_total()).await;

@@ -4,18 +4,23 @@
 //! AWS Lambda (Netlify's functions) freezes an execution environment once its
 //! handler returned and thaws it only for the next invocation
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html>);
-//! Vercel may suspend an instance after its answer ended (vercel/vercel#17351).
-//! Work a function leaves for after its answer (a spawned refresh, a timer)
+//! Vercel may suspend an instance once its invocation `end`ed (vercel/vercel#17351):
+//! its runtime says so once the answer is out and the background work the
+//! function registered (`wait_until`) is done.
+//! Work a function leaves for after that (a spawned refresh, a timer)
 //! therefore does not run until the next request, if ever. A [`Front`] makes
 //! that happen locally: an HTTP server on 127.0.0.1 over N function
 //! processes that, for each request, picks an instance, thaws it (`SIGCONT`),
 //! hands the request over, and freezes it again (`SIGSTOP`) as soon as its
-//! answer is complete, before answering the caller.
+//! invocation is over: when its answer is complete, or for the Vercel
+//! function at its runtime's `end` (and not before the answer is complete),
+//! after the caller has its answer. The instance takes its next request only then.
 //!
 //! - [`Front::vercel`], [`Front::served`]: processes serving HTTP on a port
 //!   given in their environment (the Vercel function's `$VERCEL_DEV_PORT`, a
 //!   Node server's); the request is forwarded byte for byte and the whole
-//!   answer read back.
+//!   answer read back. The Vercel function gets the platform's invocation
+//!   ids and reports its `end` on `$VERCEL_IPC_PATH` ([`Ends::VercelIpc`]).
 //! - [`Front::lambda`]: custom-runtime `bootstrap`s, each with a Lambda
 //!   Runtime API stand-in of its own; the request becomes the API Gateway v1
 //!   event Netlify sends, and the bootstrap is frozen when it posts its response.
@@ -26,6 +31,7 @@
 mod http;
 mod lambda;
 mod served;
+mod vercel_ipc;
 
 pub use served::ServedProcess;
 
@@ -99,8 +105,12 @@ impl Freezer {
 /// One platform's way of handing a request to a thawed function process.
 trait Function: Send + Sync + 'static {
     /// Hands `request` over and returns the whole answer as HTTP/1.0 bytes,
-    /// having frozen the process as soon as that answer was complete.
+    /// having frozen the process as soon as that answer was complete, unless
+    /// the invocation ends later ([`settle`](Self::settle)).
     fn invoke(&self, request: Request) -> impl Future<Output = anyhow::Result<Vec<u8>>> + Send;
+
+    /// Returns once the invocation that answered last is over, the process frozen.
+    fn settle(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// A function process and the way to reach it; one request at a time, as
@@ -114,8 +124,25 @@ struct Instance<F> {
 }
 
 impl<F: Function> Instance<F> {
-    async fn invoke(&self, request: Request) -> anyhow::Result<Vec<u8>> {
+    /// One invocation: the answer to `request` goes to `caller` as soon as it
+    /// is complete; the instance is frozen and free for the next one once the
+    /// invocation is over.
+    async fn serve(&self, request: Request, caller: &mut TcpStream) {
         let _turn = self.turn.lock().await;
+        let answer = self.invoke(request).await;
+        let answered = answer.is_ok();
+        reply(caller, answer).await;
+        if answered {
+            let settled = tokio::time::timeout(INVOCATION_TIMEOUT, self.function.settle()).await;
+            let settled = settled.unwrap_or_else(|_| Err(anyhow::anyhow!("no end within {INVOCATION_TIMEOUT:?}")));
+            if let Err(err) = settled {
+                eprintln!("freeze front: after the answer: {err:#}");
+                let _ = self.freezer.freeze();
+            }
+        }
+    }
+
+    async fn invoke(&self, request: Request) -> anyhow::Result<Vec<u8>> {
         self.freezer.thaw()?;
         let answer = tokio::time::timeout(INVOCATION_TIMEOUT, self.function.invoke(request)).await;
         match answer {
@@ -137,12 +164,31 @@ pub struct Served<'a> {
     pub port_var: &'a str,
     /// A path the process answers with 200 once it is ready.
     pub ready_path: &'a str,
+    /// When the platform takes an invocation to be over.
+    pub ends: Ends,
+}
+
+/// When the invocation of a [`Served`] function is over, for the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ends {
+    /// With its answer's last byte.
+    WithAnswer,
+    /// At the `end` that `vercel_runtime` sends on `$VERCEL_IPC_PATH` once
+    /// the answer's handler returned and its background work drained.
+    VercelIpc,
 }
 
 impl<'a> Served<'a> {
-    /// The Vercel function `binary`: `$VERCEL_DEV_PORT`, ready when the runtime answers `/_vercel/ping`.
+    /// The Vercel function `binary`: `$VERCEL_DEV_PORT`, ready when the
+    /// runtime answers `/_vercel/ping`, over when its runtime says `end`.
     pub fn vercel(binary: &'a Path) -> Self {
-        Self { program: binary, args: &[], port_var: "VERCEL_DEV_PORT", ready_path: "/_vercel/ping" }
+        Self {
+            program: binary,
+            args: &[],
+            port_var: "VERCEL_DEV_PORT",
+            ready_path: "/_vercel/ping",
+            ends: Ends::VercelIpc,
+        }
     }
 }
 
@@ -263,12 +309,16 @@ async fn listen<F: Function>(
     Ok((addr, task))
 }
 
-/// One request and its answer; a failure is answered 502 with what went wrong.
+/// One request and its answer.
 async fn exchange<F: Function>(mut stream: TcpStream, peer: SocketAddr, instance: &Instance<F>) {
-    let answer = match Request::read(&mut stream, peer).await {
-        Ok(request) => instance.invoke(request).await,
-        Err(err) => Err(err.context("reading the request")),
-    };
+    match Request::read(&mut stream, peer).await {
+        Ok(request) => instance.serve(request, &mut stream).await,
+        Err(err) => reply(&mut stream, Err(err.context("reading the request"))).await,
+    }
+}
+
+/// Sends the answer and closes; a failure is answered 502 with what went wrong.
+async fn reply(stream: &mut TcpStream, answer: anyhow::Result<Vec<u8>>) {
     let answer = answer.unwrap_or_else(|err| {
         let text = format!("freeze front: {err:#}");
         format!("HTTP/1.0 502 Bad Gateway\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}", text.len())

@@ -15,6 +15,8 @@
 //! token and the extra headers go on the upstream request.
 
 mod caller;
+#[cfg(test)]
+mod for_tests;
 mod inject;
 
 use std::time::Duration;
@@ -343,8 +345,8 @@ fn rate_limit(raw: RawRateLimit) -> Result<RateLimit, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{env, problems};
     use crate::config::{Config, Env};
-    use crate::error::Error;
 
     const GETTY: &str = r#"
 [relay]
@@ -361,17 +363,6 @@ routes = [
   { path = "/images/*", methods = ["get", "HEAD"], path_params = true, forward_range = true },
 ]
 "#;
-
-    fn env() -> Env {
-        Env::from_pairs([("GETTY_API_KEY", "key-123"), ("GETTY_API_SECRET", "secret-456")])
-    }
-
-    fn problems(text: &str, env: &Env) -> Vec<String> {
-        match Config::parse(text, "tokenrelay.toml", env) {
-            Err(Error::ConfigInvalid { problems, .. }) => problems,
-            other => panic!("expected config_invalid, got {other:?}"),
-        }
-    }
 
     #[test]
     fn getty_relay_parses_with_defaults() {

@@ -14,11 +14,13 @@ client_secret = { env = "GETTY_API_SECRET" }
 scope = "images"
 "#;
 
-fn env() -> Env {
+/// Getty's credentials, as `GETTY` reads them.
+pub(super) fn env() -> Env {
     Env::from_pairs([("GETTY_API_KEY", "key-123"), ("GETTY_API_SECRET", "secret-456")])
 }
 
-fn problems(text: &str, env: &Env) -> Vec<String> {
+/// What `Config::parse` reports wrong with `text`, one line each.
+pub(super) fn problems(text: &str, env: &Env) -> Vec<String> {
     match Config::parse(text, "tokenrelay.toml", env) {
         Err(Error::ConfigInvalid { problems, .. }) => problems,
         other => panic!("expected config_invalid, got {other:?}"),

@@ -2,14 +2,16 @@
 //!
 //! Serverless platforms may freeze an instance the moment it has answered
 //! (Lambda, so Netlify) or suspend it after `end` (Vercel, vercel/vercel#17351),
-//! so nothing may be left for after the answer. A request's chores (a token
+//! so nothing may be left for after the invocation. A request's chores (a token
 //! refresh inside `refresh_window`, a rate-limit sync past its interval, a
 //! stale entry's refresh) start at once on the runtime, run alongside the
-//! upstream call, and the answer's body does not end before they are done or
-//! their deadline passed. A streamed answer with a known length is complete
-//! for the visitor when its last byte arrives; the platform sees the
-//! function busy until its chores end. A chore past the deadline goes on only
-//! if the process does: whatever it holds in the store expires with its lease.
+//! upstream call, and are awaited ([`Finish`]) until done or their deadline
+//! passed: by the answer's body, which ends only then
+//! ([`Relay::handle`](super::Relay::handle)), or on Vercel by the runtime,
+//! which holds `end` until its background work is done, so that the answer
+//! ends at once ([`Relay::handle_apart`](super::Relay::handle_apart)). A chore
+//! past the deadline goes on only if the process does: whatever it holds in
+//! the store expires with its lease.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,8 +41,8 @@ impl Chores {
     }
 }
 
-/// A request's chores being waited for, polled by the answer's body once
-/// its last byte is out.
+/// A request's chores being waited for: by the answer's body once its last
+/// byte is out, or as the invocation's background work.
 #[derive(Debug)]
 pub(crate) struct Finish {
     pending: Vec<JoinHandle<()>>,

@@ -191,16 +191,7 @@ mod tests {
     fn preflight_allows_route_methods_and_only_forwarded_headers() {
         let request =
             headers(&[(header::ACCESS_CONTROL_REQUEST_HEADERS, "Content-Type, Authorization, X-Custom, Range")]);
-        let route = Route {
-            pattern: crate::config::relay::RoutePattern::parse("/**").unwrap(),
-            methods: vec![Method::GET, Method::POST],
-            cache_control: None,
-            path_params: false,
-            forward_range: false,
-            cache: None,
-            budget: None,
-            caller: None,
-        };
+        let route = Route::test("/**").with_methods(&[Method::GET, Method::POST]);
         let r = preflight(&request, &route);
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");

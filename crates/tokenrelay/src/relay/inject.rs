@@ -81,31 +81,16 @@ fn scrubber(relay: &UpstreamRelay, token: &Token) -> Scrubber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::relay::{Route, RoutePattern};
+    use crate::config::relay::Route;
     use crate::param::Param;
     use http::header::HeaderName;
     use secrecy::SecretString;
 
     fn relay(inject: Inject) -> UpstreamRelay {
-        UpstreamRelay {
-            routes: vec![Route {
-                pattern: RoutePattern::parse("/**").unwrap(),
-                methods: vec![http::Method::GET],
-                cache_control: None,
-                path_params: false,
-                forward_range: false,
-                cache: None,
-                budget: None,
-                caller: None,
-            }],
-            inject,
-            headers: vec![(
-                HeaderName::from_static("api-key"),
-                Param::Env { name: "GETTY_API_KEY".into(), value: SecretString::from("key-123".to_owned()) },
-            )],
-            rate_limit: None,
-            budget: None,
-        }
+        UpstreamRelay::test(vec![Route::test("/**")], inject).with_headers(vec![(
+            HeaderName::from_static("api-key"),
+            Param::Env { name: "GETTY_API_KEY".into(), value: SecretString::from("key-123".to_owned()) },
+        )])
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //!    or the CORS preflight answer;
 //! 4. `caller`: on a route with `caller`, a valid relay session cookie, or
 //!    a login's JWT or a Turnstile token that earns one (401);
-//! 5. `rate_limit`: per client (IPv4 address, IPv6 /64, or with `per = "caller"` the proven caller) and upstream; a
-//!    client's first request of a window on an instance is counted in the
+//! 5. `rate_limit`: per client (IPv4 address, IPv6 /64, or with `per = "caller"` the proven caller) and upstream,
+//!    on the shared counters of `counter` (which also count the budgets):
+//!    a client's first request of a window on an instance is counted in the
 //!    store, the rest are decided in memory and synced as chores (429);
 //! 6. the body, buffered up to `relay.max_request_bytes` (413); none on a
 //!    `GET` or `HEAD` (400: the cache could not key an answer to it);
@@ -28,7 +29,7 @@
 //!      unless the broker keeps the token: then the upstream's 401 is the
 //!      answer (`challenge` reads whether the upstream said it is revoked);
 //!    - `call::budget`: not while `upstream_limits` says the upstream asked
-//!      to wait, nor past the site's budget of calls (503);
+//!      to wait, nor past the site's `budgets` of calls (503);
 //!    - `call::authorized`: token from the [`Broker`], `inject`ed, sent with
 //!      `relay.timeout`;
 //! 8. `answer`: allow-listed headers only, the relay's own (`Cache-Control`,
@@ -49,12 +50,14 @@
 
 mod answer;
 mod body;
+mod budgets;
 mod cache;
 mod call;
 mod caller;
 mod challenge;
 mod chores;
 mod cors;
+mod counter;
 mod error;
 mod headers;
 mod inject;
@@ -68,7 +71,6 @@ mod request_body;
 mod route;
 mod scrub;
 mod service;
-mod status;
 mod timing;
 mod upstream_limits;
 
@@ -82,14 +84,16 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 
 pub use body::Body;
-pub use cache::purge_cache;
 pub use caller::TURNSTILE_HEADER;
 pub use error::{RelayCode, RelayError};
 #[cfg(feature = "logging")]
 pub use logging::init_logging;
 pub use path::{MOUNT, Mount};
 pub use service::{Endpoint, ResponseFuture};
-pub use status::{BudgetStatus, PurgeStatus, SharedBuckets, TokenStatus, UpstreamStatus, status};
+// For the operator's views (`crate::operator`): the cache's purge record and
+// the rate limit's shared buckets, read where their owners say.
+pub(crate) use cache::Purges;
+pub(crate) use rate_limit::shared_bucket_keys;
 
 use crate::broker::Broker;
 use crate::config::Env;
@@ -155,10 +159,13 @@ impl Relay {
     /// costs no token), then the token and the send.
     pub fn new(broker: Broker) -> Self {
         let cooldowns = upstream_limits::Cooldowns::new(&broker);
-        let limiter = rate_limit::RateLimiter::new(broker.clone(), cooldowns.clone());
+        // One engine counts rate limits and budgets; its syncs read the cooldowns too.
+        let counters = counter::Counters::new(broker.clone(), cooldowns.clone());
+        let limiter = rate_limit::RateLimiter::new(&broker, &counters);
+        let budgets = budgets::Budgets::new(&broker, &counters);
         let scrubbers = inject::Scrubbers::default();
         let send = Authorized::new(broker.clone());
-        let budgeted = Budgeted::new(send, broker.clone(), limiter.clone(), cooldowns);
+        let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns);
         let retried = RetryOn401::new(budgeted, broker.clone());
         let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());
         Self { broker, limiter, upstream, scrubbers, caller: std::sync::Arc::default(), mount: path::Mount::default() }
@@ -184,8 +191,23 @@ impl Relay {
     }
 
     /// Answers one request. The body streams from the upstream; if the
-    /// upstream fails midway the body ends with an error.
+    /// upstream fails midway the body ends with an error. It ends once the
+    /// request's chores are done.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (response, chores) = self.handle_apart(request).await;
+        response.map(|body| body.ending_after(chores))
+    }
+
+    /// Like [`handle`](Self::handle), with the request's chores apart from
+    /// the answer, for a shell whose runtime keeps the invocation open until
+    /// its background work is done (`vercel_runtime`'s `wait_until`): the
+    /// answer then ends at once. The caller must run the chores to their end
+    /// before the invocation ends.
+    pub(crate) async fn handle_apart<B>(&self, request: Request<B>) -> (Response<Body>, Option<chores::Finish>)
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -212,7 +234,7 @@ impl Relay {
         record.log(&request_id, &method, response.status(), error.as_ref(), started);
         let settings = self.broker.config();
         let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
-        response.map(|body| body.ending_after(record.chores.finish(deadline)))
+        (response, record.chores.finish(deadline))
     }
 
     /// Like [`handle`](Self::handle), for shells that must return the whole

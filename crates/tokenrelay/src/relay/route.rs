@@ -33,28 +33,11 @@ pub(super) fn select<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::relay::{Inject, RoutePattern};
+    use crate::config::relay::Inject;
 
     fn relay(routes: &[(&str, &[Method])]) -> UpstreamRelay {
-        UpstreamRelay {
-            routes: routes
-                .iter()
-                .map(|(p, m)| Route {
-                    pattern: RoutePattern::parse(p).unwrap(),
-                    methods: m.to_vec(),
-                    cache_control: None,
-                    path_params: false,
-                    forward_range: false,
-                    cache: None,
-                    budget: None,
-                    caller: None,
-                })
-                .collect(),
-            inject: Inject::Query { name: "key".into() },
-            headers: Vec::new(),
-            rate_limit: None,
-            budget: None,
-        }
+        let routes = routes.iter().map(|(p, m)| Route::test(p).with_methods(m)).collect();
+        UpstreamRelay::test(routes, Inject::Query { name: "key".into() })
     }
 
     #[test]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::chores::Finish;
 use super::error::{misconfigured, panicked};
 use super::{Body, Relay};
 use crate::config::Env;
@@ -70,9 +71,19 @@ impl Endpoint {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let (response, chores) = self.handle_apart(request).await;
+        response.map(|body| body.ending_after(chores))
+    }
+
+    /// Answers one request, its chores apart; see [`Relay::handle_apart`].
+    pub(crate) async fn handle_apart<B>(&self, request: Request<B>) -> (Response<Body>, Option<Finish>)
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         match self {
-            Self::Ready(relay) => relay.handle(request).await,
-            Self::Misconfigured(err) => misconfigured(err),
+            Self::Ready(relay) => relay.handle_apart(request).await,
+            Self::Misconfigured(err) => (misconfigured(err), None),
         }
     }
 

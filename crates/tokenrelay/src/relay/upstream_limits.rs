@@ -27,6 +27,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::clock::{millis, now_ms};
 
+use super::counter::SyncReads;
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
 use crate::store::keys::cooldown;
@@ -75,11 +76,6 @@ impl Cooldowns {
         Self { upstreams: Arc::new(upstreams) }
     }
 
-    /// Every upstream's key, to read with a sync.
-    pub(super) fn keys(&self) -> Vec<&str> {
-        self.upstreams.values().map(|c| c.key.as_str()).collect()
-    }
-
     /// `upstream`'s key, to read with a cold request's round trip.
     pub(super) fn key(&self, upstream: &str) -> Vec<&str> {
         self.upstreams.get(upstream).map(|c| c.key.as_str()).into_iter().collect()
@@ -113,6 +109,18 @@ impl Cooldowns {
         c.until_ms.fetch_max(until_ms, Ordering::AcqRel);
         tracing::warn!(upstream, wait_ms = millis(wait), "upstream asked to wait; no instance calls it until then");
         Some(Share { key: c.key.clone(), until_ms, ttl: wait })
+    }
+}
+
+/// Every sync of the shared counters reads every upstream's cooldown: a
+/// warm instance learns them without a store call of its own.
+impl SyncReads for Cooldowns {
+    fn keys(&self) -> Vec<&str> {
+        self.upstreams.values().map(|c| c.key.as_str()).collect()
+    }
+
+    fn learn(&self, keys: &[&str], values: &[Option<String>]) {
+        Cooldowns::learn(self, keys, values);
     }
 }
 

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash};
+use testkit::config::{JsonToken, OAuth2Token, SiteConfig, UpstreamConfig, env, oauth2};
+use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
 use tokenrelay::{Broker, Config, Env};
 
 pub const CLIENT_ID: &str = "client-id-7f3a";
@@ -51,33 +52,32 @@ impl Rig {
         Env::from_pairs(vars)
     }
 
-    pub fn config(&self, extra: &str) -> String {
-        format!(
-            r#"
-[cache]
-lock_lease = "2s"
-wait_timeout = "5s"
-failure_cooldown = "2s"
-min_token_age = "0s"
-{extra}
+    /// The rig's world: short lock and cooldown timings, tokens always
+    /// old enough to drop, and one upstream `api` on the rig's token endpoint.
+    pub fn site(&self) -> SiteConfig {
+        SiteConfig::new()
+            .cache(|c| {
+                c.lock_lease(Duration::from_secs(2))
+                    .wait_timeout(Duration::from_secs(5))
+                    .failure_cooldown(Duration::from_secs(2))
+                    .min_token_age(Duration::ZERO)
+            })
+            .upstream(UpstreamConfig::new("api", "https://api.example.com/v3", self.token()))
+    }
 
-[upstreams.api]
-base_url = "https://api.example.com/v3"
+    /// The `api` upstream's token: the rig's endpoint, 300 ms an attempt.
+    pub fn token(&self) -> OAuth2Token {
+        oauth2(self.tokens.url(), "API_CLIENT_ID", "API_CLIENT_SECRET").timeout(Duration::from_millis(300))
+    }
 
-[upstreams.api.token]
-type = "oauth2_client_credentials"
-url = "{url}"
-client_id = {{ env = "API_CLIENT_ID" }}
-client_secret = {{ env = "API_CLIENT_SECRET" }}
-timeout = "300ms"
-"#,
-            url = self.tokens.url()
-        )
+    /// [`site`](Self::site) as `tokenrelay.toml` text.
+    pub fn config(&self) -> String {
+        self.site().render()
     }
 
     /// A fully separate broker: its own memory cache, sharing only the store.
     pub fn broker(&self) -> Broker {
-        self.broker_with(&self.config(""), &self.env())
+        self.broker_with(&self.config(), &self.env())
     }
 
     pub fn broker_with(&self, config: &str, env: &Env) -> Broker {
@@ -87,11 +87,6 @@ timeout = "300ms"
     pub async fn stored_keys(&self) -> Vec<String> {
         self.upstash.redis_keys("tokenrelay:*").await
     }
-}
-
-pub fn base64_key() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(std::array::from_fn::<u8, 32, _>(|_| fastrand::u8(..)))
 }
 
 pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
@@ -106,19 +101,11 @@ pub async fn token_key(rig: &Rig) -> String {
         .expect("a stored token")
 }
 
-/// A `json` source on the token server's JSON route.
+/// A `json` source on the token server's JSON route, alone in its config.
 pub fn json_config(rig: &Rig) -> String {
-    format!(
-        r#"
-[upstreams.custom]
-base_url = "https://api.example.com"
-[upstreams.custom.token]
-type = "json"
-url = "{}"
-token_pointer = "/data/token"
-expires_at_pointer = "/data/expires_at"
-body = {{ key = {{ env = "API_CLIENT_ID" }}, secret = {{ env = "API_CLIENT_SECRET" }} }}
-"#,
-        rig.tokens.custom_url()
-    )
+    let token = JsonToken::new(rig.tokens.custom_url(), "/data/token")
+        .expires_at_pointer("/data/expires_at")
+        .body("key", env("API_CLIENT_ID"))
+        .body("secret", env("API_CLIENT_SECRET"));
+    SiteConfig::new().upstream(UpstreamConfig::new("custom", "https://api.example.com", token)).render()
 }

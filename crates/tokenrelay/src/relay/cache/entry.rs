@@ -192,15 +192,15 @@ impl CachedAnswer {
 /// An upstream's purges: path prefix → when (ms since the epoch). An entry
 /// stored at or before a purge of a prefix of its path is gone.
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub(in crate::relay) struct Purges(BTreeMap<String, u64>);
+pub(crate) struct Purges(BTreeMap<String, u64>);
 
 impl Purges {
-    pub(in crate::relay) fn parse(raw: Option<&str>) -> Self {
+    pub(crate) fn parse(raw: Option<&str>) -> Self {
         raw.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
     }
 
     /// Each purged prefix with when it was purged (ms since the epoch).
-    pub(in crate::relay) fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.iter().map(|(prefix, at)| (prefix.as_str(), *at))
     }
 
@@ -210,7 +210,7 @@ impl Purges {
 
     /// Records a purge of `prefix` now, forgetting purges older than `keep`
     /// (no entry that old is left to hide).
-    pub(super) fn add(&mut self, prefix: &str, keep: Duration) -> String {
+    pub(crate) fn add(&mut self, prefix: &str, keep: Duration) -> String {
         let now = now_ms();
         let horizon = now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
         self.0.retain(|_, at| *at >= horizon);

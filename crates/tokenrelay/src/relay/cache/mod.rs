@@ -3,7 +3,8 @@
 //! Two levels, like tokens: a small in-process level ([`memory`]) and the
 //! shared store, where entries are sealed like tokens and named by
 //! `store::keys`. [`entry`] says what is cacheable, the key, the format and
-//! freshness; this module decides what to serve:
+//! freshness, [`reply`] what the cache answers and its `Cache-Status`, and
+//! [`refresh`] runs a stale entry's refresh; this module decides what to serve:
 //!
 //! - fresh: served from memory or the store, the upstream is not asked;
 //! - within `stale_while_revalidate`: served at once, and one refresh runs
@@ -25,40 +26,36 @@
 
 mod entry;
 mod memory;
-mod purge;
+mod refresh;
+mod reply;
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
-use http::StatusCode;
-use http::header::HeaderMap;
 
 use super::call::{Call, ColdPlan, ColdRead, Cx, Exchange};
-use super::chores::Chores;
 use super::error::{Kind, RelayError};
 use super::headers;
 use super::inject::Scrubbers;
 use super::outgoing::Outgoing;
-use super::timing::Timing;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::relay::RouteCache;
 use crate::store::{Backoff, CacheKeys, CacheState, Lease, Write};
-pub(super) use entry::Purges;
+pub(crate) use entry::Purges;
 use entry::{CachedAnswer, Freshness};
 use memory::Memory;
-pub use purge::purge_cache;
+pub(in crate::relay) use reply::{Answer, CacheStatus, Reply, Stored};
+use reply::{hit, stored_reply};
 
 /// How long a miss waits for another instance's fill before asking the upstream itself.
 const FILL_WAIT: Duration = Duration::from_secs(3);
 /// About how often a waiting miss looks for the filled entry.
 const FILL_POLL: Duration = Duration::from_millis(20);
 /// Added to `relay.timeout` for the fill lock's lease: time to store the answer.
-/// Also the lease of the purge record's lock.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// The response cache around the upstream call `inner`; its levels and
@@ -78,69 +75,12 @@ impl<S> std::fmt::Debug for Cached<S> {
     }
 }
 
-/// What the cache answers: the upstream's exchange to stream, or a stored
-/// answer; with its `Cache-Status` parameters when the cache took part.
-pub(super) struct Reply {
-    pub(super) answer: Answer,
-    /// `Cache-Status` parameters after `tokenrelay; ` (RFC 9211).
-    pub(super) cache_status: Option<String>,
-}
-
-/// The body of a [`Reply`].
-pub(super) enum Answer {
-    /// Straight from the upstream, streamed as it comes.
-    Upstream(Exchange),
-    /// A stored (or just filled) answer, scrubbed already.
-    Stored(Stored),
-}
-
-/// An answer from the cache.
-pub(super) struct Stored {
-    pub(super) status: StatusCode,
-    pub(super) headers: HeaderMap,
-    /// Empty for a `HEAD`.
-    pub(super) body: Bytes,
-    /// Since the upstream answered (RFC 9111 §5.1 `Age`).
-    pub(super) age: Duration,
-}
-
 /// One cacheable request.
 struct Ask<'a> {
     out: &'a Outgoing<'a>,
     policy: RouteCache,
     keys: CacheKeys,
     path: String,
-}
-
-/// How the cache took part in an answer: log outcome and `Cache-Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CacheStatus {
-    HitMemory,
-    Hit,
-    /// Served another instance's fill after waiting for it.
-    Collapsed,
-    /// Served stale while one refresh runs.
-    Stale,
-    /// Served stale because the upstream failed.
-    StaleIfError,
-    Miss,
-    /// Not answerable from the cache (method, conditional or range request).
-    Bypass,
-}
-
-impl CacheStatus {
-    /// The log and `Server-Timing` name.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::HitMemory => "hit-memory",
-            CacheStatus::Hit => "hit",
-            CacheStatus::Collapsed => "collapsed",
-            CacheStatus::Stale => "stale",
-            CacheStatus::StaleIfError => "stale-if-error",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Bypass => "bypass",
-        }
-    }
 }
 
 impl<S> Cached<S> {
@@ -391,47 +331,6 @@ impl<S: Call + Clone + 'static> Cached<S> {
             }
         }
     }
-
-    /// The refresh of a stale entry, as a chore of the request that served it,
-    /// unless this process runs one already; across instances, the fill lock
-    /// lets only one through. It calls the same inner service as a miss.
-    fn refresh(&self, ask: &Ask<'_>, request_id: &str) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let started = Refreshing::start(&self.refreshing, &ask.keys.entry)?;
-        let this = self.clone();
-        let request = ask.out.detach();
-        let (keys, path, request_id) = (ask.keys.clone(), ask.path.clone(), request_id.to_owned());
-        Some(async move {
-            let _started = started;
-            let segments = request.segments();
-            let config = this.broker.config();
-            let Some(out) = request.attach(config, &segments) else { return };
-            let Some(policy) = out.route.cache else { return };
-            let ask = Ask { out: &out, policy, keys, path };
-            let Ok((Some(lease), after)) = ask.keys.take(this.broker.store(), this.fill_lease()).await else {
-                return;
-            };
-            // Another instance may have refreshed it since we read it stale.
-            if usable(after.entry.as_deref(), after.purges.as_deref())
-                .is_some_and(|e| e.freshness(now_ms(), &policy) == Freshness::Fresh)
-            {
-                lease.release().await;
-                return;
-            }
-            // A token refresh this one makes due is its own chore, finished here.
-            let chores = Chores::default();
-            let mut timing = Timing::default();
-            let mut cx = Cx { request_id: &request_id, timing: &mut timing, chores: &chores };
-            let upstream = out.upstream.name();
-            match this.fill(&ask, Some(lease), &mut cx).await {
-                Ok(Filled::Answer { entry, stored: true }) => this.memory.put(&ask.keys.entry, entry, policy.ttl),
-                Ok(_) => tracing::info!(request_id, upstream, "cache refresh got an answer not to store"),
-                Err(e) => tracing::warn!(request_id, upstream, code = e.code(), "cache refresh failed"),
-            }
-            if let Some(finish) = chores.finish(this.fill_lease()) {
-                finish.await;
-            }
-        })
-    }
 }
 
 /// An opened entry that no purge covers.
@@ -446,54 +345,6 @@ enum Filled {
     Answer { entry: Arc<CachedAnswer>, stored: bool },
     /// An answer not to store, to stream as is.
     Pass { exchange: Exchange, reason: &'static str },
-}
-
-/// This process's refresh of one entry; forgotten however it ends.
-struct Refreshing {
-    set: Arc<Mutex<HashSet<String>>>,
-    key: String,
-}
-
-impl Refreshing {
-    /// `None` when this process already refreshes `key`.
-    fn start(set: &Arc<Mutex<HashSet<String>>>, key: &str) -> Option<Self> {
-        let fresh = set.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned());
-        fresh.then(|| Self { set: set.clone(), key: key.to_owned() })
-    }
-}
-
-impl Drop for Refreshing {
-    fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
-    }
-}
-
-/// A hit (or a stale answer) served from `e`, with its `Cache-Status`.
-fn hit(e: &CachedAnswer, ask: &Ask<'_>, outcome: CacheStatus, failed: Option<StatusCode>) -> (Reply, CacheStatus) {
-    let ttl = e.ttl_secs(now_ms(), &ask.policy);
-    let params = match outcome {
-        CacheStatus::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
-        CacheStatus::Collapsed => format!("hit; ttl={ttl}; collapsed"),
-        CacheStatus::Stale => format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
-        CacheStatus::StaleIfError => match failed {
-            Some(s) => format!("fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error", s.as_u16()),
-            None => format!("fwd=stale; ttl={ttl}; detail=stale-if-error"),
-        },
-        CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Bypass => format!("hit; ttl={ttl}"),
-    };
-    (stored_reply(e, ask, params), outcome)
-}
-
-/// The reply of a stored entry.
-fn stored_reply(e: &CachedAnswer, ask: &Ask<'_>, params: String) -> Reply {
-    let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
-    let stored = Stored {
-        status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK),
-        headers: e.headers(),
-        body,
-        age: e.age(now_ms()),
-    };
-    Reply { answer: Answer::Stored(stored), cache_status: Some(params) }
 }
 
 #[cfg(test)]

@@ -1,20 +1,21 @@
 //! What stands before every upstream call: the upstream's cooldown
 //! ([`upstream_limits`](crate::relay::upstream_limits)) and the site's
-//! budget of calls, counted across instances by the rate limiter's
-//! machinery ([`RateLimiter::spend`]). Only calls count: a cache hit never
-//! gets here, and a 401's retry is a second call.
+//! budget of calls, counted across instances on the shared counters
+//! ([`Budgets::spend`]). Only calls count: a cache hit never gets here, and
+//! a 401's retry is a second call.
 //!
 //! Like a rate limit, a budget is decided in memory on a count learned less
-//! than [`SYNC_INTERVAL`](crate::relay::rate_limit::SYNC_INTERVAL) ago, else
+//! than [`SYNC_INTERVAL`](crate::relay::counter::SYNC_INTERVAL) ago, else
 //! counted in the store on the call's path (reading the upstream's cooldown
 //! in the same round trip); syncs run as chores of the request. After the
 //! call, the answer says whether the upstream asks every caller to wait.
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::broker::Broker;
+use crate::relay::budgets::Budgets;
+use crate::relay::counter::Verdict;
 use crate::relay::error::RelayError;
 use crate::relay::outgoing::Outgoing;
-use crate::relay::rate_limit::{RateLimiter, Verdict};
 use crate::relay::upstream_limits::Cooldowns;
 use crate::store::{Read, Write};
 
@@ -23,13 +24,13 @@ use crate::store::{Read, Write};
 pub(in crate::relay) struct Budgeted<S> {
     inner: S,
     broker: Broker,
-    limiter: RateLimiter,
+    budgets: Budgets,
     cooldowns: Cooldowns,
 }
 
 impl<S> Budgeted<S> {
-    pub(in crate::relay) fn new(inner: S, broker: Broker, limiter: RateLimiter, cooldowns: Cooldowns) -> Self {
-        Self { inner, broker, limiter, cooldowns }
+    pub(in crate::relay) fn new(inner: S, broker: Broker, budgets: Budgets, cooldowns: Cooldowns) -> Self {
+        Self { inner, broker, budgets, cooldowns }
     }
 
     /// Admits one call of `out` to its upstream, or says why not: the
@@ -38,7 +39,7 @@ impl<S> Budgeted<S> {
     async fn admit(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
         let name = out.upstream.name();
         self.cooldowns.check(name)?;
-        match self.limiter.spend(name, out.route.pattern.as_str())? {
+        match self.budgets.spend(name, out.route.pattern.as_str())? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     cx.chores.add(sync);
@@ -50,10 +51,10 @@ impl<S> Budgeted<S> {
                 match self.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await {
                     Ok(read) => {
                         self.cooldowns.learn(&keys, &read.values.into_plain());
-                        self.limiter.settle(counting, Some(read.totals))?;
+                        self.budgets.settle(counting, Some(read.totals))?;
                         self.cooldowns.check(name)
                     }
-                    Err(_) => self.limiter.settle(counting, None),
+                    Err(_) => self.budgets.settle(counting, None),
                 }
             }
         }
@@ -99,6 +100,7 @@ mod tests {
 
     use super::*;
     use crate::relay::call::stand_in::{self, Canned, Trace, Upstream};
+    use crate::relay::counter::Counters;
     use crate::relay::upstream_limits::Cooldowns;
 
     const OK: Canned = (200, &[], "ok");
@@ -106,8 +108,8 @@ mod tests {
 
     fn budgeted(broker: &Broker, upstream: &Upstream) -> Budgeted<Upstream> {
         let cooldowns = Cooldowns::new(broker);
-        let limiter = RateLimiter::new(broker.clone(), cooldowns.clone());
-        Budgeted::new(upstream.clone(), broker.clone(), limiter, cooldowns)
+        let counters = Counters::new(broker.clone(), cooldowns.clone());
+        Budgeted::new(upstream.clone(), broker.clone(), Budgets::new(broker, &counters), cooldowns)
     }
 
     #[tokio::test]

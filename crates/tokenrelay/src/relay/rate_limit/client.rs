@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine as _;
 
+use crate::relay::counter::Bucket;
+
 /// Bytes of a caller's keyed hash (`store::keys`).
 const CALLER_ID_LEN: usize = 16;
 
@@ -68,6 +70,39 @@ impl Client {
     }
 }
 
+/// Kinds of [`Bucket`] a client is counted in (`0` is no client's).
+const V4: u8 = 1;
+const V6: u8 = 2;
+const CALLER: u8 = 3;
+const UNKNOWN: u8 = 4;
+const CROWD: u8 = 5;
+
+impl From<Client> for Bucket {
+    fn from(client: Client) -> Self {
+        let (kind, detail, bits) = match client {
+            Client::V4(a) => (V4, 32, u128::from(u32::from(a))),
+            Client::V6(net, prefix) => (V6, prefix, u128::from(net)),
+            Client::Caller(id) => (CALLER, 0, u128::from_be_bytes(id)),
+            Client::Unknown => (UNKNOWN, 0, 0),
+            Client::Crowd => (CROWD, 0, 0),
+        };
+        Bucket { kind, detail, bits }
+    }
+}
+
+impl Client {
+    /// The client a rate limit's bucket counts: the inverse of `Bucket::from`.
+    pub(super) fn counted_in(bucket: Bucket) -> Self {
+        match bucket.kind {
+            V4 => Client::V4(Ipv4Addr::from(u32::try_from(bucket.bits).unwrap_or_default())),
+            V6 => Client::V6(Ipv6Addr::from(bucket.bits), bucket.detail),
+            CALLER => Client::Caller(bucket.bits.to_be_bytes()),
+            CROWD => Client::Crowd,
+            _ => Client::Unknown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +145,17 @@ mod tests {
         assert_ne!(Client::caller(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([8u8; 16])), Some(caller));
         assert_eq!(Client::caller("not base64!"), None);
         assert_eq!(Client::caller("AAAA"), None, "not a keyed hash's length");
+    }
+
+    #[test]
+    fn every_client_is_counted_in_a_bucket_of_its_own() {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 16]);
+        let clients =
+            [of("203.0.113.7", 64), of("2001:db8::1", 64), of("2001:db8::1", 48), Client::caller(&id).unwrap()];
+        for client in clients.into_iter().chain([Client::Unknown, Client::Crowd]) {
+            assert_eq!(Client::counted_in(Bucket::from(client)), client);
+            assert_ne!(Bucket::from(client), Bucket::default(), "the only bucket of a budget is no client's");
+        }
     }
 
     #[test]

@@ -12,12 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::cache::Purges;
-use super::rate_limit::shared_bucket_keys;
 use crate::broker::Broker;
 use crate::clock::millis;
 use crate::config::relay::Budget;
 use crate::error::{Error, Result};
+use crate::relay::{Purges, shared_bucket_keys};
 use crate::store::keys::{cooldown, counter};
 use crate::store::{CacheKeys, Read, Values};
 
@@ -210,7 +209,7 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             let [crowd, _] = shared_bucket_keys(store, "api", crate::clock::now_ms() / 3_600_000);
             let ttl = Duration::from_secs(60);
             store.count(&[crate::store::Count { key: crowd, add: 5, ttl }], &[]).await.unwrap();
-            crate::relay::purge_cache(&broker, "api", "/search").await.unwrap();
+            crate::operator::purge_cache(&broker, "api", "/search").await.unwrap();
 
             let after = status(&broker, None).await.unwrap();
             let api = &after[0];

@@ -5,10 +5,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Bucket, RateLimiter, Tally, interval_ms};
+use super::{Bucket, Counter, Counters, Tally, interval_ms};
 use crate::clock::now_ms;
 use crate::store::{Count, Read};
 
@@ -23,7 +24,7 @@ pub(in crate::relay) type SyncChore = Pin<Box<dyn Future<Output = ()> + Send + '
 #[derive(Debug)]
 pub(in crate::relay) struct Counting {
     /// The request (or call) to decide on its bucket's total: counter, bucket, window.
-    pub(super) request: Option<(usize, Bucket, u64)>,
+    pub(super) request: Option<(Arc<Counter>, Bucket, u64)>,
     sent: Vec<Sent>,
     counts: Vec<Count>,
 }
@@ -38,14 +39,14 @@ impl Counting {
 /// Counts sent in one sync, to be reconciled with the store's answer.
 #[derive(Debug)]
 struct Sent {
-    counter: usize,
+    counter: Arc<Counter>,
     bucket: Bucket,
     window: u64,
     add: u64,
 }
 
 /// Clears the `syncing` flag however the sync ends, cancelled included.
-struct Syncing(RateLimiter);
+struct Syncing(Counters);
 
 impl Drop for Syncing {
     fn drop(&mut self) {
@@ -53,7 +54,7 @@ impl Drop for Syncing {
     }
 }
 
-impl RateLimiter {
+impl Counters {
     /// The sync of this instance's pending counts when the last one is an
     /// interval old and none runs.
     pub(super) fn sync_if_due(&self, now: u64) -> Option<SyncChore> {
@@ -73,19 +74,19 @@ impl RateLimiter {
         Some(Box::pin(async move { guard.0.sync().await }))
     }
 
-    /// Sends every pending count now and learns the shared totals, and the
-    /// upstreams' cooldowns in the same round trip; on a store error the
-    /// counts stay pending for the next sync.
-    pub(super) async fn sync(&self) {
+    /// Sends every pending count now and learns the shared totals, and what
+    /// the owner's [`SyncReads`](super::SyncReads) asks for in the same round
+    /// trip; on a store error the counts stay pending for the next sync.
+    pub(in crate::relay) async fn sync(&self) {
         let counting = self.counting(now_ms(), None);
         if counting.sent.is_empty() {
             return;
         }
-        let cooldowns = &self.shared.cooldowns;
-        let keys = cooldowns.keys();
+        let reads = &self.shared.reads;
+        let keys = reads.keys();
         let read = self.shared.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await;
         let totals = read.ok().map(|read| {
-            cooldowns.learn(&keys, &read.values.into_plain());
+            reads.learn(&keys, &read.values.into_plain());
             read.totals
         });
         self.reconcile(&counting, totals);
@@ -93,16 +94,17 @@ impl RateLimiter {
 
     /// Moves every pending count of the current windows to `known`, forgets
     /// the tallies of windows that are over, and says what to add; `request`
-    /// is the request whose decision waits for its client's total.
-    pub(super) fn counting(&self, now: u64, request: Option<(usize, Bucket, u64)>) -> Counting {
+    /// is the request whose decision waits for its bucket's total.
+    pub(super) fn counting(&self, now: u64, request: Option<(Arc<Counter>, Bucket, u64)>) -> Counting {
         self.shared.synced_at.store(now, Ordering::Release);
         let mut sent = Vec::new();
-        for (index, counter) in self.shared.counters.iter().enumerate() {
+        for counter in self.list().iter() {
             let current = now / counter.window_ms();
             let mut tallies = counter.lock();
             tallies.retain(|_, t| t.window == current);
             for (bucket, tally) in tallies.iter_mut().filter(|(_, t)| t.pending > 0) {
-                sent.push(Sent { counter: index, bucket: *bucket, window: tally.window, add: tally.pending });
+                let counter = counter.clone();
+                sent.push(Sent { counter, bucket: *bucket, window: tally.window, add: tally.pending });
                 tally.known += tally.pending;
                 tally.pending = 0;
             }
@@ -113,7 +115,7 @@ impl RateLimiter {
 
     /// Learns the store's `totals` for what `counting` sent, or, without
     /// them, keeps those counts pending for the next sync. Returns the total
-    /// of the request's client, when the store gave it.
+    /// of the request's bucket, when the store gave it.
     pub(super) fn reconcile(&self, counting: &Counting, totals: Option<Vec<u64>>) -> Option<u64> {
         let now = now_ms();
         let Some(totals) = totals.filter(|t| t.len() == counting.sent.len()) else {
@@ -136,7 +138,8 @@ impl RateLimiter {
                 t.known = t.known.max(total);
                 t.learned_at = now;
             });
-            if counting.request == Some((s.counter, s.bucket, s.window)) {
+            let request = counting.request.as_ref();
+            if request.is_some_and(|(c, b, w)| Arc::ptr_eq(c, &s.counter) && (*b, *w) == (s.bucket, s.window)) {
                 request_total = Some(total);
             }
         }
@@ -146,10 +149,10 @@ impl RateLimiter {
     /// The addition of what `sent` says to its bucket's shared counter of
     /// its window, which lives until the window ends (plus a grace).
     fn count(&self, sent: &Sent, now: u64) -> Count {
-        let counter = &self.shared.counters[sent.counter];
+        let counter = &sent.counter;
         let ends = (sent.window + 1) * counter.window_ms();
         Count {
-            key: counter.key(self.shared.broker.store(), sent.bucket, sent.window),
+            key: (counter.limit.key)(self.shared.broker.store(), sent.bucket, sent.window),
             add: sent.add,
             ttl: Duration::from_millis(ends.saturating_sub(now)) + KEY_GRACE,
         }
@@ -158,7 +161,7 @@ impl RateLimiter {
     /// Applies `update` to the tally `sent` came from, if its window is still
     /// current: a late answer never touches a newer window's tally.
     fn update(&self, sent: &Sent, update: impl FnOnce(&mut Tally)) {
-        let mut tallies = self.shared.counters[sent.counter].lock();
+        let mut tallies = sent.counter.lock();
         if let Some(tally) = tallies.get_mut(&sent.bucket).filter(|t| t.window == sent.window) {
             update(tally);
         }

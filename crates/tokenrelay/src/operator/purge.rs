@@ -1,15 +1,17 @@
 //! Purges: an upstream's purge record (path prefix → time), written here
-//! and read by every lookup with the entry (see `entry::Purges`).
+//! and read by every cache lookup with the entry (its format:
+//! `relay::Purges`).
 
 use std::time::Duration;
 
-use super::LEASE_MARGIN;
-use super::entry::Purges;
 use crate::broker::Broker;
 use crate::config::relay::RouteCache;
 use crate::error::Error;
+use crate::relay::Purges;
 use crate::store::{Backoff, CacheKeys, Write};
 
+/// How long a purge holds the purge record's lock: one read and one write.
+const PURGE_LEASE: Duration = Duration::from_secs(2);
 /// How long a purge waits while another purge of the same upstream holds the record.
 const PURGE_WAIT: Duration = Duration::from_millis(2500);
 /// About how often it looks again meanwhile.
@@ -20,7 +22,7 @@ const PURGE_RETRY: Duration = Duration::from_millis(50);
 ///
 /// Records the purge in the upstream's purge record, which every lookup
 /// reads with the entry (so a purge costs one write, never a scan); each
-/// instance's in-process level forgets within [`HOT_LIFETIME`](super::memory::HOT_LIFETIME).
+/// instance's in-process level forgets within its `HOT_LIFETIME` (a second).
 pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate::Result<()> {
     let failed = |reason: String| Error::CachePurgeFailed { upstream: upstream.to_owned(), reason };
     let u = broker.config().upstreams.get(upstream).ok_or_else(|| Error::UnknownUpstream(upstream.to_owned()))?;
@@ -38,7 +40,7 @@ pub async fn purge_cache(broker: &Broker, upstream: &str, prefix: &str) -> crate
     let keys = CacheKeys::new(store.namer(), upstream, "");
     let mut backoff = Backoff::new(PURGE_RETRY, PURGE_RETRY, PURGE_WAIT);
     loop {
-        let (lease, record) = keys.take_purges(store, LEASE_MARGIN).await.map_err(|e| failed(e.to_string()))?;
+        let (lease, record) = keys.take_purges(store, PURGE_LEASE).await.map_err(|e| failed(e.to_string()))?;
         if let Some(lease) = lease {
             let record = Purges::parse(record.as_deref()).add(prefix, keep);
             return match store.put_fenced(&keys.purges, Write::Plain(&record), keep, lease).await {

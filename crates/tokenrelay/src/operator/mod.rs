@@ -1,0 +1,11 @@
+//! What an operator asks of the shared store, off the request path: the
+//! state of each relayed upstream (`tokenrelay status`) and purging cached
+//! answers. They read the key schemes and record formats of the layers that
+//! own them (the cache's purge record, the counters' keys), which never
+//! import this module.
+
+mod purge;
+mod status;
+
+pub use purge::purge_cache;
+pub use status::{BudgetStatus, PurgeStatus, SharedBuckets, TokenStatus, UpstreamStatus, status};
