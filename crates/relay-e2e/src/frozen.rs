@@ -183,6 +183,10 @@ pub async fn caller_checklist(platform: &Platform) -> anyhow::Result<()> {
     // learned within the rate limit's bound, not at once.
     let one = deployment.instance(0);
     caller_checks::per_caller_rate_limit(&one, &callers).await.context("per-caller rate limit")?;
+    caller_checks::failed_proofs_spend_the_address_limit(&one, &callers).await.context("failed proofs")?;
+    caller_checks::fresh_turnstile_callers_share_their_address_limit(&one, &callers)
+        .await
+        .context("fresh Turnstile callers")?;
     fx.assert_no_secrets("the responses", &shell.transcript())?;
     caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")
 }

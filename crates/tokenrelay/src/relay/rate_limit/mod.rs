@@ -221,6 +221,28 @@ impl RateLimiter {
         self.judge(counter, Bucket::Client(client))
     }
 
+    /// Whether `upstream` counts a proven caller's requests per caller
+    /// (`rate_limit.per = "caller"`) rather than per address.
+    pub(super) fn counts_callers(&self, upstream: &str) -> bool {
+        self.shared.rate_limits.get(upstream).is_some_and(|&(_, per)| per == Per::Caller)
+    }
+
+    /// Refuses (429) a request from `ip` to `upstream` when this instance
+    /// already knows the address's window is spent; counts nothing. A proof
+    /// counted only once it failed is checked after this, so that an
+    /// address whose failed proofs spent its limit gets none checked.
+    pub(super) fn has_room(&self, upstream: &str, ip: Option<IpAddr>) -> Result<(), RelayError> {
+        let Some(&(index, _)) = self.shared.rate_limits.get(upstream) else { return Ok(()) };
+        let counter = &self.shared.counters[index];
+        let now = now_ms();
+        let bucket = Bucket::Client(Client::of(ip, self.shared.ipv6_prefix));
+        let tallies = counter.lock();
+        match tallies.get(&bucket).filter(|t| t.window == now / counter.window_ms()) {
+            Some(t) if t.known + t.pending >= counter.requests => Err(counter.refusal(bucket, now)),
+            _ => Ok(()),
+        }
+    }
+
     /// Decides one call to `upstream` on its route `route` (a pattern)
     /// against the route's budget, or without one the upstream's, like
     /// [`decide`](Self::decide) decides a request.
