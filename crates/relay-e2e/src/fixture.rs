@@ -45,7 +45,8 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
 /// `metered` has a rate limit for the freeze scenarios; `budgeted` a budget
 /// of [`BUDGETED_CALLS`] upstream calls a day; `busy` is over its own limit
 /// (the API answers 429 with `Retry-After: 30`); `spent` is told by its
-/// answers how much of its quota is left (`set-…` knobs of the API's echo).
+/// answers how much of its quota is left (`set-…` knobs of the API's echo);
+/// `picky` has two routes, for a refusal that covers only its own.
 /// `queried` takes its token as a query parameter. A token is kept while
 /// younger than an hour unless the API says it is revoked
 /// (`error="invalid_token"`), and only one is dropped an hour
@@ -141,6 +142,13 @@ token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = {
 
 [upstreams.spent.relay]
 routes = [{ path = "/echo/**" }]
+
+[upstreams.picky]
+base_url = "{api}"
+token = { type = "oauth2_client_credentials", url = "{token_url}", client_id = { env = "GETTY_API_KEY" }, client_secret = { env = "GETTY_API_SECRET" } }
+
+[upstreams.picky.relay]
+routes = [{ path = "/echo/search/**" }, { path = "/echo/**" }]
 
 [upstreams.hidden]
 base_url = "{api}"

@@ -145,6 +145,7 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
     budget_checks::upstream_limit_stops_every_instance(&shells, &fx).await.context("upstream limit")?;
+    budget_checks::a_refusal_cools_down_only_its_route(&shells, &fx).await.context("route cooldown")?;
     budget_checks::limit_headers_past_any_clock_are_answered_and_capped(&shells, &fx)
         .await
         .context("limit headers past any clock")?;

@@ -105,6 +105,7 @@ mod tests {
             )],
             rate_limit: None,
             budget: None,
+            cooldown: Default::default(),
         }
     }
 

@@ -93,7 +93,7 @@ pub use error::{RelayCode, RelayError};
 pub use logging::init_logging;
 pub use path::{MOUNT, Mount};
 pub use service::{Endpoint, ResponseFuture};
-pub use status::{BudgetStatus, PurgeStatus, SharedBuckets, TokenStatus, UpstreamStatus, status};
+pub use status::{BudgetStatus, PurgeStatus, RouteCooldown, SharedBuckets, TokenStatus, UpstreamStatus, status};
 
 use crate::broker::Broker;
 use crate::config::Env;

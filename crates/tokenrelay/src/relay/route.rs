@@ -54,6 +54,7 @@ mod tests {
             headers: Vec::new(),
             rate_limit: None,
             budget: None,
+            cooldown: Default::default(),
         }
     }
 
