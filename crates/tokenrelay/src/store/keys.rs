@@ -141,10 +141,14 @@ impl KeyNamer {
         format!("{PREFIX}:budget:{upstream}:{scope}:{window}")
     }
 
-    /// The upstream's cooldown (it asked every caller to wait): when it ends,
-    /// in ms since the epoch, stored until then.
-    pub(crate) fn cooldown(&self, upstream: &str) -> String {
-        format!("{PREFIX}:cooldown:{upstream}")
+    /// The upstream's cooldown (it asked every caller to wait), or its route
+    /// `route`'s (a path pattern, hashed like a budget's): when it ends, in
+    /// ms since the epoch, stored until then.
+    pub(crate) fn cooldown(&self, upstream: &str, route: Option<&str>) -> String {
+        match route {
+            None => format!("{PREFIX}:cooldown:{upstream}"),
+            Some(route) => format!("{PREFIX}:cooldown:{upstream}:{}", self.hash(route)),
+        }
     }
 
     /// A JWKS shared by every instance, by the URL it was fetched from.
@@ -196,7 +200,10 @@ mod tests {
         assert_eq!(n.budget("getty", None, 7), "tokenrelay:v1:budget:getty:*:7");
         assert_ne!(n.budget("getty", Some("/search/**"), 7), n.budget("getty", None, 7));
         assert_ne!(n.budget("getty", Some("/search/**"), 7), n.budget("getty", Some("/images/**"), 7));
-        assert_eq!(n.cooldown("getty"), "tokenrelay:v1:cooldown:getty");
+        assert_eq!(n.cooldown("getty", None), "tokenrelay:v1:cooldown:getty");
+        let route = n.cooldown("getty", Some("/search/**"));
+        assert!(route.starts_with("tokenrelay:v1:cooldown:getty:"), "{route}");
+        assert_ne!(route, n.cooldown("getty", Some("/images/**")), "each route pattern its own");
     }
 
     #[test]

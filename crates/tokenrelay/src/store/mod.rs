@@ -273,9 +273,9 @@ impl Store {
         self.namer.budget(upstream, route, window)
     }
 
-    /// Where `upstream`'s cooldown is shared.
-    pub(crate) fn cooldown_key(&self, upstream: &str) -> String {
-        self.namer.cooldown(upstream)
+    /// Where `upstream`'s cooldown (or its route `route`'s) is shared.
+    pub(crate) fn cooldown_key(&self, upstream: &str, route: Option<&str>) -> String {
+        self.namer.cooldown(upstream, route)
     }
 
     /// Shares a cooldown of `upstream` ending at `until_ms` (ms since the
