@@ -80,6 +80,12 @@ async fn vercel_function_asks_callers_for_proof() {
             .await
             .context("oversized JWKS")?;
         relay_e2e::caller_checks::per_caller_rate_limit(&shell, &callers).await.context("per-caller rate limit")?;
+        relay_e2e::caller_checks::failed_proofs_spend_the_address_limit(&shell, &callers)
+            .await
+            .context("failed proofs")?;
+        relay_e2e::caller_checks::fresh_turnstile_callers_share_their_address_limit(&shell, &callers)
+            .await
+            .context("fresh Turnstile callers")?;
         fx.assert_no_secrets("the responses", &shell.transcript())?;
         relay_e2e::caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")?;
         Ok(())

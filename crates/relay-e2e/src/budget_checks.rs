@@ -107,3 +107,23 @@ pub async fn limit_headers_past_any_clock_are_answered_and_capped(
     ensure!(made == 1, "the upstream was called {made} times, not once");
     Ok(())
 }
+
+/// A visitor chooses a path on which the `picky` upstream answers 429 with
+/// `Retry-After: 99999999`: the visitor gets that answer, and from then that
+/// route pattern cools down on every instance (for at most
+/// [`MAX_COOLDOWN_SECS`]) without calling it, while the upstream's other
+/// route still answers 200 on every instance.
+pub async fn a_refusal_cools_down_only_its_route(shells: &[Shell], fx: &Fixture) -> anyhow::Result<()> {
+    let chosen = "/api/relay/picky/echo/search/x?status=429&set-retry-after=99999999";
+    let first = shells[0].get_as(60, chosen).await?;
+    ensure!(first.status == 429, "the upstream's own 429 is passed on: {} {}", first.status, first.text());
+    for (i, shell) in shells.iter().enumerate() {
+        refused(&shell.get_as(61, "/api/relay/picky/echo/search/y").await?, "upstream_cooling_down", MAX_COOLDOWN_SECS)
+            .with_context(|| format!("the refused route on instance {i}"))?;
+        let other = shell.get_as(62, &format!("/api/relay/picky/echo/images/{i}")).await?;
+        ensure!(other.status == 200, "the other route on instance {i}: {} {}", other.status, other.text());
+    }
+    let made = calls(fx, "/v3/echo/search/");
+    ensure!(made == 1, "the refused route was called {made} times, not once");
+    Ok(())
+}

@@ -28,6 +28,9 @@ const FLOOD_BYTES: usize = 64 * 1024 * 1024;
 const SESSION_SECS: u64 = 2;
 /// Requests per caller in the `counted` upstream's window.
 const PER_CALLER: u32 = 2;
+/// Requests per address (or per caller) in the `costly` and `tallied`
+/// upstreams' windows.
+const PER_ADDRESS: usize = 3;
 /// How long node gets to start the issuer.
 const ISSUER_READY: Duration = Duration::from_secs(20);
 /// The issuer script, from the repository root.
@@ -49,7 +52,9 @@ struct Urls<'a> {
 /// each caller to [`PER_CALLER`] requests; `open` is `signed` without the
 /// proof, to compare with. `widgets` guards routes with two widgets'
 /// secrets, an action and a host name of its own; `hoarding` asks for a JWT
-/// whose issuer's JWKS never ends.
+/// whose issuer's JWKS never ends. `costly` asks for a Turnstile token or a
+/// JWT and limits each address to [`PER_ADDRESS`] requests; `tallied` asks
+/// for a Turnstile token and limits each caller to as many.
 fn with_callers(fx: &Fixture, urls: &Urls) -> SiteConfig {
     let upstream = |name: &str| {
         UpstreamConfig::new(name, fx.api.url(), oauth2(fx.tokens.url(), "GETTY_API_KEY", "GETTY_API_SECRET"))
@@ -79,6 +84,15 @@ fn with_callers(fx: &Fixture, urls: &Urls) -> SiteConfig {
             upstream("hoarding")
                 .relay(|r| r.route(route("/echo/**").caller(Caller::jwt(urls.flood, urls.issuer, AUDIENCE)))),
         )
+        .upstream(upstream("costly").relay(|r| {
+            r.rate_limit(RateLimit::new(PER_ADDRESS as u32, Duration::from_secs(3600)))
+                .route(route("/echo/human/**").caller(Caller::turnstile(widget())))
+                .route(route("/echo/**").caller(login.clone()))
+        }))
+        .upstream(upstream("tallied").relay(|r| {
+            r.rate_limit(RateLimit::new(PER_ADDRESS as u32, Duration::from_secs(3600)).per(Per::Caller))
+                .route(route("/echo/**").caller(Caller::turnstile(widget())))
+        }))
 }
 
 /// The login provider and the siteverify stand-in; stop when dropped.
@@ -378,6 +392,82 @@ pub async fn per_caller_rate_limit(shell: &Shell, callers: &Callers) -> anyhow::
     let bob = format!("Bearer {}", callers.login("es", "bob").await?);
     let reply = shell.get(target, &[("Authorization", &bob)]).await?;
     ensure!(reply.status == 200, "bob, from the same address, has his own limit: {} {}", reply.status, reply.text());
+    Ok(())
+}
+
+/// A proof costs the address that sends it: on `costly`, one address's
+/// bogus Turnstile tokens are refused with 429 once its [`PER_ADDRESS`]
+/// requests are spent, and siteverify is asked at most that often; its bad
+/// JWTs likewise, also on `counted`, which counts logins per caller; another
+/// address is not held back. Run it on one instance
+/// (see [`per_caller_rate_limit`]).
+pub async fn failed_proofs_spend_the_address_limit(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let asked_before = callers.siteverify.calls().len();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let bogus = format!("bogus-{i}");
+        statuses
+            .push(shell.get_from(61, "/api/relay/costly/echo/human/x", &[("CF-Turnstile-Response", &bogus)]).await?);
+    }
+    limited_after("20 bogus Turnstile tokens", &statuses, PER_ADDRESS)?;
+    let asked = callers.siteverify.calls().len() - asked_before;
+    ensure!(asked <= PER_ADDRESS, "siteverify was asked {asked} times for one address's {PER_ADDRESS} requests");
+
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let bearer = format!("Bearer not.a-jwt.{i}");
+        statuses.push(shell.get_from(62, "/api/relay/costly/echo/me", &[("Authorization", &bearer)]).await?);
+    }
+    limited_after("30 bad JWTs", &statuses, PER_ADDRESS)?;
+
+    // Counting logins per caller, `counted` still counts a failed JWT against its address.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let bearer = format!("Bearer not.a-jwt.{i}");
+        statuses.push(shell.get_from(65, "/api/relay/counted/echo/me", &[("Authorization", &bearer)]).await?);
+    }
+    limited_after("6 bad JWTs under per = \"caller\"", &statuses, PER_CALLER as usize)?;
+
+    let other =
+        shell.get_from(63, "/api/relay/costly/echo/human/x", &[("CF-Turnstile-Response", &passing(""))]).await?;
+    ensure!(other.status == 200, "another address's proof is checked: {} {}", other.status, other.text());
+    Ok(())
+}
+
+/// The first `allowed` replies are refused with 401, every later one with 429.
+fn limited_after(what: &str, replies: &[Reply], allowed: usize) -> anyhow::Result<()> {
+    for (i, reply) in replies.iter().enumerate() {
+        if i < allowed {
+            refused(reply, &format!("{what}: request {i}"))?;
+        } else {
+            ensure!(
+                reply.status == 429 && reply.error_code().as_deref() == Some("rate_limited"),
+                "{what}: request {i} past the address's limit: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// With `per = "caller"` on a Turnstile route, every fresh token would be a
+/// fresh caller: the route keeps its per-address limit, so one address's
+/// [`PER_ADDRESS`] tokens pass and the rest are refused unchecked. Run it on
+/// one instance (see [`per_caller_rate_limit`]).
+pub async fn fresh_turnstile_callers_share_their_address_limit(shell: &Shell, callers: &Callers) -> anyhow::Result<()> {
+    let asked_before = callers.siteverify.calls().len();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let token = passing("");
+        let reply = shell.get_from(64, "/api/relay/tallied/echo/x", &[("CF-Turnstile-Response", &token)]).await?;
+        statuses.push(reply.status);
+    }
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    ensure!(passed <= PER_ADDRESS, "{passed} of 10 fresh tokens from one address passed: {statuses:?}");
+    ensure!(statuses[PER_ADDRESS..].iter().all(|s| *s == 429), "the rest are rate limited: {statuses:?}");
+    let asked = callers.siteverify.calls().len() - asked_before;
+    ensure!(asked <= PER_ADDRESS, "siteverify was asked {asked} times for one address's {PER_ADDRESS} requests");
     Ok(())
 }
 

@@ -151,6 +151,7 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
     budget_checks::upstream_limit_stops_every_instance(&shells, &fx).await.context("upstream limit")?;
+    budget_checks::a_refusal_cools_down_only_its_route(&shells, &fx).await.context("route cooldown")?;
     budget_checks::limit_headers_past_any_clock_are_answered_and_capped(&shells, &fx)
         .await
         .context("limit headers past any clock")?;
@@ -189,6 +190,10 @@ pub async fn caller_checklist(platform: &Platform) -> anyhow::Result<()> {
     // learned within the rate limit's bound, not at once.
     let one = deployment.instance(0);
     caller_checks::per_caller_rate_limit(&one, &callers).await.context("per-caller rate limit")?;
+    caller_checks::failed_proofs_spend_the_address_limit(&one, &callers).await.context("failed proofs")?;
+    caller_checks::fresh_turnstile_callers_share_their_address_limit(&one, &callers)
+        .await
+        .context("fresh Turnstile callers")?;
     fx.assert_no_secrets("the responses", &shell.transcript())?;
     caller_checks::logs_name_causes_and_no_secrets(&logs, &fx, &callers).context("logs")
 }

@@ -64,7 +64,12 @@ impl Shell {
 
     /// `GET target` as visitor number `n` (1-254), whose address the platform sees.
     pub async fn get_as(&self, n: u8, target: &str) -> anyhow::Result<Reply> {
-        self.exchange("GET", target, &[], b"", Some(n)).await
+        self.get_from(n, target, &[]).await
+    }
+
+    /// `GET target` with `headers`, as visitor number `n` (see [`get_as`](Self::get_as)).
+    pub async fn get_from(&self, n: u8, target: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        self.exchange("GET", target, headers, b"", Some(n)).await
     }
 
     async fn exchange(

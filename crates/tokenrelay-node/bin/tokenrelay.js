@@ -250,6 +250,9 @@ function formatStatus(all) {
         ? "  cooldown: none"
         : `  cooldown: ${duration(u.cooldownMs)} left (the upstream asked to wait)`,
     );
+    for (const c of u.routeCooldowns) {
+      lines.push(`  cooldown ${c.route}: ${duration(c.cooldownMs)} left (the upstream refused a call there)`);
+    }
     const { crowd, withoutAddress, windowMs } = u.rateLimit;
     lines.push(
       `  rate limit this window (${duration(windowMs)}): ${crowd} request(s) in the crowd bucket (clients past the 10,000 an instance tracks), ${withoutAddress} without a client address`,

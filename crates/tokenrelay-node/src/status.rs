@@ -20,6 +20,8 @@ pub struct UpstreamStatus {
     pub budgets: Vec<BudgetStatus>,
     /// Time until the upstream's cooldown ends, while one runs.
     pub cooldown_ms: Option<f64>,
+    /// The route patterns cooling down on their own, while they do.
+    pub route_cooldowns: Vec<RouteCooldown>,
     /// The rate limit's buckets shared by many clients, this window.
     pub rate_limit: SharedBuckets,
     /// The cache's purged path prefixes, newest first.
@@ -35,6 +37,14 @@ pub struct SharedBuckets {
     pub window_ms: f64,
     pub crowd: f64,
     pub without_address: f64,
+}
+
+/// A route pattern's own cooldown (the upstream refused a call on it).
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct RouteCooldown {
+    pub route: String,
+    pub cooldown_ms: f64,
 }
 
 /// One recorded cache purge.
@@ -100,6 +110,11 @@ pub async fn status(upstream: Option<String>, options: SiteOnlyOptions) -> Resul
                 })
                 .collect(),
             cooldown_ms: s.cooldown_ms.map(n),
+            route_cooldowns: s
+                .route_cooldowns
+                .into_iter()
+                .map(|c| RouteCooldown { route: c.route, cooldown_ms: n(c.cooldown_ms) })
+                .collect(),
             rate_limit: SharedBuckets {
                 window_ms: n(s.rate_limit.window_ms),
                 crowd: n(s.rate_limit.crowd),

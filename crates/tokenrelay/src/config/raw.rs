@@ -95,6 +95,8 @@ pub(super) struct RawUpstreamRelay {
     pub headers: BTreeMap<String, RawParam>,
     pub rate_limit: Option<RawRateLimit>,
     pub budget: Option<RawBudget>,
+    /// `"route"` (default) or `"upstream"`: what an answer asking to wait cools down.
+    pub cooldown: Option<String>,
 }
 
 /// `budget = { requests = 10000, per = "1d" }`: upstream calls per window.

@@ -115,6 +115,22 @@ pub(crate) struct UpstreamRelay {
     pub(crate) rate_limit: Option<RateLimit>,
     /// The upstream calls of its routes without a budget of their own.
     pub(crate) budget: Option<Budget>,
+    /// What an answer asking to wait cools down.
+    pub(crate) cooldown: CooldownScope,
+}
+
+/// What an upstream's answer asking to wait (`relay::upstream_limits`)
+/// cools down: `cooldown = "route"` or `"upstream"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum CooldownScope {
+    /// The route pattern whose call got it, unless its rate-limit headers
+    /// say the whole service's quota is spent: a visitor's path cannot
+    /// silence the other routes.
+    #[default]
+    Route,
+    /// Every route of the upstream, for APIs whose refusals always mean the
+    /// whole service.
+    Upstream,
 }
 
 /// One allowed path pattern with its methods.
@@ -216,12 +232,21 @@ impl Builder<'_> {
             }
         };
         let budget = self.budget(upstream, "relay.budget", raw.budget);
+        let cooldown = match raw.cooldown.as_deref() {
+            None | Some("route") => Some(CooldownScope::Route),
+            Some("upstream") => Some(CooldownScope::Upstream),
+            Some(_) => {
+                self.problem(upstream, "relay.cooldown", "must be \"route\" (the default) or \"upstream\"");
+                None
+            }
+        };
         Some(UpstreamRelay {
             routes: routes.into_iter().collect::<Option<_>>()?,
             inject: inject?,
             headers: headers?,
             rate_limit: rate_limit?,
             budget: budget?,
+            cooldown: cooldown?,
         })
     }
 

@@ -243,3 +243,17 @@ routes = [{{ path = "/a", {jwt} }}, {{ path = "/b" {second} }}]
     let limit = c.upstreams["api"].relay.as_ref().unwrap().rate_limit.unwrap();
     assert_eq!(limit.per, relay::Per::Caller);
 }
+
+#[test]
+fn cooldown_scope_is_route_by_default_upstream_when_asked_and_nothing_else() {
+    let text =
+        |cooldown: &str| format!("{GETTY}\n[upstreams.getty.relay]\nroutes = [{{ path = \"/**\" }}]\n{cooldown}");
+    let scope = |text: &str| {
+        Config::parse(text, "tokenrelay.toml", &env()).unwrap().upstreams["getty"].relay.as_ref().unwrap().cooldown
+    };
+    assert_eq!(scope(&text("")), relay::CooldownScope::Route);
+    assert_eq!(scope(&text("cooldown = \"route\"")), relay::CooldownScope::Route);
+    assert_eq!(scope(&text("cooldown = \"upstream\"")), relay::CooldownScope::Upstream);
+    let p = problems(&text("cooldown = \"service\""), &env());
+    assert_eq!(p, ["upstream \"getty\": relay.cooldown: must be \"route\" (the default) or \"upstream\""], "{p:#?}");
+}

@@ -8,4 +8,4 @@ mod purge;
 mod status;
 
 pub use purge::purge_cache;
-pub use status::{BudgetStatus, PurgeStatus, SharedBuckets, TokenStatus, UpstreamStatus, status};
+pub use status::{BudgetStatus, PurgeStatus, RouteCooldown, SharedBuckets, TokenStatus, UpstreamStatus, status};

@@ -31,6 +31,8 @@ pub struct UpstreamStatus {
     pub budgets: Vec<BudgetStatus>,
     /// Milliseconds until the upstream's cooldown ends, while one runs.
     pub cooldown_ms: Option<u64>,
+    /// The route patterns cooling down on their own, while they do.
+    pub route_cooldowns: Vec<RouteCooldown>,
     /// The rate limit's shared buckets this window.
     pub rate_limit: SharedBuckets,
     /// The path prefixes whose cached answers were purged, newest first.
@@ -46,6 +48,15 @@ pub struct SharedBuckets {
     pub window_ms: u64,
     pub crowd: u64,
     pub without_address: u64,
+}
+
+/// A route pattern's own cooldown (the upstream refused a call on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteCooldown {
+    pub route: String,
+    /// Milliseconds until it ends.
+    pub cooldown_ms: u64,
 }
 
 /// One purge in the upstream's purge record.
@@ -112,17 +123,28 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
         let rate_limit = u.relay.as_ref().and_then(|r| r.rate_limit).unwrap_or(config.relay.rate_limit);
         let rate_window_ms = millis(rate_limit.window).max(1);
         keys.extend(shared_bucket_keys(store, u.name(), now_ms.checked_div(rate_window_ms).unwrap_or(0)));
-        keys.push(cooldown::key(u.name()));
+        keys.push(cooldown::key(store.namer(), u.name(), None));
         keys.push(CacheKeys::new(store.namer(), u.name(), "").purges);
+        let routes: Vec<&str> = u.relay.iter().flat_map(|r| &r.routes).map(|r| r.pattern.as_str()).collect();
+        let routes_at = keys.len();
+        keys.extend(routes.iter().map(|route| cooldown::key(store.namer(), u.name(), Some(route))));
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut values = store
             .get(&Read::plain_all(&key_refs))
             .await
             .map(Values::into_plain)
             .map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+        let left = |v: Option<String>| {
+            v.and_then(|v| v.parse::<u64>().ok()).and_then(|until| until.checked_sub(now_ms)).filter(|left| *left > 0)
+        };
+        let route_cooldowns = routes
+            .iter()
+            .zip(values.split_off(routes_at.min(values.len())))
+            .filter_map(|(route, v)| Some(RouteCooldown { route: (*route).to_owned(), cooldown_ms: left(v)? }))
+            .collect();
         let count = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let purges = Purges::parse(values.pop().flatten().as_deref());
-        let cooldown = values.pop().flatten().and_then(|v| v.parse::<u64>().ok());
+        let cooldown = left(values.pop().flatten());
         let without_address = count(values.pop().flatten());
         let crowd = count(values.pop().flatten());
         let mut purges: Vec<PurgeStatus> = purges
@@ -150,7 +172,8 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             upstream: u.name().to_owned(),
             token,
             budgets,
-            cooldown_ms: cooldown.and_then(|until| until.checked_sub(now_ms)).filter(|left| *left > 0),
+            cooldown_ms: cooldown,
+            route_cooldowns,
             rate_limit: SharedBuckets { window_ms: rate_window_ms, crowd, without_address },
             purges,
         });
@@ -198,6 +221,7 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             assert_eq!((before[0].budgets[0].used, before[0].budgets[0].left), (0, 100));
             assert_eq!(before[0].rate_limit, SharedBuckets { window_ms: 3_600_000, crowd: 0, without_address: 0 });
             assert_eq!(before[0].purges, []);
+            assert_eq!(before[0].route_cooldowns, []);
 
             let token = broker.token("api").await.unwrap();
             let store = broker.store();
@@ -205,7 +229,16 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             let key = counter::budget(store.namer(), "api", None, window);
             store.count(&[crate::store::Count { key, add: 7, ttl: Duration::from_secs(60) }], &[]).await.unwrap();
             let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 30_000;
-            store.put(&cooldown::key("api"), Write::Plain(&until.to_string()), Duration::from_secs(30)).await.unwrap();
+            store
+                .put(
+                    &cooldown::key(store.namer(), "api", None),
+                    Write::Plain(&until.to_string()),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+            let route_key = cooldown::key(store.namer(), "api", Some("/**"));
+            store.put(&route_key, Write::Plain(&(until + 10_000).to_string()), Duration::from_secs(40)).await.unwrap();
             let [crowd, _] = shared_bucket_keys(store, "api", crate::clock::now_ms() / 3_600_000);
             let ttl = Duration::from_secs(60);
             store.count(&[crate::store::Count { key: crowd, add: 5, ttl }], &[]).await.unwrap();
@@ -217,6 +250,8 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             assert!(t.age_ms < 10_000 && t.expires_in_ms.is_some_and(|left| left > 0), "{t:?}");
             assert_eq!((api.budgets[0].used, api.budgets[0].left, api.budgets[0].requests), (7, 93, 100));
             assert!(api.cooldown_ms.is_some_and(|left| left > 25_000 && left <= 30_000), "{:?}", api.cooldown_ms);
+            let [route] = &api.route_cooldowns[..] else { panic!("one route cooling down: {:?}", api.route_cooldowns) };
+            assert!(route.route == "/**" && route.cooldown_ms > 35_000 && route.cooldown_ms <= 40_000, "{route:?}");
             assert_eq!((api.rate_limit.crowd, api.rate_limit.without_address), (5, 0));
             assert_eq!(api.purges.len(), 1);
             assert!(api.purges[0].prefix == "/search" && api.purges[0].age_ms < 10_000, "{:?}", api.purges);

@@ -12,12 +12,16 @@
 //!    `;` parameters only on routes with `path_params`);
 //! 3. `route`: the upstream's configured patterns and methods (404/405),
 //!    or the CORS preflight answer;
-//! 4. `caller`: on a route with `caller`, a valid relay session cookie, or
+//! 4. `rate_limit`: per client (IPv4 address, IPv6 /64) and upstream,
+//!    counted before any caller proof is checked, so that a proof costs the
+//!    address that sends it; with `per = "caller"`, a login's requests count
+//!    per proven caller instead (by its session, or its JWT once verified; a
+//!    failed JWT counts against the address). Counted on the shared
+//!    counters of `counter` (which also count the budgets): a client's first
+//!    request of a window on an instance is counted in the store, the rest
+//!    are decided in memory and synced as chores (429);
+//! 5. `caller`: on a route with `caller`, a valid relay session cookie, or
 //!    a login's JWT or a Turnstile token that earns one (401);
-//! 5. `rate_limit`: per client (IPv4 address, IPv6 /64, or with `per = "caller"` the proven caller) and upstream,
-//!    on the shared counters of `counter` (which also count the budgets):
-//!    a client's first request of a window on an instance is counted in the
-//!    store, the rest are decided in memory and synced as chores (429);
 //! 6. the body, buffered up to `relay.max_request_bytes` (413); none on a
 //!    `GET` or `HEAD` (400: the cache could not key an answer to it);
 //! 7. the upstream call, a stack of layers each wrapping the one below
@@ -322,27 +326,43 @@ impl Relay {
             timeout: settings.timeout,
         };
 
-        // 4. caller: before the rate limit, which may count per caller
+        // 4. rate limit, before any proof is checked: a proof (a siteverify
+        // or JWKS call) costs the address that sends it. A request counts
+        // against its address; on a `per = "caller"` upstream, a login's (by
+        // its session, checked here without a network call, or its JWT)
+        // counts against its caller once proven, and a failed one against
+        // its address.
         let ip = parts.extensions.get::<ClientIp>().map(|c| c.0);
-        let admitted = match &route.caller {
-            Some(policy) => {
-                let (http, store) = (self.broker.http(), self.broker.store());
-                Some(self.caller.admit(http, store, upstream.name(), policy, &parts.headers, ip).await?)
-            }
-            None => None,
-        };
+        let store = self.broker.store();
+        let session =
+            route.caller.as_ref().and_then(|p| self.caller.session(store, upstream.name(), p, &parts.headers));
+        let per_login = self.limiter.counts_callers(upstream.name())
+            && route.caller.as_ref().is_some_and(|p| p.proof.names_caller());
+        let mut cached = None;
+        if !per_login {
+            cached = self.limit(&out, record, ip, None).await?;
+        } else if session.is_none() {
+            self.limiter.has_room(upstream.name(), ip)?;
+        }
 
-        // 5. rate limit
-        let subject = admitted.as_ref().map(|a| a.subject.as_str());
-        let cached = match self.limiter.decide(upstream.name(), ip, subject)? {
-            rate_limit::Verdict::Admitted(sync) => {
-                if let Some(sync) = sync {
-                    record.chores.add(sync);
+        // 5. caller: the session, or a login's JWT or a Turnstile token that earns one
+        let admitted = match (&route.caller, session) {
+            (None, _) => None,
+            (Some(_), Some(session)) => Some(session),
+            (Some(policy), None) => {
+                match self.caller.prove(self.broker.http(), store, upstream.name(), policy, &parts.headers, ip).await {
+                    Ok(proven) => Some(proven),
+                    Err(refused) if per_login => {
+                        self.limit(&out, record, ip, None).await?;
+                        return Err(refused);
+                    }
+                    Err(refused) => return Err(refused),
                 }
-                None
             }
-            rate_limit::Verdict::Count(counting) => self.count(&out, counting).await?,
         };
+        if let Some(caller) = admitted.as_ref().filter(|_| per_login) {
+            cached = self.limit(&out, record, ip, Some(&caller.subject)).await?;
+        }
 
         // 6. body
         out.body = request_body::read_body(&out.method, &parts.headers, body, settings.max_request_bytes).await?;
@@ -357,6 +377,27 @@ impl Relay {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
+    }
+
+    /// Decides `out` against its rate limit for `ip`, or with `caller` for
+    /// the proven caller ([`RateLimiter::decide`](rate_limit::RateLimiter::decide)):
+    /// in memory, else counted in the store (see [`count`](Self::count)).
+    async fn limit(
+        &self,
+        out: &Outgoing<'_>,
+        record: &Record<'_>,
+        ip: Option<IpAddr>,
+        caller: Option<&str>,
+    ) -> Result<Option<CacheState>, RelayError> {
+        match self.limiter.decide(out.upstream.name(), ip, caller)? {
+            rate_limit::Verdict::Admitted(sync) => {
+                if let Some(sync) = sync {
+                    record.chores.add(sync);
+                }
+                Ok(None)
+            }
+            rate_limit::Verdict::Count(counting) => self.count(out, counting).await,
+        }
     }
 
     /// Counts `out` against its rate limit in the store and decides it, in

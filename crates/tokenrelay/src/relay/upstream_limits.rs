@@ -7,10 +7,21 @@
 //! `RateLimit-Reset`, the draft's earlier form; `X-RateLimit-Remaining: 0`
 //! with `X-RateLimit-Reset`, in seconds or as a Unix time, as GitHub sends
 //! it), the relay stops calling it until then, for at most
-//! [`MAX_COOLDOWN`]: one cooldown per upstream, kept in memory and shared
-//! in the store under one key (its end, stored until then), so that a cold
-//! instance learns it in the round trip it makes anyway and a warm one with
-//! its next sync.
+//! [`MAX_COOLDOWN`]. Each cooldown is kept in memory and shared in the store
+//! under its key (its end, stored until then), so that a cold instance
+//! learns it in the round trip it makes anyway and a warm one with its next
+//! sync.
+//!
+//! # Scope
+//! A cooldown covers the route pattern whose call got the answer, unless
+//! the answer speaks for the whole service, or the upstream's relay section
+//! says `cooldown = "upstream"`. Rate-limit headers with nothing remaining
+//! describe the caller's quota (the site's key), which every route spends:
+//! they cool down the whole upstream. A bare `429` or `503` with
+//! `Retry-After` says only that this request was refused: many APIs refuse
+//! per resource or per query (a search too broad, one image's own quota),
+//! and the path is the visitor's to choose, so it cools down its route
+//! pattern alone: a visitor cannot silence the upstream's other routes.
 //!
 //! Every number here comes from an upstream or the store: arithmetic is
 //! checked or saturating (the lint below keeps it so), and a time too far to
@@ -30,6 +41,7 @@ use crate::clock::{millis, now_ms};
 use super::counter::SyncReads;
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
+use crate::config::relay::CooldownScope;
 use crate::store::keys::cooldown;
 
 /// The longest the relay believes an upstream's request to wait: a bad
@@ -39,10 +51,36 @@ pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(3600);
 /// seconds to wait (a wait of 31 years is no wait anyone means).
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 
-/// Every relayed upstream's cooldown as this instance knows it. Cheap to clone.
+/// Every relayed upstream's cooldowns as this instance knows them. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Cooldowns {
-    upstreams: Arc<HashMap<String, Cooldown>>,
+    upstreams: Arc<HashMap<String, Scopes>>,
+}
+
+/// One upstream's cooldowns: its own, and each route pattern's.
+#[derive(Debug)]
+struct Scopes {
+    /// `cooldown = "upstream"`: every wait covers the whole upstream.
+    whole_only: bool,
+    upstream: Cooldown,
+    /// By route pattern.
+    routes: HashMap<String, Cooldown>,
+}
+
+/// What an answer asking to wait covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// The route pattern the call was made on.
+    Route,
+    /// Every route of the upstream.
+    Upstream,
+}
+
+/// How long an answer asked to wait, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Wait {
+    pub(super) time: Duration,
+    pub(super) scope: Scope,
 }
 
 #[derive(Debug)]
@@ -61,54 +99,85 @@ pub(super) struct Share {
 }
 
 impl Cooldowns {
-    /// One per relayed upstream of `broker`'s config.
+    /// One per relayed upstream of `broker`'s config, and one per route pattern.
     pub(super) fn new(broker: &Broker) -> Self {
+        let store = broker.store();
+        let cooldown = |route: Option<&str>, name: &str| Cooldown {
+            key: cooldown::key(store.namer(), name, route),
+            until_ms: AtomicU64::new(0),
+        };
         let upstreams = broker
             .config()
             .upstreams
             .iter()
-            .filter(|(_, u)| u.relay.is_some())
-            .map(|(name, _)| {
-                let key = cooldown::key(name);
-                (name.clone(), Cooldown { key, until_ms: AtomicU64::new(0) })
+            .filter_map(|(name, u)| Some((name, u.relay.as_ref()?)))
+            .map(|(name, relay)| {
+                let routes = relay
+                    .routes
+                    .iter()
+                    .map(|r| (r.pattern.as_str().to_owned(), cooldown(Some(r.pattern.as_str()), name)))
+                    .collect();
+                let whole_only = relay.cooldown == CooldownScope::Upstream;
+                (name.clone(), Scopes { whole_only, upstream: cooldown(None, name), routes })
             })
             .collect();
         Self { upstreams: Arc::new(upstreams) }
     }
 
-    /// `upstream`'s key, to read with a cold request's round trip.
-    pub(super) fn key(&self, upstream: &str) -> Vec<&str> {
-        self.upstreams.get(upstream).map(|c| c.key.as_str()).into_iter().collect()
+    /// The keys covering `route` of `upstream` (its own and the upstream's),
+    /// to read with a cold request's round trip.
+    pub(super) fn key(&self, upstream: &str, route: &str) -> Vec<&str> {
+        self.covering(upstream, route).map(|c| c.key.as_str()).collect()
     }
 
     /// Learns the stored `values` of `keys`; a value that is not a time is ignored.
     pub(super) fn learn(&self, keys: &[&str], values: &[Option<String>]) {
         for (key, value) in keys.iter().zip(values) {
             let until = value.as_deref().and_then(|v| v.parse::<u64>().ok());
-            if let (Some(c), Some(until)) = (self.upstreams.values().find(|c| c.key == *key), until) {
+            let known = self.upstreams.values().flat_map(Scopes::all).find(|c| c.key == *key);
+            if let (Some(c), Some(until)) = (known, until) {
                 c.until_ms.fetch_max(until.min(now_ms().saturating_add(millis(MAX_COOLDOWN))), Ordering::AcqRel);
             }
         }
     }
 
-    /// Refuses a call to `upstream` while it cools down: 503 with `Retry-After`.
-    pub(super) fn check(&self, upstream: &str) -> Result<(), RelayError> {
-        let Some(c) = self.upstreams.get(upstream) else { return Ok(()) };
-        let left = c.until_ms.load(Ordering::Acquire).saturating_sub(now_ms());
+    /// Refuses a call on `route` of `upstream` while it or its route cools
+    /// down: 503 with `Retry-After`.
+    pub(super) fn check(&self, upstream: &str, route: &str) -> Result<(), RelayError> {
+        let now = now_ms();
+        let until = self.covering(upstream, route).map(|c| c.until_ms.load(Ordering::Acquire)).max().unwrap_or(0);
+        let left = until.saturating_sub(now);
         if left == 0 {
             return Ok(());
         }
         Err(Kind::UpstreamCoolingDown { retry_after: Duration::from_millis(left) }.into())
     }
 
-    /// Starts `upstream`'s cooldown when its answer asks to wait; what to share, if so.
-    pub(super) fn note(&self, upstream: &str, status: StatusCode, headers: &HeaderMap) -> Option<Share> {
-        let c = self.upstreams.get(upstream)?;
+    /// Starts a cooldown when the answer to a call on `route` of `upstream`
+    /// asks to wait: the route's, or the upstream's (see the module's
+    /// *Scope*); what to share, if so.
+    pub(super) fn note(&self, upstream: &str, route: &str, status: StatusCode, headers: &HeaderMap) -> Option<Share> {
+        let scopes = self.upstreams.get(upstream)?;
         let wait = asked_to_wait(status, headers, SystemTime::now())?;
-        let until_ms = now_ms().saturating_add(millis(wait));
+        let own = scopes.routes.get(route).filter(|_| wait.scope == Scope::Route && !scopes.whole_only);
+        let (c, scope) = own.map_or((&scopes.upstream, "upstream"), |c| (c, "route"));
+        let until_ms = now_ms().saturating_add(millis(wait.time));
         c.until_ms.fetch_max(until_ms, Ordering::AcqRel);
-        tracing::warn!(upstream, wait_ms = millis(wait), "upstream asked to wait; no instance calls it until then");
-        Some(Share { key: c.key.clone(), until_ms, ttl: wait })
+        tracing::warn!(
+            upstream,
+            route,
+            scope,
+            wait_ms = millis(wait.time),
+            "upstream asked to wait; no instance calls it there until then"
+        );
+        Some(Share { key: c.key.clone(), until_ms, ttl: wait.time })
+    }
+
+    /// The cooldowns covering `route` of `upstream`.
+    fn covering<'a>(&'a self, upstream: &str, route: &str) -> impl Iterator<Item = &'a Cooldown> {
+        let scopes = self.upstreams.get(upstream);
+        let own = scopes.and_then(|s| s.routes.get(route));
+        scopes.map(|s| &s.upstream).into_iter().chain(own)
     }
 }
 
@@ -116,7 +185,7 @@ impl Cooldowns {
 /// warm instance learns them without a store call of its own.
 impl SyncReads for Cooldowns {
     fn keys(&self) -> Vec<&str> {
-        self.upstreams.values().map(|c| c.key.as_str()).collect()
+        self.upstreams.values().flat_map(Scopes::all).map(|c| c.key.as_str()).collect()
     }
 
     fn learn(&self, keys: &[&str], values: &[Option<String>]) {
@@ -124,16 +193,25 @@ impl SyncReads for Cooldowns {
     }
 }
 
-/// How long the upstream asked to be left alone, capped at [`MAX_COOLDOWN`];
-/// `None` when it did not (or the time is already past).
-pub(super) fn asked_to_wait(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+impl Scopes {
+    fn all(&self) -> impl Iterator<Item = &Cooldown> {
+        std::iter::once(&self.upstream).chain(self.routes.values())
+    }
+}
+
+/// How long the upstream asked to be left alone, capped at [`MAX_COOLDOWN`],
+/// and what for: the whole upstream when a rate-limit header says its quota
+/// is spent, else the route (see the module's *Scope*); `None` when it did
+/// not ask (or the time is already past).
+pub(super) fn asked_to_wait(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Wait> {
     let refused = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
     let retry_after = refused.then(|| retry_after(headers, now)).flatten();
-    let wait = retry_after
-        .or_else(|| draft_ratelimit(headers))
+    let quota = draft_ratelimit(headers)
         .or_else(|| remaining_and_reset(headers, "ratelimit-remaining", "ratelimit-reset", now))
-        .or_else(|| remaining_and_reset(headers, "x-ratelimit-remaining", "x-ratelimit-reset", now))?;
-    (!wait.is_zero()).then(|| wait.min(MAX_COOLDOWN))
+        .or_else(|| remaining_and_reset(headers, "x-ratelimit-remaining", "x-ratelimit-reset", now));
+    let scope = if quota.is_some() { Scope::Upstream } else { Scope::Route };
+    let time = retry_after.or(quota)?;
+    (!time.is_zero()).then(|| Wait { time: time.min(MAX_COOLDOWN), scope })
 }
 
 /// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -201,7 +279,27 @@ mod tests {
         for (name, value) in pairs {
             headers.insert(HeaderName::from_static(name), value.parse().unwrap());
         }
-        asked_to_wait(StatusCode::from_u16(status).unwrap(), &headers, UNIX_EPOCH + NOW)
+        asked_to_wait(StatusCode::from_u16(status).unwrap(), &headers, UNIX_EPOCH + NOW).map(|w| w.time)
+    }
+
+    fn scope(status: u16, pairs: &[(&'static str, &str)]) -> Option<Scope> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(HeaderName::from_static(name), value.parse().unwrap());
+        }
+        asked_to_wait(StatusCode::from_u16(status).unwrap(), &headers, UNIX_EPOCH + NOW).map(|w| w.scope)
+    }
+
+    #[test]
+    fn a_spent_quota_covers_the_upstream_and_a_bare_refusal_its_route() {
+        assert_eq!(scope(429, &[("retry-after", "30")]), Some(Scope::Route), "this request was refused");
+        assert_eq!(scope(503, &[("retry-after", "30")]), Some(Scope::Route));
+        assert_eq!(scope(200, &[("ratelimit", "\"default\";r=0;t=12")]), Some(Scope::Upstream));
+        assert_eq!(scope(200, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "20")]), Some(Scope::Upstream));
+        let spent = [("retry-after", "30"), ("ratelimit-remaining", "0"), ("ratelimit-reset", "30")];
+        assert_eq!(scope(429, &spent), Some(Scope::Upstream), "the key's quota is spent");
+        let left = [("retry-after", "30"), ("x-ratelimit-remaining", "40"), ("x-ratelimit-reset", "30")];
+        assert_eq!(scope(429, &left), Some(Scope::Route), "the quota has room: this request alone was refused");
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub(crate) enum Proof {
     Turnstile { secret: SecretString, siteverify_url: Url, hostnames: Vec<String>, action: Option<String> },
 }
 
+impl Proof {
+    /// Whether the proof names a caller who is the same on every proof: a
+    /// login's `sub` does; a Turnstile session's id is new with every solved
+    /// challenge, so it names no one a rate limit could count
+    /// (`rate_limit.per = "caller"` counts such callers by address).
+    pub(crate) fn names_caller(&self) -> bool {
+        matches!(self, Proof::Jwt { .. })
+    }
+}
+
 impl Builder<'_> {
     /// `field` is the route's, e.g. `relay.routes[0]`.
     pub(in crate::config) fn caller(&mut self, upstream: &str, field: &str, raw: RawCaller) -> Option<CallerPolicy> {

@@ -31,7 +31,14 @@ impl Route {
 impl UpstreamRelay {
     /// `routes`, with the token injected as `inject` and nothing else set.
     pub(crate) fn test(routes: Vec<Route>, inject: Inject) -> Self {
-        UpstreamRelay { routes, inject, headers: Vec::new(), rate_limit: None, budget: None }
+        UpstreamRelay {
+            routes,
+            inject,
+            headers: Vec::new(),
+            rate_limit: None,
+            budget: None,
+            cooldown: Default::default(),
+        }
     }
 
     /// The same, with `headers` sent upstream.

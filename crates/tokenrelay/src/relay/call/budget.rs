@@ -37,9 +37,9 @@ impl<S> Budgeted<S> {
     /// upstream cools down (503 `upstream_cooling_down`) or the budget is
     /// spent (503 `budget_exhausted`), each with `Retry-After`.
     async fn admit(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
-        let name = out.upstream.name();
-        self.cooldowns.check(name)?;
-        match self.budgets.spend(name, out.route.pattern.as_str())? {
+        let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
+        self.cooldowns.check(name, route)?;
+        match self.budgets.spend(name, route)? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     cx.chores.add(sync);
@@ -47,12 +47,12 @@ impl<S> Budgeted<S> {
                 Ok(())
             }
             Verdict::Count(counting) => {
-                let keys = self.cooldowns.key(name);
+                let keys = self.cooldowns.key(name, route);
                 match self.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await {
                     Ok(read) => {
                         self.cooldowns.learn(&keys, &read.values.into_plain());
                         self.budgets.settle(counting, Some(read.totals))?;
-                        self.cooldowns.check(name)
+                        self.cooldowns.check(name, route)
                     }
                     Err(_) => self.budgets.settle(counting, None),
                 }
@@ -61,10 +61,11 @@ impl<S> Budgeted<S> {
     }
 
     /// Learns from the upstream's answer whether it asks every caller to
-    /// wait; if so, shares the cooldown in the store as a chore of the request.
+    /// wait (on this route, or anywhere); if so, shares the cooldown in the
+    /// store as a chore of the request.
     fn heed(&self, out: &Outgoing<'_>, response: &reqwest::Response, cx: &mut Cx<'_>) {
-        let name = out.upstream.name();
-        let Some(share) = self.cooldowns.note(name, response.status(), response.headers()) else { return };
+        let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
+        let Some(share) = self.cooldowns.note(name, route, response.status(), response.headers()) else { return };
         let (broker, upstream) = (self.broker.clone(), name.to_owned());
         cx.chores.add(async move {
             if let Err(error) = broker.store().put(&share.key, Write::Plain(&share.until_ms.to_string()), share.ttl).await {
@@ -84,12 +85,12 @@ impl<S: Call> Call for Budgeted<S> {
     }
 
     fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
-        plan.cooldowns.extend(self.cooldowns.key(out.upstream.name()));
+        plan.cooldowns.extend(self.cooldowns.key(out.upstream.name(), out.route.pattern.as_str()));
         self.inner.plan(out, plan);
     }
 
     fn learn(&self, out: &Outgoing<'_>, read: &mut ColdRead) {
-        self.cooldowns.learn(&self.cooldowns.key(out.upstream.name()), &read.cooldowns);
+        self.cooldowns.learn(&self.cooldowns.key(out.upstream.name(), out.route.pattern.as_str()), &read.cooldowns);
         self.inner.learn(out, read);
     }
 }
@@ -134,10 +135,14 @@ routes = [{ path = "/x" }]"#,
         assert_eq!(upstream.calls(), 2, "a refused call never reaches the upstream");
     }
 
+    /// An upstream whose refusals cover it all (`cooldown = "upstream"`).
+    const WHOLE: &str = r#"cooldown = "upstream"
+routes = [{ path = "/x" }, { path = "/y" }]"#;
+
     #[tokio::test]
     async fn an_upstream_asking_to_wait_is_not_called_until_then() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = stand_in::broker(dir.path(), r#"routes = [{ path = "/x" }, { path = "/y" }]"#);
+        let broker = stand_in::broker(dir.path(), WHOLE);
         let upstream = Upstream::answering(&[WAIT, OK]);
         let layer = budgeted(&broker, &upstream);
         let mut trace = Trace::default();
@@ -150,7 +155,7 @@ routes = [{ path = "/x" }]"#,
         // The cooldown is shared with the other instances as a chore of the request.
         std::mem::take(&mut trace.chores).finish(std::time::Duration::from_secs(5)).expect("a chore").await;
         // Another instance learns it with a cold request's count, and calls nothing.
-        let broker = stand_in::broker(dir.path(), r#"routes = [{ path = "/x" }, { path = "/y" }]"#);
+        let broker = stand_in::broker(dir.path(), WHOLE);
         let instance = budgeted(&broker, &upstream);
         let other = stand_in::outgoing(&broker, &["y"], Method::GET);
         let mut plan = ColdPlan::default();
@@ -160,5 +165,27 @@ routes = [{ path = "/x" }]"#,
         let refused = instance.call(&other, &mut trace.cx()).await.err().expect("cooling down");
         assert_eq!(refused.code(), "upstream_cooling_down");
         assert_eq!(upstream.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_cools_down_its_route_and_a_spent_quota_the_upstream() {
+        const SPENT: Canned =
+            (429, &[("retry-after", "30"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "30")], "");
+        let dir = tempfile::tempdir().unwrap();
+        let broker = stand_in::broker(dir.path(), r#"routes = [{ path = "/x" }, { path = "/y" }, { path = "/z" }]"#);
+        let upstream = Upstream::answering(&[WAIT, OK, SPENT, OK]);
+        let layer = budgeted(&broker, &upstream);
+        let mut trace = Trace::default();
+        let on = |segment: &'static [&'static str]| stand_in::outgoing(&broker, segment, Method::GET);
+        assert_eq!(layer.call(&on(&["x"]), &mut trace.cx()).await.unwrap().response.status(), 429);
+        let refused = layer.call(&on(&["x"]), &mut trace.cx()).await.err().expect("the route cools down");
+        assert_eq!(refused.code(), "upstream_cooling_down");
+        let other = layer.call(&on(&["y"]), &mut trace.cx()).await.expect("another route is still called");
+        assert_eq!(other.response.status(), 200);
+        assert_eq!(upstream.calls(), 2);
+        assert_eq!(layer.call(&on(&["y"]), &mut trace.cx()).await.unwrap().response.status(), 429);
+        let refused = layer.call(&on(&["z"]), &mut trace.cx()).await.err().expect("the quota is spent everywhere");
+        assert_eq!(refused.code(), "upstream_cooling_down");
+        assert_eq!(upstream.calls(), 3);
     }
 }

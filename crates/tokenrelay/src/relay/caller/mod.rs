@@ -57,9 +57,27 @@ impl Gate {
         Self { jwks: jwt::Jwks::default(), mount }
     }
 
-    /// Admits the caller of a request on `upstream` under `policy`, or
-    /// refuses it with `caller_unauthorized` (the cause is logged only).
-    pub(super) async fn admit(
+    /// The caller of a request on `upstream` under `policy` by its valid
+    /// relay session, if it brings one: a signed cookie, checked without a
+    /// network call (so before the rate limit, which may count per caller).
+    pub(super) fn session(
+        &self,
+        store: &Store,
+        upstream: &str,
+        policy: &CallerPolicy,
+        headers: &HeaderMap,
+    ) -> Option<Admitted> {
+        let binding = binding(&policy.proof, store.session_key());
+        let sessions = session::Sessions { key: store.session_key(), mount: &self.mount, upstream, binding: &binding };
+        let subject = sessions.check(headers, SystemTime::now())?;
+        Some(Admitted { subject, set_cookie: None })
+    }
+
+    /// Admits the caller of a request that brought no valid session by the
+    /// proof it brings (a JWKS or siteverify call may be made: the rate
+    /// limit admits the attempt first), or refuses it with
+    /// `caller_unauthorized` (the cause is logged only).
+    pub(super) async fn prove(
         &self,
         http: &reqwest::Client,
         store: &Store,
@@ -71,9 +89,6 @@ impl Gate {
         let binding = binding(&policy.proof, store.session_key());
         let sessions = session::Sessions { key: store.session_key(), mount: &self.mount, upstream, binding: &binding };
         let now = SystemTime::now();
-        if let Some(subject) = sessions.check(headers, now) {
-            return Ok(Admitted { subject, set_cookie: None });
-        }
         let proven = match &policy.proof {
             Proof::Jwt { jwks_url, issuer, audience } => match bearer(headers) {
                 Some(token) => self

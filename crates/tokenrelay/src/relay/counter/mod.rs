@@ -281,6 +281,17 @@ impl Counter {
         (self.limit.refusal)(Duration::from_millis((now / window_ms + 1) * window_ms - now))
     }
 
+    /// Refuses when this instance already knows `bucket`'s current window
+    /// is spent; counts nothing.
+    pub(crate) fn has_room(&self, bucket: Bucket) -> Result<(), RelayError> {
+        let now = now_ms();
+        let tallies = self.lock();
+        match tallies.get(&bucket).filter(|t| t.window == now / self.window_ms()) {
+            Some(t) if t.known + t.pending >= self.limit.requests => Err(self.refusal(now)),
+            _ => Ok(()),
+        }
+    }
+
     /// This instance's tally of `bucket`.
     #[cfg(test)]
     pub(in crate::relay) fn tally(&self, bucket: Bucket) -> Tally {

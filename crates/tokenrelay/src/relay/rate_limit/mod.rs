@@ -89,6 +89,21 @@ impl RateLimiter {
         self.counters.judge(counter, Bucket::from(client))
     }
 
+    /// Whether `upstream` counts a proven caller's requests per caller
+    /// (`rate_limit.per = "caller"`) rather than per address.
+    pub(super) fn counts_callers(&self, upstream: &str) -> bool {
+        self.limits.get(upstream).is_some_and(|(_, per)| *per == Per::Caller)
+    }
+
+    /// Refuses (429) a request from `ip` to `upstream` when this instance
+    /// already knows the address's window is spent; counts nothing. A proof
+    /// counted only once it failed is checked after this, so that an
+    /// address whose failed proofs spent its limit gets none checked.
+    pub(super) fn has_room(&self, upstream: &str, ip: Option<IpAddr>) -> Result<(), RelayError> {
+        let Some((counter, _)) = self.limits.get(upstream) else { return Ok(()) };
+        counter.has_room(Bucket::from(Client::of(ip, self.ipv6_prefix)))
+    }
+
     /// Decides a request [`decide`](Self::decide) sent to the store, on the
     /// totals the store answered (or, without them, on this instance's count).
     pub(super) fn settle(&self, counting: Counting, totals: Option<Vec<u64>>) -> Result<(), RelayError> {

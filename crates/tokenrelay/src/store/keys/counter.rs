@@ -37,6 +37,9 @@ mod tests {
         assert_eq!(budget(&n, "getty", None, 7), "tokenrelay:v1:budget:getty:*:7");
         assert_ne!(budget(&n, "getty", Some("/search/**"), 7), budget(&n, "getty", None, 7));
         assert_ne!(budget(&n, "getty", Some("/search/**"), 7), budget(&n, "getty", Some("/images/**"), 7));
-        assert_eq!(cooldown::key("getty"), "tokenrelay:v1:cooldown:getty");
+        assert_eq!(cooldown::key(&n, "getty", None), "tokenrelay:v1:cooldown:getty");
+        let route = cooldown::key(&n, "getty", Some("/search/**"));
+        assert!(route.starts_with("tokenrelay:v1:cooldown:getty:"), "{route}");
+        assert_ne!(route, cooldown::key(&n, "getty", Some("/images/**")), "each route pattern its own");
     }
 }
