@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::entry::CachedToken;
+use super::secrets::SecretTags;
 use crate::error::Error;
 use crate::store::TokenKeys;
 
@@ -13,6 +14,8 @@ use crate::store::TokenKeys;
 pub(super) struct Slot {
     /// Where the store keeps this upstream's token, lock and failure.
     pub(super) keys: TokenKeys,
+    /// The tags of the configured secrets, to record and read which minted a token.
+    pub(super) tags: SecretTags,
     memory: Mutex<Option<CachedToken>>,
     /// In-process single flight.
     pub(super) flight: tokio::sync::Mutex<()>,
@@ -26,9 +29,10 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(keys: TokenKeys) -> Self {
+    pub(super) fn new(keys: TokenKeys, tags: SecretTags) -> Self {
         Slot {
             keys,
+            tags,
             memory: Mutex::new(None),
             flight: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
