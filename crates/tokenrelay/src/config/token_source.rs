@@ -95,7 +95,10 @@ impl Builder<'_> {
                     }
                     (None, None) => Some(Expiry::Unspecified),
                 };
-                let previous = previous_secret.and_then(|raw| self.optional_secret(upstream, "token.previous_secret", RawParam::Env { env: raw.env.clone() }).map(|value| (raw, value)));
+                let previous = previous_secret.and_then(|raw| {
+                    self.optional_secret(upstream, "token.previous_secret", RawParam::Env { env: raw.env.clone() })
+                        .map(|value| (raw, value))
+                });
                 let mut source = JsonEndpoint {
                     method: method?,
                     url: url?,

@@ -91,9 +91,9 @@ impl Template {
             Template::Array(items) => {
                 Value::Array(items.iter().enumerate().map(|(i, t)| t.render(&format!("{field}[{i}]"), swap)).collect())
             }
-            Template::Object(fields) => {
-                Value::Object(fields.iter().map(|(k, v)| (k.clone(), v.render(&format!("{field}.{k}"), swap))).collect())
-            }
+            Template::Object(fields) => Value::Object(
+                fields.iter().map(|(k, v)| (k.clone(), v.render(&format!("{field}.{k}"), swap))).collect(),
+            ),
         }
     }
 

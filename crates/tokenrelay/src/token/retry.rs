@@ -46,7 +46,11 @@ pub(crate) async fn fetch(source: &Source, http: &reqwest::Client, upstream: &st
             Err(Failure::Final(err)) => return Err(err),
             Err(Failure::Refused(err)) => match fallback::after_refusal(source, secret) {
                 Some(previous) => {
-                    tracing::warn!(upstream, code = err.code(), "the token endpoint refused the current secret; trying the previous one");
+                    tracing::warn!(
+                        upstream,
+                        code = err.code(),
+                        "the token endpoint refused the current secret; trying the previous one"
+                    );
                     refusal = Some(err);
                     secret = previous;
                     backoff = 0;
