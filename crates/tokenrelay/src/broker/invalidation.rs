@@ -141,7 +141,7 @@ impl Broker {
     fn forget(&self, slot: &Slot, token: &Token) {
         let mut memory = slot.memory();
         if memory.as_ref().is_some_and(|e| e.token.same_value(token)) {
-            *memory = None;
+            slot.forget(&mut memory);
         }
     }
 }

@@ -206,14 +206,15 @@ impl Broker {
         let fetched_at = SystemTime::now();
         let token = retry::fetch(source, &self.inner.http, upstream).await?;
         let (_, slot) = self.slot(upstream)?;
-        let prior = slot.memory().clone();
-        Ok((self.minted(slot, token, fetched_at, prior.as_ref()), Provenance::Direct))
+        Ok((self.minted(slot, token, fetched_at, None), Provenance::Direct))
     }
 
     /// The entry of a token just fetched, recording which secret minted it
-    /// beside the times `prior` (the token it replaces) recorded.
-    fn minted(&self, slot: &Slot, token: Token, fetched_at: SystemTime, prior: Option<&CachedToken>) -> CachedToken {
-        let secrets = slot.tags.record(token.minted_with(), fetched_at, prior.map(|p| &p.secrets));
+    /// beside the times the token it replaces recorded (`stored`, the one
+    /// the store held, else this instance's: [`Slot::prior_record`]).
+    fn minted(&self, slot: &Slot, token: Token, fetched_at: SystemTime, stored: Option<&CachedToken>) -> CachedToken {
+        let prior = slot.prior_record(stored);
+        let secrets = slot.tags.record(token.minted_with(), fetched_at, prior.as_ref());
         CachedToken::new(token, fetched_at, &self.inner.config.cache).with_secrets(secrets)
     }
 }

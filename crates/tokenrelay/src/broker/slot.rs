@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::entry::CachedToken;
-use super::secrets::SecretTags;
+use super::secrets::{SecretRecord, SecretTags};
 use crate::error::Error;
 use crate::store::TokenKeys;
 
@@ -26,6 +26,9 @@ pub(super) struct Slot {
     pub(super) adopted: AtomicBool,
     /// The last failure and until when callers fail fast with it.
     failure: Mutex<Option<(Instant, Error)>>,
+    /// The secrets' record of the last token dropped from memory (after a
+    /// 401), so that the token fetched next carries its times on.
+    forgotten: Mutex<Option<SecretRecord>>,
 }
 
 impl Slot {
@@ -38,7 +41,24 @@ impl Slot {
             refreshing: AtomicBool::new(false),
             adopted: AtomicBool::new(false),
             failure: Mutex::new(None),
+            forgotten: Mutex::new(None),
         }
+    }
+
+    /// Drops the memory level's token, keeping its secrets' record.
+    pub(super) fn forget(&self, memory: &mut Option<CachedToken>) {
+        if let Some(entry) = memory.take() {
+            *self.forgotten.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entry.secrets);
+        }
+    }
+
+    /// The secrets' record a new token carries on: the stored token's
+    /// (`stored`), else this instance's, else the last one it dropped.
+    pub(super) fn prior_record(&self, stored: Option<&CachedToken>) -> Option<SecretRecord> {
+        stored
+            .map(|e| e.secrets.clone())
+            .or_else(|| self.memory().as_ref().map(|e| e.secrets.clone()))
+            .or_else(|| self.forgotten.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
     }
 
     /// The memory level: this instance's token, if any.
