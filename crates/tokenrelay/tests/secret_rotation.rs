@@ -77,7 +77,11 @@ async fn a_refused_current_secret_costs_no_failed_answer_and_status_names_the_pr
 
         let broker = rig.broker_with(&config, &env);
         let t = token_status(&broker).await;
-        assert_eq!((t.minted_with.as_str(), t.has_previous_secret), ("previous", true), "{t:?}");
+        assert_eq!(
+            (t.minted_with.as_str(), t.current_refused, t.has_previous_secret),
+            ("previous", true, true),
+            "{t:?}"
+        );
         assert_eq!((t.current_accepted_at_ms, t.previous_accepted_at_ms), (None, Some(t.rotated_at_ms)));
         assert_eq!(broker.token("api").await.unwrap().minted_with(), MintedWith::Previous, "read from the store");
 
@@ -95,7 +99,7 @@ async fn a_refused_current_secret_costs_no_failed_answer_and_status_names_the_pr
             "the next rotation used the current one"
         );
         let fixed = token_status(&broker).await;
-        assert_eq!(fixed.minted_with, "current", "{fixed:?}");
+        assert_eq!((fixed.minted_with.as_str(), fixed.current_refused), ("current", false), "{fixed:?}");
         assert_eq!(fixed.current_accepted_at_ms, Some(fixed.rotated_at_ms));
         assert_eq!(fixed.previous_accepted_at_ms, t.previous_accepted_at_ms, "the previous secret's time is kept");
         assert!(fixed.rotated_at_ms >= t.rotated_at_ms);

@@ -27,12 +27,19 @@ pub(crate) struct SecretRecord {
     /// When each configured secret last minted a token, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) accepted_ms: BTreeMap<String, u64>,
+    /// Whether the endpoint refused the current secret before the previous
+    /// one minted the token (rather than the token predating the deploy
+    /// that made its secret the previous one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) current_refused: bool,
 }
 
 /// When each of the configured secrets was last accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SecretUse {
     pub(crate) minted_with: MintedWith,
+    /// The endpoint refused the current secret when this token was minted.
+    pub(crate) current_refused: bool,
     pub(crate) current_accepted: Option<SystemTime>,
     /// `None` also when no previous secret is configured.
     pub(crate) previous_accepted: Option<SystemTime>,
@@ -72,7 +79,8 @@ impl SecretTags {
         if let Some(t) = &tag {
             accepted_ms.insert(t.clone(), unix_ms(at));
         }
-        SecretRecord { minted_with: tag, accepted_ms }
+        // Only a refusal of the current secret makes a fetch send the previous one.
+        SecretRecord { minted_with: tag, accepted_ms, current_refused: minted == MintedWith::Previous }
     }
 
     /// What `record` says of this config's secrets.
@@ -82,6 +90,7 @@ impl SecretTags {
         };
         SecretUse {
             minted_with: self.label(record.minted_with.as_deref()),
+            current_refused: record.current_refused,
             current_accepted: at(self.current.as_ref()),
             previous_accepted: at(self.previous.as_ref()),
         }
@@ -106,7 +115,9 @@ mod tests {
         let before = tags("old", None).record(MintedWith::Current, t0, None);
         // The deploy of a rotation: the old secret is now the previous one.
         let rotating = tags("new", Some("old"));
-        assert_eq!(rotating.label(before.minted_with.as_deref()), MintedWith::Previous);
+        let seen = rotating.read(&before);
+        assert_eq!((seen.minted_with, seen.current_refused), (MintedWith::Previous, false), "minted before the deploy");
+        assert!(rotating.read(&rotating.record(MintedWith::Previous, t0, None)).current_refused);
         let t1 = t0 + Duration::from_secs(60);
         let after = rotating.record(MintedWith::Current, t1, Some(&before));
         let seen = rotating.read(&after);

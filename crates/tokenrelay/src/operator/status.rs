@@ -83,6 +83,11 @@ pub struct TokenStatus {
     /// endpoint refused the current secret and the previous one is still in
     /// use; `other`, a secret this config no longer names (or not recorded).
     pub minted_with: String,
+    /// Whether the endpoint refused the current secret when the token was
+    /// minted: with `minted_with` `previous`, the previous secret is still
+    /// the one in use (without, the token predates the deploy that made its
+    /// secret the previous one, and the next rotation tries the current one).
+    pub current_refused: bool,
     /// When the current secret last minted a token, ms since the Unix epoch,
     /// as far as the stored token's record goes back.
     pub current_accepted_at_ms: Option<u64>,
@@ -124,6 +129,7 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             age_ms: millis(now.duration_since(t.minted_at).unwrap_or_default()),
             expires_in_ms: t.expires_at.map(|e| millis(e.duration_since(now).unwrap_or_default())),
             minted_with: t.secrets.minted_with.as_str().to_owned(),
+            current_refused: t.secrets.current_refused,
             current_accepted_at_ms: t.secrets.current_accepted.map(since_epoch),
             previous_accepted_at_ms: t.secrets.previous_accepted.map(since_epoch),
             has_previous_secret: t.has_previous,
@@ -202,7 +208,6 @@ mod tests {
     use super::*;
     use crate::config::{Config, Env};
     use crate::store::{UPSTASH_VARS, Write};
-    use crate::token::MintedWith;
     use std::time::Duration;
 
     #[tokio::test]
@@ -265,7 +270,7 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             let api = &after[0];
             let t = api.token.as_ref().expect("the stored token's times");
             assert!(t.age_ms < 10_000 && t.expires_in_ms.is_some_and(|left| left > 0), "{t:?}");
-            assert_eq!((t.minted_with.as_str(), t.has_previous_secret), (MintedWith::Current.as_str(), false));
+            assert_eq!((t.minted_with.as_str(), t.current_refused, t.has_previous_secret), ("current", false, false));
             assert_eq!((t.current_accepted_at_ms, t.previous_accepted_at_ms), (Some(t.rotated_at_ms), None));
             assert_eq!((api.budgets[0].used, api.budgets[0].left, api.budgets[0].requests), (7, 93, 100));
             assert!(api.cooldown_ms.is_some_and(|left| left > 25_000 && left <= 30_000), "{:?}", api.cooldown_ms);
