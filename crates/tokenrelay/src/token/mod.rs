@@ -38,8 +38,11 @@ pub struct Token {
 pub enum MintedWith {
     /// The current secret (`client_secret`, or the field `previous_secret` replaces).
     Current,
-    /// The previous secret: the endpoint refused the current one. Until the
-    /// current secret is fixed, the previous one must not be revoked.
+    /// The previous secret. On a token this instance fetched (its outcome
+    /// `fetched` or `direct`), the endpoint refused the current one: until
+    /// the current secret is fixed, the previous one must not be revoked.
+    /// On one read from the store it may also predate the deploy that made
+    /// its secret the previous one (`tokenrelay status` tells the two apart).
     Previous,
     /// Neither configured secret: a token another deployment stored with a
     /// secret this config no longer names, or one stored before tokenrelay
@@ -102,9 +105,11 @@ impl Token {
         self
     }
 
-    /// Which of the upstream's secrets minted this token: `Previous` means
-    /// the endpoint refused the current secret and the previous one is still
-    /// the one in use.
+    /// Which of the upstream's secrets minted this token. A token with
+    /// outcome [`Provenance::Fetched`] or [`Provenance::Direct`] and
+    /// [`MintedWith::Previous`] is the event "the previous secret is still in
+    /// use": the endpoint refused the current one at this rotation (once per
+    /// rotation across instances: only the fetcher sees it).
     pub fn minted_with(&self) -> MintedWith {
         self.minted_with
     }
