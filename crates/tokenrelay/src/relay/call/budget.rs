@@ -4,11 +4,13 @@
 //! ([`Budgets::spend`]). Only calls count: a cache hit never gets here, and
 //! a 401's retry is a second call.
 //!
-//! Like a rate limit, a budget is decided in memory on a count learned less
-//! than [`SYNC_INTERVAL`](crate::relay::counter::SYNC_INTERVAL) ago, else
-//! counted in the store on the call's path (reading the upstream's cooldown
-//! in the same round trip); syncs run as chores of the request. After the
-//! call, the answer says whether the upstream asks every caller to wait.
+//! A budget is a ceiling: a call is admitted in memory only out of calls
+//! this instance counted in the store ahead, else counted in the store
+//! before it is made: in a cold request's round trip ([`Call::plan`]), or on
+//! the call's path (reading the upstream's cooldown in the same round
+//! trip). Syncs, which count ahead at the instance's pace, run as chores of
+//! the request. After the call, the answer says whether the upstream asks
+//! every caller to wait.
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::broker::Broker;
@@ -39,7 +41,9 @@ impl<S> Budgeted<S> {
     async fn admit(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
         let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         self.cooldowns.check(name, route)?;
-        match self.budgets.spend(name, route)? {
+        let verdict = self.budgets.spend(name, route);
+        self.report_crossings();
+        match verdict? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     cx.chores.add(sync);
@@ -51,12 +55,30 @@ impl<S> Budgeted<S> {
                 match self.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await {
                     Ok(read) => {
                         self.cooldowns.learn(&keys, &read.values.into_plain());
-                        self.budgets.settle(counting, Some(read.totals))?;
+                        let settled = self.budgets.settle(counting, Some(read.totals));
+                        self.report_crossings();
+                        settled?;
                         self.cooldowns.check(name, route)
                     }
                     Err(_) => self.budgets.settle(counting, None),
                 }
             }
+        }
+    }
+
+    /// Logs the budgets' crossings of 80% and 100% this instance noticed
+    /// (in this call's count, or a sync before it): each is noticed once
+    /// across instances.
+    fn report_crossings(&self) {
+        for crossing in self.budgets.take_crossings() {
+            let route = crossing.route.as_deref().unwrap_or("*");
+            tracing::warn!(
+                upstream = crossing.upstream,
+                route,
+                window = crossing.window,
+                percent = crossing.percent,
+                "a budget's calls passed a share of its window"
+            );
         }
     }
 
@@ -85,12 +107,17 @@ impl<S: Call> Call for Budgeted<S> {
     }
 
     fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
-        plan.cooldowns.extend(self.cooldowns.key(out.upstream.name(), out.route.pattern.as_str()));
+        let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
+        plan.cooldowns.extend(self.cooldowns.key(name, route));
+        plan.ahead = self.budgets.count_ahead(name, route);
         self.inner.plan(out, plan);
     }
 
     fn learn(&self, out: &Outgoing<'_>, read: &mut ColdRead) {
         self.cooldowns.learn(&self.cooldowns.key(out.upstream.name(), out.route.pattern.as_str()), &read.cooldowns);
+        if let Some((counting, totals)) = read.ahead.take() {
+            self.budgets.counted_ahead(&counting, totals);
+        }
         self.inner.learn(out, read);
     }
 }
