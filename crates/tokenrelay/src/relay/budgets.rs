@@ -234,6 +234,77 @@ mod tests {
         }
     }
 
+    /// Far from its end, a budget spent at a steady pace is decided in
+    /// memory: after a few counts on the path while the instance learns its
+    /// pace, the only store calls are the syncs (chores, one an interval),
+    /// which count ahead what the next intervals will spend.
+    #[tokio::test]
+    async fn a_steady_pace_far_from_the_end_makes_no_store_call_on_the_path() {
+        const PACE: usize = 10;
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let relay = "routes = [{ path = \"/**\" }]\nbudget = { requests = 1000000, per = \"1d\" }";
+            let budgets = with_relay(relay, &upstash.url(), upstash.token());
+            for interval in 0..6 {
+                let (before, mut on_path, mut syncs) = (upstash.requests(), 0, Vec::new());
+                for _ in 0..PACE {
+                    match budgets.spend("api", "/**").unwrap() {
+                        Verdict::Admitted(sync) => syncs.extend(sync),
+                        counted => {
+                            on_path += 1;
+                            budgets.counters.carry_out(counted).await.unwrap();
+                        }
+                    }
+                }
+                assert_eq!(upstash.requests() - before, on_path, "interval {interval}: one store call per count");
+                if interval >= 2 {
+                    assert_eq!(on_path, 0, "interval {interval}: the warm path makes no store call");
+                }
+                assert!(syncs.len() <= 1, "at most one sync an interval");
+                for sync in syncs {
+                    sync.await;
+                }
+                budgets.counters.age_sync();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_crossing_of_80_and_100_percent_is_noticed_by_one_instance() {
+        tokio::time::timeout(TEST_TIME, async {
+            let redis = testkit::RedisServer::start().await.unwrap();
+            let upstash = testkit::Upstash::start(&redis).await.unwrap();
+            let relay = "routes = [{ path = \"/**\" }]\nbudget = { requests = 10, per = \"1h\" }";
+            let instances: Vec<Budgets> = (0..3).map(|_| with_relay(relay, &upstash.url(), upstash.token())).collect();
+            let mut admitted = 0;
+            for i in 0..15 {
+                admitted += usize::from(spend(&instances[i % 3], "/**").await.is_ok());
+            }
+            assert_eq!(admitted, 10);
+            let crossings: Vec<Crossing> = instances.iter().flat_map(Budgets::take_crossings).collect();
+            let mut percents: Vec<u8> = crossings.iter().map(|c| c.percent).collect();
+            percents.sort_unstable();
+            assert_eq!(percents, [80, 100], "each once across the instances: {crossings:?}");
+            assert!(crossings.iter().all(|c| c.upstream == "api" && c.route.is_none()));
+            assert!(instances.iter().all(|b| b.take_crossings().is_empty()), "taken once");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn a_crossing_is_the_addition_that_takes_its_count() {
+        let added = |before, after| Added { bucket: Bucket::default(), window: 1, before, after };
+        assert!(passes(&added(7, 8), 10, 80), "the 8th call of 10");
+        assert!(!passes(&added(8, 9), 10, 80), "past it already");
+        assert!(passes(&added(5, 12), 10, 100), "one addition may take both");
+        assert!(passes(&added(0, 1), 1, 80), "a budget of 1: its first call is 80% of it");
+        assert!(passes(&added(16, 17), 21, 80), "80% of 21 rounds up to 17");
+    }
+
     fn limiter_without_budget() -> Budgets {
         with_relay("routes = [{ path = \"/**\" }]\nrate_limit = { requests = 1, window = \"1h\" }", &unreachable(), "t")
     }

@@ -162,6 +162,63 @@ routes = [{ path = "/x" }]"#,
         assert_eq!(upstream.calls(), 2, "a refused call never reaches the upstream");
     }
 
+    /// Issue 27's measure, in one process: instances sharing a store, each
+    /// warm (it learned the shared count a moment ago), met by a burst all
+    /// at once. Deciding in memory on a recent count, each would admit the
+    /// whole budget; out of an allowance counted ahead, they admit it once
+    /// between them.
+    #[tokio::test]
+    async fn warm_instances_sharing_a_store_never_pass_the_budget_in_a_burst() {
+        const BUDGET: usize = 20;
+        const INSTANCES: usize = 4;
+        let dir = tempfile::tempdir().unwrap();
+        let relay = format!("budget = {{ requests = {BUDGET}, per = \"1h\" }}\nroutes = [{{ path = \"/x\" }}]");
+        let upstream = Upstream::answering(&[OK]);
+        let brokers: Vec<Broker> = (0..INSTANCES).map(|_| stand_in::broker(dir.path(), &relay)).collect();
+        let layers: Vec<_> = brokers.iter().map(|b| budgeted(b, &upstream)).collect();
+        let mut trace = Trace::default();
+        for (layer, broker) in layers.iter().zip(&brokers) {
+            layer.call(&stand_in::outgoing(broker, &["x"], Method::GET), &mut trace.cx()).await.expect("a first call");
+        }
+        let burst = (0..3 * BUDGET).map(|i| {
+            let (layer, broker) = (&layers[i % INSTANCES], &brokers[i % INSTANCES]);
+            async move {
+                let mut trace = Trace::default();
+                let out = stand_in::outgoing(broker, &["x"], Method::GET);
+                let result = layer.call(&out, &mut trace.cx()).await.map(|_| ());
+                if let Some(chores) = std::mem::take(&mut trace.chores).finish(std::time::Duration::from_secs(5)) {
+                    chores.await;
+                }
+                result
+            }
+        });
+        let results = futures_util::future::join_all(burst).await;
+        assert_eq!(upstream.calls(), BUDGET, "the upstream got the budget's calls, none more");
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code(), "budget_exhausted");
+            assert!(refused.to_response::<bytes::Bytes>().headers().contains_key(http::header::RETRY_AFTER));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cold_request_counts_its_call_ahead_in_the_round_trip_it_makes_anyway() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker =
+            stand_in::broker(dir.path(), "budget = { requests = 5, per = \"1h\" }\nroutes = [{ path = \"/x\" }]");
+        let upstream = Upstream::answering(&[OK]);
+        let layer = budgeted(&broker, &upstream);
+        let out = stand_in::outgoing(&broker, &["x"], Method::GET);
+        assert!(matches!(layer.budgets.spend("api", "/x"), Ok(Verdict::Count(_))), "no allowance: to the store");
+        let mut plan = ColdPlan::default();
+        layer.plan(&out, &mut plan);
+        assert!(plan.ahead.is_some(), "the cold round trip counts the budget's call");
+        let mut read = plan.read(broker.store(), &[]).await.unwrap();
+        layer.learn(&out, &mut read);
+        let Ok(Verdict::Admitted(_)) = layer.budgets.spend("api", "/x") else {
+            panic!("the call is admitted out of what the round trip counted, with no store call of its own");
+        };
+    }
+
     /// An upstream whose refusals cover it all (`cooldown = "upstream"`).
     const WHOLE: &str = r#"cooldown = "upstream"
 routes = [{ path = "/x" }, { path = "/y" }]"#;
