@@ -46,9 +46,10 @@ pub(crate) enum Admission {
 /// counted on its own.
 pub(super) const ALLOWANCE_SHARE: u64 = 8;
 
-/// An instance counts ahead what its last interval spent this many times
-/// over, so that a pace that doubles between syncs still finds an allowance.
-pub(super) const PACE_INTERVALS: u64 = 2;
+/// An instance counts ahead what it spent since its last sync this many
+/// times over, so that a pace that rises fourfold between syncs (traffic
+/// that comes in bursts) still finds an allowance.
+pub(super) const PACE_INTERVALS: u64 = 4;
 
 /// How many calls to count ahead for `tally`'s bucket of a ceiling of
 /// `limit`: the call that asks (`asks`), plus what keeps the allowance at
@@ -150,8 +151,8 @@ mod tests {
     #[test]
     fn the_allowance_follows_the_pace_and_shrinks_to_single_calls_near_the_end() {
         let steady = Tally { spent: 50, allowance: 30, known: 100, ..Tally::default() };
-        assert_eq!(ahead(10_000, &steady, false), 70, "two intervals of the pace, less what is left of it");
-        assert_eq!(ahead(10_000, &steady, true), 71, "and the call that asks");
+        assert_eq!(ahead(10_000, &steady, false), 170, "four intervals of the pace, less what is left of it");
+        assert_eq!(ahead(10_000, &steady, true), 171, "and the call that asks");
         let near = Tally { spent: 50, known: 9_990, ..Tally::default() };
         assert_eq!(ahead(10_000, &near, false), 1, "an eighth of the 10 left");
         let last = Tally { spent: 50, known: 9_995, ..Tally::default() };
