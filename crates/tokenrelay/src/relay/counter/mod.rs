@@ -272,10 +272,15 @@ impl Counters {
     pub(in crate::relay) fn settle(&self, counting: Counting, totals: Option<Vec<u64>>) -> Result<(), RelayError> {
         let Some((counter, bucket, window)) = counting.request.clone() else { return Ok(()) };
         let total = self.reconcile(&counting, totals);
-        let mut tallies = counter.lock();
-        let Some(tally) = tallies.get_mut(&bucket).filter(|t| t.window == window) else { return Ok(()) };
-        tally.counting = false;
         let limit = counter.limit.requests;
+        let mut tallies = counter.lock();
+        let Some(tally) = tallies.get_mut(&bucket).filter(|t| t.window == window) else {
+            // The window turned during the count: a ceiling's call goes only if its own addition fit.
+            let fitted = |total| allowance::granted(limit, counting.request_reserved(), total) > 0;
+            let ceiling = counter.limit.admission == Admission::OutOfAllowance;
+            return if ceiling && !total.is_some_and(fitted) { Err(counter.refusal(now_ms())) } else { Ok(()) };
+        };
+        tally.counting = false;
         let admitted = match (counter.limit.admission, total) {
             (Admission::OnRecentCount, Some(total)) => total <= limit,
             // Without the store, this instance's own count decides (the request is in it).

@@ -35,6 +35,14 @@ impl Counting {
     pub(in crate::relay) fn counts(&self) -> &[Count] {
         &self.counts
     }
+
+    /// What the request's own addition counted ahead (a ceiling's: the
+    /// request's call first), or 0.
+    pub(super) fn request_reserved(&self) -> u64 {
+        let Some((counter, bucket, window)) = &self.request else { return 0 };
+        let own = |s: &&Sent| Arc::ptr_eq(&s.counter, counter) && (s.bucket, s.window) == (*bucket, *window);
+        self.sent.iter().find(own).map_or(0, |s| s.reserved)
+    }
 }
 
 /// Counts sent in one sync, to be reconciled with the store's answer.
