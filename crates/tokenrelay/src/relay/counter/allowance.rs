@@ -26,7 +26,6 @@
 
 use std::sync::Arc;
 
-use super::sync::{Counting, Sent};
 use super::{Bucket, Counter, Counters, Tally, Verdict, interval_ms, tracked};
 use crate::relay::error::RelayError;
 
@@ -99,24 +98,6 @@ impl Counters {
             Some(false) => Ok(Verdict::Admitted(self.sync_if_due(now))),
             None => Ok(Verdict::Count(self.counting(now, Some((counter.clone(), bucket, window))))),
         }
-    }
-
-    /// The count of calls ahead for `counter`'s `bucket` when this instance
-    /// has no allowance and does not know it spent: for a round trip the
-    /// request makes anyway, reconciled with [`reconcile`](Counters::reconcile).
-    pub(in crate::relay) fn count_ahead(&self, counter: &Arc<Counter>, bucket: Bucket) -> Option<Counting> {
-        let now = crate::clock::now_ms();
-        let window = now / counter.window_ms();
-        let limit = counter.limit.requests;
-        let mut tallies = counter.lock();
-        let tally = Tally::current(&mut tallies, bucket, window);
-        if tally.allowance > 0 || tally.known + tally.pending >= limit {
-            return None;
-        }
-        let reserved = ahead(limit, tally, true);
-        tally.spent = 0;
-        let sent = Sent { counter: counter.clone(), bucket, window, add: reserved, reserved };
-        Some(self.sending(vec![sent], now, None))
     }
 }
 

@@ -47,15 +47,15 @@ impl Counting {
 
 /// Counts sent in one sync, to be reconciled with the store's answer.
 #[derive(Debug)]
-pub(super) struct Sent {
-    pub(super) counter: Arc<Counter>,
-    pub(super) bucket: Bucket,
-    pub(super) window: u64,
+struct Sent {
+    counter: Arc<Counter>,
+    bucket: Bucket,
+    window: u64,
     /// What was admitted and not yet sent, plus `reserved`.
-    pub(super) add: u64,
+    add: u64,
     /// Of `add`, the calls a ceiling counts ahead (its last ones): granted
     /// into the allowance as far as they fit under the limit.
-    pub(super) reserved: u64,
+    reserved: u64,
 }
 
 /// Clears the `syncing` flag however the sync ends, cancelled included.
@@ -134,8 +134,26 @@ impl Counters {
         self.sending(sent, now, request)
     }
 
+    /// The count of calls ahead for `counter`'s `bucket` when this instance
+    /// has no allowance and does not know it spent: for a round trip the
+    /// request makes anyway, reconciled with [`reconcile`](Counters::reconcile).
+    pub(in crate::relay) fn count_ahead(&self, counter: &Arc<Counter>, bucket: Bucket) -> Option<Counting> {
+        let now = now_ms();
+        let window = now / counter.window_ms();
+        let limit = counter.limit.requests;
+        let mut tallies = counter.lock();
+        let tally = Tally::current(&mut tallies, bucket, window);
+        if tally.allowance > 0 || tally.known + tally.pending >= limit {
+            return None;
+        }
+        let reserved = allowance::ahead(limit, tally, true);
+        tally.spent = 0;
+        let sent = Sent { counter: counter.clone(), bucket, window, add: reserved, reserved };
+        Some(self.sending(vec![sent], now, None))
+    }
+
     /// The additions of `sent`, to decide `request` on.
-    pub(super) fn sending(&self, sent: Vec<Sent>, now: u64, request: Option<(Arc<Counter>, Bucket, u64)>) -> Counting {
+    fn sending(&self, sent: Vec<Sent>, now: u64, request: Option<(Arc<Counter>, Bucket, u64)>) -> Counting {
         let counts = sent.iter().map(|s| self.count(s, now)).collect();
         Counting { request, sent, counts }
     }
