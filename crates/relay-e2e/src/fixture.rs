@@ -36,6 +36,12 @@ pub const METERED_REQUESTS: u32 = 10;
 pub const METERED_WINDOW: Duration = Duration::from_secs(3600);
 /// The `budgeted` upstream's calls a day, shared by every instance.
 pub const BUDGETED_CALLS: u64 = 6;
+/// The `ceiling` upstream's calls an hour, met by a burst over every instance.
+pub const CEILING_CALLS: u64 = 20;
+/// The `ceiling` upstream's budget window: an hour, so that a burst of
+/// seconds cannot straddle two of the epoch-aligned windows unless it starts
+/// in the last seconds of one (see `scenarios::budget_burst`).
+pub const CEILING_WINDOW: Duration = Duration::from_secs(3600);
 /// Lifetime of the token endpoint's tokens unless a test asks for others.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -47,7 +53,8 @@ const DAY: Duration = Duration::from_secs(86400);
 /// token plus `Api-Key`); `limited` has a tiny rate limit; `hidden` has a
 /// token but no relay section; `cached` has routes with a response cache;
 /// `metered` has a rate limit for the freeze scenarios; `budgeted` a budget
-/// of [`BUDGETED_CALLS`] upstream calls a day; `busy` is over its own limit
+/// of [`BUDGETED_CALLS`] upstream calls a day, `ceiling` one of
+/// [`CEILING_CALLS`] an hour for the burst scenario; `busy` is over its own limit
 /// (the API answers 429 with `Retry-After: 30`); `spent` is told by its
 /// answers how much of its quota is left (`set-…` knobs of the API's echo);
 /// `picky` has two routes, for a refusal that covers only its own.
@@ -114,6 +121,7 @@ fn site(api: &str, token_url: &str, schedule: TokenSchedule) -> SiteConfig {
                 .route(route("/echo/cached/**").cache(RouteCache::ttl(HOUR)))
                 .route("/echo/**")
         }))
+        .upstream(upstream("ceiling").relay(|r| r.budget(Budget::new(CEILING_CALLS, CEILING_WINDOW)).route("/echo/**")))
         .upstream(upstream("busy").relay(|r| r.route("/busy")))
         .upstream(upstream("spent").relay(|r| r.route("/echo/**")))
         .upstream(upstream("picky").relay(|r| r.route("/echo/search/**").route("/echo/**")))

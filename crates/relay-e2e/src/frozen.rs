@@ -216,7 +216,7 @@ macro_rules! frozen_suite {
         use std::time::Duration;
 
         use $crate::frozen::{Platform, checklist, measured};
-        use $crate::scenarios::{self, RateLimitPlan, RevalidatePlan, RotationPlan, StampedePlan};
+        use $crate::scenarios::{self, BurstPlan, RateLimitPlan, RevalidatePlan, RotationPlan, StampedePlan};
         use $crate::{Freeze, UpstashServer, bounded};
 
         fn platform() -> Platform {
@@ -265,6 +265,15 @@ macro_rules! frozen_suite {
             let platform = platform();
             let rate_limit = scenarios::rate_limit(&platform, Freeze::On, RateLimitPlan::default());
             bounded(Duration::from_secs(60), measured(rate_limit)).await;
+        }
+
+        /// Issue 27's measure: a budget of 20 met by 60 requests over 4
+        /// instances, each sent as soon as the last answered.
+        #[tokio::test]
+        async fn a_burst_over_frozen_instances_stays_within_the_budget() {
+            let platform = platform();
+            let burst = scenarios::budget_burst(&platform, Freeze::On, BurstPlan::default());
+            bounded(Duration::from_secs(60), measured(burst)).await;
         }
 
         #[tokio::test]
