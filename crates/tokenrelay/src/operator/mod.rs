@@ -4,6 +4,8 @@
 //! own them (the cache's purge record, the counters' keys), which never
 //! import this module.
 
+#[cfg(test)]
+mod meter_cost;
 mod purge;
 mod report;
 #[cfg(test)]

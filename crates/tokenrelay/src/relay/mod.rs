@@ -429,12 +429,13 @@ impl Relay {
     async fn count(
         &self,
         out: &Outgoing<'_>,
-        counting: rate_limit::Counting,
+        mut counting: rate_limit::Counting,
     ) -> Result<Option<CacheState>, RelayError> {
         let mut plan = ColdPlan::default();
         self.upstream.plan(out, &mut plan);
-        match plan.read(self.broker.store(), counting.counts()).await {
+        match plan.read(self.broker.store(), counting.counts(), counting.tallies()).await {
             Ok(mut read) => {
+                counting.tallied(read.tallied);
                 let cached = self.upstream.learn(out, &mut read);
                 self.limiter.settle(counting, Some(read.totals))?;
                 Ok(cached)

@@ -30,7 +30,7 @@ use super::chores::Chores;
 use super::error::RelayError;
 use super::outgoing::Outgoing;
 use super::timing::Timing;
-use crate::store::{CacheKeys, CacheState, Count, Read, Store, StoreError, TokenKeys, TokenState};
+use crate::store::{CacheKeys, CacheState, Count, Read, Store, StoreError, Tallies, TokenKeys, TokenState};
 use crate::token::Token;
 pub(super) use authorized::Authorized;
 pub(super) use budget::Budgeted;
@@ -80,6 +80,8 @@ pub(super) struct ColdPlan<'a> {
 pub(super) struct ColdRead {
     /// The counters' new totals, in order.
     pub(super) totals: Vec<u64>,
+    /// Whether the tallies sent along were written.
+    pub(super) tallied: bool,
     pub(super) token: Option<TokenState>,
     pub(super) cache: Option<CacheState>,
     /// The values of the cooldown keys asked for, in order.
@@ -87,19 +89,20 @@ pub(super) struct ColdRead {
 }
 
 impl ColdPlan<'_> {
-    /// Adds `counts` and reads what the layers asked for, in one round trip.
-    pub(super) async fn read(&self, store: &Store, counts: &[Count]) -> Result<ColdRead, StoreError> {
+    /// Adds `counts`, writes `tallies` and reads what the layers asked for, in one round trip.
+    pub(super) async fn read(&self, store: &Store, counts: &[Count], tallies: &Tallies) -> Result<ColdRead, StoreError> {
         let token = self.token.map(TokenKeys::reads);
         let cache = self.cache.as_ref().map(CacheKeys::reads);
         let reads: Vec<Read<'_>> = (token.iter().flatten().copied())
             .chain(cache.iter().flatten().copied())
             .chain(self.cooldowns.iter().copied().map(Read::plain))
             .collect();
-        let mut counted = store.count(counts, &reads).await?;
+        let mut counted = store.count_and_tally(counts, tallies, &reads).await?;
         let values = &mut counted.values;
         let token = token.map(|_| TokenKeys::state(values));
         let cache = cache.map(|_| CacheKeys::state(values));
-        Ok(ColdRead { totals: counted.totals, token, cache, cooldowns: counted.values.into_plain() })
+        let tallied = counted.tallied;
+        Ok(ColdRead { totals: counted.totals, tallied, token, cache, cooldowns: counted.values.into_plain() })
     }
 }
 

@@ -72,7 +72,7 @@ struct Shared {
     /// What each sync reads besides the counts, for the engine's owner.
     reads: Box<dyn SyncReads>,
     /// What each sync writes besides the counts (the usage meter's tallies).
-    writes: OnceLock<Box<dyn SyncWrites>>,
+    writes: OnceLock<Arc<dyn SyncWrites>>,
     /// Whether a sync runs.
     syncing: AtomicBool,
     /// When the last sync was sent (ms since the epoch).
@@ -89,14 +89,15 @@ pub(crate) trait SyncReads: Send + Sync + 'static {
     fn learn(&self, keys: &[&str], values: &[Option<String>]);
 }
 
-/// Writes that ride a sync's round trip besides the counts, as one more
-/// command: the usage meter's tallies (`relay::meter`), at no round trip of
-/// their own.
+/// Writes that ride the counters' round trips besides the counts (a sync,
+/// or a count on a request's path), as one more command: the usage meter's
+/// tallies (`relay::meter`), at no round trip of their own.
 pub(crate) trait SyncWrites: Send + Sync + 'static {
-    /// What to write with the sync about to be sent, when anything is due.
-    fn take(&self, store: &Store) -> Option<Tallies>;
-    /// Whether what [`take`](Self::take) gave was written.
-    fn landed(&self, written: bool);
+    /// What to write with the round trip about to be sent, when anything is
+    /// due, under an id of the writer's.
+    fn take(&self, store: &Store) -> Option<(u64, Tallies)>;
+    /// Whether what [`take`](Self::take) gave under `id` was written.
+    fn landed(&self, id: u64, written: bool);
 }
 
 /// The store key of a bucket's shared count in window number `n`, as the limit's owner names it.
@@ -208,7 +209,7 @@ impl Counters {
 
     /// Sends what `writes` gives with every sync, at start (one per engine).
     pub(crate) fn carry(&self, writes: impl SyncWrites) {
-        if self.shared.writes.set(Box::new(writes)).is_err() {
+        if self.shared.writes.set(Arc::new(writes)).is_err() {
             tracing::error!("a second writer for the counters' syncs was ignored");
         }
     }
@@ -430,6 +431,36 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
 mod tests {
     use super::*;
     use crate::store::keys::counter as counter_keys;
+
+    /// A writer that always has something to write, and notes what it is told.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(u64, bool)>>>, Arc<AtomicU64>);
+
+    impl SyncWrites for Recorder {
+        fn take(&self, _: &Store) -> Option<(u64, Tallies)> {
+            Some((self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst), Tallies::default()))
+        }
+
+        fn landed(&self, id: u64, written: bool) {
+            self.0.lock().unwrap().push((id, written));
+        }
+    }
+
+    #[test]
+    fn riding_writes_are_given_back_unless_the_store_took_them_and_told_once() {
+        let broker = testing::broker("routes = [{ path = \"/**\" }]", &testing::unreachable(), "t");
+        let counters = Counters::new(broker, testing::NoReads);
+        let recorder = Recorder::default();
+        counters.carry(recorder.clone());
+        let mut written = counters.counting(now_ms(), None);
+        written.tallied(true);
+        drop(written);
+        drop(counters.counting(now_ms(), None));
+        let mut failed = counters.counting(now_ms(), None);
+        failed.tallied(false);
+        drop(failed);
+        assert_eq!(*recorder.0.lock().unwrap(), [(0, true), (1, false), (2, false)], "each told once");
+    }
 
     #[test]
     fn a_new_window_starts_from_zero() {

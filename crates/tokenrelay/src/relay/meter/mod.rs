@@ -6,11 +6,13 @@
 //! scheme is `store::keys::meter`'s.
 //!
 //! Counted in memory, on no request's path: the counts ride the shared
-//! counters' syncs (`relay::counter`) as one more command
-//! ([`SyncWrites`]), at most once per [`FLUSH_INTERVAL`] per instance. When
-//! no rate limit or budget syncs, the request that finds the meter's flush
-//! due starts a sync as its chore (done before its answer ends, like every
-//! sync). A failed write keeps the counts for the next one.
+//! counters' round trips (`relay::counter`: a sync, or a count a request
+//! makes anyway) as one more command ([`SyncWrites`]), at most once per
+//! [`FLUSH_INTERVAL`] per instance. When
+//! no rate limit or budget synced for two intervals (traffic refused before
+//! the rate limit, a quiet instance), the request that finds the counts
+//! waiting starts a sync as its chore (done before its answer ends, like
+//! every sync). A failed write keeps the counts for the next one.
 //!
 //! What a process holds when it is frozen for good (never woken again) is
 //! lost: at most one interval of its counts.
@@ -57,8 +59,10 @@ struct Shared {
     /// Upstream name → (index without a route, index by route pattern).
     index: HashMap<String, (usize, HashMap<String, usize>)>,
     counts: Mutex<Counts>,
-    /// Counts on their way to the store, given back if the write fails.
-    sending: Mutex<Option<Counts>>,
+    /// Counts on their way to the store, by id, given back if the write fails.
+    sending: Mutex<HashMap<u64, Counts>>,
+    /// The id of the next write.
+    next_id: AtomicU64,
     /// When the counts were last handed to a sync (ms since the epoch).
     flushed_at: AtomicU64,
     /// What keys the rate limits name a client by, for the distinct clients.
@@ -104,6 +108,7 @@ impl Meter {
                 index,
                 counts: Mutex::default(),
                 sending: Mutex::default(),
+                next_id: AtomicU64::new(0),
                 flushed_at: AtomicU64::new(clock()),
                 client_name,
                 clock,
@@ -153,22 +158,24 @@ impl Meter {
         self.add(record.upstream.as_deref(), record.route, &fields, Some(client));
     }
 
-    /// The sync that writes the counts, when the flush is due and no limit's
-    /// sync would carry them: for the request that counted last, as its chore.
+    /// A sync of its own for the counts, as the chore of the request that
+    /// counted last, when no limit's sync carried them for two intervals
+    /// (traffic that meets no rate limit: refusals before it, or a quiet
+    /// instance); otherwise they ride the next limit sync.
     pub(in crate::relay) fn flush_if_due(&self, counters: &Counters) -> Option<SyncChore> {
-        self.due().then(|| counters.sync_soon()).flatten()
+        self.waited(2 * FLUSH_INTERVAL).then(|| counters.sync_soon()).flatten()
     }
 
-    /// Whether a [`FLUSH_INTERVAL`] passed since the last write.
-    fn due(&self) -> bool {
+    /// Whether `interval` passed since the last write.
+    fn waited(&self, interval: Duration) -> bool {
         let last = self.shared.flushed_at.load(Ordering::Acquire);
-        (self.shared.clock)().saturating_sub(last) >= crate::clock::millis(FLUSH_INTERVAL)
+        (self.shared.clock)().saturating_sub(last) >= crate::clock::millis(interval)
     }
 }
 
 impl SyncWrites for Meter {
-    fn take(&self, store: &Store) -> Option<Tallies> {
-        if !self.due() {
+    fn take(&self, store: &Store) -> Option<(u64, Tallies)> {
+        if !self.waited(FLUSH_INTERVAL) {
             return None;
         }
         let now = (self.shared.clock)();
@@ -178,12 +185,15 @@ impl SyncWrites for Meter {
             return None;
         }
         let tallies = self.tallies(store, &taken, now);
-        *self.shared.sending.lock().unwrap_or_else(PoisonError::into_inner) = Some(taken);
-        Some(tallies)
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.sending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, taken);
+        Some((id, tallies))
     }
 
-    fn landed(&self, written: bool) {
-        let Some(sent) = self.shared.sending.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
+    fn landed(&self, id: u64, written: bool) {
+        let Some(sent) = self.shared.sending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id) else {
+            return;
+        };
         if written {
             return;
         }
@@ -279,5 +289,65 @@ pub(crate) mod testing {
             let at = self.0.clone();
             Arc::new(move || at.load(Ordering::SeqCst))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::counter::testing::{NoReads, broker, unreachable};
+
+    const START: u64 = 1_800_000_000_000;
+
+    fn meter(clock: &testing::TestClock) -> (Meter, crate::broker::Broker) {
+        let broker = broker("routes = [{ path = \"/search/**\" }]", &unreachable(), "t");
+        let counters = Counters::new(broker.clone(), NoReads);
+        (Meter::new(broker.config(), &counters, |_| "203.0.113.7".to_owned(), clock.clock()), broker)
+    }
+
+    #[test]
+    fn counts_wait_an_interval_and_a_failed_write_gives_them_back() {
+        let clock = testing::TestClock::default();
+        clock.set(START);
+        let (meter, broker) = meter(&clock);
+        let store = broker.store();
+        meter.add(Some("api"), Some("/search/**"), &[Field::Named(CALLS), Field::Refused("rate_limited")], None);
+        assert!(meter.take(store).is_none(), "not before an interval");
+        clock.set(START + 10_000);
+        let (id, first) = meter.take(store).expect("due");
+        assert!(meter.take(store).is_none(), "taken");
+        meter.landed(id, false);
+        clock.set(START + 20_000);
+        let (id, again) = meter.take(store).expect("given back");
+        let fields = |t: &Tallies| t.fields.iter().map(|f| (f.key.clone(), f.fields.clone())).collect::<Vec<_>>();
+        assert_eq!(fields(&again), fields(&first), "the same counts, sent again");
+        meter.landed(id, true);
+        clock.set(START + 30_000);
+        assert!(meter.take(store).is_none(), "written: nothing left");
+    }
+
+    #[test]
+    fn a_write_holds_each_hour_with_its_minutes_each_day_and_each_hours_clients() {
+        let clock = testing::TestClock::default();
+        clock.set(START);
+        let (meter, broker) = meter(&clock);
+        let client = Bucket { kind: 1, detail: 32, bits: 7 };
+        meter.add(Some("api"), Some("/search/**"), &[Field::Named(CALLS)], Some(client));
+        meter.add(Some("nowhere"), None, &[Field::Refused("unknown_upstream")], Some(client));
+        clock.set(START + 10_000);
+        let (_, tallies) = meter.take(broker.store()).unwrap();
+        let minute = START / MINUTE_MS;
+        let hour_key = keys::hour(broker.store().namer(), "api", Some("/search/**"), minute / 60);
+        let hour = tallies.fields.iter().find(|f| f.key == hour_key).expect("the route's hour");
+        let mm = keys::minute_field(CALLS, minute % 60);
+        assert_eq!(hour.fields, [(CALLS.to_owned(), 1), (mm, 1)]);
+        assert!(hour.ttl > HOURS_KEPT && hour.ttl <= HOURS_KEPT + Duration::from_secs(3600));
+        let unknown = keys::day(broker.store().namer(), keys::UNKNOWN, None, START / DAY_MS);
+        let day = tallies.fields.iter().find(|f| f.key == unknown).expect("an unknown upstream's day");
+        assert_eq!(day.fields, [("refused.unknown_upstream".to_owned(), 1)]);
+        assert_eq!(tallies.fields.len(), 4, "an hour and a day for each scope");
+        assert_eq!(tallies.distinct.len(), 2);
+        let hashed = keys::client(broker.store().namer(), "203.0.113.7");
+        assert!(tallies.distinct.iter().all(|d| d.members == [hashed.clone()]), "the client's keyed hash only");
     }
 }
