@@ -6,16 +6,7 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import {
-  check,
-  describeToken,
-  prefetch,
-  purgeCache,
-  report,
-  scanForLeaks,
-  status,
-  TokenrelayError,
-} from "../index.js";
+import { check, describeToken, prefetch, purgeCache, report, scanForLeaks, status, TokenrelayError } from "../index.js";
 import { runInit } from "./init.js";
 
 const USAGE = `usage:
@@ -281,7 +272,12 @@ function formatStatus(all) {
     for (const r of u.usage) {
       const hour = formatUsage(r.lastHour);
       const day = formatUsage(r.lastDay);
-      if (hour || day) lines.push(`  usage ${r.route ?? "(no route)"}:`, `    last hour: ${hour || "nothing"}`, `    last day: ${day || "nothing"}`);
+      if (hour || day)
+        lines.push(
+          `  usage ${r.route ?? "(no route)"}:`,
+          `    last hour: ${hour || "nothing"}`,
+          `    last day: ${day || "nothing"}`,
+        );
     }
   }
   return `${lines.join("\n")}\n`;
@@ -296,9 +292,16 @@ function formatUsage(u) {
   const cached = c.memory + c.store + c.collapsed + c.stale + c.staleIfError;
   const answers = Object.values(u.statuses).reduce((a, b) => a + b, 0);
   if (answers === 0 && u.calls === 0) return "";
-  const parts = [`${answers} answer(s) (${Object.entries(u.statuses).map(([k, n]) => `${n} ${k}`).join(", ")})`];
+  const parts = [
+    `${answers} answer(s) (${Object.entries(u.statuses)
+      .map(([k, n]) => `${n} ${k}`)
+      .join(", ")})`,
+  ];
   parts.push(`${u.calls} upstream call(s)`);
-  if (cached) parts.push(`${cached} from the cache (${c.memory} memory, ${c.store} store, ${c.collapsed} collapsed, ${c.stale} stale, ${c.staleIfError} stale-if-error)`);
+  if (cached)
+    parts.push(
+      `${cached} from the cache (${c.memory} memory, ${c.store} store, ${c.collapsed} collapsed, ${c.stale} stale, ${c.staleIfError} stale-if-error)`,
+    );
   const refusals = Object.entries(u.refusals).map(([code, n]) => `${n} ${code}`);
   if (refusals.length) parts.push(`refused: ${refusals.join(", ")}`);
   if (u.tokenFetches || u.tokenFailures) parts.push(`${u.tokenFetches} token fetch(es), ${u.tokenFailures} failed`);

@@ -38,11 +38,15 @@ struct Counted {
     clients: HashMap<IpAddr, ()>,
 }
 
-/// The world: servers, the relay on the test's clock, and what it counted.
+/// An upstream, and one of its routes or `None`.
+type Scope = (String, Option<&'static str>);
+
+/// The world: servers, the relay on the test's clock, and the answers it
+/// got per scope, each with when it was sent.
 struct Day {
     clock: TestClock,
     relay: Relay,
-    counted: HashMap<(String, Option<&'static str>), Vec<(u64, Answer)>>,
+    counted: HashMap<Scope, Vec<(u64, Answer)>>,
 }
 
 /// One answer as the test saw it.
@@ -137,7 +141,8 @@ async fn after_a_scripted_day_status_and_the_report_agree_with_the_answers_to_th
         ]);
         let broker = Broker::new(Config::parse(&config, "tokenrelay.toml", &env).unwrap(), &env).unwrap();
         let clock = TestClock::default();
-        let mut day = Day { clock: clock.clone(), relay: Relay::on_clock(broker.clone(), &clock), counted: HashMap::new() };
+        let mut day =
+            Day { clock: clock.clone(), relay: Relay::on_clock(broker.clone(), &clock), counted: HashMap::new() };
 
         for h in 0..24u64 {
             let at = |minute: u64| DAY0 + h * HOUR_MS + minute * MINUTE;
@@ -172,7 +177,8 @@ async fn after_a_scripted_day_status_and_the_report_agree_with_the_answers_to_th
         let last_day = DAY0..NOW + 1;
         for (i, route) in [None, SEARCH, ECHO].into_iter().enumerate() {
             assert_eq!(usage[i].route.as_deref(), route);
-            let (hour, clients) = (day.counted("api", route, last_hour.clone()), day.counted("api", route, two_hours.clone()));
+            let (hour, clients) =
+                (day.counted("api", route, last_hour.clone()), day.counted("api", route, two_hours.clone()));
             assert_agrees(&usage[i].last_hour, &hour, &clients, "last hour");
             let whole = day.counted("api", route, last_day.clone());
             assert_agrees(&usage[i].last_day, &whole, &whole, "last day");

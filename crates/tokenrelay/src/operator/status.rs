@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::usage::{self, RouteUsage};
 use crate::broker::Broker;
 use crate::clock::millis;
 use crate::config::relay::Budget;
@@ -20,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::relay::{Purges, shared_bucket_keys};
 use crate::store::keys::{cooldown, counter};
 use crate::store::{CacheKeys, Read, Values};
-use super::usage::{self, RouteUsage};
 
 /// One upstream's state in the store.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,7 +147,11 @@ pub(crate) async fn status_at(broker: &Broker, upstream: Option<&str>, now: Syst
             .map_err(unreadable)?
             .into_iter()
             .zip(&scopes)
-            .map(|((last_hour, last_day), (_, route))| RouteUsage { route: route.map(str::to_owned), last_hour, last_day })
+            .map(|((last_hour, last_day), (_, route))| RouteUsage {
+                route: route.map(str::to_owned),
+                last_hour,
+                last_day,
+            })
             .collect();
         let left = |v: Option<String>| {
             v.and_then(|v| v.parse::<u64>().ok()).and_then(|until| until.checked_sub(now_ms)).filter(|left| *left > 0)

@@ -363,9 +363,17 @@ mod tests {
         let ttl = Duration::from_millis(200);
         let count = |add| [Count { key: "hits".to_owned(), add, ttl }];
         assert_eq!(s.count_and_read(&count(2), &Tallies::default(), &[]).await.unwrap().0, [2]);
-        assert_eq!(s.count_and_read(&count(3), &Tallies::default(), &[]).await.unwrap().0, [5], "an addition keeps the counter's expiry");
+        assert_eq!(
+            s.count_and_read(&count(3), &Tallies::default(), &[]).await.unwrap().0,
+            [5],
+            "an addition keeps the counter's expiry"
+        );
         tokio::time::sleep(ttl + Duration::from_millis(20)).await;
-        assert_eq!(s.count_and_read(&count(1), &Tallies::default(), &[]).await.unwrap().0, [1], "an expired counter starts from zero");
+        assert_eq!(
+            s.count_and_read(&count(1), &Tallies::default(), &[]).await.unwrap().0,
+            [1],
+            "an expired counter starts from zero"
+        );
     }
 
     #[cfg(unix)]

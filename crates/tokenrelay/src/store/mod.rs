@@ -39,6 +39,7 @@ mod take;
 mod tally;
 pub(crate) mod upstash;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +53,6 @@ pub(crate) use lease::{Backoff, Lease};
 use local::LocalStore;
 pub(crate) use put::Write;
 use seal::Sealer;
-pub(crate) use tally::{Distinct, FieldAdds, Tallies, TallyRead};
 use upstash::UpstashClient;
 
 /// Why a store operation failed. Never holds a secret: the Upstash token is
@@ -145,6 +145,47 @@ pub(crate) struct Count {
     pub(crate) add: u64,
     /// How long a counter this addition creates lives.
     pub(crate) ttl: Duration,
+}
+
+/// Additions to the fields of the hash `key`, which lives `ttl` from its creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldAdds {
+    pub(crate) key: String,
+    pub(crate) fields: Vec<(String, u64)>,
+    pub(crate) ttl: Duration,
+}
+
+/// Members added to the distinct-count estimate `key`, which lives `ttl`
+/// from its creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Distinct {
+    pub(crate) key: String,
+    pub(crate) members: Vec<String>,
+    pub(crate) ttl: Duration,
+}
+
+/// Tallies: additions to the fields of hashes (`HINCRBY`) and members added
+/// to distinct-count estimates (`PFADD`, a HyperLogLog), written with a
+/// count's round trip ([`Store::count_and_tally`]) as one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Tallies {
+    pub(crate) fields: Vec<FieldAdds>,
+    pub(crate) distinct: Vec<Distinct>,
+}
+
+impl Tallies {
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.distinct.is_empty()
+    }
+}
+
+/// What [`Store::read_tallies`] brought back: each hash's fields (empty when
+/// absent), and each union of estimates' count, in the order asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TallyRead {
+    pub(crate) hashes: Vec<HashMap<String, u64>>,
+    pub(crate) distinct: Vec<u64>,
 }
 
 enum Backends {

@@ -1,69 +1,12 @@
-//! Tallies: additions to the fields of hashes (`HINCRBY`) and members added
-//! to distinct-count estimates (`PFADD`, a HyperLogLog), written with a
-//! count's round trip ([`Store::count_and_tally`]) as one command, and read
-//! back many at a time ([`Store::read_tallies`]). What a field means is the
-//! owner's business (`relay::meter` and `store::keys::meter`).
+//! Reading tallies back, many at a time ([`Store::read_tallies`]): the
+//! fields of hashes, and distinct-count estimates (HyperLogLogs), which
+//! [`Store::count_and_tally`] writes with a count's round trip (see
+//! [`Tallies`](super::Tallies)). What a field means is the owner's business
+//! (`relay::meter` and `store::keys::meter`).
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use super::{Backend, Backends, Count, Read, Store, StoreError};
-use crate::store::count::Counted;
-
-/// Additions to the fields of the hash `key`, which lives `ttl` from its creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FieldAdds {
-    pub(crate) key: String,
-    pub(crate) fields: Vec<(String, u64)>,
-    pub(crate) ttl: Duration,
-}
-
-/// Members added to the distinct-count estimate `key`, which lives `ttl`
-/// from its creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Distinct {
-    pub(crate) key: String,
-    pub(crate) members: Vec<String>,
-    pub(crate) ttl: Duration,
-}
-
-/// Everything one round trip tallies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Tallies {
-    pub(crate) fields: Vec<FieldAdds>,
-    pub(crate) distinct: Vec<Distinct>,
-}
-
-impl Tallies {
-    /// Whether there is nothing to write.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.distinct.is_empty()
-    }
-}
-
-/// What [`Store::read_tallies`] brought back: each hash's fields (empty when
-/// absent), and each union of estimates' count, in the order asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TallyRead {
-    pub(crate) hashes: Vec<HashMap<String, u64>>,
-    pub(crate) distinct: Vec<u64>,
-}
+use super::{Backend, Backends, Store, StoreError, TallyRead};
 
 impl Store {
-    /// Like [`Store::count`], and writes `tallies` in the same round trip;
-    /// [`Counted::tallied`] says whether they were written (a failed tally
-    /// never fails the counts, which were added).
-    pub(crate) async fn count_and_tally(
-        &self,
-        counts: &[Count],
-        tallies: &Tallies,
-        reads: &[Read<'_>],
-    ) -> Result<Counted, StoreError> {
-        let keys: Vec<&str> = reads.iter().map(|r| r.key).collect();
-        let (totals, tallied, stored) = on_backend!(self, b => b.count_and_read(counts, tallies, &keys))?;
-        Ok(Counted { totals, tallied, values: self.values(reads, stored) })
-    }
-
     /// The fields of the hashes `hashes` and, for each set of estimates in
     /// `distinct`, the count of their union, in one round trip. Off the
     /// request path (the operator's views, a chore).
@@ -74,9 +17,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
     use super::*;
     use crate::config::{Env, StoreSettings};
     use crate::store::UPSTASH_VARS;
+    use crate::store::{Count, Distinct, FieldAdds, Tallies};
 
     fn tallies(n: u64, members: &[&str]) -> Tallies {
         let ttl = Duration::from_secs(60);
@@ -85,7 +32,11 @@ mod tests {
                 FieldAdds { key: "h1".into(), fields: vec![("a".into(), n), ("b".into(), 1)], ttl },
                 FieldAdds { key: "h2".into(), fields: vec![("a".into(), 2 * n)], ttl },
             ],
-            distinct: vec![Distinct { key: "u".into(), members: members.iter().map(|m| (*m).to_owned()).collect(), ttl }],
+            distinct: vec![Distinct {
+                key: "u".into(),
+                members: members.iter().map(|m| (*m).to_owned()).collect(),
+                ttl,
+            }],
         }
     }
 

@@ -68,12 +68,17 @@ pub(crate) async fn report_at(broker: &Broker, now: SystemTime) -> Result<String
         }
         let answered = week.get(CALLS) + hits(&week) + refusals(&week);
         if answered > 0 {
-            routes.push(RouteRow { upstream, route: route.unwrap_or("(no route)"), answered, refused: refusals(&week) });
+            routes.push(RouteRow {
+                upstream,
+                route: route.unwrap_or("(no route)"),
+                answered,
+                refused: refusals(&week),
+            });
         }
     }
     let mut codes: Vec<(String, u64)> = codes.into_iter().filter(|(_, n)| *n > 0).collect();
     codes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    routes.sort_by(|a, b| b.answered.cmp(&a.answered));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.answered));
     Ok(page::render(&page::Report { now_ms, hour, day, upstreams, codes, routes }))
 }
 

@@ -80,7 +80,11 @@ fn upstream(html: &mut String, u: &Upstream, report: &Report<'_>) {
     let hour_labels: Vec<String> = (0..day.len() as u64).map(|i| format!("{:02}h", (first_hour + i) % 24)).collect();
     let answered = |t: &[super::Totals]| {
         [
-            Series { name: "upstream calls", color: CALLS_COLOR, values: t.iter().map(|t| some(t.get(CALLS))).collect() },
+            Series {
+                name: "upstream calls",
+                color: CALLS_COLOR,
+                values: t.iter().map(|t| some(t.get(CALLS))).collect(),
+            },
             Series { name: "cache answers", color: HITS_COLOR, values: t.iter().map(|t| some(hits(t))).collect() },
             Series { name: "refusals", color: REFUSED_COLOR, values: t.iter().map(|t| some(refusals(t))).collect() },
         ]
@@ -90,13 +94,25 @@ fn upstream(html: &mut String, u: &Upstream, report: &Report<'_>) {
     let day_labels: Vec<String> = (0..u.days.len() as u64).map(|i| date(first_day + i)).collect();
     html.push_str(&stacked_bars("Answers per day, last 7 days", &day_labels, &answered(&u.days)));
     let token_series = [
-        Series { name: "token fetches (rotations)", color: CALLS_COLOR, values: day.iter().map(|t| some(tokens(t).0)).collect() },
+        Series {
+            name: "token fetches (rotations)",
+            color: CALLS_COLOR,
+            values: day.iter().map(|t| some(tokens(t).0)).collect(),
+        },
         Series { name: "token failures", color: FAILED_COLOR, values: day.iter().map(|t| some(tokens(t).1)).collect() },
     ];
     html.push_str(&stacked_bars("Token rotations and failures, last 24 hours", &hour_labels, &token_series));
     let latency_series = [
-        Series { name: "p50 (ms, bucket bound)", color: CALLS_COLOR, values: day.iter().map(|t| latency(t, 0.5).map(|v| v as f64)).collect() },
-        Series { name: "p95 (ms, bucket bound)", color: P95_COLOR, values: day.iter().map(|t| latency(t, 0.95).map(|v| v as f64)).collect() },
+        Series {
+            name: "p50 (ms, bucket bound)",
+            color: CALLS_COLOR,
+            values: day.iter().map(|t| latency(t, 0.5).map(|v| v as f64)).collect(),
+        },
+        Series {
+            name: "p95 (ms, bucket bound)",
+            color: P95_COLOR,
+            values: day.iter().map(|t| latency(t, 0.95).map(|v| v as f64)).collect(),
+        },
     ];
     html.push_str(&lines("Upstream latency, last 24 hours", &hour_labels, &latency_series));
     for burn in &u.budgets {
@@ -115,9 +131,15 @@ fn upstream(html: &mut String, u: &Upstream, report: &Report<'_>) {
 
 /// The top refusal codes and routes.
 fn tables(html: &mut String, report: &Report<'_>) {
-    html.push_str("<section><h2>Top refusal codes, last 7 days</h2><table><tr><th>Code</th><th class=\"n\">Answers</th></tr>");
+    html.push_str(
+        "<section><h2>Top refusal codes, last 7 days</h2><table><tr><th>Code</th><th class=\"n\">Answers</th></tr>",
+    );
     for (code, n) in &report.codes {
-        let _ = write!(html, "<tr data-code=\"{c}\" data-count=\"{n}\"><td>{c}</td><td class=\"n\">{n}</td></tr>", c = escape(code));
+        let _ = write!(
+            html,
+            "<tr data-code=\"{c}\" data-count=\"{n}\"><td>{c}</td><td class=\"n\">{n}</td></tr>",
+            c = escape(code)
+        );
     }
     if report.codes.is_empty() {
         html.push_str("<tr><td class=\"muted\" colspan=\"2\">No refusals.</td></tr>");
@@ -164,6 +186,10 @@ fn date(day: u64) -> String {
 
 /// `ms` as `YYYY-MM-DD HH:MM`.
 fn utc(ms: u64) -> String {
-    let text = humantime::format_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms / HOUR_MS * HOUR_MS + ms % HOUR_MS / 60_000 * 60_000)).to_string();
+    let text = humantime::format_rfc3339(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(ms / HOUR_MS * HOUR_MS + ms % HOUR_MS / 60_000 * 60_000),
+    )
+    .to_string();
     text[..16].replace('T', " ")
 }

@@ -27,7 +27,7 @@ pub(super) fn stacked_bars(title: &str, labels: &[String], series: &[Series<'_>]
     let max = nice_max(totals.iter().copied().fold(0.0, f64::max));
     let mut svg = open(title, max);
     let slot = (WIDTH - LEFT) / labels.len().max(1) as f64;
-    for i in 0..labels.len() {
+    for (i, label) in labels.iter().enumerate() {
         let mut y = HEIGHT - BOTTOM;
         for s in series {
             let v = s.values.get(i).copied().flatten().unwrap_or(0.0);
@@ -42,7 +42,7 @@ pub(super) fn stacked_bars(title: &str, labels: &[String], series: &[Series<'_>]
                 LEFT + i as f64 * slot + slot * 0.1,
                 slot * 0.8,
                 s.color,
-                escape(&labels[i]),
+                escape(label),
                 escape(s.name),
             );
         }
@@ -127,7 +127,12 @@ fn close(mut svg: String, labels: &[String], series: &[Series<'_>]) -> String {
     let every = labels.len().div_ceil(8).max(1);
     for (i, label) in labels.iter().enumerate().filter(|(i, _)| i % every == 0 || *i + 1 == labels.len()) {
         let x = LEFT + (i as f64 + 0.5) * slot;
-        let _ = write!(svg, r#"<text x="{x:.1}" y="{:.1}" class="axis" text-anchor="middle">{}</text>"#, HEIGHT - 6.0, escape(label));
+        let _ = write!(
+            svg,
+            r#"<text x="{x:.1}" y="{:.1}" class="axis" text-anchor="middle">{}</text>"#,
+            HEIGHT - 6.0,
+            escape(label)
+        );
     }
     svg.push_str("</svg><ul class=\"legend\">");
     for s in series {
@@ -137,10 +142,10 @@ fn close(mut svg: String, labels: &[String], series: &[Series<'_>]) -> String {
     svg
 }
 
-/// A round value above `max` for the axis (at least 1).
+/// A round value above `max` for the axis (at least 2, so that its middle is whole).
 fn nice_max(max: f64) -> f64 {
-    if max <= 1.0 {
-        return 1.0;
+    if max <= 2.0 {
+        return 2.0;
     }
     let magnitude = 10f64.powf(max.log10().floor());
     [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|v| *v >= max).unwrap_or(max)
@@ -151,7 +156,8 @@ fn short(v: f64) -> String {
     match v {
         v if v >= 1e6 => format!("{:.1}M", v / 1e6),
         v if v >= 1e3 => format!("{:.1}k", v / 1e3),
-        v => format!("{v:.0}"),
+        v if v.fract() == 0.0 => format!("{v:.0}"),
+        v => format!("{v:.1}"),
     }
 }
 
@@ -161,11 +167,12 @@ mod tests {
 
     #[test]
     fn axes_end_on_round_values() {
-        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(0.0), 2.0);
         assert_eq!(nice_max(7.0), 10.0);
         assert_eq!(nice_max(180.0), 200.0);
         assert_eq!(nice_max(2400.0), 2500.0);
         assert_eq!(short(2500.0), "2.5k");
+        assert_eq!(short(12.5), "12.5");
     }
 
     #[test]

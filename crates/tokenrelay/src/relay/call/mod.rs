@@ -90,7 +90,12 @@ pub(super) struct ColdRead {
 
 impl ColdPlan<'_> {
     /// Adds `counts`, writes `tallies` and reads what the layers asked for, in one round trip.
-    pub(super) async fn read(&self, store: &Store, counts: &[Count], tallies: &Tallies) -> Result<ColdRead, StoreError> {
+    pub(super) async fn read(
+        &self,
+        store: &Store,
+        counts: &[Count],
+        tallies: &Tallies,
+    ) -> Result<ColdRead, StoreError> {
         let token = self.token.map(TokenKeys::reads);
         let cache = self.cache.as_ref().map(CacheKeys::reads);
         let reads: Vec<Read<'_>> = (token.iter().flatten().copied())

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::SyncWrites;
 use super::{Bucket, Counter, Counters, Tally, interval_ms};
 use crate::clock::now_ms;
-use super::SyncWrites;
 use crate::store::{Count, Read, Tallies};
 
 /// How long a shared counter outlives its window: covers clocks a few

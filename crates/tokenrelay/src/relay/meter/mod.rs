@@ -88,7 +88,12 @@ impl Meter {
     /// A meter of every relayed upstream and route of `config` on `clock`
     /// (`clock::now_ms`, but in tests), whose counts ride `counters`' syncs;
     /// `client_name` names a rate limit's client.
-    pub(in crate::relay) fn new(config: &Config, counters: &Counters, client_name: fn(Bucket) -> String, clock: Clock) -> Self {
+    pub(in crate::relay) fn new(
+        config: &Config,
+        counters: &Counters,
+        client_name: fn(Bucket) -> String,
+        clock: Clock,
+    ) -> Self {
         let mut scopes = vec![(keys::UNKNOWN.to_owned(), None)];
         let mut index = HashMap::new();
         for (name, relay) in config.upstreams.iter().filter_map(|(n, u)| Some((n, u.relay.as_ref()?))) {
@@ -126,7 +131,13 @@ impl Meter {
 
     /// Adds `fields` (each one more) to the counts of `upstream` and `route`
     /// this minute, and `client` to the hour's clients.
-    pub(in crate::relay) fn add(&self, upstream: Option<&str>, route: Option<&str>, fields: &[Field], client: Option<Bucket>) {
+    pub(in crate::relay) fn add(
+        &self,
+        upstream: Option<&str>,
+        route: Option<&str>,
+        fields: &[Field],
+        client: Option<Bucket>,
+    ) {
         let scope = self.scope(upstream, route);
         let minute = (self.shared.clock)() / MINUTE_MS;
         let mut counts = self.shared.counts.lock().unwrap_or_else(PoisonError::into_inner);

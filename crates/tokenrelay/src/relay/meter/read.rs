@@ -114,10 +114,16 @@ mod tests {
     #[test]
     fn minutes_sum_apart_from_the_hours_totals() {
         let hour = Totals(
-            [("calls", 5), ("calls@00", 2), ("calls@59", 3), ("refused.rate_limited@30", 1), ("refused.rate_limited", 1)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            [
+                ("calls", 5),
+                ("calls@00", 2),
+                ("calls@59", 3),
+                ("refused.rate_limited@30", 1),
+                ("refused.rate_limited", 1),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
         );
         let mut last = Totals::default();
         last.add_minutes(&hour, 30..60);

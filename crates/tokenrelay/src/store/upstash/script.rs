@@ -201,7 +201,8 @@ mod tests {
                 }],
                 ..Tallies::default()
             };
-            let (totals, tallied, _) = c.count_and_read(&[count("x", 3), count("y", 1)], &tallies, &["k"]).await.unwrap();
+            let (totals, tallied, _) =
+                c.count_and_read(&[count("x", 3), count("y", 1)], &tallies, &["k"]).await.unwrap();
             assert!(tallied, "the tally went again without the flag too");
             assert_eq!(totals, [3, 1]);
             assert_eq!(upstash.requests(), 2, "refused, then sent again without the flag");

@@ -11,10 +11,11 @@ use crate::store::{StoreError, Tallies};
 /// The number of keys, the keys, then the arguments of `tallies`, as the script reads them.
 pub(super) fn args(tallies: &Tallies) -> Vec<String> {
     let keys = tallies.fields.iter().map(|f| f.key.clone()).chain(tallies.distinct.iter().map(|d| d.key.clone()));
-    let mut args: Vec<String> = std::iter::once(tallies.fields.len().saturating_add(tallies.distinct.len()).to_string())
-        .chain(keys)
-        .chain(std::iter::once(tallies.fields.len().to_string()))
-        .collect();
+    let mut args: Vec<String> =
+        std::iter::once(tallies.fields.len().saturating_add(tallies.distinct.len()).to_string())
+            .chain(keys)
+            .chain(std::iter::once(tallies.fields.len().to_string()))
+            .collect();
     for f in &tallies.fields {
         args.extend([millis(f.ttl), f.fields.len().to_string()]);
         args.extend(f.fields.iter().flat_map(|(name, add)| [name.clone(), add.to_string()]));
