@@ -34,6 +34,8 @@
 //!      answer (`challenge` reads whether the upstream said it is revoked);
 //!    - `call::budget`: not while `upstream_limits` says the upstream asked
 //!      to wait, nor past the site's `budgets` of calls (503);
+//!    - `call::metered`: the usage meter (`meter`) counts each call, its
+//!      latency and its token fetches and failures;
 //!    - `call::authorized`: token from the [`Broker`], `inject`ed, sent with
 //!      `relay.timeout`;
 //! 8. `answer`: allow-listed headers only, the relay's own (`Cache-Control`,
@@ -43,7 +45,9 @@
 //!
 //! Every failure is one [`RelayError`] with a stable code, answered as
 //! `{ "error": { "code", "message" } }` by `error`. One structured log line
-//! per request, and a `Server-Timing` header splitting token and upstream time.
+//! per request, a `Server-Timing` header splitting token and upstream time,
+//! and the answer counted by the usage meter (`meter`: status class, error
+//! code, cache answer, client), whose counts ride the counters' round trips.
 //!
 //! ```no_run
 //! # async fn demo(request: http::Request<http_body_util::Full<bytes::Bytes>>) -> Result<(), tokenrelay::Error> {
