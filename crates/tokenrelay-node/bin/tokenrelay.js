@@ -303,7 +303,7 @@ function formatUsage(u) {
       `${cached} from the cache (${c.memory} memory, ${c.store} store, ${c.collapsed} collapsed, ${c.stale} stale, ${c.staleIfError} stale-if-error)`,
     );
   const refusals = Object.entries(u.refusals).map(([code, n]) => `${n} ${code}`);
-  if (refusals.length) parts.push(`refused: ${refusals.join(", ")}`);
+  if (refusals.length) parts.push(`errors: ${refusals.join(", ")}`);
   if (u.tokenFetches || u.tokenFailures) parts.push(`${u.tokenFetches} token fetch(es), ${u.tokenFailures} failed`);
   if (u.latency.p50Ms != null) parts.push(`latency p50 ≤${u.latency.p50Ms}ms, p95 ≤${u.latency.p95Ms}ms`);
   parts.push(`${u.clients} client(s)`);
