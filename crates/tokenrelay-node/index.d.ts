@@ -3,6 +3,7 @@
 
 export type {
   BudgetStatus,
+  CacheAnswers,
   CheckOptions,
   CheckSummary,
   Credential,
@@ -10,6 +11,8 @@ export type {
   FileChange,
   InitOptions,
   InitReport,
+  Latency,
+  LatencyBucket,
   Leak,
   OutsideLink,
   PlatformHeaders,
@@ -22,6 +25,7 @@ export type {
   RelayHandler,
   RelayOptions,
   RelayRequest,
+  RouteUsage,
   ScanOptions,
   ScanReport,
   Setting,
@@ -30,6 +34,7 @@ export type {
   TokenStatus,
   UpstreamCheck,
   UpstreamStatus,
+  Usage,
 } from "./binding.js";
 export {
   appendConfig,
@@ -42,6 +47,7 @@ export {
   prefetch,
   purgeCache,
   relayMount,
+  report,
   scanForLeaks,
   status,
 } from "./binding.js";

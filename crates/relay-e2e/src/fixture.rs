@@ -57,7 +57,8 @@ const DAY: Duration = Duration::from_secs(86400);
 /// [`CEILING_CALLS`] an hour for the burst scenario; `busy` is over its own limit
 /// (the API answers 429 with `Retry-After: 30`); `spent` is told by its
 /// answers how much of its quota is left (`set-…` knobs of the API's echo);
-/// `picky` has two routes, for a refusal that covers only its own.
+/// `picky` has two routes, for a refusal that covers only its own;
+/// `counted` is the usage meter's alone (`meter_checks`).
 /// `queried` takes its token as a query parameter. `rotating` names a
 /// previous secret beside the current one (a rotation under way). A token is kept while
 /// younger than an hour unless the API says it is revoked
@@ -125,6 +126,7 @@ fn site(api: &str, token_url: &str, schedule: TokenSchedule) -> SiteConfig {
         .upstream(upstream("busy").relay(|r| r.route("/busy")))
         .upstream(upstream("spent").relay(|r| r.route("/echo/**")))
         .upstream(upstream("picky").relay(|r| r.route("/echo/search/**").route("/echo/**")))
+        .upstream(upstream("counted").relay(|r| r.route("/echo/**")))
         .upstream(upstream("hidden"))
         .upstream(
             getty_shaped("rotating")

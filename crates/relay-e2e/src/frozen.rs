@@ -12,7 +12,7 @@ use crate::cache_checks::QueryPassing;
 use crate::fixture::Fixture;
 use crate::http::{Shell, Visitor};
 use crate::scenarios::Figures;
-use crate::{Logs, budget_checks, cache_checks, caller_checks, checks, secret_checks};
+use crate::{Logs, budget_checks, cache_checks, caller_checks, checks, meter_checks, secret_checks};
 
 /// Processes sharing the store in the checklist, as concurrent instances would.
 const CHECKLIST_INSTANCES: usize = 4;
@@ -126,7 +126,7 @@ pub fn vercel_rewrite(target: &str) -> String {
     format!("{target}{separator}path={encoded}")
 }
 
-/// Every check of [`checks`], [`cache_checks`] and [`budget_checks`] through frozen instances,
+/// Every check of [`checks`], [`cache_checks`], [`budget_checks`] and [`meter_checks`] through frozen instances,
 /// but [`cache_checks::stale_while_revalidate_serves_at_once_and_refreshes_once`]:
 /// it waits for a refresh that runs after the answer, which a frozen
 /// instance never does (`scenarios::stale_while_revalidate` measures that).
@@ -158,6 +158,7 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     budget_checks::limit_headers_past_any_clock_are_answered_and_capped(&shells, &fx)
         .await
         .context("limit headers past any clock")?;
+    meter_checks::usage_adds_up_across_instances(&shells, &fx).await.context("usage meter")?;
     if let Platform::Netlify(_) = platform {
         // The function's own path reaches the same rules.
         let reply = shell.get("/.netlify/functions/relay/getty/search/images?phrase=cats", &[]).await?;

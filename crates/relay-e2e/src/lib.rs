@@ -22,6 +22,7 @@ pub mod checks;
 mod fixture;
 pub mod frozen;
 mod http;
+pub mod meter_checks;
 pub mod scenarios;
 pub mod secret_checks;
 

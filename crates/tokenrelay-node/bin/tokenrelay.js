@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import { check, describeToken, prefetch, purgeCache, scanForLeaks, status, TokenrelayError } from "../index.js";
+import { check, describeToken, prefetch, purgeCache, report, scanForLeaks, status, TokenrelayError } from "../index.js";
 import { runInit } from "./init.js";
 
 const USAGE = `usage:
@@ -47,7 +47,15 @@ const USAGE = `usage:
       never a secret: the token's age, time left and last rotation, each
       budget's calls used and left in its window, any cooldown the
       upstream asked for (429 with Retry-After), the rate limit's shared
-      buckets this window, and the cache's purges.
+      buckets this window, the cache's purges, and per route the usage
+      meter's last hour and last day: upstream calls, cache answers,
+      answers by status class, refusals by code, token fetches and
+      failures, latency (p50/p95) and distinct clients.
+  tokenrelay report --out FILE
+      Writes the usage report: one self-contained HTML page (no script or
+      font fetched) of charts of calls, cache answers and refusals over the
+      last 24 hours and 7 days, each budget's burn-down, token rotations
+      and failures, the upstream's latency, and the top refusal codes and routes.
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
       an upstream credential or a store secret (also escaped, base64-encoded
@@ -280,8 +288,45 @@ function formatStatus(all) {
       (/** @type {import("../index.d.ts").PurgeStatus} */ p) => `${p.prefix || "everything"} ${duration(p.ageMs)} ago`,
     );
     lines.push(`  cache purges: ${purges.length ? purges.join(", ") : "none"}`);
+    for (const r of u.usage) {
+      const hour = formatUsage(r.lastHour);
+      const day = formatUsage(r.lastDay);
+      if (hour || day)
+        lines.push(
+          `  usage ${r.route ?? "(no route)"}:`,
+          `    last hour: ${hour || "nothing"}`,
+          `    last day: ${day || "nothing"}`,
+        );
+    }
   }
   return `${lines.join("\n")}\n`;
+}
+
+/**
+ * One span of the usage meter as a line; "" when nothing was counted.
+ * @param {import("../index.d.ts").Usage} u
+ */
+function formatUsage(u) {
+  const c = u.cache;
+  const cached = c.memory + c.store + c.collapsed + c.stale + c.staleIfError;
+  const answers = Object.values(u.statuses).reduce((a, b) => a + b, 0);
+  if (answers === 0 && u.calls === 0) return "";
+  const parts = [
+    `${answers} answer(s) (${Object.entries(u.statuses)
+      .map(([k, n]) => `${n} ${k}`)
+      .join(", ")})`,
+  ];
+  parts.push(`${u.calls} upstream call(s)`);
+  if (cached)
+    parts.push(
+      `${cached} from the cache (${c.memory} memory, ${c.store} store, ${c.collapsed} collapsed, ${c.stale} stale, ${c.staleIfError} stale-if-error)`,
+    );
+  const refusals = Object.entries(u.refusals).map(([code, n]) => `${n} ${code}`);
+  if (refusals.length) parts.push(`errors: ${refusals.join(", ")}`);
+  if (u.tokenFetches || u.tokenFailures) parts.push(`${u.tokenFetches} token fetch(es), ${u.tokenFailures} failed`);
+  if (u.latency.p50Ms != null) parts.push(`latency p50 ≤${u.latency.p50Ms}ms, p95 ≤${u.latency.p95Ms}ms`);
+  parts.push(`${u.clients} client(s)`);
+  return parts.join("; ");
 }
 
 /** @param {string[]} args */
@@ -292,6 +337,17 @@ async function runStatus(args) {
   if (positionals.length > 1) throw new UsageError("status takes at most one upstream");
   const all = await status(positionals[0], site(values));
   process.stdout.write(values.json ? `${JSON.stringify(all, null, 2)}\n` : formatStatus(all));
+  return 0;
+}
+
+/** @param {string[]} args */
+async function runReport(args) {
+  const options = /** @type {const} */ ({ ...COMMON, out: { type: "string" } });
+  const { values, positionals } = parsing(() => parseArgs({ args, options, allowPositionals: true, strict: true }));
+  if (values.help) return usage();
+  if (positionals.length > 0 || !values.out) throw new UsageError("report takes --out FILE and no other argument");
+  writeFileSync(values.out, await report(site(values)));
+  process.stderr.write(`tokenrelay: wrote the usage report to ${values.out}\n`);
   return 0;
 }
 
@@ -364,6 +420,8 @@ async function main([command, ...args]) {
       return runCache(args);
     case "status":
       return runStatus(args);
+    case "report":
+      return runReport(args);
     case "-h":
     case "--help":
     case "help":

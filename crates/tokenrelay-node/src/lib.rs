@@ -12,7 +12,9 @@
 //! - `purgeCache(upstream, pathPrefix, options)` forgets cached answers
 //!   (the relay's response cache) in every instance sharing the store;
 //! - `status(upstream, options)` reads what the store holds of the relayed
-//!   upstreams (token age, budgets, cooldowns), never a secret;
+//!   upstreams (token age, budgets, cooldowns, the usage meter's last hour
+//!   and day), never a secret;
+//! - `report(options)` renders the usage meter's report as one HTML page;
 //! - `init(options)` adds tokenrelay to a site for Netlify or Vercel,
 //!   merging into its existing files (the `tokenrelay init` command);
 //! - `RelayHandler` serves the browse-time relay inside a JavaScript
@@ -101,6 +103,12 @@ pub async fn js_status(
     options: Option<PurgeOptions>,
 ) -> napi::Result<Vec<status::UpstreamStatus>> {
     status::status(upstream, options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// Renders the usage report: one self-contained HTML page.
+#[napi(js_name = "report")]
+pub async fn js_report(options: Option<PurgeOptions>) -> napi::Result<String> {
+    status::report(options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
 }
 
 /// Adds tokenrelay to the site in `options.cwd` (see [`init`]); writes only with `write: true`.

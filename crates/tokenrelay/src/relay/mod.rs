@@ -34,6 +34,8 @@
 //!      answer (`challenge` reads whether the upstream said it is revoked);
 //!    - `call::budget`: not while `upstream_limits` says the upstream asked
 //!      to wait, nor past the site's `budgets` of calls (503);
+//!    - `call::metered`: the usage meter (`meter`) counts each call, its
+//!      latency and its token fetches and failures;
 //!    - `call::authorized`: token from the [`Broker`], `inject`ed, sent with
 //!      `relay.timeout`;
 //! 8. `answer`: allow-listed headers only, the relay's own (`Cache-Control`,
@@ -43,7 +45,9 @@
 //!
 //! Every failure is one [`RelayError`] with a stable code, answered as
 //! `{ "error": { "code", "message" } }` by `error`. One structured log line
-//! per request, and a `Server-Timing` header splitting token and upstream time.
+//! per request, a `Server-Timing` header splitting token and upstream time,
+//! and the answer counted by the usage meter (`meter`: status class, error
+//! code, cache answer, client), whose counts ride the counters' round trips.
 //!
 //! ```no_run
 //! # async fn demo(request: http::Request<http_body_util::Full<bytes::Bytes>>) -> Result<(), tokenrelay::Error> {
@@ -67,6 +71,7 @@ mod headers;
 mod inject;
 #[cfg(feature = "logging")]
 mod logging;
+pub(crate) mod meter;
 mod outgoing;
 mod path;
 mod rate_limit;
@@ -104,7 +109,7 @@ use crate::config::Env;
 use crate::config::relay::Inject;
 use crate::store::CacheState;
 use answer::{REQUEST_ID, SERVER_TIMING};
-use call::{Authorized, Budgeted, ColdPlan, Cx, RetryOn401};
+use call::{Authorized, Budgeted, ColdPlan, Cx, Metered, RetryOn401};
 use error::Kind;
 use outgoing::Outgoing;
 use record::Record;
@@ -142,7 +147,7 @@ impl ClientIp {
 pub struct RequestId(pub String);
 
 /// The upstream call, outermost layer first (see [`Relay::new`]).
-type UpstreamCall = cache::Cached<RetryOn401<Budgeted<Authorized>>>;
+type UpstreamCall = cache::Cached<RetryOn401<Budgeted<Metered<Authorized>>>>;
 
 /// The relay. Cheap to clone; build one per process and share it.
 #[derive(Debug, Clone)]
@@ -153,6 +158,8 @@ pub struct Relay {
     scrubbers: inject::Scrubbers,
     caller: std::sync::Arc<caller::Gate>,
     mount: path::Mount,
+    counters: counter::Counters,
+    meter: meter::Meter,
 }
 
 impl Relay {
@@ -162,17 +169,31 @@ impl Relay {
     /// second call), the budget and the upstream's cooldown (a refused call
     /// costs no token), then the token and the send.
     pub fn new(broker: Broker) -> Self {
+        Self::composed(broker, std::sync::Arc::new(crate::clock::now_ms))
+    }
+
+    /// The relay of [`new`](Self::new), its usage meter on a clock the test moves.
+    #[cfg(test)]
+    pub(crate) fn on_clock(broker: Broker, clock: &meter::testing::TestClock) -> Self {
+        Self::composed(broker, clock.clock())
+    }
+
+    /// The relay of [`new`](Self::new), its usage meter on `clock`.
+    fn composed(broker: Broker, clock: meter::Clock) -> Self {
         let cooldowns = upstream_limits::Cooldowns::new(&broker);
-        // One engine counts rate limits and budgets; its syncs read the cooldowns too.
+        // One engine counts rate limits and budgets; its syncs read the
+        // cooldowns too, and write the usage meter's counts.
         let counters = counter::Counters::new(broker.clone(), cooldowns.clone());
         let limiter = rate_limit::RateLimiter::new(&broker, &counters);
         let budgets = budgets::Budgets::new(&broker, &counters);
+        let meter = meter::Meter::new(broker.config(), &counters, rate_limit::RateLimiter::client_name, clock);
         let scrubbers = inject::Scrubbers::default();
-        let send = Authorized::new(broker.clone());
+        let send = Metered::new(Authorized::new(broker.clone()), meter.clone());
         let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns);
         let retried = RetryOn401::new(budgeted, broker.clone());
         let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());
-        Self { broker, limiter, upstream, scrubbers, caller: std::sync::Arc::default(), mount: path::Mount::default() }
+        let caller = std::sync::Arc::default();
+        Self { broker, limiter, upstream, scrubbers, caller, mount: path::Mount::default(), counters, meter }
     }
 
     /// The relay answering below `mount` instead of [`MOUNT`]; its session
@@ -222,6 +243,7 @@ impl Relay {
             .get::<RequestId>()
             .map_or_else(|| format!("{:016x}", fastrand::u64(..)), |r| r.0.clone());
         let method = request.method().clone();
+        let client = self.limiter.client(request.extensions().get::<ClientIp>().map(|c| c.0));
         let caller = cors::caller(&self.broker.config().relay, request.headers());
         let mut record = Record::default();
         let result = match &caller {
@@ -236,6 +258,10 @@ impl Relay {
         cors::decorate(headers, caller.as_ref().ok());
         answer::finish(headers, &request_id, &record.timing);
         record.log(&request_id, &method, response.status(), error.as_ref(), started);
+        self.meter.answer(&record, response.status(), error.as_ref(), client);
+        if let Some(flush) = self.meter.flush_if_due(&self.counters) {
+            record.chores.add(flush);
+        }
         let settings = self.broker.config();
         let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
         (response, record.chores.finish(deadline))
@@ -407,12 +433,13 @@ impl Relay {
     async fn count(
         &self,
         out: &Outgoing<'_>,
-        counting: rate_limit::Counting,
+        mut counting: rate_limit::Counting,
     ) -> Result<Option<CacheState>, RelayError> {
         let mut plan = ColdPlan::default();
         self.upstream.plan(out, &mut plan);
-        match plan.read(self.broker.store(), counting.counts()).await {
+        match plan.read(self.broker.store(), counting.counts(), counting.tallies()).await {
             Ok(mut read) => {
+                counting.tallied(read.tallied);
                 let cached = self.upstream.learn(out, &mut read);
                 self.limiter.settle(counting, Some(read.totals))?;
                 Ok(cached)

@@ -9,7 +9,10 @@
 //!   which writes only while a [`Lease`] holds its lock, and lets it go;
 //! - [`take`](Store::take): a lease on a lock, and a read in the same trip;
 //! - [`count`](Store::count): additions to shared counters, and a read, in
-//!   one round trip (a cold request's only one).
+//!   one round trip (a cold request's only one), and with it
+//!   [`count_and_tally`](Store::count_and_tally): tallies (hash fields and
+//!   distinct counts) in the same trip, read back by
+//!   [`read_tallies`](Store::read_tallies).
 //!
 //! What a key holds is its owner's business: [`keys`] names each kind of
 //! key, one file each, and says how its values read.
@@ -33,8 +36,10 @@ mod local;
 mod put;
 pub(crate) mod seal;
 mod take;
+mod tally;
 pub(crate) mod upstash;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,14 +123,19 @@ pub(crate) trait Backend {
     /// Stores `value` under `key` for `ttl`, whatever it held.
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Adds each count to its counter (created with the count's `ttl`) and
-    /// reads `keys`, in one round trip: the new totals in order, and the
-    /// values as [`Backend::mget`] gives them.
+    /// Adds each count to its counter (created with the count's `ttl`),
+    /// writes `tallies` and reads `keys`, in one round trip: the new totals
+    /// in order, whether the tallies were written, and the values as
+    /// [`Backend::mget`] gives them.
     async fn count_and_read(
         &self,
         counts: &[Count],
+        tallies: &Tallies,
         keys: &[&str],
-    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError>;
+    ) -> Result<(Vec<u64>, bool, Vec<Option<String>>), StoreError>;
+
+    /// The fields of `hashes` and the count of each union of estimates in `distinct`, in one round trip.
+    async fn read_tallies(&self, hashes: &[&str], distinct: &[&[&str]]) -> Result<TallyRead, StoreError>;
 }
 
 /// An addition to a shared counter ([`Store::count`]).
@@ -135,6 +145,47 @@ pub(crate) struct Count {
     pub(crate) add: u64,
     /// How long a counter this addition creates lives.
     pub(crate) ttl: Duration,
+}
+
+/// Additions to the fields of the hash `key`, which lives `ttl` from its creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldAdds {
+    pub(crate) key: String,
+    pub(crate) fields: Vec<(String, u64)>,
+    pub(crate) ttl: Duration,
+}
+
+/// Members added to the distinct-count estimate `key`, which lives `ttl`
+/// from its creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Distinct {
+    pub(crate) key: String,
+    pub(crate) members: Vec<String>,
+    pub(crate) ttl: Duration,
+}
+
+/// Tallies: additions to the fields of hashes (`HINCRBY`) and members added
+/// to distinct-count estimates (`PFADD`, a HyperLogLog), written with a
+/// count's round trip ([`Store::count_and_tally`]) as one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Tallies {
+    pub(crate) fields: Vec<FieldAdds>,
+    pub(crate) distinct: Vec<Distinct>,
+}
+
+impl Tallies {
+    /// Whether there is nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.distinct.is_empty()
+    }
+}
+
+/// What [`Store::read_tallies`] brought back: each hash's fields (empty when
+/// absent), and each union of estimates' count, in the order asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TallyRead {
+    pub(crate) hashes: Vec<HashMap<String, u64>>,
+    pub(crate) distinct: Vec<u64>,
 }
 
 enum Backends {

@@ -50,10 +50,12 @@ impl<S> Budgeted<S> {
                 }
                 Ok(())
             }
-            Verdict::Count(counting) => {
+            Verdict::Count(mut counting) => {
                 let keys = self.cooldowns.key(name, route);
-                match self.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await {
+                let store = self.broker.store();
+                match store.count_and_tally(counting.counts(), counting.tallies(), &Read::plain_all(&keys)).await {
                     Ok(read) => {
+                        counting.tallied(read.tallied);
                         self.cooldowns.learn(&keys, &read.values.into_plain());
                         let settled = self.budgets.settle(counting, Some(read.totals));
                         self.report_crossings();
@@ -212,7 +214,7 @@ routes = [{ path = "/x" }]"#,
         let mut plan = ColdPlan::default();
         layer.plan(&out, &mut plan);
         assert!(plan.ahead.is_some(), "the cold round trip counts the budget's call");
-        let mut read = plan.read(broker.store(), &[]).await.unwrap();
+        let mut read = plan.read(broker.store(), &[], &crate::store::Tallies::default()).await.unwrap();
         layer.learn(&out, &mut read);
         let Ok(Verdict::Admitted(_)) = layer.budgets.spend("api", "/x") else {
             panic!("the call is admitted out of what the round trip counted, with no store call of its own");
@@ -244,7 +246,7 @@ routes = [{ path = "/x" }, { path = "/y" }]"#;
         let other = stand_in::outgoing(&broker, &["y"], Method::GET);
         let mut plan = ColdPlan::default();
         instance.plan(&other, &mut plan);
-        let mut read = plan.read(broker.store(), &[]).await.unwrap();
+        let mut read = plan.read(broker.store(), &[], &crate::store::Tallies::default()).await.unwrap();
         instance.learn(&other, &mut read);
         let refused = instance.call(&other, &mut trace.cx()).await.err().expect("cooling down");
         assert_eq!(refused.code(), "upstream_cooling_down");

@@ -6,6 +6,8 @@
 //!   retry is a second call through every layer below;
 //! - [`Budgeted`]: the upstream's cooldown and the site's budget admit each
 //!   call before its token is sought, so a refused call costs no token fetch;
+//! - [`Metered`]: the usage meter counts each call that goes out, its
+//!   latency and its token fetches and failures;
 //! - [`Authorized`]: the token, injected, and the request sent.
 //!
 //! The response cache (`relay::cache`) wraps the whole stack, so a hit is no
@@ -20,6 +22,7 @@
 
 mod authorized;
 mod budget;
+mod metered;
 mod retry;
 
 use std::future::Future;
@@ -29,10 +32,11 @@ use super::counter::Counting;
 use super::error::RelayError;
 use super::outgoing::Outgoing;
 use super::timing::Timing;
-use crate::store::{CacheKeys, CacheState, Count, Read, Store, StoreError, TokenKeys, TokenState};
+use crate::store::{CacheKeys, CacheState, Count, Read, Store, StoreError, Tallies, TokenKeys, TokenState};
 use crate::token::Token;
 pub(super) use authorized::Authorized;
 pub(super) use budget::Budgeted;
+pub(super) use metered::Metered;
 pub(super) use retry::RetryOn401;
 
 /// The upstream's answer to one call, and the token it was sent with (the
@@ -80,6 +84,8 @@ pub(super) struct ColdPlan<'a> {
 pub(super) struct ColdRead {
     /// The counters' new totals, in order.
     pub(super) totals: Vec<u64>,
+    /// Whether the tallies sent along were written.
+    pub(super) tallied: bool,
     pub(super) token: Option<TokenState>,
     pub(super) cache: Option<CacheState>,
     /// The values of the cooldown keys asked for, in order.
@@ -89,9 +95,9 @@ pub(super) struct ColdRead {
 }
 
 impl ColdPlan<'_> {
-    /// Adds `counts` (and the layers' own) and reads what the layers asked
-    /// for, in one round trip.
-    pub(super) async fn read(self, store: &Store, counts: &[Count]) -> Result<ColdRead, StoreError> {
+    /// Adds `counts` (and the layers' own), writes `tallies` and reads what
+    /// the layers asked for, in one round trip.
+    pub(super) async fn read(self, store: &Store, counts: &[Count], tallies: &Tallies) -> Result<ColdRead, StoreError> {
         let token = self.token.map(TokenKeys::reads);
         let cache = self.cache.as_ref().map(CacheKeys::reads);
         let reads: Vec<Read<'_>> = (token.iter().flatten().copied())
@@ -99,13 +105,14 @@ impl ColdPlan<'_> {
             .chain(self.cooldowns.iter().copied().map(Read::plain))
             .collect();
         let ahead = self.ahead.as_ref().map_or(&[][..], Counting::counts);
-        let mut counted = store.count(&[counts, ahead].concat(), &reads).await?;
+        let mut counted = store.count_and_tally(&[counts, ahead].concat(), tallies, &reads).await?;
         let ahead_totals = counted.totals.split_off(counts.len().min(counted.totals.len()));
         let values = &mut counted.values;
         let token = token.map(|_| TokenKeys::state(values));
         let cache = cache.map(|_| CacheKeys::state(values));
         Ok(ColdRead {
             totals: counted.totals,
+            tallied: counted.tallied,
             token,
             cache,
             cooldowns: counted.values.into_plain(),

@@ -52,13 +52,13 @@ mod sync;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::error::RelayError;
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::store::Store;
+use crate::store::{Store, Tallies};
 pub(crate) use allowance::Admission;
 pub(in crate::relay) use sync::{Counting, SyncChore};
 
@@ -79,6 +79,8 @@ struct Shared {
     counters: RwLock<Vec<Arc<Counter>>>,
     /// What each sync reads besides the counts, for the engine's owner.
     reads: Box<dyn SyncReads>,
+    /// What each sync writes besides the counts (the usage meter's tallies).
+    writes: OnceLock<Arc<dyn SyncWrites>>,
     /// Whether a sync runs.
     syncing: AtomicBool,
     /// When the last sync was sent (ms since the epoch).
@@ -93,6 +95,17 @@ pub(crate) trait SyncReads: Send + Sync + 'static {
     fn keys(&self) -> Vec<&str>;
     /// Learns the stored `values` of `keys`.
     fn learn(&self, keys: &[&str], values: &[Option<String>]);
+}
+
+/// Writes that ride the counters' round trips besides the counts (a sync,
+/// or a count on a request's path), as one more command: the usage meter's
+/// tallies (`relay::meter`), at no round trip of their own.
+pub(crate) trait SyncWrites: Send + Sync + 'static {
+    /// What to write with the round trip about to be sent, when anything is
+    /// due, under an id of the writer's.
+    fn take(&self, store: &Store) -> Option<(u64, Tallies)>;
+    /// Whether what [`take`](Self::take) gave under `id` was written.
+    fn landed(&self, id: u64, written: bool);
 }
 
 /// The store key of a bucket's shared count in window number `n`, as the limit's owner names it.
@@ -215,6 +228,7 @@ impl Counters {
                 broker,
                 counters: RwLock::default(),
                 reads: Box::new(reads),
+                writes: OnceLock::new(),
                 syncing: AtomicBool::new(false),
                 synced_at: AtomicU64::new(0),
             }),
@@ -226,6 +240,19 @@ impl Counters {
         let counter = Arc::new(Counter { limit, tallies: Mutex::default() });
         self.shared.counters.write().unwrap_or_else(PoisonError::into_inner).push(counter.clone());
         counter
+    }
+
+    /// Sends what `writes` gives with every sync, at start (one per engine).
+    pub(crate) fn carry(&self, writes: impl SyncWrites) {
+        if self.shared.writes.set(Arc::new(writes)).is_err() {
+            tracing::error!("a second writer for the counters' syncs was ignored");
+        }
+    }
+
+    /// A sync now, unless one runs: for a rider whose writes are due
+    /// ([`SyncWrites`]) when no limit's sync would carry them.
+    pub(crate) fn sync_soon(&self) -> Option<SyncChore> {
+        self.sync_now()
     }
 
     /// Every registered counter.
@@ -451,6 +478,36 @@ token = {{ type = "static", key = {{ env = "API_KEY" }} }}
 mod tests {
     use super::*;
     use crate::store::keys::counter as counter_keys;
+
+    /// A writer that always has something to write, and notes what it is told.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(u64, bool)>>>, Arc<AtomicU64>);
+
+    impl SyncWrites for Recorder {
+        fn take(&self, _: &Store) -> Option<(u64, Tallies)> {
+            Some((self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst), Tallies::default()))
+        }
+
+        fn landed(&self, id: u64, written: bool) {
+            self.0.lock().unwrap().push((id, written));
+        }
+    }
+
+    #[test]
+    fn riding_writes_are_given_back_unless_the_store_took_them_and_told_once() {
+        let broker = testing::broker("routes = [{ path = \"/**\" }]", &testing::unreachable(), "t");
+        let counters = Counters::new(broker, testing::NoReads);
+        let recorder = Recorder::default();
+        counters.carry(recorder.clone());
+        let mut written = counters.counting(now_ms(), None);
+        written.tallied(true);
+        drop(written);
+        drop(counters.counting(now_ms(), None));
+        let mut failed = counters.counting(now_ms(), None);
+        failed.tallied(false);
+        drop(failed);
+        assert_eq!(*recorder.0.lock().unwrap(), [(0, true), (1, false), (2, false)], "each told once");
+    }
 
     #[test]
     fn a_new_window_starts_from_zero() {

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::allowance::{self, Admission};
-use super::{Added, Bucket, Counter, Counters, Tally, interval_ms};
+use super::{Added, Bucket, Counter, Counters, SyncWrites, Tally, interval_ms};
 use crate::clock::now_ms;
-use crate::store::{Count, Read};
+use crate::store::{Count, Read, Tallies};
 
 /// How long a shared counter outlives its window: covers clocks a few
 /// seconds apart and a sync that lands just after the window ends.
@@ -21,14 +21,49 @@ const KEY_GRACE: Duration = Duration::from_secs(5);
 /// An instance's sync, run as a chore of the request that found it due.
 pub(in crate::relay) type SyncChore = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// Counts on their way to the store, to be reconciled with its answer.
+/// Counts on their way to the store, to be reconciled with its answer, and
+/// the writes riding with them ([`SyncWrites`]).
 #[derive(Debug)]
 pub(in crate::relay) struct Counting {
     /// The request (or call) to decide on its bucket's total: counter, bucket, window.
     pub(super) request: Option<(Arc<Counter>, Bucket, u64)>,
     sent: Vec<Sent>,
     counts: Vec<Count>,
+    riding: Option<Riding>,
 }
+
+/// Writes riding a round trip; given back to their writer unless it is told
+/// they were written ([`Counting::tallied`]), also when the round trip is dropped.
+struct Riding {
+    writes: Arc<dyn SyncWrites>,
+    id: u64,
+    tallies: Tallies,
+    /// Whether the writer was told.
+    told: bool,
+}
+
+impl std::fmt::Debug for Riding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Riding").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Riding {
+    fn tell(&mut self, written: bool) {
+        if !std::mem::replace(&mut self.told, true) {
+            self.writes.landed(self.id, written);
+        }
+    }
+}
+
+impl Drop for Riding {
+    fn drop(&mut self) {
+        self.tell(false);
+    }
+}
+
+/// What rides no round trip.
+static NO_TALLIES: Tallies = Tallies { fields: Vec::new(), distinct: Vec::new() };
 
 impl Counting {
     /// The additions to send.
@@ -42,6 +77,18 @@ impl Counting {
         let Some((counter, bucket, window)) = &self.request else { return 0 };
         let own = |s: &&Sent| Arc::ptr_eq(&s.counter, counter) && (s.bucket, s.window) == (*bucket, *window);
         self.sent.iter().find(own).map_or(0, |s| s.reserved)
+    }
+
+    /// The writes to send with them.
+    pub(in crate::relay) fn tallies(&self) -> &Tallies {
+        self.riding.as_ref().map_or(&NO_TALLIES, |r| &r.tallies)
+    }
+
+    /// Tells the writes' writer whether the store wrote them.
+    pub(in crate::relay) fn tallied(&mut self, written: bool) {
+        if let Some(mut riding) = self.riding.take() {
+            riding.tell(written);
+        }
     }
 }
 
@@ -91,13 +138,15 @@ impl Counters {
     /// the owner's [`SyncReads`](super::SyncReads) asks for in the same round
     /// trip; on a store error the counts stay pending for the next sync.
     pub(in crate::relay) async fn sync(&self) {
-        let counting = self.counting(now_ms(), None);
-        if counting.sent.is_empty() {
+        let mut counting = self.counting(now_ms(), None);
+        if counting.sent.is_empty() && counting.riding.is_none() {
             return;
         }
         let reads = &self.shared.reads;
         let keys = reads.keys();
-        let read = self.shared.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await;
+        let store = self.shared.broker.store();
+        let read = store.count_and_tally(counting.counts(), counting.tallies(), &Read::plain_all(&keys)).await;
+        counting.tallied(read.as_ref().is_ok_and(|r| r.tallied));
         let totals = read.ok().map(|read| {
             reads.learn(&keys, &read.values.into_plain());
             read.totals
@@ -106,8 +155,9 @@ impl Counters {
     }
 
     /// Moves every pending count of the current windows to `known`, forgets
-    /// the tallies of windows that are over, and says what to add; `request`
-    /// is the request whose decision waits for its bucket's total.
+    /// the tallies of windows that are over, and says what to add, with what
+    /// the writes riding the round trip give; `request` is the request whose
+    /// decision waits for its bucket's total.
     pub(super) fn counting(&self, now: u64, request: Option<(Arc<Counter>, Bucket, u64)>) -> Counting {
         self.shared.synced_at.store(now, Ordering::Release);
         let mut sent = Vec::new();
@@ -149,13 +199,20 @@ impl Counters {
         let reserved = allowance::ahead(limit, tally, true);
         tally.spent = 0;
         let sent = Sent { counter: counter.clone(), bucket, window, add: reserved, reserved };
-        Some(self.sending(vec![sent], now, None))
+        // No writes ride it: the round trip it joins carries its own, or none.
+        let counts = vec![self.count(&sent, now)];
+        Some(Counting { request: None, sent: vec![sent], counts, riding: None })
     }
 
     /// The additions of `sent`, to decide `request` on.
     fn sending(&self, sent: Vec<Sent>, now: u64, request: Option<(Arc<Counter>, Bucket, u64)>) -> Counting {
         let counts = sent.iter().map(|s| self.count(s, now)).collect();
-        Counting { request, sent, counts }
+        let store = self.shared.broker.store();
+        let riding = self.shared.writes.get().and_then(|writes| {
+            let (id, tallies) = writes.take(store)?;
+            Some(Riding { writes: writes.clone(), id, tallies, told: false })
+        });
+        Counting { request, sent, counts, riding }
     }
 
     /// Learns the store's `totals` for what `counting` sent, or, without
