@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub relay: RawRelay,
+    pub alerts: Option<super::alerts::RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]

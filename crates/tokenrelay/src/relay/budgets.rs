@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::counter::{Bucket, Counter, Counters, Counting, Limit, Verdict};
 use super::error::{Kind, RelayError};
+use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::config::relay::Budget;
 use crate::store::keys::counter as counter_keys;
@@ -56,6 +57,21 @@ impl Budgets {
             Some(counter) => self.counters.judge(counter, Bucket::default()),
             None => Ok(Verdict::Admitted(None)),
         }
+    }
+
+    /// Tells `alerts` how far the budget a call to `upstream` on `route`
+    /// spends from has gone in its window (80% and 100% are events).
+    pub(super) fn report(&self, upstream: &str, route: &str, alerts: &Alerts) {
+        let Some(budgets) = self.upstreams.get(upstream) else { return };
+        let (counter, route) = match budgets.routes.get_key_value(route) {
+            Some((pattern, counter)) => (counter, Some(pattern.as_str())),
+            None => match &budgets.whole {
+                Some(counter) => (counter, None),
+                None => return,
+            },
+        };
+        let (used, requests, window) = counter.used(Bucket::default());
+        alerts.budget(upstream, route, used, requests, window);
     }
 
     /// Decides a call [`spend`](Self::spend) sent to the store, on the totals

@@ -99,6 +99,7 @@ pub use service::{Endpoint, ResponseFuture};
 pub(crate) use cache::Purges;
 pub(crate) use rate_limit::shared_bucket_keys;
 
+use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::config::Env;
 use crate::config::relay::Inject;
@@ -153,6 +154,7 @@ pub struct Relay {
     scrubbers: inject::Scrubbers,
     caller: std::sync::Arc<caller::Gate>,
     mount: path::Mount,
+    alerts: Alerts,
 }
 
 impl Relay {
@@ -162,17 +164,26 @@ impl Relay {
     /// second call), the budget and the upstream's cooldown (a refused call
     /// costs no token), then the token and the send.
     pub fn new(broker: Broker) -> Self {
+        let alerts = Alerts::new(&broker);
         let cooldowns = upstream_limits::Cooldowns::new(&broker);
         // One engine counts rate limits and budgets; its syncs read the cooldowns too.
         let counters = counter::Counters::new(broker.clone(), cooldowns.clone());
-        let limiter = rate_limit::RateLimiter::new(&broker, &counters);
+        let limiter = rate_limit::RateLimiter::new(&broker, &counters, &alerts);
         let budgets = budgets::Budgets::new(&broker, &counters);
         let scrubbers = inject::Scrubbers::default();
         let send = Authorized::new(broker.clone());
-        let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns);
+        let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns, alerts.clone());
         let retried = RetryOn401::new(budgeted, broker.clone());
         let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());
-        Self { broker, limiter, upstream, scrubbers, caller: std::sync::Arc::default(), mount: path::Mount::default() }
+        Self {
+            broker,
+            limiter,
+            upstream,
+            scrubbers,
+            caller: std::sync::Arc::default(),
+            mount: path::Mount::default(),
+            alerts,
+        }
     }
 
     /// The relay answering below `mount` instead of [`MOUNT`]; its session
@@ -236,6 +247,13 @@ impl Relay {
         cors::decorate(headers, caller.as_ref().ok());
         answer::finish(headers, &request_id, &record.timing);
         record.log(&request_id, &method, response.status(), error.as_ref(), started);
+        if let Some(error) = &error {
+            error.alert(self.known_upstream(&record), &self.alerts);
+        }
+        // Last, so that it sends what this request noticed.
+        if let Some(chore) = self.alerts.chore() {
+            record.chores.add(chore);
+        }
         let settings = self.broker.config();
         let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
         (response, record.chores.finish(deadline))
@@ -377,6 +395,11 @@ impl Relay {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
+    }
+
+    /// The configured upstream `record` names: alerts never key on a name a visitor made up.
+    fn known_upstream<'r>(&self, record: &'r Record<'_>) -> Option<&'r str> {
+        record.upstream.as_deref().filter(|name| self.broker.config().upstreams.contains_key(*name))
     }
 
     /// Decides `out` against its rate limit for `ip`, or with `caller` for

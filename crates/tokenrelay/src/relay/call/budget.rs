@@ -11,6 +11,7 @@
 //! call, the answer says whether the upstream asks every caller to wait.
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
+use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::relay::budgets::Budgets;
 use crate::relay::counter::Verdict;
@@ -26,11 +27,18 @@ pub(in crate::relay) struct Budgeted<S> {
     broker: Broker,
     budgets: Budgets,
     cooldowns: Cooldowns,
+    alerts: Alerts,
 }
 
 impl<S> Budgeted<S> {
-    pub(in crate::relay) fn new(inner: S, broker: Broker, budgets: Budgets, cooldowns: Cooldowns) -> Self {
-        Self { inner, broker, budgets, cooldowns }
+    pub(in crate::relay) fn new(
+        inner: S,
+        broker: Broker,
+        budgets: Budgets,
+        cooldowns: Cooldowns,
+        alerts: Alerts,
+    ) -> Self {
+        Self { inner, broker, budgets, cooldowns, alerts }
     }
 
     /// Admits one call of `out` to its upstream, or says why not: the
@@ -39,6 +47,14 @@ impl<S> Budgeted<S> {
     async fn admit(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
         let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         self.cooldowns.check(name, route)?;
+        let admitted = self.spend(out, cx).await;
+        self.budgets.report(name, route, &self.alerts);
+        admitted
+    }
+
+    /// Spends one of the budget of `out`'s calls (see [`admit`](Self::admit)).
+    async fn spend(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
+        let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         match self.budgets.spend(name, route)? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
@@ -66,6 +82,7 @@ impl<S> Budgeted<S> {
     fn heed(&self, out: &Outgoing<'_>, response: &reqwest::Response, cx: &mut Cx<'_>) {
         let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         let Some(share) = self.cooldowns.note(name, route, response.status(), response.headers()) else { return };
+        self.alerts.upstream_wait(name, share.on_route.then_some(route), share.ttl);
         let (broker, upstream) = (self.broker.clone(), name.to_owned());
         cx.chores.add(async move {
             if let Err(error) = broker.store().put(&share.key, Write::Plain(&share.until_ms.to_string()), share.ttl).await {
@@ -110,7 +127,7 @@ mod tests {
     fn budgeted(broker: &Broker, upstream: &Upstream) -> Budgeted<Upstream> {
         let cooldowns = Cooldowns::new(broker);
         let counters = Counters::new(broker.clone(), cooldowns.clone());
-        Budgeted::new(upstream.clone(), broker.clone(), Budgets::new(broker, &counters), cooldowns)
+        Budgeted::new(upstream.clone(), broker.clone(), Budgets::new(broker, &counters), cooldowns, Alerts::default())
     }
 
     #[tokio::test]

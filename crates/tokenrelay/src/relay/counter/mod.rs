@@ -292,6 +292,16 @@ impl Counter {
         }
     }
 
+    /// How many of `bucket`'s current window this instance knows of (the
+    /// shared count it learned, plus what it admitted since), and the
+    /// limit's `requests` and `window`, for alerts (`crate::alerts`).
+    pub(crate) fn used(&self, bucket: Bucket) -> (u64, u64, crate::alerts::Window) {
+        let window = crate::alerts::Window::at(now_ms(), self.limit.window);
+        let tallies = self.lock();
+        let used = tallies.get(&bucket).filter(|t| t.window == window.number).map_or(0, |t| t.known + t.pending);
+        (used, self.limit.requests, window)
+    }
+
     /// This instance's tally of `bucket`.
     #[cfg(test)]
     pub(in crate::relay) fn tally(&self, bucket: Bucket) -> Tally {
