@@ -197,11 +197,12 @@ pub struct AlertSettings {
     webhook: Option<String>,
     spike_factor: Option<f64>,
     spike_min_calls: Option<u64>,
+    spike_check: Option<Duration>,
     probing_refusals: Option<u64>,
 }
 
 impl AlertSettings {
-    setters! { spike_factor: f64, spike_min_calls: u64, probing_refusals: u64 }
+    setters! { spike_factor: f64, spike_min_calls: u64, spike_check: Duration, probing_refusals: u64 }
 
     /// The webhook's URL, read from the environment variable `var`.
     pub fn webhook_env(mut self, var: impl Into<String>) -> Self {
@@ -218,6 +219,7 @@ impl AlertSettings {
         }
         t.opt("spike_factor", self.spike_factor)
             .opt("spike_min_calls", self.spike_min_calls.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+            .duration("spike_check", self.spike_check)
             .opt("probing_refusals", self.probing_refusals.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
         t
     }

@@ -27,7 +27,7 @@ mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ struct Shared {
     state: Mutex<State>,
     /// Whether a chore of this instance is delivering.
     sending: AtomicBool,
+    /// When the last usage spike check started (ms since the epoch).
+    spike_checked: AtomicU64,
 }
 
 #[derive(Default)]
@@ -103,6 +105,7 @@ impl Alerts {
                 settings,
                 state: Mutex::default(),
                 sending: AtomicBool::new(false),
+                spike_checked: AtomicU64::new(0),
             })
         });
         Self { shared }
@@ -141,6 +144,28 @@ impl Alerts {
         for kind in rules::budget_levels(used, requests) {
             let event = Event::new(kind, Some(upstream), window).on_route(route);
             self.notice(event.figure("used", used.min(requests)).figure("requests", requests));
+        }
+    }
+
+    /// Whether this instance should check for a usage spike now: once per
+    /// `[alerts] spike_check` (the caller then runs the check as a chore).
+    pub(crate) fn spike_check_due(&self) -> bool {
+        let Some(shared) = &self.shared else { return false };
+        let now = now_ms();
+        let last = shared.spike_checked.load(Ordering::Acquire);
+        now.saturating_sub(last) >= millis(shared.settings.spike_check)
+            && shared.spike_checked.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// `upstream` made `calls` upstream calls in `hour`, and `trailing` in
+    /// the 24 hours before: a spike over `spike_factor` × their hourly mean
+    /// and `spike_min_calls` is an event.
+    pub(crate) fn usage(&self, upstream: &str, calls: u64, trailing: u64, hour: Window) {
+        let Some(shared) = &self.shared else { return };
+        let s = &shared.settings;
+        if rules::is_spike(calls, trailing, s.spike_factor, s.spike_min_calls) {
+            let event = Event::new(AlertKind::Spike, Some(upstream), hour);
+            self.notice(event.figure("calls", calls).figure("trailing_calls", trailing));
         }
     }
 

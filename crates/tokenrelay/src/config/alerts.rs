@@ -7,8 +7,11 @@
 //! webhook = { env = "TOKENRELAY_ALERT_WEBHOOK" }
 //! # spike_factor = 3.0        # calls in the last hour over this × the trailing 24 hours' hourly mean
 //! # spike_min_calls = 100     # and at least this many
+//! # spike_check = "1m"        # how often an instance reads the hourly calls (one store call)
 //! # probing_refusals = 50     # refusals on unknown routes or rejected paths per upstream and hour
 //! ```
+
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -22,8 +25,12 @@ use crate::error::MissingVar;
 pub const DEFAULT_SPIKE_FACTOR: f64 = 3.0;
 /// Fewer calls than this in an hour are never a spike, whatever the mean.
 pub const DEFAULT_SPIKE_MIN_CALLS: u64 = 100;
+/// How often an instance checks the hourly calls for a spike.
+pub const DEFAULT_SPIKE_CHECK: Duration = Duration::from_secs(60);
 /// Refusals on unknown routes or rejected paths per upstream and hour that mean probing.
 pub const DEFAULT_PROBING_REFUSALS: u64 = 50;
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// `[alerts]` as written.
 #[derive(Debug, Deserialize)]
@@ -32,6 +39,8 @@ pub(super) struct RawAlerts {
     pub webhook: RawParam,
     pub spike_factor: Option<f64>,
     pub spike_min_calls: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub spike_check: Option<Duration>,
     pub probing_refusals: Option<u64>,
 }
 
@@ -42,6 +51,7 @@ pub(crate) struct AlertSettings {
     pub(crate) webhook: Webhook,
     pub(crate) spike_factor: f64,
     pub(crate) spike_min_calls: u64,
+    pub(crate) spike_check: Duration,
     pub(crate) probing_refusals: u64,
 }
 
@@ -72,6 +82,7 @@ impl std::fmt::Debug for AlertSettings {
             .field("webhook", &self.webhook)
             .field("spike_factor", &self.spike_factor)
             .field("spike_min_calls", &self.spike_min_calls)
+            .field("spike_check", &self.spike_check)
             .field("probing_refusals", &self.probing_refusals)
             .finish()
     }
@@ -86,6 +97,10 @@ impl Builder<'_> {
         if !(spike_factor.is_finite() && spike_factor >= 1.0) {
             self.problems.push("alerts.spike_factor: must be a number of at least 1".to_owned());
         }
+        let spike_check = raw.spike_check.unwrap_or(DEFAULT_SPIKE_CHECK);
+        if !(Duration::from_secs(1)..=HOUR).contains(&spike_check) {
+            self.problems.push("alerts.spike_check: must be from 1s to 1h".to_owned());
+        }
         let probing_refusals = raw.probing_refusals.unwrap_or(DEFAULT_PROBING_REFUSALS);
         if probing_refusals == 0 {
             self.problems.push("alerts.probing_refusals: must be at least 1".to_owned());
@@ -94,6 +109,7 @@ impl Builder<'_> {
             webhook: webhook?,
             spike_factor,
             spike_min_calls: raw.spike_min_calls.unwrap_or(DEFAULT_SPIKE_MIN_CALLS),
+            spike_check,
             probing_refusals,
         })
     }

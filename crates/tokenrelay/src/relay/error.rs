@@ -117,6 +117,11 @@ impl From<Kind> for RelayError {
 }
 
 impl RelayError {
+    /// Whether no token could be had for the call.
+    pub(crate) fn is_token(&self) -> bool {
+        matches!(self.kind, Kind::Token(_))
+    }
+
     /// A stable machine-readable code, e.g. `path_rejected`: a
     /// [`RelayCode`], or the core [`Error`]'s code for token and config failures.
     pub fn code(&self) -> &'static str {

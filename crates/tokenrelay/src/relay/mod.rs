@@ -67,6 +67,7 @@ mod headers;
 mod inject;
 #[cfg(feature = "logging")]
 mod logging;
+pub(crate) mod meter;
 mod outgoing;
 mod path;
 mod rate_limit;
@@ -75,6 +76,7 @@ mod request_body;
 mod route;
 mod scrub;
 mod service;
+mod spike;
 mod timing;
 mod upstream_limits;
 
@@ -105,7 +107,7 @@ use crate::config::Env;
 use crate::config::relay::Inject;
 use crate::store::CacheState;
 use answer::{REQUEST_ID, SERVER_TIMING};
-use call::{Authorized, Budgeted, ColdPlan, Cx, RetryOn401};
+use call::{Authorized, Budgeted, ColdPlan, Cx, Metered, RetryOn401};
 use error::Kind;
 use outgoing::Outgoing;
 use record::Record;
@@ -143,7 +145,7 @@ impl ClientIp {
 pub struct RequestId(pub String);
 
 /// The upstream call, outermost layer first (see [`Relay::new`]).
-type UpstreamCall = cache::Cached<RetryOn401<Budgeted<Authorized>>>;
+type UpstreamCall = cache::Cached<RetryOn401<Budgeted<Metered<Authorized>>>>;
 
 /// The relay. Cheap to clone; build one per process and share it.
 #[derive(Debug, Clone)]
@@ -154,6 +156,8 @@ pub struct Relay {
     scrubbers: inject::Scrubbers,
     caller: std::sync::Arc<caller::Gate>,
     mount: path::Mount,
+    counters: counter::Counters,
+    meter: meter::Meter,
     alerts: Alerts,
 }
 
@@ -164,26 +168,26 @@ impl Relay {
     /// second call), the budget and the upstream's cooldown (a refused call
     /// costs no token), then the token and the send.
     pub fn new(broker: Broker) -> Self {
+        Self::composed(broker, std::sync::Arc::new(crate::clock::now_ms))
+    }
+
+    /// The relay of [`new`](Self::new), its usage meter on `clock`.
+    fn composed(broker: Broker, clock: meter::Clock) -> Self {
         let alerts = Alerts::new(&broker);
         let cooldowns = upstream_limits::Cooldowns::new(&broker);
-        // One engine counts rate limits and budgets; its syncs read the cooldowns too.
+        // One engine counts rate limits and budgets; its syncs read the
+        // cooldowns too, and write the usage meter's counts.
         let counters = counter::Counters::new(broker.clone(), cooldowns.clone());
         let limiter = rate_limit::RateLimiter::new(&broker, &counters, &alerts);
         let budgets = budgets::Budgets::new(&broker, &counters);
+        let meter = meter::Meter::new(broker.config(), &counters, rate_limit::RateLimiter::client_name, clock);
         let scrubbers = inject::Scrubbers::default();
-        let send = Authorized::new(broker.clone());
+        let send = Metered::new(Authorized::new(broker.clone()), meter.clone());
         let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns, alerts.clone());
         let retried = RetryOn401::new(budgeted, broker.clone());
         let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());
-        Self {
-            broker,
-            limiter,
-            upstream,
-            scrubbers,
-            caller: std::sync::Arc::default(),
-            mount: path::Mount::default(),
-            alerts,
-        }
+        let caller = std::sync::Arc::default();
+        Self { broker, limiter, upstream, scrubbers, caller, mount: path::Mount::default(), counters, meter, alerts }
     }
 
     /// The relay answering below `mount` instead of [`MOUNT`]; its session
@@ -233,6 +237,7 @@ impl Relay {
             .get::<RequestId>()
             .map_or_else(|| format!("{:016x}", fastrand::u64(..)), |r| r.0.clone());
         let method = request.method().clone();
+        let client = self.limiter.client(request.extensions().get::<ClientIp>().map(|c| c.0));
         let caller = cors::caller(&self.broker.config().relay, request.headers());
         let mut record = Record::default();
         let result = match &caller {
@@ -247,11 +252,17 @@ impl Relay {
         cors::decorate(headers, caller.as_ref().ok());
         answer::finish(headers, &request_id, &record.timing);
         record.log(&request_id, &method, response.status(), error.as_ref(), started);
+        self.meter.answer(&record, response.status(), error.as_ref(), client);
+        if let Some(flush) = self.meter.flush_if_due(&self.counters) {
+            record.chores.add(flush);
+        }
         if let Some(error) = &error {
             error.alert(self.known_upstream(&record), &self.alerts);
         }
         // Last, so that it sends what this request noticed.
-        if let Some(chore) = self.alerts.chore() {
+        if self.alerts.spike_check_due() {
+            record.chores.add(spike::check(self.broker.clone(), self.alerts.clone()));
+        } else if let Some(chore) = self.alerts.chore() {
             record.chores.add(chore);
         }
         let settings = self.broker.config();

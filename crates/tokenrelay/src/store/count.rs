@@ -1,12 +1,14 @@
 //! Shared counters: additions, and a read of other keys in the same round
 //! trip, which is how a cold request learns everything it needs at once.
 
-use super::{Backend, Backends, Count, Read, Store, StoreError, Values};
+use super::{Count, Read, Store, StoreError, Tallies, Values};
 
 /// What [`Store::count`] brought back.
 pub(crate) struct Counted {
     /// The counters' new totals, in order.
     pub(crate) totals: Vec<u64>,
+    /// Whether the tallies sent along were written ([`Store::count_and_tally`]).
+    pub(crate) tallied: bool,
     /// The values read, in order.
     pub(crate) values: Values,
 }
@@ -15,9 +17,7 @@ impl Store {
     /// Adds each count to its shared counter and reads `reads`, in one
     /// round trip; each addition is atomic, so every instance counts together.
     pub(crate) async fn count(&self, counts: &[Count], reads: &[Read<'_>]) -> Result<Counted, StoreError> {
-        let keys: Vec<&str> = reads.iter().map(|r| r.key).collect();
-        let (totals, stored) = on_backend!(self, b => b.count_and_read(counts, &keys))?;
-        Ok(Counted { totals, values: self.values(reads, stored) })
+        self.count_and_tally(counts, &Tallies::default(), reads).await
     }
 }
 

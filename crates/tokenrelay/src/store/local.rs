@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Count, StoreError};
+use super::{Backend, Count, StoreError, Tallies, TallyRead};
 use crate::clock::{millis, now_ms};
 
 mod owner;
@@ -46,6 +46,16 @@ struct Entries(BTreeMap<String, Record>);
 struct Record {
     value: String,
     expires_at_ms: u64,
+    /// A hash's fields, or an estimate's members (each counted 1: exact here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<String, u64>,
+}
+
+impl Record {
+    /// `value`, until `ttl` from now.
+    fn new(value: String, ttl: Duration) -> Self {
+        Self { value, expires_at_ms: now_ms().saturating_add(millis(ttl)), fields: BTreeMap::new() }
+    }
 }
 
 impl LocalStore {
@@ -170,7 +180,7 @@ impl Backend for LocalStore {
         self.run(move |e| {
             let won = !e.0.contains_key(&lock);
             if won {
-                e.0.insert(lock, Record { value: owner, expires_at_ms: now_ms().saturating_add(millis(lease)) });
+                e.0.insert(lock, Record::new(owner, lease));
             }
             (won, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
         })
@@ -190,7 +200,7 @@ impl Backend for LocalStore {
         self.run(move |e| {
             let held = delete_if(e, &lock, &owner);
             if held {
-                e.0.insert(key, Record { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) });
+                e.0.insert(key, Record::new(value, ttl));
             }
             held
         })
@@ -199,32 +209,55 @@ impl Backend for LocalStore {
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.run(move |e| drop(e.0.insert(key, Record { value, expires_at_ms: now_ms().saturating_add(millis(ttl)) })))
-            .await
+        self.run(move |e| drop(e.0.insert(key, Record::new(value, ttl)))).await
     }
 
     async fn count_and_read(
         &self,
         counts: &[Count],
+        tallies: &Tallies,
         keys: &[&str],
-    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError> {
-        let counts = counts.to_vec();
+    ) -> Result<(Vec<u64>, bool, Vec<Option<String>>), StoreError> {
+        let (counts, tallies) = (counts.to_vec(), tallies.clone());
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.run(move |e| {
-            let now = now_ms();
             let totals = counts
                 .into_iter()
                 .map(|n| {
-                    let entry = e.0.entry(n.key).or_insert_with(|| Record {
-                        value: "0".to_owned(),
-                        expires_at_ms: now.saturating_add(millis(n.ttl)),
-                    });
+                    let entry = e.0.entry(n.key).or_insert_with(|| Record::new("0".to_owned(), n.ttl));
                     let total = entry.value.parse::<u64>().unwrap_or(0).saturating_add(n.add);
                     entry.value = total.to_string();
                     total
                 })
                 .collect();
-            (totals, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
+            for f in tallies.fields {
+                let entry = e.0.entry(f.key).or_insert_with(|| Record::new(String::new(), f.ttl));
+                for (name, add) in f.fields {
+                    let field = entry.fields.entry(name).or_default();
+                    *field = field.saturating_add(add);
+                }
+            }
+            for d in tallies.distinct {
+                let entry = e.0.entry(d.key).or_insert_with(|| Record::new(String::new(), d.ttl));
+                entry.fields.extend(d.members.into_iter().map(|m| (m, 1)));
+            }
+            (totals, true, keys.iter().map(|k| e.0.get(k).map(|x| x.value.clone())).collect())
+        })
+        .await
+    }
+
+    async fn read_tallies(&self, hashes: &[&str], distinct: &[&[&str]]) -> Result<TallyRead, StoreError> {
+        let hashes: Vec<String> = hashes.iter().map(|k| (*k).to_owned()).collect();
+        let distinct: Vec<Vec<String>> =
+            distinct.iter().map(|union| union.iter().map(|k| (*k).to_owned()).collect()).collect();
+        self.run(move |e| {
+            let fields = |k: &String| e.0.get(k).map(|r| r.fields.clone().into_iter().collect()).unwrap_or_default();
+            let count = |union: &Vec<String>| {
+                let members: std::collections::BTreeSet<&String> =
+                    union.iter().filter_map(|k| e.0.get(k)).flat_map(|r| r.fields.keys()).collect();
+                u64::try_from(members.len()).unwrap_or(u64::MAX)
+            };
+            TallyRead { hashes: hashes.iter().map(fields).collect(), distinct: distinct.iter().map(count).collect() }
         })
         .await
     }
@@ -329,10 +362,18 @@ mod tests {
         let s = temp_store("counts");
         let ttl = Duration::from_millis(200);
         let count = |add| [Count { key: "hits".to_owned(), add, ttl }];
-        assert_eq!(s.count_and_read(&count(2), &[]).await.unwrap().0, [2]);
-        assert_eq!(s.count_and_read(&count(3), &[]).await.unwrap().0, [5], "an addition keeps the counter's expiry");
+        assert_eq!(s.count_and_read(&count(2), &Tallies::default(), &[]).await.unwrap().0, [2]);
+        assert_eq!(
+            s.count_and_read(&count(3), &Tallies::default(), &[]).await.unwrap().0,
+            [5],
+            "an addition keeps the counter's expiry"
+        );
         tokio::time::sleep(ttl + Duration::from_millis(20)).await;
-        assert_eq!(s.count_and_read(&count(1), &[]).await.unwrap().0, [1], "an expired counter starts from zero");
+        assert_eq!(
+            s.count_and_read(&count(1), &Tallies::default(), &[]).await.unwrap().0,
+            [1],
+            "an expired counter starts from zero"
+        );
     }
 
     #[cfg(unix)]

@@ -9,7 +9,10 @@
 //!   which writes only while a [`Lease`] holds its lock, and lets it go;
 //! - [`take`](Store::take): a lease on a lock, and a read in the same trip;
 //! - [`count`](Store::count): additions to shared counters, and a read, in
-//!   one round trip (a cold request's only one).
+//!   one round trip (a cold request's only one), and with it
+//!   [`count_and_tally`](Store::count_and_tally): tallies (hash fields and
+//!   distinct counts) in the same trip, read back by
+//!   [`read_tallies`](Store::read_tallies).
 //!
 //! What a key holds is its owner's business: [`keys`] names each kind of
 //! key, one file each, and says how its values read.
@@ -33,6 +36,7 @@ mod local;
 mod put;
 pub(crate) mod seal;
 mod take;
+mod tally;
 pub(crate) mod upstash;
 
 use std::sync::Arc;
@@ -48,6 +52,7 @@ pub(crate) use lease::{Backoff, Lease};
 use local::LocalStore;
 pub(crate) use put::Write;
 use seal::Sealer;
+pub(crate) use tally::{Distinct, FieldAdds, Tallies, TallyRead};
 use upstash::UpstashClient;
 
 /// Why a store operation failed. Never holds a secret: the Upstash token is
@@ -118,14 +123,19 @@ pub(crate) trait Backend {
     /// Stores `value` under `key` for `ttl`, whatever it held.
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Adds each count to its counter (created with the count's `ttl`) and
-    /// reads `keys`, in one round trip: the new totals in order, and the
-    /// values as [`Backend::mget`] gives them.
+    /// Adds each count to its counter (created with the count's `ttl`),
+    /// writes `tallies` and reads `keys`, in one round trip: the new totals
+    /// in order, whether the tallies were written, and the values as
+    /// [`Backend::mget`] gives them.
     async fn count_and_read(
         &self,
         counts: &[Count],
+        tallies: &Tallies,
         keys: &[&str],
-    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError>;
+    ) -> Result<(Vec<u64>, bool, Vec<Option<String>>), StoreError>;
+
+    /// The fields of `hashes` and the count of each union of estimates in `distinct`, in one round trip.
+    async fn read_tallies(&self, hashes: &[&str], distinct: &[&[&str]]) -> Result<TallyRead, StoreError>;
 }
 
 /// An addition to a shared counter ([`Store::count`]).

@@ -6,6 +6,8 @@
 //!   retry is a second call through every layer below;
 //! - [`Budgeted`]: the upstream's cooldown and the site's budget admit each
 //!   call before its token is sought, so a refused call costs no token fetch;
+//! - [`Metered`]: the usage meter counts each call that goes out, its
+//!   latency and its token fetches and failures;
 //! - [`Authorized`]: the token, injected, and the request sent.
 //!
 //! The response cache (`relay::cache`) wraps the whole stack, so a hit is no
@@ -19,6 +21,7 @@
 
 mod authorized;
 mod budget;
+mod metered;
 mod retry;
 
 use std::future::Future;
@@ -31,6 +34,7 @@ use crate::store::{CacheKeys, CacheState, Count, Read, Store, StoreError, TokenK
 use crate::token::Token;
 pub(super) use authorized::Authorized;
 pub(super) use budget::Budgeted;
+pub(super) use metered::Metered;
 pub(super) use retry::RetryOn401;
 
 /// The upstream's answer to one call, and the token it was sent with (the

@@ -45,13 +45,13 @@ mod sync;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::error::RelayError;
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::store::Store;
+use crate::store::{Store, Tallies};
 pub(in crate::relay) use sync::{Counting, SyncChore};
 
 /// How old a shared count may be for one more to be decided on it in
@@ -71,6 +71,8 @@ struct Shared {
     counters: RwLock<Vec<Arc<Counter>>>,
     /// What each sync reads besides the counts, for the engine's owner.
     reads: Box<dyn SyncReads>,
+    /// What each sync writes besides the counts (the usage meter's tallies).
+    writes: OnceLock<Box<dyn SyncWrites>>,
     /// Whether a sync runs.
     syncing: AtomicBool,
     /// When the last sync was sent (ms since the epoch).
@@ -85,6 +87,16 @@ pub(crate) trait SyncReads: Send + Sync + 'static {
     fn keys(&self) -> Vec<&str>;
     /// Learns the stored `values` of `keys`.
     fn learn(&self, keys: &[&str], values: &[Option<String>]);
+}
+
+/// Writes that ride a sync's round trip besides the counts, as one more
+/// command: the usage meter's tallies (`relay::meter`), at no round trip of
+/// their own.
+pub(crate) trait SyncWrites: Send + Sync + 'static {
+    /// What to write with the sync about to be sent, when anything is due.
+    fn take(&self, store: &Store) -> Option<Tallies>;
+    /// Whether what [`take`](Self::take) gave was written.
+    fn landed(&self, written: bool);
 }
 
 /// The store key of a bucket's shared count in window number `n`, as the limit's owner names it.
@@ -180,6 +192,7 @@ impl Counters {
                 broker,
                 counters: RwLock::default(),
                 reads: Box::new(reads),
+                writes: OnceLock::new(),
                 syncing: AtomicBool::new(false),
                 synced_at: AtomicU64::new(0),
             }),
@@ -191,6 +204,19 @@ impl Counters {
         let counter = Arc::new(Counter { limit, tallies: Mutex::default() });
         self.shared.counters.write().unwrap_or_else(PoisonError::into_inner).push(counter.clone());
         counter
+    }
+
+    /// Sends what `writes` gives with every sync, at start (one per engine).
+    pub(crate) fn carry(&self, writes: impl SyncWrites) {
+        if self.shared.writes.set(Box::new(writes)).is_err() {
+            tracing::error!("a second writer for the counters' syncs was ignored");
+        }
+    }
+
+    /// A sync now, unless one runs: for a rider whose writes are due
+    /// ([`SyncWrites`]) when no limit's sync would carry them.
+    pub(crate) fn sync_soon(&self) -> Option<SyncChore> {
+        self.sync_now()
     }
 
     /// Every registered counter.

@@ -79,12 +79,19 @@ impl Counters {
     /// trip; on a store error the counts stay pending for the next sync.
     pub(in crate::relay) async fn sync(&self) {
         let counting = self.counting(now_ms(), None);
-        if counting.sent.is_empty() {
+        let store = self.shared.broker.store();
+        let writes = self.shared.writes.get();
+        let tallies = writes.and_then(|w| w.take(store));
+        if counting.sent.is_empty() && tallies.is_none() {
             return;
         }
         let reads = &self.shared.reads;
         let keys = reads.keys();
-        let read = self.shared.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await;
+        let tally = tallies.unwrap_or_default();
+        let read = store.count_and_tally(counting.counts(), &tally, &Read::plain_all(&keys)).await;
+        if let Some(writes) = writes.filter(|_| !tally.is_empty()) {
+            writes.landed(read.as_ref().is_ok_and(|r| r.tallied));
+        }
         let totals = read.ok().map(|read| {
             reads.learn(&keys, &read.values.into_plain());
             read.totals

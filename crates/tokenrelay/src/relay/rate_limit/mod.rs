@@ -92,6 +92,17 @@ impl RateLimiter {
         self.counters.judge(counter, Bucket::from(client))
     }
 
+    /// The bucket a request from `ip` counts in by its address: the usage
+    /// meter's distinct clients are these.
+    pub(super) fn client(&self, ip: Option<IpAddr>) -> Bucket {
+        Bucket::from(Client::of(ip, self.ipv6_prefix))
+    }
+
+    /// The name a client's bucket is keyed by ([`counter_keys::rate`] hashes it).
+    pub(super) fn client_name(bucket: Bucket) -> String {
+        Client::counted_in(bucket).name()
+    }
+
     /// Whether `upstream` counts a proven caller's requests per caller
     /// (`rate_limit.per = "caller"`) rather than per address.
     pub(super) fn counts_callers(&self, upstream: &str) -> bool {

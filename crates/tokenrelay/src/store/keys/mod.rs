@@ -9,6 +9,7 @@ pub(crate) mod cache;
 pub(crate) mod cooldown;
 pub(crate) mod counter;
 pub(crate) mod jwks;
+pub(crate) mod meter;
 pub(crate) mod session;
 pub(crate) mod token;
 

@@ -18,8 +18,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
-use super::{Backend, Count, StoreError};
-use script::{ADD_COUNT_SCRIPT, DELETE_IF_SCRIPT, SET_FENCED_SCRIPT};
+use super::{Backend, Count, StoreError, Tallies, TallyRead};
+use script::{ADD_COUNT_SCRIPT, DELETE_IF_SCRIPT, SET_FENCED_SCRIPT, TALLY_SCRIPT};
+
+mod tally;
 
 mod script;
 
@@ -134,20 +136,26 @@ impl Backend for UpstashClient {
         self.command(&["SET", key, value, "PX", &millis(ttl)]).await.map(drop)
     }
 
-    /// One `EVAL` per counter, then `MGET` of the keys, all pipelined.
+    /// One `EVAL` per counter, one `EVAL` for every tally, then `MGET` of
+    /// the keys, all pipelined.
     async fn count_and_read(
         &self,
         counts: &[Count],
+        tallies: &Tallies,
         keys: &[&str],
-    ) -> Result<(Vec<u64>, Vec<Option<String>>), StoreError> {
+    ) -> Result<(Vec<u64>, bool, Vec<Option<String>>), StoreError> {
         let args: Vec<(String, String)> = counts.iter().map(|n| (n.add.to_string(), millis(n.ttl))).collect();
+        let tally = tally::args(tallies);
         let mut replies = self
-            .eval_pipeline(&ADD_COUNT_SCRIPT, |add_count| {
+            .eval_pipelines(&ADD_COUNT_SCRIPT, &TALLY_SCRIPT, |add_count, add_tallies| {
                 let mut commands: Vec<Vec<&str>> = counts
                     .iter()
                     .zip(&args)
                     .map(|(n, (add, ttl))| vec!["EVAL", add_count, "1", &n.key, add, ttl])
                     .collect();
+                if !tallies.is_empty() {
+                    commands.push(tally::command(add_tallies, &tally));
+                }
                 if !keys.is_empty() {
                     commands.push(mget(keys));
                 }
@@ -158,11 +166,37 @@ impl Backend for UpstashClient {
             true => Vec::new(),
             false => strings(replies.pop().ok_or(StoreError::Protocol("missing MGET reply"))??, keys.len())?,
         };
+        let tallied = match tallies.is_empty() {
+            true => true,
+            false => match replies.pop().ok_or(StoreError::Protocol("missing tally reply"))? {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tallies not stored; kept for the next sync");
+                    false
+                }
+            },
+        };
         let totals = replies
             .into_iter()
             .map(|reply| reply?.as_u64().ok_or(StoreError::Protocol("counter reply is not a number")))
             .collect::<Result<_, _>>()?;
-        Ok((totals, values))
+        Ok((totals, tallied, values))
+    }
+
+    /// `HGETALL` of each hash, then `PFCOUNT` of each union, pipelined.
+    async fn read_tallies(&self, hashes: &[&str], distinct: &[&[&str]]) -> Result<TallyRead, StoreError> {
+        let commands: Vec<Vec<&str>> = (hashes.iter().map(|h| vec!["HGETALL", *h]))
+            .chain(distinct.iter().map(|union| std::iter::once("PFCOUNT").chain(union.iter().copied()).collect()))
+            .collect();
+        if commands.is_empty() {
+            return Ok(TallyRead::default());
+        }
+        let mut replies = self.pipeline(&commands).await?.into_iter();
+        let hashes = (&mut replies).take(hashes.len()).map(|r| tally::hash(r?)).collect::<Result<_, _>>()?;
+        let distinct = replies
+            .map(|r| r?.as_u64().ok_or(StoreError::Protocol("PFCOUNT reply is not a number")))
+            .collect::<Result<_, _>>()?;
+        Ok(TallyRead { hashes, distinct })
     }
 }
 

@@ -59,6 +59,25 @@ if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) 
 return n"
 );
 
+/// Tallies (`store::Tallies`) in one command: KEYS are the hashes, then the
+/// estimates. ARGV[1] is the number of hashes; then, for each hash, its TTL
+/// (ms), its number of fields and each field and addition; then, for each
+/// estimate, its TTL, its number of members and the members. A key gets its
+/// TTL only when it has none yet (when it is created), like a counter.
+pub(super) const TALLY_SCRIPT: Script = script!(
+    "local a = 2 \
+for k = 1, #KEYS do \
+local ttl, n = ARGV[a], tonumber(ARGV[a + 1]) a = a + 2 \
+if k <= tonumber(ARGV[1]) then \
+for i = 1, n do redis.call('HINCRBY', KEYS[k], ARGV[a], ARGV[a + 1]) a = a + 2 end \
+else \
+if n > 0 then redis.call('PFADD', KEYS[k], unpack(ARGV, a, a + n - 1)) end a = a + n \
+end \
+if redis.call('PTTL', KEYS[k]) == -1 then redis.call('PEXPIRE', KEYS[k], ttl) end \
+end \
+return #KEYS"
+);
+
 impl UpstashClient {
     /// Runs `script` with `keys_and_args` (`EVAL script numkeys key… arg…`),
     /// without the flag if the store refused it, now or before.
@@ -73,17 +92,19 @@ impl UpstashClient {
         }
     }
 
-    /// Runs the pipeline `build` makes of `script`'s text: once more without
-    /// the flag if the store refused it. A refused script did not run (Redis
-    /// reads the flags before it runs anything), so sending the pipeline
-    /// again counts nothing twice; the rest of it only reads.
-    pub(super) async fn eval_pipeline<'a>(
+    /// Runs the pipeline `build` makes of the texts of scripts `a` and `b`:
+    /// once more without the flag if the store refused it. A refused script
+    /// did not run (Redis reads the flags before it runs anything), and a
+    /// store that refuses the flag refuses it in every script, so sending the
+    /// pipeline again counts nothing twice; the rest of it only reads.
+    pub(super) async fn eval_pipelines<'a>(
         &self,
-        script: &Script,
-        build: impl Fn(&'static str) -> Vec<Vec<&'a str>>,
+        a: &Script,
+        b: &Script,
+        build: impl Fn(&'static str, &'static str) -> Vec<Vec<&'a str>>,
     ) -> Result<Vec<Result<Value, StoreError>>, StoreError> {
         let flagged = self.flagged();
-        let replies = self.pipeline(&build(script.text(flagged))).await?;
+        let replies = self.pipeline(&build(a.text(flagged), b.text(flagged))).await?;
         let refusal = replies.iter().find_map(|r| match r {
             Err(StoreError::Redis(e)) if flagged && refuses_flag(e) => Some(e.clone()),
             _ => None,
@@ -91,7 +112,7 @@ impl UpstashClient {
         match refusal {
             Some(e) => {
                 self.flag_refused(&e);
-                self.pipeline(&build(script.plain)).await
+                self.pipeline(&build(a.plain, b.plain)).await
             }
             None => Ok(replies),
         }
@@ -132,7 +153,7 @@ mod tests {
 
     use super::*;
     use crate::store::upstash::tests::{client, client_of};
-    use crate::store::{Backend, Count};
+    use crate::store::{Backend, Count, Tallies};
 
     const T: Duration = Duration::from_secs(20);
 
@@ -157,7 +178,10 @@ mod tests {
             upstash.reset_counts();
             assert!(!c.delete_if("k", "other").await.unwrap());
             let count = Count { key: "n".to_owned(), add: 2, ttl };
-            assert_eq!(c.count_and_read(&[count], &["k"]).await.unwrap(), (vec![2], vec![Some("v".to_owned())]));
+            assert_eq!(
+                c.count_and_read(&[count], &Tallies::default(), &["k"]).await.unwrap(),
+                (vec![2], true, vec![Some("v".to_owned())])
+            );
             assert_eq!(upstash.requests(), 2, "from then on, scripts go without the flag: one request each");
         })
         .await
@@ -169,7 +193,17 @@ mod tests {
         tokio::time::timeout(T, async {
             let (_redis, upstash, c) = srh_client().await;
             let count = |key: &str, add| Count { key: key.to_owned(), add, ttl: Duration::from_secs(60) };
-            let (totals, _) = c.count_and_read(&[count("x", 3), count("y", 1)], &["k"]).await.unwrap();
+            let tallies = Tallies {
+                distinct: vec![crate::store::Distinct {
+                    key: "u".to_owned(),
+                    members: vec!["m".to_owned()],
+                    ttl: Duration::from_secs(60),
+                }],
+                ..Tallies::default()
+            };
+            let (totals, tallied, _) =
+                c.count_and_read(&[count("x", 3), count("y", 1)], &tallies, &["k"]).await.unwrap();
+            assert!(tallied, "the tally went again without the flag too");
             assert_eq!(totals, [3, 1]);
             assert_eq!(upstash.requests(), 2, "refused, then sent again without the flag");
             assert_eq!(upstash.redis_get("x").await.as_deref(), Some("3"), "the refused round counted nothing");
