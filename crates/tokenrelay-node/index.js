@@ -139,6 +139,8 @@ export const scanForLeaks = coded(binding.scanForLeaks);
 export const purgeCache = coded(binding.purgeCache);
 /** @type {typeof import("./index.d.ts").status} */
 export const status = coded(binding.status);
+/** @type {typeof import("./index.d.ts").sendTestAlert} */
+export const sendTestAlert = coded(binding.sendTestAlert);
 /** @type {typeof import("./index.d.ts").appendConfig} */
 export const appendConfig = coded(binding.appendConfig);
 /** @type {typeof import("./index.d.ts").claimsMount} */

@@ -6,7 +6,16 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import { check, describeToken, prefetch, purgeCache, scanForLeaks, status, TokenrelayError } from "../index.js";
+import {
+  check,
+  describeToken,
+  prefetch,
+  purgeCache,
+  scanForLeaks,
+  sendTestAlert,
+  status,
+  TokenrelayError,
+} from "../index.js";
 import { runInit } from "./init.js";
 
 const USAGE = `usage:
@@ -48,6 +57,9 @@ const USAGE = `usage:
       budget's calls used and left in its window, any cooldown the
       upstream asked for (429 with Retry-After), the rate limit's shared
       buckets this window, and the cache's purges.
+  tokenrelay alert test
+      Posts a test event to the [alerts] webhook (Slack or Discord), to check
+      that alerts arrive; fails with alert_failed if it is not accepted.
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
       an upstream credential or a store secret (also escaped, base64-encoded
@@ -277,6 +289,18 @@ async function runStatus(args) {
 }
 
 /** @param {string[]} args */
+async function runAlert(args) {
+  const { values, positionals } = parsing(() =>
+    parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }),
+  );
+  if (values.help) return usage();
+  if (positionals.length !== 1 || positionals[0] !== "test") throw new UsageError("alert takes one subcommand: test");
+  await sendTestAlert(site(values));
+  process.stdout.write("tokenrelay: test alert sent\n");
+  return 0;
+}
+
+/** @param {string[]} args */
 async function runInitCommand(args) {
   const options = /** @type {const} */ ({
     cwd: COMMON.cwd,
@@ -345,6 +369,8 @@ async function main([command, ...args]) {
       return runCache(args);
     case "status":
       return runStatus(args);
+    case "alert":
+      return runAlert(args);
     case "-h":
     case "--help":
     case "help":

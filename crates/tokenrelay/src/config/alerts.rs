@@ -14,11 +14,10 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use url::Url;
 
 use super::builder::Builder;
-use super::raw::RawParam;
+use super::raw::{RawAlerts, RawParam};
 use crate::error::MissingVar;
 
 /// Calls in the last hour over this factor of the trailing hourly mean are a spike.
@@ -32,17 +31,6 @@ pub const DEFAULT_PROBING_REFUSALS: u64 = 50;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// `[alerts]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAlerts {
-    pub webhook: RawParam,
-    pub spike_factor: Option<f64>,
-    pub spike_min_calls: Option<u64>,
-    #[serde(default, with = "humantime_serde")]
-    pub spike_check: Option<Duration>,
-    pub probing_refusals: Option<u64>,
-}
 
 /// The validated `[alerts]` table.
 #[derive(Clone)]
