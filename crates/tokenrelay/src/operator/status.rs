@@ -2,7 +2,8 @@
 //! upstream, never a secret: the token's age, time left and last rotation,
 //! the budgets used and left in their current windows, any cooldown the
 //! upstream asked for, the rate limit's shared buckets (a spray past the
-//! clients an instance tracks shows there) and the cache's purges. Per-client
+//! clients an instance tracks shows there), the cache's purges, and the
+//! usage meter's last hour and last day per route (`usage`). Per-client
 //! counters are not listed: their keys are keyed hashes, and the store is
 //! never scanned.
 
@@ -19,9 +20,10 @@ use crate::error::{Error, Result};
 use crate::relay::{Purges, shared_bucket_keys};
 use crate::store::keys::{cooldown, counter};
 use crate::store::{CacheKeys, Read, Values};
+use super::usage::{self, RouteUsage};
 
 /// One upstream's state in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamStatus {
     pub upstream: String,
@@ -37,6 +39,9 @@ pub struct UpstreamStatus {
     pub rate_limit: SharedBuckets,
     /// The path prefixes whose cached answers were purged, newest first.
     pub purges: Vec<PurgeStatus>,
+    /// The usage meter's last hour and last day: the upstream's requests
+    /// without a route first, then each route's.
+    pub usage: Vec<RouteUsage>,
 }
 
 /// Requests counted this window in the rate limit's buckets shared by many
@@ -99,11 +104,15 @@ pub struct BudgetStatus {
 
 /// The state of `upstream`, or of every relayed upstream, read from `broker`'s store.
 pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<UpstreamStatus>> {
+    status_at(broker, upstream, SystemTime::now()).await
+}
+
+/// [`status`] as of `now`.
+pub(crate) async fn status_at(broker: &Broker, upstream: Option<&str>, now: SystemTime) -> Result<Vec<UpstreamStatus>> {
     let config = broker.config();
     if let Some(name) = upstream.filter(|n| !config.upstreams.contains_key(*n)) {
         return Err(Error::UnknownUpstream(name.to_owned()));
     }
-    let now = SystemTime::now();
     let now_ms = millis(now.duration_since(UNIX_EPOCH).unwrap_or_default());
     let mut all = Vec::new();
     for u in config.upstreams().filter(|u| upstream.is_none_or(|n| n == u.name())) {
@@ -129,11 +138,17 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
         let routes_at = keys.len();
         keys.extend(routes.iter().map(|route| cooldown::key(store.namer(), u.name(), Some(route))));
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let mut values = store
-            .get(&Read::plain_all(&key_refs))
+        let unreadable = |e: crate::store::StoreError| Error::StoreUnreadable { reason: e.to_string() };
+        let mut values = store.get(&Read::plain_all(&key_refs)).await.map(Values::into_plain).map_err(unreadable)?;
+        let scopes: Vec<(&str, Option<&str>)> =
+            std::iter::once(None).chain(routes.iter().copied().map(Some)).map(|r| (u.name(), r)).collect();
+        let usage = usage::last_hour_and_day(store, &scopes, now_ms)
             .await
-            .map(Values::into_plain)
-            .map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
+            .map_err(unreadable)?
+            .into_iter()
+            .zip(&scopes)
+            .map(|((last_hour, last_day), (_, route))| RouteUsage { route: route.map(str::to_owned), last_hour, last_day })
+            .collect();
         let left = |v: Option<String>| {
             v.and_then(|v| v.parse::<u64>().ok()).and_then(|until| until.checked_sub(now_ms)).filter(|left| *left > 0)
         };
@@ -176,6 +191,7 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
             route_cooldowns,
             rate_limit: SharedBuckets { window_ms: rate_window_ms, crowd, without_address },
             purges,
+            usage,
         });
     }
     Ok(all)

@@ -171,6 +171,12 @@ impl Relay {
         Self::composed(broker, std::sync::Arc::new(crate::clock::now_ms))
     }
 
+    /// The relay of [`new`](Self::new), its usage meter on a clock the test moves.
+    #[cfg(test)]
+    pub(crate) fn on_clock(broker: Broker, clock: &meter::testing::TestClock) -> Self {
+        Self::composed(broker, clock.clock())
+    }
+
     /// The relay of [`new`](Self::new), its usage meter on `clock`.
     fn composed(broker: Broker, clock: meter::Clock) -> Self {
         let alerts = Alerts::new(&broker);

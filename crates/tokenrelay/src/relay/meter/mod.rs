@@ -44,7 +44,7 @@ const MINUTE_MS: u64 = 60_000;
 
 /// The meter of one process. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Meter {
+pub(in crate::relay) struct Meter {
     shared: Arc<Shared>,
 }
 
@@ -84,7 +84,7 @@ impl Meter {
     /// A meter of every relayed upstream and route of `config` on `clock`
     /// (`clock::now_ms`, but in tests), whose counts ride `counters`' syncs;
     /// `client_name` names a rate limit's client.
-    pub(crate) fn new(config: &Config, counters: &Counters, client_name: fn(Bucket) -> String, clock: Clock) -> Self {
+    pub(in crate::relay) fn new(config: &Config, counters: &Counters, client_name: fn(Bucket) -> String, clock: Clock) -> Self {
         let mut scopes = vec![(keys::UNKNOWN.to_owned(), None)];
         let mut index = HashMap::new();
         for (name, relay) in config.upstreams.iter().filter_map(|(n, u)| Some((n, u.relay.as_ref()?))) {
@@ -121,7 +121,7 @@ impl Meter {
 
     /// Adds `fields` (each one more) to the counts of `upstream` and `route`
     /// this minute, and `client` to the hour's clients.
-    pub(crate) fn add(&self, upstream: Option<&str>, route: Option<&str>, fields: &[Field], client: Option<Bucket>) {
+    pub(in crate::relay) fn add(&self, upstream: Option<&str>, route: Option<&str>, fields: &[Field], client: Option<Bucket>) {
         let scope = self.scope(upstream, route);
         let minute = (self.shared.clock)() / MINUTE_MS;
         let mut counts = self.shared.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -155,7 +155,7 @@ impl Meter {
 
     /// The sync that writes the counts, when the flush is due and no limit's
     /// sync would carry them: for the request that counted last, as its chore.
-    pub(crate) fn flush_if_due(&self, counters: &Counters) -> Option<SyncChore> {
+    pub(in crate::relay) fn flush_if_due(&self, counters: &Counters) -> Option<SyncChore> {
         self.due().then(|| counters.sync_soon()).flatten()
     }
 
@@ -260,22 +260,22 @@ impl Meter {
 }
 
 #[cfg(test)]
-pub(in crate::relay) mod testing {
+pub(crate) mod testing {
     //! A clock the test moves.
 
     use super::*;
 
     /// A clock a test sets (ms since the epoch).
     #[derive(Clone, Default)]
-    pub(in crate::relay) struct TestClock(Arc<AtomicU64>);
+    pub(crate) struct TestClock(Arc<AtomicU64>);
 
     impl TestClock {
-        pub(in crate::relay) fn set(&self, ms: u64) {
+        pub(crate) fn set(&self, ms: u64) {
             self.0.store(ms, Ordering::SeqCst);
         }
 
         /// The clock as the meter reads it.
-        pub(in crate::relay) fn clock(&self) -> Clock {
+        pub(crate) fn clock(&self) -> Clock {
             let at = self.0.clone();
             Arc::new(move || at.load(Ordering::SeqCst))
         }

@@ -20,11 +20,6 @@ impl Totals {
         self.0.get(field).copied().unwrap_or(0)
     }
 
-    /// The count of `field` in minute `mm` of an hour's totals.
-    pub(crate) fn minute(&self, field: &str, mm: u64) -> u64 {
-        self.get(&keys::minute_field(field, mm))
-    }
-
     /// Every field's period total (minutes' fields left out), by name.
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.iter().filter(|(k, _)| !k.contains('@')).map(|(k, v)| (k.as_str(), *v))
@@ -95,13 +90,13 @@ pub(crate) async fn spans(
         .collect())
 }
 
-/// The distinct clients of each of `scopes` over the hours `hours` (the
-/// union of the hours' estimates), in one round trip.
-pub(crate) async fn clients(store: &Store, scopes: &[Scope<'_>], hours: Range<u64>) -> Result<Vec<u64>, StoreError> {
+/// For each scope and span of hours asked, the distinct clients over the
+/// span (the union of its hours' estimates), in one round trip.
+pub(crate) async fn clients(store: &Store, asked: &[(Scope<'_>, Range<u64>)]) -> Result<Vec<u64>, StoreError> {
     let namer = store.namer();
-    let keys: Vec<Vec<String>> = scopes
+    let keys: Vec<Vec<String>> = asked
         .iter()
-        .map(|&(upstream, route)| hours.clone().map(|h| keys::clients(namer, upstream, route, h)).collect())
+        .map(|((upstream, route), hours)| hours.clone().map(|h| keys::clients(namer, upstream, *route, h)).collect())
         .collect();
     let refs: Vec<Vec<&str>> = keys.iter().map(|k| k.iter().map(String::as_str).collect()).collect();
     let unions: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
@@ -137,7 +132,6 @@ mod tests {
         sum.add(&hour);
         sum.add(&hour);
         assert_eq!(sum.get("calls"), 10);
-        assert_eq!(sum.minute("calls", 0), 0, "a sum holds no minutes");
-        assert_eq!(hour.minute("calls", 59), 3);
+        assert_eq!(sum.get("calls@00"), 0, "a sum holds no minutes");
     }
 }
