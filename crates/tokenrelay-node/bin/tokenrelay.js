@@ -336,6 +336,7 @@ async function scan(dir, options) {
   for (const link of report.outsideLinks) {
     process.stderr.write(`tokenrelay: ${dir}/${link.file} links outside ${dir}, to ${link.target}\n`);
   }
+  if (report.alert) process.stderr.write(`tokenrelay: leak alert: ${report.alert}\n`);
   if (report.tooShort.length > 0) {
     process.stderr.write(`tokenrelay: not searched (under 8 characters): ${report.tooShort.join(", ")}\n`);
   }

@@ -265,6 +265,7 @@ export async function onPostBuild({ inputs, constants, utils }) {
           `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`,
       ),
     );
+    if (report.alert) problems.push(`  (leak alert: ${report.alert})`);
     scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
     for (const name of report.tooShort) short.add(name);
   }

@@ -331,13 +331,15 @@ pub async fn send_test(broker: &Broker) -> crate::Result<()> {
     send_now(broker, Event::new(AlertKind::Test, None, Window::at(now_ms(), Duration::from_secs(1)))).await
 }
 
+/// Whether `broker`'s config has `[alerts]`.
+pub fn configured(broker: &Broker) -> bool {
+    broker.config().alerts.is_some()
+}
+
 /// Posts that the build's leak scan found `findings` (each "file: variable",
-/// never a value) in the output; nothing without `[alerts]`. Sent at once:
-/// the build runs once, with no request to carry a chore.
+/// never a value) in the output. Sent at once: the build runs once, with no
+/// request to carry a chore.
 pub async fn send_leak(broker: &Broker, findings: &[String]) -> crate::Result<()> {
-    if broker.config().alerts.is_none() {
-        return Ok(());
-    }
     let mut event = Event::new(AlertKind::Leak, None, Window::at(now_ms(), HOUR));
     event.figures.push(("findings", findings.len() as u64));
     event.notes = findings.to_vec();

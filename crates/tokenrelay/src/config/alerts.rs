@@ -31,7 +31,6 @@ pub const DEFAULT_PROBING_REFUSALS: u64 = 50;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-
 /// The validated `[alerts]` table.
 #[derive(Clone)]
 pub(crate) struct AlertSettings {
