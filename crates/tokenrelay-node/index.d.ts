@@ -49,6 +49,7 @@ export {
   relayMount,
   report,
   scanForLeaks,
+  sendTestAlert,
   status,
 } from "./binding.js";
 
@@ -74,6 +75,8 @@ export type ErrorCode =
   | "cache_purge_failed"
   /** The shared store could not be read (`status`). */
   | "store_unreadable"
+  /** An alert was not sent: no `[alerts]` webhook, or it refused the event (`sendTestAlert`). */
+  | "alert_failed"
   /** An option is unusable; the message names it. */
   | "invalid_options"
   /** The leak scan could not read the directory or a file in it. */

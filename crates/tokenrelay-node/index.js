@@ -141,6 +141,8 @@ export const purgeCache = coded(binding.purgeCache);
 export const status = coded(binding.status);
 /** @type {typeof import("./index.d.ts").report} */
 export const report = coded(binding.report);
+/** @type {typeof import("./index.d.ts").sendTestAlert} */
+export const sendTestAlert = coded(binding.sendTestAlert);
 /** @type {typeof import("./index.d.ts").appendConfig} */
 export const appendConfig = coded(binding.appendConfig);
 /** @type {typeof import("./index.d.ts").claimsMount} */

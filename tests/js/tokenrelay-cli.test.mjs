@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -467,4 +468,63 @@ describe("tokenrelay status", () => {
       assert.equal((await tokenrelay(["status", "a", "b"])).status, 2);
     },
   );
+});
+
+describe("tokenrelay alert", () => {
+  /** Every JSON body a local stand-in for a Slack or Discord webhook accepted. */
+  const received = /** @type {any[]} */ ([]);
+  /** @type {import("node:http").Server} */
+  let hook;
+  let hookUrl = "";
+  before(async () => {
+    hook = createServer((req, res) => {
+      let body = "";
+      req.on("data", (chunk) => {
+        body += chunk;
+      });
+      req.on("end", () => {
+        received.push(JSON.parse(body));
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise((resolve) => hook.listen(0, "127.0.0.1", () => resolve(undefined)));
+    const address = /** @type {import("node:net").AddressInfo} */ (hook.address());
+    hookUrl = `http://127.0.0.1:${address.port}/hook/secret-path-5c1e`;
+    writeFileSync(
+      path.join(site, "alerts.toml"),
+      `${readFileSync(path.join(site, "tokenrelay.toml"), "utf8")}\n[alerts]\nwebhook = { env = "TOKENRELAY_ALERT_WEBHOOK" }\n`,
+    );
+  });
+  after(() => hook.close());
+
+  test("alert test posts a test event the webhook accepts, and fails with alert_failed without one", TEST, async () => {
+    received.length = 0;
+    const sent = await tokenrelay(["alert", "test", "--config", "alerts.toml"], { TOKENRELAY_ALERT_WEBHOOK: hookUrl });
+    assert.equal(sent.status, 0, sent.stderr);
+    assert.match(sent.stdout, /test alert sent/);
+    assert.equal(received.length, 1);
+    assert.equal(received[0].tokenrelay.kind, "test");
+    assert.equal(received[0].text, received[0].content, "the same line for Slack (text) and Discord (content)");
+
+    const none = await tokenrelay(["alert", "test"]);
+    assert.equal(none.status, 1, none.stderr);
+    assert.match(none.stderr, /no \[alerts\] webhook in the config \[alert_failed\]/);
+    const usage = await tokenrelay(["alert", "send"]);
+    assert.equal(usage.status, 2, usage.stderr);
+  });
+
+  test("a leak the scan finds is an alert naming file and variable, never a value", TEST, async () => {
+    received.length = 0;
+    const out = path.join(site, "out-alert");
+    mkdirSync(out, { recursive: true });
+    writeFileSync(path.join(out, "bundle.js"), "const t = 'tok_alert_0123456789';");
+    const env = { BUILD_TOKEN: "tok_alert_0123456789", TOKENRELAY_ALERT_WEBHOOK: hookUrl };
+    const leaky = await tokenrelay(["scan", "out-alert", "--config", "alerts.toml", "--token-var", "BUILD_TOKEN"], env);
+    assert.equal(leaky.status, 1, leaky.stderr);
+    assert.match(leaky.stderr, /^tokenrelay: leak alert: sent$/m);
+    assert.equal(received.length, 1);
+    assert.equal(received[0].tokenrelay.kind, "leak");
+    assert.deepEqual(received[0].tokenrelay.notes, ["bundle.js: the token in $BUILD_TOKEN"]);
+    assertNoSecret(JSON.stringify(received) + leaky.stderr, ["tok_alert_0123456789", hookUrl]);
+  });
 });

@@ -4,7 +4,8 @@
 //! process, [`Upstash`] runs the Upstash REST protocol in-process in front of it,
 //! [`TokenServer`] is an OAuth2 client-credentials token endpoint and
 //! [`ApiServer`] a third-party API that accepts only that server's live tokens;
-//! [`Siteverify`] stands in for Cloudflare Turnstile's token check.
+//! [`Siteverify`] stands in for Cloudflare Turnstile's token check, and
+//! [`WebhookReceiver`] for a Slack or Discord incoming webhook.
 //! All of them listen on free ports on 127.0.0.1 and stop when dropped.
 //!
 //! The `tokenrelay.toml` a test runs with is built with [`config::SiteConfig`],
@@ -23,6 +24,7 @@ mod siteverify;
 mod token_server;
 mod upstash;
 mod wait;
+mod webhook;
 
 pub use api_server::{ApiServer, REVEALED, RecordedRequest};
 pub use encryption_key::base64_key;
@@ -34,3 +36,4 @@ pub use siteverify::Siteverify;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;
 pub use wait::{free_port, wait_until};
+pub use webhook::WebhookReceiver;

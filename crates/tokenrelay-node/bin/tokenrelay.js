@@ -6,7 +6,17 @@ import { spawn } from "node:child_process";
 import { closeSync, fchmodSync, openSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import { check, describeToken, prefetch, purgeCache, report, scanForLeaks, status, TokenrelayError } from "../index.js";
+import {
+  check,
+  describeToken,
+  prefetch,
+  purgeCache,
+  report,
+  scanForLeaks,
+  sendTestAlert,
+  status,
+  TokenrelayError,
+} from "../index.js";
 import { runInit } from "./init.js";
 
 const USAGE = `usage:
@@ -56,6 +66,9 @@ const USAGE = `usage:
       font fetched) of charts of calls, cache answers and refusals over the
       last 24 hours and 7 days, each budget's burn-down, token rotations
       and failures, the upstream's latency, and the top refusal codes and routes.
+  tokenrelay alert test
+      Posts a test event to the [alerts] webhook (Slack or Discord), to check
+      that alerts arrive; fails with alert_failed if it is not accepted.
   tokenrelay scan DIR [--token-var NAME...]
       Fails (exit 1) if a file under DIR holds the value of a token variable,
       an upstream credential or a store secret (also escaped, base64-encoded
@@ -352,6 +365,18 @@ async function runReport(args) {
 }
 
 /** @param {string[]} args */
+async function runAlert(args) {
+  const { values, positionals } = parsing(() =>
+    parseArgs({ args, options: COMMON, allowPositionals: true, strict: true }),
+  );
+  if (values.help) return usage();
+  if (positionals.length !== 1 || positionals[0] !== "test") throw new UsageError("alert takes one subcommand: test");
+  await sendTestAlert(site(values));
+  process.stdout.write("tokenrelay: test alert sent\n");
+  return 0;
+}
+
+/** @param {string[]} args */
 async function runInitCommand(args) {
   const options = /** @type {const} */ ({
     cwd: COMMON.cwd,
@@ -387,6 +412,7 @@ async function scan(dir, options) {
   for (const link of report.outsideLinks) {
     process.stderr.write(`tokenrelay: ${dir}/${link.file} links outside ${dir}, to ${link.target}\n`);
   }
+  if (report.alert) process.stderr.write(`tokenrelay: leak alert: ${report.alert}\n`);
   if (report.tooShort.length > 0) {
     process.stderr.write(`tokenrelay: not searched (under 8 characters): ${report.tooShort.join(", ")}\n`);
   }
@@ -422,6 +448,8 @@ async function main([command, ...args]) {
       return runStatus(args);
     case "report":
       return runReport(args);
+    case "alert":
+      return runAlert(args);
     case "-h":
     case "--help":
     case "help":

@@ -7,8 +7,9 @@ use std::num::NonZeroU64;
 use std::path::Path;
 
 use napi_derive::napi;
+use tokenrelay::Broker;
 use tokenrelay_site::leak_scan::DEFAULT_MAX_SCAN_BYTES;
-use tokenrelay_site::{SiteCode, SiteOptions};
+use tokenrelay_site::{Site, SiteCode, SiteOptions, StoreChoice};
 
 use crate::error::AddonError;
 
@@ -46,6 +47,9 @@ pub struct ScanReport {
     pub secrets_scanned: u32,
     /// Variables whose values were too short to search for (under 8 characters).
     pub too_short: Vec<String>,
+    /// The `leak` alert to the config's `[alerts] webhook`: `"sent"`, or why
+    /// it was not; absent when nothing leaked or the config has no `[alerts]`.
+    pub alert: Option<String>,
 }
 
 /// A secret found in a file, named but never shown.
@@ -84,6 +88,7 @@ pub async fn scan_for_leaks(dir: String, options: ScanOptions) -> Result<ScanRep
             .ok_or_else(|| AddonError::invalid_option("maxBytes", format!("{n} is not a positive number of bytes")))?,
     };
     let handed_out = crate::issued::all();
+    let site = (options.config_path.clone(), options.cwd.clone(), options.env.clone());
     // Reading a whole publish directory blocks: keep it off the async workers.
     let scanned = tokio::task::spawn_blocking(move || {
         let scan = tokenrelay_site::ScanOptions {
@@ -97,6 +102,8 @@ pub async fn scan_for_leaks(dir: String, options: ScanOptions) -> Result<ScanRep
     .await
     .map_err(|e| AddonError::new(SiteCode::ScanFailed.as_str(), format!("the scan stopped unexpectedly: {e}")))?;
     let report = scanned?;
+    let found: Vec<String> = report.leaks.iter().map(|l| format!("{}: {}", l.file, l.secret)).collect();
+    let alert = if found.is_empty() { None } else { alert_leak(&site, &found).await };
     Ok(ScanReport {
         leaks: report
             .leaks
@@ -112,5 +119,24 @@ pub async fn scan_for_leaks(dir: String, options: ScanOptions) -> Result<ScanRep
         bytes_scanned: i64::try_from(report.bytes_scanned).unwrap_or(i64::MAX),
         secrets_scanned: u32::try_from(report.secrets_scanned).unwrap_or(u32::MAX),
         too_short: report.too_short,
+        alert,
+    })
+}
+
+/// Sends the `leak` alert for `found` (each "file: variable", never a
+/// value) when the site's config has `[alerts]`; says how it went. The scan's
+/// own verdict stands whatever happens here.
+async fn alert_leak(
+    (config_path, cwd, env): &(Option<String>, Option<String>, Option<HashMap<String, String>>),
+    found: &[String],
+) -> Option<String> {
+    let site = Site::resolve(SiteOptions::of(config_path, cwd, env), StoreChoice::AsConfigured).ok()?;
+    let broker = Broker::from_env(&site.env).ok()?;
+    if !tokenrelay::alerts::configured(&broker) {
+        return None;
+    }
+    Some(match tokenrelay::alerts::send_leak(&broker, found).await {
+        Ok(()) => "sent".to_owned(),
+        Err(e) => e.to_string(),
     })
 }

@@ -15,6 +15,8 @@
 //!   upstreams (token age, budgets, cooldowns, the usage meter's last hour
 //!   and day), never a secret;
 //! - `report(options)` renders the usage meter's report as one HTML page;
+//! - `sendTestAlert(options)` posts a test event to the `[alerts] webhook`
+//!   (the `tokenrelay alert test` command);
 //! - `init(options)` adds tokenrelay to a site for Netlify or Vercel,
 //!   merging into its existing files (the `tokenrelay init` command);
 //! - `RelayHandler` serves the browse-time relay inside a JavaScript
@@ -38,6 +40,7 @@
 // Nothing from JS, the network or the environment may panic the host process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod alert;
 pub mod cache;
 pub mod check;
 pub mod error;
@@ -109,6 +112,12 @@ pub async fn js_status(
 #[napi(js_name = "report")]
 pub async fn js_report(options: Option<PurgeOptions>) -> napi::Result<String> {
     status::report(options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
+}
+
+/// Posts a test event to the config's `[alerts] webhook`.
+#[napi(js_name = "sendTestAlert")]
+pub async fn js_send_test_alert(options: Option<PurgeOptions>) -> napi::Result<()> {
+    alert::send_test_alert(options.unwrap_or_default()).await.map_err(error::AddonError::into_napi)
 }
 
 /// Adds tokenrelay to the site in `options.cwd` (see [`init`]); writes only with `write: true`.

@@ -99,6 +99,14 @@ pub enum Error {
         /// What went wrong, without a secret.
         reason: String,
     },
+
+    /// An alert could not be sent (`tokenrelay alert test`, a leak found by
+    /// the build): no `[alerts]` webhook, or the webhook refused it.
+    #[error("alert not sent: {reason}")]
+    AlertFailed {
+        /// What went wrong, without the webhook's URL.
+        reason: String,
+    },
 }
 
 /// An environment variable the config needs but that is not set.
@@ -136,6 +144,7 @@ impl Error {
             Error::TokenUnavailable { .. } => ErrorCode::TokenUnavailable,
             Error::CachePurgeFailed { .. } => ErrorCode::CachePurgeFailed,
             Error::StoreUnreadable { .. } => ErrorCode::StoreUnreadable,
+            Error::AlertFailed { .. } => ErrorCode::AlertFailed,
         }
     }
 }
@@ -163,6 +172,8 @@ crate::stable_codes! {
         CachePurgeFailed = "cache_purge_failed",
         /// The shared store could not be read.
         StoreUnreadable = "store_unreadable",
+        /// An alert could not be sent.
+        AlertFailed = "alert_failed",
     }
 }
 

@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alerts;
 pub mod appended;
 mod broker;
 mod capped;

@@ -44,6 +44,13 @@ fn every_option() -> SiteConfig {
                 .invalidations_per_hour(3)
         })
         .store(|s| s.allow_unencrypted().timeout(Duration::from_secs(2)))
+        .alerts(|a| {
+            a.webhook_env("HOOK")
+                .spike_factor(2.5)
+                .spike_min_calls(20)
+                .spike_check(Duration::from_secs(30))
+                .probing_refusals(5)
+        })
         .relay_settings(|r| {
             r.allowed_origins(["https://site.example"])
                 .rate_limit(RateLimit::new(100, MINUTE).ipv6_prefix(56))
@@ -92,6 +99,7 @@ fn every_option_the_builder_writes_is_one_the_relay_reads() {
         ("SECRET_PREVIOUS", "old"),
         ("MAPS_KEY", "k"),
         ("TURNSTILE_SECRET", "t"),
+        ("HOOK", "https://hooks.example.com/x"),
     ]);
     let config = Config::parse(&text, "tokenrelay.toml", &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(config.upstreams().map(|u| u.name()).collect::<Vec<_>>(), ["custom", "getty", "maps", "signed"]);

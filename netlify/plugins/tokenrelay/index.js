@@ -66,6 +66,8 @@ const FIXES = {
     "Purge only upstreams that have a route with `cache` in tokenrelay.toml, with a path prefix starting with '/', and check that the store is reachable; then purge again.",
   store_unreadable:
     "Check that the store (UPSTASH_REDIS_REST_URL and its token, or the local store's directory) is reachable and readable, then run the command again.",
+  alert_failed:
+    "Check that tokenrelay.toml has an [alerts] webhook and that its variable holds an incoming webhook URL the channel still accepts.",
 };
 
 /** Variables holding this build's tokens, for the leak scan (plugin events share one process). */
@@ -263,6 +265,7 @@ export async function onPostBuild({ inputs, constants, utils }) {
           `  - ${path.posix.join(shown, l.file)} links outside ${shown}, to ${l.target}`,
       ),
     );
+    if (report.alert) problems.push(`  (leak alert: ${report.alert})`);
     scanned.push(`${shown}: ${report.filesScanned} file(s) scanned for ${report.secretsScanned} secret(s)`);
     for (const name of report.tooShort) short.add(name);
   }

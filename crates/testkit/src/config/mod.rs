@@ -30,17 +30,18 @@ use std::path::Path;
 use anyhow::Context as _;
 
 pub use route::{Caller, RouteCache, RouteConfig, Turnstile, route};
-pub use settings::{Budget, CacheSettings, Per, RateLimit, RelaySettings, StoreSettings};
+pub use settings::{AlertSettings, Budget, CacheSettings, Per, RateLimit, RelaySettings, StoreSettings};
 pub use upstream::{Inject, JsonToken, OAuth2Token, Param, Token, UpstreamConfig, UpstreamRelay, env, oauth2};
 
 use render::Table;
 
-/// A whole `tokenrelay.toml`: `[cache]`, `[store]`, `[relay]` and the upstreams.
+/// A whole `tokenrelay.toml`: `[cache]`, `[store]`, `[relay]`, `[alerts]` and the upstreams.
 #[derive(Clone, Debug, Default)]
 pub struct SiteConfig {
     cache: CacheSettings,
     store: StoreSettings,
     relay: RelaySettings,
+    alerts: AlertSettings,
     upstreams: Vec<UpstreamConfig>,
 }
 
@@ -65,6 +66,12 @@ impl SiteConfig {
     /// Changes the site-wide `[relay]` settings.
     pub fn relay_settings(mut self, f: impl FnOnce(RelaySettings) -> RelaySettings) -> Self {
         self.relay = f(self.relay);
+        self
+    }
+
+    /// Changes the `[alerts]` settings.
+    pub fn alerts(mut self, f: impl FnOnce(AlertSettings) -> AlertSettings) -> Self {
+        self.alerts = f(self.alerts);
         self
     }
 
@@ -93,6 +100,7 @@ impl SiteConfig {
         root.table("cache", self.cache.to_table());
         root.table("store", self.store.to_table());
         root.table("relay", self.relay.to_table());
+        root.table("alerts", self.alerts.to_table());
         let mut upstreams = Table::default();
         for upstream in &self.upstreams {
             upstreams.set(upstream.name(), upstream.to_table());

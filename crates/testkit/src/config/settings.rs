@@ -190,3 +190,37 @@ impl Budget {
 pub(super) fn count(n: u64) -> i64 {
     i64::try_from(n).expect("a count below 2^63")
 }
+
+/// `[alerts]`: where events are sent and their thresholds.
+#[derive(Clone, Debug, Default)]
+pub struct AlertSettings {
+    webhook: Option<String>,
+    spike_factor: Option<f64>,
+    spike_min_calls: Option<u64>,
+    spike_check: Option<Duration>,
+    probing_refusals: Option<u64>,
+}
+
+impl AlertSettings {
+    setters! { spike_factor: f64, spike_min_calls: u64, spike_check: Duration, probing_refusals: u64 }
+
+    /// The webhook's URL, read from the environment variable `var`.
+    pub fn webhook_env(mut self, var: impl Into<String>) -> Self {
+        self.webhook = Some(var.into());
+        self
+    }
+
+    pub(super) fn to_table(&self) -> Table {
+        let mut t = Table::default();
+        if let Some(var) = &self.webhook {
+            let mut env = Table::default();
+            env.set("env", var.as_str());
+            t.table("webhook", env);
+        }
+        t.opt("spike_factor", self.spike_factor)
+            .opt("spike_min_calls", self.spike_min_calls.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+            .duration("spike_check", self.spike_check)
+            .opt("probing_refusals", self.probing_refusals.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+        t
+    }
+}

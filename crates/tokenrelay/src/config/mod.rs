@@ -10,10 +10,12 @@
 //! [`Config::parse`]). `raw` holds the file's serde shapes; `builder`
 //! validates them into typed values, `token_source` the `token` tables,
 //! `relay` the relay's rules (`route_pattern` its path patterns,
-//! `route_cache` its routes' response caches); `env` is
+//! `route_cache` its routes' response caches), `alerts` the `[alerts]`
+//! table; `env` is
 //! the environment they are resolved against; `credentials` lists an
 //! upstream's credentials once and `summary` reports the config redacted.
 
+pub(crate) mod alerts;
 mod builder;
 mod credentials;
 mod env;
@@ -78,6 +80,8 @@ pub struct Config {
     pub(crate) cache: CacheSettings,
     pub(crate) store: StoreSettings,
     pub(crate) relay: relay::RelaySettings,
+    /// `[alerts]`: none without a webhook.
+    pub(crate) alerts: Option<alerts::AlertSettings>,
     pub(crate) upstreams: BTreeMap<String, Upstream>,
 }
 
@@ -144,6 +148,7 @@ impl Config {
         let mut b = Builder { env, problems: Vec::new(), missing: Vec::new() };
         let cache = b.cache(&raw);
         let relay = b.relay_settings(raw.relay);
+        let alerts = b.alerts(raw.alerts);
         if raw.upstreams.is_empty() {
             b.problems.push("no upstreams configured: add an [upstreams.<name>] table".to_owned());
         }
@@ -162,7 +167,7 @@ impl Config {
             allow_unencrypted: raw.store.allow_unencrypted,
             timeout: raw.store.timeout.unwrap_or(DEFAULT_STORE_TIMEOUT),
         };
-        Ok(Config { file, cache, store, relay, upstreams })
+        Ok(Config { file, cache, store, relay, alerts, upstreams })
     }
 
     /// The file this config came from.

@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub relay: RawRelay,
+    pub alerts: Option<RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +82,18 @@ pub(super) struct RawRateLimit {
     pub ipv6_prefix: Option<u8>,
     /// `"ip"` (default) or `"caller"`: whom the limit counts (`relay::caller`).
     pub per: Option<String>,
+}
+
+/// `[alerts]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    pub webhook: RawParam,
+    pub spike_factor: Option<f64>,
+    pub spike_min_calls: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub spike_check: Option<Duration>,
+    pub probing_refusals: Option<u64>,
 }
 
 /// `[upstreams.<name>.relay]`.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::counter::{Added, Admission, Bucket, Counter, Counters, Counting, Limit, Verdict};
 use super::error::{Kind, RelayError};
@@ -42,6 +43,9 @@ pub(crate) struct Crossing {
     pub(crate) window: u64,
     /// The share passed: 80 or 100.
     pub(crate) percent: u8,
+    /// The budget's calls per window, and the window's length.
+    pub(crate) requests: u64,
+    pub(crate) per: Duration,
 }
 
 /// One upstream's budget and its routes' own.
@@ -130,6 +134,8 @@ fn register(
             route: route.clone(),
             window: added.window,
             percent,
+            requests: budget.requests,
+            per: budget.per,
         });
         crossings.lock().unwrap_or_else(PoisonError::into_inner).extend(found);
     };

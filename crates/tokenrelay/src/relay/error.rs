@@ -148,6 +148,25 @@ impl RelayError {
         code.as_str()
     }
 
+    /// Tells `alerts` what this refusal of a request to `upstream` (a
+    /// configured one; `None` when the request named none) means: probing
+    /// (an unknown upstream or route, a rejected path), or a token endpoint
+    /// failing.
+    pub(crate) fn alert(&self, upstream: Option<&str>, alerts: &crate::alerts::Alerts) {
+        match (&self.kind, upstream) {
+            (Kind::NotMounted | Kind::UnknownUpstream(_) | Kind::RouteNotFound(_) | Kind::PathRejected(_), _) => {
+                alerts.probed(upstream);
+            }
+            (
+                Kind::Token(
+                    Error::TokenUnavailable { .. } | Error::TokenRejected { .. } | Error::TokenResponseInvalid { .. },
+                ),
+                Some(upstream),
+            ) => alerts.token_failing(upstream),
+            _ => {}
+        }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match &self.kind {

@@ -80,6 +80,7 @@ mod request_body;
 mod route;
 mod scrub;
 mod service;
+mod spike;
 mod timing;
 mod upstream_limits;
 
@@ -104,6 +105,7 @@ pub use service::{Endpoint, ResponseFuture};
 pub(crate) use cache::Purges;
 pub(crate) use rate_limit::shared_bucket_keys;
 
+use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::config::Env;
 use crate::config::relay::Inject;
@@ -160,6 +162,7 @@ pub struct Relay {
     mount: path::Mount,
     counters: counter::Counters,
     meter: meter::Meter,
+    alerts: Alerts,
 }
 
 impl Relay {
@@ -180,20 +183,21 @@ impl Relay {
 
     /// The relay of [`new`](Self::new), its usage meter on `clock`.
     fn composed(broker: Broker, clock: meter::Clock) -> Self {
+        let alerts = Alerts::new(&broker);
         let cooldowns = upstream_limits::Cooldowns::new(&broker);
         // One engine counts rate limits and budgets; its syncs read the
         // cooldowns too, and write the usage meter's counts.
         let counters = counter::Counters::new(broker.clone(), cooldowns.clone());
-        let limiter = rate_limit::RateLimiter::new(&broker, &counters);
+        let limiter = rate_limit::RateLimiter::new(&broker, &counters, &alerts);
         let budgets = budgets::Budgets::new(&broker, &counters);
         let meter = meter::Meter::new(broker.config(), &counters, rate_limit::RateLimiter::client_name, clock);
         let scrubbers = inject::Scrubbers::default();
         let send = Metered::new(Authorized::new(broker.clone()), meter.clone());
-        let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns);
+        let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns, alerts.clone());
         let retried = RetryOn401::new(budgeted, broker.clone());
         let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());
         let caller = std::sync::Arc::default();
-        Self { broker, limiter, upstream, scrubbers, caller, mount: path::Mount::default(), counters, meter }
+        Self { broker, limiter, upstream, scrubbers, caller, mount: path::Mount::default(), counters, meter, alerts }
     }
 
     /// The relay answering below `mount` instead of [`MOUNT`]; its session
@@ -261,6 +265,15 @@ impl Relay {
         self.meter.answer(&record, response.status(), error.as_ref(), client);
         if let Some(flush) = self.meter.flush_if_due(&self.counters) {
             record.chores.add(flush);
+        }
+        if let Some(error) = &error {
+            error.alert(self.known_upstream(&record), &self.alerts);
+        }
+        // Last, so that it sends what this request noticed.
+        if self.alerts.spike_check_due() {
+            record.chores.add(spike::check(self.broker.clone(), self.alerts.clone()));
+        } else if let Some(chore) = self.alerts.chore() {
+            record.chores.add(chore);
         }
         let settings = self.broker.config();
         let deadline = settings.cache.lock_lease.max(settings.relay.timeout) + CHORES_MARGIN;
@@ -403,6 +416,11 @@ impl Relay {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
+    }
+
+    /// The configured upstream `record` names: alerts never key on a name a visitor made up.
+    fn known_upstream<'r>(&self, record: &'r Record<'_>) -> Option<&'r str> {
+        record.upstream.as_deref().filter(|name| self.broker.config().upstreams.contains_key(*name))
     }
 
     /// Decides `out` against its rate limit for `ip`, or with `caller` for

@@ -96,6 +96,8 @@ pub(super) struct Share {
     pub(super) key: String,
     pub(super) until_ms: u64,
     pub(super) ttl: Duration,
+    /// Whether it is the route's own cooldown, not the whole upstream's.
+    pub(super) on_route: bool,
 }
 
 impl Cooldowns {
@@ -170,7 +172,7 @@ impl Cooldowns {
             wait_ms = millis(wait.time),
             "upstream asked to wait; no instance calls it there until then"
         );
-        Some(Share { key: c.key.clone(), until_ms, ttl: wait.time })
+        Some(Share { key: c.key.clone(), until_ms, ttl: wait.time, on_route: own.is_some() })
     }
 
     /// The cooldowns covering `route` of `upstream`.

@@ -13,6 +13,7 @@
 //! every caller to wait.
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
+use crate::alerts::{Alerts, Window};
 use crate::broker::Broker;
 use crate::relay::budgets::Budgets;
 use crate::relay::counter::Verdict;
@@ -28,11 +29,18 @@ pub(in crate::relay) struct Budgeted<S> {
     broker: Broker,
     budgets: Budgets,
     cooldowns: Cooldowns,
+    alerts: Alerts,
 }
 
 impl<S> Budgeted<S> {
-    pub(in crate::relay) fn new(inner: S, broker: Broker, budgets: Budgets, cooldowns: Cooldowns) -> Self {
-        Self { inner, broker, budgets, cooldowns }
+    pub(in crate::relay) fn new(
+        inner: S,
+        broker: Broker,
+        budgets: Budgets,
+        cooldowns: Cooldowns,
+        alerts: Alerts,
+    ) -> Self {
+        Self { inner, broker, budgets, cooldowns, alerts }
     }
 
     /// Admits one call of `out` to its upstream, or says why not: the
@@ -68,19 +76,21 @@ impl<S> Budgeted<S> {
         }
     }
 
-    /// Logs the budgets' crossings of 80% and 100% this instance noticed
-    /// (in this call's count, or a sync before it): each is noticed once
-    /// across instances.
+    /// Logs and alerts the budgets' crossings of 80% and 100% this instance
+    /// noticed (in this call's count, or a sync before it): each is noticed
+    /// once across instances.
     fn report_crossings(&self) {
         for crossing in self.budgets.take_crossings() {
-            let route = crossing.route.as_deref().unwrap_or("*");
+            let route = crossing.route.as_deref();
             tracing::warn!(
                 upstream = crossing.upstream,
-                route,
+                route = route.unwrap_or("*"),
                 window = crossing.window,
                 percent = crossing.percent,
                 "a budget's calls passed a share of its window"
             );
+            let window = Window { number: crossing.window, length: crossing.per };
+            self.alerts.budget(&crossing.upstream, route, crossing.percent, crossing.requests, window);
         }
     }
 
@@ -90,6 +100,7 @@ impl<S> Budgeted<S> {
     fn heed(&self, out: &Outgoing<'_>, response: &reqwest::Response, cx: &mut Cx<'_>) {
         let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         let Some(share) = self.cooldowns.note(name, route, response.status(), response.headers()) else { return };
+        self.alerts.upstream_wait(name, share.on_route.then_some(route), share.ttl);
         let (broker, upstream) = (self.broker.clone(), name.to_owned());
         cx.chores.add(async move {
             if let Err(error) = broker.store().put(&share.key, Write::Plain(&share.until_ms.to_string()), share.ttl).await {
@@ -139,7 +150,7 @@ mod tests {
     fn budgeted(broker: &Broker, upstream: &Upstream) -> Budgeted<Upstream> {
         let cooldowns = Cooldowns::new(broker);
         let counters = Counters::new(broker.clone(), cooldowns.clone());
-        Budgeted::new(upstream.clone(), broker.clone(), Budgets::new(broker, &counters), cooldowns)
+        Budgeted::new(upstream.clone(), broker.clone(), Budgets::new(broker, &counters), cooldowns, Alerts::default())
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use std::sync::{Arc, Once};
 use super::counter::{Admission, Bound, Bucket, Counter, Counters, Limit};
 pub(super) use super::counter::{Counting, Verdict};
 use super::error::{Kind, RelayError};
+use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::config::relay::Per;
 use crate::store::Store;
@@ -40,7 +41,9 @@ pub(crate) struct RateLimiter {
 impl RateLimiter {
     /// The limits of `broker`'s config, each relayed upstream's own or
     /// `[relay] rate_limit`, registered on `counters`.
-    pub(crate) fn new(broker: &Broker, counters: &Counters) -> Self {
+    /// A window that meets more clients than an instance tracks is an
+    /// alert (`crowd`).
+    pub(crate) fn new(broker: &Broker, counters: &Counters, alerts: &Alerts) -> Self {
         let settings = &broker.config().relay;
         let limits = broker
             .config()
@@ -59,7 +62,7 @@ impl RateLimiter {
                         })
                     },
                     refusal: |retry_after| Kind::RateLimited { retry_after }.into(),
-                    bound: Some(crowd_bound(name)),
+                    bound: Some(crowd_bound(name, alerts.clone())),
                     admission: Admission::OnRecentCount,
                     on_added: None,
                 });
@@ -125,12 +128,13 @@ impl RateLimiter {
 }
 
 /// At most [`MAX_CLIENTS`] clients of `upstream` per window; the others are the crowd.
-fn crowd_bound(upstream: &str) -> Bound {
+fn crowd_bound(upstream: &str, alerts: Alerts) -> Bound {
     let upstream = upstream.to_owned();
     Bound {
         buckets: MAX_CLIENTS,
         overflow: Bucket::from(Client::Crowd),
         crowded: Box::new(move || {
+            alerts.crowd(&upstream, MAX_CLIENTS as u64);
             static SAID: Once = Once::new();
             SAID.call_once(|| {
                 tracing::warn!(
@@ -164,7 +168,7 @@ mod tests {
             upstash_url,
             token,
         );
-        RateLimiter::new(&broker, &Counters::new(broker.clone(), testing::NoReads))
+        RateLimiter::new(&broker, &Counters::new(broker.clone(), testing::NoReads), &Alerts::default())
     }
 
     impl RateLimiter {
@@ -226,7 +230,7 @@ mod tests {
     #[test]
     fn clients_past_the_bound_share_one_bucket_and_old_windows_make_room() {
         let mut tallies = HashMap::new();
-        let bound = crowd_bound("api");
+        let bound = crowd_bound("api", Alerts::default());
         let tracked = |tallies: &mut _, bucket, window, _upstream| tracked(tallies, bucket, window, Some(&bound));
         let v6 =
             |n: u128| Bucket::from(Client::of(Some(IpAddr::V6((0x2001_0db8_0001_u128 << 80 | n << 64).into())), 64));

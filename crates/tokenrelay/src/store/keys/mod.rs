@@ -4,6 +4,7 @@
 //! id or a client address in clear, nor a plain hash of one that could be
 //! confirmed by guessing.
 
+pub(crate) mod alert;
 pub(crate) mod cache;
 pub(crate) mod cooldown;
 pub(crate) mod counter;
