@@ -11,7 +11,7 @@
 //! tokenrelay-bench cache [--relay-bin PATH]
 //! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
 //! tokenrelay-bench caller [--quick] [--relay-bin PATH]
-//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process] [-c N] [-n REQUESTS] [--wrap CMD] …
+//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--wrap CMD] …
 //! ```
 //!
 //! The second form is the load generator alone, against any server; the

@@ -4,7 +4,7 @@
 //! instructions per request from a profiler run around the measured part.
 //!
 //! ```text
-//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process] [-c N] [-n REQUESTS] [--warmup REQUESTS]
+//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--warmup REQUESTS]
 //!                          [--wrap 'CMD ARGS'] [--before 'SHELL {pid}'] [--after 'SHELL {pid}'] [--slowest K]
 //! ```
 //!
@@ -29,13 +29,19 @@ use crate::procs::Spec;
 use crate::scenario::Functions;
 use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
 
-const USAGE: &str = "usage: tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process] [-c N] [-n REQUESTS]
+/// How long `--api cached` keeps an answer: the whole run.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+const USAGE: &str =
+    "usage: tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS]
                         [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
 
 struct Options {
     relay: PathBuf,
     jwt_api: PathBuf,
     jwt: bool,
+    /// The in-process API's route with the response cache: memory hits after the first.
+    cached: bool,
     concurrency: usize,
     requests: usize,
     warmup: usize,
@@ -73,6 +79,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         relay: std::env::current_exe()?.with_file_name("relay"),
         jwt_api: repo.join("bench/jwt-api/server.mjs"),
         jwt: true,
+        cached: false,
         concurrency: 1,
         requests: 5000,
         warmup: 500,
@@ -88,10 +95,11 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--relay-bin" => options.relay = value()?.into(),
             "--jwt-api" => options.jwt_api = value()?.into(),
             "--api" => {
-                options.jwt = match value()?.as_str() {
-                    "jwt" => true,
-                    "in-process" => false,
-                    other => anyhow::bail!("--api takes jwt or in-process, not {other:?}"),
+                (options.jwt, options.cached) = match value()?.as_str() {
+                    "jwt" => (true, false),
+                    "in-process" => (false, false),
+                    "cached" => (false, true),
+                    other => anyhow::bail!("--api takes jwt, in-process or cached, not {other:?}"),
                 }
             }
             "-c" => options.concurrency = value()?.parse().context("-c takes a number")?,
@@ -113,7 +121,8 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
     let world = World::start(servers).await?;
     let main = world.upstream(MAIN_TOKEN_LIFETIME).await?;
     let jwt_api = Spec::node("jwt-api", &options.jwt_api, world.jwt_api_env(), world.dir()).start(None).await?.instance;
-    let site = world.site(&main).upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
+    let site = if options.cached { world.cached_site(&main, CACHE_TTL) } else { world.site(&main) };
+    let site = site.upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
     let config = world.write_config("profile", &site)?;
     let functions = Functions { relay: Some(options.relay.clone()), ..Functions::default() };
     let mut spec = functions.relay(&world, &config).context("no relay binary")?;
@@ -146,7 +155,11 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut report = format!(
         "{sent} requests to {} on {} connections in {:.2} s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; relay CPU {:.1} µs per request\n",
-        if options.jwt { "the JWT-verifying API" } else { "the in-process API" },
+        match (options.jwt, options.cached) {
+            (true, _) => "the JWT-verifying API",
+            (false, false) => "the in-process API",
+            (false, true) => "the in-process API's cached route (memory hits)",
+        },
         options.concurrency,
         elapsed.as_secs_f64(),
         ms(p.p50),
