@@ -108,7 +108,7 @@ impl RelayHandler {
             }
         })
         .await;
-        let (parts, body) = answer.into_parts();
+        let (parts, mut body) = answer.into_parts();
         let mut headers = Vec::with_capacity(parts.headers.len() * 2);
         for (name, value) in &parts.headers {
             headers.push(name.as_str().to_owned());
@@ -116,10 +116,8 @@ impl RelayHandler {
         }
         // A complete body crosses with the head, in one crossing, instead
         // of one `read` per chunk and one for its end.
-        let (whole, body) = match body.into_whole() {
-            Ok(whole) => (Some(whole), None),
-            Err(body) => (None, Some(body)),
-        };
+        let whole = body.take_whole();
+        let body = whole.is_none().then_some(body);
         RelayAnswer { status: parts.status.as_u16(), headers, whole, body: Mutex::new(body) }
     }
 }
@@ -202,7 +200,7 @@ fn latin1(value: &str) -> Result<HeaderValue, http::Error> {
 }
 
 /// The relay's answer: status and headers at once; the body whole with
-/// them when it was complete ([`Body::into_whole`]), else read chunk by chunk.
+/// them when it was complete ([`Body::take_whole`]), else read chunk by chunk.
 #[napi]
 pub struct RelayAnswer {
     status: u16,

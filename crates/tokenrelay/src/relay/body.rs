@@ -104,15 +104,16 @@ impl Body {
 }
 
 impl Body {
-    /// The whole body, when it is in memory and nothing is left to wait for
-    /// (no chores: it has a known length), for a shell that can then send it
-    /// in one piece with the head; else the body itself, to stream.
-    pub fn into_whole(self) -> Result<Bytes, Self> {
+    /// Takes the whole body, when it is in memory and nothing is left to
+    /// wait for (no chores: it has a known length), for a shell that can then
+    /// send it in one piece with the head; the body is then at its end.
+    /// `None` for any other body, left as it was, to stream.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
         match self {
             Body { kind: BodyKind::Full(bytes), chores: None, drained: false, failed: None } => {
-                Ok(bytes.unwrap_or_default())
+                Some(bytes.take().unwrap_or_default())
             }
-            body => Err(body),
+            _ => None,
         }
     }
 }
@@ -264,14 +265,15 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_complete_body_with_nothing_to_wait_for_is_whole() {
-        let primed = upstream(vec![b"{\"a\":", b"1}"]).primed(false).await.unwrap();
-        assert_eq!(primed.into_whole().ok().unwrap(), &b"{\"a\":1}"[..]);
-        let streamed = upstream(vec![b"data: 1\n\n"]).primed(true).await.unwrap();
-        assert!(streamed.into_whole().is_err(), "an event stream streams");
+        let mut primed = upstream(vec![b"{\"a\":", b"1}"]).primed(false).await.unwrap();
+        assert_eq!(primed.take_whole().unwrap(), &b"{\"a\":1}"[..]);
+        assert!(primed.is_end_stream(), "taken");
+        let mut streamed = upstream(vec![b"data: 1\n\n"]).primed(true).await.unwrap();
+        assert!(streamed.take_whole().is_none(), "an event stream streams");
         let chores = crate::relay::chores::Chores::default();
         chores.add(async {});
-        let pending = Body::full(Bytes::from_static(b"ok")).ending_after(chores.finish(Duration::from_secs(1)));
-        let pending = pending.into_whole().err().expect("a chore pending: the body ends after it");
+        let mut pending = Body::full(Bytes::from_static(b"ok")).ending_after(chores.finish(Duration::from_secs(1)));
+        assert!(pending.take_whole().is_none(), "a chore pending: the body ends after it");
         assert_eq!(pending.collect().await.unwrap().to_bytes(), &b"ok"[..]);
     }
 
