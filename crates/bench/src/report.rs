@@ -370,7 +370,7 @@ fn store_rows(r: &Results, rows: &mut Vec<Row>) {
 
     let steady = r.hot.relay_cost;
     let split = |all: f64, token: f64| {
-        format!("{all:.4}: {token:.4} for the token, {:.4} for the rate limit (its syncs)", all - token)
+        format!("{all:.4}: {token:.4} for the token, {:.4} for the counts (rate-limit and budget syncs)", all - token)
     };
     rows.push(
         Row::info(

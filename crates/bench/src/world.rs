@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper::header::HeaderValue;
-use testkit::config::{RateLimit, RouteCache, RouteConfig, SiteConfig, UpstreamConfig, oauth2, route};
+use testkit::config::{Budget, RateLimit, RouteCache, RouteConfig, SiteConfig, UpstreamConfig, oauth2, route};
 use testkit::{ApiServer, RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
 use tokio::runtime::Handle;
 
@@ -40,6 +40,11 @@ const CLIENT_SECRET: &str = "bench-secret";
 /// show as they would in production.
 const UNREACHABLE_RATE_LIMIT: u32 = u32::MAX;
 const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(60);
+/// The upstream's budget of calls a day: far from its end in any run, so
+/// that the warm path shows what a budget costs when it is not near (its
+/// syncs count calls ahead, as a chore, at most once an interval).
+const FAR_BUDGET: u64 = 1_000_000_000;
+const BUDGET_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// Redis, Upstash REST in front of it, and the encryption key of the store.
 pub struct World {
@@ -90,7 +95,8 @@ impl World {
     }
 
     /// The bench's `tokenrelay.toml` for `upstream`: upstream [`UPSTREAM`]
-    /// relaying `GET /search/**` and `GET /slow`, under a rate limit out of reach.
+    /// relaying `GET /search/**` and `GET /slow`, under a rate limit out of
+    /// reach and a budget far from its end.
     pub fn site(&self, upstream: &Upstream) -> SiteConfig {
         self.site_with(upstream, search_route())
     }
@@ -104,10 +110,9 @@ impl World {
         let token = oauth2(upstream.tokens.url(), CLIENT_ID_VAR, CLIENT_SECRET_VAR);
         SiteConfig::new()
             .relay_settings(|r| r.rate_limit(RateLimit::new(UNREACHABLE_RATE_LIMIT, RATE_LIMIT_WINDOW)))
-            .upstream(
-                UpstreamConfig::new(UPSTREAM, upstream.api.url(), token)
-                    .relay(|r| r.route(search).route(route(SLOW).methods(["GET"]))),
-            )
+            .upstream(UpstreamConfig::new(UPSTREAM, upstream.api.url(), token).relay(|r| {
+                r.budget(Budget::new(FAR_BUDGET, BUDGET_WINDOW)).route(search).route(route(SLOW).methods(["GET"]))
+            }))
     }
 
     /// Writes `site` as `<name>.toml` in [`dir`](Self::dir).
@@ -161,28 +166,14 @@ impl World {
     }
 
     /// Starts counting store round trips from zero.
-    ///
-    /// Redis' counters first: a background rate-limit sync landing between
-    /// the two resets then counts as an `INCRBY` without its request, never
-    /// as a request without its `INCRBY` (a phantom token round trip).
     pub async fn reset_store_count(&self) -> anyhow::Result<()> {
-        let mut redis = self.upstash.redis_client().get_multiplexed_async_connection().await?;
-        redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut redis).await?;
         self.upstash.reset_counts();
         Ok(())
     }
 
     /// Store round trips since [`reset_store_count`](Self::reset_store_count).
     pub async fn store_count(&self) -> anyhow::Result<StoreCount> {
-        let requests = self.upstash.requests();
-        let mut redis = self.upstash.redis_client().get_multiplexed_async_connection().await?;
-        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis).await?;
-        let rate_limit = stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_incrby:calls="))
-            .and_then(|rest| rest.split(',').next()?.parse().ok())
-            .unwrap_or(0);
-        Ok(StoreCount { requests, rate_limit })
+        Ok(StoreCount { requests: self.upstash.requests(), counts: self.upstash.counting_requests() })
     }
 
     /// Empties Redis (uncounted: straight to Redis, not through Upstash REST).
@@ -195,26 +186,28 @@ impl World {
 
 /// Upstash REST requests, split by purpose.
 ///
-/// The relay's rate limit adds its counts to the store in the background, one
-/// pipelined round trip per second with one `INCRBY` per counter (Redis counts
-/// them in `INFO commandstats`); the token path never increments anything.
-/// The bench has one client (127.0.0.1), so each `INCRBY` is one rate-limit
-/// round trip, and the rest are token round trips.
+/// The relay adds to its shared counters (the rate limit's, the budget's) in
+/// round trips of their own: syncs, at most one an interval as a chore of a
+/// request, and the counts a request waits for (a client's first request of
+/// a window on an instance, a budget's call with nothing counted ahead).
+/// upstash-local counts the requests that add to a counter; the token path
+/// never does, so the rest are token round trips.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StoreCount {
     pub requests: u64,
-    pub rate_limit: u64,
+    /// Round trips that added to the shared counters.
+    pub counts: u64,
 }
 
 impl StoreCount {
     /// Round trips for the token: reads, locks, writes.
     pub fn token(&self) -> u64 {
-        self.requests.saturating_sub(self.rate_limit)
+        self.requests.saturating_sub(self.counts)
     }
 
     pub fn add(&mut self, other: StoreCount) {
         self.requests += other.requests;
-        self.rate_limit += other.rate_limit;
+        self.counts += other.counts;
     }
 }
 

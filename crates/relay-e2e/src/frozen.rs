@@ -12,7 +12,7 @@ use crate::cache_checks::QueryPassing;
 use crate::fixture::Fixture;
 use crate::http::{Shell, Visitor};
 use crate::scenarios::Figures;
-use crate::{Logs, budget_checks, cache_checks, caller_checks, checks};
+use crate::{Logs, budget_checks, cache_checks, caller_checks, checks, secret_checks};
 
 /// Processes sharing the store in the checklist, as concurrent instances would.
 const CHECKLIST_INSTANCES: usize = 4;
@@ -147,6 +147,9 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     checks::a_repeated_client_ip_header_counts_its_first_address(&shells[2], &fx)
         .await
         .context("repeated client-IP header")?;
+    secret_checks::a_refused_current_secret_falls_back_to_the_previous_one(&shells, &fx, &logs)
+        .await
+        .context("secret rotation")?;
     // The front passes the query as sent, as Vercel and Netlify's `rawQuery` do.
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;
@@ -213,7 +216,7 @@ macro_rules! frozen_suite {
         use std::time::Duration;
 
         use $crate::frozen::{Platform, checklist, measured};
-        use $crate::scenarios::{self, RateLimitPlan, RevalidatePlan, RotationPlan, StampedePlan};
+        use $crate::scenarios::{self, BurstPlan, RateLimitPlan, RevalidatePlan, RotationPlan, StampedePlan};
         use $crate::{Freeze, UpstashServer, bounded};
 
         fn platform() -> Platform {
@@ -262,6 +265,15 @@ macro_rules! frozen_suite {
             let platform = platform();
             let rate_limit = scenarios::rate_limit(&platform, Freeze::On, RateLimitPlan::default());
             bounded(Duration::from_secs(60), measured(rate_limit)).await;
+        }
+
+        /// Issue 27's measure: a budget of 20 met by 60 requests over 4
+        /// instances, each sent as soon as the last answered.
+        #[tokio::test]
+        async fn a_burst_over_frozen_instances_stays_within_the_budget() {
+            let platform = platform();
+            let burst = scenarios::budget_burst(&platform, Freeze::On, BurstPlan::default());
+            bounded(Duration::from_secs(60), measured(burst)).await;
         }
 
         #[tokio::test]

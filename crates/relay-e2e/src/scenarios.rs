@@ -10,6 +10,8 @@
 //! - [`cold_path`]: store round trips of a cold instance's first request.
 //! - [`stampede`]: token fetches and the slowest answer when a crowd meets
 //!   cold instances at once.
+//! - [`budget_burst`]: upstream calls when a burst over every instance meets
+//!   a budget.
 //!
 //! The rotation and stampede plans name the [`UpstashServer`] in front of the
 //! store: Upstash's behaviour, or a plain-Redis proxy such as SRH.
@@ -20,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::ensure;
 use testkit::freeze::Freeze;
 
-use crate::fixture::{Fixture, METERED_REQUESTS, METERED_WINDOW, TokenSchedule, UpstashServer};
+use crate::fixture::{
+    CEILING_CALLS, CEILING_WINDOW, Fixture, METERED_REQUESTS, METERED_WINDOW, TokenSchedule, UpstashServer,
+};
 use crate::frozen::Platform;
 use crate::{Logs, Shell};
 
@@ -37,6 +41,11 @@ const METERED_VISITOR: u8 = 40;
 /// Requests admitted over the limit that the targets tolerate: the
 /// instances' counts meet in the store, not at once.
 pub const OVER_ADMISSION_ALLOWED: u32 = 2;
+/// The `ceiling` upstream's relayed route, below which the burst's requests go.
+const CEILING: &str = "/api/relay/ceiling/echo/burst";
+/// Upstream calls over the budget that the targets tolerate (issue 27: at
+/// most 24 for a budget of 20); the relay's own bound is none over.
+pub const BUDGET_OVERSHOOT_ALLOWED: u64 = 4;
 /// A scenario starting this close to the end of a rate-limit window waits
 /// for the next one, so that all its requests count in one.
 const WINDOW_SLACK: Duration = Duration::from_secs(5);
@@ -519,4 +528,125 @@ pub async fn stampede_on(shells: &[Shell], fx: &Fixture, crowd: Crowd) -> Stampe
         fetches: fx.tokens.calls(),
         latencies: outcomes.into_iter().map(|(_, took)| took).collect(),
     }
+}
+
+/// The budget scenario: `requests` spread evenly over the instances, each
+/// instance's share sent one after another as fast as it answers, all
+/// instances at once.
+#[derive(Clone, Copy, Debug)]
+pub struct BurstPlan {
+    pub requests: usize,
+}
+
+impl Default for BurstPlan {
+    /// 60 requests against a budget of [`CEILING_CALLS`] (issue 27's measure).
+    fn default() -> Self {
+        Self { requests: 60 }
+    }
+}
+
+#[derive(Debug)]
+pub struct BurstFigures {
+    pub instances: usize,
+    pub requests: usize,
+    pub budget: u64,
+    /// Calls the API received.
+    pub upstream_calls: u64,
+    /// Answers 200.
+    pub answered: u64,
+    /// Answers 503 `budget_exhausted` with a `Retry-After` within the window.
+    pub refused: u64,
+    /// Any other answer, or none.
+    pub other: Vec<String>,
+    pub latencies: Vec<Duration>,
+}
+
+impl fmt::Display for BurstFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "budget burst: {} upstream calls for {} requests over {} instances against a budget of {} \
+             ({} answered, {} refused budget_exhausted, {} other)",
+            self.upstream_calls,
+            self.requests,
+            self.instances,
+            self.budget,
+            self.answered,
+            self.refused,
+            self.other.len()
+        )
+    }
+}
+
+impl Figures for BurstFigures {
+    fn meets_target(&self) -> anyhow::Result<()> {
+        let most = self.budget + BUDGET_OVERSHOOT_ALLOWED;
+        ensure!(self.upstream_calls <= most, "at most {most} upstream calls: {self}");
+        ensure!(self.other.is_empty(), "every answer is 200 or budget_exhausted: {self}: {:?}", self.other);
+        ensure!(self.answered == self.upstream_calls, "each answer 200 is one call: {self}");
+        // Calls an instance counted ahead and never made are lost to the
+        // window; here each instance makes calls until its share ends.
+        ensure!(self.upstream_calls >= self.budget / 2, "the budget's calls are made: {self}");
+        Ok(())
+    }
+
+    fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+}
+
+/// A burst over every instance against the `ceiling` upstream's budget.
+pub async fn budget_burst(platform: &Platform, freeze: Freeze, plan: BurstPlan) -> anyhow::Result<BurstFigures> {
+    let fx = Fixture::start().await?;
+    let logs = Logs::default();
+    let deployment = platform.deploy(&fx, INSTANCES, freeze, &logs).await?;
+    let shells = deployment.instances();
+    // Windows are aligned to the epoch: start early enough in one (pacing, not synchronisation).
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let left = CEILING_WINDOW - Duration::from_millis((since_epoch.as_millis() % CEILING_WINDOW.as_millis()) as u64);
+    if left < WINDOW_SLACK * 2 {
+        tokio::time::sleep(left).await;
+    }
+    let share = |i: usize| {
+        let shell = &shells[i];
+        async move {
+            let mut outcomes = Vec::new();
+            for n in (i..plan.requests).step_by(INSTANCES) {
+                let started = Instant::now();
+                let reply = shell.get_as(50 + (n % 8) as u8, &format!("{CEILING}/{n}")).await;
+                outcomes.push((reply, started.elapsed()));
+            }
+            outcomes
+        }
+    };
+    let outcomes = futures_util::future::join_all((0..shells.len()).map(share)).await;
+    let mut figures = BurstFigures {
+        instances: shells.len(),
+        requests: plan.requests,
+        budget: CEILING_CALLS,
+        upstream_calls: fx.api.requests().iter().filter(|r| r.uri.starts_with("/v3/echo/burst/")).count() as u64,
+        answered: 0,
+        refused: 0,
+        other: Vec::new(),
+        latencies: Vec::new(),
+    };
+    for (reply, took) in outcomes.into_iter().flatten() {
+        figures.latencies.push(took);
+        match reply {
+            Ok(r) if r.status == 200 => figures.answered += 1,
+            Ok(r) if budget_refusal(&r) => figures.refused += 1,
+            Ok(r) => figures.other.push(format!("{} {}", r.status, r.text())),
+            Err(e) => figures.other.push(format!("{e:#}")),
+        }
+    }
+    Ok(figures)
+}
+
+/// A 503 `budget_exhausted` whose `Retry-After` is within the budget's window.
+fn budget_refusal(reply: &crate::Reply) -> bool {
+    let code = reply.json().ok().and_then(|j| j["error"]["code"].as_str().map(str::to_owned));
+    let retry_after = reply.header("retry-after").and_then(|v| v.parse::<u64>().ok());
+    reply.status == 503
+        && code.as_deref() == Some("budget_exhausted")
+        && retry_after.is_some_and(|s| (1..=CEILING_WINDOW.as_secs()).contains(&s))
 }

@@ -57,7 +57,14 @@ impl Upstash {
         self.handle.requests()
     }
 
-    /// Sets [`commands`](Self::commands) and [`requests`](Self::requests) back to zero.
+    /// HTTP requests that added to a counter (a rate limit's, a budget's…),
+    /// however many counters each added to.
+    pub fn counting_requests(&self) -> u64 {
+        self.handle.counting_requests()
+    }
+
+    /// Sets [`commands`](Self::commands), [`requests`](Self::requests) and
+    /// [`counting_requests`](Self::counting_requests) back to zero.
     pub fn reset_counts(&self) {
         self.handle.reset_counts();
     }

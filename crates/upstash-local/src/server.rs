@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::command::{self, BodyError, ScriptFlags};
+use crate::command::{self, BodyError, Command, ScriptFlags};
 use crate::reply::{Encoding, entry_json, to_json};
 use crate::store::{Store, StoreError, Timeouts};
 
@@ -141,10 +141,18 @@ impl Handle {
         self.counts.commands.load(Ordering::Relaxed)
     }
 
-    /// Sets both counters back to zero.
+    /// HTTP requests that added to a counter: an `INCRBY`, alone or in a
+    /// script (`EVAL`), anywhere in the request. A round trip that adds to
+    /// several counters counts once.
+    pub fn counting_requests(&self) -> u64 {
+        self.counts.counting.load(Ordering::Relaxed)
+    }
+
+    /// Sets every counter back to zero.
     pub fn reset_counts(&self) {
         self.counts.requests.store(0, Ordering::Relaxed);
         self.counts.commands.store(0, Ordering::Relaxed);
+        self.counts.counting.store(0, Ordering::Relaxed);
     }
 
     /// Stops accepting requests and waits (up to 5 s) for in-flight ones to finish.
@@ -172,6 +180,25 @@ impl Drop for Handle {
 struct Counts {
     requests: AtomicU64,
     commands: AtomicU64,
+    counting: AtomicU64,
+}
+
+impl Counts {
+    /// Counts `commands` of one request, and the request among those that
+    /// add to a counter if one of them does.
+    fn served(&self, commands: &[Command]) {
+        self.commands.fetch_add(commands.len() as u64, Ordering::Relaxed);
+        if commands.iter().any(adds_to_a_counter) {
+            self.counting.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `INCRBY`, or a script that calls it.
+fn adds_to_a_counter(command: &Command) -> bool {
+    let name = command.name().to_ascii_uppercase();
+    let mentions = |arg: &Vec<u8>| arg.windows(6).any(|w| w.eq_ignore_ascii_case(b"INCRBY"));
+    name == "INCRBY" || (name == "EVAL" && command.0.get(1).is_some_and(mentions))
 }
 
 struct AppState {
@@ -221,7 +248,7 @@ async fn single(State(state): State<Shared>, headers: HeaderMap, body: RawBody) 
         Ok(command) => command,
         Err(err) => return bad_body(err),
     };
-    state.counts.commands.fetch_add(1, Ordering::Relaxed);
+    state.counts.served(std::slice::from_ref(&command));
     match state.store.run(&command).await {
         Ok(Ok(value)) => ok(json!({ "result": to_json(value, encoding) })),
         Ok(Err(message)) => error(StatusCode::BAD_REQUEST, &message),
@@ -243,7 +270,7 @@ async fn batch(State(state): State<Shared>, headers: HeaderMap, body: Bytes, ato
         Ok(commands) => commands,
         Err(err) => return bad_body(err),
     };
-    state.counts.commands.fetch_add(commands.len() as u64, Ordering::Relaxed);
+    state.counts.served(&commands);
     match state.store.run_batch(&commands, atomic).await {
         Ok(outcomes) => ok(Json::Array(outcomes.into_iter().map(|outcome| entry_json(outcome, encoding)).collect())),
         Err(err) => store_error(err),

@@ -313,6 +313,24 @@ async fn counts_requests_and_commands_separately() {
 }
 
 #[tokio::test]
+async fn counts_the_requests_that_add_to_a_counter_once_each() {
+    bounded(async {
+        let (_redis, up) = setup().await?;
+        let script = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+        run(&up, json!(["INCRBY", "a", "1"])).await?;
+        call(&up, "/pipeline", json!([["EVAL", script, "1", "a", "2"], ["EVAL", script, "1", "b", "1"]]), false)
+            .await?;
+        run(&up, json!(["GET", "a"])).await?;
+        run(&up, json!(["EVAL", "return 1", "0"])).await?;
+        assert_eq!((up.requests(), up.counting_requests()), (4, 2), "two of four requests added, one to two counters");
+        up.reset_counts();
+        assert_eq!(up.counting_requests(), 0);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn redis_outage_answers_503_quickly_then_recovers() {
     bounded(async {
         let (mut redis, up) = setup().await?;

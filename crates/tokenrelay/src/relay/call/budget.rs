@@ -4,11 +4,13 @@
 //! ([`Budgets::spend`]). Only calls count: a cache hit never gets here, and
 //! a 401's retry is a second call.
 //!
-//! Like a rate limit, a budget is decided in memory on a count learned less
-//! than [`SYNC_INTERVAL`](crate::relay::counter::SYNC_INTERVAL) ago, else
-//! counted in the store on the call's path (reading the upstream's cooldown
-//! in the same round trip); syncs run as chores of the request. After the
-//! call, the answer says whether the upstream asks every caller to wait.
+//! A budget is a ceiling: a call is admitted in memory only out of calls
+//! this instance counted in the store ahead, else counted in the store
+//! before it is made: in a cold request's round trip ([`Call::plan`]), or on
+//! the call's path (reading the upstream's cooldown in the same round
+//! trip). Syncs, which count ahead at the instance's pace, run as chores of
+//! the request. After the call, the answer says whether the upstream asks
+//! every caller to wait.
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::broker::Broker;
@@ -39,7 +41,9 @@ impl<S> Budgeted<S> {
     async fn admit(&self, out: &Outgoing<'_>, cx: &mut Cx<'_>) -> Result<(), RelayError> {
         let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         self.cooldowns.check(name, route)?;
-        match self.budgets.spend(name, route)? {
+        let verdict = self.budgets.spend(name, route);
+        self.report_crossings();
+        match verdict? {
             Verdict::Admitted(sync) => {
                 if let Some(sync) = sync {
                     cx.chores.add(sync);
@@ -51,12 +55,30 @@ impl<S> Budgeted<S> {
                 match self.broker.store().count(counting.counts(), &Read::plain_all(&keys)).await {
                     Ok(read) => {
                         self.cooldowns.learn(&keys, &read.values.into_plain());
-                        self.budgets.settle(counting, Some(read.totals))?;
+                        let settled = self.budgets.settle(counting, Some(read.totals));
+                        self.report_crossings();
+                        settled?;
                         self.cooldowns.check(name, route)
                     }
                     Err(_) => self.budgets.settle(counting, None),
                 }
             }
+        }
+    }
+
+    /// Logs the budgets' crossings of 80% and 100% this instance noticed
+    /// (in this call's count, or a sync before it): each is noticed once
+    /// across instances.
+    fn report_crossings(&self) {
+        for crossing in self.budgets.take_crossings() {
+            let route = crossing.route.as_deref().unwrap_or("*");
+            tracing::warn!(
+                upstream = crossing.upstream,
+                route,
+                window = crossing.window,
+                percent = crossing.percent,
+                "a budget's calls passed a share of its window"
+            );
         }
     }
 
@@ -85,12 +107,17 @@ impl<S: Call> Call for Budgeted<S> {
     }
 
     fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
-        plan.cooldowns.extend(self.cooldowns.key(out.upstream.name(), out.route.pattern.as_str()));
+        let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
+        plan.cooldowns.extend(self.cooldowns.key(name, route));
+        plan.ahead = self.budgets.count_ahead(name, route);
         self.inner.plan(out, plan);
     }
 
     fn learn(&self, out: &Outgoing<'_>, read: &mut ColdRead) {
         self.cooldowns.learn(&self.cooldowns.key(out.upstream.name(), out.route.pattern.as_str()), &read.cooldowns);
+        if let Some((counting, totals)) = read.ahead.take() {
+            self.budgets.counted_ahead(&counting, totals);
+        }
         self.inner.learn(out, read);
     }
 }
@@ -133,6 +160,63 @@ routes = [{ path = "/x" }]"#,
         assert_eq!((refused.code(), refused.status().as_u16()), ("budget_exhausted", 503));
         assert!(refused.to_response::<bytes::Bytes>().headers().contains_key(http::header::RETRY_AFTER));
         assert_eq!(upstream.calls(), 2, "a refused call never reaches the upstream");
+    }
+
+    /// Issue 27's measure, in one process: instances sharing a store, each
+    /// warm (it learned the shared count a moment ago), met by a burst all
+    /// at once. Deciding in memory on a recent count, each would admit the
+    /// whole budget; out of an allowance counted ahead, they admit it once
+    /// between them.
+    #[tokio::test]
+    async fn warm_instances_sharing_a_store_never_pass_the_budget_in_a_burst() {
+        const BUDGET: usize = 20;
+        const INSTANCES: usize = 4;
+        let dir = tempfile::tempdir().unwrap();
+        let relay = format!("budget = {{ requests = {BUDGET}, per = \"1h\" }}\nroutes = [{{ path = \"/x\" }}]");
+        let upstream = Upstream::answering(&[OK]);
+        let brokers: Vec<Broker> = (0..INSTANCES).map(|_| stand_in::broker(dir.path(), &relay)).collect();
+        let layers: Vec<_> = brokers.iter().map(|b| budgeted(b, &upstream)).collect();
+        let mut trace = Trace::default();
+        for (layer, broker) in layers.iter().zip(&brokers) {
+            layer.call(&stand_in::outgoing(broker, &["x"], Method::GET), &mut trace.cx()).await.expect("a first call");
+        }
+        let burst = (0..3 * BUDGET).map(|i| {
+            let (layer, broker) = (&layers[i % INSTANCES], &brokers[i % INSTANCES]);
+            async move {
+                let mut trace = Trace::default();
+                let out = stand_in::outgoing(broker, &["x"], Method::GET);
+                let result = layer.call(&out, &mut trace.cx()).await.map(|_| ());
+                if let Some(chores) = std::mem::take(&mut trace.chores).finish(std::time::Duration::from_secs(5)) {
+                    chores.await;
+                }
+                result
+            }
+        });
+        let results = futures_util::future::join_all(burst).await;
+        assert_eq!(upstream.calls(), BUDGET, "the upstream got the budget's calls, none more");
+        for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(refused.code(), "budget_exhausted");
+            assert!(refused.to_response::<bytes::Bytes>().headers().contains_key(http::header::RETRY_AFTER));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cold_request_counts_its_call_ahead_in_the_round_trip_it_makes_anyway() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker =
+            stand_in::broker(dir.path(), "budget = { requests = 5, per = \"1h\" }\nroutes = [{ path = \"/x\" }]");
+        let upstream = Upstream::answering(&[OK]);
+        let layer = budgeted(&broker, &upstream);
+        let out = stand_in::outgoing(&broker, &["x"], Method::GET);
+        assert!(matches!(layer.budgets.spend("api", "/x"), Ok(Verdict::Count(_))), "no allowance: to the store");
+        let mut plan = ColdPlan::default();
+        layer.plan(&out, &mut plan);
+        assert!(plan.ahead.is_some(), "the cold round trip counts the budget's call");
+        let mut read = plan.read(broker.store(), &[]).await.unwrap();
+        layer.learn(&out, &mut read);
+        let Ok(Verdict::Admitted(_)) = layer.budgets.spend("api", "/x") else {
+            panic!("the call is admitted out of what the round trip counted, with no store call of its own");
+        };
     }
 
     /// An upstream whose refusals cover it all (`cooldown = "upstream"`).

@@ -15,7 +15,8 @@
 //! A cold request makes one store round trip anyway (its rate-limit count):
 //! every layer adds to it what it would read ([`Call::plan`]) and takes
 //! back its part ([`Call::learn`]), so a cold instance reads token, cached
-//! answer and cooldown in that one trip.
+//! answer and cooldown in that one trip, and counts its budget's calls
+//! ahead in it.
 
 mod authorized;
 mod budget;
@@ -24,6 +25,7 @@ mod retry;
 use std::future::Future;
 
 use super::chores::Chores;
+use super::counter::Counting;
 use super::error::RelayError;
 use super::outgoing::Outgoing;
 use super::timing::Timing;
@@ -69,6 +71,8 @@ pub(super) struct ColdPlan<'a> {
     pub(super) token: Option<&'a TokenKeys>,
     pub(super) cache: Option<CacheKeys>,
     pub(super) cooldowns: Vec<&'a str>,
+    /// A budget's calls to count ahead (`relay::budgets`).
+    pub(super) ahead: Option<Counting>,
 }
 
 /// What a cold request's one round trip brought back, for each layer to
@@ -80,22 +84,33 @@ pub(super) struct ColdRead {
     pub(super) cache: Option<CacheState>,
     /// The values of the cooldown keys asked for, in order.
     pub(super) cooldowns: Vec<Option<String>>,
+    /// The budget's count ahead, with the store's totals for it.
+    pub(super) ahead: Option<(Counting, Vec<u64>)>,
 }
 
 impl ColdPlan<'_> {
-    /// Adds `counts` and reads what the layers asked for, in one round trip.
-    pub(super) async fn read(&self, store: &Store, counts: &[Count]) -> Result<ColdRead, StoreError> {
+    /// Adds `counts` (and the layers' own) and reads what the layers asked
+    /// for, in one round trip.
+    pub(super) async fn read(self, store: &Store, counts: &[Count]) -> Result<ColdRead, StoreError> {
         let token = self.token.map(TokenKeys::reads);
         let cache = self.cache.as_ref().map(CacheKeys::reads);
         let reads: Vec<Read<'_>> = (token.iter().flatten().copied())
             .chain(cache.iter().flatten().copied())
             .chain(self.cooldowns.iter().copied().map(Read::plain))
             .collect();
-        let mut counted = store.count(counts, &reads).await?;
+        let ahead = self.ahead.as_ref().map_or(&[][..], Counting::counts);
+        let mut counted = store.count(&[counts, ahead].concat(), &reads).await?;
+        let ahead_totals = counted.totals.split_off(counts.len().min(counted.totals.len()));
         let values = &mut counted.values;
         let token = token.map(|_| TokenKeys::state(values));
         let cache = cache.map(|_| CacheKeys::state(values));
-        Ok(ColdRead { totals: counted.totals, token, cache, cooldowns: counted.values.into_plain() })
+        Ok(ColdRead {
+            totals: counted.totals,
+            token,
+            cache,
+            cooldowns: counted.values.into_plain(),
+            ahead: self.ahead.map(|counting| (counting, ahead_totals)),
+        })
     }
 }
 

@@ -27,20 +27,27 @@
 //! loses nothing: it syncs on its next request.
 //!
 //! # Over-admission bound
-//! An instance never admits more than `requests` per bucket and window by
-//! itself: its own admissions are part of the sum it checks, and it decides
-//! in memory only on a shared count at most [`SYNC_INTERVAL`] old. So with
-//! `N` instances a bucket gets at most `requests` plus what the other
-//! instances admitted to it in memory within one interval before their
-//! sync reached the store. Without a store (unreachable), each instance
-//! enforces the limit alone: at most `N × requests`. Windows are fixed, so
-//! a bucket can take up to twice the limit around a window boundary.
+//! A limit says how an instance may admit in memory ([`Admission`]).
+//! - On a recent count (rate limits): an instance never admits more than
+//!   `requests` per bucket and window by itself: its own admissions are part
+//!   of the sum it checks, and it decides in memory only on a shared count
+//!   at most [`SYNC_INTERVAL`] old. So with `N` instances a bucket gets at
+//!   most `requests` plus what the other instances admitted to it in memory
+//!   within one interval before their sync reached the store.
+//! - Out of an allowance (budgets, `allowance`): none over `requests`,
+//!   whatever `N` and the pace, since every admission was counted in the
+//!   store first.
+//!
+//! Without a store (unreachable), each instance enforces the limit alone:
+//! at most `N × requests`. Windows are fixed, so a bucket can take up to
+//! twice the limit around a window boundary.
 //!
 //! # Store outage
 //! A failed count or sync keeps the counts for the next one (logged as a
 //! warning), tried again after an interval; every instance keeps enforcing
 //! the limits on what it knows.
 
+mod allowance;
 mod sync;
 
 use std::collections::HashMap;
@@ -52,6 +59,7 @@ use super::error::RelayError;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::store::Store;
+pub(crate) use allowance::Admission;
 pub(in crate::relay) use sync::{Counting, SyncChore};
 
 /// How old a shared count may be for one more to be decided on it in
@@ -100,6 +108,26 @@ pub(crate) struct Limit {
     pub(crate) refusal: fn(Duration) -> RelayError,
     /// How many buckets an instance keeps per window, when they are many.
     pub(crate) bound: Option<Bound>,
+    /// How an instance may admit one more without asking the store.
+    pub(crate) admission: Admission,
+    /// Told of each addition of this instance to a bucket's shared count.
+    pub(crate) on_added: Option<OnAdded>,
+}
+
+/// What an owner is told of each of its instance's additions to a shared count.
+pub(crate) type OnAdded = Box<dyn Fn(Added) + Send + Sync>;
+
+/// The part `(before, after]` of a bucket's shared count in window number
+/// `window` that one addition of this instance took. The store adds in turn,
+/// so each count of a window (the 16th call of a budget of 20, say) falls in
+/// exactly one instance's addition: that instance alone can tell that the
+/// count passed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Added {
+    pub(crate) bucket: Bucket,
+    pub(crate) window: u64,
+    pub(crate) before: u64,
+    pub(crate) after: u64,
 }
 
 /// At most `buckets` buckets per window on an instance: later new ones
@@ -146,6 +174,13 @@ pub(in crate::relay) struct Tally {
     pub(in crate::relay) learned_at: u64,
     /// Whether a count of this bucket is on its way to the store.
     counting: bool,
+    /// For a ceiling: calls counted in the store ahead and not spent yet.
+    pub(in crate::relay) allowance: u64,
+    /// For a ceiling: calls admitted since its last addition was sent (its pace).
+    pub(in crate::relay) spent: u64,
+    /// Whether the last store count failed: a ceiling then decides on this
+    /// instance's own count until an interval after `learned_at`.
+    pub(in crate::relay) alone: bool,
 }
 
 /// How one more fared against its limit.
@@ -203,6 +238,9 @@ impl Counters {
     /// in the store first.
     pub(crate) fn judge(&self, counter: &Arc<Counter>, bucket: Bucket) -> Result<Verdict, RelayError> {
         let now = now_ms();
+        if counter.limit.admission == Admission::OutOfAllowance {
+            return self.judge_out_of_allowance(counter, bucket, now);
+        }
         let window = now / counter.window_ms();
         let limit = counter.limit.requests;
         let (bucket, used_up) = {
@@ -234,12 +272,21 @@ impl Counters {
     pub(in crate::relay) fn settle(&self, counting: Counting, totals: Option<Vec<u64>>) -> Result<(), RelayError> {
         let Some((counter, bucket, window)) = counting.request.clone() else { return Ok(()) };
         let total = self.reconcile(&counting, totals);
-        let mut tallies = counter.lock();
-        let Some(tally) = tallies.get_mut(&bucket).filter(|t| t.window == window) else { return Ok(()) };
-        tally.counting = false;
         let limit = counter.limit.requests;
-        // Without the store, this instance's own count decides (the request is in it).
-        let admitted = total.map_or(tally.known + tally.pending <= limit, |total| total <= limit);
+        let mut tallies = counter.lock();
+        let Some(tally) = tallies.get_mut(&bucket).filter(|t| t.window == window) else {
+            // The window turned during the count: a ceiling's call goes only if its own addition fit.
+            let fitted = |total| allowance::granted(limit, counting.request_reserved(), total) > 0;
+            let ceiling = counter.limit.admission == Admission::OutOfAllowance;
+            return if ceiling && !total.is_some_and(fitted) { Err(counter.refusal(now_ms())) } else { Ok(()) };
+        };
+        tally.counting = false;
+        let admitted = match (counter.limit.admission, total) {
+            (Admission::OnRecentCount, Some(total)) => total <= limit,
+            // Without the store, this instance's own count decides (the request is in it).
+            (Admission::OnRecentCount, None) => tally.known + tally.pending <= limit,
+            (Admission::OutOfAllowance, total) => tally.spend(limit, total.is_none()),
+        };
         if admitted { Ok(()) } else { Err(counter.refusal(now_ms())) }
     }
 }
@@ -423,6 +470,8 @@ mod tests {
             key: Box::new(|store, _, window| counter_keys::budget(store.namer(), "api", None, window)),
             refusal: |retry_after| crate::relay::error::Kind::BudgetExhausted { retry_after }.into(),
             bound: None,
+            admission: Admission::OnRecentCount,
+            on_added: None,
         };
         let counter = &counters.register(limit);
         let client = Bucket { kind: 1, detail: 32, bits: 0xcb00_7107 };

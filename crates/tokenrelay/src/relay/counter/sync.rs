@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Bucket, Counter, Counters, Tally, interval_ms};
+use super::allowance::{self, Admission};
+use super::{Added, Bucket, Counter, Counters, Tally, interval_ms};
 use crate::clock::now_ms;
 use crate::store::{Count, Read};
 
@@ -34,6 +35,14 @@ impl Counting {
     pub(in crate::relay) fn counts(&self) -> &[Count] {
         &self.counts
     }
+
+    /// What the request's own addition counted ahead (a ceiling's: the
+    /// request's call first), or 0.
+    pub(super) fn request_reserved(&self) -> u64 {
+        let Some((counter, bucket, window)) = &self.request else { return 0 };
+        let own = |s: &&Sent| Arc::ptr_eq(&s.counter, counter) && (s.bucket, s.window) == (*bucket, *window);
+        self.sent.iter().find(own).map_or(0, |s| s.reserved)
+    }
 }
 
 /// Counts sent in one sync, to be reconciled with the store's answer.
@@ -42,7 +51,11 @@ struct Sent {
     counter: Arc<Counter>,
     bucket: Bucket,
     window: u64,
+    /// What was admitted and not yet sent, plus `reserved`.
     add: u64,
+    /// Of `add`, the calls a ceiling counts ahead (its last ones): granted
+    /// into the allowance as far as they fit under the limit.
+    reserved: u64,
 }
 
 /// Clears the `syncing` flag however the sync ends, cancelled included.
@@ -100,15 +113,47 @@ impl Counters {
         let mut sent = Vec::new();
         for counter in self.list().iter() {
             let current = now / counter.window_ms();
+            let ceiling = counter.limit.admission == Admission::OutOfAllowance;
+            let asking = request.as_ref().filter(|(c, _, w)| Arc::ptr_eq(c, counter) && *w == current);
             let mut tallies = counter.lock();
             tallies.retain(|_, t| t.window == current);
-            for (bucket, tally) in tallies.iter_mut().filter(|(_, t)| t.pending > 0) {
+            for (bucket, tally) in tallies.iter_mut() {
+                let asks = asking.is_some_and(|(_, b, _)| b == bucket);
+                let reserved = if ceiling { allowance::ahead(counter.limit.requests, tally, asks) } else { 0 };
+                if tally.pending + reserved == 0 {
+                    continue;
+                }
                 let counter = counter.clone();
-                sent.push(Sent { counter, bucket: *bucket, window: tally.window, add: tally.pending });
+                let add = tally.pending + reserved;
+                sent.push(Sent { counter, bucket: *bucket, window: tally.window, add, reserved });
                 tally.known += tally.pending;
                 tally.pending = 0;
+                tally.spent = 0;
             }
         }
+        self.sending(sent, now, request)
+    }
+
+    /// The count of calls ahead for `counter`'s `bucket` when this instance
+    /// has no allowance and does not know it spent: for a round trip the
+    /// request makes anyway, reconciled with [`reconcile`](Counters::reconcile).
+    pub(in crate::relay) fn count_ahead(&self, counter: &Arc<Counter>, bucket: Bucket) -> Option<Counting> {
+        let now = now_ms();
+        let window = now / counter.window_ms();
+        let limit = counter.limit.requests;
+        let mut tallies = counter.lock();
+        let tally = Tally::current(&mut tallies, bucket, window);
+        if tally.allowance > 0 || tally.known + tally.pending >= limit {
+            return None;
+        }
+        let reserved = allowance::ahead(limit, tally, true);
+        tally.spent = 0;
+        let sent = Sent { counter: counter.clone(), bucket, window, add: reserved, reserved };
+        Some(self.sending(vec![sent], now, None))
+    }
+
+    /// The additions of `sent`, to decide `request` on.
+    fn sending(&self, sent: Vec<Sent>, now: u64, request: Option<(Arc<Counter>, Bucket, u64)>) -> Counting {
         let counts = sent.iter().map(|s| self.count(s, now)).collect();
         Counting { request, sent, counts }
     }
@@ -116,7 +161,7 @@ impl Counters {
     /// Learns the store's `totals` for what `counting` sent, or, without
     /// them, keeps those counts pending for the next sync. Returns the total
     /// of the request's bucket, when the store gave it.
-    pub(super) fn reconcile(&self, counting: &Counting, totals: Option<Vec<u64>>) -> Option<u64> {
+    pub(in crate::relay) fn reconcile(&self, counting: &Counting, totals: Option<Vec<u64>>) -> Option<u64> {
         let now = now_ms();
         let Some(totals) = totals.filter(|t| t.len() == counting.sent.len()) else {
             tracing::warn!(
@@ -124,20 +169,30 @@ impl Counters {
                 "rate limit counts not stored; this instance enforces the limits alone and retries after an interval"
             );
             for s in &counting.sent {
+                // What was admitted goes with the next sync; what was to be counted ahead is not.
+                let admitted = s.add - s.reserved;
                 self.update(s, |t| {
-                    t.known = t.known.saturating_sub(s.add);
-                    t.pending += s.add;
+                    t.known = t.known.saturating_sub(admitted);
+                    t.pending += admitted;
                     t.learned_at = now;
+                    t.alone = true;
                 });
             }
             return None;
         };
         let mut request_total = None;
         for (s, total) in counting.sent.iter().zip(totals) {
+            let limit = &s.counter.limit;
             self.update(s, |t| {
                 t.known = t.known.max(total);
                 t.learned_at = now;
+                t.alone = false;
+                t.allowance += allowance::granted(limit.requests, s.reserved, total);
             });
+            if let Some(on_added) = &limit.on_added {
+                let (bucket, window, before) = (s.bucket, s.window, total.saturating_sub(s.add));
+                on_added(Added { bucket, window, before, after: total });
+            }
             let request = counting.request.as_ref();
             if request.is_some_and(|(c, b, w)| Arc::ptr_eq(c, &s.counter) && (*b, *w) == (s.bucket, s.window)) {
                 request_total = Some(total);

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Once};
 
-use super::counter::{Bound, Bucket, Counter, Counters, Limit};
+use super::counter::{Admission, Bound, Bucket, Counter, Counters, Limit};
 pub(super) use super::counter::{Counting, Verdict};
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
@@ -60,6 +60,8 @@ impl RateLimiter {
                     },
                     refusal: |retry_after| Kind::RateLimited { retry_after }.into(),
                     bound: Some(crowd_bound(name)),
+                    admission: Admission::OnRecentCount,
+                    on_added: None,
                 });
                 (name.clone(), (counter, limit.per))
             })
