@@ -126,6 +126,12 @@ async function writeAnswer(answer, req, res) {
   const grouped = {};
   for (let i = 0; i < headers.length; i += 2) (grouped[headers[i]] ??= []).push(headers[i + 1]);
   for (const [name, values] of Object.entries(grouped)) res.setHeader(name, values);
+  // A complete body came with the answer: head and body in one write, with its length.
+  const whole = answer.whole;
+  if (whole) {
+    res.end(req.method === "HEAD" ? undefined : whole);
+    return;
+  }
   res.on("close", () => answer.cancel());
   try {
     for (let chunk = await answer.read(); chunk && !res.destroyed; chunk = await answer.read()) {
@@ -312,6 +318,12 @@ async function toResponse(answer, method) {
   const headers = new Headers();
   const list = answer.headers;
   for (let i = 0; i < list.length; i += 2) headers.append(list[i], list[i + 1]);
+  // A complete body came with the answer: no stream, no more crossings.
+  const whole = answer.whole;
+  if (whole) {
+    const body = method === "HEAD" || BODILESS.has(answer.status) ? null : whole;
+    return new Response(body, { status: answer.status, headers });
+  }
   if (method === "HEAD" || BODILESS.has(answer.status)) {
     // Read to the end all the same: the request's chores finish with the body.
     while (await answer.read());

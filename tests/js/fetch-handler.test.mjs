@@ -270,6 +270,28 @@ describe("createNodeRelay", () => {
     }
   });
 
+  test("a complete answer goes out whole, with its length; an event stream streams", TEST, async () => {
+    const listener = createNodeRelay({ cwd: work, env, clientIp: "x-real-ip" });
+    const server = http.createServer((req, res) => void listener(req, res));
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(undefined)));
+    const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
+    try {
+      const headers = { "x-real-ip": "203.0.113.60" };
+      // Head and body in one write, with Content-Length: nothing for Nagle to hold back.
+      const whole = await fetch(`http://127.0.0.1:${port}/api/relay/api/echo/w`, { headers });
+      const text = await whole.text();
+      assert.deepEqual(JSON.parse(text), { path: "/v1/echo/w", bytes: 0, key: true });
+      assert.equal(whole.headers.get("content-length"), String(Buffer.byteLength(text)));
+      assert.equal(whole.headers.get("transfer-encoding"), null);
+      const events = await fetch(`http://127.0.0.1:${port}/api/relay/api/events`, { headers });
+      assert.equal(events.headers.get("content-length"), null, "sent as it comes");
+      releaseSecondEvent();
+      assert.match(await events.text(), /first[\s\S]*second/);
+    } finally {
+      server.close();
+    }
+  });
+
   test("a repeated X-Real-IP counts its first address, as Node joins the two", TEST, async () => {
     const listener = createNodeRelay({ cwd: work, env, clientIp: "x-real-ip" });
     const server = http.createServer((req, res) => void listener(req, res));

@@ -62,6 +62,7 @@ impl Target {
 /// One answered request.
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub latency: Duration,
     pub body: Bytes,
 }
@@ -91,9 +92,9 @@ impl Connection {
         self.sender.ready().await.context("connection closed")?;
         let started = Instant::now();
         let response = self.sender.send_request(request).await.with_context(|| format!("GET {}", target.path))?;
-        let status = response.status();
-        let body = response.into_body().collect().await.context("reading the body")?.to_bytes();
-        Ok(Reply { status, latency: started.elapsed(), body })
+        let (head, body) = response.into_parts();
+        let body = body.collect().await.context("reading the body")?.to_bytes();
+        Ok(Reply { status: head.status, headers: head.headers, latency: started.elapsed(), body })
     }
 }
 

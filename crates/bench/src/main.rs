@@ -11,6 +11,7 @@
 //! tokenrelay-bench cache [--relay-bin PATH]
 //! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
 //! tokenrelay-bench caller [--quick] [--relay-bin PATH]
+//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--wrap CMD] …
 //! ```
 //!
 //! The second form is the load generator alone, against any server; the
@@ -18,7 +19,8 @@
 //! fourth the relay with instances frozen between requests, as serverless
 //! platforms run them, against the same load awake (`scenario::freeze`); the
 //! fifth what proving the caller (a login's JWT, a relay session) adds to a
-//! request (`scenario::caller`).
+//! request (`scenario::caller`); the sixth one instance under a fixed
+//! number of requests, for a profiler (`profile`).
 //!
 //! `scripts/bench.sh` builds what it needs and runs it; see bench/README.md.
 
@@ -28,6 +30,7 @@ mod machine;
 mod nginx;
 mod plan;
 mod procs;
+mod profile;
 mod report;
 mod scenario;
 mod stats;
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("instances") => return worker::main(&args[1..]),
         Some("load") => return cli_load::main(&args[1..]),
+        Some("profile") => return profile::main(&args[1..]),
         Some("cache") => return cache_main(&args[1..]),
         Some("freeze") => return relay_scenario_main("freeze", &args[1..], scenario::freeze::run),
         Some("caller") => return relay_scenario_main("caller", &args[1..], scenario::caller::run),

@@ -49,7 +49,7 @@ impl Plan {
         Plan {
             quick: false,
             concurrency: &[1, 8, 32],
-            rounds: 5,
+            rounds: 3,
             warmup: Duration::from_millis(250),
             measure: Duration::from_millis(1250),
             slow_upstream: (REAL_API_DELAY, 32),

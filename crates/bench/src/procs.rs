@@ -133,6 +133,11 @@ impl Spec {
 }
 
 impl Instance {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Peak resident set size so far (`VmHWM` in `/proc/<pid>/status`).
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
         proc_status_kib(self.pid, "VmHWM")

@@ -24,10 +24,12 @@ const TARGET_ADDED_P99: Duration = Duration::from_millis(1);
 const TARGET_THROUGHPUT_SHARE: f64 = 0.8;
 /// Added latency p50 at 1 connection beyond nginx's (issue 13).
 const TARGET_P50_OVER_NGINX_MS: f64 = 0.05;
-/// p99 at 32 connections as a multiple of nginx's.
+/// p99 as a multiple of nginx's, at every level (issue 28).
 const TARGET_P99_VS_NGINX: f64 = 1.5;
-/// Throughput as a share of nginx's, with the realistic upstream.
-const TARGET_SHARE_OF_NGINX: f64 = 0.8;
+/// Throughput as a share of nginx's, with the realistic upstream (issue 28).
+const TARGET_SHARE_OF_NGINX: f64 = 0.95;
+/// Throughput as a share of nginx's, with the in-process API (issue 28).
+const TARGET_SHARE_OF_NGINX_IN_PROCESS: f64 = 0.8;
 /// Store round trips per warm request below this are time-bound work, not per request.
 const PER_REQUEST: f64 = 0.01;
 /// The most store round trips per warm request the rate limit's time-bound
@@ -217,53 +219,55 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
     );
 }
 
-/// Issue 13's targets, against nginx with the realistic upstream (or the
-/// in-process one when the JWT API did not run).
+/// Issue 28's targets against nginx, at every level of both APIs: the
+/// relay's throughput as a share of nginx's, and its p99 as a multiple of
+/// nginx's, p50 beside it; issue 13's added p50 at 1 connection.
 fn nginx_rows(r: &Results, rows: &mut Vec<Row>) {
-    let api = if r.hot.levels.iter().any(|l| l.api == Api::Jwt) { Api::Jwt } else { Api::InProcess };
-    let levels: Vec<(&Level, &Series, &Series)> = r
-        .hot
-        .levels
-        .iter()
-        .filter(|l| l.api == api && l.upstream_delay.is_none())
-        .filter_map(|l| Some((l, l.nginx.as_ref()?, l.relay.as_ref()?)))
-        .collect();
-    let name = api_name(api);
-    for &(level, nginx, relay) in &levels {
-        let c = level.concurrency;
-        if c == 1 {
-            let over = relay.median_vs(nginx, |f, n| ms_diff(f.p50, n.p50));
-            let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(f.p50, d.p50));
-            let figure = format!(
-                "Added latency p50 beyond nginx's, {name}, 1 connection (nginx adds {})",
-                opt(added(nginx).map(fmt_ms))
-            );
-            rows.push(
-                Row::info(figure, over.map(fmt_ms), None)
-                    .target("≤ 0.05 ms", over.map(|ms| ms <= TARGET_P50_OVER_NGINX_MS)),
-            );
+    for api in [Api::Jwt, Api::InProcess] {
+        let levels = r.hot.levels.iter().filter(|l| l.api == api && l.upstream_delay.is_none());
+        for level in levels {
+            let (Some(nginx), Some(relay)) = (level.nginx.as_ref(), level.relay.as_ref()) else { continue };
+            nginx_level_rows(level, nginx, relay, rows);
         }
-        if c == 32 {
-            let x = relay.median_vs(nginx, |f, n| ms_f(f.p99) / ms_f(n.p99).max(0.001));
-            let figure = format!(
-                "p99 vs nginx's, {name}, 32 connections (nginx {})",
-                opt(nginx.pooled.samples.percentiles().map(|p| fmt_ms(ms_f(p.p99))))
-            );
-            rows.push(Row::info(figure, x.map(fmt_x), None).target("≤ 1.5x", x.map(|x| x <= TARGET_P99_VS_NGINX)));
-        }
-        let share = relay.median_vs(nginx, |f, n| f.throughput / n.throughput);
-        let of_direct = relay.median_vs(&level.direct, |f, d| f.throughput / d.throughput);
-        let figure = format!(
-            "Throughput vs nginx, {name}, {c} connection{} (nginx {}, direct {})",
-            plural(c),
-            fmt_rps(nginx.pooled.throughput()),
-            fmt_rps(level.direct.pooled.throughput())
-        );
-        let ours = share.zip(of_direct).map(|(n, d)| {
-            format!("{} ({:.0}% of nginx, {:.0}% of direct)", fmt_rps(relay.pooled.throughput()), n * 100.0, d * 100.0)
-        });
-        rows.push(Row::info(figure, ours, None).target("≥ 80% of nginx", share.map(|x| x >= TARGET_SHARE_OF_NGINX)));
     }
+}
+
+fn nginx_level_rows(level: &Level, nginx: &Series, relay: &Series, rows: &mut Vec<Row>) {
+    let (c, name) = (level.concurrency, api_name(level.api));
+    let at = format!("{name}, {c} connection{}", plural(c));
+    if c == 1 && level.api == Api::Jwt {
+        let over = relay.median_vs(nginx, |f, n| ms_diff(f.p50, n.p50));
+        let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(f.p50, d.p50));
+        let figure = format!("Added latency p50 beyond nginx's, {at} (nginx adds {})", opt(added(nginx).map(fmt_ms)));
+        rows.push(
+            Row::info(figure, over.map(fmt_ms), None)
+                .target("≤ 0.05 ms", over.map(|ms| ms <= TARGET_P50_OVER_NGINX_MS)),
+        );
+    }
+    let share = relay.median_vs(nginx, |f, n| f.throughput / n.throughput);
+    let of_direct = relay.median_vs(&level.direct, |f, d| f.throughput / d.throughput);
+    let figure = format!(
+        "Throughput vs nginx, {at} (nginx {}, direct {})",
+        fmt_rps(nginx.pooled.throughput()),
+        fmt_rps(level.direct.pooled.throughput())
+    );
+    let ours = share.zip(of_direct).map(|(n, d)| {
+        format!("{} ({:.0}% of nginx, {:.0}% of direct)", fmt_rps(relay.pooled.throughput()), n * 100.0, d * 100.0)
+    });
+    let (target, least) = match level.api {
+        Api::Jwt => ("≥ 95% of nginx", TARGET_SHARE_OF_NGINX),
+        Api::InProcess => ("≥ 80% of nginx", TARGET_SHARE_OF_NGINX_IN_PROCESS),
+    };
+    rows.push(Row::info(figure, ours, None).target(target, share.map(|x| x >= least)));
+    let x = relay.median_vs(nginx, |f, n| ms_f(f.p99) / ms_f(n.p99).max(0.001));
+    let medians = |s: &Series| {
+        let p50 = s.median(|f| ms_f(f.p50));
+        let p99 = s.median(|f| ms_f(f.p99));
+        format!("p50 {} / p99 {}", opt(p50.map(fmt_ms)), opt(p99.map(fmt_ms)))
+    };
+    let figure = format!("p99 vs nginx's, {at} (nginx {})", medians(nginx));
+    let ours = x.map(|x| format!("{} ({})", fmt_x(x), medians(relay)));
+    rows.push(Row::info(figure, ours, None).target("≤ 1.5x", x.map(|x| x <= TARGET_P99_VS_NGINX)));
 }
 
 /// Issue 20's targets for the JS handler: its added latency against the Rust
@@ -284,9 +288,10 @@ fn js_handler_rows(r: &Results, rows: &mut Vec<Row>) {
             let ours = p50.2.zip(p99.2).map(|(x50, x99)| {
                 format!("{} / {} ({}; the relay's {})", fmt_x(x50), fmt_x(x99), ms(p50.0, p99.0), ms(p50.1, p99.1))
             });
-            let ok = p50.2.zip(p99.2).map(|(x50, x99)| x50 <= TARGET_JS_VS_RELAY && x99 <= TARGET_JS_VS_RELAY);
+            // Issue 28 holds the p50; the p99 is shown beside it.
+            let ok = p50.2.map(|x50| x50 <= TARGET_JS_VS_RELAY);
             let figure = format!("JS handler's added latency p50 / p99 over the Rust relay's, {at}");
-            rows.push(Row::info(figure, ours, None).target("≤ 1.5x", ok));
+            rows.push(Row::info(figure, ours, None).target("p50 ≤ 1.5x", ok));
         }
         if !level.node.rounds.is_empty() {
             let x = level.js.median_vs(&level.node, |j, n| j.throughput / n.throughput);

@@ -108,13 +108,17 @@ impl RelayHandler {
             }
         })
         .await;
-        let (parts, body) = answer.into_parts();
+        let (parts, mut body) = answer.into_parts();
         let mut headers = Vec::with_capacity(parts.headers.len() * 2);
         for (name, value) in &parts.headers {
             headers.push(name.as_str().to_owned());
             headers.push(value.as_bytes().iter().map(|&b| char::from(b)).collect());
         }
-        RelayAnswer { status: parts.status.as_u16(), headers, body: Mutex::new(Some(body)) }
+        // A complete body crosses with the head, in one crossing, instead
+        // of one `read` per chunk and one for its end.
+        let whole = body.take_whole();
+        let body = whole.is_none().then_some(body);
+        RelayAnswer { status: parts.status.as_u16(), headers, whole, body: Mutex::new(body) }
     }
 }
 
@@ -195,11 +199,13 @@ fn latin1(value: &str) -> Result<HeaderValue, http::Error> {
     }
 }
 
-/// The relay's answer: status and headers at once, the body read chunk by chunk.
+/// The relay's answer: status and headers at once; the body whole with
+/// them when it was complete ([`Body::take_whole`]), else read chunk by chunk.
 #[napi]
 pub struct RelayAnswer {
     status: u16,
     headers: Vec<String>,
+    whole: Option<Bytes>,
     body: Mutex<Option<Body>>,
 }
 
@@ -214,6 +220,13 @@ impl RelayAnswer {
     #[napi(getter)]
     pub fn headers(&self) -> Vec<String> {
         self.headers.clone()
+    }
+
+    /// The whole body, when it came with the answer: then `read` finds its
+    /// end at once. `null` when the body streams: read it with `read`.
+    #[napi(getter)]
+    pub fn whole(&self) -> Option<Buffer> {
+        self.whole.as_ref().map(|b| b.to_vec().into())
     }
 
     /// The body's next chunk; `null` once it has ended. Rejects when the

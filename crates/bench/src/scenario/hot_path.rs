@@ -70,6 +70,11 @@ impl Series {
         self.pooled.merge(measured);
     }
 
+    /// The median over rounds of `f(this round)`.
+    pub fn median(&self, f: impl Fn(&Figures) -> f64) -> Option<f64> {
+        self.median_vs(self, |a, _| f(a))
+    }
+
     /// The median over rounds of `f(this round, the same round of `base`)`:
     /// comparing within a round cancels the noise that moves both.
     pub fn median_vs(&self, base: &Series, f: impl Fn(&Figures, &Figures) -> f64) -> Option<f64> {

@@ -103,6 +103,21 @@ impl Body {
     }
 }
 
+impl Body {
+    /// Takes the whole body, when it is in memory and nothing is left to
+    /// wait for (no chores: it has a known length), for a shell that can then
+    /// send it in one piece with the head; the body is then at its end.
+    /// `None` for any other body, left as it was, to stream.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match self {
+            Body { kind: BodyKind::Full(bytes), chores: None, drained: false, failed: None } => {
+                Some(bytes.take().unwrap_or_default())
+            }
+            _ => None,
+        }
+    }
+}
+
 impl From<Bytes> for Body {
     fn from(bytes: Bytes) -> Self {
         Body::full(bytes)
@@ -246,6 +261,20 @@ mod tests {
         assert_eq!(body.size_hint().exact(), None, "still streaming");
         assert!(!body.is_end_stream());
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 3 * CHUNK.len());
+    }
+
+    #[tokio::test]
+    async fn only_a_complete_body_with_nothing_to_wait_for_is_whole() {
+        let mut primed = upstream(vec![b"{\"a\":", b"1}"]).primed(false).await.unwrap();
+        assert_eq!(primed.take_whole().unwrap(), &b"{\"a\":1}"[..]);
+        assert!(primed.is_end_stream(), "taken");
+        let mut streamed = upstream(vec![b"data: 1\n\n"]).primed(true).await.unwrap();
+        assert!(streamed.take_whole().is_none(), "an event stream streams");
+        let chores = crate::relay::chores::Chores::default();
+        chores.add(async {});
+        let mut pending = Body::full(Bytes::from_static(b"ok")).ending_after(chores.finish(Duration::from_secs(1)));
+        assert!(pending.take_whole().is_none(), "a chore pending: the body ends after it");
+        assert_eq!(pending.collect().await.unwrap().to_bytes(), &b"ok"[..]);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 //! §12.5.5). Conditional and range requests bypass the cache: their answers
 //! (304, 206) are about the visitor's copy, not the resource.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -17,8 +17,8 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::config::Upstream;
 use crate::config::relay::{Inject, RouteCache, UpstreamRelay};
+use crate::config::{Config, Upstream};
 use crate::relay::outgoing::Outgoing;
 
 /// Statuses cacheable by default (RFC 9110 §15.1), the ones we store.
@@ -56,9 +56,35 @@ pub(super) fn refusal(status: StatusCode, headers: &HeaderMap, policy: &RouteCac
 /// ([`deployment`]) and the request ([`request`]). The rule it holds: an entry
 /// never depends on anything outside its key. The token is not part of it: a
 /// rotated token keeps the cache.
-pub(super) fn identity(out: &Outgoing<'_>, path: &str) -> String {
+fn identity(out: &Outgoing<'_>, path: &str) -> String {
+    with_deployment(&deployment(out.upstream, out.relay), out, path)
+}
+
+fn with_deployment(deployment: &str, out: &Outgoing<'_>, path: &str) -> String {
     // JSON holds no raw newline, so the two parts cannot run into each other.
-    format!("{}\n{}", deployment(out.upstream, out.relay), request(&out.method, path, out.query, &out.headers))
+    format!("{deployment}\n{}", request(&out.method, path, out.query, &out.headers))
+}
+
+/// Each upstream's [`deployment`] part of the key, written once: it depends
+/// on the config alone, and building it (a JSON tree) cost every cached
+/// request more than the rest of its key.
+#[derive(Default)]
+pub(super) struct Deployments(HashMap<String, String>);
+
+impl Deployments {
+    pub(super) fn new(config: &Config) -> Self {
+        let written =
+            config.upstreams.values().filter_map(|u| Some((u.name().to_owned(), deployment(u, u.relay.as_ref()?))));
+        Self(written.collect())
+    }
+
+    /// [`identity`] of `out`.
+    pub(super) fn identity(&self, out: &Outgoing<'_>, path: &str) -> String {
+        match self.0.get(out.upstream.name()) {
+            Some(deployment) => with_deployment(deployment, out, path),
+            None => identity(out, path),
+        }
+    }
 }
 
 /// What makes one deployment's answers its own: the base URL, what the token
@@ -319,6 +345,16 @@ mod tests {
         two.append(header::ACCEPT, HeaderValue::from_static("a"));
         two.append(header::ACCEPT, HeaderValue::from_static("b"));
         assert_ne!(request(&Method::GET, "/s", None, &two), value(b"a,b"), "two values are not one");
+    }
+
+    #[test]
+    fn the_deployments_written_once_key_as_the_identity_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = crate::relay::call::stand_in::broker(dir.path(), "routes = [{ path = \"/x\" }]");
+        let out = crate::relay::call::stand_in::outgoing(&broker, &["x"], Method::GET);
+        let written = Deployments::new(broker.config());
+        assert_eq!(written.identity(&out, "/x"), identity(&out, "/x"), "a stored answer keeps its key");
+        assert_eq!(Deployments::default().identity(&out, "/x"), identity(&out, "/x"));
     }
 
     #[test]

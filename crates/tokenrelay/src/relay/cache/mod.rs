@@ -46,7 +46,7 @@ use crate::clock::now_ms;
 use crate::config::relay::RouteCache;
 use crate::store::{Backoff, CacheKeys, CacheState, Lease, Write};
 pub(crate) use entry::Purges;
-use entry::{CachedAnswer, Freshness};
+use entry::{CachedAnswer, Deployments, Freshness};
 use memory::Memory;
 pub(in crate::relay) use reply::{Answer, CacheStatus, Reply, Stored};
 use reply::{hit, stored_reply};
@@ -65,6 +65,7 @@ pub(super) struct Cached<S> {
     inner: S,
     broker: Broker,
     scrubbers: Scrubbers,
+    deployments: Arc<Deployments>,
     memory: Arc<Memory>,
     refreshing: Arc<Mutex<HashSet<String>>>,
 }
@@ -85,12 +86,13 @@ struct Ask<'a> {
 
 impl<S> Cached<S> {
     pub(super) fn new(inner: S, broker: Broker, scrubbers: Scrubbers) -> Self {
-        Self { inner, broker, scrubbers, memory: Arc::default(), refreshing: Arc::default() }
+        let deployments = Arc::new(Deployments::new(broker.config()));
+        Self { inner, broker, scrubbers, deployments, memory: Arc::default(), refreshing: Arc::default() }
     }
 
     /// The store keys of `out`'s answer.
     fn keys(&self, out: &Outgoing<'_>, path: &str) -> CacheKeys {
-        let identity = entry::identity(out, path);
+        let identity = self.deployments.identity(out, path);
         CacheKeys::new(self.broker.store().namer(), out.upstream.name(), &identity)
     }
 

@@ -17,6 +17,11 @@
 //! sync) run as the invocation's background work, `wait_until`, which
 //! vercel_runtime 2.4.1 drains before it tells the platform the invocation
 //! `end`ed, bounded by the function's maximum duration. Nothing runs after `end`.
+//! Its connections get `TCP_NODELAY` at the first request ([`nodelay`]), so
+//! that a streamed answer's last chunk does not wait for the client's delayed ACK.
+
+#[cfg(target_os = "linux")]
+mod nodelay;
 
 use http_body_util::BodyExt;
 use vercel_runtime::{AppState, Request, Response, ResponseBody, service_fn};
@@ -29,6 +34,10 @@ pub use vercel_runtime::Error;
 
 /// Set to `1` by Vercel's local tooling; then `./.env` is read as well.
 const DEV_FLAG: &str = "VERCEL_DEV";
+/// The port vercel_runtime serves on, as it reads it.
+const PORT_VAR: &str = "VERCEL_DEV_PORT";
+/// vercel_runtime's port when [`PORT_VAR`] is unset.
+const DEFAULT_PORT: u16 = 3000;
 /// The parameter of the vercel.json rewrite `/api/relay/:path*`: Vercel appends
 /// what it matched to the query (`?path=getty%2Fsearch%2Fimages`).
 const REWRITE_PARAM: &str = "path";
@@ -51,6 +60,9 @@ async fn serve() -> Result<(), Error> {
 }
 
 async fn handle(endpoint: &Endpoint, mut request: Request, state: &AppState) -> Response<ResponseBody> {
+    // By the first request the runtime has bound its listener and accepted this connection.
+    static NODELAY: std::sync::Once = std::sync::Once::new();
+    NODELAY.call_once(serve_without_nagle);
     if let Some(uri) = without_rewrite_param(request.uri()) {
         *request.uri_mut() = uri;
     }
@@ -61,6 +73,17 @@ async fn handle(endpoint: &Endpoint, mut request: Request, state: &AppState) -> 
         state.wait_until(chores);
     }
     response.map(|body| ResponseBody(body.map_err(|e| Box::new(e) as Error).boxed()))
+}
+
+/// `TCP_NODELAY` on the runtime's listener and connections (see [`nodelay`]).
+fn serve_without_nagle() {
+    let port = std::env::var(PORT_VAR).ok().and_then(|p| p.parse().ok()).unwrap_or(DEFAULT_PORT);
+    #[cfg(target_os = "linux")]
+    if let Err(error) = nodelay::serve_without_nagle(port) {
+        tracing::warn!(%error, port, "could not set TCP_NODELAY; a streamed answer's last chunk may wait for the client's ACK");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = port;
 }
 
 /// The URI without the parameter the rewrite appended: the last query

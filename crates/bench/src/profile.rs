@@ -1,0 +1,229 @@
+//! `tokenrelay-bench profile`: one relay instance under a fixed number of
+//! requests, for a profiler. Figures per request that do not depend on how
+//! busy the machine is: the relay process's CPU time per request here, and
+//! instructions per request from a profiler run around the measured part.
+//!
+//! ```text
+//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--warmup REQUESTS]
+//!                          [--wrap 'CMD ARGS'] [--before 'SHELL {pid}'] [--after 'SHELL {pid}'] [--slowest K]
+//! ```
+//!
+//! `--wrap` starts the relay under a command (`valgrind --tool=callgrind
+//! --collect-atstart=no`); `--before` and `--after` run through `sh -c`
+//! around the measured requests, `{pid}` replaced by the relay's process id
+//! (`callgrind_control -i on {pid}`, `perf record -g -p {pid} -o FILE &`).
+//! Also printed: the slowest answers, each with when it came (seconds since the
+//! measured part began) and its position, to find what the tail shares.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::header::HeaderValue;
+
+use crate::load::{Connection, Target};
+use crate::plan::MAIN_TOKEN_LIFETIME;
+use crate::procs::Spec;
+use crate::scenario::Functions;
+use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
+
+/// How long `--api cached` keeps an answer: the whole run.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+const USAGE: &str =
+    "usage: tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS]
+                        [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
+
+struct Options {
+    relay: PathBuf,
+    jwt_api: PathBuf,
+    jwt: bool,
+    /// The in-process API's route with the response cache: memory hits after the first.
+    cached: bool,
+    concurrency: usize,
+    requests: usize,
+    warmup: usize,
+    wrap: Vec<String>,
+    before: Option<String>,
+    after: Option<String>,
+    slowest: usize,
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let options = parse(args)?;
+        let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let client = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = servers.handle().clone();
+        let report = client.block_on(profile(handle, &options));
+        servers.shutdown_timeout(Duration::from_secs(2));
+        report
+    };
+    match run() {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tokenrelay-bench profile: {err:#}\n{USAGE}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let mut options = Options {
+        relay: std::env::current_exe()?.with_file_name("relay"),
+        jwt_api: repo.join("bench/jwt-api/server.mjs"),
+        jwt: true,
+        cached: false,
+        concurrency: 1,
+        requests: 5000,
+        warmup: 500,
+        wrap: Vec::new(),
+        before: None,
+        after: None,
+        slowest: 10,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--relay-bin" => options.relay = value()?.into(),
+            "--jwt-api" => options.jwt_api = value()?.into(),
+            "--api" => {
+                (options.jwt, options.cached) = match value()?.as_str() {
+                    "jwt" => (true, false),
+                    "in-process" => (false, false),
+                    "cached" => (false, true),
+                    other => anyhow::bail!("--api takes jwt, in-process or cached, not {other:?}"),
+                }
+            }
+            "-c" => options.concurrency = value()?.parse().context("-c takes a number")?,
+            "-n" => options.requests = value()?.parse().context("-n takes a number")?,
+            "--warmup" => options.warmup = value()?.parse().context("--warmup takes a number")?,
+            "--wrap" => options.wrap = value()?.split_whitespace().map(str::to_owned).collect(),
+            "--before" => options.before = Some(value()?.clone()),
+            "--after" => options.after = Some(value()?.clone()),
+            "--slowest" => options.slowest = value()?.parse().context("--slowest takes a number")?,
+            other => anyhow::bail!("unknown argument {other:?}"),
+        }
+    }
+    anyhow::ensure!(options.relay.is_file(), "relay binary {} not found", options.relay.display());
+    anyhow::ensure!(options.concurrency > 0 && options.requests > 0, "-c and -n must be at least 1");
+    Ok(options)
+}
+
+async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Result<String> {
+    let world = World::start(servers).await?;
+    let main = world.upstream(MAIN_TOKEN_LIFETIME).await?;
+    let jwt_api = Spec::node("jwt-api", &options.jwt_api, world.jwt_api_env(), world.dir()).start(None).await?.instance;
+    let site = if options.cached { world.cached_site(&main, CACHE_TTL) } else { world.site(&main) };
+    let site = site.upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
+    let config = world.write_config("profile", &site)?;
+    let functions = Functions { relay: Some(options.relay.clone()), ..Functions::default() };
+    let mut spec = functions.relay(&world, &config).context("no relay binary")?;
+    if let Some((program, args)) = options.wrap.split_first() {
+        let mut wrapped: Vec<OsString> = args.iter().map(OsString::from).collect();
+        wrapped.push(std::mem::replace(&mut spec.program, program.into()).into());
+        spec.args = wrapped;
+    }
+    let relay = spec.start(Some(&relay_path())).await?.instance;
+    let name = if options.jwt { JWT_UPSTREAM } else { UPSTREAM };
+    let target = Target::new(relay.addr, format!("/api/relay/{name}{SEARCH}"));
+
+    let mut connections = Vec::with_capacity(options.concurrency);
+    for _ in 0..options.concurrency {
+        connections.push(Connection::open(relay.addr).await?);
+    }
+    let per_connection = |total: usize| total.div_ceil(options.concurrency);
+    send_all(&mut connections, &target, per_connection(options.warmup), None).await?;
+    hook(options.before.as_deref(), relay.pid()).await?;
+    let cpu_before = relay.cpu_time()?;
+    let started = Instant::now();
+    let answers = send_all(&mut connections, &target, per_connection(options.requests), Some(started)).await?;
+    let elapsed = started.elapsed();
+    let cpu = relay.cpu_time()?.saturating_sub(cpu_before);
+    hook(options.after.as_deref(), relay.pid()).await?;
+
+    let sent = answers.len();
+    let latencies: crate::stats::Samples = answers.iter().map(|a| a.latency).collect();
+    let p = latencies.percentiles().context("no answers")?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut report = format!(
+        "{sent} requests to {} on {} connections in {:.2} s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; relay CPU {:.1} µs per request\n",
+        match (options.jwt, options.cached) {
+            (true, _) => "the JWT-verifying API",
+            (false, false) => "the in-process API",
+            (false, true) => "the in-process API's cached route (memory hits)",
+        },
+        options.concurrency,
+        elapsed.as_secs_f64(),
+        ms(p.p50),
+        ms(p.p99),
+        ms(p.max),
+        cpu.as_secs_f64() * 1e6 / sent as f64,
+    );
+    let mut slowest: Vec<&Answer> = answers.iter().collect();
+    slowest.sort_by_key(|a| std::cmp::Reverse(a.latency));
+    for a in slowest.iter().take(options.slowest) {
+        report += &format!(
+            "  slow: {:.3} ms at {:.3} s, answer {} of connection {}, {}\n",
+            ms(a.latency),
+            a.at.as_secs_f64(),
+            a.index,
+            a.connection,
+            a.length.as_deref().map_or("chunked".to_owned(), |l| format!("Content-Length {l}"))
+        );
+    }
+    Ok(report)
+}
+
+/// One measured answer.
+struct Answer {
+    latency: Duration,
+    /// When it was sent, since the measured part began.
+    at: Duration,
+    connection: usize,
+    index: usize,
+    /// Its `Content-Length`, if it had one.
+    length: Option<String>,
+}
+
+/// `each` requests on every connection at once; every answer must be 2xx.
+async fn send_all(
+    connections: &mut [Connection],
+    target: &Target,
+    each: usize,
+    since: Option<Instant>,
+) -> anyhow::Result<Vec<Answer>> {
+    let since = since.unwrap_or_else(Instant::now);
+    let workers = connections.iter_mut().enumerate().map(|(connection, c)| async move {
+        let mut answers = Vec::with_capacity(each);
+        for index in 0..each {
+            let at = since.elapsed();
+            let reply = c.send(target).await?;
+            anyhow::ensure!(reply.status.is_success(), "answer {index}: {}", reply.status);
+            let length = reply.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v: &HeaderValue| v.to_str().ok());
+            answers.push(Answer { latency: reply.latency, at, connection, index, length: length.map(str::to_owned) });
+        }
+        anyhow::Ok(answers)
+    });
+    let mut all = Vec::new();
+    for answers in futures_util::future::join_all(workers).await {
+        all.extend(answers?);
+    }
+    Ok(all)
+}
+
+/// Runs `command` through `sh -c` with `{pid}` replaced, and waits for it.
+async fn hook(command: Option<&str>, pid: u32) -> anyhow::Result<()> {
+    let Some(command) = command else { return Ok(()) };
+    let command = command.replace("{pid}", &pid.to_string());
+    let status = tokio::process::Command::new("sh").arg("-c").arg(&command).status().await?;
+    anyhow::ensure!(status.success(), "{command:?} exited with {status}");
+    Ok(())
+}
