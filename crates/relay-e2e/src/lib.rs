@@ -25,7 +25,8 @@ mod http;
 pub mod scenarios;
 
 pub use fixture::{
-    ALLOWED_ORIGIN, BUDGETED_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule, UpstashServer,
+    ALLOWED_ORIGIN, BUDGETED_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, PREVIEW_BASE_PATH, TokenSchedule,
+    UpstashServer,
 };
 pub use http::{Reply, Shell, Visitor};
 pub use testkit::Logs;
