@@ -91,6 +91,20 @@ fn place_site(cli: Cli, fx: &Fixture, project: &VercelProject) -> anyhow::Result
     Ok(site)
 }
 
+/// `cargo build --bin relay`, as `@vercel/rust` runs it at each request, run
+/// once before: `scripts/test.sh` has built it (seconds), but a cold build
+/// would outlast a request's timeout.
+async fn warm_build() -> anyhow::Result<()> {
+    let built = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--bin", "relay", "--locked", "--quiet"])
+        .current_dir(repo_root())
+        .kill_on_drop(true)
+        .output();
+    let built = tokio::time::timeout(READY_TIMEOUT, built).await.context("cargo build --bin relay")??;
+    ensure!(built.status.success(), "cargo build --bin relay: {}", String::from_utf8_lossy(&built.stderr));
+    Ok(())
+}
+
 /// A running `vercel dev`; its process group is stopped when dropped.
 struct VercelDev {
     child: Child,
@@ -179,6 +193,7 @@ async fn serves_the_site_and_relays(cli: Cli) -> anyhow::Result<()> {
     for (name, value) in &vars {
         project = project.var(name, value);
     }
+    warm_build().await?;
     let api = VercelApi::start(project.clone()).await?;
     let site = place_site(cli, &fx, &project)?;
     let global = fx.dir().join("vercel-global-config");
@@ -201,7 +216,10 @@ async fn serves_the_site_and_relays(cli: Cli) -> anyhow::Result<()> {
         traversal.status,
         traversal.text()
     );
-    checks::hostile_paths_never_reach_anything(&shell, &fx).await.context("hostile paths")?;
+    if let Cli::Current = cli {
+        // Every hostile path, with the CLI users get today (a function process each: about a minute).
+        checks::hostile_paths_never_reach_anything(&shell, &fx).await.context("hostile paths")?;
+    }
 
     let leaked = shell.get(&format!("/{BUILD_OUTPUT}"), &[]).await?;
     ensure!(
