@@ -433,9 +433,18 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
     test(`vercel dev (${cli}) builds api/relay.rs with cargo and relays, with the project's variables`, {
       timeout: VERCEL_BUILD_TIMEOUT_MS + 30_000,
     }, async () => {
+      const devEnv = { ...siteEnv({}), ...withRust() };
+      // What @vercel/rust runs at each request (with RUSTFLAGS as it sets it), once before:
+      // the packed crate compiles here, not while the dev server waits on a request.
+      const built = await run("cargo", ["build", "--bin", "relay"], {
+        cwd: site,
+        env: { ...devEnv, RUSTFLAGS: "" },
+        timeoutMs: VERCEL_BUILD_TIMEOUT_MS,
+      });
+      assert.equal(built.status, 0, built.output);
       // The site's variables only through the API stand-in, as `vercel dev` pulls them.
       const { answer, output } = await fetchThroughVercelDev(cli, site, {
-        env: { ...siteEnv({}), ...withRust() },
+        env: devEnv,
         vars,
         target: `${SEARCH.path}?${SEARCH.query}`,
         timeoutMs: VERCEL_BUILD_TIMEOUT_MS,

@@ -49,8 +49,8 @@ export async function fetchThroughVercelDev(cli, site, { env, vars, target, fram
     writeFileSync(link, `${JSON.stringify({ ...linked, projectId, orgId: ORG_ID })}\n`);
     const port = await freePort();
     const args = [script(cli), "dev", "--yes", "--listen", `127.0.0.1:${port}`, "--api", api.url, "--token", TOKEN];
-    // Its own global config (auth.json, telemetry ids), not the user's ~/.vercel.
-    args.push("--global-config", path.join(site, ".vercel-global"));
+    // Its own global config (auth.json, telemetry ids), not the user's ~/.vercel, and not in the site.
+    args.push("--global-config", `${site}-vercel-global`);
     // Free ports for CLI 64's local servers, rather than 4782-4784, which parallel runs would share.
     if (cli === "vercel-current") args.push("--queue-port", "0", "--schedules-port", "0", "--runtime-cache-port", "0");
     return await fetchFromServer(process.execPath, args, {
