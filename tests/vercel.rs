@@ -42,6 +42,9 @@ async fn vercel_function_relays_and_enforces_every_rule() {
         checks::a_repeated_client_ip_header_counts_its_first_address(&shells[2], &fx)
             .await
             .context("repeated client-IP header")?;
+        relay_e2e::secret_checks::a_refused_current_secret_falls_back_to_the_previous_one(&shells, &fx, &logs)
+            .await
+            .context("secret rotation")?;
         relay_e2e::cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
         relay_e2e::cache_checks::stale_while_revalidate_serves_at_once_and_refreshes_once(&shells, &fx)
             .await

@@ -427,6 +427,12 @@ describe("tokenrelay status", () => {
       assert.equal(getty.upstream, "getty");
       assert.ok(getty.token.ageMs < 60_000 && getty.token.expiresInMs > 0, JSON.stringify(getty.token));
       assert.ok(Math.abs(getty.token.rotatedAtMs - Date.now()) < 60_000, JSON.stringify(getty.token));
+      assert.deepEqual(
+        [getty.token.mintedWith, getty.token.currentRefused, getty.token.hasPreviousSecret],
+        ["current", false, false],
+      );
+      assert.equal(getty.token.currentAcceptedAtMs, getty.token.rotatedAtMs);
+      assert.equal(getty.token.previousAcceptedAtMs, undefined, "no previous secret: the key is absent");
       const [budget] = getty.budgets;
       assert.deepEqual(
         [budget.route, budget.requests, budget.used, budget.left, budget.perMs],
@@ -445,6 +451,7 @@ describe("tokenrelay status", () => {
       assert.equal(text.status, 0, text.stderr);
       assert.match(text.stdout, /^upstream getty:$/m);
       assert.match(text.stdout, /^ {2}token: \d+s old, expires in \S+, rotated \S+Z$/m);
+      assert.match(text.stdout, /^ {2}secret: minted with the current secret; current last accepted \S+Z$/m);
       assert.match(text.stdout, /^ {2}budget: 7 of 100 used, 93 left; resets in \S+$/m);
       assert.match(text.stdout, /^ {2}cooldown: \d+s left/m);
       assert.match(

@@ -51,7 +51,8 @@ const DAY: Duration = Duration::from_secs(86400);
 /// (the API answers 429 with `Retry-After: 30`); `spent` is told by its
 /// answers how much of its quota is left (`set-…` knobs of the API's echo);
 /// `picky` has two routes, for a refusal that covers only its own.
-/// `queried` takes its token as a query parameter. A token is kept while
+/// `queried` takes its token as a query parameter. `rotating` names a
+/// previous secret beside the current one (a rotation under way). A token is kept while
 /// younger than an hour unless the API says it is revoked
 /// (`error="invalid_token"`), and only one is dropped an hour
 /// ([`INVALIDATIONS_PER_HOUR`]), so the first 401 check spends it.
@@ -117,7 +118,17 @@ fn site(api: &str, token_url: &str, schedule: TokenSchedule) -> SiteConfig {
         .upstream(upstream("spent").relay(|r| r.route("/echo/**")))
         .upstream(upstream("picky").relay(|r| r.route("/echo/search/**").route("/echo/**")))
         .upstream(upstream("hidden"))
+        .upstream(
+            getty_shaped("rotating")
+                .token(
+                    oauth2(token_url, "GETTY_API_KEY", "GETTY_API_SECRET").previous_client_secret(PREVIOUS_SECRET_VAR),
+                )
+                .relay(|r| r.route("/search/images")),
+        )
 }
+
+/// The variable of `rotating`'s previous secret.
+const PREVIOUS_SECRET_VAR: &str = "GETTY_API_SECRET_PREVIOUS";
 
 /// The running services and the config pointing at them. Stops everything when dropped.
 pub struct Fixture {
@@ -131,6 +142,7 @@ pub struct Fixture {
     schedule: TokenSchedule,
     key: String,
     secret: String,
+    previous_secret: String,
     encryption_key: String,
 }
 
@@ -177,6 +189,7 @@ impl Fixture {
     pub async fn start_on(server: UpstashServer, schedule: TokenSchedule) -> anyhow::Result<Self> {
         let key = format!("key_{:024x}", fastrand::u128(..));
         let secret = format!("secret_{:024x}", fastrand::u128(..));
+        let previous_secret = format!("previous_{:024x}", fastrand::u128(..));
         let redis = RedisServer::start().await?;
         let upstash = match server {
             UpstashServer::Upstash => Upstash::start(&redis).await?,
@@ -191,7 +204,7 @@ impl Fixture {
         config(&api.url()).write(&dir.path().join("tokenrelay.toml"))?;
         config(&format!("{}{PREVIEW_BASE_PATH}", api.url())).write(&dir.path().join(PREVIEW_CONFIG))?;
         let encryption_key = base64_key();
-        Ok(Self { redis, upstash, tokens, api, evil, dir, schedule, key, secret, encryption_key })
+        Ok(Self { redis, upstash, tokens, api, evil, dir, schedule, key, secret, previous_secret, encryption_key })
     }
 
     /// The config [`config_path`](Self::config_path) holds, to extend and write back.
@@ -243,6 +256,7 @@ impl Fixture {
             ("TOKENRELAY_CONFIG".into(), self.config_path().display().to_string()),
             ("GETTY_API_KEY".into(), self.key.clone()),
             ("GETTY_API_SECRET".into(), self.secret.clone()),
+            (PREVIOUS_SECRET_VAR.into(), self.previous_secret.clone()),
             ("RUST_LOG".into(), "info".into()),
         ]
     }
@@ -252,18 +266,34 @@ impl Fixture {
         &self.key
     }
 
-    /// Every secret value: the key, the secret, the store's token and
-    /// encryption key, and every token issued so far.
+    /// The client secret (`GETTY_API_SECRET`).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// `rotating`'s previous secret, which the token endpoint refuses until
+    /// told otherwise ([`TokenServer::accept_secrets`]).
+    pub fn previous_secret(&self) -> &str {
+        &self.previous_secret
+    }
+
+    /// Every secret value: the key, the secret, the previous secret, the
+    /// store's token and encryption key, and every token issued so far.
     pub fn secrets(&self) -> Vec<String> {
-        let mut all =
-            vec![self.key.clone(), self.secret.clone(), self.upstash.token().to_owned(), self.encryption_key.clone()];
+        let mut all = vec![
+            self.key.clone(),
+            self.secret.clone(),
+            self.previous_secret.clone(),
+            self.upstash.token().to_owned(),
+            self.encryption_key.clone(),
+        ];
         all.extend(self.tokens.issued());
         all
     }
 
     /// Fails naming `what` if `text` contains any secret (never the secret itself).
     pub fn assert_no_secrets(&self, what: &str, text: &str) -> anyhow::Result<()> {
-        let names = ["API key", "client secret", "Upstash token", "encryption key"];
+        let names = ["API key", "client secret", "previous client secret", "Upstash token", "encryption key"];
         for (i, secret) in self.secrets().iter().enumerate() {
             let name = names.get(i).copied().unwrap_or("an access token");
             anyhow::ensure!(!text.contains(secret.as_str()), "{what} contains {name}");

@@ -12,7 +12,7 @@ use crate::cache_checks::QueryPassing;
 use crate::fixture::Fixture;
 use crate::http::{Shell, Visitor};
 use crate::scenarios::Figures;
-use crate::{Logs, budget_checks, cache_checks, caller_checks, checks};
+use crate::{Logs, budget_checks, cache_checks, caller_checks, checks, secret_checks};
 
 /// Processes sharing the store in the checklist, as concurrent instances would.
 const CHECKLIST_INSTANCES: usize = 4;
@@ -147,6 +147,9 @@ pub async fn checklist(platform: &Platform) -> anyhow::Result<()> {
     checks::a_repeated_client_ip_header_counts_its_first_address(&shells[2], &fx)
         .await
         .context("repeated client-IP header")?;
+    secret_checks::a_refused_current_secret_falls_back_to_the_previous_one(&shells, &fx, &logs)
+        .await
+        .context("secret rotation")?;
     // The front passes the query as sent, as Vercel and Netlify's `rawQuery` do.
     cache_checks::response_cache(&shells, &fx, QueryPassing::Raw).await.context("response cache")?;
     budget_checks::budget_bounds_upstream_calls(&shells, &fx).await.context("budget")?;

@@ -23,6 +23,7 @@ mod fixture;
 pub mod frozen;
 mod http;
 pub mod scenarios;
+pub mod secret_checks;
 
 pub use fixture::{
     ALLOWED_ORIGIN, BUDGETED_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, PREVIEW_BASE_PATH, TokenSchedule,

@@ -143,11 +143,13 @@ impl TokenServer {
     pub async fn start_on(config: TokenServerConfig, addr: SocketAddr) -> anyhow::Result<Self> {
         let (stop, stop_signal) = Served::signal();
         let state = Arc::new(TokenState {
-            config,
+            config: config.clone(),
             behavior: Mutex::default(),
             held: Mutex::default(),
             calls: AtomicUsize::new(0),
             ledger: Ledger::default(),
+            accepted: Mutex::new(vec![config.client_secret.clone()]),
+            sent: Mutex::default(),
             last: Mutex::default(),
             stop: stop_signal,
         });
@@ -193,6 +195,18 @@ impl TokenServer {
     /// keys early: the API answers 401 to them, tokens issued later are valid.
     pub fn revoke_issued(&self) {
         self.state.ledger.revoke_all();
+    }
+
+    /// The client secrets accepted from now on, every other one revoked (at
+    /// first, only the configured `client_secret`): as a provider does while
+    /// a secret rotates (two valid), or once one is revoked.
+    pub fn accept_secrets(&self, secrets: &[&str]) {
+        *lock(&self.state.accepted) = secrets.iter().map(|s| (*s).to_owned()).collect();
+    }
+
+    /// The client secret of every request that carried one, oldest first.
+    pub fn secrets_sent(&self) -> Vec<String> {
+        lock(&self.state.sent).clone()
     }
 
     /// Changes how the following requests are answered.
@@ -244,6 +258,10 @@ pub(crate) struct TokenState {
     held: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     calls: AtomicUsize,
     ledger: Ledger,
+    /// The client secrets accepted.
+    accepted: Mutex<Vec<String>>,
+    /// The client secret of every request, in order.
+    sent: Mutex<Vec<String>>,
     last: Mutex<LastRequest>,
     stop: StopSignal,
 }
@@ -252,6 +270,11 @@ impl TokenState {
     /// Whether `token` was issued here and has not expired yet.
     pub(crate) fn is_valid(&self, token: &str) -> bool {
         self.ledger.is_valid(token)
+    }
+
+    /// Whether `id` and `secret` are accepted.
+    fn admits(&self, id: &str, secret: &str) -> bool {
+        id == self.config.client_id && lock(&self.accepted).iter().any(|s| s == secret)
     }
 }
 
@@ -313,8 +336,10 @@ async fn begin(
     headers: &HeaderMap,
     body: &Bytes,
     form: Vec<(String, String)>,
+    secret: Option<String>,
 ) -> Result<Answer, Response> {
     state.calls.fetch_add(1, Ordering::SeqCst);
+    lock(&state.sent).extend(secret);
     *lock(&state.last) = LastRequest {
         form,
         authorization: headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
@@ -357,11 +382,17 @@ async fn begin(
 
 async fn oauth2_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: Bytes) -> Response {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let answer = match begin(&state, &headers, &body, form.clone()).await {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let credentials = match basic_credentials(&headers) {
+        Some(Ok(pair)) => Some(pair),
+        Some(Err(())) => None,
+        None => field("client_id").map(|id| (id.to_owned(), field("client_secret").unwrap_or_default().to_owned())),
+    };
+    let sent = credentials.as_ref().map(|(_, secret)| secret.clone());
+    let answer = match begin(&state, &headers, &body, form.clone(), sent).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
 
     let is_form = headers
         .get(header::CONTENT_TYPE)
@@ -375,13 +406,8 @@ async fn oauth2_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
         );
     }
 
-    let credentials = match basic_credentials(&headers) {
-        Some(Ok(pair)) => Some(pair),
-        Some(Err(())) => None,
-        None => field("client_id").map(|id| (id.to_owned(), field("client_secret").unwrap_or_default().to_owned())),
-    };
     let config = &state.config;
-    if credentials != Some((config.client_id.clone(), config.client_secret.clone())) {
+    if !credentials.is_some_and(|(id, secret)| state.admits(&id, &secret)) {
         let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"token\""));
         return response;
@@ -416,7 +442,8 @@ async fn custom_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
             (k.clone(), text)
         })
         .collect();
-    let answer = match begin(&state, &headers, &body, form).await {
+    let sent = parsed.as_ref().and_then(|f| f.get("secret")).and_then(Json::as_str).map(str::to_owned);
+    let answer = match begin(&state, &headers, &body, form, sent).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -428,8 +455,8 @@ async fn custom_token(State(state): State<Arc<TokenState>>, headers: HeaderMap, 
             .into_response();
     };
     let config = &state.config;
-    let matches = |name: &str, expected: &str| fields.get(name).and_then(Json::as_str) == Some(expected);
-    if !matches("key", &config.client_id) || !matches("secret", &config.client_secret) {
+    let field = |name: &str| fields.get(name).and_then(Json::as_str).unwrap_or_default();
+    if !state.admits(field("key"), field("secret")) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({ "error": "invalid_client", "message": "unknown key or secret" })),

@@ -227,6 +227,24 @@ function duration(ms) {
 }
 
 /**
+ * Which secret minted the stored token, and when each was last accepted.
+ * @param {import("../index.d.ts").TokenStatus} t
+ */
+function formatSecrets(t) {
+  const at = (/** @type {number | null | undefined} */ ms) =>
+    ms == null ? "not since this token's record began" : new Date(ms).toISOString();
+  const minted = {
+    current: "minted with the current secret",
+    previous: t.currentRefused
+      ? "minted with the PREVIOUS secret: the current one was refused, so the previous one is still in use; fix the current secret before revoking the previous one"
+      : "minted with the previous secret before the current one was deployed (the next rotation tries the current one)",
+    other: "minted with a secret this config no longer names (the next rotation tries the current one)",
+  }[t.mintedWith];
+  const previous = t.hasPreviousSecret ? `; previous last accepted ${at(t.previousAcceptedAtMs)}` : "";
+  return `${minted ?? t.mintedWith}; current last accepted ${at(t.currentAcceptedAtMs)}${previous}`;
+}
+
+/**
  * The text `tokenrelay status` prints for `all`.
  * @param {import("../index.d.ts").UpstreamStatus[]} all
  */
@@ -240,6 +258,7 @@ function formatStatus(all) {
         ? `  token: ${duration(t.ageMs)} old, ${t.expiresInMs == null ? "no expiry given" : `expires in ${duration(t.expiresInMs)}`}, rotated ${new Date(t.rotatedAtMs).toISOString()}`
         : "  token: none stored (or a static key)",
     );
+    if (t) lines.push(`  secret: ${formatSecrets(t)}`);
     for (const b of u.budgets) {
       lines.push(
         `  budget${b.route ? ` ${b.route}` : ""}: ${b.used} of ${b.requests} used, ${b.left} left; resets in ${duration(b.resetsInMs)}`,

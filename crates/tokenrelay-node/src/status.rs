@@ -56,7 +56,7 @@ pub struct PurgeStatus {
     pub age_ms: f64,
 }
 
-/// The stored token's schedule, never the token.
+/// The stored token's schedule and the secret that minted it, never the token.
 #[napi(object)]
 #[derive(Debug, Clone)]
 pub struct TokenStatus {
@@ -65,6 +65,17 @@ pub struct TokenStatus {
     pub age_ms: f64,
     /// Time until it expires, when the endpoint said.
     pub expires_in_ms: Option<f64>,
+    /// `current`, `previous` (the endpoint refused the current secret: the
+    /// previous one is still in use) or `other` (a secret no longer configured).
+    pub minted_with: String,
+    /// Whether the endpoint refused the current secret when the token was minted.
+    pub current_refused: bool,
+    /// When the current secret last minted a token, ms since the Unix epoch.
+    pub current_accepted_at_ms: Option<f64>,
+    /// When the previous secret last did.
+    pub previous_accepted_at_ms: Option<f64>,
+    /// Whether a previous secret is configured (its variable set).
+    pub has_previous_secret: bool,
 }
 
 /// One budget in its current window.
@@ -96,6 +107,11 @@ pub async fn status(upstream: Option<String>, options: SiteOnlyOptions) -> Resul
                 rotated_at_ms: n(t.rotated_at_ms),
                 age_ms: n(t.age_ms),
                 expires_in_ms: t.expires_in_ms.map(n),
+                minted_with: t.minted_with,
+                current_refused: t.current_refused,
+                current_accepted_at_ms: t.current_accepted_at_ms.map(n),
+                previous_accepted_at_ms: t.previous_accepted_at_ms.map(n),
+                has_previous_secret: t.has_previous_secret,
             }),
             budgets: s
                 .budgets

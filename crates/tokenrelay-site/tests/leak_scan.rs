@@ -172,3 +172,35 @@ fn a_missing_directory_or_config_fails_with_its_code() {
     let err = scan_for_leaks(Path::new("dist"), &options).unwrap_err();
     assert_eq!(err.code(), "config_unreadable");
 }
+
+#[test]
+fn during_a_rotation_both_secrets_are_searched_for() {
+    const PREVIOUS: &str = "client-secret-old-93aa-never-shown";
+    let dir = site(&[
+        ("old.js", format!("const s = \"{PREVIOUS}\";").as_bytes()),
+        ("new.js", format!("const s = \"{CLIENT_SECRET}\";").as_bytes()),
+    ]);
+    let config = CONFIG.replace(
+        "client_secret = { env = \"GETTY_API_SECRET\" }",
+        "client_secret = { env = \"GETTY_API_SECRET\" }\nprevious_client_secret = { env = \"GETTY_API_SECRET_PREVIOUS\" }",
+    );
+    std::fs::write(dir.path().join("tokenrelay.toml"), config).unwrap();
+    let mut env = env();
+    env.insert("GETTY_API_SECRET_PREVIOUS".to_owned(), PREVIOUS.to_owned());
+    let options = ScanOptions { site: site_options(dir.path(), &env), ..ScanOptions::default() };
+    let report = scan_for_leaks(Path::new("dist"), &options).unwrap();
+    let found: Vec<(&str, Option<&str>, &str)> =
+        report.leaks.iter().map(|l| (l.file.as_str(), l.variable.as_deref(), l.secret.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            ("new.js", Some("GETTY_API_SECRET"), "$GETTY_API_SECRET (token.client_secret of upstream \"getty\")"),
+            (
+                "old.js",
+                Some("GETTY_API_SECRET_PREVIOUS"),
+                "$GETTY_API_SECRET_PREVIOUS (token.previous_client_secret of upstream \"getty\")"
+            ),
+        ]
+    );
+    assert!(!format!("{report:?}").contains(PREVIOUS));
+}

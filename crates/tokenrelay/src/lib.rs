@@ -61,7 +61,7 @@ pub use broker::Broker;
 pub use config::{CONFIG_PATH_VAR, Config, DEFAULT_CONFIG_FILE, Env, SecretVar, Summary, Upstream, UpstreamSummary};
 pub use error::{Error, ErrorCode, MissingVar, Result};
 pub use store::{ENCRYPTION_KEY_VAR, LOCAL_STORE_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
-pub use token::{Provenance, Token};
+pub use token::{MintedWith, Provenance, Token};
 
 /// Validates the config and store settings of `env` and returns a redacted
 /// summary, without fetching any token.

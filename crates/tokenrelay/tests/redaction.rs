@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded};
 use testkit::Behavior;
 
+/// The secret deployed as the current one in the rotation step.
+const NEW_SECRET: &str = "client-secret-new-41d0";
+
 /// Captures every log line of the process.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -54,14 +57,36 @@ async fn no_secret_appears_in_any_log_line_or_error() {
             errors.push(format!("{err} {err:?}"));
             tokio::time::sleep(Duration::from_millis(2100)).await; // let the shared cooldown lapse
         }
+        // A rotation: the new current secret refused, the previous one accepted; then both refused.
+        let rotating = rig
+            .site()
+            .edit_upstream("api", |u| u.token(rig.token().previous_client_secret("API_CLIENT_SECRET_PREVIOUS")))
+            .render();
+        let env = rig.env_with(&[("API_CLIENT_SECRET", NEW_SECRET), ("API_CLIENT_SECRET_PREVIOUS", CLIENT_SECRET)]);
+        b.invalidate("api", &b.token("api").await.unwrap()).await.unwrap();
+        let r = rig.broker_with(&rotating, &env);
+        tokens.push(r.token("api").await.unwrap().expose().to_owned());
+        r.invalidate("api", &r.token("api").await.unwrap()).await.unwrap();
+        rig.tokens.accept_secrets(&["another"]);
+        let err = rig.broker_with(&rotating, &env).token("api").await.map(|_| ()).unwrap_err();
+        rig.tokens.accept_secrets(&[CLIENT_SECRET]);
+        errors.push(format!("{err} {err:?} {r:?} {:?}", r.summary()));
         rig.redis.stop().await.unwrap();
         tokens.push(rig.broker().token("api").await.unwrap().expose().to_owned());
         errors.push(format!("{:?} {:?}", b, b.summary()));
         tokens.extend(rig.tokens.issued());
-        let secrets = [CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned(), rig.upstash.token().to_owned(), rig.key.clone()];
+        let secrets = [
+            CLIENT_ID.to_owned(),
+            CLIENT_SECRET.to_owned(),
+            NEW_SECRET.to_owned(),
+            rig.upstash.token().to_owned(),
+            rig.key.clone(),
+        ];
         let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         assert!(
-            logs.contains("token ready") && logs.contains("shared store unavailable"),
+            logs.contains("token ready")
+                && logs.contains("shared store unavailable")
+                && logs.contains("the previous secret minted the token"),
             "the flow was logged:\n{logs}"
         );
         for secret in secrets.iter().chain(&tokens) {

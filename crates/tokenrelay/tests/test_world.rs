@@ -14,6 +14,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn every_option() -> SiteConfig {
     let oauth = oauth2("https://auth.example.com/token", "ID", "SECRET")
+        .previous_client_secret("SECRET_PREVIOUS")
         .form_auth()
         .scope("read")
         .audience("https://api.example.com")
@@ -23,6 +24,8 @@ fn every_option() -> SiteConfig {
     let json = JsonToken::new("https://auth.example.com/json", "/data/token")
         .expires_in_pointer("/data/expires_in")
         .body("key", env("ID"))
+        .body("secret", env("SECRET"))
+        .previous_secret("SECRET_PREVIOUS", "body.secret")
         .default_lifetime(MINUTE)
         .timeout(Duration::from_millis(300));
     let jwt = Caller::jwt("https://id.example.com/jwks.json", "https://id.example.com/", "api");
@@ -83,7 +86,21 @@ fn every_option() -> SiteConfig {
 #[test]
 fn every_option_the_builder_writes_is_one_the_relay_reads() {
     let text = every_option().render();
-    let env = Env::from_pairs([("ID", "id"), ("SECRET", "secret"), ("MAPS_KEY", "k"), ("TURNSTILE_SECRET", "t")]);
+    let env = Env::from_pairs([
+        ("ID", "id"),
+        ("SECRET", "secret"),
+        ("SECRET_PREVIOUS", "old"),
+        ("MAPS_KEY", "k"),
+        ("TURNSTILE_SECRET", "t"),
+    ]);
     let config = Config::parse(&text, "tokenrelay.toml", &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(config.upstreams().map(|u| u.name()).collect::<Vec<_>>(), ["custom", "getty", "maps", "signed"]);
+    let previous: Vec<(String, String)> = config
+        .secret_vars()
+        .into_iter()
+        .filter(|v| v.name == "SECRET_PREVIOUS")
+        .map(|v| (v.upstream, v.field))
+        .collect();
+    let read = [("custom", "token.previous_secret"), ("getty", "token.previous_client_secret")];
+    assert_eq!(previous, read.map(|(u, f)| (u.to_owned(), f.to_owned())), "both previous secrets are read");
 }

@@ -71,6 +71,7 @@ pub fn oauth2(url: impl Into<String>, id_env: &str, secret_env: &str) -> OAuth2T
         url: url.into(),
         client_id: env(id_env),
         client_secret: env(secret_env),
+        previous_client_secret: None,
         auth: None,
         scope: None,
         audience: None,
@@ -86,6 +87,7 @@ pub struct OAuth2Token {
     url: String,
     client_id: Param,
     client_secret: Param,
+    previous_client_secret: Option<Param>,
     auth: Option<String>,
     scope: Option<String>,
     audience: Option<String>,
@@ -96,6 +98,12 @@ pub struct OAuth2Token {
 
 impl OAuth2Token {
     setters! { default_lifetime: Duration, timeout: Duration }
+
+    /// `previous_client_secret = { env = "<name>" }`: the secret being rotated out.
+    pub fn previous_client_secret(mut self, env_name: &str) -> Self {
+        self.previous_client_secret = Some(env(env_name));
+        self
+    }
 
     /// Sends the client id and secret in the form body, not as HTTP Basic.
     pub fn form_auth(mut self) -> Self {
@@ -125,6 +133,7 @@ impl OAuth2Token {
             .set("url", self.url.as_str())
             .set("client_id", &self.client_id)
             .set("client_secret", &self.client_secret)
+            .opt("previous_client_secret", self.previous_client_secret.as_ref())
             .opt("auth", self.auth.as_deref())
             .opt("scope", self.scope.as_deref())
             .opt("audience", self.audience.as_deref())
@@ -149,6 +158,7 @@ pub struct JsonToken {
     expires_in_pointer: Option<String>,
     expires_at_pointer: Option<String>,
     body: BTreeMap<String, Param>,
+    previous_secret: Option<(String, String)>,
     default_lifetime: Option<Duration>,
     timeout: Option<Duration>,
 }
@@ -162,6 +172,7 @@ impl JsonToken {
             expires_in_pointer: None,
             expires_at_pointer: None,
             body: BTreeMap::new(),
+            previous_secret: None,
             default_lifetime: None,
             timeout: None,
         }
@@ -179,6 +190,14 @@ impl JsonToken {
         self
     }
 
+    /// `previous_secret = { env = "<env_name>", replaces = "<replaces>" }`:
+    /// the secret being rotated out, sent in place of the field `replaces`
+    /// (e.g. `body.secret`).
+    pub fn previous_secret(mut self, env_name: &str, replaces: &str) -> Self {
+        self.previous_secret = Some((env_name.to_owned(), replaces.to_owned()));
+        self
+    }
+
     /// One field of the request body.
     pub fn body(mut self, name: &str, value: impl Into<Param>) -> Self {
         self.body.insert(name.to_owned(), value.into());
@@ -193,6 +212,13 @@ impl JsonToken {
             .opt("expires_in_pointer", self.expires_in_pointer.as_deref())
             .opt("expires_at_pointer", self.expires_at_pointer.as_deref())
             .table("body", params(&self.body))
+            .table(
+                "previous_secret",
+                self.previous_secret.iter().fold(Table::default(), |mut t, (env, replaces)| {
+                    t.set("env", env.as_str()).set("replaces", replaces.as_str());
+                    t
+                }),
+            )
             .duration("default_lifetime", self.default_lifetime)
             .duration("timeout", self.timeout);
         t

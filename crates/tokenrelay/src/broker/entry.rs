@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::secrets::SecretRecord;
 use crate::config::CacheSettings;
 use crate::token::Token;
 
@@ -17,6 +18,8 @@ pub(crate) struct CachedToken {
     pub(crate) refresh_at: SystemTime,
     /// When the token was minted, so every instance derives the same schedule.
     fetched_at: SystemTime,
+    /// Which secret minted it and when each was last accepted.
+    pub(crate) secrets: SecretRecord,
 }
 
 /// What is sealed into the store.
@@ -25,6 +28,9 @@ struct Stored {
     token: String,
     fetched_at_ms: u64,
     expires_at_ms: u64,
+    /// Absent in values stored before secrets were recorded (read as unknown).
+    #[serde(default, flatten)]
+    secrets: SecretRecord,
 }
 
 impl CachedToken {
@@ -37,7 +43,13 @@ impl CachedToken {
         let valid_until = expires_at - cache.safety_margin.min(lifetime / 2);
         let usable = valid_until.duration_since(fetched_at).unwrap_or_default();
         let refresh_at = valid_until - cache.refresh_window.min(usable / 2);
-        Self { token, valid_until, refresh_at, fetched_at }
+        Self { token, valid_until, refresh_at, fetched_at, secrets: SecretRecord::default() }
+    }
+
+    /// The same entry, recording `secrets`.
+    pub(crate) fn with_secrets(mut self, secrets: SecretRecord) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Whether it may still be served at `now`.
@@ -72,6 +84,7 @@ impl CachedToken {
             token: self.token.expose().to_owned(),
             fetched_at_ms: unix_ms(self.fetched_at),
             expires_at_ms: unix_ms(self.token.expires_at().unwrap_or(self.fetched_at)),
+            secrets: self.secrets.clone(),
         };
         serde_json::to_vec(&stored).unwrap_or_default()
     }
@@ -80,7 +93,8 @@ impl CachedToken {
     pub(crate) fn from_bytes(bytes: &[u8], cache: &CacheSettings) -> Option<Self> {
         let s: Stored = serde_json::from_slice(bytes).ok()?;
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
-        Some(Self::new(Token::new(s.token, Some(at(s.expires_at_ms))), at(s.fetched_at_ms), cache))
+        let entry = Self::new(Token::new(s.token, Some(at(s.expires_at_ms))), at(s.fetched_at_ms), cache);
+        Some(entry.with_secrets(s.secrets))
     }
 }
 
@@ -128,6 +142,9 @@ mod tests {
         let e = CachedToken::new(Token::new("tok", Some(now + Duration::from_secs(1800))), now, &c);
         let back = CachedToken::from_bytes(&e.to_bytes(), &c).unwrap();
         assert_eq!(back.token.expose(), "tok");
+        assert_eq!(back.secrets, SecretRecord::default(), "nothing recorded, nothing read");
+        let old = br#"{"token":"tok","fetched_at_ms":1,"expires_at_ms":2}"#;
+        assert!(CachedToken::from_bytes(old, &c).is_some(), "values stored before secrets were recorded still read");
         let diff = |a: SystemTime, b: SystemTime| a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap();
         assert!(diff(back.valid_until, e.valid_until) < Duration::from_millis(2));
         assert!(diff(back.refresh_at, e.refresh_at) < Duration::from_millis(2));

@@ -119,7 +119,9 @@ impl Broker {
         let store = &self.inner.store;
         let gone = Verdict::Drop { from_store: false };
         let Some(stored) = slot.keys.read(store).await?.token else { return Ok(gone) };
-        let Some(entry) = self.entry(&stored.plain).filter(|e| e.token.same_value(token)) else { return Ok(gone) };
+        let Some(entry) = self.entry(slot, &stored.plain).filter(|e| e.token.same_value(token)) else {
+            return Ok(gone);
+        };
         if limits != Limits::None {
             if limits == Limits::AgeAndBudget && entry.age(SystemTime::now()) < cache.min_token_age {
                 return Ok(Verdict::Keep(TOO_YOUNG));
@@ -139,7 +141,7 @@ impl Broker {
     fn forget(&self, slot: &Slot, token: &Token) {
         let mut memory = slot.memory();
         if memory.as_ref().is_some_and(|e| e.token.same_value(token)) {
-            *memory = None;
+            slot.forget(&mut memory);
         }
     }
 }

@@ -22,13 +22,14 @@
 //! state: the memory level and the cooldown), `rotation` (single flight,
 //! refresh, waiting for another instance), `invalidation` (dropping a refused
 //! or stale token), `shared_failure` (the failure stored for the cooldown),
-//! `entry` (a token's schedule and sealed form) and `prefetch` (tokens that
-//! must outlive a build).
+//! `entry` (a token's schedule and sealed form), `secrets` (which secret
+//! minted a token) and `prefetch` (tokens that must outlive a build).
 
 mod entry;
 mod invalidation;
 mod prefetch;
 mod rotation;
+mod secrets;
 mod shared_failure;
 mod slot;
 
@@ -43,6 +44,8 @@ use crate::store::{Store, TokenKeys, TokenState};
 use crate::token::{Provenance, Source, Token, retry};
 use entry::CachedToken;
 pub(crate) use rotation::Refresh;
+use secrets::SecretTags;
+pub(crate) use secrets::SecretUse;
 use slot::Slot;
 
 /// Connect timeout of the broker's HTTP client.
@@ -100,7 +103,10 @@ impl Broker {
         let store = Store::from_env(env, &config.store, http.clone(), &config.file)?;
         let slots = config
             .upstreams()
-            .map(|u| (u.name.clone(), Slot::new(TokenKeys::new(store.namer(), &u.name, &u.source.identity()))))
+            .map(|u| {
+                let keys = TokenKeys::new(store.namer(), &u.name, &u.source.identity());
+                (u.name.clone(), Slot::new(keys, SecretTags::new(store.namer(), &u.name, &u.source)))
+            })
             .collect();
         Ok(Broker { inner: Arc::new(Inner { config, store, http, slots }) })
     }
@@ -177,7 +183,7 @@ impl Broker {
     pub(crate) fn adopt(&self, upstream: &str, state: &TokenState) {
         let Ok((_, slot)) = self.slot(upstream) else { return };
         let now = SystemTime::now();
-        let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_valid(now));
+        let stored = state.token.as_ref().and_then(|t| self.entry(slot, &t.plain)).filter(|e| e.is_valid(now));
         if let Some(entry) = stored {
             let mut memory = slot.memory();
             if memory.as_ref().is_none_or(|m| !m.is_valid(now)) {
@@ -194,18 +200,25 @@ impl Broker {
         }
     }
 
-    /// When `upstream`'s stored token was minted and when it expires, read
-    /// from the store (never memory); `None` for a static key or when no
-    /// valid token is stored. Never the token itself.
-    pub(crate) async fn stored_token_times(&self, upstream: &str) -> Result<Option<(SystemTime, Option<SystemTime>)>> {
+    /// `upstream`'s stored token, read from the store (never memory),
+    /// without the token itself: when it was minted, when it expires, and
+    /// which secret minted it; `None` for a static key or when no valid
+    /// token is stored.
+    pub(crate) async fn stored_token(&self, upstream: &str) -> Result<Option<StoredToken>> {
         let (source, slot) = self.slot(upstream)?;
         if !source.rotates() {
             return Ok(None);
         }
         let state =
             slot.keys.read(&self.inner.store).await.map_err(|e| Error::StoreUnreadable { reason: e.to_string() })?;
-        let entry = state.token.as_ref().and_then(|t| self.entry(&t.plain));
-        Ok(entry.map(|e| (SystemTime::now() - e.age(SystemTime::now()), e.token.expires_at())))
+        let entry = state.token.as_ref().and_then(|t| self.entry(slot, &t.plain));
+        let now = SystemTime::now();
+        Ok(entry.map(|e| StoredToken {
+            minted_at: now - e.age(now),
+            expires_at: e.token.expires_at(),
+            secrets: slot.tags.read(&e.secrets),
+            has_previous: source.has_previous(),
+        }))
     }
 
     /// The upstream's token source and state.
@@ -214,10 +227,23 @@ impl Broker {
         Ok((&u.source, &self.inner.slots[upstream]))
     }
 
-    /// Reads an opened token back into an entry with this config's schedule.
-    fn entry(&self, plain: &[u8]) -> Option<CachedToken> {
-        CachedToken::from_bytes(plain, &self.inner.config.cache)
+    /// Reads an opened token back into an entry with this config's
+    /// schedule, its token marked with the secret that minted it.
+    fn entry(&self, slot: &Slot, plain: &[u8]) -> Option<CachedToken> {
+        let mut entry = CachedToken::from_bytes(plain, &self.inner.config.cache)?;
+        entry.token = entry.token.minted(slot.tags.label(entry.secrets.minted_with.as_deref()));
+        Some(entry)
     }
+}
+
+/// A stored token as `status` shows it, without the token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredToken {
+    pub(crate) minted_at: SystemTime,
+    pub(crate) expires_at: Option<SystemTime>,
+    pub(crate) secrets: SecretUse,
+    /// Whether the config names a previous secret.
+    pub(crate) has_previous: bool,
 }
 
 impl std::fmt::Debug for Broker {

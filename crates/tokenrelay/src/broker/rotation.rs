@@ -73,6 +73,7 @@ impl Broker {
                 tracing::info!(
                     upstream,
                     outcome = outcome.as_str(),
+                    secret = entry.token.minted_with().as_str(),
                     valid_for_s = entry.ttl(SystemTime::now()).as_secs(),
                     took_ms = started.elapsed().as_millis() as u64,
                     "token ready"
@@ -113,7 +114,7 @@ impl Broker {
         };
         loop {
             let now = SystemTime::now();
-            let stored = state.token.as_ref().and_then(|t| self.entry(&t.plain));
+            let stored = state.token.as_ref().and_then(|t| self.entry(slot, &t.plain));
             if let Some(e) = stored.clone().filter(|e| e.is_fresh(now)) {
                 return Ok((e, Provenance::Store));
             }
@@ -158,14 +159,15 @@ impl Broker {
         let store = &self.inner.store;
         let now = SystemTime::now();
         // The previous holder may have stored a token just before we locked.
-        if let Some(e) = after.token.as_ref().and_then(|t| self.entry(&t.plain)).filter(|e| e.is_fresh(now)) {
+        let prior = after.token.as_ref().and_then(|t| self.entry(slot, &t.plain));
+        if let Some(e) = prior.clone().filter(|e| e.is_fresh(now)) {
             lease.release().await;
             return Ok((e, Provenance::Store));
         }
         let fetched_at = SystemTime::now();
         match retry::fetch(source, &self.inner.http, upstream).await {
             Ok(token) => {
-                let entry = CachedToken::new(token, fetched_at, cache);
+                let entry = self.minted(slot, token, fetched_at, prior.as_ref());
                 let ttl = entry.ttl(SystemTime::now());
                 match store.put_fenced(&slot.keys.token, Write::Sealed(&entry.to_bytes()), ttl, lease).await {
                     Ok(true) => {}
@@ -203,6 +205,16 @@ impl Broker {
         tracing::warn!(upstream, error = %cause, "shared store unavailable; fetching the token directly");
         let fetched_at = SystemTime::now();
         let token = retry::fetch(source, &self.inner.http, upstream).await?;
-        Ok((CachedToken::new(token, fetched_at, &self.inner.config.cache), Provenance::Direct))
+        let (_, slot) = self.slot(upstream)?;
+        Ok((self.minted(slot, token, fetched_at, None), Provenance::Direct))
+    }
+
+    /// The entry of a token just fetched, recording which secret minted it
+    /// beside the times the token it replaces recorded (`stored`, the one
+    /// the store held, else this instance's: [`Slot::prior_record`]).
+    fn minted(&self, slot: &Slot, token: Token, fetched_at: SystemTime, stored: Option<&CachedToken>) -> CachedToken {
+        let prior = slot.prior_record(stored);
+        let secrets = slot.tags.record(token.minted_with(), fetched_at, prior.as_ref());
+        CachedToken::new(token, fetched_at, &self.inner.config.cache).with_secrets(secrets)
     }
 }

@@ -151,6 +151,18 @@ impl Builder<'_> {
         self.param(upstream, field, raw)
     }
 
+    /// A secret that may be absent: `None`, and no problem, while its
+    /// variable is unset or empty (a previous secret exists only during a
+    /// rotation). A literal is refused as for [`Builder::secret`].
+    pub(super) fn optional_secret(&mut self, upstream: &str, field: &str, raw: RawParam) -> Option<Param> {
+        if let RawParam::Env { env } = &raw
+            && self.env.get(env).is_none_or(str::is_empty)
+        {
+            return None;
+        }
+        self.secret(upstream, field, raw)
+    }
+
     pub(super) fn params(
         &mut self,
         upstream: &str,

@@ -142,6 +142,8 @@ pub(super) enum RawToken {
         client_id: RawParam,
         client_secret: RawParam,
         #[serde(default)]
+        previous_client_secret: Option<RawParam>,
+        #[serde(default)]
         auth: Option<ClientAuth>,
         scope: Option<String>,
         audience: Option<String>,
@@ -162,6 +164,8 @@ pub(super) enum RawToken {
         body: Option<toml::Table>,
         #[serde(default)]
         body_format: Option<BodyFormat>,
+        #[serde(default)]
+        previous_secret: Option<RawPrevious>,
         token_pointer: String,
         expires_in_pointer: Option<String>,
         expires_at_pointer: Option<String>,
@@ -173,6 +177,16 @@ pub(super) enum RawToken {
     Static {
         key: RawParam,
     },
+}
+
+/// A `json` source's `previous_secret = { env = "NAME", replaces = "body.secret" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrevious {
+    pub env: String,
+    /// The credential it stands in for, named as in `tokenrelay check`
+    /// without `token.`: `body.secret`, `headers.X-Key`, `body.list[0]`.
+    pub replaces: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -257,3 +257,57 @@ fn cooldown_scope_is_route_by_default_upstream_when_asked_and_nothing_else() {
     let p = problems(&text("cooldown = \"service\""), &env());
     assert_eq!(p, ["upstream \"getty\": relay.cooldown: must be \"route\" (the default) or \"upstream\""], "{p:#?}");
 }
+
+#[test]
+fn a_previous_secret_is_read_only_while_its_variable_is_set_and_never_as_a_literal() {
+    let text = GETTY.replace(
+        "scope = \"images\"",
+        "scope = \"images\"\nprevious_client_secret = { env = \"GETTY_API_SECRET_PREVIOUS\" }",
+    );
+    let has_previous = |env: &Env| {
+        Config::parse(&text, "tokenrelay.toml", env).unwrap().upstreams().next().unwrap().source.has_previous()
+    };
+    assert!(!has_previous(&env()), "unset: no previous secret, and no missing variable");
+    let mut vars =
+        vec![("GETTY_API_KEY", "key-123"), ("GETTY_API_SECRET", "secret-456"), ("GETTY_API_SECRET_PREVIOUS", "")];
+    assert!(!has_previous(&Env::from_pairs(vars.clone())), "empty: none either");
+    vars[2].1 = "secret-123";
+    assert!(has_previous(&Env::from_pairs(vars)));
+    let literal = GETTY.replace("scope = \"images\"", "previous_client_secret = \"secret-123\"");
+    assert_eq!(
+        problems(&literal, &env()),
+        [
+            "upstream \"getty\": token.previous_client_secret: must reference an environment variable, e.g. { env = \"MY_SECRET\" }, never a literal secret"
+        ]
+    );
+}
+
+#[test]
+fn a_json_previous_secret_must_replace_a_field_read_from_the_environment() {
+    let text = |replaces: &str| {
+        format!(
+            r#"
+[upstreams.custom]
+base_url = "https://api.example.com"
+[upstreams.custom.token]
+type = "json"
+url = "https://auth.example.com/token"
+body = {{ key = {{ env = "KEY" }}, secret = {{ env = "SECRET" }}, kind = "literal" }}
+previous_secret = {{ env = "SECRET_PREVIOUS", replaces = "{replaces}" }}
+token_pointer = "/token"
+default_lifetime = "10m"
+"#
+        )
+    };
+    let env = Env::from_pairs([("KEY", "k"), ("SECRET", "s"), ("SECRET_PREVIOUS", "p")]);
+    let config = Config::parse(&text("body.secret"), "tokenrelay.toml", &env).unwrap();
+    assert!(config.upstreams().next().unwrap().source.has_previous());
+    for wrong in ["body.kind", "body.nope", "secret"] {
+        assert_eq!(
+            problems(&text(wrong), &env),
+            [format!(
+                "upstream \"custom\": token.previous_secret.replaces: \"{wrong}\" is not a field of this source read from the environment; one of: body.key, body.secret"
+            )]
+        );
+    }
+}

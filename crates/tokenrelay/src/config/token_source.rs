@@ -4,9 +4,10 @@
 
 use super::DEFAULT_TOKEN_TIMEOUT;
 use super::builder::Builder;
-use super::raw::{BodyFormat, RawParam, RawToken};
+use super::raw::{BodyFormat, RawParam, RawPrevious, RawToken};
+use crate::param::Param;
 use crate::token::Source;
-use crate::token::json::{Body, Expiry, JsonEndpoint, Template};
+use crate::token::json::{Body, Expiry, JsonEndpoint, Previous, Template};
 use crate::token::oauth2::{ClientAuth, ClientCredentials};
 
 impl Builder<'_> {
@@ -16,6 +17,7 @@ impl Builder<'_> {
                 url,
                 client_id,
                 client_secret,
+                previous_client_secret,
                 auth,
                 scope,
                 audience,
@@ -26,11 +28,14 @@ impl Builder<'_> {
                 let url = self.url(upstream, "token.url", &url);
                 let client_id = self.param(upstream, "token.client_id", client_id);
                 let client_secret = self.secret(upstream, "token.client_secret", client_secret);
+                let previous_client_secret = previous_client_secret
+                    .and_then(|raw| self.optional_secret(upstream, "token.previous_client_secret", raw));
                 let extra = self.params(upstream, "token.extra", extra);
                 Some(Source::OAuth2(ClientCredentials {
                     url: url?,
                     client_id: client_id?,
                     client_secret: client_secret?,
+                    previous_client_secret,
                     auth: auth.unwrap_or(ClientAuth::Basic),
                     scope,
                     audience,
@@ -45,6 +50,7 @@ impl Builder<'_> {
                 headers,
                 body,
                 body_format,
+                previous_secret,
                 token_pointer,
                 expires_in_pointer,
                 expires_at_pointer,
@@ -89,19 +95,53 @@ impl Builder<'_> {
                     }
                     (None, None) => Some(Expiry::Unspecified),
                 };
-                Some(Source::Json(JsonEndpoint {
+                let previous = previous_secret.and_then(|raw| {
+                    self.optional_secret(upstream, "token.previous_secret", RawParam::Env { env: raw.env.clone() })
+                        .map(|value| (raw, value))
+                });
+                let mut source = JsonEndpoint {
                     method: method?,
                     url: url?,
                     headers: headers?,
                     body: body.ok()?,
+                    previous: None,
                     token_pointer,
                     expiry: expiry?,
                     default_lifetime,
                     timeout: timeout.unwrap_or(DEFAULT_TOKEN_TIMEOUT),
-                }))
+                };
+                if let Some((raw, value)) = previous {
+                    source.previous = self.previous(upstream, &source, raw, value);
+                }
+                Some(Source::Json(source))
             }
             RawToken::Static { key } => self.secret(upstream, "token.key", key).map(Source::Static),
         }
+    }
+
+    /// Checks that `previous_secret.replaces` names one of the source's
+    /// credentials read from the environment.
+    fn previous(&mut self, upstream: &str, source: &JsonEndpoint, raw: RawPrevious, value: Param) -> Option<Previous> {
+        let field = format!("token.{}", raw.replaces);
+        let secrets: Vec<String> = source
+            .credentials()
+            .into_iter()
+            .filter(|(_, p)| p.secret().is_some())
+            .map(|(f, _)| f.trim_start_matches("token.").to_owned())
+            .collect();
+        if !secrets.iter().any(|f| format!("token.{f}") == field) {
+            self.problem(
+                upstream,
+                "token.previous_secret.replaces",
+                format_args!(
+                    "\"{}\" is not a field of this source read from the environment; one of: {}",
+                    raw.replaces,
+                    if secrets.is_empty() { "(none)".to_owned() } else { secrets.join(", ") }
+                ),
+            );
+            return None;
+        }
+        Some(Previous { field, value })
     }
 
     fn method(&mut self, upstream: &str, text: &str) -> Option<reqwest::Method> {

@@ -69,7 +69,7 @@ pub struct PurgeStatus {
     pub age_ms: u64,
 }
 
-/// The stored token's schedule, without the token.
+/// The stored token's schedule and the secret that minted it, without the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenStatus {
@@ -79,6 +79,22 @@ pub struct TokenStatus {
     pub age_ms: u64,
     /// Milliseconds until it expires, when the endpoint said.
     pub expires_in_ms: Option<u64>,
+    /// Which secret minted it ([`MintedWith::as_str`](crate::MintedWith::as_str)): `previous` means the
+    /// endpoint refused the current secret and the previous one is still in
+    /// use; `other`, a secret this config no longer names (or not recorded).
+    pub minted_with: String,
+    /// Whether the endpoint refused the current secret when the token was
+    /// minted: with `minted_with` `previous`, the previous secret is still
+    /// the one in use (without, the token predates the deploy that made its
+    /// secret the previous one, and the next rotation tries the current one).
+    pub current_refused: bool,
+    /// When the current secret last minted a token, ms since the Unix epoch,
+    /// as far as the stored token's record goes back.
+    pub current_accepted_at_ms: Option<u64>,
+    /// The same for the previous secret; `None` also when none is configured.
+    pub previous_accepted_at_ms: Option<u64>,
+    /// Whether the config names a previous secret (its variable is set).
+    pub has_previous_secret: bool,
 }
 
 /// One budget in its current window.
@@ -107,10 +123,16 @@ pub async fn status(broker: &Broker, upstream: Option<&str>) -> Result<Vec<Upstr
     let now_ms = millis(now.duration_since(UNIX_EPOCH).unwrap_or_default());
     let mut all = Vec::new();
     for u in config.upstreams().filter(|u| upstream.is_none_or(|n| n == u.name())) {
-        let token = broker.stored_token_times(u.name()).await?.map(|(minted, expires)| TokenStatus {
-            rotated_at_ms: millis(minted.duration_since(UNIX_EPOCH).unwrap_or_default()),
-            age_ms: millis(now.duration_since(minted).unwrap_or_default()),
-            expires_in_ms: expires.map(|e| millis(e.duration_since(now).unwrap_or_default())),
+        let since_epoch = |t: SystemTime| millis(t.duration_since(UNIX_EPOCH).unwrap_or_default());
+        let token = broker.stored_token(u.name()).await?.map(|t| TokenStatus {
+            rotated_at_ms: since_epoch(t.minted_at),
+            age_ms: millis(now.duration_since(t.minted_at).unwrap_or_default()),
+            expires_in_ms: t.expires_at.map(|e| millis(e.duration_since(now).unwrap_or_default())),
+            minted_with: t.secrets.minted_with.as_str().to_owned(),
+            current_refused: t.secrets.current_refused,
+            current_accepted_at_ms: t.secrets.current_accepted.map(since_epoch),
+            previous_accepted_at_ms: t.secrets.previous_accepted.map(since_epoch),
+            has_previous_secret: t.has_previous,
         });
         let budgets: Vec<(Option<&str>, Budget)> = u.relay.as_ref().map_or_else(Vec::new, |r| {
             let routes = r.routes.iter().filter_map(|route| Some((Some(route.pattern.as_str()), route.budget?)));
@@ -248,6 +270,8 @@ routes = [{{ path = "/**", cache = {{ ttl = "1m" }} }}]
             let api = &after[0];
             let t = api.token.as_ref().expect("the stored token's times");
             assert!(t.age_ms < 10_000 && t.expires_in_ms.is_some_and(|left| left > 0), "{t:?}");
+            assert_eq!((t.minted_with.as_str(), t.current_refused, t.has_previous_secret), ("current", false, false));
+            assert_eq!((t.current_accepted_at_ms, t.previous_accepted_at_ms), (Some(t.rotated_at_ms), None));
             assert_eq!((api.budgets[0].used, api.budgets[0].left, api.budgets[0].requests), (7, 93, 100));
             assert!(api.cooldown_ms.is_some_and(|left| left > 25_000 && left <= 30_000), "{:?}", api.cooldown_ms);
             let [route] = &api.route_cooldowns[..] else { panic!("one route cooling down: {:?}", api.route_cooldowns) };

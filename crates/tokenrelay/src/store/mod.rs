@@ -40,10 +40,10 @@ use std::time::Duration;
 
 pub use choose::{ENCRYPTION_KEY_VAR, LOCAL_STORE_VAR, UPSTASH_VARS, VERCEL_KV_VARS};
 pub(crate) use get::{Opened, Read, Values};
-use keys::KeyNamer;
+pub(crate) use keys::KeyNamer;
 pub(crate) use keys::cache::{CacheKeys, CacheState};
 pub(crate) use keys::session::SessionKey;
-pub(crate) use keys::token::{TokenKeys, TokenState};
+pub(crate) use keys::token::{TokenKeys, TokenState, secret_tag};
 pub(crate) use lease::{Backoff, Lease};
 use local::LocalStore;
 pub(crate) use put::Write;

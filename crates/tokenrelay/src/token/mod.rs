@@ -1,9 +1,11 @@
 //! Token sources: how an upstream's access token is obtained.
 //!
 //! Each upstream has exactly one [`Source`]. A source performs a single
-//! exchange ([`Source::fetch_once`]); [`retry`] adds bounded, jittered
-//! retries for transient failures.
+//! exchange ([`Source::fetch_once`]) with one of its secrets; [`retry`] adds
+//! bounded, jittered retries for transient failures, and [`fallback`] tries
+//! the previous secret when the endpoint refuses the current one.
 
+pub(crate) mod fallback;
 pub(crate) mod json;
 pub(crate) mod oauth2;
 mod response;
@@ -25,6 +27,38 @@ pub struct Token {
     value: SecretString,
     expires_at: Option<SystemTime>,
     outcome: Provenance,
+    minted_with: MintedWith,
+}
+
+/// Which of the upstream's secrets the token endpoint accepted for a token
+/// (`previous_client_secret`, `previous_secret`: see the README's rotation
+/// procedure). A source without a previous secret only ever mints with its
+/// current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MintedWith {
+    /// The current secret (`client_secret`, or the field `previous_secret` replaces).
+    Current,
+    /// The previous secret. On a token this instance fetched (its outcome
+    /// `fetched` or `direct`), the endpoint refused the current one: until
+    /// the current secret is fixed, the previous one must not be revoked.
+    /// On one read from the store it may also predate the deploy that made
+    /// its secret the previous one (`tokenrelay status` tells the two apart).
+    Previous,
+    /// Neither configured secret: a token another deployment stored with a
+    /// secret this config no longer names, or one stored before tokenrelay
+    /// recorded which secret minted it.
+    Other,
+}
+
+impl MintedWith {
+    /// A short stable name: `current`, `previous` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MintedWith::Current => "current",
+            MintedWith::Previous => "previous",
+            MintedWith::Other => "other",
+        }
+    }
 }
 
 /// Where the broker found a token on this call, for logs and `Server-Timing`.
@@ -57,7 +91,27 @@ impl Provenance {
 
 impl Token {
     pub(crate) fn new(value: impl Into<String>, expires_at: Option<SystemTime>) -> Self {
-        Self { value: SecretString::from(value.into()), expires_at, outcome: Provenance::Fetched }
+        Self {
+            value: SecretString::from(value.into()),
+            expires_at,
+            outcome: Provenance::Fetched,
+            minted_with: MintedWith::Current,
+        }
+    }
+
+    /// The same token, marked as minted with `secret`.
+    pub(crate) fn minted(mut self, secret: MintedWith) -> Self {
+        self.minted_with = secret;
+        self
+    }
+
+    /// Which of the upstream's secrets minted this token. A token with
+    /// outcome [`Provenance::Fetched`] or [`Provenance::Direct`] and
+    /// [`MintedWith::Previous`] is the event "the previous secret is still in
+    /// use": the endpoint refused the current one at this rotation (once per
+    /// rotation across instances: only the fetcher sees it).
+    pub fn minted_with(&self) -> MintedWith {
+        self.minted_with
     }
 
     /// The same token, marked as found at `outcome`.
@@ -92,6 +146,7 @@ impl std::fmt::Debug for Token {
             .field("value", &"[REDACTED]")
             .field("expires_at", &self.expires_at)
             .field("outcome", &self.outcome)
+            .field("minted_with", &self.minted_with)
             .finish()
     }
 }
@@ -118,13 +173,25 @@ pub(crate) fn secrets<'a>(credentials: &[Credential<'a>]) -> Vec<&'a str> {
     credentials.iter().filter_map(|(_, p)| p.secret()).collect()
 }
 
-/// Why a single exchange failed: worth retrying, or final.
+/// Why a single exchange failed: worth retrying, worth trying with the
+/// previous secret, or final.
 #[derive(Debug)]
 pub(crate) enum Failure {
     /// Timeouts, connection errors, HTTP 5xx and 429.
     Transient(String),
-    /// Rejections and unusable responses: retrying will not help.
+    /// The endpoint says the credentials are bad (see
+    /// [`response::rejection`]): the same request will not succeed again,
+    /// but the previous secret may.
+    Refused(Error),
+    /// Other rejections and unusable responses: retrying will not help.
     Final(Error),
+}
+
+/// Which secret an exchange sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secret {
+    Current,
+    Previous,
 }
 
 impl Source {
@@ -140,6 +207,28 @@ impl Source {
     /// Whether tokens from this source expire and must be cached and rotated.
     pub(crate) fn rotates(&self) -> bool {
         !matches!(self, Source::Static(_))
+    }
+
+    /// Whether a previous secret is configured beside the current one.
+    pub(crate) fn has_previous(&self) -> bool {
+        match self {
+            Source::OAuth2(s) => s.previous_client_secret.is_some(),
+            Source::Json(s) => s.previous.is_some(),
+            Source::Static(_) => false,
+        }
+    }
+
+    /// The value of the current or previous secret, for the keyed tag that
+    /// records which one minted a stored token (never stored or shown
+    /// itself). A `json` source without `previous_secret` names no single
+    /// secret field: its current "secret" is then its whole identity.
+    pub(crate) fn secret_value(&self, which: Secret) -> Option<String> {
+        match (self, which) {
+            (Source::OAuth2(s), Secret::Current) => Some(s.client_secret.expose().to_owned()),
+            (Source::OAuth2(s), Secret::Previous) => s.previous_client_secret.as_ref().map(|p| p.expose().to_owned()),
+            (Source::Json(s), _) => s.secret_value(which),
+            (Source::Static(_), _) => None,
+        }
     }
 
     /// Every credential this source sends, in config order.
@@ -174,11 +263,16 @@ impl Source {
         }
     }
 
-    /// Performs one exchange with the token endpoint.
-    pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
+    /// Performs one exchange with the token endpoint, sending `secret`.
+    pub(crate) async fn fetch_once(
+        &self,
+        http: &reqwest::Client,
+        upstream: &str,
+        secret: Secret,
+    ) -> Result<Token, Failure> {
         match self {
-            Source::OAuth2(s) => s.fetch_once(http, upstream).await,
-            Source::Json(s) => s.fetch_once(http, upstream).await,
+            Source::OAuth2(s) => s.fetch_once(http, upstream, secret).await,
+            Source::Json(s) => s.fetch_once(http, upstream, secret).await,
             Source::Static(key) => Ok(Token::new(key.expose(), None).from(Provenance::Static)),
         }
     }

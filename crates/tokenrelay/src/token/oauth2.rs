@@ -13,7 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::response::{self, Seconds};
-use super::{Credential, Failure, Token};
+use super::{Credential, Failure, Secret, Token};
 use crate::param::Param;
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
@@ -32,6 +32,9 @@ pub(crate) struct ClientCredentials {
     pub(crate) url: Url,
     pub(crate) client_id: Param,
     pub(crate) client_secret: Param,
+    /// The secret being rotated out, tried when the endpoint refuses
+    /// `client_secret` (see [`super::fallback`]).
+    pub(crate) previous_client_secret: Option<Param>,
     pub(crate) auth: ClientAuth,
     pub(crate) scope: Option<String>,
     pub(crate) audience: Option<String>,
@@ -49,6 +52,8 @@ struct TokenResponse {
 
 impl ClientCredentials {
     /// What the token is minted for (see [`Source::identity`](super::Source::identity)).
+    /// Never the client secret: a token minted with the current or the
+    /// previous one is the same client's token, under the same store key.
     pub(crate) fn identity(&self) -> String {
         let extra: Vec<(&str, &str)> = self.extra.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
         serde_json::json!(["oauth2", self.url.as_str(), self.client_id.expose(), self.scope, self.audience, extra])
@@ -61,11 +66,21 @@ impl ClientCredentials {
             ("token.client_id".to_owned(), &self.client_id),
             ("token.client_secret".to_owned(), &self.client_secret),
         ];
+        out.extend(self.previous_client_secret.iter().map(|p| ("token.previous_client_secret".to_owned(), p)));
         out.extend(self.extra.iter().map(|(k, v)| (format!("token.extra.{k}"), v)));
         out
     }
 
-    pub(crate) async fn fetch_once(&self, http: &reqwest::Client, upstream: &str) -> Result<Token, Failure> {
+    pub(crate) async fn fetch_once(
+        &self,
+        http: &reqwest::Client,
+        upstream: &str,
+        secret: Secret,
+    ) -> Result<Token, Failure> {
+        let client_secret = match (secret, &self.previous_client_secret) {
+            (Secret::Previous, Some(previous)) => previous,
+            _ => &self.client_secret,
+        };
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
@@ -79,12 +94,12 @@ impl ClientCredentials {
             ClientAuth::Basic => {
                 // §2.3.1: id and secret are form-urlencoded before Base64.
                 let id = form_encode(self.client_id.expose());
-                let secret = form_encode(self.client_secret.expose());
+                let secret = form_encode(client_secret.expose());
                 req = req.basic_auth(id, Some(secret));
             }
             ClientAuth::Form => {
                 form.push(("client_id", self.client_id.expose()));
-                form.push(("client_secret", self.client_secret.expose()));
+                form.push(("client_secret", client_secret.expose()));
             }
         }
         let (status, body) = response::send(req.form(&form), self.timeout).await?;

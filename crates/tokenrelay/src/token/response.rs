@@ -64,18 +64,30 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
-/// Turns a non-success status into a final rejection, quoting the OAuth
-/// error code and description when the body is an RFC 6749 §5.2 error.
-/// Secrets are scrubbed from the upstream's text before it enters a message.
+/// Turns a non-success status into a rejection, quoting the OAuth error
+/// code and description when the body is an RFC 6749 §5.2 error. Secrets
+/// are scrubbed from the upstream's text before it enters a message.
+///
+/// The rejection is [`Failure::Refused`] (the credentials are bad, so the
+/// previous secret may be tried) only when the endpoint says so in the
+/// narrowest terms: HTTP 401 (RFC 9110 §15.5.2, "lacks valid authentication
+/// credentials"), or an RFC 6749 §5.2 `invalid_client` error ("client
+/// authentication failed"), which §5.2 lets a server send with a 400. Every
+/// other rejection is final: a 403, or a 400 such as `invalid_scope` or
+/// `unauthorized_client`, says something the other secret would not change.
 pub(crate) fn rejection(upstream: &str, status: reqwest::StatusCode, body: &[u8], secrets: &[&str]) -> Failure {
-    let reason = match serde_json::from_slice::<OAuthError>(body) {
-        Ok(e) => match e.error_description {
+    let oauth = serde_json::from_slice::<OAuthError>(body).ok();
+    let refused =
+        status == reqwest::StatusCode::UNAUTHORIZED || oauth.as_ref().is_some_and(|e| e.error == "invalid_client");
+    let reason = match oauth {
+        Some(e) => match e.error_description {
             Some(d) => format!("{} ({}), HTTP {}", e.error, d, status.as_u16()),
             None => format!("{}, HTTP {}", e.error, status.as_u16()),
         },
-        Err(_) => format!("HTTP {status}"),
+        None => format!("HTTP {status}"),
     };
-    Failure::Final(Error::TokenRejected { upstream: upstream.to_owned(), reason: scrub(&reason, secrets) })
+    let err = Error::TokenRejected { upstream: upstream.to_owned(), reason: scrub(&reason, secrets) };
+    if refused { Failure::Refused(err) } else { Failure::Final(err) }
 }
 
 /// A final "invalid response" failure.
@@ -141,10 +153,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_401_or_invalid_client_says_the_credentials_are_bad() {
+        let refused = |status: u16, body: &str| {
+            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            matches!(rejection("api", status, body.as_bytes(), &[]), Failure::Refused(_))
+        };
+        assert!(refused(401, ""), "a bare 401");
+        assert!(refused(401, r#"{"error":"invalid_request"}"#), "any 401");
+        assert!(refused(400, r#"{"error":"invalid_client"}"#), "invalid_client in a 400 (RFC 6749 §5.2)");
+        assert!(refused(403, r#"{"error":"invalid_client"}"#), "invalid_client whatever the status");
+        assert!(!refused(403, "forbidden"), "a 403 is not about the secret");
+        assert!(!refused(400, r#"{"error":"invalid_scope"}"#));
+        assert!(!refused(400, r#"{"error":"unauthorized_client"}"#), "authenticated, but not allowed this grant");
+        assert!(!refused(400, r#"{"error":"invalid_grant"}"#));
+        assert!(!refused(404, "not found"));
+    }
+
+    #[test]
     fn rejection_quotes_oauth_error_and_scrubs_secrets() {
         let body = br#"{"error":"invalid_client","error_description":"bad secret hunter2"}"#;
-        let Failure::Final(err) = rejection("getty", reqwest::StatusCode::UNAUTHORIZED, body, &["hunter2"]) else {
-            panic!("a rejection is final")
+        let Failure::Refused(err) = rejection("getty", reqwest::StatusCode::UNAUTHORIZED, body, &["hunter2"]) else {
+            panic!("a 401 refuses the credentials")
         };
         assert_eq!(err.code(), "token_rejected");
         assert_eq!(

@@ -66,6 +66,14 @@ impl TokenKeys {
     }
 }
 
+/// What a stored token records of the secret that minted it: a keyed hash
+/// of its value, so that `status` can tell the current secret from the
+/// previous one across deployments that swap them, and no one without the
+/// store's secret can confirm a guess of it.
+pub(crate) fn secret_tag(namer: &KeyNamer, upstream: &str, secret: &str) -> String {
+    namer.hash(&format!("secret\0{upstream}\0{secret}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
