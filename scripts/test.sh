@@ -70,9 +70,13 @@ phase build
 # unify features too): the Rust test phase then compiles nothing but the doc tests.
 cargo build --workspace --all-targets --locked
 # The relay functions as their platforms build them, so that their tests find the builds warm:
-# `vercel build` (tests/vercel.rs) runs `cargo build --release --bin relay`, and `netlify dev`
-# (netlify/functions/relay/tests/netlify_dev.rs) builds into its site's .netlify/functions-serve/relay.
+# `vercel build` (tests/vercel.rs) runs `cargo build --release --bin relay`, `vercel dev`
+# (tests/vercel_dev.rs, and on the packed site of tests/js/packed-sites.test.mjs) runs
+# `cargo build --bin relay` at each request (the function's features alone, so not the
+# workspace build above), and `netlify dev` (netlify/functions/relay/tests/netlify_dev.rs)
+# builds into its site's .netlify/functions-serve/relay.
 cargo build --release --bin relay --locked
+cargo build --bin relay --locked
 cargo build -p tokenrelay-netlify --locked --target-dir target/netlify-e2e/site/.netlify/functions-serve/relay
 # The Node addon, built once as it is published: release, linked against a glibc 2.17
 # sysroot (scripts/build-linux.sh fetches the toolchain from npm the first time). The JS

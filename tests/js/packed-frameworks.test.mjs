@@ -4,8 +4,8 @@
 // the route; then the framework's own commands build and serve it, and a
 // request is relayed through it to stand-in-api.
 //
-// Next.js (from the registry): `next build` then `next start`, `next dev`, and
-// `vercel build` offline, whose function for the route must carry the platform
+// Next.js (from the registry): `next build` then `next start`, `next dev`,
+// `vercel dev` of each CLI (support/vercel-dev.mjs), and `vercel build` offline, whose function for the route must carry the platform
 // package's .node. Netlify Functions v2: `netlify build --offline` bundles
 // netlify/functions/relay.mts into a zip that must hold the addon; the bundle
 // is then run as Lambda's Node.js runtime runs it (support/lambda-node.mjs,
@@ -36,6 +36,7 @@ import {
 } from "./support/packed.mjs";
 import { assertNoSecret } from "./support/secrets.mjs";
 import { freePort, ROOT, startRedis, startStandInApi, startUpstashLocal, stopAll } from "./support/stand-ins.mjs";
+import { fetchThroughVercelDev, VERCEL_CLIS } from "./support/vercel-dev.mjs";
 
 before(requirePacked);
 
@@ -183,6 +184,21 @@ describe("Next.js: the App Router route init writes, from the packages and no Ru
     });
     assertRelayed(answer, output);
   });
+
+  for (const cli of VERCEL_CLIS) {
+    test(`vercel dev (${cli}) runs next dev and relays the search, with the project's variables`, {
+      timeout: RUN_TIMEOUT_MS + 10_000,
+    }, async () => {
+      // The site's variables only through the API stand-in, as `vercel dev` pulls them.
+      const { answer, output } = await fetchThroughVercelDev(cli, site, {
+        env: siteEnv({ NEXT_TELEMETRY_DISABLED: "1" }),
+        vars,
+        target: SEARCH,
+        framework: "nextjs",
+      });
+      assertRelayed(answer, output);
+    });
+  }
 
   test("vercel build puts the platform package's .node and tokenrelay.toml in the route's function", {
     timeout: BUILD_TIMEOUT_MS + 10_000,

@@ -10,7 +10,8 @@
 // (lambda-runtime-api.mjs), then serves the same site with `netlify dev`.
 // Vercel: `vercel build` offline compiles the api/relay.rs init wrote against
 // the packed crate (cargo is needed there, as on Vercel's build image), and
-// the built executable relays a request as Vercel runs it.
+// the built executable relays a request as Vercel runs it; then `vercel dev`
+// of each CLI (support/vercel-dev.mjs) builds and serves the same function.
 // What init writes and keeps is specified in init.test.mjs; here each site's
 // own files are checked to survive init and a second init to change nothing.
 //
@@ -59,6 +60,7 @@ import {
   waitFor,
 } from "./support/stand-ins.mjs";
 import { assertNoSecret as noSecret } from "./support/secrets.mjs";
+import { fetchThroughVercelDev, VERCEL_CLIS } from "./support/vercel-dev.mjs";
 
 // Without the tarballs, every test here fails at once, naming the step that packs them.
 before(requirePacked);
@@ -321,6 +323,22 @@ for (const { name, publish, settings } of [
   });
 }
 
+/**
+ * Rust for Vercel's builder (this is where the user needs it, as on Vercel's
+ * build image), building into the checkout's target directory: the builds
+ * scripts/test.sh and tests/vercel*.rs made there have the same dependencies at
+ * the same versions and features, so only tokenrelay and the function compile.
+ */
+function withRust() {
+  return {
+    ...Object.fromEntries(
+      Object.entries(process.env).filter(([name]) => /^(CARGO_HOME|RUSTUP_HOME|RUSTUP_TOOLCHAIN)$/.test(name)),
+    ),
+    PATH: /** @type {string} */ (process.env.PATH),
+    CARGO_TARGET_DIR: path.join(ROOT, "target"),
+  };
+}
+
 describe("vercel: a site with its own vercel.json, the function compiled by Vercel's Rust builder from the packed crate", () => {
   let site = "";
   let env = /** @type {Record<string, string>} */ ({});
@@ -353,19 +371,13 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
   test("vercel build compiles api/relay.rs, and the built function relays a request", {
     timeout: VERCEL_BUILD_TIMEOUT_MS + 30_000,
   }, async () => {
-    const rust = Object.fromEntries(
-      Object.entries(process.env).filter(([name]) => /^(CARGO_HOME|RUSTUP_HOME|RUSTUP_TOOLCHAIN)$/.test(name)),
-    );
     const build = await run(path.join(ROOT, "node_modules", ".bin", "vercel"), ["build", "--yes"], {
       cwd: site,
       env: {
         ...env,
-        ...rust,
-        // Vercel's builder needs cargo: this is where the user needs Rust (on Vercel's build image).
-        PATH: /** @type {string} */ (process.env.PATH),
         // The release build scripts/test.sh made for tests/vercel.rs (`cargo build --release --bin relay`):
         // the same dependencies at the same versions and features, so only tokenrelay and the function compile.
-        CARGO_TARGET_DIR: path.join(ROOT, "target"),
+        ...withRust(),
         VERCEL_TELEMETRY_DISABLED: "1",
         VERCEL_BUILD_IMAGE: "1",
       },
@@ -417,4 +429,28 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
       child.kill("SIGKILL");
     }
   });
+  for (const cli of VERCEL_CLIS) {
+    test(`vercel dev (${cli}) builds api/relay.rs with cargo and relays, with the project's variables`, {
+      timeout: VERCEL_BUILD_TIMEOUT_MS + 30_000,
+    }, async () => {
+      const devEnv = { ...siteEnv({}), ...withRust() };
+      // What @vercel/rust runs at each request (with RUSTFLAGS as it sets it), once before:
+      // the packed crate compiles here, not while the dev server waits on a request.
+      const built = await run("cargo", ["build", "--bin", "relay"], {
+        cwd: site,
+        env: { ...devEnv, RUSTFLAGS: "" },
+        timeoutMs: VERCEL_BUILD_TIMEOUT_MS,
+      });
+      assert.equal(built.status, 0, built.output);
+      // The site's variables only through the API stand-in, as `vercel dev` pulls them.
+      const { answer, output } = await fetchThroughVercelDev(cli, site, {
+        env: devEnv,
+        vars,
+        target: `${SEARCH.path}?${SEARCH.query}`,
+        timeoutMs: VERCEL_BUILD_TIMEOUT_MS,
+      });
+      assertSearchResult(answer.body);
+      assertNoSecret(output);
+    });
+  }
 });

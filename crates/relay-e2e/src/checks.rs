@@ -265,7 +265,19 @@ pub async fn hostile_paths_never_reach_anything(shell: &Shell, fx: &Fixture) -> 
     for (target, code) in HOSTILE {
         let target = target.replace("{evil}", &evil);
         let reply = shell.get(&target, &[]).await?;
-        ensure!((400..500).contains(&reply.status), "{target}: status {} {}", reply.status, reply.text());
+        // `vercel dev` answers a `//` itself, redirecting to the path with its
+        // slashes merged: a path on the same host, and nothing reached.
+        let location = reply.header("location").unwrap_or_default();
+        let redirected_here = shell.normalizes_paths
+            && (300..400).contains(&reply.status)
+            && location.starts_with('/')
+            && !location.starts_with("//");
+        ensure!(
+            (400..500).contains(&reply.status) || redirected_here,
+            "{target}: status {} {} (Location {location:?})",
+            reply.status,
+            reply.text()
+        );
         // A platform's own HTTP parser may refuse raw bytes before the function runs.
         if let Some(got) = reply.error_code() {
             let normalised = shell.normalizes_paths && AFTER_NORMALISATION.contains(&got.as_str());

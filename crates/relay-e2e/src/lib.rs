@@ -27,8 +27,8 @@ pub mod scenarios;
 pub mod secret_checks;
 
 pub use fixture::{
-    ALLOWED_ORIGIN, BUDGETED_CALLS, CEILING_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, TokenSchedule,
-    UpstashServer,
+    ALLOWED_ORIGIN, BUDGETED_CALLS, CEILING_CALLS, Fixture, LIMITED_REQUESTS, METERED_REQUESTS, PREVIEW_BASE_PATH,
+    TokenSchedule, UpstashServer,
 };
 pub use http::{Reply, Shell, Visitor};
 pub use testkit::Logs;

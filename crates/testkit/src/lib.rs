@@ -6,6 +6,7 @@
 //! [`ApiServer`] a third-party API that accepts only that server's live tokens;
 //! [`Siteverify`] stands in for Cloudflare Turnstile's token check, and
 //! [`WebhookReceiver`] for a Slack or Discord incoming webhook.
+//! [`VercelApi`] for the few calls of Vercel's REST API that `vercel dev` makes.
 //! All of them listen on free ports on 127.0.0.1 and stop when dropped.
 //!
 //! The `tokenrelay.toml` a test runs with is built with [`config::SiteConfig`],
@@ -23,6 +24,7 @@ mod serve;
 mod siteverify;
 mod token_server;
 mod upstash;
+mod vercel_api;
 mod wait;
 mod webhook;
 
@@ -35,5 +37,6 @@ pub use redis_server::RedisServer;
 pub use siteverify::Siteverify;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;
+pub use vercel_api::{VercelApi, VercelCall, VercelProject};
 pub use wait::{free_port, wait_until};
 pub use webhook::WebhookReceiver;

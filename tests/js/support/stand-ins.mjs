@@ -1,8 +1,9 @@
 // Real local stand-ins for the JS tests, each a child process on a free
 // loopback port: redis-server, upstash-local in front of it (the Upstash REST
-// protocol), and stand-in-api (an OAuth2 token endpoint plus an API that only
-// accepts its live tokens). Binaries come from `cargo build --workspace
-// --bins` (override with UPSTASH_LOCAL_BIN / STAND_IN_API_BIN).
+// protocol), stand-in-api (an OAuth2 token endpoint plus an API that only
+// accepts its live tokens), and stand-in-vercel-api (what `vercel dev` asks of
+// Vercel's API). Binaries come from `cargo build --workspace --bins` (override
+// with UPSTASH_LOCAL_BIN / STAND_IN_API_BIN / STAND_IN_VERCEL_API_BIN).
 //
 // Readiness is awaited on a condition (a PONG, a "ready" line), never a
 // fixed sleep, and bounded. stopAll() kills whatever is still running.
@@ -16,6 +17,8 @@ import { fileURLToPath } from "node:url";
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const UPSTASH_LOCAL_BIN = process.env.UPSTASH_LOCAL_BIN ?? path.join(ROOT, "target", "debug", "upstash-local");
 const STAND_IN_API_BIN = process.env.STAND_IN_API_BIN ?? path.join(ROOT, "target", "debug", "stand-in-api");
+const STAND_IN_VERCEL_API_BIN =
+  process.env.STAND_IN_VERCEL_API_BIN ?? path.join(ROOT, "target", "debug", "stand-in-vercel-api");
 /** How long a stand-in may take to get ready. */
 const READY_TIMEOUT_MS = 10_000;
 
@@ -207,6 +210,25 @@ export async function startStandInApi({ clientId, clientSecret, lifetimeSecs = 1
   const env = { ...process.env, STAND_IN_CLIENT_ID: clientId, STAND_IN_CLIENT_SECRET: clientSecret };
   const { found, stop } = await startPrinting(STAND_IN_API_BIN, args, [/^token_url=(\S+)$/, /^api_url=(\S+)$/], env);
   return { tokenUrl: found[0][1], apiUrl: found[1][1], stop };
+}
+
+/**
+ * Starts stand-in-vercel-api (testkit's `VercelApi`): the calls `vercel dev`
+ * makes to Vercel's API in a project linked to `projectId` of team `orgId`,
+ * for a CLI sending `token`, with `env` as the project's Development variables
+ * and `framework` as its framework setting. Calls it does not answer are
+ * printed on this process's stderr.
+ * @param {{ projectId: string, orgId: string, token: string, env: Record<string, string>, framework?: string }} project
+ * @returns {Promise<{ url: string, stop(): Promise<void> }>}
+ */
+export async function startVercelApi({ projectId, orgId, token, env, framework }) {
+  const args = ["--project-id", projectId, "--org-id", orgId];
+  if (framework) args.push("--framework", framework);
+  for (const name of Object.keys(env)) args.push("--pull", name);
+  // The variables' values and the token through the environment, not argv.
+  const childEnv = { ...process.env, ...env, STAND_IN_VERCEL_TOKEN: token };
+  const { found, stop } = await startPrinting(STAND_IN_VERCEL_API_BIN, args, [/^url=(\S+)$/], childEnv);
+  return { url: found[0][1], stop };
 }
 
 process.once("exit", () => {
