@@ -26,6 +26,9 @@ crate::stable_codes! {
         TokenFailing = "token_failing",
         /// The upstream asked the site to wait (a 429/503 with `Retry-After`, or no quota left).
         UpstreamWait = "upstream_wait",
+        /// The token endpoint refused the current secret and the previous one
+        /// minted the token: the previous secret must not be revoked yet.
+        PreviousSecret = "previous_secret",
         /// The build's leak scan found a secret in the output.
         Leak = "leak",
         /// `tokenrelay alert test`.
@@ -142,12 +145,9 @@ impl Event {
         };
         let per = humantime::format_duration(self.window.length);
         let what = match self.kind {
-            AlertKind::Budget80 | AlertKind::Budget100 => format!(
-                "{}% of the budget is spent: {} of {} calls per {per}",
-                if self.kind == AlertKind::Budget80 { 80 } else { 100 },
-                self.get("used"),
-                self.get("requests"),
-            ),
+            AlertKind::Budget80 | AlertKind::Budget100 => {
+                format!("{}% of the budget is spent, of {} calls per {per}", self.get("percent"), self.get("requests"))
+            }
             AlertKind::Spike => format!(
                 "usage spike: {} calls in the last hour, against {} in the 24 hours before",
                 self.get("calls"),
@@ -168,6 +168,7 @@ impl Event {
                     self.get("wait_secs")
                 )
             }
+            AlertKind::PreviousSecret => "the token endpoint refused the current secret and the previous one minted the token: fix the current secret before revoking the previous one".to_owned(),
             AlertKind::Leak => format!("the build's leak scan found {} secret(s) in the output", self.get("findings")),
             AlertKind::Test => "a test alert (tokenrelay alert test): the webhook works".to_owned(),
         };
@@ -213,11 +214,10 @@ mod tests {
         let day = Duration::from_secs(86_400);
         let event = Event::new(AlertKind::Budget80, Some("getty"), Window { number: 20_428, length: day })
             .on_route(Some("/search/**"))
-            .figure("used", 16)
+            .figure("percent", 80)
             .figure("requests", 20);
         let body = serde_json::to_value(event.body()).unwrap();
-        let text =
-            "tokenrelay: upstream \"getty\", route /search/**: 80% of the budget is spent: 16 of 20 calls per 1day";
+        let text = "tokenrelay: upstream \"getty\", route /search/**: 80% of the budget is spent, of 20 calls per 1day";
         assert_eq!(body["text"], text);
         assert_eq!(body["content"], text, "Discord's field, the same words");
         let fields = &body["tokenrelay"];
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!((&fields["upstream"], &fields["route"]), (&"getty".into(), &"/search/**".into()));
         assert_eq!(fields["window"]["start"], "2025-12-06T00:00:00Z");
         assert_eq!(fields["window"]["seconds"], 86_400);
-        assert_eq!(fields["figures"], serde_json::json!({ "used": 16, "requests": 20 }));
+        assert_eq!(fields["figures"], serde_json::json!({ "percent": 80, "requests": 20 }));
     }
 
     #[test]

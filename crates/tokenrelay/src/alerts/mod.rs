@@ -199,6 +199,14 @@ impl Alerts {
         }
     }
 
+    /// `upstream`'s token was minted with its previous secret: the endpoint
+    /// refused the current one.
+    pub(crate) fn previous_secret(&self, upstream: &str) {
+        if self.shared.is_some() {
+            self.notice(Event::new(AlertKind::PreviousSecret, Some(upstream), Window::at(now_ms(), HOUR)));
+        }
+    }
+
     /// `upstream` (its `route`, for a route's own cooldown) asked to wait `wait`.
     pub(crate) fn upstream_wait(&self, upstream: &str, route: Option<&str>, wait: Duration) {
         if self.shared.is_some() {

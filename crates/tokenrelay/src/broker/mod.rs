@@ -168,6 +168,13 @@ impl Broker {
         Ok((self.refresh(upstream, false).await?, None))
     }
 
+    /// Whether this process minted a token for `upstream` with the previous
+    /// secret, because the endpoint refused the current one, since the last
+    /// call (its token fetch, or a refresh ahead of it): said once.
+    pub(crate) fn take_minted_with_previous(&self, upstream: &str) -> bool {
+        self.slot(upstream).is_ok_and(|(_, slot)| slot.minted_with_previous.swap(false, Ordering::AcqRel))
+    }
+
     /// The store keys to read for `upstream`'s token when this instance has
     /// no valid one in memory, so that a cold request can read it in the same
     /// round trip as its other store calls (then [`Broker::adopt`]).

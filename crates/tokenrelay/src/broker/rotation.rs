@@ -13,7 +13,7 @@ use super::slot::Slot;
 use super::{Broker, shared_failure};
 use crate::error::{Error, Result};
 use crate::store::{Backoff, Lease, StoreError, TokenState, Write};
-use crate::token::{Provenance, Source, Token, retry};
+use crate::token::{MintedWith, Provenance, Source, Token, retry};
 
 /// First pause of a caller waiting for another instance's refresh; doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(5);
@@ -214,6 +214,9 @@ impl Broker {
     /// the store held, else this instance's: [`Slot::prior_record`]).
     fn minted(&self, slot: &Slot, token: Token, fetched_at: SystemTime, stored: Option<&CachedToken>) -> CachedToken {
         let prior = slot.prior_record(stored);
+        if token.minted_with() == MintedWith::Previous {
+            slot.minted_with_previous.store(true, Ordering::Release);
+        }
         let secrets = slot.tags.record(token.minted_with(), fetched_at, prior.as_ref());
         CachedToken::new(token, fetched_at, &self.inner.config.cache).with_secrets(secrets)
     }

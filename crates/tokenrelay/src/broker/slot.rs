@@ -24,6 +24,9 @@ pub(super) struct Slot {
     /// Whether the memory level holds a token read from the store on a
     /// caller's behalf and not served yet (its outcome is `store`).
     pub(super) adopted: AtomicBool,
+    /// Whether this process minted a token with the previous secret (the
+    /// current one refused) that no caller was told of yet.
+    pub(super) minted_with_previous: AtomicBool,
     /// The last failure and until when callers fail fast with it.
     failure: Mutex<Option<(Instant, Error)>>,
     /// The secrets' record of the last token dropped from memory (after a
@@ -40,6 +43,7 @@ impl Slot {
             flight: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             adopted: AtomicBool::new(false),
+            minted_with_previous: AtomicBool::new(false),
             failure: Mutex::new(None),
             forgotten: Mutex::new(None),
         }

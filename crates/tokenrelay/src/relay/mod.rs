@@ -192,7 +192,7 @@ impl Relay {
         let budgets = budgets::Budgets::new(&broker, &counters);
         let meter = meter::Meter::new(broker.config(), &counters, rate_limit::RateLimiter::client_name, clock);
         let scrubbers = inject::Scrubbers::default();
-        let send = Metered::new(Authorized::new(broker.clone()), meter.clone());
+        let send = Metered::new(Authorized::new(broker.clone(), alerts.clone()), meter.clone());
         let budgeted = Budgeted::new(send, broker.clone(), budgets, cooldowns, alerts.clone());
         let retried = RetryOn401::new(budgeted, broker.clone());
         let upstream = cache::Cached::new(retried, broker.clone(), scrubbers.clone());

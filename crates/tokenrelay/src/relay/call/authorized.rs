@@ -5,20 +5,23 @@
 use std::time::Instant;
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
+use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::relay::error::{Kind, RelayError};
 use crate::relay::outgoing::Outgoing;
 use crate::relay::{inject, path};
 
-/// Sends each call with the upstream's current token.
+/// Sends each call with the upstream's current token, and alerts when the
+/// previous secret had to mint it.
 #[derive(Clone)]
 pub(in crate::relay) struct Authorized {
     broker: Broker,
+    alerts: Alerts,
 }
 
 impl Authorized {
-    pub(in crate::relay) fn new(broker: Broker) -> Self {
-        Self { broker }
+    pub(in crate::relay) fn new(broker: Broker, alerts: Alerts) -> Self {
+        Self { broker, alerts }
     }
 }
 
@@ -28,6 +31,9 @@ impl Call for Authorized {
         let started = Instant::now();
         let (token, refresh) = self.broker.token_and_refresh(name).await.map_err(Kind::Token)?;
         cx.timing.add_token(started.elapsed(), token.outcome());
+        if self.broker.take_minted_with_previous(name) {
+            self.alerts.previous_secret(name);
+        }
         // A refresh the token made due runs alongside the upstream call.
         if let Some(refresh) = refresh {
             cx.chores.add(refresh);
