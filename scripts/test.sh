@@ -121,6 +121,14 @@ cargo test --workspace --locked --no-fail-fast || failed+=("Rust tests")
 phase "JS tests"
 node --test --test-timeout=600000 tests/js/*.test.mjs netlify/plugins/tokenrelay/*.test.mjs || failed+=("JS tests")
 
+phase "packed tests on Node 22"
+# The packed-package tests again, on Node 22: the test runner and every process they start
+# (npm install of the tarballs, npx tokenrelay, netlify build/dev with the plugin, next,
+# vercel build, the Lambda-style bundle) take node from this PATH. Node 22 is the oldest
+# line still supported and what Netlify builds on; the packages' engines say >= 22.
+PATH="$node22:$PATH" npm_config_nodedir="${node22%/bin}" \
+  node --test --test-timeout=600000 tests/js/packed-*.test.mjs || failed+=("packed tests on Node 22")
+
 phase "bench smoke"
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures
 # (a second token fetch per rotation, an expired token served, a store call for a warm token).
