@@ -15,11 +15,12 @@
 # Every binary built is then checked by scripts/glibc-floor.mjs.
 #
 # Why not `napi build --use-napi-cross`, which uses the same toolchain? Its
-# download step needs @napi-rs/lzma, whose native binary requires Node 22, and it
-# asks for the toolchain package at @napi-rs/cross-toolchain's own version (1.0.5),
-# which the x86_64 toolchain package was never published at (its latest is 1.0.0).
-# Fetching and unpacking the toolchain here (system tar and xz) and setting the same
-# variables `--use-napi-cross` would set avoids both, and serves plain cargo too.
+# download step asks for the toolchain package at @napi-rs/cross-toolchain's own
+# version (1.0.5), which the x86_64 toolchain package was never published at (its
+# latest is 1.0.0), and unpacks it with @napi-rs/lzma, a native binary that needs
+# Node 22 or later. Fetching and unpacking the toolchain here (system tar and xz) and
+# setting the same variables `--use-napi-cross` would set avoids both, and serves
+# plain cargo too.
 #
 # TARGET (default x86_64-unknown-linux-gnu) may also be aarch64-unknown-linux-gnu
 # (needs `rustup target add aarch64-unknown-linux-gnu`; not built on this machine).

@@ -34,19 +34,46 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# `npm install`, not `npm ci`: npm 11 on Node 20 leaves the other platforms' optional
-# binaries of a Node-22-only dependency out of the lock file, and `npm ci` then refuses
-# the lock it wrote. With the lock present, `npm install` installs exactly what it pins.
+# Node 24, the active LTS, runs everything from here on: npm, tsc, Biome, the addon build,
+# every JS test and the CLIs they start (netlify-cli 27 needs Node >= 22.13). Where the
+# machine's node is older, scripts/node-bin.sh fetches Node 24 from the npm registry into
+# target/node/24 (once) and it leads the PATH. The machine's npm runs on it (the package
+# ships no npm; npm 11 supports Node 24; scripts/node-bin.sh says how npm keeps the machine's
+# global npmrc); npm_config_nodedir points node-gyp at its headers, where it would otherwise
+# build a native dependency against the machine's own Node's.
+# Node 22, the oldest line still supported and what Netlify builds on, runs the
+# packed-package tests a second time (phase "packed tests on Node 22").
+if [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 24 ]; then
+  node24=$(bash scripts/node-bin.sh 24)
+  export PATH="$node24:$PATH" npm_config_nodedir="${node24%/bin}"
+fi
+node22=$(bash scripts/node-bin.sh 22)
+echo "node $(node --version) ($(command -v node)), npm $(npm --version);" \
+  "the packed-package tests also on node $("$node22/node" --version) ($node22/node)"
+
+# `npm install`, not `npm ci`: the lock it writes lacks the addon's own platform packages
+# (optional dependencies of crates/tokenrelay-node, not on the registry, so npm skips
+# them), and `npm ci` refuses that lock. With the lock present, `npm install` installs
+# exactly what it pins.
 # The lock file is committed as this install leaves it, so the install must not change it:
 # a change means package.json moved without its lock (or npm resolves differently), and
 # the run would test dependencies no one committed.
 lock_before=$(cksum package-lock.json)
+[ -d node_modules ] && installed_before=1 || installed_before=""
 npm install --no-audit --no-fund
 if [ "$(cksum package-lock.json)" != "$lock_before" ]; then
   echo "scripts/test.sh: npm install changed package-lock.json: review and commit the lock it wrote" \
     "(git diff package-lock.json), then run again" >&2
   exit 1
 fi
+# A native dependency (unix-dgram, under netlify-cli) is built for the Node that installed
+# it, and `npm install` leaves a node_modules installed by another Node as it is: rebuild
+# it once when the Node's ABI changes (a checkout first installed under Node 20, say).
+abi=$(node -p process.versions.modules)
+if [ -n "$installed_before" ] && [ "$(cat node_modules/.node-abi 2>/dev/null)" != "$abi" ]; then
+  npm rebuild
+fi
+echo "$abi" >node_modules/.node-abi
 
 # The lint gate: seconds to fail on what reviewers should not have to point out,
 # before anything compiles for minutes. Configs: rustfmt.toml, tsconfig.json, biome.json.
@@ -98,6 +125,14 @@ cargo test --workspace --locked --no-fail-fast || failed+=("Rust tests")
 
 phase "JS tests"
 node --test --test-timeout=600000 tests/js/*.test.mjs netlify/plugins/tokenrelay/*.test.mjs || failed+=("JS tests")
+
+phase "packed tests on Node 22"
+# The packed-package tests again, on Node 22: the test runner and every process they start
+# (npm install of the tarballs, npx tokenrelay, netlify build/dev with the plugin, next,
+# vercel build, the Lambda-style bundle) take node from this PATH. Node 22 is the oldest
+# line still supported and what Netlify builds on; the packages' engines say >= 22.
+PATH="$node22:$PATH" npm_config_nodedir="${node22%/bin}" \
+  node --test --test-timeout=600000 tests/js/packed-*.test.mjs || failed+=("packed tests on Node 22")
 
 phase "bench smoke"
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures

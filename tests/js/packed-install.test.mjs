@@ -219,6 +219,9 @@ describe("installed from the tarballs into a site outside the checkout, with no 
     assert.ok(existsSync(path.join(modules, "netlify-plugin-tokenrelay", "manifest.yml")));
     const which = await run("sh", ["-c", "command -v cargo || command -v rustc || echo none"], { cwd: site, env });
     assert.equal(which.output.trim(), "none", "the PATH of the commands below must not reach a Rust toolchain");
+    // scripts/test.sh runs this file on Node 24, then on Node 22: the site's commands must too.
+    const node = await run("node", ["--version"], { cwd: site, env });
+    assert.equal(node.stdout.trim(), process.version, "the site's commands must run on the Node that runs this test");
   });
 
   test("npx tokenrelay check validates the site's config, secrets redacted", TEST, async () => {

@@ -26,7 +26,8 @@ const USAGE = `usage:
       environment, writes them to PATH (mode 600), or, only with --print,
       prints NAME=value lines on stdout (e.g. >> "$GITHUB_ENV"). With none of
       these it only warms the store: CI logs are often public. (Not
-      --env-file: Node 20 takes that flag as its own wherever it appears.)
+      --env-file: Node takes that flag as its own wherever it appears,
+      on 22 and 24 alike.)
         --upstream NAME          only this upstream (repeatable; default: all)
         --env-var UPSTREAM=NAME  the variable of UPSTREAM's token (repeatable;
                                  default: TOKENRELAY_<UPSTREAM>_TOKEN for each)

@@ -4,7 +4,7 @@
 //
 // Adaptation only: the addon (package "tokenrelay") does the work; this file
 // maps Netlify's events, inputs and utils onto it. Inputs: manifest.yml.
-// Runs on Node 20 (locally) and 22+ (Netlify's build image): plain ESM.
+// Runs on Node 22 (Netlify's build image default) and 24: plain ESM.
 
 import { existsSync } from "node:fs";
 import path from "node:path";

@@ -74,15 +74,17 @@ export function pathWithoutRust() {
 
 /**
  * The environment of a site's build machine: from this process only what
- * reaches the npm registry (HOME holds npm's cache and config), a PATH with no
- * Rust, the site's variables (`vars`), and netlify-cli kept quiet and offline.
+ * reaches the npm registry (HOME holds npm's cache and config), the headers
+ * node-gyp builds against (npm_config_nodedir: the Node running this test's),
+ * a PATH with no Rust, the site's variables (`vars`), and netlify-cli kept
+ * quiet and offline.
  * @param {Record<string, string>} vars
  * @returns {Record<string, string>}
  */
 export function siteEnv(vars) {
   const registry = Object.entries(process.env).filter(
     ([name, value]) =>
-      value !== undefined && /^(https?_proxy|no_proxy|npm_config_(registry|cache|userconfig))$/i.test(name),
+      value !== undefined && /^(https?_proxy|no_proxy|npm_config_(registry|cache|userconfig|nodedir))$/i.test(name),
   );
   return {
     ...Object.fromEntries(/** @type {[string, string][]} */ (registry)),
