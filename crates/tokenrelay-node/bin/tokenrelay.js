@@ -255,13 +255,15 @@ function duration(ms) {
 function formatSecrets(t) {
   const at = (/** @type {number | null | undefined} */ ms) =>
     ms == null ? "not since this token's record began" : new Date(ms).toISOString();
-  const minted = {
+  /** @type {Record<string, string>} */
+  const says = {
     current: "minted with the current secret",
     previous: t.currentRefused
       ? "minted with the PREVIOUS secret: the current one was refused, so the previous one is still in use; fix the current secret before revoking the previous one"
       : "minted with the previous secret before the current one was deployed (the next rotation tries the current one)",
     other: "minted with a secret this config no longer names (the next rotation tries the current one)",
-  }[t.mintedWith];
+  };
+  const minted = says[t.mintedWith];
   const previous = t.hasPreviousSecret ? `; previous last accepted ${at(t.previousAcceptedAtMs)}` : "";
   return `${minted ?? t.mintedWith}; current last accepted ${at(t.currentAcceptedAtMs)}${previous}`;
 }
