@@ -321,7 +321,10 @@ async function toResponse(answer, method) {
   // A complete body came with the answer: no stream, no more crossings.
   const whole = answer.whole;
   if (whole) {
-    const body = method === "HEAD" || BODILESS.has(answer.status) ? null : whole;
+    // A Buffer is a Uint8Array, which Response takes; TypeScript's DOM types
+    // want one over an ArrayBuffer, which a Buffer's type does not promise.
+    const bytes = /** @type {Uint8Array<ArrayBuffer>} */ (whole);
+    const body = method === "HEAD" || BODILESS.has(answer.status) ? null : bytes;
     return new Response(body, { status: answer.status, headers });
   }
   if (method === "HEAD" || BODILESS.has(answer.status)) {
