@@ -141,7 +141,10 @@ test("status --json counts every answer, and the report renders its charts in Ch
     1,
     "one token for every call",
   );
-  assert.equal(getty.budgets[0].used, calls, "the budget counted every call the meter did");
+  // A budget is a ceiling: an instance counts calls in the store ahead of
+  // making them, at most an eighth of what is left (60 / 8 of this one).
+  const ahead = getty.budgets[0].used - calls;
+  assert.ok(ahead >= 0 && ahead <= 60 / 8, `the budget counted every call the meter did, and ${ahead} ahead`);
 
   const out = path.join(work, "report.html");
   const written = await cli(["report", "--out", out]);
