@@ -99,12 +99,13 @@ cargo build --workspace --all-targets --locked
 # The relay functions as their platforms build them, so that their tests find the builds warm:
 # `vercel build` (tests/vercel.rs) runs `cargo build --release --bin relay`, `vercel dev`
 # (tests/vercel_dev.rs, and on the packed site of tests/js/packed-sites.test.mjs) runs
-# `cargo build --bin relay` at each request (the function's features alone, so not the
-# workspace build above), and `netlify dev` (netlify/functions/relay/tests/netlify_dev.rs)
-# builds into its site's .netlify/functions-serve/relay.
+# `cargo build --bin relay` at each request, and `netlify dev`
+# (netlify/functions/relay/tests/netlify_dev.rs) `cargo build` of tokenrelay-netlify, into
+# this target directory too: each with the function's features alone, so not the
+# workspace build above.
 cargo build --release --bin relay --locked
 cargo build --bin relay --locked
-cargo build -p tokenrelay-netlify --locked --target-dir target/netlify-e2e/site/.netlify/functions-serve/relay
+cargo build -p tokenrelay-netlify --locked
 # The Node addon, built once as it is published: release, linked against a glibc 2.17
 # sysroot (scripts/build-linux.sh fetches the toolchain from npm the first time). The JS
 # tests load it from crates/tokenrelay-node/tokenrelay.linux-x64-gnu.node, and
@@ -121,7 +122,17 @@ bash scripts/pack.sh
 # The test phases run to the end even when one fails, so one run shows every failure.
 failed=()
 phase "Rust tests"
-cargo test --workspace --locked --no-fail-fast || failed+=("Rust tests")
+# cargo-nextest (installed with this kind of machine's toolchain; .config/nextest.toml)
+# runs the tests of every binary side by side, where cargo test runs one binary at a
+# time; the doc tests, which nextest does not run, follow. Without nextest, cargo test
+# runs them all, only slower.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked || failed+=("Rust tests")
+  cargo test --workspace --locked --doc || failed+=("Rust doc tests")
+else
+  echo "scripts/test.sh: cargo-nextest not found; the Rust tests run with cargo test, one binary at a time" >&2
+  cargo test --workspace --locked --no-fail-fast || failed+=("Rust tests")
+fi
 
 phase "JS tests"
 node --test --test-timeout=600000 tests/js/*.test.mjs netlify/plugins/tokenrelay/*.test.mjs || failed+=("JS tests")

@@ -3,9 +3,11 @@
 //! redirect rule, and runs a fresh process of it per request through its
 //! local Lambda proxy, passing API Gateway v1-shaped events.
 //!
-//! The site is a fixed directory under `target/`, so netlify-cli's cargo
-//! build (into `<site>/.netlify/functions-serve/relay`) is warm after the
-//! first run; `scripts/test.sh` builds it there before the tests.
+//! The site is a fixed directory under `target/`. netlify-cli's cargo build
+//! goes to `<site>/.netlify/functions-serve/relay`, which is made a link to
+//! the workspace's own target directory: the build `scripts/test.sh` made
+//! there (`cargo build -p tokenrelay-netlify`) is warm, and no second copy of
+//! every dependency is compiled for netlify-cli.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,13 +45,15 @@ impl NetlifyDev {
         let netlify = root.join("node_modules/.bin/netlify");
         ensure!(netlify.exists(), "{} is missing: run `npm ci` in the repository root", netlify.display());
         let site = root.join("target/netlify-e2e/site");
-        // netlify-cli builds the function into the site with cargo: warm, seconds; cold, minutes.
-        let built = site.join(".netlify/functions-serve/relay/debug/tokenrelay-netlify");
+        // netlify-cli builds the function with cargo into the site's functions-serve/relay:
+        // warm, seconds; cold, minutes.
+        let built = root.join("target/debug/tokenrelay-netlify");
         ensure!(
             built.exists(),
-            "{} is missing: the test command's build phase makes it (`cargo build -p tokenrelay-netlify --target-dir target/netlify-e2e/site/.netlify/functions-serve/relay`, scripts/test.sh)",
+            "{} is missing: the test command's build phase makes it (`cargo build -p tokenrelay-netlify`, scripts/test.sh)",
             built.display()
         );
+        share_target_dir(&site, &root.join("target"))?;
         std::fs::create_dir_all(site.join("public"))?;
         std::fs::write(site.join("public/index.html"), "<!doctype html><title>fixture</title>\n")?;
         let static_port = testkit::free_port()?;
@@ -108,6 +112,25 @@ impl NetlifyDev {
         // it to X-Forwarded-For, and the last entry wins).
         Shell::new(format!("127.0.0.1:{}", self.port), Visitor::SourceAddress, true, str::to_owned)
     }
+}
+
+/// Makes netlify-cli's target directory for the function (`cargo build
+/// --target-dir <site>/.netlify/functions-serve/relay`) a link to `target`.
+fn share_target_dir(site: &Path, target: &Path) -> anyhow::Result<()> {
+    let serve = site.join(".netlify/functions-serve");
+    let link = serve.join("relay");
+    if std::fs::read_link(&link).is_ok_and(|to| to == target) {
+        return Ok(());
+    }
+    // A directory an older layout built there, or a link elsewhere.
+    if link.is_symlink() {
+        std::fs::remove_file(&link)?;
+    } else if link.exists() {
+        std::fs::remove_dir_all(&link)?;
+    }
+    std::fs::create_dir_all(&serve)?;
+    std::os::unix::fs::symlink(target, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), target.display()))
 }
 
 impl Drop for NetlifyDev {
