@@ -21,7 +21,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   cpSync,
   existsSync,
@@ -29,6 +29,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -324,6 +325,28 @@ for (const { name, publish, settings } of [
 }
 
 /**
+ * The packed crate, unpacked once per archive into a directory outside the checkout
+ * named by the archive's digest, as cargo keeps a registry's crates: the runs on Node 24
+ * and on Node 22 (scripts/test.sh) build the same sources at the same path, so the second
+ * finds tokenrelay compiled.
+ * @returns {string}
+ */
+function unpackedCrate() {
+  const digest = createHash("sha256").update(readFileSync(CRATE)).digest("hex").slice(0, 16);
+  const home = path.join(tmpdir(), "tokenrelay-packed-crates", digest);
+  const crate = path.join(home, `tokenrelay-${VERSION}`);
+  if (!existsSync(crate)) {
+    // Unpacked beside, then renamed: a run that stops midway leaves no half crate.
+    mkdirSync(home, { recursive: true });
+    const partial = mkdtempSync(path.join(home, "unpacking-"));
+    execFileSync("tar", ["-xzf", CRATE, "-C", partial]);
+    renameSync(path.join(partial, `tokenrelay-${VERSION}`), crate);
+    rmSync(partial, { recursive: true, force: true });
+  }
+  return crate;
+}
+
+/**
  * Rust for Vercel's builder (this is where the user needs it, as on Vercel's
  * build image), building into the checkout's target directory: the builds
  * scripts/test.sh and tests/vercel*.rs made there have the same dependencies at
@@ -348,13 +371,10 @@ describe("vercel: a site with its own vercel.json, the function compiled by Verc
       env = siteEnv(vars);
       site = await setUp("vercel-settings", "vercel", ["vercel.json", ".gitignore"], env);
       // Nothing is published: the crate comes from its packed archive, as crates.io would serve it.
-      const crates = path.join(work, "crates");
-      mkdirSync(crates);
-      execFileSync("tar", ["-xzf", CRATE, "-C", crates]);
       const manifest = path.join(site, "Cargo.toml");
       writeFileSync(
         manifest,
-        `${readFileSync(manifest, "utf8")}\n[patch.crates-io]\ntokenrelay = { path = ${JSON.stringify(path.join(crates, `tokenrelay-${VERSION}`))} }\n`,
+        `${readFileSync(manifest, "utf8")}\n[patch.crates-io]\ntokenrelay = { path = ${JSON.stringify(unpackedCrate())} }\n`,
       );
       // The workspace's versions, so that the shared target directory below has them compiled.
       cpSync(path.join(ROOT, "Cargo.lock"), path.join(site, "Cargo.lock"));
