@@ -46,11 +46,11 @@ export function createRelay(options = {}) {
   const addressOf = addressSource(clientIp);
   const relay = relayHandler(native);
   return async (request, context) => {
-    const url = new URL(request.url);
-    const body = await readBounded(request.body, relay.maxRequestBytes);
+    // No body (a GET, a HEAD): nothing to wait for.
+    const body = request.body ? await readBounded(request.body, relay.maxRequestBytes) : {};
     const answer = await relay.handle({
       method: request.method,
-      target: url.pathname + url.search,
+      target: targetOf(request.url),
       headers: headerList(request.headers),
       body: body.bytes,
       bodyUnreadable: body.unreadable,
@@ -82,7 +82,7 @@ export function createNodeRelay(options = {}) {
     try {
       // Before the body: a visitor who goes away midway takes req.socket along.
       const clientIp = addressOf(req);
-      const body = await readRequest(req, relay.maxRequestBytes);
+      const body = hasBody(req) ? await readRequest(req, relay.maxRequestBytes) : { complete: true };
       const answer = await relay.handle({
         method: req.method ?? "GET",
         // Express strips its mount path from req.url; originalUrl keeps it.
@@ -132,9 +132,10 @@ async function writeAnswer(answer, req, res) {
     res.end(req.method === "HEAD" ? undefined : whole);
     return;
   }
-  res.on("close", () => answer.cancel());
+  const body = /** @type {import("./index.d.ts").RelayBody} */ (answer.body);
+  res.on("close", () => body.cancel());
   try {
-    for (let chunk = await answer.read(); chunk && !res.destroyed; chunk = await answer.read()) {
+    for (let chunk = await body.read(); chunk && !res.destroyed; chunk = await body.read()) {
       if (req.method !== "HEAD" && !res.write(chunk)) await drainedOrClosed(res);
     }
     res.end();
@@ -144,7 +145,7 @@ async function writeAnswer(answer, req, res) {
     res.destroy();
   }
   // The visitor went away first: the upstream call ends with the body.
-  if (res.destroyed) answer.cancel();
+  if (res.destroyed) body.cancel();
 }
 
 /**
@@ -228,6 +229,24 @@ function requestId(headers) {
 }
 
 /**
+ * The path and query of a Fetch API Request's URL, as the relay takes its
+ * target. `Request.url` is already serialized (`scheme://host/path?query`,
+ * the path never empty), so a slice does what parsing it again would.
+ * @param {string} url
+ * @returns {string}
+ */
+function targetOf(url) {
+  const authority = url.indexOf("//");
+  const path = authority < 0 ? -1 : url.indexOf("/", authority + 2);
+  if (path < 0) {
+    const parsed = new URL(url);
+    return parsed.pathname + parsed.search;
+  }
+  const fragment = url.indexOf("#", path);
+  return fragment < 0 ? url.slice(path) : url.slice(path, fragment);
+}
+
+/**
  * @param {Headers} headers
  * @returns {string[]}
  */
@@ -268,6 +287,20 @@ async function readBounded(body, limit) {
     if (size <= limit) return { unreadable: true };
   }
   return { bytes: Buffer.concat(chunks, Math.min(size, limit + 1)) };
+}
+
+/**
+ * Whether a Node request has a body to read: HTTP/1.1 frames a request's
+ * body by `Content-Length` or `Transfer-Encoding`, and without either it has
+ * none (RFC 9112, section 6.3); HTTP/2 sends one unless the stream ended
+ * with the headers, which Node does not say up front.
+ * @param {import("node:http").IncomingMessage} req
+ * @returns {boolean}
+ */
+function hasBody(req) {
+  if (req.httpVersionMajor !== 1) return true;
+  const headers = req.headers;
+  return headers["transfer-encoding"] !== undefined || (headers["content-length"] ?? "0") !== "0";
 }
 
 /**
@@ -327,20 +360,21 @@ async function toResponse(answer, method) {
     const body = method === "HEAD" || BODILESS.has(answer.status) ? null : bytes;
     return new Response(body, { status: answer.status, headers });
   }
+  const stream = /** @type {import("./index.d.ts").RelayBody} */ (answer.body);
   if (method === "HEAD" || BODILESS.has(answer.status)) {
     // Read to the end all the same: the request's chores finish with the body.
-    while (await answer.read());
+    while (await stream.read());
     return new Response(null, { status: answer.status, headers });
   }
   const body = new ReadableStream(
     {
       async pull(controller) {
-        const chunk = await answer.read();
+        const chunk = await stream.read();
         if (chunk) controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         else controller.close();
       },
       cancel() {
-        answer.cancel();
+        stream.cancel();
       },
     },
     { highWaterMark: 0 },

@@ -22,6 +22,7 @@ export type {
   PurgeOptions,
   PurgeStatus,
   RelayAnswer,
+  RelayBody,
   RelayHandler,
   RelayOptions,
   RelayRequest,

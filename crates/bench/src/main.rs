@@ -265,6 +265,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     };
     let relay_spec = functions.relay(&world, &config);
     let js_spec = functions.js_handler(&world, &config);
+    let js_node_spec = functions.js_node_handler(&world, &config);
     let node_spec = functions.baseline(&world, &main, BASELINE_MARGIN);
     if relay_spec.is_none() {
         progress("relay binary not found: its figures are left out (build it, or pass --relay-bin)");
@@ -277,6 +278,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         None => None,
     };
     let js = start_warm(&js_spec).await?;
+    let js_node = start_warm(&js_node_spec).await?;
     let node = node_spec.start(Some(&relay_path())).await?.instance;
     let broker = world.broker(&config)?;
     let token = broker.token(UPSTREAM).await?;
@@ -321,6 +323,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         nginx: nginx.as_ref(),
         relay: relay.as_ref(),
         js: &js,
+        js_node: &js_node,
         node: &node,
     };
     let hot = hot_path::run(&world, &servers, plan).await?;
@@ -330,7 +333,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         js: js.peak_rss_kib()?,
         node: node.peak_rss_kib()?,
     };
-    drop((relay, js, node, nginx, jwt_api));
+    drop((relay, js, js_node, node, nginx, jwt_api));
 
     progress("cold bursts");
     let relay_burst = match &relay_spec {

@@ -1,12 +1,19 @@
-//! `tokenrelay-bench profile`: one relay instance under a fixed number of
-//! requests, for a profiler. Figures per request that do not depend on how
+//! `tokenrelay-bench profile`: one relay instance (the relay binary, or with
+//! `--js` the JS handler) under a fixed number of requests, for a profiler. Figures per request that do not depend on how
 //! busy the machine is: the relay process's CPU time per request here, and
 //! instructions per request from a profiler run around the measured part.
 //!
 //! ```text
-//! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--warmup REQUESTS]
+//! tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--api jwt|in-process|cached]
+//!                          [-c N] [-n REQUESTS] [--warmup REQUESTS]
 //!                          [--wrap 'CMD ARGS'] [--before 'SHELL {pid}'] [--after 'SHELL {pid}'] [--slowest K]
 //! ```
+//!
+//! `--js fetch` profiles the JS handler as the bench's JS row serves it
+//! (`createRelay` behind a Fetch API adapter), `--js node` as
+//! `createNodeRelay`: tests/js/support/serve-relay.mjs, with the relay
+//! binary's environment. It exits on SIGTERM, so `--wrap 'env
+//! NODE_OPTIONS=--cpu-prof'` and `--after 'kill {pid}'` leave a CPU profile.
 //!
 //! `--wrap` starts the relay under a command (`valgrind --tool=callgrind
 //! --collect-atstart=no`); `--before` and `--after` run through `sh -c`
@@ -33,11 +40,14 @@ use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_pa
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
 const USAGE: &str =
-    "usage: tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS]
-                        [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
+    "usage: tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--api jwt|in-process|cached]
+                        [-c N] [-n REQUESTS] [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
 
 struct Options {
     relay: PathBuf,
+    /// The JS handler's adapter (`fetch` or `node`) when it is profiled instead of the relay binary.
+    js: Option<String>,
+    js_handler: PathBuf,
     jwt_api: PathBuf,
     jwt: bool,
     /// The in-process API's route with the response cache: memory hits after the first.
@@ -77,6 +87,8 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let mut options = Options {
         relay: std::env::current_exe()?.with_file_name("relay"),
+        js: None,
+        js_handler: repo.join("tests/js/support/serve-relay.mjs"),
         jwt_api: repo.join("bench/jwt-api/server.mjs"),
         jwt: true,
         cached: false,
@@ -94,6 +106,12 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         match flag.as_str() {
             "--relay-bin" => options.relay = value()?.into(),
             "--jwt-api" => options.jwt_api = value()?.into(),
+            "--js" => {
+                let adapter = value()?;
+                anyhow::ensure!(adapter == "fetch" || adapter == "node", "--js takes fetch or node, not {adapter:?}");
+                options.js = Some(adapter.clone());
+            }
+            "--js-handler" => options.js_handler = value()?.into(),
             "--api" => {
                 (options.jwt, options.cached) = match value()?.as_str() {
                     "jwt" => (true, false),
@@ -112,7 +130,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
-    anyhow::ensure!(options.relay.is_file(), "relay binary {} not found", options.relay.display());
+    if options.js.is_none() {
+        anyhow::ensure!(options.relay.is_file(), "relay binary {} not found", options.relay.display());
+    }
     anyhow::ensure!(options.concurrency > 0 && options.requests > 0, "-c and -n must be at least 1");
     Ok(options)
 }
@@ -124,11 +144,20 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
     let site = if options.cached { world.cached_site(&main, CACHE_TTL) } else { world.site(&main) };
     let site = site.upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
     let config = world.write_config("profile", &site)?;
-    let functions = Functions { relay: Some(options.relay.clone()), ..Functions::default() };
-    let mut spec = functions.relay(&world, &config).context("no relay binary")?;
+    let functions = Functions {
+        relay: Some(options.relay.clone()),
+        js_handler: options.js_handler.clone(),
+        ..Functions::default()
+    };
+    let mut spec = match options.js.as_deref() {
+        Some("node") => functions.js_node_handler(&world, &config),
+        Some(_) => functions.js_handler(&world, &config),
+        None => functions.relay(&world, &config).context("no relay binary")?,
+    };
     if let Some((program, args)) = options.wrap.split_first() {
         let mut wrapped: Vec<OsString> = args.iter().map(OsString::from).collect();
         wrapped.push(std::mem::replace(&mut spec.program, program.into()).into());
+        wrapped.append(&mut spec.args);
         spec.args = wrapped;
     }
     let relay = spec.start(Some(&relay_path())).await?.instance;
@@ -154,11 +183,16 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
     let p = latencies.percentiles().context("no answers")?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut report = format!(
-        "{sent} requests to {} on {} connections in {:.2} s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; relay CPU {:.1} µs per request\n",
+        "{sent} requests to {} through {} on {} connections in {:.2} s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; its CPU {:.1} µs per request\n",
         match (options.jwt, options.cached) {
             (true, _) => "the JWT-verifying API",
             (false, false) => "the in-process API",
             (false, true) => "the in-process API's cached route (memory hits)",
+        },
+        match options.js.as_deref() {
+            Some("node") => "the JS handler (createNodeRelay)",
+            Some(_) => "the JS handler (createRelay)",
+            None => "the relay",
         },
         options.concurrency,
         elapsed.as_secs_f64(),

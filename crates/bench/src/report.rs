@@ -208,15 +208,17 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
         )
         .ratio(ratio_lower_better(ours, Some(theirs))),
     );
-    let js = cpu(&r.hot.js_cost);
-    rows.push(
-        Row::info(
-            "CPU time of the function process per relayed request, JS handler",
-            Some(format!("{js:.0} µs")),
-            Some(format!("{theirs:.0} µs")),
-        )
-        .ratio(ratio_lower_better(Some(js), Some(theirs))),
-    );
+    for (adapter, cost) in [("createRelay", &r.hot.js_cost), ("createNodeRelay", &r.hot.js_node_cost)] {
+        let js = cpu(cost);
+        rows.push(
+            Row::info(
+                format!("CPU time of the function process per relayed request, JS handler ({adapter})"),
+                Some(format!("{js:.0} µs")),
+                Some(format!("{theirs:.0} µs")),
+            )
+            .ratio(ratio_lower_better(Some(js), Some(theirs))),
+        );
+    }
 }
 
 /// Issue 28's targets against nginx, at every level of both APIs: the
@@ -270,40 +272,63 @@ fn nginx_level_rows(level: &Level, nginx: &Series, relay: &Series, rows: &mut Ve
     rows.push(Row::info(figure, ours, None).target("≤ 1.5x", x.map(|x| x <= TARGET_P99_VS_NGINX)));
 }
 
-/// Issue 20's targets for the JS handler: its added latency against the Rust
-/// relay's at every level both run, its throughput against the baseline's.
+/// Issue 20's targets for the JS handler, as `createRelay` and as
+/// `createNodeRelay`: its added latency against the Rust relay's at every
+/// level both run, its throughput against the baseline's.
 fn js_handler_rows(r: &Results, rows: &mut Vec<Row>) {
     type Pick = fn(&Figures) -> Duration;
+    type Adapter = (&'static str, fn(&Level) -> &Series);
     let percentiles: [Pick; 2] = [|f| f.p50, |f| f.p99];
+    let adapters: [Adapter; 2] = [("createRelay", |l| &l.js), ("createNodeRelay", |l| &l.js_node)];
     for level in r.hot.levels.iter().filter(|l| l.upstream_delay.is_none()) {
         let c = level.concurrency;
         let at = format!("{}, {c} connection{}", api_name(level.api), plural(c));
-        if let Some(relay) = &level.relay {
-            let [p50, p99] = percentiles.map(|pick| {
-                let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(pick(f), pick(d)));
-                let (js, relay) = (added(&level.js), added(relay));
-                (js, relay, ratio_lower_better(relay, js))
-            });
-            let ms = |a: Option<f64>, b: Option<f64>| format!("{} / {}", opt(a.map(fmt_ms)), opt(b.map(fmt_ms)));
-            let ours = p50.2.zip(p99.2).map(|(x50, x99)| {
-                format!("{} / {} ({}; the relay's {})", fmt_x(x50), fmt_x(x99), ms(p50.0, p99.0), ms(p50.1, p99.1))
-            });
-            // Issue 28 holds the p50; the p99 is shown beside it.
-            let ok = p50.2.map(|x50| x50 <= TARGET_JS_VS_RELAY);
-            let figure = format!("JS handler's added latency p50 / p99 over the Rust relay's, {at}");
-            rows.push(Row::info(figure, ours, None).target("p50 ≤ 1.5x", ok));
-        }
-        if !level.node.rounds.is_empty() {
-            let x = level.js.median_vs(&level.node, |j, n| j.throughput / n.throughput);
-            rows.push(
-                Row::info(
-                    format!("JS handler's throughput over the Node baseline's, {at}"),
-                    Some(fmt_rps(level.js.pooled.throughput())),
-                    Some(fmt_rps(level.node.pooled.throughput())),
-                )
-                .ratio(x)
-                .target("≥ 3x", x.map(|x| x >= TARGET_JS_VS_BASELINE)),
-            );
+        for (adapter, series) in adapters {
+            let js = series(level);
+            if let Some(relay) = &level.relay {
+                let [p50, p99] = percentiles.map(|pick| {
+                    let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(pick(f), pick(d)));
+                    (added(js), added(relay))
+                });
+                let ms = |a: Option<f64>, b: Option<f64>| format!("{} / {}", opt(a.map(fmt_ms)), opt(b.map(fmt_ms)));
+                let x = |(js, relay): (Option<f64>, Option<f64>)| match relay? {
+                    // Within the noise: a ratio would divide by it.
+                    relay if relay <= 0.0 => Some("relay adds ≤ 0: n/a".to_owned()),
+                    relay => Some(fmt_x(js? / relay)),
+                };
+                let ours = format!(
+                    "{} / {} ({}; the relay's {})",
+                    opt(x(p50)),
+                    opt(x(p99)),
+                    ms(p50.0, p99.0),
+                    ms(p50.1, p99.1)
+                );
+                // Issue 28 holds the p50; the p99 is shown beside it. Where the
+                // relay adds nothing measurable, the JS handler's own added p50
+                // is held to the noise allowance nginx's rows use.
+                let ok = p50.0.zip(p50.1).map(|(js, relay)| {
+                    if relay <= 0.0 { js <= TARGET_P50_OVER_NGINX_MS } else { js / relay <= TARGET_JS_VS_RELAY }
+                });
+                let target = if p50.1.is_some_and(|relay| relay <= 0.0) {
+                    "p50 ≤ 1.5x (relay adds ≤ 0: JS adds ≤ 0.05 ms)"
+                } else {
+                    "p50 ≤ 1.5x"
+                };
+                let figure = format!("JS handler ({adapter})'s added latency p50 / p99 over the Rust relay's, {at}");
+                rows.push(Row::info(figure, Some(ours), None).target(target, ok));
+            }
+            if !level.node.rounds.is_empty() {
+                let x = js.median_vs(&level.node, |j, n| j.throughput / n.throughput);
+                rows.push(
+                    Row::info(
+                        format!("JS handler ({adapter})'s throughput over the Node baseline's, {at}"),
+                        Some(fmt_rps(js.pooled.throughput())),
+                        Some(fmt_rps(level.node.pooled.throughput())),
+                    )
+                    .ratio(x)
+                    .target("≥ 3x", x.map(|x| x >= TARGET_JS_VS_BASELINE)),
+                );
+            }
         }
     }
 }
@@ -569,8 +594,10 @@ fn markdown(r: &Results, rows: &[Row]) -> String {
             the interleaved rounds; throughput shares likewise. \
             \"5x better\" targets compare with the baseline. \
             JS handler: the same Rust relay in the Node addon, served through `tokenrelay/fetch` by `node:http` \
-            (tests/js/support/serve-relay.mjs); its rows hold its added latency to the Rust relay's (JS handler ÷ relay) \
-            and its throughput to the baseline's.\n";
+            (tests/js/support/serve-relay.mjs), as `createRelay` behind a Fetch API adapter (the side-by-side table's \
+            column) and as `createNodeRelay`; its rows hold its added latency to the Rust relay's (JS handler ÷ relay; \
+            n/a where the relay adds ≤ 0, and then its own added p50 is held to 0.05 ms) and its throughput to the \
+            baseline's.\n";
     out
 }
 

@@ -63,6 +63,27 @@ use leak_scan::{ScanOptions, ScanReport};
 use prefetch::{PrefetchOptions, PrefetchReport};
 use token::TokenOptions;
 
+/// Worker threads of the addon's Tokio runtime, unless `TOKIO_WORKER_THREADS`
+/// says otherwise. One: a request's work in Rust (the relay's rules, the
+/// upstream call) is a small share of what the one JavaScript thread spends
+/// on it, and with a second worker every request's tasks wake threads back
+/// and forth: measured at one connection, 5.6 context switches per relayed
+/// request with two workers against 1.8 with one (bench/README.md).
+const RUNTIME_WORKERS: usize = 1;
+
+/// Sets up napi's Tokio runtime, before any function of the addon uses it.
+#[napi_derive::module_init]
+fn init_runtime() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(RUNTIME_WORKERS);
+    }
+    // Without a runtime of its own, napi builds its default one at first use.
+    if let Ok(runtime) = builder.enable_all().build() {
+        napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
+    }
+}
+
 /// Prefetches the chosen upstreams' tokens through the broker (warming the
 /// shared store) and hands back those asked for in `env`.
 #[napi(js_name = "prefetch")]

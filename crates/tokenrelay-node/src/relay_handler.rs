@@ -27,7 +27,7 @@ use futures_util::FutureExt;
 use http::HeaderValue;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, BufferSlice, JsValue, ToNapiValue};
 use napi_derive::napi;
 use tokenrelay::Env;
 use tokenrelay::relay::{Body, ClientIp, Endpoint, Mount, Relay, RelayCode, RequestId};
@@ -109,16 +109,11 @@ impl RelayHandler {
         })
         .await;
         let (parts, mut body) = answer.into_parts();
-        let mut headers = Vec::with_capacity(parts.headers.len() * 2);
-        for (name, value) in &parts.headers {
-            headers.push(name.as_str().to_owned());
-            headers.push(value.as_bytes().iter().map(|&b| char::from(b)).collect());
-        }
         // A complete body crosses with the head, in one crossing, instead
         // of one `read` per chunk and one for its end.
-        let whole = body.take_whole();
-        let body = whole.is_none().then_some(body);
-        RelayAnswer { status: parts.status.as_u16(), headers, whole, body: Mutex::new(body) }
+        let whole = body.take_whole().map(WholeBody);
+        let body = whole.is_none().then(|| RelayBody { body: Mutex::new(Some(body)) });
+        RelayAnswer { status: parts.status.as_u16(), headers: HeaderList(parts.headers), whole, body }
     }
 }
 
@@ -199,36 +194,58 @@ fn latin1(value: &str) -> Result<HeaderValue, http::Error> {
     }
 }
 
-/// The relay's answer: status and headers at once; the body whole with
-/// them when it was complete ([`Body::take_whole`]), else read chunk by chunk.
-#[napi]
+/// The relay's answer: status and headers at once, and the body whole with
+/// them when it was complete ([`Body::take_whole`]), else a [`RelayBody`]
+/// to read chunk by chunk. A plain object, not a class: it crosses in one
+/// conversion, with no wrapper to finalize.
+#[napi(object, object_from_js = false)]
 pub struct RelayAnswer {
-    status: u16,
-    headers: Vec<String>,
-    whole: Option<Bytes>,
+    pub status: u16,
+    /// Header names and values, alternating (`set-cookie` may repeat).
+    #[napi(ts_type = "Array<string>")]
+    pub headers: HeaderList,
+    /// The whole body, when it came with the answer.
+    #[napi(ts_type = "Buffer")]
+    pub whole: Option<WholeBody>,
+    /// The body to read, when it streams.
+    pub body: Option<RelayBody>,
+}
+
+/// An answer's headers as they cross to JS: names and values alternating,
+/// each a one-byte string made straight from the header's bytes (one
+/// character per byte, as Node and the Fetch API hold them).
+pub struct HeaderList(http::HeaderMap);
+
+impl ToNapiValue for HeaderList {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, list: Self) -> napi::Result<napi::sys::napi_value> {
+        let env = napi::Env::from_raw(env);
+        let mut array = env.create_array(u32::try_from(list.0.len() * 2).unwrap_or(u32::MAX))?;
+        for (i, (name, value)) in (0u32..).step_by(2).zip(&list.0) {
+            array.set(i, env.create_string_latin1(name.as_str().as_bytes())?)?;
+            array.set(i + 1, env.create_string_latin1(value.as_bytes())?)?;
+        }
+        Ok(array.raw())
+    }
+}
+
+/// A complete body as it crosses to JS: a Buffer holding a copy, which the
+/// engine owns (no finalizer to run, unlike a Buffer over Rust's memory).
+pub struct WholeBody(Bytes);
+
+impl ToNapiValue for WholeBody {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, body: Self) -> napi::Result<napi::sys::napi_value> {
+        Ok(BufferSlice::copy_from(&napi::Env::from_raw(env), &body.0)?.raw())
+    }
+}
+
+/// The body of an answer that streams, read chunk by chunk.
+#[napi]
+pub struct RelayBody {
     body: Mutex<Option<Body>>,
 }
 
 #[napi]
-impl RelayAnswer {
-    #[napi(getter)]
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// Header names and values, alternating (`set-cookie` may repeat).
-    #[napi(getter)]
-    pub fn headers(&self) -> Vec<String> {
-        self.headers.clone()
-    }
-
-    /// The whole body, when it came with the answer: then `read` finds its
-    /// end at once. `null` when the body streams: read it with `read`.
-    #[napi(getter)]
-    pub fn whole(&self) -> Option<Buffer> {
-        self.whole.as_ref().map(|b| b.to_vec().into())
-    }
-
+impl RelayBody {
     /// The body's next chunk; `null` once it has ended. Rejects when the
     /// upstream failed or went over a limit midway: the response must then
     /// be aborted, not ended.

@@ -6,7 +6,8 @@
 // `listening` on stdout, and answers /_ready. The visitor's address is the x-real-ip
 // header the test's front sets, as Vercel does (none without it); `node serve-relay.mjs
 // node socket` leaves createNodeRelay's default, the connection's peer, as the README's
-// `http.createServer(createNodeRelay())` does.
+// `http.createServer(createNodeRelay())` does. It exits on SIGTERM, so that a profiler
+// started with it (`NODE_OPTIONS=--cpu-prof`) writes its output.
 
 import http from "node:http";
 import { Readable } from "node:stream";
@@ -68,3 +69,5 @@ http
     else listener(req, res);
   })
   .listen(Number(process.env.PORT), "127.0.0.1", () => console.log(`serve-relay ${adapter} listening`));
+
+process.on("SIGTERM", () => process.exit(0));

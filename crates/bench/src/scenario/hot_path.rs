@@ -1,6 +1,7 @@
 //! Hot path: the same API request sent straight to the upstream, through
 //! nginx (one bare proxy hop, when installed), through the relay binary,
-//! through the JS handler and through the Node baseline, with the token warm,
+//! through the JS handler (`createRelay` behind a Fetch API adapter, and
+//! `createNodeRelay`) and through the Node baseline, with the token warm,
 //! at each concurrency level, then once more against an upstream as slow as a
 //! real API; and the same levels against the realistic upstream (bench/jwt-api,
 //! verifying a JWT per request) without the baseline. Rounds interleave the
@@ -42,7 +43,10 @@ pub struct Level {
     pub direct: Series,
     pub nginx: Option<Series>,
     pub relay: Option<Series>,
+    /// The JS handler as `createRelay`, behind a Fetch API adapter.
     pub js: Series,
+    /// The JS handler as `createNodeRelay`.
+    pub js_node: Series,
     /// Empty for the JWT API (the baseline serves one upstream).
     pub node: Series,
 }
@@ -115,6 +119,7 @@ pub struct HotPath {
     pub levels: Vec<Level>,
     pub relay_cost: Option<Cost>,
     pub js_cost: Cost,
+    pub js_node_cost: Cost,
     pub node_cost: Cost,
 }
 
@@ -124,6 +129,7 @@ enum Via {
     Nginx,
     Relay,
     Js,
+    JsNode,
     Node,
 }
 
@@ -135,12 +141,14 @@ pub struct Servers<'a> {
     pub jwt: Option<&'a JwtApi>,
     pub nginx: Option<&'a Nginx>,
     pub relay: Option<&'a Instance>,
+    /// The JS handler as `createRelay`, and as `createNodeRelay`.
     pub js: &'a Instance,
+    pub js_node: &'a Instance,
     pub node: &'a Instance,
 }
 
 pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::Result<HotPath> {
-    let Servers { upstream, token, jwt, nginx, relay, js, node } = *servers;
+    let Servers { upstream, token, jwt, nginx, relay, js, js_node, node } = *servers;
     let (delay, slow_concurrency) = plan.slow_upstream;
     let main = plan.concurrency.iter().map(|&c| (Api::InProcess, c, None)).chain([(
         Api::InProcess,
@@ -151,6 +159,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
     let mut levels = Vec::new();
     let mut relay_cost = relay.map(|_| Cost::default());
     let mut js_cost = Cost::default();
+    let mut js_node_cost = Cost::default();
     let mut node_cost = Cost::default();
     for (api, concurrency, upstream_delay) in main.chain(realistic) {
         let request = upstream_delay.map_or_else(|| SEARCH.to_owned(), slow_request);
@@ -167,6 +176,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         targets.extend(nginx.map(|n| (Via::Nginx, relayed(n.addr), None)));
         targets.extend(relay.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
         targets.push((Via::Js, relayed(js.addr), Some(js)));
+        targets.push((Via::JsNode, relayed(js_node.addr), Some(js_node)));
         if api == Api::InProcess {
             targets.push((Via::Node, Target::new(node.addr, relay_path_for(&request)), Some(node)));
         }
@@ -178,6 +188,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
             nginx: nginx.map(|_| Series::default()),
             relay: relay.map(|_| Series::default()),
             js: Series::default(),
+            js_node: Series::default(),
             node: Series::default(),
         };
         for round in 0..plan.rounds {
@@ -205,6 +216,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
                     Via::Nginx => (level.nginx.as_mut(), None),
                     Via::Relay => (level.relay.as_mut(), relay_cost.as_mut()),
                     Via::Js => (Some(&mut level.js), Some(&mut js_cost)),
+                    Via::JsNode => (Some(&mut level.js_node), Some(&mut js_node_cost)),
                     Via::Node => (Some(&mut level.node), Some(&mut node_cost)),
                 };
                 if let Some(total) = total {
@@ -217,7 +229,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         }
         levels.push(level);
     }
-    Ok(HotPath { levels, relay_cost, js_cost, node_cost })
+    Ok(HotPath { levels, relay_cost, js_cost, js_node_cost, node_cost })
 }
 
 fn describe(via: Via) -> &'static str {
@@ -225,7 +237,8 @@ fn describe(via: Via) -> &'static str {
         Via::Direct => "straight to the API",
         Via::Nginx => "through nginx",
         Via::Relay => "through the relay",
-        Via::Js => "through the JS handler",
+        Via::Js => "through the JS handler (createRelay)",
+        Via::JsNode => "through the JS handler (createNodeRelay)",
         Via::Node => "through the Node baseline",
     }
 }

@@ -44,9 +44,17 @@ impl Functions {
         })
     }
 
-    /// The JS handler on `config`, with the relay binary's environment.
+    /// The JS handler on `config` as `createRelay` behind a Fetch API
+    /// adapter, with the relay binary's environment.
     pub fn js_handler(&self, world: &World, config: &Path) -> Spec {
         Spec::node("js", &self.js_handler, world.relay_env(config), world.dir())
+    }
+
+    /// The JS handler on `config` as `createNodeRelay`.
+    pub fn js_node_handler(&self, world: &World, config: &Path) -> Spec {
+        let mut spec = Spec::node("js-node", &self.js_handler, world.relay_env(config), world.dir());
+        spec.args.push("node".into());
+        spec
     }
 
     /// The Node baseline for `upstream`, caching its token `margin` shorter than its lifetime.
