@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::plan::{BASELINE_MARGIN, MAIN_TOKEN_LIFETIME, Plan};
+use crate::plan::{BASELINE_MARGIN, CACHE_TTL, MAIN_TOKEN_LIFETIME, Plan};
 use crate::procs::{Instance, Spec};
 use crate::scenario::{Functions, addon, cold_start, hot_path, rotation, stampede, store_trip};
 use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
@@ -264,6 +264,9 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         baseline: options.baseline.clone(),
     };
     let relay_spec = functions.relay(&world, &config);
+    // A second relay whose API route caches, for the memory-hit rows.
+    let cached_site = world.cached_site(&main, CACHE_TTL).upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
+    let cached_spec = functions.relay(&world, &world.write_config("cached", &cached_site)?);
     let js_spec = functions.js_handler(&world, &config);
     let js_node_spec = functions.js_node_handler(&world, &config);
     let node_spec = functions.baseline(&world, &main, BASELINE_MARGIN);
@@ -277,6 +280,10 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         Some(spec) => Some(start_warm(spec).await?),
         None => None,
     };
+    let cached = match &cached_spec {
+        Some(spec) => Some(start_warm(spec).await?),
+        None => None,
+    };
     let js = start_warm(&js_spec).await?;
     let js_node = start_warm(&js_node_spec).await?;
     let node = node_spec.start(Some(&relay_path())).await?.instance;
@@ -286,18 +293,28 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let nginx = match nginx::binary() {
         Some(binary) => {
             let bearer = |token: &str| format!("Bearer {token}");
+            let api_path = reqwest::Url::parse(&main.api.url())?.path().to_owned();
             let routes = [
                 nginx::Route {
                     prefix: format!("/api/relay/{UPSTREAM}"),
                     upstream: main.api_addr()?,
-                    base_path: reqwest::Url::parse(&main.api.url())?.path().to_owned(),
+                    base_path: api_path.clone(),
                     authorization: bearer(token.expose()),
+                    cache: false,
+                },
+                nginx::Route {
+                    prefix: format!("{}/api/relay/{UPSTREAM}", hot_path::NGINX_CACHED),
+                    upstream: main.api_addr()?,
+                    base_path: api_path,
+                    authorization: bearer(token.expose()),
+                    cache: true,
                 },
                 nginx::Route {
                     prefix: format!("/api/relay/{JWT_UPSTREAM}"),
                     upstream: jwt.addr,
                     base_path: String::new(),
                     authorization: bearer(&jwt.token),
+                    cache: false,
                 },
             ];
             Some(nginx::Nginx::start(&binary, world.dir(), &routes).await?)
@@ -322,6 +339,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         jwt: Some(&jwt),
         nginx: nginx.as_ref(),
         relay: relay.as_ref(),
+        cached: cached.as_ref(),
         js: &js,
         js_node: &js_node,
         node: &node,
@@ -333,7 +351,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         js: js.peak_rss_kib()?,
         node: node.peak_rss_kib()?,
     };
-    drop((relay, js, js_node, node, nginx, jwt_api));
+    drop((relay, cached, js, js_node, node, nginx, jwt_api));
 
     progress("cold bursts");
     let relay_burst = match &relay_spec {

@@ -24,7 +24,14 @@ pub struct Route {
     pub upstream: SocketAddr,
     pub base_path: String,
     pub authorization: String,
+    /// Whether nginx keeps `200` answers in its `proxy_cache` ([`CACHE_VALID`]),
+    /// saying `X-Cache-Status: HIT` for a hit: the row the relay's memory
+    /// hits are held against.
+    pub cache: bool,
 }
+
+/// How long nginx's `proxy_cache` keeps a `200` answer: the whole run.
+const CACHE_VALID: &str = "5m";
 
 /// A running nginx; stopped (master and workers) when dropped.
 pub struct Nginx {
@@ -82,16 +89,24 @@ impl Drop for Nginx {
 /// Workers as many as cores (as the relay's runtime has threads), no access
 /// log (the relay's one JSON line per request goes to a pipe; nginx's access
 /// log would go to a file), HTTP/1.1 with `Connection: ""` so that upstream
-/// connections are kept alive.
+/// connections are kept alive, and a cache zone for the routes that cache.
 fn config(dir: &Path, addr: SocketAddr, routes: &[Route]) -> String {
     let dir = dir.display();
     let mut upstreams = String::new();
     let mut locations = String::new();
     for (i, r) in routes.iter().enumerate() {
         upstreams += &format!("  upstream u{i} {{ server {}; keepalive {UPSTREAM_KEEPALIVE}; }}\n", r.upstream);
+        let cache = if r.cache {
+            format!(
+                "      proxy_cache hot;\n      proxy_cache_valid 200 {CACHE_VALID};\n      \
+                 add_header X-Cache-Status $upstream_cache_status;\n"
+            )
+        } else {
+            String::new()
+        };
         locations += &format!(
             "    location {prefix}/ {{\n      proxy_pass http://u{i}{base}/;\n      proxy_http_version 1.1;\n      \
-             proxy_set_header Connection \"\";\n      proxy_set_header Authorization \"{auth}\";\n    }}\n",
+             proxy_set_header Connection \"\";\n      proxy_set_header Authorization \"{auth}\";\n{cache}    }}\n",
             prefix = r.prefix,
             base = r.base_path.trim_end_matches('/'),
             auth = r.authorization,
@@ -102,6 +117,6 @@ fn config(dir: &Path, addr: SocketAddr, routes: &[Route]) -> String {
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  \
          fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  \
-         keepalive_requests 1000000;\n{upstreams}  server {{\n    listen {addr};\n{locations}  }}\n}}\n"
+         proxy_cache_path {dir}/cache keys_zone=hot:1m;\n  keepalive_requests 1000000;\n{upstreams}  server {{\n    listen {addr};\n{locations}  }}\n}}\n"
     )
 }

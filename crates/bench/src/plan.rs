@@ -10,6 +10,10 @@ pub const MAIN_TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
 /// such code usually does; tokenrelay's own default margin is the same.
 pub const BASELINE_MARGIN: Duration = Duration::from_secs(60);
 
+/// How long the relay's cached route keeps an answer (`profile --api cached`,
+/// the hot path's memory-hit rows): the whole run.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+
 /// How long the slow upstream takes to answer: a fast real API seen from a
 /// function in the same region.
 pub const REAL_API_DELAY: Duration = Duration::from_millis(20);

@@ -31,13 +31,10 @@ use anyhow::Context;
 use hyper::header::HeaderValue;
 
 use crate::load::{Connection, Target};
-use crate::plan::MAIN_TOKEN_LIFETIME;
+use crate::plan::{CACHE_TTL, MAIN_TOKEN_LIFETIME};
 use crate::procs::Spec;
 use crate::scenario::Functions;
 use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
-
-/// How long `--api cached` keeps an answer: the whole run.
-const CACHE_TTL: Duration = Duration::from_secs(300);
 
 const USAGE: &str =
     "usage: tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--api jwt|in-process|cached]

@@ -30,6 +30,8 @@ const TARGET_P99_VS_NGINX: f64 = 1.5;
 const TARGET_SHARE_OF_NGINX: f64 = 0.95;
 /// Throughput as a share of nginx's, with the in-process API (issue 28).
 const TARGET_SHARE_OF_NGINX_IN_PROCESS: f64 = 0.8;
+/// Memory-cache hits' throughput as a share of nginx's `proxy_cache` hits' (issue 28).
+const TARGET_SHARE_OF_NGINX_CACHE: f64 = 1.0;
 /// Store round trips per warm request below this are time-bound work, not per request.
 const PER_REQUEST: f64 = 0.01;
 /// The most store round trips per warm request the rate limit's time-bound
@@ -225,7 +227,7 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
 /// relay's throughput as a share of nginx's, and its p99 as a multiple of
 /// nginx's, p50 beside it; issue 13's added p50 at 1 connection.
 fn nginx_rows(r: &Results, rows: &mut Vec<Row>) {
-    for api in [Api::Jwt, Api::InProcess] {
+    for api in [Api::Jwt, Api::InProcess, Api::Cached] {
         let levels = r.hot.levels.iter().filter(|l| l.api == api && l.upstream_delay.is_none());
         for level in levels {
             let (Some(nginx), Some(relay)) = (level.nginx.as_ref(), level.relay.as_ref()) else { continue };
@@ -259,6 +261,7 @@ fn nginx_level_rows(level: &Level, nginx: &Series, relay: &Series, rows: &mut Ve
     let (target, least) = match level.api {
         Api::Jwt => ("≥ 95% of nginx", TARGET_SHARE_OF_NGINX),
         Api::InProcess => ("≥ 80% of nginx", TARGET_SHARE_OF_NGINX_IN_PROCESS),
+        Api::Cached => ("≥ 100% of nginx", TARGET_SHARE_OF_NGINX_CACHE),
     };
     rows.push(Row::info(figure, ours, None).target(target, share.map(|x| x >= least)));
     let x = relay.median_vs(nginx, |f, n| ms_f(f.p99) / ms_f(n.p99).max(0.001));
@@ -280,7 +283,7 @@ fn js_handler_rows(r: &Results, rows: &mut Vec<Row>) {
     type Adapter = (&'static str, fn(&Level) -> &Series);
     let percentiles: [Pick; 2] = [|f| f.p50, |f| f.p99];
     let adapters: [Adapter; 2] = [("createRelay", |l| &l.js), ("createNodeRelay", |l| &l.js_node)];
-    for level in r.hot.levels.iter().filter(|l| l.upstream_delay.is_none()) {
+    for level in r.hot.levels.iter().filter(|l| l.upstream_delay.is_none() && !l.js.rounds.is_empty()) {
         let c = level.concurrency;
         let at = format!("{}, {c} connection{}", api_name(level.api), plural(c));
         for (adapter, series) in adapters {
@@ -337,6 +340,7 @@ fn api_name(api: Api) -> &'static str {
     match api {
         Api::InProcess => "in-process API",
         Api::Jwt => "JWT-verifying API",
+        Api::Cached => "memory-cache hits vs nginx proxy_cache hits",
     }
 }
 

@@ -4,7 +4,9 @@
 //! `createNodeRelay`) and through the Node baseline, with the token warm,
 //! at each concurrency level, then once more against an upstream as slow as a
 //! real API; and the same levels against the realistic upstream (bench/jwt-api,
-//! verifying a JWT per request) without the baseline. Rounds interleave the
+//! verifying a JWT per request) without the baseline; and memory-cache hits
+//! of a relay whose route caches against nginx's `proxy_cache` hits, the same
+//! answer both times. Rounds interleave the
 //! ways so that machine noise hits them alike. Alongside: store round trips
 //! per request (Upstash REST counter) and the function processes' CPU time
 //! per request.
@@ -26,7 +28,13 @@ pub enum Api {
     InProcess,
     /// bench/jwt-api: a Node API verifying an RS256 JWT per request.
     Jwt,
+    /// The in-process API's answer from a cache: the relay's memory level
+    /// against nginx's `proxy_cache` (neither asks the API).
+    Cached,
 }
+
+/// The prefix of nginx's caching location: the relay's path below it.
+pub const NGINX_CACHED: &str = "/cached";
 
 /// The realistic upstream, when it runs: its address and a token it accepts.
 pub struct JwtApi {
@@ -142,13 +150,15 @@ pub struct Servers<'a> {
     pub nginx: Option<&'a Nginx>,
     pub relay: Option<&'a Instance>,
     /// The JS handler as `createRelay`, and as `createNodeRelay`.
+    /// A relay whose API route caches ([`World::cached_site`]).
+    pub cached: Option<&'a Instance>,
     pub js: &'a Instance,
     pub js_node: &'a Instance,
     pub node: &'a Instance,
 }
 
 pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::Result<HotPath> {
-    let Servers { upstream, token, jwt, nginx, relay, js, js_node, node } = *servers;
+    let Servers { upstream, token, jwt, nginx, relay, cached, js, js_node, node } = *servers;
     let (delay, slow_concurrency) = plan.slow_upstream;
     let main = plan.concurrency.iter().map(|&c| (Api::InProcess, c, None)).chain([(
         Api::InProcess,
@@ -156,12 +166,16 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         Some(delay),
     )]);
     let realistic = plan.concurrency.iter().filter(|_| jwt.is_some()).map(|&c| (Api::Jwt, c, None));
+    let hits = plan.concurrency.iter().filter(|_| cached.is_some() && nginx.is_some()).map(|&c| (Api::Cached, c, None));
+    if let (Some(cached), Some(nginx)) = (cached, nginx) {
+        check_hits(cached, nginx).await?;
+    }
     let mut levels = Vec::new();
     let mut relay_cost = relay.map(|_| Cost::default());
     let mut js_cost = Cost::default();
     let mut js_node_cost = Cost::default();
     let mut node_cost = Cost::default();
-    for (api, concurrency, upstream_delay) in main.chain(realistic) {
+    for (api, concurrency, upstream_delay) in main.chain(realistic).chain(hits) {
         let request = upstream_delay.map_or_else(|| SEARCH.to_owned(), slow_request);
         let (name, direct) = match (api, jwt) {
             (Api::Jwt, Some(jwt)) => (
@@ -173,10 +187,15 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         };
         let relayed = |addr| Target::new(addr, format!("/api/relay/{name}{request}"));
         let mut targets = vec![(Via::Direct, direct, None)];
-        targets.extend(nginx.map(|n| (Via::Nginx, relayed(n.addr), None)));
-        targets.extend(relay.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
-        targets.push((Via::Js, relayed(js.addr), Some(js)));
-        targets.push((Via::JsNode, relayed(js_node.addr), Some(js_node)));
+        if api == Api::Cached {
+            targets.extend(nginx.map(|n| (Via::Nginx, cached_in_nginx(n.addr, &request), None)));
+            targets.extend(cached.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
+        } else {
+            targets.extend(nginx.map(|n| (Via::Nginx, relayed(n.addr), None)));
+            targets.extend(relay.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
+            targets.push((Via::Js, relayed(js.addr), Some(js)));
+            targets.push((Via::JsNode, relayed(js_node.addr), Some(js_node)));
+        }
         if api == Api::InProcess {
             targets.push((Via::Node, Target::new(node.addr, relay_path_for(&request)), Some(node)));
         }
@@ -214,6 +233,8 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
                 let (series, total) = match via {
                     Via::Direct => (Some(&mut level.direct), None),
                     Via::Nginx => (level.nginx.as_mut(), None),
+                    // The relay's cost per request is the relayed requests'.
+                    Via::Relay if api == Api::Cached => (level.relay.as_mut(), None),
                     Via::Relay => (level.relay.as_mut(), relay_cost.as_mut()),
                     Via::Js => (Some(&mut level.js), Some(&mut js_cost)),
                     Via::JsNode => (Some(&mut level.js_node), Some(&mut js_node_cost)),
@@ -230,6 +251,37 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         levels.push(level);
     }
     Ok(HotPath { levels, relay_cost, js_cost, js_node_cost, node_cost })
+}
+
+/// The path of `request` through nginx's caching location.
+fn cached_in_nginx(addr: std::net::SocketAddr, request: &str) -> Target {
+    Target::new(addr, format!("{NGINX_CACHED}/api/relay/{UPSTREAM}{request}"))
+}
+
+/// Fails unless, after a first request, both caches answer [`SEARCH`] from
+/// themselves: the rows must compare hits, not misses.
+async fn check_hits(relay: &Instance, nginx: &Nginx) -> anyhow::Result<()> {
+    let ways = [
+        (
+            relay.addr,
+            Target::new(relay.addr, format!("/api/relay/{UPSTREAM}{SEARCH}")),
+            "cache-status",
+            "detail=memory",
+        ),
+        (nginx.addr, cached_in_nginx(nginx.addr, SEARCH), "x-cache-status", "HIT"),
+    ];
+    for (addr, target, header, says) in ways {
+        let mut connection = load::Connection::open(addr).await?;
+        connection.send(&target).await?;
+        let reply = connection.send(&target).await?;
+        let status = reply.headers.get(header).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        anyhow::ensure!(
+            reply.status.is_success() && status.contains(says),
+            "a second request to {addr} was not a cache hit: {} with {header}: {status:?}",
+            reply.status
+        );
+    }
+    Ok(())
 }
 
 fn describe(via: Via) -> &'static str {

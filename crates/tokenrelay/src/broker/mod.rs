@@ -32,6 +32,7 @@ mod rotation;
 mod secrets;
 mod shared_failure;
 mod slot;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub(crate) use rotation::Refresh;
 use secrets::SecretTags;
 pub(crate) use secrets::SecretUse;
 use slot::Slot;
+pub(crate) use upstream::{SendError, UpstreamClient};
 
 /// Connect timeout of the broker's HTTP client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -76,6 +78,7 @@ struct Inner {
     config: Config,
     store: Store,
     http: reqwest::Client,
+    upstream: UpstreamClient,
     slots: BTreeMap<String, Slot>,
 }
 
@@ -100,6 +103,10 @@ impl Broker {
                 name: "TLS".into(),
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
+        let upstream = UpstreamClient::new().map_err(|e| Error::InvalidEnv {
+            name: "TLS".into(),
+            reason: format!("cannot build the upstream HTTP client: {e}"),
+        })?;
         let store = Store::from_env(env, &config.store, http.clone(), &config.file)?;
         let slots = config
             .upstreams()
@@ -108,7 +115,7 @@ impl Broker {
                 (u.name.clone(), Slot::new(keys, SecretTags::new(store.namer(), &u.name, &u.source)))
             })
             .collect();
-        Ok(Broker { inner: Arc::new(Inner { config, store, http, slots }) })
+        Ok(Broker { inner: Arc::new(Inner { config, store, http, upstream, slots }) })
     }
 
     /// The validated config.
@@ -129,6 +136,11 @@ impl Broker {
     /// The process's one HTTP client, shared with the relay.
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// The process's one client of the relay's upstream calls.
+    pub(crate) fn upstream_http(&self) -> &UpstreamClient {
+        &self.inner.upstream
     }
 
     /// The shared store, for the relay's rate limits.

@@ -197,6 +197,15 @@ impl RelayError {
         Kind::UpstreamUnreachable(crate::token::describe_transport(e, timeout)).into()
     }
 
+    /// The error of an upstream call that got no answer ([`UpstreamClient::send`](crate::broker::UpstreamClient)).
+    pub(crate) fn from_send(e: &crate::broker::SendError, timeout: Duration) -> Self {
+        match e {
+            crate::broker::SendError::TimedOut => Kind::UpstreamTimeout(timeout).into(),
+            e if e.is_connect() => Kind::UpstreamUnreachable("connection failed".to_owned()).into(),
+            e => Kind::UpstreamUnreachable(format!("request failed: {e}")).into(),
+        }
+    }
+
     /// Whether the upstream (or its token endpoint) failed or may not be
     /// called (budget spent, cooling down), rather than the request: what
     /// `stale_if_error` covers.

@@ -63,8 +63,15 @@ impl JsonFields {
     }
 
     fn string(&mut self, s: &str) {
-        // serde_json escapes exactly as JSON needs; writing to a String cannot fail.
-        if let Ok(quoted) = serde_json::to_string(s) {
+        // Most values (names, ids, codes, paths) need no escape (RFC 8259 §7
+        // escapes only `"`, `\` and control characters): copied as they are,
+        // without an allocation per field. Others go through serde_json,
+        // which escapes exactly as JSON needs; writing to a String cannot fail.
+        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            self.out.push('"');
+            self.out.push_str(s);
+            self.out.push('"');
+        } else if let Ok(quoted) = serde_json::to_string(s) {
             self.out.push_str(&quoted);
         }
     }
@@ -143,7 +150,7 @@ mod tests {
         let subscriber = tracing_subscriber::fmt().event_format(JsonLine).with_writer(move || sink.clone()).finish();
         tracing::subscriber::with_default(subscriber, || {
             let method = http::Method::GET;
-            tracing::info!(request_id = "r\"1", %method, status = 200u16, ok = true, ms = 0.25, detail = None::<&str>, "relay request");
+            tracing::info!(request_id = "r\"1", path = "/a\\b\n\u{1}é", %method, status = 200u16, ok = true, ms = 0.25, detail = None::<&str>, "relay request");
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
@@ -151,6 +158,7 @@ mod tests {
         assert_eq!(line["message"], "relay request");
         assert_eq!(line["level"], "INFO");
         assert_eq!(line["request_id"], "r\"1");
+        assert_eq!(line["path"], "/a\\b\n\u{1}é", "escaped as JSON needs");
         assert_eq!(line["method"], "GET");
         assert_eq!(line["status"], 200);
         assert_eq!(line["ok"], true);

@@ -2,7 +2,10 @@
 //!
 //! An entry lives here at most [`HOT_LIFETIME`] (and never past its
 //! freshness), so that a purge reaches every instance within that time
-//! without a store read per request.
+//! without a store read per request. Entries are named by their request's
+//! identity itself, not by its store key: the keyed hash that hides the
+//! identity from the store has nothing to hide from the process that holds
+//! it, and would be most of a hit's cost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

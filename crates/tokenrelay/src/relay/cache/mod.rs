@@ -76,10 +76,12 @@ impl<S> std::fmt::Debug for Cached<S> {
     }
 }
 
-/// One cacheable request.
+/// One cacheable request that memory did not answer.
 struct Ask<'a> {
     out: &'a Outgoing<'a>,
     policy: RouteCache,
+    /// Its answer's name in this process's memory level (see [`Cached::identity`]).
+    identity: String,
     keys: CacheKeys,
     path: String,
 }
@@ -90,10 +92,18 @@ impl<S> Cached<S> {
         Self { inner, broker, scrubbers, deployments, memory: Arc::default(), refreshing: Arc::default() }
     }
 
-    /// The store keys of `out`'s answer.
-    fn keys(&self, out: &Outgoing<'_>, path: &str) -> CacheKeys {
-        let identity = self.deployments.identity(out, path);
-        CacheKeys::new(self.broker.store().namer(), out.upstream.name(), &identity)
+    /// What names `out`'s answer: the memory level's key as it is, the
+    /// store's through its keyed hash ([`Cached::keys`]). Memory stays in
+    /// the process, so a hit costs no hash of it: the hash is what hides the
+    /// identity's secrets from the store, and it cost a hit a third of its
+    /// instructions.
+    fn identity(&self, out: &Outgoing<'_>, path: &str) -> String {
+        self.deployments.identity(out, path)
+    }
+
+    /// The store keys of the answer named `identity`.
+    fn keys(&self, out: &Outgoing<'_>, identity: &str) -> CacheKeys {
+        CacheKeys::new(self.broker.store().namer(), out.upstream.name(), identity)
     }
 
     /// The fill lock's lease: the upstream's whole answer, and time to store it.
@@ -124,8 +134,14 @@ impl<S: Call + Clone + 'static> Cached<S> {
             return Ok(Reply { answer: Answer::Upstream(exchange), cache_status: Some(format!("fwd={fwd}")) });
         }
         let path = out.path();
-        let ask = Ask { out, policy, keys: self.keys(out, &path), path };
-        let (reply, outcome) = self.lookup(&ask, cx, read).await?;
+        let identity = self.identity(out, &path);
+        let (reply, outcome) = match self.memory.get(&identity) {
+            Some(e) => hit(&e, out, &policy, CacheStatus::HitMemory, None),
+            None => {
+                let ask = Ask { out, policy, keys: self.keys(out, &identity), identity, path };
+                self.lookup(&ask, cx, read).await?
+            }
+        };
         let called = cx.timing.upstream.unwrap_or_default() + cx.timing.token.map_or(Duration::ZERO, |(d, _)| d);
         cx.timing.cache = Some((started.elapsed().saturating_sub(called), outcome.as_str()));
         Ok(reply)
@@ -135,8 +151,8 @@ impl<S: Call + Clone + 'static> Cached<S> {
     /// it may come from the cache and this instance's memory does not hold it.
     pub(super) fn plan<'a>(&'a self, out: &Outgoing<'_>, plan: &mut ColdPlan<'a>) {
         if out.route.cache.is_some() && entry::request_applies(&out.method, &out.headers) {
-            let keys = self.keys(out, &out.path());
-            plan.cache = self.memory.get(&keys.entry).is_none().then_some(keys);
+            let identity = self.identity(out, &out.path());
+            plan.cache = self.memory.get(&identity).is_none().then(|| self.keys(out, &identity));
         }
         self.inner.plan(out, plan);
     }
@@ -153,9 +169,6 @@ impl<S: Call + Clone + 'static> Cached<S> {
         cx: &mut Cx<'_>,
         read: Option<CacheState>,
     ) -> Result<(Reply, CacheStatus), RelayError> {
-        if let Some(e) = self.memory.get(&ask.keys.entry) {
-            return Ok(hit(&e, ask, CacheStatus::HitMemory, None));
-        }
         let store = self.broker.store();
         let state = match read {
             Some(state) => state,
@@ -173,7 +186,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
         match (&stored, freshness) {
             (Some(e), Some(Freshness::Fresh)) => {
                 self.remember(ask, e.clone(), now);
-                return Ok(hit(e, ask, CacheStatus::Hit, None));
+                return Ok(hit(e, ask.out, &ask.policy, CacheStatus::Hit, None));
             }
             (Some(e), Some(Freshness::Revalidate)) => {
                 if !state.filling
@@ -181,7 +194,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
                 {
                     cx.chores.add(refresh);
                 }
-                return Ok(hit(e, ask, CacheStatus::Stale, None));
+                return Ok(hit(e, ask.out, &ask.policy, CacheStatus::Stale, None));
             }
             _ => {}
         }
@@ -197,7 +210,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
                     {
                         lease.release().await;
                         self.remember(ask, e.clone(), now_ms());
-                        return Ok(hit(&e, ask, CacheStatus::Hit, None));
+                        return Ok(hit(&e, ask.out, &ask.policy, CacheStatus::Hit, None));
                     }
                     Some(lease)
                 }
@@ -210,7 +223,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
         }
         if let Some(e) = self.wait_for_fill(ask).await {
             self.remember(ask, e.clone(), now_ms());
-            return Ok(hit(&e, ask, CacheStatus::Collapsed, None));
+            return Ok(hit(&e, ask.out, &ask.policy, CacheStatus::Collapsed, None));
         }
         self.answer_from_upstream(ask, None, stale, cx).await
     }
@@ -232,7 +245,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
 
     fn remember(&self, ask: &Ask<'_>, e: Arc<CachedAnswer>, now: u64) {
         let fresh_for = u64::try_from(e.ttl_secs(now, &ask.policy)).map_or(Duration::ZERO, Duration::from_secs);
-        self.memory.put(&ask.keys.entry, e, fresh_for);
+        self.memory.put(&ask.identity, e, fresh_for);
     }
 
     /// Asks the upstream; stores a cacheable answer while `lease` holds the fill
@@ -310,11 +323,11 @@ impl<S: Call + Clone + 'static> Cached<S> {
                     code = e.code(),
                     "upstream failed; serving the stored answer (stale_if_error)"
                 );
-                Ok(hit(&stale, ask, CacheStatus::StaleIfError, None))
+                Ok(hit(&stale, ask.out, &ask.policy, CacheStatus::StaleIfError, None))
             }
             (Ok(Filled::Pass { exchange, .. }), Some(stale)) if exchange.response.status().is_server_error() => {
                 let status = exchange.response.status();
-                Ok(hit(&stale, ask, CacheStatus::StaleIfError, Some(status)))
+                Ok(hit(&stale, ask.out, &ask.policy, CacheStatus::StaleIfError, Some(status)))
             }
             (Err(e), _) => Err(e),
             (Ok(Filled::Pass { exchange, reason }), _) => {
@@ -326,10 +339,10 @@ impl<S: Call + Clone + 'static> Cached<S> {
             }
             (Ok(Filled::Answer { entry, stored }), _) => {
                 if stored {
-                    self.memory.put(&ask.keys.entry, entry.clone(), ask.policy.ttl);
+                    self.memory.put(&ask.identity, entry.clone(), ask.policy.ttl);
                 }
                 let params = if stored { "fwd=miss; stored" } else { "fwd=miss" };
-                Ok((stored_reply(&entry, ask, params.to_owned()), CacheStatus::Miss))
+                Ok((stored_reply(&entry, ask.out, params.to_owned()), CacheStatus::Miss))
             }
         }
     }

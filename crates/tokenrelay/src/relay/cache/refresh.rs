@@ -21,14 +21,15 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let started = Refreshing::start(&self.refreshing, &ask.keys.entry)?;
         let this = self.clone();
         let request = ask.out.detach();
-        let (keys, path, request_id) = (ask.keys.clone(), ask.path.clone(), request_id.to_owned());
+        let (keys, identity, path) = (ask.keys.clone(), ask.identity.clone(), ask.path.clone());
+        let request_id = request_id.to_owned();
         Some(async move {
             let _started = started;
             let segments = request.segments();
             let config = this.broker.config();
             let Some(out) = request.attach(config, &segments) else { return };
             let Some(policy) = out.route.cache else { return };
-            let ask = Ask { out: &out, policy, keys, path };
+            let ask = Ask { out: &out, policy, identity, keys, path };
             let Ok((Some(lease), after)) = ask.keys.take(this.broker.store(), this.fill_lease()).await else {
                 return;
             };
@@ -45,7 +46,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
             let mut cx = Cx { request_id: &request_id, timing: &mut timing, chores: &chores };
             let upstream = out.upstream.name();
             match this.fill(&ask, Some(lease), &mut cx).await {
-                Ok(Filled::Answer { entry, stored: true }) => this.memory.put(&ask.keys.entry, entry, policy.ttl),
+                Ok(Filled::Answer { entry, stored: true }) => this.memory.put(&ask.identity, entry, policy.ttl),
                 Ok(_) => tracing::info!(request_id, upstream, "cache refresh got an answer not to store"),
                 Err(e) => tracing::warn!(request_id, upstream, code = e.code(), "cache refresh failed"),
             }

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::HeaderMap;
 
-use super::Ask;
 use super::entry::CachedAnswer;
 use crate::clock::now_ms;
+use crate::config::relay::RouteCache;
 use crate::relay::call::Exchange;
+use crate::relay::outgoing::Outgoing;
 
 /// What the cache answers: the upstream's exchange to stream, or a stored
 /// answer; with its `Cache-Status` parameters when the cache took part.
@@ -72,11 +73,12 @@ impl CacheStatus {
 /// A hit (or a stale answer) served from `e`, with its `Cache-Status`.
 pub(super) fn hit(
     e: &CachedAnswer,
-    ask: &Ask<'_>,
+    out: &Outgoing<'_>,
+    policy: &RouteCache,
     outcome: CacheStatus,
     failed: Option<StatusCode>,
 ) -> (Reply, CacheStatus) {
-    let ttl = e.ttl_secs(now_ms(), &ask.policy);
+    let ttl = e.ttl_secs(now_ms(), policy);
     let params = match outcome {
         CacheStatus::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
         CacheStatus::Collapsed => format!("hit; ttl={ttl}; collapsed"),
@@ -87,12 +89,12 @@ pub(super) fn hit(
         },
         CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Bypass => format!("hit; ttl={ttl}"),
     };
-    (stored_reply(e, ask, params), outcome)
+    (stored_reply(e, out, params), outcome)
 }
 
 /// The reply of a stored entry.
-pub(super) fn stored_reply(e: &CachedAnswer, ask: &Ask<'_>, params: String) -> Reply {
-    let body = if ask.out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
+pub(super) fn stored_reply(e: &CachedAnswer, out: &Outgoing<'_>, params: String) -> Reply {
+    let body = if out.method == http::Method::HEAD { Bytes::new() } else { e.body.clone() };
     let stored = Stored {
         status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::OK),
         headers: e.headers(),

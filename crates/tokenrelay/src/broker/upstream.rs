@@ -1,0 +1,225 @@
+//! The client of the relay's upstream calls: hyper-util's pooled client over
+//! rustls, with the broker's reqwest client's settings (the same roots, TLS
+//! versions and ALPN, connect timeout, `TCP_NODELAY`, keep-alive probes,
+//! idle pool, `User-Agent` and `Accept`), and no redirect layer.
+//!
+//! reqwest's redirect layer runs even with `redirect::Policy::none()`: it
+//! turns each request's URI into a string and parses it back into a `Url`,
+//! twice; that was about a sixth of a relayed request's instructions. The
+//! relay never follows a redirect, so its calls skip the layer. The answer
+//! is still a `reqwest::Response` (built from the hyper one), so every user
+//! of an upstream answer reads it as before; the token endpoint, the store
+//! and the alerts keep reqwest's client.
+
+use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, HeaderValue, USER_AGENT};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::{Instant, Sleep};
+
+use super::CONNECT_TIMEOUT;
+
+/// reqwest's defaults, kept: idle pooled connections close after this…
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// …and TCP keep-alive probes start after this idle time, this far apart, this many.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+const USER_AGENT_VALUE: &str = concat!("tokenrelay/", env!("CARGO_PKG_VERSION"));
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The relay's upstream client; clones share its connection pool.
+#[derive(Clone, Debug)]
+pub(crate) struct UpstreamClient {
+    client: Client<Connector, Full<Bytes>>,
+}
+
+/// Why an upstream call got no answer.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No answer head within the call's timeout.
+    TimedOut,
+    /// Connecting, or the exchange, failed.
+    Transport(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// Whether the connection could not be made.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, SendError::Transport(e) if e.is_connect())
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::TimedOut => f.write_str("timed out"),
+            // The client error and its cause (as reqwest's source shows it); neither holds the URL.
+            SendError::Transport(e) => match e.source() {
+                Some(cause) => write!(f, "{e}: {cause}"),
+                None => write!(f, "{e}"),
+            },
+        }
+    }
+}
+
+impl UpstreamClient {
+    /// Builds the client; `Err` when the TLS settings are refused.
+    pub(crate) fn new() -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        // reqwest's choice: a crypto provider the process installed, else ring.
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let https = hyper_rustls::HttpsConnector::from((http, tls));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Ok(Self { client })
+    }
+
+    /// Sends `request`; the whole answer, head and body, must come within
+    /// `timeout` (a body still coming then ends with a timeout error, which
+    /// `reqwest::Error::is_timeout` tells).
+    pub(crate) async fn send(
+        &self,
+        mut request: http::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, SendError> {
+        let headers = request.headers_mut();
+        headers.entry(USER_AGENT).or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
+        headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
+        let deadline = Instant::now() + timeout;
+        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(sent) => sent.map_err(SendError::Transport)?,
+            Err(_) => return Err(SendError::TimedOut),
+        };
+        let response = response
+            .map(|body| reqwest::Body::wrap(Deadline { body, sleep: Box::pin(tokio::time::sleep_until(deadline)) }));
+        Ok(reqwest::Response::from(response))
+    }
+}
+
+/// A body that fails with `TimedOut` once its deadline passes.
+struct Deadline<B> {
+    body: B,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<B> Body for Deadline<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        ready!(self.sleep.as_mut().poll(cx));
+        Poll::Ready(Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    /// An upstream on loopback that reads one request, then writes `answer`
+    /// and holds the connection open; gives back what it was sent.
+    async fn upstream(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            let n = socket.read(&mut request).await.unwrap();
+            socket.write_all(answer).await.unwrap();
+            tokio::time::sleep(TIMEOUT * 3).await;
+            String::from_utf8_lossy(&request[..n]).into_owned()
+        });
+        (addr, served)
+    }
+
+    fn get(addr: SocketAddr) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = format!("http://{addr}/x?q=1").parse().unwrap();
+        request
+    }
+
+    #[tokio::test]
+    async fn an_answer_comes_whole_with_the_default_headers_reqwest_sent() {
+        let (addr, served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let response = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.content_length(), Some(2));
+        assert_eq!(response.text().await.unwrap(), "ok");
+        let request = served.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /x?q=1 http/1.1\r\n"), "{request}");
+        assert!(request.contains(&format!("host: {addr}\r\n")), "{request}");
+        assert!(request.contains(&format!("user-agent: {USER_AGENT_VALUE}\r\n")), "{request}");
+        assert!(request.contains("accept: */*\r\n"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn no_head_within_the_timeout_is_a_timeout() {
+        let (addr, _served) = upstream(b"").await;
+        let sent = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await;
+        assert!(matches!(sent, Err(SendError::TimedOut)), "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_still_coming_at_the_timeout_ends_in_a_timeout_error() {
+        let (addr, _served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart").await;
+        let response = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.unwrap();
+        let error = response.bytes().await.expect_err("the body never ends");
+        assert!(error.is_timeout(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let error = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.expect_err("nobody listens");
+        assert!(error.is_connect(), "{error:?}");
+    }
+}
