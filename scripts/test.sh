@@ -135,7 +135,11 @@ else
 fi
 
 phase "JS tests"
-node --test --test-timeout=600000 tests/js/*.test.mjs netlify/plugins/tokenrelay/*.test.mjs || failed+=("JS tests")
+# Two test files at a time (Node's default here is one: the cores less one): the slow
+# ones mostly wait on npm, netlify-cli, next and cargo, and each works in a directory
+# of its own.
+node --test --test-concurrency=2 --test-timeout=600000 tests/js/*.test.mjs netlify/plugins/tokenrelay/*.test.mjs ||
+  failed+=("JS tests")
 
 phase "packed tests on Node 22"
 # The packed-package tests again, on Node 22: the test runner and every process they start
@@ -143,7 +147,7 @@ phase "packed tests on Node 22"
 # vercel build, the Lambda-style bundle) take node from this PATH. Node 22 is the oldest
 # line still supported and what Netlify builds on; the packages' engines say >= 22.
 PATH="$node22:$PATH" npm_config_nodedir="${node22%/bin}" \
-  node --test --test-timeout=600000 tests/js/packed-*.test.mjs || failed+=("packed tests on Node 22")
+  node --test --test-concurrency=2 --test-timeout=600000 tests/js/packed-*.test.mjs || failed+=("packed tests on Node 22")
 
 phase "bench smoke"
 # The benchmark's quick mode as a smoke test: it fails only on correctness figures
