@@ -74,8 +74,14 @@ impl std::fmt::Display for SendError {
 }
 
 impl UpstreamClient {
-    /// Builds the client; `Err` when the TLS settings are refused.
+    /// Builds the client, trusting the Web PKI's roots (webpki-roots, as
+    /// reqwest's `rustls-tls`); `Err` when the TLS settings are refused.
     pub(crate) fn new() -> Result<Self, rustls::Error> {
+        Self::trusting(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+    }
+
+    /// The client of [`new`](Self::new), trusting `roots` instead.
+    fn trusting(roots: rustls::RootCertStore) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -87,7 +93,6 @@ impl UpstreamClient {
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(rustls::ALL_VERSIONS)?
             .with_root_certificates(roots)
@@ -214,6 +219,62 @@ mod tests {
         let response = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.unwrap();
         let error = response.bytes().await.expect_err("the body never ends");
         assert!(error.is_timeout(), "{error:?}");
+    }
+
+    /// An HTTPS upstream on loopback with the test CA's certificate for
+    /// 127.0.0.1 (tests/fixtures/tls): answers one request with 200 `ok`.
+    async fn tls_upstream() -> SocketAddr {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = CertificateDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/localhost.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/localhost.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            // A handshake the client refuses ends here, with nothing served.
+            let Ok(mut tls) = acceptor.accept(socket).await else { return };
+            let mut request = vec![0; 4096];
+            let _ = tls.read(&mut request).await;
+            let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            let _ = tls.flush().await;
+            tokio::time::sleep(TIMEOUT * 3).await;
+        });
+        addr
+    }
+
+    fn get_over_tls(addr: SocketAddr) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = format!("https://{addr}/x").parse().unwrap();
+        request
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_is_answered_over_tls_it_verified() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/ca.pem")).unwrap()).unwrap();
+        let client = UpstreamClient::trusting(roots).unwrap();
+        let response = client.send(get_over_tls(tls_upstream().await), TIMEOUT).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_whose_certificate_no_root_vouches_for_is_refused() {
+        let sent = UpstreamClient::new().unwrap().send(get_over_tls(tls_upstream().await), TIMEOUT).await;
+        let error = sent.expect_err("a certificate the Web PKI does not vouch for");
+        assert!(matches!(error, SendError::Transport(_)), "{error:?}");
+        assert!(error.to_string().to_lowercase().contains("certificate"), "{error}");
     }
 
     #[tokio::test]
