@@ -61,8 +61,12 @@ fn identity(out: &Outgoing<'_>, path: &str) -> String {
 }
 
 fn with_deployment(deployment: &str, out: &Outgoing<'_>, path: &str) -> String {
+    let mut key = String::with_capacity(deployment.len() + 1 + request_len(path, out.query, &out.headers));
+    key.push_str(deployment);
     // JSON holds no raw newline, so the two parts cannot run into each other.
-    format!("{deployment}\n{}", request(&out.method, path, out.query, &out.headers))
+    key.push('\n');
+    write_request(&mut key, &out.method, path, out.query, &out.headers);
+    key
 }
 
 /// Each upstream's [`deployment`] part of the key, written once: it depends
@@ -110,32 +114,53 @@ fn deployment(upstream: &Upstream, relay: &UpstreamRelay) -> String {
 /// forwarded request header, value by value and byte for byte. The upstream
 /// only sees forwarded headers, so any `Vary` it can honour names one of
 /// them; keying on all of them respects every such `Vary`.
-fn request(method: &Method, path: &str, query: Option<&str>, forwarded: &HeaderMap) -> String {
+///
+/// Written at the end of `out`: a cached request's key is built in one
+/// buffer (it is part of every memory-cache hit).
+fn write_request(out: &mut String, method: &Method, path: &str, query: Option<&str>, forwarded: &HeaderMap) {
     let mut params: Vec<&str> = query.map(|q| q.split('&').collect()).unwrap_or_default();
     params.sort_by_key(|p| p.split_once('=').map_or(*p, |(name, _)| name));
-    let mut out = format!("{method}\n{path}\n{}", params.join("&"));
+    for part in [method.as_str(), "\n", path, "\n"] {
+        out.push_str(part);
+    }
+    for (i, param) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(param);
+    }
     let mut names: Vec<&str> = forwarded.keys().map(HeaderName::as_str).collect();
     names.sort_unstable();
     names.dedup();
     for name in names {
         for value in forwarded.get_all(name) {
-            out.push_str(&format!("\n{name}:{}", escape(value.as_bytes())));
+            for part in ["\n", name, ":"] {
+                out.push_str(part);
+            }
+            escape_into(out, value.as_bytes());
         }
     }
-    out
 }
 
-/// `bytes` as text, losslessly: visible ASCII but `%` as is, every other byte `%XX`.
-fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
+/// About how long [`write_request`] writes, for one allocation.
+fn request_len(path: &str, query: Option<&str>, forwarded: &HeaderMap) -> usize {
+    let headers: usize = forwarded.iter().map(|(n, v)| n.as_str().len() + v.len() + 2).sum();
+    16 + path.len() + query.map_or(0, str::len) + headers
+}
+
+/// `bytes` as text at the end of `out`, losslessly: visible ASCII but `%` as
+/// is, every other byte `%XX`.
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if (b.is_ascii_graphic() || b == b' ') && b != b'%' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            for c in [b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]] {
+                out.push(char::from(c));
+            }
         }
     }
-    out
 }
 
 /// A stored answer: scrubbed headers and body, and when it was asked for.
@@ -279,6 +304,12 @@ mod tests {
         }
     }
 
+    fn request(method: &Method, path: &str, query: Option<&str>, forwarded: &HeaderMap) -> String {
+        let mut out = String::new();
+        write_request(&mut out, method, path, query, forwarded);
+        out
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
     }
@@ -330,6 +361,20 @@ mod tests {
         assert_ne!(key("q=%FF"), key("q=%FE"));
         assert_ne!(key("q=%41"), key("q=A"), "never decoded");
         assert_ne!(key("a=1;b=2"), key("b=2;a=1"), "`;` is not reordered");
+    }
+
+    #[test]
+    fn request_keys_are_written_as_stored_keys_expect() {
+        // Store keys hash this text: a change of its form would drop every cache.
+        let mut map = HeaderMap::new();
+        for (name, value) in [("x-b", &b"1"[..]), ("accept", b"a/\xff%"), ("accept", b"b")] {
+            map.append(HeaderName::from_static(name), HeaderValue::from_bytes(value).unwrap());
+        }
+        assert_eq!(
+            request(&Method::GET, "/s", Some("z=1&a=2&a=1"), &map),
+            "GET\n/s\na=2&a=1&z=1\naccept:a/%FF%25\naccept:b\nx-b:1"
+        );
+        assert_eq!(request(&Method::HEAD, "/", None, &HeaderMap::new()), "HEAD\n/\n");
     }
 
     #[test]
