@@ -94,8 +94,12 @@ pub(super) fn check_no_params(segments: &[&str]) -> Result<(), RelayError> {
 
 /// Where the segment's first `;` (or `%3B`) starts.
 fn param_start(segment: &str) -> Option<usize> {
-    let encoded = segment.to_ascii_lowercase().find("%3b");
-    [segment.find(';'), encoded].into_iter().flatten().min()
+    let bytes = segment.as_bytes();
+    (0..bytes.len()).find(|&i| match bytes[i] {
+        b';' => true,
+        b'%' => bytes.get(i + 1..i + 3).is_some_and(|hex| hex.eq_ignore_ascii_case(b"3b")),
+        _ => false,
+    })
 }
 
 fn check_segment(segment: &str) -> Result<(), String> {
