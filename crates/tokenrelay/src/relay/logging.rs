@@ -67,7 +67,7 @@ impl JsonFields {
         // escapes only `"`, `\` and control characters): copied as they are,
         // without an allocation per field. Others go through serde_json,
         // which escapes exactly as JSON needs; writing to a String cannot fail.
-        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        if !needs_escape(s) {
             self.out.push('"');
             self.out.push_str(s);
             self.out.push('"');
@@ -86,9 +86,11 @@ impl JsonFields {
 impl Visit for JsonFields {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.name(field);
-        match serde_json::to_string(&value) {
-            Ok(n) => self.out.push_str(&n),
-            Err(_) => self.push("null"),
+        // As serde_json writes an f64: the shortest form that reads back, or `null`.
+        if value.is_finite() {
+            self.push(ryu::Buffer::new().format_finite(value));
+        } else {
+            self.push("null");
         }
     }
 
@@ -120,9 +122,26 @@ impl Visit for JsonFields {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use fmt::Write as _;
         self.name(field);
-        self.string(&format!("{value:?}"));
+        // Written in place (the message, a `%method`), and moved out to be
+        // escaped only when it needs it.
+        let start = self.out.len() + 1;
+        self.push("\"");
+        self.result = self.result.and(write!(self.out, "{value:?}"));
+        if needs_escape(&self.out[start..]) {
+            let raw = self.out.split_off(start);
+            self.out.truncate(start - 1);
+            self.string(&raw);
+        } else {
+            self.push("\"");
+        }
     }
+}
+
+/// Whether `s` holds a byte JSON escapes in a string.
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
@@ -150,7 +169,8 @@ mod tests {
         let subscriber = tracing_subscriber::fmt().event_format(JsonLine).with_writer(move || sink.clone()).finish();
         tracing::subscriber::with_default(subscriber, || {
             let method = http::Method::GET;
-            tracing::info!(request_id = "r\"1", path = "/a\\b\n\u{1}é", %method, status = 200u16, ok = true, ms = 0.25, detail = None::<&str>, "relay request");
+            let quoted = "a\"b";
+            tracing::info!(request_id = "r\"1", debugged = ?quoted, inf = f64::INFINITY, path = "/a\\b\n\u{1}é", %method, status = 200u16, ok = true, ms = 0.25, detail = None::<&str>, "relay request");
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
@@ -163,6 +183,8 @@ mod tests {
         assert_eq!(line["status"], 200);
         assert_eq!(line["ok"], true);
         assert_eq!(line["ms"], 0.25);
+        assert_eq!(line["debugged"], "\"a\\\"b\"", "a Debug value is escaped too");
+        assert_eq!(line["inf"], serde_json::Value::Null);
         assert!(line.get("detail").is_none(), "an absent field is left out: {line}");
         assert_eq!(line["target"], module_path!());
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
