@@ -16,6 +16,19 @@ pub(crate) fn start(dev_flag: &str, dev_value: &str) -> Env {
     if std::env::var(dev_flag).as_deref() == Ok(dev_value) { Env::local() } else { Env::process() }
 }
 
+/// The Tokio runtime a platform function serves on: one thread. An
+/// instance has about one vCPU (Vercel's standard functions, and Lambda's
+/// below 1,769 MB), and the relay waits on the network far more than it
+/// computes, so a second worker adds no capacity, only hand-offs: with the
+/// multi-thread runtime, the connection to the visitor and the one to the
+/// upstream were driven by different workers, each answer waking the other
+/// thread (`tokenrelay-bench profile --api in-process -c 8`: 75 µs of CPU per
+/// request there, 45 µs on one thread). Blocking work (file reads, DNS)
+/// still goes to Tokio's blocking pool.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
 /// Marks `request` with the client IP from `platform`'s header (set from the
 /// connection, replacing the visitor's) and with `request_id`.
 pub(crate) fn identify<B>(request: &mut Request<B>, platform: &Platform, request_id: Option<String>) {

@@ -43,11 +43,11 @@ const DEFAULT_PORT: u16 = 3000;
 const REWRITE_PARAM: &str = "path";
 
 /// Serves the relay until the platform stops the process, on a Tokio runtime
-/// of its own. The config is `$TOKENRELAY_CONFIG` or `./tokenrelay.toml`
-/// (vercel.json's `includeFiles` ships it beside the executable); an invalid
+/// of its own with one thread (see `shell::runtime`). The config is
+/// `$TOKENRELAY_CONFIG` or `./tokenrelay.toml` (vercel.json's `includeFiles` ships it beside the executable); an invalid
 /// one is answered with 500 `misconfigured` and logged.
 pub fn run() -> Result<(), Error> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+    crate::shell::runtime()?.block_on(serve())
 }
 
 async fn serve() -> Result<(), Error> {
