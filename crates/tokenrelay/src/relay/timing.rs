@@ -28,22 +28,31 @@ impl Timing {
 
     /// `cache;dur=0.2;desc="miss", token;dur=0.4;desc="memory", upstream;dur=182.3`, or `None` before any ran.
     pub(super) fn header(&self) -> Option<HeaderValue> {
-        use std::fmt::Write as _;
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         // One buffer, written once per request.
         let mut value = String::with_capacity(96);
         if let Some((d, o)) = self.cache {
-            let _ = write!(value, "cache;dur={:.1};desc=\"{}\"", ms(d), o);
+            entry(&mut value, "cache", d, Some(o));
         }
         if let Some((d, o)) = self.token {
-            let separator = if value.is_empty() { "" } else { ", " };
-            let _ = write!(value, "{separator}token;dur={:.1};desc=\"{}\"", ms(d), o.as_str());
+            entry(&mut value, "token", d, Some(o.as_str()));
         }
         if let Some(d) = self.upstream {
-            let separator = if value.is_empty() { "" } else { ", " };
-            let _ = write!(value, "{separator}upstream;dur={:.1}", ms(d));
+            entry(&mut value, "upstream", d, None);
         }
         (!value.is_empty()).then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()).flatten()
+    }
+}
+
+/// Appends `name;dur=<ms, one decimal>[;desc="<desc>"]` to `value`, after a
+/// `, ` if it holds one already. The milliseconds are written from whole
+/// tenths: float formatting with a precision cost more than the rest of the header.
+fn entry(value: &mut String, name: &str, took: Duration, desc: Option<&str>) {
+    use std::fmt::Write as _;
+    let tenths = (took.as_micros() + 50) / 100;
+    let separator = if value.is_empty() { "" } else { ", " };
+    let _ = write!(value, "{separator}{name};dur={}.{}", tenths / 10, tenths % 10);
+    if let Some(desc) = desc {
+        let _ = write!(value, ";desc=\"{desc}\"");
     }
 }
 
@@ -61,5 +70,10 @@ mod tests {
         assert_eq!(t.header().unwrap(), "token;dur=0.4;desc=\"memory\", upstream;dur=182.3");
         t.cache = Some((Duration::from_micros(300), "miss"));
         assert!(t.header().unwrap().to_str().unwrap().starts_with("cache;dur=0.3;desc=\"miss\", token;"));
+        let mut rounded = Timing::default();
+        rounded.add_upstream(Duration::from_micros(12_349));
+        assert_eq!(rounded.header().unwrap(), "upstream;dur=12.3");
+        rounded.add_upstream(Duration::from_micros(1));
+        assert_eq!(rounded.header().unwrap(), "upstream;dur=12.4", "to the nearest tenth");
     }
 }
