@@ -205,8 +205,17 @@ pub(super) fn outgoing_url(
     param: Option<(&str, &str)>,
 ) -> Result<Url, RelayError> {
     let base_path = base.path().trim_end_matches('/');
+    let mut path = String::with_capacity(base_path.len() + segments.iter().map(|s| s.len() + 1).sum::<usize>() + 1);
+    path.push_str(base_path);
+    path.push('/');
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            path.push('/');
+        }
+        path.push_str(segment);
+    }
     let mut url = base.clone();
-    url.set_path(&format!("{base_path}/{}", segments.join("/")));
+    url.set_path(&path);
     url.set_query(query.filter(|q| !q.is_empty()));
     if let Some((name, value)) = param {
         url.query_pairs_mut().append_pair(name, value);
@@ -215,7 +224,7 @@ pub(super) fn outgoing_url(
         && url.host() == base.host()
         && url.port_or_known_default() == base.port_or_known_default()
         && url.username() == base.username()
-        && url.path().starts_with(&format!("{base_path}/"));
+        && url.path().strip_prefix(base_path).is_some_and(|rest| rest.starts_with('/'));
     if !stays {
         return Err(rejected("would leave the upstream's base URL".to_owned()));
     }
@@ -365,6 +374,18 @@ mod tests {
         let base = Url::parse("https://api.example.com/v3").unwrap();
         let url = outgoing_url(&base, &t.segments, Some("phrase=a%20b&x=1"), None).unwrap();
         assert_eq!(url.as_str(), "https://api.example.com/v3/images/caf%C3%A9%20au%20lait?phrase=a%20b&x=1");
+    }
+
+    #[test]
+    fn the_segments_follow_the_base_path_after_one_slash() {
+        for (base, segments, want) in [
+            ("https://api.example.com/v3/", &[][..], "https://api.example.com/v3/"),
+            ("https://api.example.com/v3", &["a", "b"][..], "https://api.example.com/v3/a/b"),
+            ("https://api.example.com", &["a"][..], "https://api.example.com/a"),
+        ] {
+            let url = outgoing_url(&Url::parse(base).unwrap(), segments, None, None).unwrap();
+            assert_eq!(url.as_str(), want);
+        }
     }
 
     #[test]
