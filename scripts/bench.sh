@@ -21,6 +21,9 @@ fi
 if [ ! -x /usr/sbin/nginx ]; then
   apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
 fi
+# The Node pieces (the JS handler, the baseline, the JWT API, the addon's bench) run on
+# Node 24, as the tests do.
+. scripts/node24.sh
 # The Node baseline and the addon's bench import @upstash/redis and the addon.
 # `npm install`, not `npm ci`, for the reason scripts/test.sh gives.
 if [ ! -d node_modules ]; then

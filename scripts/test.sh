@@ -34,19 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Node 24, the active LTS, runs everything from here on: npm, tsc, Biome, the addon build,
-# every JS test and the CLIs they start (netlify-cli 27 needs Node >= 22.13). Where the
-# machine's node is older, scripts/node-bin.sh fetches Node 24 from the npm registry into
-# target/node/24 (once) and it leads the PATH. The machine's npm runs on it (the package
-# ships no npm; npm 11 supports Node 24; scripts/node-bin.sh says how npm keeps the machine's
-# global npmrc); npm_config_nodedir points node-gyp at its headers, where it would otherwise
-# build a native dependency against the machine's own Node's.
+# Node 24, the active LTS, runs everything from here on (scripts/node24.sh): npm, tsc, Biome,
+# the addon build, every JS test and the CLIs they start (netlify-cli 27 needs Node >= 22.13).
 # Node 22, the oldest line still supported and what Netlify builds on, runs the
 # packed-package tests a second time (phase "packed tests on Node 22").
-if [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 24 ]; then
-  node24=$(bash scripts/node-bin.sh 24)
-  export PATH="$node24:$PATH" npm_config_nodedir="${node24%/bin}"
-fi
+. scripts/node24.sh
 node22=$(bash scripts/node-bin.sh 22)
 echo "node $(node --version) ($(command -v node)), npm $(npm --version);" \
   "the packed-package tests also on node $("$node22/node" --version) ($node22/node)"
