@@ -39,12 +39,12 @@ const APPENDED_NAME: &str = "tokenrelay.toml (appended by netlify-plugin-tokenre
 
 /// Serves the relay until the platform stops the process, on a Tokio runtime
 /// of its own with one thread (see `shell::runtime`). Only the binary is
-/// deployed, so the site's `tokenrelay.toml` travels inside it (it holds no secrets: those are `{ env = … }`
-/// references): appended to the executable by the build plugin, which wins
-/// over everything (`$TOKENRELAY_CONFIG` is then ignored, and logged at
-/// info); else `$TOKENRELAY_CONFIG`, else `embedded_config` compiled in;
-/// with none of them, `./tokenrelay.toml` is read. An invalid config is
-/// answered with 500 `misconfigured` and logged.
+/// deployed, so the site's `tokenrelay.toml` travels inside it (it holds no
+/// secrets: those are `{ env = … }` references): appended to the executable
+/// by the build plugin, which wins over everything (`$TOKENRELAY_CONFIG` is
+/// then ignored, and logged at info); else `$TOKENRELAY_CONFIG`, else
+/// `embedded_config` compiled in; with none of them, `./tokenrelay.toml` is
+/// read. An invalid config is answered with 500 `misconfigured` and logged.
 pub fn run(embedded_config: &str) -> Result<(), Error> {
     crate::shell::runtime()?.block_on(serve(embedded_config))
 }
