@@ -7,9 +7,8 @@
 //! turns each request's URI into a string and parses it back into a `Url`,
 //! twice; that was about a sixth of a relayed request's instructions. The
 //! relay never follows a redirect, so its calls skip the layer. The answer
-//! is still a `reqwest::Response` (built from the hyper one), so every user
-//! of an upstream answer reads it as before; the token endpoint, the store
-//! and the alerts keep reqwest's client.
+//! is hyper's, its body boxed ([`UpstreamResponse`]); the token endpoint,
+//! the store and the alerts keep reqwest's client.
 
 use std::error::Error as _;
 use std::future::Future;
@@ -21,7 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, HeaderValue, USER_AGENT};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -44,13 +44,22 @@ pub(crate) struct UpstreamClient {
     client: Client<Connector, Full<Bytes>>,
 }
 
-/// Why an upstream call got no answer.
+/// An upstream's answer: its head, and its body as it comes.
+pub(crate) type UpstreamResponse = http::Response<UpstreamBody>;
+
+/// The body of an [`UpstreamResponse`]; it fails with [`SendError::TimedOut`]
+/// once the call's deadline passes, or [`SendError::Body`].
+pub(crate) type UpstreamBody = BoxBody<Bytes, SendError>;
+
+/// Why an upstream call got no answer, or no whole answer.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// No answer head within the call's timeout.
+    /// No answer (head, or the rest of the body) within the call's timeout.
     TimedOut,
     /// Connecting, or the exchange, failed.
     Transport(hyper_util::client::legacy::Error),
+    /// The answer's body broke off.
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl SendError {
@@ -69,6 +78,7 @@ impl std::fmt::Display for SendError {
                 Some(cause) => write!(f, "{e}: {cause}"),
                 None => write!(f, "{e}"),
             },
+            SendError::Body(e) => write!(f, "the answer's body failed: {e}"),
         }
     }
 }
@@ -107,13 +117,12 @@ impl UpstreamClient {
     }
 
     /// Sends `request`; the whole answer, head and body, must come within
-    /// `timeout` (a body still coming then ends with a timeout error, which
-    /// `reqwest::Error::is_timeout` tells).
+    /// `timeout` (a body still coming then ends with [`SendError::TimedOut`]).
     pub(crate) async fn send(
         &self,
         mut request: http::Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<reqwest::Response, SendError> {
+    ) -> Result<UpstreamResponse, SendError> {
         let headers = request.headers_mut();
         headers.entry(USER_AGENT).or_insert(HeaderValue::from_static(USER_AGENT_VALUE));
         headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
@@ -122,9 +131,7 @@ impl UpstreamClient {
             Ok(sent) => sent.map_err(SendError::Transport)?,
             Err(_) => return Err(SendError::TimedOut),
         };
-        let response = response
-            .map(|body| reqwest::Body::wrap(Deadline { body, sleep: Box::pin(tokio::time::sleep_until(deadline)) }));
-        Ok(reqwest::Response::from(response))
+        Ok(response.map(|body| Deadline { body, sleep: Box::pin(tokio::time::sleep_until(deadline)) }.boxed()))
     }
 }
 
@@ -140,14 +147,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = SendError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, SendError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(frame.map(|f| f.map_err(|e| SendError::Body(e.into()))));
         }
         ready!(self.sleep.as_mut().poll(cx));
-        Poll::Ready(Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())))
+        Poll::Ready(Some(Err(SendError::TimedOut)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -197,8 +204,8 @@ mod tests {
         let (addr, served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
         let response = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.unwrap();
         assert_eq!(response.status(), 200);
-        assert_eq!(response.content_length(), Some(2));
-        assert_eq!(response.text().await.unwrap(), "ok");
+        assert_eq!(response.body().size_hint().exact(), Some(2), "Content-Length");
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
         let request = served.await.unwrap().to_ascii_lowercase();
         assert!(request.starts_with("get /x?q=1 http/1.1\r\n"), "{request}");
         assert!(request.contains(&format!("host: {addr}\r\n")), "{request}");
@@ -217,8 +224,8 @@ mod tests {
     async fn a_body_still_coming_at_the_timeout_ends_in_a_timeout_error() {
         let (addr, _served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart").await;
         let response = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.unwrap();
-        let error = response.bytes().await.expect_err("the body never ends");
-        assert!(error.is_timeout(), "{error:?}");
+        let error = response.into_body().collect().await.expect_err("the body never ends");
+        assert!(matches!(error, SendError::TimedOut), "{error:?}");
     }
 
     /// An HTTPS upstream on loopback with the test CA's certificate for
@@ -266,7 +273,7 @@ mod tests {
         let client = UpstreamClient::trusting(roots).unwrap();
         let response = client.send(get_over_tls(tls_upstream().await), TIMEOUT).await.unwrap();
         assert_eq!(response.status(), 200);
-        assert_eq!(response.text().await.unwrap(), "ok");
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 
     #[tokio::test]

@@ -57,7 +57,7 @@ async fn stream(
     request_id: &str,
 ) -> Result<Response<Body>, RelayError> {
     let Exchange { response, token } = exchange;
-    if response.content_length().is_some_and(|n| n > settings.max_response_bytes) {
+    if http_body::Body::size_hint(response.body()).exact().is_some_and(|n| n > settings.max_response_bytes) {
         return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
     }
     let upstream = out.upstream.name();
@@ -72,7 +72,7 @@ async fn stream(
         limit: settings.max_response_bytes,
     };
     let event_stream = headers::is_event_stream(&headers);
-    let body = Body::upstream(response, scrubber.stream(), source).primed(event_stream).await?;
+    let body = Body::upstream(response.into_body(), scrubber.stream(), source).primed(event_stream).await?;
     let mut relayed = Response::new(body);
     *relayed.status_mut() = status;
     *relayed.headers_mut() = headers;

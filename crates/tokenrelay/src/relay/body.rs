@@ -13,15 +13,17 @@ use std::future::Future;
 
 use futures_util::{Stream, StreamExt};
 use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use super::error::{Kind, RelayError};
 use super::scrub::Redactor;
+use crate::broker::{self, SendError};
 
 /// Upstream answers up to this size are read whole before the relay answers
 /// (see [`Body::primed`]); longer ones stream from there.
 const WHOLE_ANSWER_BYTES: usize = 64 * 1024;
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send + Sync>>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, SendError>> + Send + Sync>>;
 
 /// A response body, implementing [`http_body::Body`]. A streamed body ends
 /// with an error if the upstream fails or exceeds the size limit midway; a
@@ -64,8 +66,8 @@ impl Body {
         Self { kind: BodyKind::Full((!bytes.is_empty()).then_some(bytes)), chores: None, drained: false, failed: None }
     }
 
-    pub(super) fn upstream(response: reqwest::Response, redactor: Redactor, source: Source) -> Self {
-        let stream = Box::pin(response.bytes_stream());
+    pub(super) fn upstream(body: broker::UpstreamBody, redactor: Redactor, source: Source) -> Self {
+        let stream = Box::pin(body.into_data_stream());
         let body = UpstreamBody { stream, redactor, source, received: 0, done: false, ahead: None };
         Self { kind: BodyKind::Upstream(Box::new(body)), chores: None, drained: false, failed: None }
     }
@@ -209,7 +211,7 @@ impl UpstreamBody {
                     }
                 }
                 Some(Err(e)) => {
-                    let err = RelayError::from_transport(&e, self.source.timeout);
+                    let err = RelayError::from_send(&e, self.source.timeout);
                     return Poll::Ready(Some(Err(self.fail(err))));
                 }
                 None => {
@@ -238,12 +240,11 @@ mod tests {
     use crate::relay::scrub::Scrubber;
 
     fn upstream(chunks: Vec<&'static [u8]>) -> Body {
-        let stream =
-            futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))));
-        let response = http::Response::new(reqwest::Body::wrap_stream(stream));
+        let frames = chunks.into_iter().map(|c| Ok::<_, SendError>(Frame::data(Bytes::from_static(c))));
+        let body = BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(frames)));
         let source =
             Source { request_id: "r".into(), upstream: "u".into(), timeout: Duration::from_secs(1), limit: 1 << 20 };
-        Body::upstream(reqwest::Response::from(response), Scrubber::new(vec![b"secret".to_vec()]).stream(), source)
+        Body::upstream(body, Scrubber::new(vec![b"secret".to_vec()]).stream(), source)
     }
 
     #[tokio::test]

@@ -189,15 +189,9 @@ impl RelayError {
         }
     }
 
-    /// A failed exchange with the upstream, described without its URL.
-    pub(crate) fn from_transport(e: &reqwest::Error, timeout: Duration) -> Self {
-        if e.is_timeout() {
-            return Kind::UpstreamTimeout(timeout).into();
-        }
-        Kind::UpstreamUnreachable(crate::token::describe_transport(e, timeout)).into()
-    }
-
-    /// The error of an upstream call that got no answer ([`UpstreamClient::send`](crate::broker::UpstreamClient)).
+    /// The error of an upstream call that got no answer, or whose answer's
+    /// body failed ([`UpstreamClient::send`](crate::broker::UpstreamClient)),
+    /// described without its URL.
     pub(crate) fn from_send(e: &crate::broker::SendError, timeout: Duration) -> Self {
         match e {
             crate::broker::SendError::TimedOut => Kind::UpstreamTimeout(timeout).into(),

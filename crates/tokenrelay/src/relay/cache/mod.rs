@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use http_body_util::BodyExt;
 
 use super::call::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use super::error::{Kind, RelayError};
@@ -280,7 +281,8 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let exchange = self.inner.call(ask.out, cx).await?;
         let settings = &self.broker.config().relay;
         let response = &exchange.response;
-        let too_big = response.content_length().is_some_and(|n| n > settings.max_cached_body_bytes);
+        let too_big =
+            http_body::Body::size_hint(response.body()).exact().is_some_and(|n| n > settings.max_cached_body_bytes);
         let refusal = entry::refusal(response.status(), response.headers(), &ask.policy).or(too_big.then_some("size"));
         if let Some(reason) = refusal {
             return Ok(Filled::Pass { exchange, reason });
@@ -291,9 +293,9 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let headers = headers::filter_response(response.headers(), &scrubber);
         let mut redactor = scrubber.stream();
         let mut body = BytesMut::new();
-        let mut stream = response.bytes_stream();
+        let mut stream = response.into_body().into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RelayError::from_transport(&e, settings.timeout))?;
+            let chunk = chunk.map_err(|e| RelayError::from_send(&e, settings.timeout))?;
             if (body.len() + chunk.len()) as u64 > settings.max_response_bytes {
                 return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
             }
@@ -402,7 +404,10 @@ mod tests {
         let outcome = trace.timing.cache.expect("the cache took part").1;
         let body = match reply.answer {
             Answer::Stored(stored) => String::from_utf8(stored.body.to_vec()).unwrap(),
-            Answer::Upstream(exchange) => exchange.response.text().await.unwrap(),
+            Answer::Upstream(exchange) => {
+                let body = exchange.response.into_body().collect().await.unwrap().to_bytes();
+                String::from_utf8(body.to_vec()).unwrap()
+            }
         };
         (reply.cache_status.unwrap_or_default(), outcome, body)
     }

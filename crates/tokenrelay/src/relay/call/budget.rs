@@ -97,7 +97,7 @@ impl<S> Budgeted<S> {
     /// Learns from the upstream's answer whether it asks every caller to
     /// wait (on this route, or anywhere); if so, shares the cooldown in the
     /// store as a chore of the request.
-    fn heed(&self, out: &Outgoing<'_>, response: &reqwest::Response, cx: &mut Cx<'_>) {
+    fn heed(&self, out: &Outgoing<'_>, response: &crate::broker::UpstreamResponse, cx: &mut Cx<'_>) {
         let (name, route) = (out.upstream.name(), out.route.pattern.as_str());
         let Some(share) = self.cooldowns.note(name, route, response.status(), response.headers()) else { return };
         self.alerts.upstream_wait(name, share.on_route.then_some(route), share.ttl);

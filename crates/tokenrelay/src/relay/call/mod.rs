@@ -42,7 +42,7 @@ pub(super) use retry::RetryOn401;
 /// The upstream's answer to one call, and the token it was sent with (the
 /// answer's scrubber redacts it; a 401 invalidates exactly it).
 pub(super) struct Exchange {
-    pub(super) response: reqwest::Response,
+    pub(super) response: crate::broker::UpstreamResponse,
     pub(super) token: Token,
 }
 
@@ -132,6 +132,7 @@ pub(super) mod stand_in {
     use std::time::Duration;
 
     use http::Method;
+    use http_body_util::BodyExt;
 
     use super::*;
     use crate::broker::Broker;
@@ -190,7 +191,8 @@ pub(super) mod stand_in {
             for (name, value) in headers {
                 answer = answer.header(*name, *value);
             }
-            let response = reqwest::Response::from(answer.body(body).expect("a valid scripted answer"));
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes()));
+            let response = answer.body(body.map_err(|never| match never {}).boxed()).expect("a valid scripted answer");
             Ok(Exchange { response, token: self.token.clone() })
         }
     }
