@@ -29,15 +29,7 @@ pub(super) struct Outgoing<'a> {
 impl Outgoing<'_> {
     /// The path as forwarded, below the upstream's base URL.
     pub(super) fn path(&self) -> String {
-        let mut path = String::with_capacity(self.segments.iter().map(|s| s.len() + 1).sum::<usize>().max(1));
-        for segment in self.segments {
-            path.push('/');
-            path.push_str(segment);
-        }
-        if path.is_empty() {
-            path.push('/');
-        }
-        path
+        super::path::below("", self.segments)
     }
 
     /// An owned copy, for work that outlives the request (a cache refresh).

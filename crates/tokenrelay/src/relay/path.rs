@@ -194,6 +194,21 @@ pub(super) fn check_param_unset(query: &str, name: &str) -> Result<(), RelayErro
     Ok(())
 }
 
+/// `prefix`, then `/` and the segments joined by `/`, in one buffer (a
+/// forwarded path is built for every relayed request and cached hit).
+pub(super) fn below(prefix: &str, segments: &[&str]) -> String {
+    let mut path = String::with_capacity(prefix.len() + segments.iter().map(|s| s.len() + 1).sum::<usize>() + 1);
+    path.push_str(prefix);
+    path.push('/');
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            path.push('/');
+        }
+        path.push_str(segment);
+    }
+    path
+}
+
 /// `base` + the validated segments + the query (+ the token parameter).
 ///
 /// The result is checked, not assumed, to keep the base URL's scheme, host,
@@ -205,17 +220,8 @@ pub(super) fn outgoing_url(
     param: Option<(&str, &str)>,
 ) -> Result<Url, RelayError> {
     let base_path = base.path().trim_end_matches('/');
-    let mut path = String::with_capacity(base_path.len() + segments.iter().map(|s| s.len() + 1).sum::<usize>() + 1);
-    path.push_str(base_path);
-    path.push('/');
-    for (i, segment) in segments.iter().enumerate() {
-        if i > 0 {
-            path.push('/');
-        }
-        path.push_str(segment);
-    }
     let mut url = base.clone();
-    url.set_path(&path);
+    url.set_path(&below(base_path, segments));
     url.set_query(query.filter(|q| !q.is_empty()));
     if let Some((name, value)) = param {
         url.query_pairs_mut().append_pair(name, value);
@@ -386,6 +392,8 @@ mod tests {
             let url = outgoing_url(&Url::parse(base).unwrap(), segments, None, None).unwrap();
             assert_eq!(url.as_str(), want);
         }
+        assert_eq!(below("", &[]), "/", "the forwarded path of the upstream's root");
+        assert_eq!(below("", &["a", "b"]), "/a/b");
     }
 
     #[test]

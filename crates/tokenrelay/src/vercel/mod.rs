@@ -44,8 +44,9 @@ const REWRITE_PARAM: &str = "path";
 
 /// Serves the relay until the platform stops the process, on a Tokio runtime
 /// of its own with one thread (see `shell::runtime`). The config is
-/// `$TOKENRELAY_CONFIG` or `./tokenrelay.toml` (vercel.json's `includeFiles` ships it beside the executable); an invalid
-/// one is answered with 500 `misconfigured` and logged.
+/// `$TOKENRELAY_CONFIG` or `./tokenrelay.toml` (vercel.json's `includeFiles`
+/// ships it beside the executable); an invalid one is answered with 500
+/// `misconfigured` and logged.
 pub fn run() -> Result<(), Error> {
     crate::shell::runtime()?.block_on(serve())
 }
