@@ -171,11 +171,13 @@ impl Broker {
             return Ok((retry::fetch(source, &self.inner.http, upstream).await?, None));
         }
         let now = SystemTime::now();
-        if let Some(entry) = slot.memory().clone().filter(|e| e.is_valid(now)) {
-            let refresh = if entry.is_fresh(now) { None } else { self.refresh_due(upstream) };
+        // The token alone is copied out, not the whole entry with its secrets' record.
+        let valid = slot.memory().as_ref().filter(|e| e.is_valid(now)).map(|e| (e.token.clone(), e.is_fresh(now)));
+        if let Some((token, fresh)) = valid {
+            let refresh = if fresh { None } else { self.refresh_due(upstream) };
             let outcome =
                 if slot.adopted.swap(false, Ordering::AcqRel) { Provenance::Store } else { Provenance::Memory };
-            return Ok((entry.token.from(outcome), refresh));
+            return Ok((token.from(outcome), refresh));
         }
         Ok((self.refresh(upstream, false).await?, None))
     }

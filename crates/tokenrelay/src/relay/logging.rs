@@ -95,15 +95,13 @@ impl Visit for JsonFields {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        use fmt::Write as _;
         self.name(field);
-        self.result = self.result.and(write!(self.out, "{value}"));
+        self.push(itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        use fmt::Write as _;
         self.name(field);
-        self.result = self.result.and(write!(self.out, "{value}"));
+        self.push(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {

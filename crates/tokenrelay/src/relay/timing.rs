@@ -45,14 +45,21 @@ impl Timing {
 
 /// Appends `name;dur=<ms, one decimal>[;desc="<desc>"]` to `value`, after a
 /// `, ` if it holds one already. The milliseconds are written from whole
-/// tenths: float formatting with a precision cost more than the rest of the header.
+/// tenths, without the formatting machinery: it cost more than the rest of the header.
 fn entry(value: &mut String, name: &str, took: Duration, desc: Option<&str>) {
-    use std::fmt::Write as _;
     let tenths = (took.as_micros() + 50) / 100;
-    let separator = if value.is_empty() { "" } else { ", " };
-    let _ = write!(value, "{separator}{name};dur={}.{}", tenths / 10, tenths % 10);
+    if !value.is_empty() {
+        value.push_str(", ");
+    }
+    value.push_str(name);
+    value.push_str(";dur=");
+    value.push_str(itoa::Buffer::new().format(tenths / 10));
+    value.push('.');
+    value.push_str(itoa::Buffer::new().format(tenths % 10));
     if let Some(desc) = desc {
-        let _ = write!(value, ";desc=\"{desc}\"");
+        value.push_str(";desc=\"");
+        value.push_str(desc);
+        value.push('"');
     }
 }
 
