@@ -21,6 +21,12 @@ fn broker(dir: &Path, hook: Option<&str>, alerts: &str) -> Broker {
     Broker::new(Config::parse(&toml, "tokenrelay.toml", &env).unwrap(), &env).unwrap()
 }
 
+/// The alerts of two instances of one site, sharing the store in `dir` and the webhook.
+fn two_instances(dir: &Path, receiver: &WebhookReceiver) -> (Alerts, Alerts) {
+    let alerts = || Alerts::new(&broker(dir, Some(&receiver.url()), ""));
+    (alerts(), alerts())
+}
+
 fn kinds(receiver: &WebhookReceiver) -> Vec<String> {
     receiver.accepted().iter().map(|b| b["tokenrelay"]["kind"].as_str().unwrap_or("?").to_owned()).collect()
 }
@@ -52,10 +58,7 @@ async fn each_occurrence_is_sent_once_across_instances_and_each_level_once() {
     tokio::time::timeout(TEST_TIME, async {
         let receiver = WebhookReceiver::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (
-            Alerts::new(&broker(dir.path(), Some(&receiver.url()), "")),
-            Alerts::new(&broker(dir.path(), Some(&receiver.url()), "")),
-        );
+        let (a, b) = two_instances(dir.path(), &receiver);
         for _ in 0..2 {
             a.budget("api", None, 80, 20, day());
             b.budget("api", None, 80, 20, day());
@@ -83,10 +86,7 @@ async fn a_failed_delivery_is_logged_and_retried_by_a_later_chore() {
     tokio::time::timeout(TEST_TIME, async {
         let receiver = WebhookReceiver::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (
-            Alerts::new(&broker(dir.path(), Some(&receiver.url()), "")),
-            Alerts::new(&broker(dir.path(), Some(&receiver.url()), "")),
-        );
+        let (a, b) = two_instances(dir.path(), &receiver);
         receiver.fail_next(1);
         a.token_failing("api");
         assert!(a.run_chore().await);

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use testkit::config::{SiteConfig, UpstreamConfig, oauth2, route};
+use testkit::config::route;
 
-use crate::broker::Broker;
-use crate::config::{Config, Env};
+use super::testing::Servers;
 use crate::relay::meter::FLUSH_INTERVAL;
 use crate::relay::meter::testing::TestClock;
 use crate::relay::{ClientIp, Relay};
@@ -26,32 +25,15 @@ const CLIENTS: u64 = 50;
 /// A relay on a Redis of its own, and the servers it needs.
 struct World {
     relay: Relay,
-    upstash: testkit::Upstash,
-    _servers: (testkit::RedisServer, testkit::TokenServer, testkit::ApiServer),
+    servers: Servers,
 }
 
 /// A world whose meter runs (on the wall clock), or never writes.
 async fn world(metered: bool) -> World {
-    let redis = testkit::RedisServer::start().await.unwrap();
-    let upstash = testkit::Upstash::start(&redis).await.unwrap();
-    let tokens = testkit::TokenServer::start(testkit::TokenServerConfig::new("id", "secret")).await.unwrap();
-    let api = testkit::ApiServer::start(&tokens).await.unwrap();
-    let config = SiteConfig::new()
-        .upstream(
-            UpstreamConfig::new("api", api.url(), oauth2(tokens.url(), "API_ID", "API_SECRET"))
-                .relay(|r| r.route(route("/echo/**").methods(["GET"]))),
-        )
-        .render();
-    let env = Env::from_pairs([
-        ("UPSTASH_REDIS_REST_URL", upstash.url()),
-        ("UPSTASH_REDIS_REST_TOKEN", upstash.token().to_owned()),
-        ("TOKENRELAY_ENCRYPTION_KEY", testkit::base64_key()),
-        ("API_ID", "id".to_owned()),
-        ("API_SECRET", "secret".to_owned()),
-    ]);
-    let broker = Broker::new(Config::parse(&config, "tokenrelay.toml", &env).unwrap(), &env).unwrap();
+    let servers = Servers::start().await;
+    let broker = servers.broker(|r| r.route(route("/echo/**").methods(["GET"])));
     let relay = if metered { Relay::new(broker) } else { Relay::on_clock(broker, &TestClock::default()) };
-    World { relay, upstash, _servers: (redis, tokens, api) }
+    World { relay, servers }
 }
 
 async fn send(relay: &Relay, i: u64) {
@@ -71,7 +53,7 @@ async fn metering_adds_one_command_per_flush_interval() {
             tokio::join!(send(&metered.relay, i), send(&still.relay, i));
             tokio::time::sleep_until(start + Duration::from_millis((i + 1) * 1000 / PER_SECOND)).await;
         }
-        let (with, without) = (metered.upstash.commands(), still.upstash.commands());
+        let (with, without) = (metered.servers.upstash.commands(), still.servers.upstash.commands());
         let added = with.saturating_sub(without);
         // Stated in the README (Usage metering): measured here, printed for the record.
         println!(

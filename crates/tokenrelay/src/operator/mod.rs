@@ -11,6 +11,8 @@ mod report;
 #[cfg(test)]
 mod scripted_day;
 mod status;
+#[cfg(test)]
+mod testing;
 mod usage;
 
 pub use purge::purge_cache;

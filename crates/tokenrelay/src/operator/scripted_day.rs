@@ -9,13 +9,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use testkit::config::{RateLimit, RouteCache, SiteConfig, UpstreamConfig, oauth2, route};
+use testkit::config::{RateLimit, RouteCache, route};
 
 use super::report::report_at;
 use super::status::status_at;
+use super::testing::Servers;
 use super::usage::Usage;
-use crate::broker::Broker;
-use crate::config::{Config, Env};
 use crate::relay::meter::testing::TestClock;
 use crate::relay::{ClientIp, Relay};
 use crate::store::keys::meter::{DAY_MS, HOUR_MS};
@@ -120,26 +119,13 @@ fn assert_agrees(usage: &Usage, counted: &Counted, clients: &Counted, what: &str
 #[tokio::test]
 async fn after_a_scripted_day_status_and_the_report_agree_with_the_answers_to_the_request() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let redis = testkit::RedisServer::start().await.unwrap();
-        let upstash = testkit::Upstash::start(&redis).await.unwrap();
-        let tokens = testkit::TokenServer::start(testkit::TokenServerConfig::new("id", "secret")).await.unwrap();
-        let api = testkit::ApiServer::start(&tokens).await.unwrap();
-        let config = SiteConfig::new()
-            .upstream(UpstreamConfig::new("api", api.url(), oauth2(tokens.url(), "API_ID", "API_SECRET")).relay(|r| {
-                r.rate_limit(RateLimit::new(6, Duration::from_secs(86_400)))
-                    .budget(testkit::config::Budget::new(500, Duration::from_secs(86_400)))
-                    .route(route("/search/**").methods(["GET"]).cache(RouteCache::ttl(Duration::from_secs(600))))
-                    .route(route("/echo/**").methods(["GET"]))
-            }))
-            .render();
-        let env = Env::from_pairs([
-            ("UPSTASH_REDIS_REST_URL", upstash.url()),
-            ("UPSTASH_REDIS_REST_TOKEN", upstash.token().to_owned()),
-            ("TOKENRELAY_ENCRYPTION_KEY", testkit::base64_key()),
-            ("API_ID", "id".to_owned()),
-            ("API_SECRET", "secret".to_owned()),
-        ]);
-        let broker = Broker::new(Config::parse(&config, "tokenrelay.toml", &env).unwrap(), &env).unwrap();
+        let servers = Servers::start().await;
+        let broker = servers.broker(|r| {
+            r.rate_limit(RateLimit::new(6, Duration::from_secs(86_400)))
+                .budget(testkit::config::Budget::new(500, Duration::from_secs(86_400)))
+                .route(route("/search/**").methods(["GET"]).cache(RouteCache::ttl(Duration::from_secs(600))))
+                .route(route("/echo/**").methods(["GET"]))
+        });
         let clock = TestClock::default();
         let mut day =
             Day { clock: clock.clone(), relay: Relay::on_clock(broker.clone(), &clock), counted: HashMap::new() };
@@ -184,9 +170,9 @@ async fn after_a_scripted_day_status_and_the_report_agree_with_the_answers_to_th
             assert_agrees(&usage[i].last_day, &whole, &whole, "last day");
         }
         let calls: u64 = usage.iter().map(|u| u.last_day.calls).sum();
-        assert_eq!(calls, api.requests().len() as u64, "every upstream call, to the request");
+        assert_eq!(calls, servers.api.requests().len() as u64, "every upstream call, to the request");
         let fetches: u64 = usage.iter().map(|u| u.last_day.token_fetches).sum();
-        assert_eq!(fetches, tokens.calls() as u64, "every token fetch");
+        assert_eq!(fetches, servers.tokens.calls() as u64, "every token fetch");
         let latency: u64 = usage.iter().flat_map(|u| &u.last_day.latency.histogram).map(|b| b.calls).sum();
         assert_eq!(latency, calls, "each call has its latency");
         assert!(usage[1].last_day.latency.p95_ms.is_some());
