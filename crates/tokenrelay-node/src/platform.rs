@@ -25,8 +25,8 @@ pub fn platforms() -> Vec<PlatformHeaders> {
         .map(|p| PlatformHeaders {
             name: p.name.to_owned(),
             env_var: p.env_var.to_owned(),
-            client_ip_header: p.client_ip_header.to_owned(),
-            request_id_header: p.request_id_header.to_owned(),
+            client_ip_header: p.client_ip_header.as_str().to_owned(),
+            request_id_header: p.request_id_header.as_str().to_owned(),
         })
         .collect()
 }

@@ -6,9 +6,12 @@
 //! The visitor's address from any of them goes through one rule,
 //! [`ClientIp::first_of`](crate::relay::ClientIp::first_of).
 
+use http::HeaderName;
+
 /// A platform and the request headers it sets itself, replacing whatever
-/// the visitor sent under the same names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the visitor sent under the same names. The names are `HeaderName`s: a
+/// lookup by text parses the name on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
     /// Its name in `tokenrelay/fetch`'s options (`clientIp: "vercel"`).
     pub name: &'static str,
@@ -16,14 +19,18 @@ pub struct Platform {
     /// `tokenrelay/fetch` recognises where it runs.
     pub env_var: &'static str,
     /// The visitor's address, from the connection.
-    pub client_ip_header: &'static str,
+    pub client_ip_header: HeaderName,
     /// The platform's id of the request, for the log line.
-    pub request_id_header: &'static str,
+    pub request_id_header: HeaderName,
 }
 
 /// Vercel: <https://vercel.com/docs/headers/request-headers>.
-pub const VERCEL: Platform =
-    Platform { name: "vercel", env_var: "VERCEL", client_ip_header: "x-real-ip", request_id_header: "x-vercel-id" };
+pub const VERCEL: Platform = Platform {
+    name: "vercel",
+    env_var: "VERCEL",
+    client_ip_header: HeaderName::from_static("x-real-ip"),
+    request_id_header: HeaderName::from_static("x-vercel-id"),
+};
 
 /// Netlify: <https://docs.netlify.com/routing/headers/#netlify-request-headers>.
 /// Its Lambda-compatible functions get the request id in the invocation's
@@ -31,8 +38,8 @@ pub const VERCEL: Platform =
 pub const NETLIFY: Platform = Platform {
     name: "netlify",
     env_var: "NETLIFY",
-    client_ip_header: "x-nf-client-connection-ip",
-    request_id_header: "x-nf-request-id",
+    client_ip_header: HeaderName::from_static("x-nf-client-connection-ip"),
+    request_id_header: HeaderName::from_static("x-nf-request-id"),
 };
 
 /// Every platform, in the order `tokenrelay/fetch` looks for them.

@@ -32,7 +32,7 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Marks `request` with the client IP from `platform`'s header (set from the
 /// connection, replacing the visitor's) and with `request_id`.
 pub(crate) fn identify<B>(request: &mut Request<B>, platform: &Platform, request_id: Option<String>) {
-    if let Some(ip) = ClientIp::from_header(request.headers(), platform.client_ip_header) {
+    if let Some(ip) = ClientIp::from_header(request.headers(), &platform.client_ip_header) {
         request.extensions_mut().insert(ip);
     }
     if let Some(id) = request_id {

@@ -85,6 +85,7 @@ fn whole(stored: Stored, route: &Route) -> Response<Body> {
     *response.status_mut() = stored.status;
     let headers = response.headers_mut();
     *headers = stored.headers;
+    headers.reserve(headers::SET_BY_RELAY);
     decorate(headers, stored.status, route);
     // RFC 9111 §5.1: seconds since the upstream answered.
     headers.insert(header::AGE, HeaderValue::from(stored.age.as_secs()));

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::Body;
@@ -28,7 +28,7 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// Response headers a cross-origin page may read beyond the CORS-safelisted ones.
 const EXPOSED: &str = "age, cache-status, retry-after, server-timing, x-request-id";
 /// Fetch Metadata: how the request's initiator relates to the relay's origin.
-const SEC_FETCH_SITE: &str = "sec-fetch-site";
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// Who is calling, as far as the browser tells.
 #[derive(Debug, Clone)]
@@ -167,22 +167,19 @@ mod tests {
     #[test]
     fn cross_site_requests_without_an_allowed_origin_are_forbidden() {
         for site in ["cross-site", "same-site"] {
-            let e = caller(&settings(), &headers(&[(header::HeaderName::from_static(SEC_FETCH_SITE), site)]));
+            let e = caller(&settings(), &headers(&[(SEC_FETCH_SITE, site)]));
             assert_eq!(e.unwrap_err().code(), "origin_forbidden", "{site} without Origin");
             let with_host = headers(&[
-                (header::HeaderName::from_static(SEC_FETCH_SITE), site),
+                (SEC_FETCH_SITE, site),
                 (header::ORIGIN, "http://relay.example"),
                 (header::HOST, "relay.example"),
             ]);
             assert!(caller(&settings(), &with_host).is_err(), "{site} claiming the relay's own origin");
         }
-        let allowed = headers(&[
-            (header::HeaderName::from_static(SEC_FETCH_SITE), "cross-site"),
-            (header::ORIGIN, "https://site.example"),
-        ]);
+        let allowed = headers(&[(SEC_FETCH_SITE, "cross-site"), (header::ORIGIN, "https://site.example")]);
         assert!(matches!(caller(&settings(), &allowed), Ok(Caller::CrossOrigin(_))));
         for site in ["same-origin", "none"] {
-            let own = headers(&[(header::HeaderName::from_static(SEC_FETCH_SITE), site)]);
+            let own = headers(&[(SEC_FETCH_SITE, site)]);
             assert!(matches!(caller(&settings(), &own), Ok(Caller::SameOrigin)), "{site}");
         }
     }

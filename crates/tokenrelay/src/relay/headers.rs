@@ -49,7 +49,7 @@ const RATE_LIMIT_PREFIXES: [&str; 3] = ["ratelimit", "x-ratelimit-", "x-rate-lim
 /// `Content-Security-Policy`, `X-Content-Type-Options`, `Vary` and two
 /// `Access-Control-*`, its request id, `Server-Timing`, `Cache-Status` and
 /// `Age`. Room for them up front spares the answer's map two regrowths.
-const SET_BY_RELAY: usize = 10;
+pub(super) const SET_BY_RELAY: usize = 10;
 
 /// The request headers a route forwards.
 pub(super) fn forwarded(forward_range: bool) -> impl Iterator<Item = HeaderName> {

@@ -131,7 +131,7 @@ impl ClientIp {
     /// The address in header `name` (a [`Platform`](crate::platform::Platform)'s
     /// `client_ip_header`), by [`first_of`](Self::first_of) its first field.
     /// Only use a header the platform itself sets: a visitor can send any header.
-    pub fn from_header(headers: &HeaderMap, name: &str) -> Option<Self> {
+    pub fn from_header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<Self> {
         Self::first_of(headers.get(name)?.to_str().ok()?)
     }
 

@@ -67,7 +67,7 @@ async fn handle(endpoint: &Endpoint, mut request: Request, state: &AppState) -> 
     if let Some(uri) = without_rewrite_param(request.uri()) {
         *request.uri_mut() = uri;
     }
-    let id = request.headers().get(VERCEL.request_id_header).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let id = request.headers().get(&VERCEL.request_id_header).and_then(|v| v.to_str().ok()).map(str::to_owned);
     crate::shell::identify(&mut request, &VERCEL, id);
     let (response, chores) = endpoint.handle_apart(request).await;
     if let Some(chores) = chores {

@@ -8,6 +8,7 @@
 //! (304, 206) are about the visitor's copy, not the resource.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -177,6 +178,10 @@ pub(super) struct CachedAnswer {
     pub(super) headers: Vec<(String, String)>,
     #[serde(with = "base64_body")]
     pub(super) body: Bytes,
+    /// `headers` as a map, parsed at the entry's first answer and copied
+    /// for the next: a memory entry answers many.
+    #[serde(skip)]
+    map: OnceLock<HeaderMap>,
 }
 
 /// How an entry may be used now.
@@ -196,7 +201,7 @@ impl CachedAnswer {
     pub(super) fn new(path: &str, sent_ms: u64, status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         let headers =
             headers.iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
-        Self { at: sent_ms, path: path.to_owned(), status: status.as_u16(), headers, body }
+        Self { at: sent_ms, path: path.to_owned(), status: status.as_u16(), headers, body, map: OnceLock::new() }
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
@@ -229,10 +234,11 @@ impl CachedAnswer {
     }
 
     pub(super) fn headers(&self) -> HeaderMap {
-        self.headers
-            .iter()
-            .filter_map(|(n, v)| Some((HeaderName::try_from(n).ok()?, HeaderValue::from_str(v).ok()?)))
-            .collect()
+        let parse = || {
+            let pairs = self.headers.iter();
+            pairs.filter_map(|(n, v)| Some((HeaderName::try_from(n).ok()?, HeaderValue::from_str(v).ok()?))).collect()
+        };
+        self.map.get_or_init(parse).clone()
     }
 
     pub(super) fn size(&self) -> usize {
