@@ -1,7 +1,14 @@
 //! The client of the relay's upstream calls: hyper-util's pooled client over
 //! rustls, with the broker's reqwest client's settings (the same roots, TLS
 //! versions and ALPN, connect timeout, `TCP_NODELAY`, keep-alive probes,
-//! idle pool, `User-Agent` and `Accept`), and no redirect layer.
+//! idle pool, `User-Agent` and `Accept`, the proxies the environment names),
+//! and no redirect layer.
+//!
+//! A proxy is taken from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+//! `NO_PROXY` (or their lowercase names) when the client is built, as reqwest
+//! reads them for the token endpoint; the call goes through a `CONNECT`
+//! tunnel, with the proxy's user info as `Proxy-Authorization: Basic`. A
+//! plain `http://` upstream is tunnelled too, to its port (80 unless given).
 //!
 //! reqwest's redirect layer runs even with `redirect::Policy::none()`: it
 //! turns each request's URI into a string and parses it back into a `Url`,
@@ -22,9 +29,13 @@ use http::header::{ACCEPT, HeaderValue, USER_AGENT};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::CONNECT_TIMEOUT;
@@ -36,12 +47,67 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 const TCP_KEEPALIVE_RETRIES: u32 = 3;
 const USER_AGENT_VALUE: &str = concat!("tokenrelay/", env!("CARGO_PKG_VERSION"));
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// The relay's upstream client; clones share its connection pool.
 #[derive(Clone, Debug)]
 pub(crate) struct UpstreamClient {
     client: Client<Connector, Full<Bytes>>,
+}
+
+/// Connects to an upstream, straight or through the proxy that `proxies`
+/// names for it; over TLS for `https://`.
+#[derive(Clone)]
+struct Connector {
+    tcp: HttpConnector,
+    tls: Arc<rustls::ClientConfig>,
+    proxies: Arc<Matcher>,
+}
+
+impl std::fmt::Debug for Connector {
+    /// Names no proxy: its URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
+    }
+}
+
+type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let Some(proxy) = self.proxies.intercept(&dst) else {
+            let mut direct = HttpsConnector::from((self.tcp.clone(), self.tls.clone()));
+            return Box::pin(async move { direct.call(dst).await });
+        };
+        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.tcp.clone());
+        if let Some(auth) = proxy.basic_auth() {
+            tunnel = tunnel.with_auth(auth.clone());
+        }
+        if dst.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            let mut tls = HttpsConnector::from((tunnel, self.tls.clone()));
+            return Box::pin(async move { tls.call(dst).await });
+        }
+        Box::pin(async move { Ok(MaybeHttpsStream::Http(tunnel.call(with_port(dst, 80)?).await?)) })
+    }
+}
+
+/// `dst` with its port spelled out (`default` when it has none): a tunnel
+/// asks the proxy for port 443 unless told.
+fn with_port(dst: http::Uri, default: u16) -> Result<http::Uri, BoxError> {
+    if dst.port().is_some() {
+        return Ok(dst);
+    }
+    let host = dst.host().ok_or("the upstream URL has no host")?;
+    let mut parts = dst.clone().into_parts();
+    parts.authority = Some(format!("{host}:{default}").parse()?);
+    Ok(http::Uri::from_parts(parts)?)
 }
 
 /// An upstream's answer: its head, and its body as it comes.
@@ -87,11 +153,12 @@ impl UpstreamClient {
     /// Builds the client, trusting the Web PKI's roots (webpki-roots, as
     /// reqwest's `rustls-tls`); `Err` when the TLS settings are refused.
     pub(crate) fn new() -> Result<Self, rustls::Error> {
-        Self::trusting(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        Self::with(roots, Matcher::from_env())
     }
 
-    /// The client of [`new`](Self::new), trusting `roots` instead.
-    fn trusting(roots: rustls::RootCertStore) -> Result<Self, rustls::Error> {
+    /// The client of [`new`](Self::new), trusting `roots` and going through `proxies` instead.
+    fn with(roots: rustls::RootCertStore, proxies: Matcher) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -108,11 +175,11 @@ impl UpstreamClient {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let https = hyper_rustls::HttpsConnector::from((http, tls));
+        let connector = Connector { tcp: http, tls: Arc::new(tls), proxies: Arc::new(proxies) };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
-            .build(https);
+            .build(connector);
         Ok(Self { client })
     }
 
@@ -266,11 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_upstream_is_answered_over_tls_it_verified() {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/ca.pem")).unwrap()).unwrap();
-        let client = UpstreamClient::trusting(roots).unwrap();
+        let client = UpstreamClient::with(test_ca(), Matcher::builder().build()).unwrap();
         let response = client.send(get_over_tls(tls_upstream().await), TIMEOUT).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -282,6 +345,86 @@ mod tests {
         let error = sent.expect_err("a certificate the Web PKI does not vouch for");
         assert!(matches!(error, SendError::Transport(_)), "{error:?}");
         assert!(error.to_string().to_lowercase().contains("certificate"), "{error}");
+    }
+
+    /// A `CONNECT` proxy on loopback: opens one tunnel and gives back the
+    /// head it was asked with.
+    async fn connect_proxy() -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let asked = tokio::spawn(async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0];
+                client.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let target = head.split(' ').nth(1).unwrap().to_owned();
+            let mut upstream = tokio::net::TcpStream::connect(&target).await.unwrap();
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+            head
+        });
+        (addr, asked)
+    }
+
+    /// What the proxy was asked, failing the test if it never was.
+    async fn asked_of(asked: tokio::task::JoinHandle<String>) -> String {
+        tokio::time::timeout(TIMEOUT, asked).await.expect("the proxy was never asked").unwrap()
+    }
+
+    fn test_ca() -> rustls::RootCertStore {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/ca.pem")).unwrap()).unwrap();
+        roots
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_is_reached_through_the_https_proxy_with_its_credentials() {
+        let (proxy, asked) = connect_proxy().await;
+        let upstream = tls_upstream().await;
+        let proxies = Matcher::builder().https(format!("http://user:p%40ss@{proxy}")).build();
+        let client = UpstreamClient::with(test_ca(), proxies).unwrap();
+        let response = client.send(get_over_tls(upstream), TIMEOUT).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok", "TLS to the upstream, through the tunnel");
+        let head = asked_of(asked).await.to_ascii_lowercase();
+        assert!(head.starts_with(&format!("connect {upstream} http/1.1\r\n")), "{head}");
+        assert!(head.contains("proxy-authorization: basic dxnlcjpwqhnz\r\n"), "user:p@ss: {head}");
+    }
+
+    #[tokio::test]
+    async fn an_http_upstream_is_tunnelled_to_its_port_and_no_proxy_is_honoured() {
+        let (proxy, asked) = connect_proxy().await;
+        let (addr, served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let client =
+            UpstreamClient::with(test_ca(), Matcher::builder().http(format!("http://{proxy}")).build()).unwrap();
+        let response = client.send(get(addr), TIMEOUT).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert!(asked_of(asked).await.starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")));
+        assert!(served.await.unwrap().starts_with("GET /x?q=1 HTTP/1.1\r\n"), "origin-form inside the tunnel");
+
+        let (proxy, asked) = connect_proxy().await;
+        let (addr, served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let proxies = Matcher::builder().http(format!("http://{proxy}")).no("127.0.0.1").build();
+        let response = UpstreamClient::with(test_ca(), proxies).unwrap().send(get(addr), TIMEOUT).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(served.await.unwrap().starts_with("GET /x?q=1 HTTP/1.1\r\n"), "straight to the upstream");
+        asked.abort();
+    }
+
+    #[test]
+    fn a_tunnel_is_asked_for_the_schemes_port_unless_the_url_gives_one() {
+        let port = |url: &str| with_port(url.parse().unwrap(), 80).unwrap().to_string();
+        assert_eq!(port("http://api.example.com/v1/x?q=1"), "http://api.example.com:80/v1/x?q=1");
+        assert_eq!(port("http://api.example.com:8080/v1"), "http://api.example.com:8080/v1");
+        assert_eq!(port("http://[::1]/v1"), "http://[::1]:80/v1");
     }
 
     #[tokio::test]
