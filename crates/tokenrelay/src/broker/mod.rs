@@ -48,7 +48,7 @@ pub(crate) use rotation::Refresh;
 use secrets::SecretTags;
 pub(crate) use secrets::SecretUse;
 use slot::Slot;
-pub(crate) use upstream::{SendError, UpstreamBody, UpstreamClient, UpstreamResponse};
+pub(crate) use upstream::{SendError, UpstreamBody, UpstreamClient, UpstreamResponse, declared_length};
 
 /// Connect timeout of the broker's HTTP client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

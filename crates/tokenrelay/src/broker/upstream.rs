@@ -117,6 +117,11 @@ pub(crate) type UpstreamResponse = http::Response<UpstreamBody>;
 /// once the call's deadline passes, or [`SendError::Body`].
 pub(crate) type UpstreamBody = BoxBody<Bytes, SendError>;
 
+/// The length of `response`'s body as its head declared it (`Content-Length`), if it did.
+pub(crate) fn declared_length(response: &UpstreamResponse) -> Option<u64> {
+    response.body().size_hint().exact()
+}
+
 /// Why an upstream call got no answer, or no whole answer.
 #[derive(Debug)]
 pub(crate) enum SendError {
@@ -125,7 +130,7 @@ pub(crate) enum SendError {
     /// Connecting, or the exchange, failed.
     Transport(hyper_util::client::legacy::Error),
     /// The answer's body broke off.
-    Body(Box<dyn std::error::Error + Send + Sync>),
+    Body(BoxError),
 }
 
 impl SendError {
@@ -211,7 +216,7 @@ struct Deadline<B> {
 impl<B> Body for Deadline<B>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
     type Error = SendError;
@@ -271,7 +276,7 @@ mod tests {
         let (addr, served) = upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
         let response = UpstreamClient::new().unwrap().send(get(addr), TIMEOUT).await.unwrap();
         assert_eq!(response.status(), 200);
-        assert_eq!(response.body().size_hint().exact(), Some(2), "Content-Length");
+        assert_eq!(declared_length(&response), Some(2), "Content-Length");
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
         let request = served.await.unwrap().to_ascii_lowercase();
         assert!(request.starts_with("get /x?q=1 http/1.1\r\n"), "{request}");

@@ -57,7 +57,7 @@ async fn stream(
     request_id: &str,
 ) -> Result<Response<Body>, RelayError> {
     let Exchange { response, token } = exchange;
-    if http_body::Body::size_hint(response.body()).exact().is_some_and(|n| n > settings.max_response_bytes) {
+    if crate::broker::declared_length(&response).is_some_and(|n| n > settings.max_response_bytes) {
         return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
     }
     let upstream = out.upstream.name();

@@ -281,8 +281,7 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let exchange = self.inner.call(ask.out, cx).await?;
         let settings = &self.broker.config().relay;
         let response = &exchange.response;
-        let too_big =
-            http_body::Body::size_hint(response.body()).exact().is_some_and(|n| n > settings.max_cached_body_bytes);
+        let too_big = crate::broker::declared_length(response).is_some_and(|n| n > settings.max_cached_body_bytes);
         let refusal = entry::refusal(response.status(), response.headers(), &ask.policy).or(too_big.then_some("size"));
         if let Some(reason) = refusal {
             return Ok(Filled::Pass { exchange, reason });
