@@ -80,6 +80,7 @@ fn init_runtime() {
     }
     // Without a runtime of its own, napi builds its default one at first use.
     if let Ok(runtime) = builder.enable_all().build() {
+        runtime.spawn(tokenrelay::relay::anchor_timers());
         napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
     }
 }

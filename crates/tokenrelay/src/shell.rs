@@ -24,9 +24,11 @@ pub(crate) fn start(dev_flag: &str, dev_value: &str) -> Env {
 /// upstream were driven by different workers, each answer waking the other
 /// thread (`tokenrelay-bench profile --api in-process -c 8`: 75 µs of CPU per
 /// request there, 45 µs on one thread). Blocking work (file reads, DNS)
-/// still goes to Tokio's blocking pool.
+/// still goes to Tokio's blocking pool. It runs [`relay::anchor_timers`].
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.spawn(relay::anchor_timers());
+    Ok(runtime)
 }
 
 /// Marks `request` with the client IP from `platform`'s header (set from the
@@ -37,5 +39,16 @@ pub(crate) fn identify<B>(request: &mut Request<B>, platform: &Platform, request
     }
     if let Some(id) = request_id {
         request.extensions_mut().insert(RequestId(id));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_deadline_on_the_runtime_wakes_nothing() {
+        let writes = runtime().unwrap().block_on(relay::timer_anchor::tests::writes_to_register_a_deadline());
+        assert_eq!(writes, 0, "the anchor's timer is pending");
     }
 }

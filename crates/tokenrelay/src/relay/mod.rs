@@ -81,6 +81,7 @@ mod route;
 mod scrub;
 mod service;
 mod spike;
+pub(crate) mod timer_anchor;
 mod timing;
 mod upstream_limits;
 
@@ -100,6 +101,7 @@ pub use error::{RelayCode, RelayError};
 pub use logging::init_logging;
 pub use path::{MOUNT, Mount};
 pub use service::{Endpoint, ResponseFuture};
+pub use timer_anchor::anchor_timers;
 // For the operator's views (`crate::operator`): the cache's purge record and
 // the rate limit's shared buckets, read where their owners say.
 pub(crate) use cache::Purges;
