@@ -291,34 +291,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let token = broker.token(UPSTREAM).await?;
     let jwt = hot_path::JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
     let nginx = match nginx::binary() {
-        Some(binary) => {
-            let bearer = |token: &str| format!("Bearer {token}");
-            let api_path = reqwest::Url::parse(&main.api.url())?.path().to_owned();
-            let routes = [
-                nginx::Route {
-                    prefix: format!("/api/relay/{UPSTREAM}"),
-                    upstream: main.api_addr()?,
-                    base_path: api_path.clone(),
-                    authorization: bearer(token.expose()),
-                    cache: false,
-                },
-                nginx::Route {
-                    prefix: format!("{}/api/relay/{UPSTREAM}", hot_path::NGINX_CACHED),
-                    upstream: main.api_addr()?,
-                    base_path: api_path,
-                    authorization: bearer(token.expose()),
-                    cache: true,
-                },
-                nginx::Route {
-                    prefix: format!("/api/relay/{JWT_UPSTREAM}"),
-                    upstream: jwt.addr,
-                    base_path: String::new(),
-                    authorization: bearer(&jwt.token),
-                    cache: false,
-                },
-            ];
-            Some(nginx::Nginx::start(&binary, world.dir(), &routes).await?)
-        }
+        Some(binary) => Some(start_nginx(&binary, &world, &main, token.expose(), &jwt).await?),
         None => {
             progress("nginx not installed: its rows are left out (scripts/bench.sh installs nginx-light)");
             None
@@ -409,4 +382,41 @@ fn progress(what: &str) {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
     eprintln!("tokenrelay-bench: [{:>5.1} s] {what}", elapsed.as_secs_f64());
+}
+
+/// nginx with the relay's routes: the in-process API (also through its
+/// `proxy_cache`, below [`hot_path::NGINX_CACHED`]) with `token`, and the JWT-verifying API.
+async fn start_nginx(
+    binary: &std::path::Path,
+    world: &World,
+    main: &world::Upstream,
+    token: &str,
+    jwt: &hot_path::JwtApi,
+) -> anyhow::Result<nginx::Nginx> {
+    let bearer = |token: &str| format!("Bearer {token}");
+    let api_path = reqwest::Url::parse(&main.api.url())?.path().to_owned();
+    let routes = [
+        nginx::Route {
+            prefix: format!("/api/relay/{UPSTREAM}"),
+            upstream: main.api_addr()?,
+            base_path: api_path.clone(),
+            authorization: bearer(token),
+            cache: false,
+        },
+        nginx::Route {
+            prefix: format!("{}/api/relay/{UPSTREAM}", hot_path::NGINX_CACHED),
+            upstream: main.api_addr()?,
+            base_path: api_path,
+            authorization: bearer(token),
+            cache: true,
+        },
+        nginx::Route {
+            prefix: format!("/api/relay/{JWT_UPSTREAM}"),
+            upstream: jwt.addr,
+            base_path: String::new(),
+            authorization: bearer(&jwt.token),
+            cache: false,
+        },
+    ];
+    nginx::Nginx::start(binary, world.dir(), &routes).await
 }

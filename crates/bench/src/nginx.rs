@@ -79,6 +79,15 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// The master's process id, then its workers'.
+    pub fn pids(&self) -> anyhow::Result<Vec<u32>> {
+        let master = self.child.id().context("nginx has exited")?;
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))?;
+        Ok(std::iter::once(master).chain(children.split_whitespace().filter_map(|p| p.parse().ok())).collect())
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM to the master stops the workers too. SIGKILL, which

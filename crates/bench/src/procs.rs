@@ -145,14 +145,7 @@ impl Instance {
 
     /// CPU time used so far, user and system.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the command name, which is in parentheses and may hold spaces:
-        // state is field 3, utime 14 and stime 15 (proc(5)).
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').context("malformed /proc/<pid>/stat")?.1.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).context("malformed /proc/<pid>/stat");
-        let total = ticks(14 - 3)? + ticks(15 - 3)?;
-        Ok(Duration::from_secs_f64(total as f64 / USER_HZ))
+        Cpu::of(&[self.pid]).map(Cpu::total)
     }
 
     fn log_tail(&self) -> String {
@@ -170,6 +163,41 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// CPU time used by processes so far, user and system apart.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl Cpu {
+    /// The sum over `pids`.
+    pub fn of(pids: &[u32]) -> anyhow::Result<Cpu> {
+        let mut ticks = (0, 0);
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            // Fields after the command name, which is in parentheses and may hold spaces:
+            // state is field 3, utime 14 and stime 15 (proc(5)).
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').context("malformed /proc/<pid>/stat")?.1.split_whitespace().collect();
+            let field =
+                |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok()).context("malformed /proc/<pid>/stat");
+            ticks = (ticks.0 + field(14)?, ticks.1 + field(15)?);
+        }
+        let time = |t: u64| Duration::from_secs_f64(t as f64 / USER_HZ);
+        Ok(Cpu { user: time(ticks.0), system: time(ticks.1) })
+    }
+
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was used since `before`.
+    pub fn since(self, before: Cpu) -> Cpu {
+        Cpu { user: self.user.saturating_sub(before.user), system: self.system.saturating_sub(before.system) }
     }
 }
 

@@ -4,7 +4,7 @@
 //! instructions per request from a profiler run around the measured part.
 //!
 //! ```text
-//! tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--api jwt|in-process|cached]
+//! tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx] [--api jwt|in-process|cached]
 //!                          [-c N] [-n REQUESTS] [--warmup REQUESTS]
 //!                          [--wrap 'CMD ARGS'] [--before 'SHELL {pid}'] [--after 'SHELL {pid}'] [--slowest K]
 //! ```
@@ -14,15 +14,21 @@
 //! `createNodeRelay`: tests/js/support/serve-relay.mjs, with the relay
 //! binary's environment. It exits on SIGTERM, so `--wrap 'env
 //! NODE_OPTIONS=--cpu-prof'` and `--after 'kill {pid}'` leave a CPU profile.
+//! `--nginx` profiles the bench's nginx row instead, the same API behind
+//! `proxy_pass` (`--api cached`: its `proxy_cache`): its master and workers
+//! together are "the process", and `{pid}` is their ids, comma-separated
+//! (as `strace -p` and `perf -p` take them).
 //!
 //! `--wrap` starts the relay under a command (`valgrind --tool=callgrind
 //! --collect-atstart=no`); `--before` and `--after` run through `sh -c`
 //! around the measured requests, `{pid}` replaced by the relay's process id
 //! (`callgrind_control -i on {pid}`, `perf record -g -p {pid} -o FILE &`).
+//! The CPU time is given in all, then user and system apart.
 //! Also printed: the slowest answers, each with when it came (seconds since the
 //! measured part began) and its position, to find what the tail shares.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -31,13 +37,15 @@ use anyhow::Context;
 use hyper::header::HeaderValue;
 
 use crate::load::{Connection, Target};
+use crate::nginx::Nginx;
 use crate::plan::{CACHE_TTL, MAIN_TOKEN_LIFETIME};
-use crate::procs::Spec;
+use crate::procs::{Cpu, Instance, Spec};
 use crate::scenario::Functions;
+use crate::scenario::hot_path::{JwtApi, NGINX_CACHED};
 use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
 
 const USAGE: &str =
-    "usage: tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--api jwt|in-process|cached]
+    "usage: tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx] [--api jwt|in-process|cached]
                         [-c N] [-n REQUESTS] [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
 
 struct Options {
@@ -45,6 +53,8 @@ struct Options {
     /// The JS handler's adapter (`fetch` or `node`) when it is profiled instead of the relay binary.
     js: Option<String>,
     js_handler: PathBuf,
+    /// Whether the bench's nginx row is profiled instead of a relay.
+    nginx: bool,
     jwt_api: PathBuf,
     jwt: bool,
     /// The in-process API's route with the response cache: memory hits after the first.
@@ -86,6 +96,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         relay: std::env::current_exe()?.with_file_name("relay"),
         js: None,
         js_handler: repo.join("tests/js/support/serve-relay.mjs"),
+        nginx: false,
         jwt_api: repo.join("bench/jwt-api/server.mjs"),
         jwt: true,
         cached: false,
@@ -109,6 +120,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                 options.js = Some(adapter.clone());
             }
             "--js-handler" => options.js_handler = value()?.into(),
+            "--nginx" => options.nginx = true,
             "--api" => {
                 (options.jwt, options.cached) = match value()?.as_str() {
                     "jwt" => (true, false),
@@ -127,7 +139,15 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
-    if options.js.is_none() {
+    anyhow::ensure!(
+        !(options.nginx && options.js.is_some()),
+        "--nginx and --js each choose what is profiled: give one"
+    );
+    anyhow::ensure!(
+        !options.nginx || options.wrap.is_empty(),
+        "--wrap starts a relay under a command: not with --nginx"
+    );
+    if options.js.is_none() && !options.nginx {
         anyhow::ensure!(options.relay.is_file(), "relay binary {} not found", options.relay.display());
     }
     anyhow::ensure!(options.concurrency > 0 && options.requests > 0, "-c and -n must be at least 1");
@@ -141,62 +161,84 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
     let site = if options.cached { world.cached_site(&main, CACHE_TTL) } else { world.site(&main) };
     let site = site.upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
     let config = world.write_config("profile", &site)?;
-    let functions = Functions {
-        relay: Some(options.relay.clone()),
-        js_handler: options.js_handler.clone(),
-        ..Functions::default()
-    };
-    let mut spec = match options.js.as_deref() {
-        Some("node") => functions.js_node_handler(&world, &config),
-        Some(_) => functions.js_handler(&world, &config),
-        None => functions.relay(&world, &config).context("no relay binary")?,
-    };
-    if let Some((program, args)) = options.wrap.split_first() {
-        let mut wrapped: Vec<OsString> = args.iter().map(OsString::from).collect();
-        wrapped.push(std::mem::replace(&mut spec.program, program.into()).into());
-        wrapped.append(&mut spec.args);
-        spec.args = wrapped;
-    }
-    let relay = spec.start(Some(&relay_path())).await?.instance;
     let name = if options.jwt { JWT_UPSTREAM } else { UPSTREAM };
-    let target = Target::new(relay.addr, format!("/api/relay/{name}{SEARCH}"));
+    let profiled = if options.nginx {
+        let binary =
+            crate::nginx::binary().context("nginx is not installed (scripts/bench.sh installs nginx-light)")?;
+        let broker = world.broker(&config)?;
+        let token = broker.token(UPSTREAM).await?;
+        let jwt = JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
+        Profiled::Nginx(crate::start_nginx(&binary, &world, &main, token.expose(), &jwt).await?)
+    } else {
+        let functions = Functions {
+            relay: Some(options.relay.clone()),
+            js_handler: options.js_handler.clone(),
+            ..Functions::default()
+        };
+        let mut spec = match options.js.as_deref() {
+            Some("node") => functions.js_node_handler(&world, &config),
+            Some(_) => functions.js_handler(&world, &config),
+            None => functions.relay(&world, &config).context("no relay binary")?,
+        };
+        if let Some((program, args)) = options.wrap.split_first() {
+            let mut wrapped: Vec<OsString> = args.iter().map(OsString::from).collect();
+            wrapped.push(std::mem::replace(&mut spec.program, program.into()).into());
+            wrapped.append(&mut spec.args);
+            spec.args = wrapped;
+        }
+        Profiled::Relay(spec.start(Some(&relay_path())).await?.instance)
+    };
+    let addr = profiled.addr();
+    let path = match &profiled {
+        Profiled::Nginx(_) if options.cached => format!("{NGINX_CACHED}/api/relay/{UPSTREAM}{SEARCH}"),
+        _ => format!("/api/relay/{name}{SEARCH}"),
+    };
+    let target = Target::new(addr, path);
 
     let mut connections = Vec::with_capacity(options.concurrency);
     for _ in 0..options.concurrency {
-        connections.push(Connection::open(relay.addr).await?);
+        connections.push(Connection::open(addr).await?);
     }
     let per_connection = |total: usize| total.div_ceil(options.concurrency);
     send_all(&mut connections, &target, per_connection(options.warmup), None).await?;
-    hook(options.before.as_deref(), relay.pid()).await?;
-    let cpu_before = relay.cpu_time()?;
+    let pids = profiled.pids()?;
+    let pid_list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    hook(options.before.as_deref(), &pid_list).await?;
+    let cpu_before = Cpu::of(&pids)?;
     let started = Instant::now();
     let answers = send_all(&mut connections, &target, per_connection(options.requests), Some(started)).await?;
     let elapsed = started.elapsed();
-    let cpu = relay.cpu_time()?.saturating_sub(cpu_before);
-    hook(options.after.as_deref(), relay.pid()).await?;
+    let cpu = Cpu::of(&pids)?.since(cpu_before);
+    hook(options.after.as_deref(), &pid_list).await?;
 
     let sent = answers.len();
     let latencies: crate::stats::Samples = answers.iter().map(|a| a.latency).collect();
     let p = latencies.percentiles().context("no answers")?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / sent as f64;
     let mut report = format!(
-        "{sent} requests to {} through {} on {} connections in {:.2} s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; its CPU {:.1} µs per request\n",
+        "{sent} requests to {} through {} on {} connections in {:.2} s: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; \
+         its CPU {:.1} µs per request (user {:.1}, system {:.1})\n",
         match (options.jwt, options.cached) {
             (true, _) => "the JWT-verifying API",
             (false, false) => "the in-process API",
             (false, true) => "the in-process API's cached route (memory hits)",
         },
-        match options.js.as_deref() {
-            Some("node") => "the JS handler (createNodeRelay)",
-            Some(_) => "the JS handler (createRelay)",
-            None => "the relay",
+        match (options.nginx, options.cached, options.js.as_deref()) {
+            (true, true, _) => "nginx (proxy_cache)",
+            (true, false, _) => "nginx (proxy_pass)",
+            (false, _, Some("node")) => "the JS handler (createNodeRelay)",
+            (false, _, Some(_)) => "the JS handler (createRelay)",
+            (false, _, None) => "the relay",
         },
         options.concurrency,
         elapsed.as_secs_f64(),
         ms(p.p50),
         ms(p.p99),
         ms(p.max),
-        cpu.as_secs_f64() * 1e6 / sent as f64,
+        per_request(cpu.total()),
+        per_request(cpu.user),
+        per_request(cpu.system),
     );
     let mut slowest: Vec<&Answer> = answers.iter().collect();
     slowest.sort_by_key(|a| std::cmp::Reverse(a.latency));
@@ -250,10 +292,33 @@ async fn send_all(
     Ok(all)
 }
 
-/// Runs `command` through `sh -c` with `{pid}` replaced, and waits for it.
-async fn hook(command: Option<&str>, pid: u32) -> anyhow::Result<()> {
+/// What is profiled: a relay (the binary or the JS handler), or nginx.
+enum Profiled {
+    Relay(Instance),
+    Nginx(Nginx),
+}
+
+impl Profiled {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Profiled::Relay(relay) => relay.addr,
+            Profiled::Nginx(nginx) => nginx.addr,
+        }
+    }
+
+    /// Its processes: nginx's master and workers.
+    fn pids(&self) -> anyhow::Result<Vec<u32>> {
+        match self {
+            Profiled::Relay(relay) => Ok(vec![relay.pid()]),
+            Profiled::Nginx(nginx) => nginx.pids(),
+        }
+    }
+}
+
+/// Runs `command` through `sh -c` with `{pid}` replaced by `pids`, and waits for it.
+async fn hook(command: Option<&str>, pids: &str) -> anyhow::Result<()> {
     let Some(command) = command else { return Ok(()) };
-    let command = command.replace("{pid}", &pid.to_string());
+    let command = command.replace("{pid}", pids);
     let status = tokio::process::Command::new("sh").arg("-c").arg(&command).status().await?;
     anyhow::ensure!(status.success(), "{command:?} exited with {status}");
     Ok(())
