@@ -57,7 +57,7 @@ struct UpstreamBody {
     source: Source,
     received: u64,
     done: bool,
-    /// What [`Body::primed`] read ahead, served first.
+    /// What [`Body::primed`] read ahead, as it came: served (redacted) first.
     ahead: Option<Bytes>,
 }
 
@@ -88,20 +88,33 @@ impl Body {
         if event_stream {
             return Ok(self);
         }
-        let mut read = bytes::BytesMut::new();
+        let mut read = Vec::new();
+        let mut length = 0usize;
         loop {
-            match std::future::poll_fn(|cx| body.poll_chunk(cx)).await {
+            match std::future::poll_fn(|cx| body.poll_received(cx)).await {
                 Some(Ok(chunk)) => {
-                    read.extend_from_slice(&chunk);
-                    if read.len() >= WHOLE_ANSWER_BYTES {
-                        body.ahead = Some(read.freeze());
+                    length = length.saturating_add(chunk.len());
+                    read.push(chunk);
+                    if length >= WHOLE_ANSWER_BYTES {
+                        body.ahead = Some(joined(read));
                         return Ok(self);
                     }
                 }
                 Some(Err(err)) => return Err(err),
-                None => return Ok(Body::full(read.freeze())),
+                // Whole: redacted at once, and not copied when it came in one
+                // chunk and holds no credential.
+                None => return Ok(Body::full(body.redactor.redact_whole(joined(read)))),
             }
         }
+    }
+}
+
+/// Chunks as one buffer: the chunk itself when there is one.
+pub(super) fn joined(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
     }
 }
 
@@ -191,34 +204,46 @@ impl http_body::Body for Body {
 }
 
 impl UpstreamBody {
+    /// The next chunk, redacted.
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RelayError>>> {
-        if let Some(ahead) = self.ahead.take() {
-            return Poll::Ready(Some(Ok(ahead)));
-        }
         loop {
-            if self.done {
-                return Poll::Ready(None);
+            let chunk = match self.ahead.take() {
+                Some(ahead) => ahead,
+                None if self.done => return Poll::Ready(None),
+                None => match ready!(self.poll_received(cx)) {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                    None => {
+                        let rest = self.redactor.finish();
+                        return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+                    }
+                },
+            };
+            let out = self.redactor.push(&chunk);
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(out)));
             }
-            match ready!(self.stream.poll_next_unpin(cx)) {
-                Some(Ok(chunk)) => {
-                    self.received = self.received.saturating_add(chunk.len() as u64);
-                    if self.received > self.source.limit {
-                        return Poll::Ready(Some(Err(self.fail(Kind::ResponseTooLarge(self.source.limit).into()))));
-                    }
-                    let out = self.redactor.push(&chunk);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
+        }
+    }
+
+    /// The next chunk as the upstream sent it, counted against the limit;
+    /// `None` once the body ended (then `done`).
+    fn poll_received(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RelayError>>> {
+        match ready!(self.stream.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => {
+                self.received = self.received.saturating_add(chunk.len() as u64);
+                if self.received > self.source.limit {
+                    return Poll::Ready(Some(Err(self.fail(Kind::ResponseTooLarge(self.source.limit).into()))));
                 }
-                Some(Err(e)) => {
-                    let err = RelayError::from_send(&e, self.source.timeout);
-                    return Poll::Ready(Some(Err(self.fail(err))));
-                }
-                None => {
-                    self.done = true;
-                    let rest = self.redactor.finish();
-                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
-                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Some(Err(e)) => {
+                let err = RelayError::from_send(&e, self.source.timeout);
+                Poll::Ready(Some(Err(self.fail(err))))
+            }
+            None => {
+                self.done = true;
+                Poll::Ready(None)
             }
         }
     }
@@ -237,7 +262,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::relay::scrub::Scrubber;
+    use crate::relay::scrub::{REDACTED, Scrubber};
 
     fn upstream(chunks: Vec<&'static [u8]>) -> Body {
         let frames = chunks.into_iter().map(|c| Ok::<_, SendError>(Frame::data(Bytes::from_static(c))));
@@ -256,12 +281,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_small_answer_in_one_chunk_is_not_copied() {
+        static ANSWER: &[u8] = b"{\"a\":1}";
+        let mut primed = upstream(vec![ANSWER]).primed(false).await.unwrap();
+        assert_eq!(primed.take_whole().unwrap().as_ptr(), ANSWER.as_ptr());
+    }
+
+    #[tokio::test]
     async fn a_long_answer_streams_on_after_what_was_read() {
         static CHUNK: [u8; 40 * 1024] = [b'x'; 40 * 1024];
-        let body = upstream(vec![&CHUNK, &CHUNK, &CHUNK]).primed(false).await.unwrap();
+        let body = upstream(vec![b"secret ", &CHUNK, &CHUNK, b" sec", b"ret", &CHUNK]).primed(false).await.unwrap();
         assert_eq!(body.size_hint().exact(), None, "still streaming");
         assert!(!body.is_end_stream());
-        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 3 * CHUNK.len());
+        let sent = body.collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 3 * CHUNK.len() + 2 * (REDACTED.len() + 1), "what was read ahead is redacted too");
+        assert!(sent.starts_with(b"[REDACTED] xx"));
+        assert!(sent.windows(REDACTED.len() + 2).any(|w| w == b"x [REDACTED]"), "and what streams after it");
     }
 
     #[tokio::test]

@@ -61,10 +61,28 @@ impl Scrubber {
         self.finder.as_ref().is_some_and(|f| f.is_match(haystack))
     }
 
+    /// A whole body, redacted: `body` itself (not copied) when it holds no credential.
+    pub(super) fn redact(&self, body: Bytes) -> Bytes {
+        match &self.finder {
+            Some(finder) if finder.is_match(&body) => Bytes::from(replaced(finder, &body)),
+            _ => body,
+        }
+    }
+
     /// A redactor for one response body.
     pub(super) fn stream(&self) -> Redactor {
         Redactor { scrubber: self.clone(), carry: Vec::new() }
     }
+}
+
+/// `haystack` with every match replaced by [`REDACTED`].
+fn replaced(finder: &AhoCorasick, haystack: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    finder.replace_all_with_bytes(haystack, &mut out, |_, _, out| {
+        out.extend_from_slice(REDACTED);
+        true
+    });
+    out
 }
 
 /// `secret` as an upstream may echo it (case aside: matching ignores it).
@@ -147,24 +165,29 @@ impl Redactor {
     pub(super) fn push(&mut self, chunk: &[u8]) -> Bytes {
         let Some(finder) = &self.scrubber.finder else { return Bytes::copy_from_slice(chunk) };
         self.carry.extend_from_slice(chunk);
-        let mut out = finder.replace_all_bytes(&self.carry, &vec![REDACTED; finder.patterns_len()]);
+        let mut out =
+            if finder.is_match(&self.carry) { replaced(finder, &self.carry) } else { std::mem::take(&mut self.carry) };
+        // Held back: what could start a credential the next chunk ends, but
+        // nothing up to a line's end.
         let mut keep = (self.scrubber.longest - 1).min(out.len());
         if !self.scrubber.spans_lines
-            && let Some(line_end) = out.iter().rposition(|&b| b == b'\n')
+            && let Some(line_end) = out[out.len() - keep..].iter().rposition(|&b| b == b'\n')
         {
-            keep = keep.min(out.len() - line_end - 1);
+            keep -= line_end + 1;
         }
         self.carry = out.split_off(out.len() - keep);
         Bytes::from(out)
     }
 
+    /// A whole body, redacted (see [`Scrubber::redact`]), for a redactor that
+    /// was given nothing else.
+    pub(super) fn redact_whole(&self, body: Bytes) -> Bytes {
+        self.scrubber.redact(body)
+    }
+
     /// Whatever was held back, redacted.
     pub(super) fn finish(&mut self) -> Bytes {
-        let rest = std::mem::take(&mut self.carry);
-        match &self.scrubber.finder {
-            Some(f) => Bytes::from(f.replace_all_bytes(&rest, &vec![REDACTED; f.patterns_len()])),
-            None => Bytes::from(rest),
-        }
+        self.scrubber.redact(Bytes::from(std::mem::take(&mut self.carry)))
     }
 }
 
@@ -247,6 +270,16 @@ mod tests {
             let (a, b) = body.split_at(split);
             assert_eq!(run(&["tok_ab/cd+ef=="], &[a, b]), "x=[REDACTED]&y=1", "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_whole_body_is_redacted_at_once_and_passed_on_uncopied_without_secrets() {
+        let s = Scrubber::new(vec![b"tok_abcdef".to_vec()]);
+        let clean = Bytes::from_static(b"{\"ok\":true}");
+        assert_eq!(s.redact(clean.clone()).as_ptr(), clean.as_ptr(), "the same buffer");
+        assert_eq!(&s.redact(Bytes::from_static(b"a TOK_ABCDEF b tok_abcdef"))[..], b"a [REDACTED] b [REDACTED]");
+        let none = Scrubber::new(Vec::new());
+        assert_eq!(&none.redact(Bytes::from_static(b"tok_abcdef"))[..], b"tok_abcdef", "nothing injected");
     }
 
     #[test]

@@ -33,10 +33,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 
+use super::body;
 use super::call::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use super::error::{Kind, RelayError};
 use super::headers;
@@ -290,18 +290,19 @@ impl<S: Call + Clone + 'static> Cached<S> {
         let status = response.status();
         let scrubber = self.scrubbers.get(ask.out.upstream.name(), ask.out.relay, &token);
         let headers = headers::filter_response(response.headers(), &scrubber);
-        let mut redactor = scrubber.stream();
-        let mut body = BytesMut::new();
+        let mut chunks = Vec::new();
+        let mut length = 0u64;
         let mut stream = response.into_body().into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| RelayError::from_send(&e, settings.timeout))?;
-            if (body.len() + chunk.len()) as u64 > settings.max_response_bytes {
+            length = length.saturating_add(chunk.len() as u64);
+            if length > settings.max_response_bytes {
                 return Err(Kind::ResponseTooLarge(settings.max_response_bytes).into());
             }
-            body.extend_from_slice(&redactor.push(&chunk));
+            chunks.push(chunk);
         }
-        body.extend_from_slice(&redactor.finish());
-        let entry = Arc::new(CachedAnswer::new(&ask.path, sent_ms, status, &headers, body.freeze()));
+        let body = scrubber.redact(body::joined(chunks));
+        let entry = Arc::new(CachedAnswer::new(&ask.path, sent_ms, status, &headers, body));
         Ok(Filled::Answer { entry, stored: false })
     }
 
