@@ -244,10 +244,7 @@ impl Relay {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map_or_else(|| format!("{:016x}", fastrand::u64(..)), |r| r.0.clone());
+        let request_id = request.extensions().get::<RequestId>().map_or_else(random_request_id, |r| r.0.clone());
         let method = request.method().clone();
         let client = self.limiter.client(request.extensions().get::<ClientIp>().map(|c| c.0));
         let caller = cors::caller(&self.broker.config().relay, request.headers());
@@ -471,5 +468,30 @@ impl Relay {
             }
             Err(_) => self.limiter.settle(counting, None).map(|()| None),
         }
+    }
+}
+
+/// A request id for a request the platform gave none: 16 random hex digits.
+fn random_request_id() -> String {
+    hex16(fastrand::u64(..))
+}
+
+/// `n` as 16 lowercase hex digits, as `format!("{n:016x}")` writes it
+/// without the formatting machinery.
+fn hex16(n: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..16).rev().map(|i| char::from(DIGITS[((n >> (i * 4)) & 0xf) as usize])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_16_hex_digits() {
+        for n in [0, 5, 0x0123_4567_89ab_cdef, u64::MAX, fastrand::u64(..)] {
+            assert_eq!(hex16(n), format!("{n:016x}"));
+        }
+        assert_ne!(random_request_id(), random_request_id());
     }
 }

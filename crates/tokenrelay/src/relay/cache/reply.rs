@@ -78,16 +78,17 @@ pub(super) fn hit(
     outcome: CacheStatus,
     failed: Option<StatusCode>,
 ) -> (Reply, CacheStatus) {
-    let ttl = e.ttl_secs(now_ms(), policy);
+    let mut ttl = itoa::Buffer::new();
+    let ttl = ttl.format(e.ttl_secs(now_ms(), policy));
     let params = match outcome {
-        CacheStatus::HitMemory => format!("hit; ttl={ttl}; detail=memory"),
-        CacheStatus::Collapsed => format!("hit; ttl={ttl}; collapsed"),
-        CacheStatus::Stale => format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
+        CacheStatus::HitMemory => ["hit; ttl=", ttl, "; detail=memory"].concat(),
+        CacheStatus::Collapsed => ["hit; ttl=", ttl, "; collapsed"].concat(),
+        CacheStatus::Stale => ["hit; ttl=", ttl, "; detail=stale-while-revalidate"].concat(),
         CacheStatus::StaleIfError => match failed {
-            Some(s) => format!("fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error", s.as_u16()),
-            None => format!("fwd=stale; ttl={ttl}; detail=stale-if-error"),
+            Some(s) => ["fwd=stale; fwd-status=", s.as_str(), "; ttl=", ttl, "; detail=stale-if-error"].concat(),
+            None => ["fwd=stale; ttl=", ttl, "; detail=stale-if-error"].concat(),
         },
-        CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Bypass => format!("hit; ttl={ttl}"),
+        CacheStatus::Hit | CacheStatus::Miss | CacheStatus::Bypass => ["hit; ttl=", ttl].concat(),
     };
     (stored_reply(e, out, params), outcome)
 }
