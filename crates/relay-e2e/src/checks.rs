@@ -98,6 +98,11 @@ pub async fn happy_path_forwards_only_what_it_should(shell: &Shell, fx: &Fixture
     ensure!(requests.len() == 1, "upstream saw {} requests", requests.len());
     let seen = &requests[0];
     ensure!(seen.uri == "/v3/search/images?phrase=cats", "upstream saw {}", seen.uri);
+    let api = url::Url::parse(&fx.api.url())?;
+    let host = format!("{}:{}", api.host_str().unwrap_or_default(), api.port().unwrap_or_default());
+    let hosts: Vec<&str> =
+        seen.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host")).map(|(_, v)| v.as_str()).collect();
+    ensure!(hosts == [host.as_str()], "upstream saw Host {hosts:?}, not {host}");
     let bearer = seen.header("authorization").unwrap_or_default().strip_prefix("Bearer ").unwrap_or_default();
     ensure!(fx.tokens.is_valid(bearer), "upstream did not get a live token");
     ensure!(seen.header("api-key") == Some(fx.key()), "upstream did not get the API key");

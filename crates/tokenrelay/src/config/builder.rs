@@ -106,8 +106,9 @@ impl Builder<'_> {
             None => Some(None),
             Some(r) => self.upstream_relay(name, r).map(Some),
         };
-        Some(Upstream { name: name.to_owned(), base_url: base_url?, source: source?, relay: relay? })
-            .filter(|_| name_ok)
+        let base_url = base_url?;
+        let host = super::host_header(&base_url);
+        Some(Upstream { name: name.to_owned(), base_url, host, source: source?, relay: relay? }).filter(|_| name_ok)
     }
 
     pub(super) fn url(&mut self, upstream: &str, field: &str, text: &str) -> Option<Url> {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use http::HeaderValue;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, HOST};
 use url::Url;
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
@@ -53,7 +53,8 @@ impl Call for Authorized {
         // One map, sized once: forwarded, then injected, each injected name
         // replacing what came before it.
         let headers = request.headers_mut();
-        headers.reserve(out.headers.len() + credentials.headers.len() + 1);
+        headers.reserve(out.headers.len() + credentials.headers.len() + 2);
+        headers.extend(out.upstream.host.clone().map(|value| (HOST, value)));
         headers.extend(basic.map(|value| (AUTHORIZATION, value)));
         for (name, value) in &out.headers {
             headers.append(name.clone(), value.clone());
