@@ -50,8 +50,9 @@ impl Call for Authorized {
         let mut request = http::Request::new(http_body_util::Full::new(out.body.clone()));
         *request.method_mut() = out.method.clone();
         *request.uri_mut() = uri;
-        // One map, sized once: forwarded, then injected, each injected name
-        // replacing what came before it.
+        // One map, sized once: the upstream's Host (written once, in the
+        // config), the forwarded headers, then the injected ones, each
+        // injected name replacing what came before it.
         let headers = request.headers_mut();
         headers.reserve(out.headers.len() + credentials.headers.len() + 2);
         headers.extend(out.upstream.host.clone().map(|value| (HOST, value)));
