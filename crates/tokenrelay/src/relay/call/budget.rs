@@ -20,7 +20,7 @@ use crate::relay::counter::Verdict;
 use crate::relay::error::RelayError;
 use crate::relay::outgoing::Outgoing;
 use crate::relay::upstream_limits::Cooldowns;
-use crate::store::{Read, Write};
+use crate::store::Write;
 
 /// Admits each call of `inner` first, and learns from its answer.
 #[derive(Clone)]
@@ -60,11 +60,11 @@ impl<S> Budgeted<S> {
             }
             Verdict::Count(mut counting) => {
                 let keys = self.cooldowns.key(name, route);
-                let store = self.broker.store();
-                match store.count_and_tally(counting.counts(), counting.tallies(), &Read::plain_all(&keys)).await {
+                let plan = ColdPlan { cooldowns: keys.clone(), ..ColdPlan::default() };
+                match plan.read(self.broker.store(), counting.counts(), counting.tallies()).await {
                     Ok(read) => {
                         counting.tallied(read.tallied);
-                        self.cooldowns.learn(&keys, &read.values.into_plain());
+                        self.cooldowns.learn(&keys, &read.cooldowns);
                         let settled = self.budgets.settle(counting, Some(read.totals));
                         self.report_crossings();
                         settled?;
