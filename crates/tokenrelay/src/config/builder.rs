@@ -107,8 +107,8 @@ impl Builder<'_> {
             Some(r) => self.upstream_relay(name, r).map(Some),
         };
         let base_url = base_url?;
-        let host = super::host_header(&base_url);
-        Some(Upstream { name: name.to_owned(), base_url, host, source: source?, relay: relay? }).filter(|_| name_ok)
+        let origin = super::Origin::of(&base_url).map_err(|why| self.problem(name, "base_url", why)).ok()?;
+        Some(Upstream { name: name.to_owned(), base_url, origin, source: source?, relay: relay? }).filter(|_| name_ok)
     }
 
     pub(super) fn url(&mut self, upstream: &str, field: &str, text: &str) -> Option<Url> {

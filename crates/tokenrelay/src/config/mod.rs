@@ -19,6 +19,7 @@ pub(crate) mod alerts;
 mod builder;
 mod credentials;
 mod env;
+mod origin;
 mod raw;
 pub(crate) mod relay;
 mod route_cache;
@@ -39,6 +40,7 @@ pub use summary::{Summary, UpstreamSummary};
 use crate::error::{Error, Result};
 use crate::token::Source;
 use builder::Builder;
+pub(crate) use origin::Origin;
 use raw::RawConfig;
 
 /// The config file used when `TOKENRELAY_CONFIG` is not set.
@@ -109,8 +111,8 @@ pub(crate) struct StoreSettings {
 pub struct Upstream {
     pub(crate) name: String,
     pub(crate) base_url: Url,
-    /// The `Host` header of requests to `base_url` ([`host_header`]).
-    pub(crate) host: Option<http::HeaderValue>,
+    /// What each relayed request is built from, worked out from `base_url`.
+    pub(crate) origin: Origin,
     pub(crate) source: Source,
     /// What the relay exposes; `None` keeps the upstream server-side only.
     pub(crate) relay: Option<relay::UpstreamRelay>,
@@ -126,19 +128,6 @@ impl Upstream {
     pub fn base_url(&self) -> &Url {
         &self.base_url
     }
-}
-
-/// The `Host` header of requests to `url` (RFC 9110 §7.2): its host, with
-/// its port unless that is the scheme's default, which `url` leaves out, as
-/// hyper-util's client writes it when a request has none. Written once here,
-/// not by the client for every request.
-fn host_header(url: &Url) -> Option<http::HeaderValue> {
-    let host = url.host_str()?;
-    let value = match url.port() {
-        Some(port) => http::HeaderValue::try_from(format!("{host}:{port}")),
-        None => http::HeaderValue::try_from(host),
-    };
-    value.ok()
 }
 
 impl Config {

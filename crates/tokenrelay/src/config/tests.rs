@@ -313,17 +313,12 @@ default_lifetime = "10m"
 }
 
 #[test]
-fn the_host_header_is_the_base_urls_host_and_a_port_other_than_the_schemes() {
-    for (url, host) in [
-        ("http://127.0.0.1:8080/v1", "127.0.0.1:8080"),
-        ("https://api.example.com:443/v3", "api.example.com"),
-        ("http://api.example.com:80", "api.example.com"),
-        ("https://api.example.com:80/", "api.example.com:80"),
-        ("https://api.example.com:8443/", "api.example.com:8443"),
-        ("http://[::1]:3000/x", "[::1]:3000"),
-        ("https://user:pw@api.example.com/", "api.example.com"),
-        ("https://BÜCHER.example/", "xn--bcher-kva.example"),
-    ] {
-        assert_eq!(super::host_header(&url::Url::parse(url).unwrap()).unwrap(), host, "{url}");
-    }
+fn a_base_url_whose_user_info_is_no_credential_is_refused_without_its_text() {
+    let text = r#"
+[upstreams.api]
+base_url = "https://%ff%fe:hunter2@api.example.com"
+token = { type = "static", key = { env = "KEY" } }
+"#;
+    let p = problems(text, &Env::from_pairs([("KEY", "k")]));
+    assert_eq!(p, ["upstream \"api\": base_url: user name: not UTF-8 once percent-decoded"]);
 }

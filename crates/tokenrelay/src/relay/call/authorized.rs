@@ -4,10 +4,7 @@
 
 use std::time::Instant;
 
-use base64::Engine as _;
-use http::HeaderValue;
 use http::header::{AUTHORIZATION, HOST};
-use url::Url;
 
 use super::{Call, ColdPlan, ColdRead, Cx, Exchange};
 use crate::alerts::Alerts;
@@ -45,18 +42,18 @@ impl Call for Authorized {
         }
         let credentials = inject::credentials(out.relay, name, &token).map_err(Kind::Token)?;
         let param = credentials.query.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
-        let url = path::outgoing_url(out.upstream.base_url(), out.segments, out.query, param)?;
-        let (uri, basic) = request_target(url)?;
+        let origin = &out.upstream.origin;
+        let uri = path::outgoing_uri(origin, out.segments, out.query, param)?;
         let mut request = http::Request::new(http_body_util::Full::new(out.body.clone()));
         *request.method_mut() = out.method.clone();
         *request.uri_mut() = uri;
-        // One map, sized once: the upstream's Host (written once, in the
-        // config), the forwarded headers, then the injected ones, each
-        // injected name replacing what came before it.
+        // One map, sized once: the upstream's Host and Basic credentials
+        // (written once, in the config), the forwarded headers, then the
+        // injected ones, each injected name replacing what came before it.
         let headers = request.headers_mut();
         headers.reserve(out.headers.len() + credentials.headers.len() + 2);
-        headers.extend(out.upstream.host.clone().map(|value| (HOST, value)));
-        headers.extend(basic.map(|value| (AUTHORIZATION, value)));
+        headers.insert(HOST, origin.host.clone());
+        headers.extend(origin.basic.clone().map(|value| (AUTHORIZATION, value)));
         for (name, value) in &out.headers {
             headers.append(name.clone(), value.clone());
         }
@@ -76,45 +73,5 @@ impl Call for Authorized {
         if let Some(token) = read.token.take() {
             self.broker.adopt(out.upstream.name(), &token);
         }
-    }
-}
-
-/// `url` as the request's target, without its user info, and that user info
-/// as the Basic credentials (RFC 7617) it stood for, as reqwest sent them
-/// when it made the upstream calls: an upstream's `base_url` may carry them.
-fn request_target(mut url: Url) -> Result<(http::Uri, Option<HeaderValue>), RelayError> {
-    let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().map(|s| s.into_owned());
-    let password = url.password().and_then(|p| decoded(p).ok());
-    let basic = match decoded(url.username()) {
-        Ok(user) if !user.is_empty() || password.is_some() => {
-            let _ = (url.set_username(""), url.set_password(None));
-            let pair = format!("{user}:{}", password.unwrap_or_default());
-            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-            let mut value = HeaderValue::try_from(format!("Basic {encoded}")).ok();
-            value.iter_mut().for_each(|v| v.set_sensitive(true));
-            value
-        }
-        _ => None,
-    };
-    // As reqwest failed it: a URL that is no URI is a request that could not be made.
-    let uri = http::Uri::try_from(url.as_str())
-        .map_err(|_| RelayError::from(Kind::UpstreamUnreachable("request failed: URL is not a valid URI".into())))?;
-    Ok((uri, basic))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_base_urls_user_info_is_sent_as_basic_credentials_not_in_the_target() {
-        let url = Url::parse("https://us%65r:p%40ss@api.example.com/v1/x?q=1").unwrap();
-        let (uri, basic) = request_target(url).unwrap();
-        assert_eq!(uri.to_string(), "https://api.example.com/v1/x?q=1");
-        let basic = basic.expect("Basic credentials");
-        assert_eq!(basic, "Basic dXNlcjpwQHNz", "user:p@ss, decoded");
-        assert!(basic.is_sensitive());
-        let (uri, basic) = request_target(Url::parse("http://127.0.0.1:8080/x").unwrap()).unwrap();
-        assert_eq!((uri.to_string().as_str(), basic), ("http://127.0.0.1:8080/x", None));
     }
 }
