@@ -6,7 +6,6 @@
 //! The `call::Budgeted` layer spends them before each call, and reports
 //! each budget's count passing 80% and 100% of its calls ([`Crossing`]).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use super::counter::{Added, Admission, Bucket, Counter, Counters, Counting, Limi
 use super::error::{Kind, RelayError};
 use crate::broker::Broker;
 use crate::config::relay::Budget;
+use crate::relay::TrustedKeyMap;
 use crate::store::keys::counter as counter_keys;
 
 /// The shares of a budget's calls whose passing is reported: [`Crossing`].
@@ -23,7 +23,7 @@ pub(crate) const CROSSING_PERCENTS: [u8; 2] = [80, 100];
 #[derive(Debug, Clone)]
 pub(crate) struct Budgets {
     counters: Counters,
-    upstreams: Arc<HashMap<String, Upstream>>,
+    upstreams: Arc<TrustedKeyMap<String, Upstream>>,
     crossings: Crossings,
 }
 
@@ -53,14 +53,14 @@ pub(crate) struct Crossing {
 struct Upstream {
     whole: Option<Arc<Counter>>,
     /// By route pattern.
-    routes: HashMap<String, Arc<Counter>>,
+    routes: TrustedKeyMap<String, Arc<Counter>>,
 }
 
 impl Budgets {
     /// The budgets of `broker`'s config, registered on `counters`.
     pub(crate) fn new(broker: &Broker, counters: &Counters) -> Self {
         let crossings = Crossings::default();
-        let mut upstreams: HashMap<String, Upstream> = HashMap::new();
+        let mut upstreams: TrustedKeyMap<String, Upstream> = TrustedKeyMap::default();
         for (name, relay) in broker.config().upstreams.iter().filter_map(|(n, u)| Some((n, u.relay.as_ref()?))) {
             let own = upstreams.entry(name.clone()).or_default();
             if let Some(b) = relay.budget {

@@ -2,7 +2,6 @@
 //! in the configured format, or as a query parameter) and the extra headers
 //! (e.g. Getty's `Api-Key`), all marked sensitive.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::header::{HeaderMap, HeaderValue};
@@ -10,6 +9,7 @@ use http::header::{HeaderMap, HeaderValue};
 use super::scrub::Scrubber;
 use crate::config::relay::{Inject, UpstreamRelay};
 use crate::error::Error;
+use crate::relay::TrustedKeyMap;
 use crate::token::Token;
 
 /// The credentials of one attempt.
@@ -50,7 +50,7 @@ pub(super) fn credentials(relay: &UpstreamRelay, upstream: &str, token: &Token) 
 /// building the automaton on every request cost about a sixth of the relay's CPU.
 /// Shared by the clones of a relay.
 #[derive(Default, Clone)]
-pub(super) struct Scrubbers(Arc<Mutex<HashMap<String, (Token, Scrubber)>>>);
+pub(super) struct Scrubbers(Arc<Mutex<TrustedKeyMap<String, (Token, Scrubber)>>>);
 
 impl std::fmt::Debug for Scrubbers {
     /// Names the upstreams only: the scrubbers hold secrets.

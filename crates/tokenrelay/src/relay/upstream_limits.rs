@@ -29,7 +29,6 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, StatusCode};
 
 use crate::clock::{millis, now_ms};
+use crate::relay::TrustedKeyMap;
 
 use super::counter::SyncReads;
 use super::error::{Kind, RelayError};
@@ -54,7 +54,7 @@ const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 /// Every relayed upstream's cooldowns as this instance knows them. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Cooldowns {
-    upstreams: Arc<HashMap<String, Scopes>>,
+    upstreams: Arc<TrustedKeyMap<String, Scopes>>,
 }
 
 /// One upstream's cooldowns: its own, and each route pattern's.
@@ -64,7 +64,7 @@ struct Scopes {
     whole_only: bool,
     upstream: Cooldown,
     /// By route pattern.
-    routes: HashMap<String, Cooldown>,
+    routes: TrustedKeyMap<String, Cooldown>,
 }
 
 /// What an answer asking to wait covers.

@@ -29,6 +29,7 @@ use super::counter::{Bucket, Counters, SyncChore, SyncWrites};
 use super::error::RelayError;
 use super::record::Record;
 use crate::config::Config;
+use crate::relay::TrustedKeyMap;
 use crate::store::keys::meter::{self as keys, DAY_MS, DAYS_KEPT, HOUR_MS, HOURS_KEPT};
 use crate::store::{Distinct, FieldAdds, Store, Tallies};
 pub(crate) use metric::Field;
@@ -57,7 +58,7 @@ struct Shared {
     /// Every (upstream, route) counted, by index; index 0 is no known upstream's.
     scopes: Vec<(String, Option<String>)>,
     /// Upstream name → (index without a route, index by route pattern).
-    index: HashMap<String, (usize, HashMap<String, usize>)>,
+    index: TrustedKeyMap<String, (usize, TrustedKeyMap<String, usize>)>,
     counts: Mutex<Counts>,
     /// Counts on their way to the store, by id, given back if the write fails.
     sending: Mutex<HashMap<u64, Counts>>,
@@ -74,8 +75,8 @@ struct Shared {
 /// clients seen per scope and hour.
 #[derive(Debug, Default)]
 struct Counts {
-    minutes: HashMap<(usize, u64), BTreeMap<Field, u64>>,
-    clients: HashMap<(usize, u64), HashSet<Bucket>>,
+    minutes: TrustedKeyMap<(usize, u64), BTreeMap<Field, u64>>,
+    clients: TrustedKeyMap<(usize, u64), HashSet<Bucket>>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -95,11 +96,11 @@ impl Meter {
         clock: Clock,
     ) -> Self {
         let mut scopes = vec![(keys::UNKNOWN.to_owned(), None)];
-        let mut index = HashMap::new();
+        let mut index = TrustedKeyMap::default();
         for (name, relay) in config.upstreams.iter().filter_map(|(n, u)| Some((n, u.relay.as_ref()?))) {
             scopes.push((name.clone(), None));
             let whole = scopes.len() - 1;
-            let mut routes = HashMap::new();
+            let mut routes = TrustedKeyMap::default();
             for route in &relay.routes {
                 let pattern = route.pattern.as_str().to_owned();
                 scopes.push((name.clone(), Some(pattern.clone())));

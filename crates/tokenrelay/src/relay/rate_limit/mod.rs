@@ -11,7 +11,6 @@
 
 mod client;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Once};
 
@@ -21,6 +20,7 @@ use super::error::{Kind, RelayError};
 use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::config::relay::Per;
+use crate::relay::TrustedKeyMap;
 use crate::store::Store;
 use crate::store::keys::counter as counter_keys;
 use client::Client;
@@ -34,7 +34,7 @@ pub(crate) const MAX_CLIENTS: usize = 10_000;
 pub(crate) struct RateLimiter {
     counters: Counters,
     /// Each relayed upstream's limit, and whom it counts.
-    limits: Arc<HashMap<String, (Arc<Counter>, Per)>>,
+    limits: Arc<TrustedKeyMap<String, (Arc<Counter>, Per)>>,
     ipv6_prefix: u8,
 }
 
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn clients_past_the_bound_share_one_bucket_and_old_windows_make_room() {
-        let mut tallies = HashMap::new();
+        let mut tallies = std::collections::HashMap::new();
         let bound = crowd_bound("api", Alerts::default());
         let tracked = |tallies: &mut _, bucket, window, _upstream| tracked(tallies, bucket, window, Some(&bound));
         let v6 =
