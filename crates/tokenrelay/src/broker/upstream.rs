@@ -1,8 +1,9 @@
 //! The client of the relay's upstream calls: hyper-util's pooled client over
 //! rustls, with the broker's reqwest client's settings (the same roots, TLS
-//! versions and ALPN, connect timeout, `TCP_NODELAY`, keep-alive probes,
-//! idle pool, `User-Agent` and `Accept`, the proxies the environment names),
-//! and no redirect layer.
+//! versions and ALPN, `TCP_NODELAY`, keep-alive probes, idle pool,
+//! `User-Agent` and `Accept`, the proxies the environment names; the connect
+//! timeout, as reqwest's, bounds the whole connection: TCP, the proxy's
+//! tunnel and the TLS handshake), and no redirect layer.
 //!
 //! A proxy is taken from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
 //! `NO_PROXY` (or their lowercase names) when the client is built, as reqwest
@@ -37,6 +38,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tower_service::Service;
 
 use super::CONNECT_TIMEOUT;
 
@@ -54,12 +56,13 @@ pub(crate) struct UpstreamClient {
 }
 
 /// Connects to an upstream, straight or through the proxy that `proxies`
-/// names for it; over TLS for `https://`.
+/// names for it; over TLS for `https://`; all of it within `timeout`.
 #[derive(Clone)]
 struct Connector {
     tcp: HttpConnector,
     tls: Arc<rustls::ClientConfig>,
     proxies: Arc<Matcher>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Connector {
@@ -71,17 +74,30 @@ impl std::fmt::Debug for Connector {
 
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
 
-impl tower_service::Service<http::Uri> for Connector {
+impl Service<http::Uri> for Connector {
     type Response = Stream;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+    type Future = Connecting;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let connect = self.connect(dst);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out");
+            tokio::time::timeout(timeout, connect).await.map_err(|_| timed_out())?
+        })
+    }
+}
+
+impl Connector {
+    /// The connection to `dst`, unbounded in time.
+    fn connect(&self, dst: http::Uri) -> Connecting {
         let Some(proxy) = self.proxies.intercept(&dst) else {
             let mut direct = HttpsConnector::from((self.tcp.clone(), self.tls.clone()));
             return Box::pin(async move { direct.call(dst).await });
@@ -164,10 +180,19 @@ impl UpstreamClient {
 
     /// The client of [`new`](Self::new), trusting `roots` and going through `proxies` instead.
     fn with(roots: rustls::RootCertStore, proxies: Matcher) -> Result<Self, rustls::Error> {
+        Self::connecting_within(CONNECT_TIMEOUT, roots, proxies)
+    }
+
+    /// The client of [`with`](Self::with), whose connections must be made within `timeout`.
+    fn connecting_within(
+        timeout: Duration,
+        roots: rustls::RootCertStore,
+        proxies: Matcher,
+    ) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_connect_timeout(Some(timeout));
         http.set_keepalive(Some(TCP_KEEPALIVE));
         http.set_keepalive_interval(Some(TCP_KEEPALIVE));
         http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
@@ -180,7 +205,7 @@ impl UpstreamClient {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let connector = Connector { tcp: http, tls: Arc::new(tls), proxies: Arc::new(proxies) };
+        let connector = Connector { tcp: http, tls: Arc::new(tls), proxies: Arc::new(proxies), timeout };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
@@ -342,6 +367,32 @@ mod tests {
         let response = client.send(get_over_tls(tls_upstream().await), TIMEOUT).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
+    /// A server on loopback that accepts connections and never says a word.
+    async fn silent_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_or_proxy_tunnel_that_stalls_is_a_connect_error_at_the_connect_timeout() {
+        let silent = silent_server().await;
+        let direct = Matcher::builder().build();
+        let through_silent_proxy = Matcher::builder().https(format!("http://{silent}")).build();
+        for (proxies, what) in [(direct, "the TLS handshake"), (through_silent_proxy, "the proxy's tunnel")] {
+            let client = UpstreamClient::connecting_within(TIMEOUT, test_ca(), proxies).unwrap();
+            let error = client.send(get_over_tls(silent), TIMEOUT * 10).await.expect_err(what);
+            assert!(error.is_connect(), "{what}: {error:?}");
+            assert!(error.to_string().contains("connecting timed out"), "{what}: {error}");
+        }
     }
 
     #[tokio::test]

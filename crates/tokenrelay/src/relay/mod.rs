@@ -107,12 +107,6 @@ pub use timer_anchor::anchor_timers;
 pub(crate) use cache::Purges;
 pub(crate) use rate_limit::shared_bucket_keys;
 
-/// A map whose keys never come from a visitor (config names, indices,
-/// minutes), hashed with FxHash, several times cheaper than the standard
-/// SipHash, which only a map a visitor can add keys to needs (against
-/// flooding). A visitor's string may be looked up in one.
-pub(crate) type TrustedKeyMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
-
 use crate::alerts::Alerts;
 use crate::broker::Broker;
 use crate::config::Env;
@@ -123,6 +117,12 @@ use call::{Authorized, Budgeted, ColdPlan, Cx, Metered, RetryOn401};
 use error::Kind;
 use outgoing::Outgoing;
 use record::Record;
+
+/// A map whose keys never come from a visitor (config names, indices,
+/// minutes), hashed with FxHash, several times cheaper than the standard
+/// SipHash, which only a map a visitor can add keys to needs (against
+/// flooding). A visitor's string may be looked up in one.
+pub(crate) type TrustedKeyMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// Added to the longest chore's own bound (a token fetch within
 /// `cache.lock_lease`, a refresh within `relay.timeout`) for its store writes.
