@@ -74,6 +74,10 @@ fn a_fresh_vercel_site_gets_its_function_routing_and_a_vercelignore_keeping_targ
     assert_eq!(report.changes[3].summary, "ignores /target, .env, .netlify");
     assert_eq!(read(dir.path(), ".gitignore"), format!("{ADDED_BY}\n.env\n/target\n"));
     assert!(read(dir.path(), "api/relay.rs").contains("tokenrelay::vercel::run()"));
+    let manifest: toml_edit::DocumentMut = read(dir.path(), "Cargo.toml").parse().unwrap();
+    let release = &manifest["profile"]["release"];
+    let optimised = (release["lto"].as_str(), release["codegen-units"].as_integer());
+    assert_eq!(optimised, (Some("fat"), Some(1)), "the relay's release build is optimised across crates: {manifest}");
     let settings: Vec<(&str, &[&str])> = report.settings.iter().map(|s| (s.name.as_str(), s.scopes)).collect();
     let all = &["Production", "Preview", "Development"][..];
     assert_eq!(
