@@ -54,6 +54,9 @@ pub mod relay_handler;
 pub mod status;
 pub mod token;
 
+#[cfg(test)]
+mod tests;
+
 use napi_derive::napi;
 
 use cache::PurgeOptions;

@@ -1,17 +1,19 @@
 //! The addon's functions as Rust calls, against a real token endpoint and a
-//! redis-server behind the Upstash REST protocol (all on loopback).
+//! redis-server behind the Upstash REST protocol (all on loopback). Unit
+//! tests, not integration tests: the addon is a `cdylib` alone, which an
+//! integration test cannot link (see Cargo.toml).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::check::{CheckOptions, check};
+use crate::leak_scan::{ScanOptions, scan_for_leaks};
+use crate::prefetch::{PrefetchOptions, prefetch};
+use crate::token::{TokenOptions, get_token};
 use napi::Either;
 use testkit::config::{SiteConfig, Token, UpstreamConfig, env, oauth2};
 use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
-use tokenrelay_node::check::{CheckOptions, check};
-use tokenrelay_node::leak_scan::{ScanOptions, scan_for_leaks};
-use tokenrelay_node::prefetch::{PrefetchOptions, prefetch};
-use tokenrelay_node::token::{TokenOptions, get_token};
 
 const CLIENT_ID: &str = "addon-client-2b7d";
 const CLIENT_SECRET: &str = "addon-secret-5e1a-do-not-print";
