@@ -284,6 +284,9 @@ async fn vercel_build_outputs_a_working_function_and_only_public_files() {
         let build = Command::new(&vercel)
             .args(["build", "--yes"])
             .current_dir(root)
+            // Its cargo must see what scripts/test.sh's did, to find the function built.
+            .env_clear()
+            .envs(testkit::toolchain_env())
             .envs(fx.env())
             .env("VERCEL_TELEMETRY_DISABLED", "1")
             .env("NO_UPDATE_NOTIFIER", "1")

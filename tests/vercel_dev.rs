@@ -91,18 +91,6 @@ fn place_site(cli: Cli, fx: &Fixture, project: &VercelProject) -> anyhow::Result
     Ok(site)
 }
 
-/// What `vercel dev` gets of this process's environment: only what node, npm
-/// and cargo need (the site's variables come from the project or `.env`).
-/// Not the variables `cargo test` sets for a test, which would make the
-/// function's build differ from the one `@vercel/rust` runs (and each rebuild
-/// the other's crates).
-fn toolchain_env() -> Vec<(&'static str, std::ffi::OsString)> {
-    ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR", "TMPDIR"]
-        .into_iter()
-        .filter_map(|k| Some((k, std::env::var_os(k)?)))
-        .collect()
-}
-
 /// `cargo build --bin relay`, as `@vercel/rust` runs it at each request, run
 /// once before: `scripts/test.sh` has built it (seconds), but a cold build
 /// would outlast a request's timeout.
@@ -111,7 +99,7 @@ async fn warm_build() -> anyhow::Result<()> {
         .args(["build", "--bin", "relay", "--locked", "--quiet"])
         .current_dir(repo_root())
         .env_clear()
-        .envs(toolchain_env())
+        .envs(testkit::toolchain_env())
         // As @vercel/rust sets it.
         .env("RUSTFLAGS", "")
         .kill_on_drop(true)
@@ -147,7 +135,7 @@ impl VercelDev {
         command
             .current_dir(site)
             .env_clear()
-            .envs(toolchain_env())
+            .envs(testkit::toolchain_env())
             // Loopback only: no telemetry, no update check.
             .env("VERCEL_TELEMETRY_DISABLED", "1")
             .env("NO_UPDATE_NOTIFIER", "1")

@@ -32,7 +32,7 @@ pub use api_server::{ApiServer, REVEALED, RecordedRequest};
 pub use encryption_key::base64_key;
 pub use flood::Flood;
 pub use logs::Logs;
-pub use program::program_on_path;
+pub use program::{program_on_path, toolchain_env};
 pub use redis_server::RedisServer;
 pub use siteverify::Siteverify;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};

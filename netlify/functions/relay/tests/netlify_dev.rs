@@ -72,11 +72,7 @@ impl NetlifyDev {
             .arg(root.join("netlify/functions"))
             // Only what netlify-cli and cargo need, plus the fixture's: nothing from the caller's shell.
             .env_clear()
-            .envs(
-                ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "TMPDIR"]
-                    .into_iter()
-                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
-            )
+            .envs(testkit::toolchain_env())
             .envs(env)
             .env("NETLIFY_EXPERIMENTAL_BUILD_RUST_SOURCE", "true")
             .env("BROWSER", "none")
