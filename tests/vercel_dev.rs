@@ -134,6 +134,7 @@ impl VercelDev {
         }
         command
             .current_dir(site)
+            // The site's variables come from the project (the API stand-in) or `.env`, not from here.
             .env_clear()
             .envs(testkit::toolchain_env())
             // Loopback only: no telemetry, no update check.
