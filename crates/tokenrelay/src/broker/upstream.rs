@@ -192,6 +192,9 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        // Also per TCP attempt: hyper-util shares it out among a host's
+        // addresses, so that a dead first address leaves time for the next.
+        // The Connector bounds the whole connection within the same time.
         http.set_connect_timeout(Some(timeout));
         http.set_keepalive(Some(TCP_KEEPALIVE));
         http.set_keepalive_interval(Some(TCP_KEEPALIVE));
