@@ -4,7 +4,8 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::header::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 
 use super::scrub::Scrubber;
 use crate::config::relay::{Inject, UpstreamRelay};
@@ -14,32 +15,38 @@ use crate::token::Token;
 
 /// The credentials of one attempt.
 pub(super) struct Credentials {
-    pub(super) headers: HeaderMap,
+    /// Each to replace what the request has of its name.
+    pub(super) headers: Vec<(HeaderName, HeaderValue)>,
     /// `(name, token)` when the token goes in the query.
     pub(super) query: Option<(String, String)>,
 }
 
 /// The headers and query parameter for `token`.
 pub(super) fn credentials(relay: &UpstreamRelay, upstream: &str, token: &Token) -> Result<Credentials, Error> {
-    let mut headers = HeaderMap::new();
+    let mut headers = Vec::with_capacity(relay.headers.len() + 1);
     for (name, param) in &relay.headers {
         // Validated when the config was loaded.
         if let Ok(mut value) = HeaderValue::from_str(param.expose()) {
             value.set_sensitive(true);
-            headers.insert(name.clone(), value);
+            headers.push((name.clone(), value));
         }
     }
     let query = match &relay.inject {
         Inject::Query { name } => Some((name.clone(), token.expose().to_owned())),
         Inject::Header { name, prefix, suffix } => {
-            let mut value = HeaderValue::from_str(&format!("{prefix}{}{suffix}", token.expose())).map_err(|_| {
-                Error::TokenResponseInvalid {
+            let token = token.expose();
+            // Written into one buffer that the value then owns: no formatting, no copy.
+            let mut written = Vec::with_capacity(prefix.len() + token.len() + suffix.len());
+            written.extend_from_slice(prefix.as_bytes());
+            written.extend_from_slice(token.as_bytes());
+            written.extend_from_slice(suffix.as_bytes());
+            let mut value =
+                HeaderValue::from_maybe_shared(Bytes::from(written)).map_err(|_| Error::TokenResponseInvalid {
                     upstream: upstream.to_owned(),
                     reason: "the token contains characters that cannot go in an HTTP header".to_owned(),
-                }
-            })?;
+                })?;
             value.set_sensitive(true);
-            headers.insert(name.clone(), value);
+            headers.push((name.clone(), value));
             None
         }
     };
@@ -101,9 +108,10 @@ mod tests {
             suffix: String::new(),
         };
         let c = credentials(&relay(inject), "getty", &Token::new("tok_1", None)).unwrap();
-        assert_eq!(c.headers["authorization"], "Bearer tok_1");
-        assert_eq!(c.headers["api-key"], "key-123");
-        assert!(c.headers.values().all(HeaderValue::is_sensitive));
+        let value = |name: &str| c.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        assert_eq!(value("authorization").unwrap(), "Bearer tok_1");
+        assert_eq!(value("api-key").unwrap(), "key-123");
+        assert!(c.headers.iter().all(|(_, v)| v.is_sensitive()));
         assert!(c.query.is_none());
     }
 

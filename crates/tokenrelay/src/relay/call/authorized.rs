@@ -57,7 +57,9 @@ impl Call for Authorized {
         for (name, value) in &out.headers {
             headers.append(name.clone(), value.clone());
         }
-        headers.extend(credentials.headers);
+        for (name, value) in credentials.headers {
+            headers.insert(name, value);
+        }
         let started = Instant::now();
         let result = self.broker.upstream_http().send(request, out.timeout).await;
         cx.timing.add_upstream(started.elapsed());
