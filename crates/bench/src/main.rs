@@ -1,12 +1,12 @@
 //! `tokenrelay-bench`: starts everything on loopback (redis-server behind the
 //! Upstash REST protocol, a token endpoint and the API it serves, the
-//! JWT-verifying API, nginx when installed, the relay binary, the JS handler
-//! over `tokenrelay/fetch`, the Node baseline), measures, and prints a
-//! markdown table.
+//! JWT-verifying API, nginx when installed, the relay binary, Node's bare
+//! proxy hop, the JS handler over `tokenrelay/fetch`, the Node baseline),
+//! measures, and prints a markdown table.
 //!
 //! ```text
 //! tokenrelay-bench [--quick] [--relay-bin PATH] [--js-handler PATH] [--baseline PATH]
-//!                  [--addon-bench PATH] [--jwt-api PATH] [--out FILE] [--readme FILE]
+//!                  [--node-proxy PATH] [--addon-bench PATH] [--jwt-api PATH] [--out FILE] [--readme FILE]
 //! tokenrelay-bench load URL [-c N] [-d SECS] [-w SECS] [-H 'Authorization: …']
 //! tokenrelay-bench cache [--relay-bin PATH]
 //! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
@@ -57,11 +57,12 @@ const NODE_ADDON: &str = "crates/tokenrelay-node/tokenrelay.linux-x64-gnu.node";
 const SERVER_THREADS: usize = 2;
 
 const USAGE: &str = "usage: tokenrelay-bench [--quick] [--relay-bin PATH] [--js-handler PATH] [--baseline PATH]
-                        [--addon-bench PATH] [--jwt-api PATH] [--out FILE] [--readme FILE]
+                        [--node-proxy PATH] [--addon-bench PATH] [--jwt-api PATH] [--out FILE] [--readme FILE]
   --quick        every scenario, briefly: a smoke test (exits 1 if a correctness figure is off)
   --relay-bin    the compiled Vercel function (default: `relay` next to this binary)
   --js-handler   the JS handler's server (default: tests/js/support/serve-relay.mjs; needs the addon built)
   --baseline     the Node baseline's server (default: bench/node-baseline/server.mjs)
+  --node-proxy   Node's bare proxy hop (default: bench/node-proxy/server.mjs)
   --addon-bench  the addon's build-time bench (default: bench/addon.mjs)
   --jwt-api      the realistic upstream's server (default: bench/jwt-api/server.mjs)
   --out          also write the report to FILE
@@ -74,6 +75,7 @@ pub struct Options {
     /// The addon the JS handler loads.
     node_addon: PathBuf,
     baseline: PathBuf,
+    node_proxy: PathBuf,
     addon_bench: PathBuf,
     jwt_api: PathBuf,
     out: Option<PathBuf>,
@@ -193,6 +195,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
         js_handler: repo.join("tests/js/support/serve-relay.mjs"),
         node_addon: repo.join(NODE_ADDON),
         baseline: repo.join("bench/node-baseline/server.mjs"),
+        node_proxy: repo.join("bench/node-proxy/server.mjs"),
         addon_bench: repo.join("bench/addon.mjs"),
         jwt_api: repo.join("bench/jwt-api/server.mjs"),
         out: None,
@@ -206,6 +209,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
             "--relay-bin" => options.relay_bin = Some(value()?),
             "--js-handler" => options.js_handler = value()?,
             "--baseline" => options.baseline = value()?,
+            "--node-proxy" => options.node_proxy = value()?,
             "--addon-bench" => options.addon_bench = value()?,
             "--jwt-api" => options.jwt_api = value()?,
             "--out" => options.out = Some(value()?),
@@ -262,6 +266,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         relay: options.relay_bin.clone(),
         js_handler: options.js_handler.clone(),
         baseline: options.baseline.clone(),
+        node_proxy: options.node_proxy.clone(),
     };
     let relay_spec = functions.relay(&world, &config);
     // A second relay whose API route caches, for the memory-hit rows.
@@ -290,6 +295,8 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let broker = world.broker(&config)?;
     let token = broker.token(UPSTREAM).await?;
     let jwt = hot_path::JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
+    let node_proxy =
+        functions.node_proxy(&world, &proxy_routes(&main, token.expose(), &jwt)?).start(None).await?.instance;
     let nginx = match nginx::binary() {
         Some(binary) => Some(start_nginx(&binary, &world, &main, token.expose(), &jwt).await?),
         None => {
@@ -313,6 +320,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         nginx: nginx.as_ref(),
         relay: relay.as_ref(),
         cached: cached.as_ref(),
+        node_proxy: &node_proxy,
         js: &js,
         js_node: &js_node,
         node: &node,
@@ -324,7 +332,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         js: js.peak_rss_kib()?,
         node: node.peak_rss_kib()?,
     };
-    drop((relay, cached, js, js_node, node, nginx, jwt_api));
+    drop((relay, cached, node_proxy, js, js_node, node, nginx, jwt_api));
 
     progress("cold bursts");
     let relay_burst = match &relay_spec {
@@ -386,16 +394,13 @@ fn progress(what: &str) {
 
 /// nginx with the relay's routes: the in-process API (also through its
 /// `proxy_cache`, below [`hot_path::NGINX_CACHED`]) with `token`, and the JWT-verifying API.
-async fn start_nginx(
-    binary: &std::path::Path,
-    world: &World,
-    main: &world::Upstream,
-    token: &str,
-    jwt: &hot_path::JwtApi,
-) -> anyhow::Result<nginx::Nginx> {
+/// The one-hop proxies' routes (nginx's and Node's bare proxy): each API
+/// below its relay path, with its token as a fixed header; and nginx's
+/// caching location for the main API.
+fn proxy_routes(main: &world::Upstream, token: &str, jwt: &hot_path::JwtApi) -> anyhow::Result<Vec<nginx::Route>> {
     let bearer = |token: &str| format!("Bearer {token}");
     let api_path = reqwest::Url::parse(&main.api.url())?.path().to_owned();
-    let routes = [
+    Ok(vec![
         nginx::Route {
             prefix: format!("/api/relay/{UPSTREAM}"),
             upstream: main.api_addr()?,
@@ -417,6 +422,15 @@ async fn start_nginx(
             authorization: bearer(&jwt.token),
             cache: false,
         },
-    ];
-    nginx::Nginx::start(binary, world.dir(), &routes).await
+    ])
+}
+
+async fn start_nginx(
+    binary: &std::path::Path,
+    world: &World,
+    main: &world::Upstream,
+    token: &str,
+    jwt: &hot_path::JwtApi,
+) -> anyhow::Result<nginx::Nginx> {
+    nginx::Nginx::start(binary, world.dir(), &proxy_routes(main, token, jwt)?).await
 }

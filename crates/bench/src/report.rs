@@ -210,11 +210,16 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
         )
         .ratio(ratio_lower_better(ours, Some(theirs))),
     );
-    for (adapter, cost) in [("createRelay", &r.hot.js_cost), ("createNodeRelay", &r.hot.js_node_cost)] {
+    let ways = [
+        ("JS handler (createRelay)", &r.hot.js_cost),
+        ("JS handler (createNodeRelay)", &r.hot.js_node_cost),
+        ("Node's bare proxy hop", &r.hot.node_proxy_cost),
+    ];
+    for (way, cost) in ways {
         let js = cpu(cost);
         rows.push(
             Row::info(
-                format!("CPU time of the function process per relayed request, JS handler ({adapter})"),
+                format!("CPU time of the function process per relayed request, {way}"),
                 Some(format!("{js:.0} µs")),
                 Some(format!("{theirs:.0} µs")),
             )
@@ -277,28 +282,30 @@ fn nginx_level_rows(level: &Level, nginx: &Series, relay: &Series, rows: &mut Ve
 
 /// Issue 20's targets for the JS handler, as `createRelay` and as
 /// `createNodeRelay`: its added latency against the Rust relay's at every
-/// level both run, its throughput against the baseline's.
+/// level both run, its throughput against the baseline's. Beside them,
+/// Node's bare proxy hop, the least any handler served by `node:http` adds:
+/// its added latency against the Rust relay's, and the JS handler's against it.
 fn js_handler_rows(r: &Results, rows: &mut Vec<Row>) {
     type Pick = fn(&Figures) -> Duration;
     type Adapter = (&'static str, fn(&Level) -> &Series);
     let percentiles: [Pick; 2] = [|f| f.p50, |f| f.p99];
     let adapters: [Adapter; 2] = [("createRelay", |l| &l.js), ("createNodeRelay", |l| &l.js_node)];
+    let ms = |a: Option<f64>, b: Option<f64>| format!("{} / {}", opt(a.map(fmt_ms)), opt(b.map(fmt_ms)));
+    // `ours ÷ base` of two added latencies, the relay's unless named; a base
+    // within the noise is not divided by.
+    let over = |(ours, base): (Option<f64>, Option<f64>), named: &str| match base? {
+        base if base <= 0.0 => Some(format!("{named} adds ≤ 0: n/a")),
+        base => Some(fmt_x(ours? / base)),
+    };
+    let x = |pair| over(pair, "relay");
     for level in r.hot.levels.iter().filter(|l| l.upstream_delay.is_none() && !l.js.rounds.is_empty()) {
         let c = level.concurrency;
         let at = format!("{}, {c} connection{}", api_name(level.api), plural(c));
+        let added = |s: &Series, pick: Pick| s.median_vs(&level.direct, |f, d| ms_diff(pick(f), pick(d)));
         for (adapter, series) in adapters {
             let js = series(level);
             if let Some(relay) = &level.relay {
-                let [p50, p99] = percentiles.map(|pick| {
-                    let added = |s: &Series| s.median_vs(&level.direct, |f, d| ms_diff(pick(f), pick(d)));
-                    (added(js), added(relay))
-                });
-                let ms = |a: Option<f64>, b: Option<f64>| format!("{} / {}", opt(a.map(fmt_ms)), opt(b.map(fmt_ms)));
-                let x = |(js, relay): (Option<f64>, Option<f64>)| match relay? {
-                    // Within the noise: a ratio would divide by it.
-                    relay if relay <= 0.0 => Some("relay adds ≤ 0: n/a".to_owned()),
-                    relay => Some(fmt_x(js? / relay)),
-                };
+                let [p50, p99] = percentiles.map(|pick| (added(js, pick), added(relay, pick)));
                 let ours = format!(
                     "{} / {} ({}; the relay's {})",
                     opt(x(p50)),
@@ -333,6 +340,25 @@ fn js_handler_rows(r: &Results, rows: &mut Vec<Row>) {
                 );
             }
         }
+        let hop = &level.node_proxy;
+        if let Some(relay) = level.relay.as_ref().filter(|_| !hop.rounds.is_empty()) {
+            let [p50, p99] = percentiles.map(|pick| (added(hop, pick), added(relay, pick)));
+            let js_over_hop = adapters.map(|(adapter, series)| {
+                format!("{adapter} {}", opt(over((added(series(level), percentiles[0]), p50.0), "the hop")))
+            });
+            let ours = format!(
+                "{} / {} ({}; the relay's {}); the JS handler's p50 over the hop's: {}",
+                opt(x(p50)),
+                opt(x(p99)),
+                ms(p50.0, p99.0),
+                ms(p50.1, p99.1),
+                js_over_hop.join(", ")
+            );
+            let figure = format!(
+                "Node's bare proxy hop (node:http, no rules)'s added latency p50 / p99 over the Rust relay's, {at}"
+            );
+            rows.push(Row::info(figure, Some(ours), None));
+        }
     }
 }
 
@@ -344,12 +370,12 @@ fn api_name(api: Api) -> &'static str {
     }
 }
 
-/// Every level side by side: direct, nginx, tokenrelay, the JS handler and the baseline.
+/// Every level side by side: direct, nginx, tokenrelay, Node's bare hop, the JS handler and the baseline.
 fn side_by_side(r: &Results) -> String {
     let mut out = String::from(
-        "| upstream | connections | direct | nginx | tokenrelay | JS handler | node baseline | tokenrelay ÷ direct | \
-         tokenrelay ÷ nginx |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| upstream | connections | direct | nginx | tokenrelay | Node's bare hop | JS handler | node baseline | \
+         tokenrelay ÷ direct | tokenrelay ÷ nginx |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let cell = |s: Option<&Series>| {
         s.and_then(|s| {
@@ -374,12 +400,14 @@ fn side_by_side(r: &Results) -> String {
             None => api_name(l.api).to_owned(),
         };
         let node = (!l.node.rounds.is_empty()).then_some(&l.node);
+        let node_proxy = (!l.node_proxy.rounds.is_empty()).then_some(&l.node_proxy);
         out += &format!(
-            "| {upstream} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {upstream} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             l.concurrency,
             cell(Some(&l.direct)),
             cell(l.nginx.as_ref()),
             cell(l.relay.as_ref()),
+            cell(node_proxy),
             cell(Some(&l.js)),
             cell(node),
             share(l.relay.as_ref(), Some(&l.direct)),
@@ -601,7 +629,9 @@ fn markdown(r: &Results, rows: &[Row]) -> String {
             (tests/js/support/serve-relay.mjs), as `createRelay` behind a Fetch API adapter (the side-by-side table's \
             column) and as `createNodeRelay`; its rows hold its added latency to the Rust relay's (JS handler ÷ relay; \
             n/a where the relay adds ≤ 0, and then its own added p50 is held to 0.05 ms) and its throughput to the \
-            baseline's.\n";
+            baseline's. Node's bare hop: `node:http` proxying to the same API over keep-alive connections with the \
+            token as a fixed header (bench/node-proxy/server.mjs), as nginx's row does: the least that any handler \
+            served by `node:http` adds.\n";
     out
 }
 

@@ -17,6 +17,7 @@ pub mod store_trip;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::nginx::Route;
 use crate::procs::Spec;
 use crate::world::{Upstream, World};
 
@@ -29,6 +30,8 @@ pub struct Functions {
     pub js_handler: PathBuf,
     /// The Node baseline's server (bench/node-baseline/server.mjs).
     pub baseline: PathBuf,
+    /// Node's bare proxy hop (bench/node-proxy/server.mjs).
+    pub node_proxy: PathBuf,
 }
 
 impl Functions {
@@ -55,6 +58,25 @@ impl Functions {
         let mut spec = Spec::node("js-node", &self.js_handler, world.relay_env(config), world.dir());
         spec.args.push("node".into());
         spec
+    }
+
+    /// Node's bare proxy hop over `routes`, as nginx's row proxies them
+    /// (without its cache, which Node's has not).
+    pub fn node_proxy(&self, world: &World, routes: &[Route]) -> Spec {
+        let routes: Vec<_> = routes
+            .iter()
+            .filter(|r| !r.cache)
+            .map(|r| {
+                serde_json::json!({
+                    "prefix": r.prefix,
+                    "origin": format!("http://{}", r.upstream),
+                    "basePath": r.base_path,
+                    "authorization": r.authorization,
+                })
+            })
+            .collect();
+        let env = vec![("NODE_PROXY_ROUTES".to_owned(), serde_json::Value::from(routes).to_string())];
+        Spec::node("node-proxy", &self.node_proxy, env, world.dir())
     }
 
     /// The Node baseline for `upstream`, caching its token `margin` shorter than its lifetime.
