@@ -5,6 +5,7 @@
 //! [`finish`] adds what every answer carries, errors included: the request
 //! id and `Server-Timing`.
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -40,8 +41,9 @@ pub(super) async fn shape(
         Answer::Upstream(exchange) => stream(exchange, out, scrubbers, settings, request_id).await?,
         Answer::Stored(stored) => whole(stored, out.route),
     };
+    // Written into one buffer that the value then owns: no formatting, no copy.
     if let Some(params) = reply.cache_status
-        && let Ok(v) = HeaderValue::from_str(&format!("tokenrelay; {params}"))
+        && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(["tokenrelay; ", &params].concat()))
     {
         response.headers_mut().insert(CACHE_STATUS, v);
     }

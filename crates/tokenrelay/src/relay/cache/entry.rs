@@ -7,7 +7,7 @@
 //! §12.5.5). Conditional and range requests bypass the cache: their answers
 //! (304, 206) are about the visitor's copy, not the resource.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ms;
 use crate::config::relay::{Inject, RouteCache, UpstreamRelay};
 use crate::config::{Config, Upstream};
+use crate::relay::TrustedKeyMap;
 use crate::relay::outgoing::Outgoing;
 
 /// Statuses cacheable by default (RFC 9110 §15.1), the ones we store.
@@ -74,7 +75,7 @@ fn with_deployment(deployment: &str, out: &Outgoing<'_>, path: &str) -> String {
 /// on the config alone, and building it (a JSON tree) cost every cached
 /// request more than the rest of its key.
 #[derive(Default)]
-pub(super) struct Deployments(HashMap<String, String>);
+pub(super) struct Deployments(TrustedKeyMap<String, String>);
 
 impl Deployments {
     pub(super) fn new(config: &Config) -> Self {
