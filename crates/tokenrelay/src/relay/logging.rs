@@ -36,20 +36,27 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, _: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        use fmt::Write as _;
         let meta = event.metadata();
+        // The whole line in one buffer, written once; only the timestamp goes
+        // through the formatting machinery (humantime's `Display`).
+        let mut line = JsonFields { out: String::with_capacity(LINE_CAPACITY), result: Ok(()) };
         let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-        write!(writer, "{{\"timestamp\":\"{now}\",\"level\":\"{}\"", meta.level())?;
-        let mut fields = JsonFields { out: String::with_capacity(256), result: Ok(()) };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(&fields.out)?;
-        fields.out.clear();
-        fields.push(",\"target\":");
-        fields.string(meta.target());
-        writer.write_str(&fields.out)?;
-        writeln!(writer, "}}")
+        write!(line.out, "{{\"timestamp\":\"{now}\"")?;
+        line.push(",\"level\":\"");
+        line.push(meta.level().as_str());
+        line.push("\"");
+        event.record(&mut line);
+        line.result?;
+        line.push(",\"target\":");
+        line.string(meta.target());
+        line.push("}\n");
+        writer.write_str(&line.out)
     }
 }
+
+/// Room for a relay request's whole line (about 330 bytes), so that it never grows.
+const LINE_CAPACITY: usize = 512;
 
 /// Writes `,"name":value` for each field.
 struct JsonFields {

@@ -29,6 +29,7 @@ impl Record<'_> {
         started: Instant,
     ) {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let method = method.as_str();
         let upstream = self.upstream.as_deref().unwrap_or("-");
         let route = self.route.unwrap_or("-");
         let token = self.timing.token.map_or("-", |(_, o)| o.as_str());
@@ -39,9 +40,36 @@ impl Record<'_> {
         let code = error.map_or("-", RelayError::code);
         let detail = error.and_then(RelayError::detail).map(ToString::to_string);
         if status.is_server_error() {
-            tracing::warn!(request_id, %method, upstream, route, status = status.as_u16(), code, detail, cache, token, token_ms, upstream_ms, duration_ms, "relay request failed");
+            tracing::warn!(
+                request_id,
+                method,
+                upstream,
+                route,
+                status = status.as_u16(),
+                code,
+                detail,
+                cache,
+                token,
+                token_ms,
+                upstream_ms,
+                duration_ms,
+                "relay request failed"
+            );
         } else {
-            tracing::info!(request_id, %method, upstream, route, status = status.as_u16(), code, cache, token, token_ms, upstream_ms, duration_ms, "relay request");
+            tracing::info!(
+                request_id,
+                method,
+                upstream,
+                route,
+                status = status.as_u16(),
+                code,
+                cache,
+                token,
+                token_ms,
+                upstream_ms,
+                duration_ms,
+                "relay request"
+            );
         }
     }
 }
