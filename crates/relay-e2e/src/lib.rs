@@ -31,14 +31,5 @@ pub use fixture::{
     TokenSchedule, UpstashServer,
 };
 pub use http::{Reply, Shell, Visitor};
-pub use testkit::Logs;
 pub use testkit::freeze::Freeze;
-
-/// Runs `test`, failing it if it takes longer than `limit`.
-pub async fn bounded<F: std::future::Future<Output = anyhow::Result<()>>>(limit: std::time::Duration, test: F) {
-    match tokio::time::timeout(limit, test).await {
-        Err(_) => panic!("test timed out after {limit:?}"),
-        Ok(Err(e)) => panic!("test failed: {e:#}"),
-        Ok(Ok(())) => {}
-    }
-}
+pub use testkit::{Logs, bounded};

@@ -38,5 +38,5 @@ pub use siteverify::Siteverify;
 pub use token_server::{Behavior, ExpiresIn, Hold, TokenServer, TokenServerConfig};
 pub use upstash::Upstash;
 pub use vercel_api::{VercelApi, VercelCall, VercelProject};
-pub use wait::{free_port, wait_until};
+pub use wait::{bounded, free_port, wait_until};
 pub use webhook::WebhookReceiver;

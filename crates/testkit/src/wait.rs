@@ -1,4 +1,4 @@
-//! Polling helpers for readiness and free ports.
+//! Polling helpers for readiness and free ports, and a test's time bound.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -26,6 +26,16 @@ where
             bail!("timed out after {timeout:?} waiting until {what}");
         }
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Runs a test's body, failing the test, with its error's whole chain, if
+/// the body fails or takes longer than `limit`.
+pub async fn bounded<F: Future<Output = anyhow::Result<()>>>(limit: Duration, test: F) {
+    match tokio::time::timeout(limit, test).await {
+        Err(_) => panic!("test timed out after {limit:?}"),
+        Ok(Err(e)) => panic!("test failed: {e:#}"),
+        Ok(Ok(())) => {}
     }
 }
 

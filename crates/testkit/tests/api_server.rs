@@ -1,15 +1,13 @@
 //! The fake third-party API, over real HTTP.
 
-use std::future::Future;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::{ApiServer, TokenServer, TokenServerConfig, wait_until};
+use testkit::{ApiServer, TokenServer, TokenServerConfig, bounded, wait_until};
 
-async fn bounded<F: Future<Output = anyhow::Result<()>>>(test: F) {
-    tokio::time::timeout(Duration::from_secs(30), test).await.expect("test timed out").expect("test failed");
-}
+/// How long one test may take.
+const TEST_TIME: Duration = Duration::from_secs(30);
 
 async fn fetch_token(tokens: &TokenServer) -> anyhow::Result<String> {
     let body: Value = reqwest::Client::new()
@@ -41,7 +39,7 @@ async fn get(url: &str, token: Option<&str>) -> anyhow::Result<reqwest::Response
 
 #[tokio::test]
 async fn searches_images_with_a_live_token() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         assert!(api.url().starts_with("http://127.0.0.1:") && api.url().ends_with("/v3"));
         let response = get(&format!("{}/search/images?phrase=red%20cats", api.url()), Some(&token)).await?;
@@ -56,7 +54,7 @@ async fn searches_images_with_a_live_token() {
 
 #[tokio::test]
 async fn rejects_missing_unknown_and_expired_tokens() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (tokens, api, token) = servers(Duration::from_secs(2)).await?;
         let url = format!("{}/search/images?phrase=x", api.url());
         for bad in [None, Some("tok_not_issued_here")] {
@@ -74,7 +72,7 @@ async fn rejects_missing_unknown_and_expired_tokens() {
 
 #[tokio::test]
 async fn reject_all_tokens_turns_every_answer_into_401() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         let url = format!("{}/cookie", api.url());
         api.reject_all_tokens(true);
@@ -88,7 +86,7 @@ async fn reject_all_tokens_turns_every_answer_into_401() {
 
 #[tokio::test]
 async fn echo_returns_the_request_it_received() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         let body: Value = reqwest::Client::new()
             .post(format!("{}/echo/a/b?x=1&y=two", api.url()))
@@ -112,7 +110,7 @@ async fn echo_returns_the_request_it_received() {
 
 #[tokio::test]
 async fn echo_knobs_set_the_status_and_headers_of_its_answer() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         let url =
             format!("{}/echo/q?status=429&set-retry-after=99&set-x-ratelimit-reset=18446744073709551615", api.url());
@@ -127,7 +125,7 @@ async fn echo_knobs_set_the_status_and_headers_of_its_answer() {
 
 #[tokio::test]
 async fn records_every_request_including_rejected_ones() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         get(&format!("{}/echo/one?q=1", api.url()), None).await?;
         reqwest::Client::new()
@@ -154,7 +152,7 @@ async fn records_every_request_including_rejected_ones() {
 
 #[tokio::test]
 async fn big_streams_exactly_the_requested_bytes() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         for size in [0usize, 10, 100_000] {
             let response = get(&format!("{}/big?bytes={size}", api.url()), Some(&token)).await?;
@@ -169,7 +167,7 @@ async fn big_streams_exactly_the_requested_bytes() {
 
 #[tokio::test]
 async fn slow_answers_after_the_requested_delay() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         let started = std::time::Instant::now();
         let body: Value = get(&format!("{}/slow?ms=250", api.url()), Some(&token)).await?.json().await?;
@@ -182,7 +180,7 @@ async fn slow_answers_after_the_requested_delay() {
 
 #[tokio::test]
 async fn cookie_route_sets_a_cookie() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         let response = get(&format!("{}/cookie", api.url()), Some(&token)).await?;
         let cookie = response.headers()["set-cookie"].to_str()?;
@@ -194,7 +192,7 @@ async fn cookie_route_sets_a_cookie() {
 
 #[tokio::test]
 async fn unknown_paths_answer_404_for_authorized_callers() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (_tokens, api, token) = servers(Duration::from_secs(60)).await?;
         assert_eq!(get(&format!("{}/nope", api.url()), Some(&token)).await?.status(), StatusCode::NOT_FOUND);
         Ok(())
@@ -204,7 +202,7 @@ async fn unknown_paths_answer_404_for_authorized_callers() {
 
 #[tokio::test]
 async fn accepts_tokens_from_the_custom_json_route() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let tokens = TokenServer::start(TokenServerConfig::default()).await?;
         let api = ApiServer::start(&tokens).await?;
         let body: Value = reqwest::Client::new()
@@ -223,7 +221,7 @@ async fn accepts_tokens_from_the_custom_json_route() {
 
 #[tokio::test]
 async fn revoked_tokens_are_refused_and_later_ones_accepted() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (tokens, api, old) = servers(Duration::from_secs(60)).await?;
         let url = format!("{}/search/images?phrase=x", api.url());
         tokens.revoke_issued();

@@ -1,14 +1,12 @@
 //! RedisServer and Upstash, through real connections.
 
-use std::future::Future;
 use std::time::Duration;
 
 use serde_json::json;
-use testkit::{RedisServer, Upstash, wait_until};
+use testkit::{RedisServer, Upstash, bounded, wait_until};
 
-async fn bounded<F: Future<Output = anyhow::Result<()>>>(test: F) {
-    tokio::time::timeout(Duration::from_secs(30), test).await.expect("test timed out").expect("test failed");
-}
+/// How long one test may take.
+const TEST_TIME: Duration = Duration::from_secs(30);
 
 async fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
@@ -23,7 +21,7 @@ async fn ping(url: &str) -> bool {
 
 #[tokio::test]
 async fn redis_server_answers_on_its_own_loopback_port() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let a = RedisServer::start().await?;
         let b = RedisServer::start().await?;
         assert_ne!(a.port(), b.port());
@@ -36,7 +34,7 @@ async fn redis_server_answers_on_its_own_loopback_port() {
 
 #[tokio::test]
 async fn redis_server_keeps_nothing_on_disk() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let redis = RedisServer::start().await?;
         let client = redis::Client::open(redis.url())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
@@ -51,7 +49,7 @@ async fn redis_server_keeps_nothing_on_disk() {
 
 #[tokio::test]
 async fn redis_server_stops_and_restarts_empty_on_the_same_port() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let mut redis = RedisServer::start().await?;
         let url = redis.url();
         let client = redis::Client::open(url.clone())?;
@@ -75,7 +73,7 @@ async fn redis_server_stops_and_restarts_empty_on_the_same_port() {
 
 #[tokio::test]
 async fn dropping_redis_server_kills_the_process() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let redis = RedisServer::start().await?;
         let url = redis.url();
         drop(redis);
@@ -87,7 +85,7 @@ async fn dropping_redis_server_kills_the_process() {
 
 #[tokio::test]
 async fn upstash_serves_rest_and_exposes_what_is_stored_at_rest() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let redis = RedisServer::start().await?;
         let up = Upstash::start(&redis).await?;
         assert!(up.url().starts_with("http://127.0.0.1:"));
@@ -118,7 +116,7 @@ async fn upstash_serves_rest_and_exposes_what_is_stored_at_rest() {
 
 #[tokio::test]
 async fn upstash_tokens_are_random_per_instance() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let redis = RedisServer::start().await?;
         let a = Upstash::start(&redis).await?;
         let b = Upstash::start(&redis).await?;

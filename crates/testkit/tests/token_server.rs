@@ -1,17 +1,15 @@
 //! The fake OAuth2 token endpoint, over real HTTP.
 
-use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::{Behavior, ExpiresIn, TokenServer, TokenServerConfig, wait_until};
+use testkit::{Behavior, ExpiresIn, TokenServer, TokenServerConfig, bounded, wait_until};
 
-async fn bounded<F: Future<Output = anyhow::Result<()>>>(test: F) {
-    tokio::time::timeout(Duration::from_secs(30), test).await.expect("test timed out").expect("test failed");
-}
+/// How long one test may take.
+const TEST_TIME: Duration = Duration::from_secs(30);
 
 /// Posts a form with client credentials in the form fields.
 async fn form_request(server: &TokenServer, fields: &[(&str, &str)]) -> anyhow::Result<(StatusCode, String)> {
@@ -28,7 +26,7 @@ const GOOD: [(&str, &str); 3] =
 
 #[tokio::test]
 async fn issues_a_bearer_token_for_form_credentials() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         let response = reqwest::Client::new().post(server.url()).form(&GOOD).send().await?;
         assert_eq!(response.status(), StatusCode::OK);
@@ -48,7 +46,7 @@ async fn issues_a_bearer_token_for_form_credentials() {
 
 #[tokio::test]
 async fn accepts_basic_auth_with_form_urlencoded_credentials() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let (id, secret) = ("my client:1", "s3cr+t/&=ü");
         let server = TokenServer::start(TokenServerConfig::new(id, secret)).await?;
         let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -72,7 +70,7 @@ async fn accepts_basic_auth_with_form_urlencoded_credentials() {
 
 #[tokio::test]
 async fn rejects_wrong_credentials_with_invalid_client() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         let (status, body) = form_request(
             &server,
@@ -101,7 +99,7 @@ async fn rejects_wrong_credentials_with_invalid_client() {
 
 #[tokio::test]
 async fn rejects_missing_or_other_grant_types() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         for grant in [None, Some("password")] {
             let mut fields = vec![("client_id", "test-client"), ("client_secret", "test-secret")];
@@ -119,7 +117,7 @@ async fn rejects_missing_or_other_grant_types() {
 
 #[tokio::test]
 async fn rejects_json_bodies_on_the_oauth_route() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         let response = reqwest::Client::new()
             .post(server.url())
@@ -135,7 +133,7 @@ async fn rejects_json_bodies_on_the_oauth_route() {
 
 #[tokio::test]
 async fn expires_in_can_be_a_string_or_absent() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let config = TokenServerConfig::default().lifetime(Duration::from_secs(600));
         let as_string = TokenServer::start(config.clone().expires_in(ExpiresIn::String)).await?;
         let (_, body) = form_request(&as_string, &GOOD).await?;
@@ -151,7 +149,7 @@ async fn expires_in_can_be_a_string_or_absent() {
 
 #[tokio::test]
 async fn tokens_are_unique_and_stop_being_valid_after_their_lifetime() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let config = TokenServerConfig::default().lifetime(Duration::from_secs(1));
         let server = TokenServer::start(config).await?;
         let mut tokens = Vec::new();
@@ -172,7 +170,7 @@ async fn tokens_are_unique_and_stop_being_valid_after_their_lifetime() {
 
 #[tokio::test]
 async fn counts_every_call_whatever_the_outcome() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         form_request(&server, &GOOD).await?;
         form_request(&server, &[("grant_type", "client_credentials")]).await?;
@@ -187,7 +185,7 @@ async fn counts_every_call_whatever_the_outcome() {
 
 #[tokio::test]
 async fn status_behavior_answers_with_a_plain_body() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         server.set_behavior(Behavior::Status(503));
         let (status, body) = form_request(&server, &GOOD).await?;
@@ -202,7 +200,7 @@ async fn status_behavior_answers_with_a_plain_body() {
 
 #[tokio::test]
 async fn delay_behavior_answers_normally_after_the_delay() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         server.set_behavior(Behavior::Delay(Duration::from_millis(300)));
         let started = std::time::Instant::now();
@@ -216,7 +214,7 @@ async fn delay_behavior_answers_normally_after_the_delay() {
 
 #[tokio::test]
 async fn hang_behavior_never_answers() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         server.set_behavior(Behavior::Hang);
         let result =
@@ -232,7 +230,7 @@ async fn hang_behavior_never_answers() {
 
 #[tokio::test]
 async fn garbage_behavior_answers_200_with_non_json() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         server.set_behavior(Behavior::Garbage);
         let (status, body) = form_request(&server, &GOOD).await?;
@@ -245,7 +243,7 @@ async fn garbage_behavior_answers_200_with_non_json() {
 
 #[tokio::test]
 async fn missing_token_behavior_answers_200_without_access_token() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         server.set_behavior(Behavior::MissingToken);
         let (status, body) = form_request(&server, &GOOD).await?;
@@ -260,7 +258,7 @@ async fn missing_token_behavior_answers_200_without_access_token() {
 
 #[tokio::test]
 async fn oauth_error_behavior_answers_400_with_the_error() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         server.set_behavior(Behavior::OAuthError {
             error: "invalid_scope".into(),
@@ -276,7 +274,7 @@ async fn oauth_error_behavior_answers_400_with_the_error() {
 
 #[tokio::test]
 async fn records_the_last_form_and_authorization() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let server = TokenServer::start(TokenServerConfig::default()).await?;
         let mut fields = GOOD.to_vec();
         fields.push(("audience", "https://api.example/"));
@@ -291,7 +289,7 @@ async fn records_the_last_form_and_authorization() {
 
 #[tokio::test]
 async fn custom_json_route_issues_tokens_with_an_absolute_expiry() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let config = TokenServerConfig::default().lifetime(Duration::from_secs(120));
         let server = TokenServer::start(config).await?;
         let response = reqwest::Client::new()

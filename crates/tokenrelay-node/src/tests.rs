@@ -13,7 +13,7 @@ use crate::prefetch::{PrefetchOptions, prefetch};
 use crate::token::{TokenOptions, get_token};
 use napi::Either;
 use testkit::config::{SiteConfig, Token, UpstreamConfig, env, oauth2};
-use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key};
+use testkit::{RedisServer, TokenServer, TokenServerConfig, Upstash, base64_key, bounded};
 
 const CLIENT_ID: &str = "addon-client-2b7d";
 const CLIENT_SECRET: &str = "addon-secret-5e1a-do-not-print";
@@ -69,13 +69,9 @@ impl Rig {
     }
 }
 
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIME, f).await.expect("test timed out")
-}
-
 #[tokio::test]
 async fn every_upstream_is_prefetched_and_handed_back_under_its_default_variable() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start().await;
         let report = prefetch(rig.options()).await.unwrap();
         let vars: Vec<(&str, Option<&str>, &str)> =
@@ -92,13 +88,14 @@ async fn every_upstream_is_prefetched_and_handed_back_under_its_default_variable
         assert_eq!((report.tokens[1].expires_at.as_deref(), report.tokens[1].expires_in_seconds), (None, None));
         assert!(report.shared_store);
         assert_eq!(rig.upstash.redis_keys("tokenrelay:v1:getty:*").await.len(), 1, "the store is warm");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn only_the_chosen_upstreams_are_fetched_and_only_the_asked_tokens_returned() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start().await;
         let options =
             PrefetchOptions { upstreams: Some(vec!["getty".into()]), env_vars: Some(HashMap::new()), ..rig.options() };
@@ -106,13 +103,14 @@ async fn only_the_chosen_upstreams_are_fetched_and_only_the_asked_tokens_returne
         assert_eq!(report.tokens.len(), 1);
         assert!(report.env.is_empty());
         assert_eq!(rig.tokens.calls(), 1);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_token_variable_may_not_shadow_a_credential_or_another_token() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start().await;
         let with_vars = |pairs: &[(&str, &str)]| PrefetchOptions {
             env_vars: Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
@@ -130,13 +128,14 @@ async fn a_token_variable_may_not_shadow_a_credential_or_another_token() {
             "option envVars.maps-v2: SAME is also the variable of upstream \"getty\"; give each token its own"
         );
         assert_eq!(rig.tokens.calls(), 0, "options are checked before any fetch");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn the_build_margin_is_checked_before_the_site_is_read() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let options = PrefetchOptions {
             cwd: Some("/nonexistent-site".into()),
             build_margin: Some(Either::A("a while".into())),
@@ -145,13 +144,14 @@ async fn the_build_margin_is_checked_before_the_site_is_read() {
         let err = prefetch(options).await.unwrap_err();
         assert_eq!(err.code(), "invalid_options");
         assert!(err.message().starts_with("option buildMargin: \"a while\""), "{}", err.message());
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn get_token_shares_the_prefetched_token_and_check_shows_no_secret() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start().await;
         let report = prefetch(rig.options()).await.unwrap();
         let options = TokenOptions { cwd: Some(rig.dir()), env: Some(rig.env()), ..TokenOptions::default() };
@@ -166,13 +166,14 @@ async fn get_token_shares_the_prefetched_token_and_check_shows_no_secret() {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("$GETTY_API_SECRET (redacted)"), "{shown}");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn the_scan_finds_the_prefetched_token_in_the_output_by_its_variable() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start().await;
         let report = prefetch(rig.options()).await.unwrap();
         let out = rig.site.path().join("public");
@@ -192,13 +193,14 @@ async fn the_scan_finds_the_prefetched_token_in_the_output_by_its_variable() {
             scan.leaks.iter().map(|l| (l.file.as_str(), l.variable.as_deref())).collect();
         assert_eq!(found, [("js/page.js", Some("TOKENRELAY_GETTY_TOKEN"))]);
         assert_eq!(scan.leaks[0].secret, "the token in $TOKENRELAY_GETTY_TOKEN");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn the_scan_finds_every_token_get_token_handed_out_even_after_a_refresh() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start().await;
         // Off the shared store, each call with its own local store: the
         // second call finds no token and fetches a new one, as a build does
@@ -223,6 +225,7 @@ async fn the_scan_finds_every_token_get_token_handed_out_even_after_a_refresh() 
         let by_get_token = "a token of upstream \"getty\" handed out by getToken";
         assert_eq!(found, [("a.js", by_get_token), ("b.js", by_get_token)]);
         assert!(scan.leaks.iter().all(|l| l.variable.is_none() && l.kind == "token"));
+        Ok(())
     })
     .await;
 }

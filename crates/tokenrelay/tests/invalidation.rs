@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Rig, bounded, token_key};
+use common::{Rig, TEST_TIME, bounded, token_key};
 use tokenrelay::Provenance;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -19,7 +19,7 @@ fn config(rig: &Rig, min_token_age: Duration, per_hour: u32) -> String {
 
 #[tokio::test]
 async fn a_token_younger_than_the_minimum_age_is_kept_by_every_instance() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let text = config(&rig, HOUR, 10);
         let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
@@ -32,13 +32,14 @@ async fn a_token_younger_than_the_minimum_age_is_kept_by_every_instance() {
         assert!(!fresh_b.invalidate("api", &token).await.unwrap(), "kept by an instance that never held it");
         assert_eq!(a.token("api").await.unwrap().expose(), token.expose());
         assert_eq!(rig.tokens.calls(), 1, "no token was fetched again");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn invalidations_are_budgeted_per_upstream_across_instances() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let text = config(&rig, Duration::ZERO, 2);
         let brokers = [rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env())];
@@ -50,13 +51,14 @@ async fn invalidations_are_budgeted_per_upstream_across_instances() {
         }
         assert_eq!(dropped, [true, true, false, false, false, false]);
         assert_eq!(rig.tokens.calls(), 3, "the first token and one per spent invalidation");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_late_401_for_a_replaced_token_spends_no_budget() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let text = config(&rig, Duration::ZERO, 1);
         let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
@@ -67,13 +69,14 @@ async fn a_late_401_for_a_replaced_token_spends_no_budget() {
         assert!(a.invalidate("api", &old).await.unwrap());
         assert_eq!(a.token("api").await.unwrap().expose(), newer.expose());
         assert_eq!(rig.tokens.calls(), 2);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_revoked_token_is_dropped_whatever_its_age_within_the_budget() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let text = config(&rig, HOUR, 1);
         let (a, b) = (rig.broker_with(&text, &rig.env()), rig.broker_with(&text, &rig.env()));
@@ -85,13 +88,14 @@ async fn a_revoked_token_is_dropped_whatever_its_age_within_the_budget() {
         assert!(!b.invalidate_revoked("api", &fresh).await.unwrap(), "the hour's one invalidation is spent");
         assert_eq!(b.token("api").await.unwrap().expose(), fresh.expose());
         assert_eq!(rig.tokens.calls(), 2, "no token fetched past the budget");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn late_401_keeps_the_newer_token_in_the_store() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let (a, b) = (rig.broker(), rig.broker());
         let old = a.token("api").await.unwrap();
@@ -108,13 +112,14 @@ async fn late_401_keeps_the_newer_token_in_the_store() {
         assert_eq!(again.expose(), newer.expose());
         assert_eq!(again.outcome(), Provenance::Store);
         assert_eq!(rig.tokens.calls(), 2);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn invalidation_drops_the_rejected_token_from_both_levels() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let b = rig.broker();
         let first = b.token("api").await.unwrap();
@@ -124,6 +129,7 @@ async fn invalidation_drops_the_rejected_token_from_both_levels() {
         let second = b.token("api").await.unwrap();
         assert_ne!(first.expose(), second.expose());
         assert_eq!(second.outcome(), Provenance::Fetched);
+        Ok(())
     })
     .await;
 }

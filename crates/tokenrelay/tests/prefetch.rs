@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Rig, bounded};
+use common::{Rig, TEST_TIME, bounded};
 use testkit::{ExpiresIn, TokenServerConfig};
 use tokenrelay::Provenance;
 
@@ -20,7 +20,7 @@ async fn rig() -> Rig {
 
 #[tokio::test]
 async fn a_token_that_outlives_the_minimum_is_reused() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = rig().await;
         let broker = rig.broker_with(&config_with_lifetime(&rig, Duration::from_secs(3600)), &rig.env());
         let first = broker.token("api").await.unwrap();
@@ -28,13 +28,14 @@ async fn a_token_that_outlives_the_minimum_is_reused() {
         assert_eq!(again.expose(), first.expose());
         assert_eq!(again.outcome(), Provenance::Memory);
         assert_eq!(rig.tokens.calls(), 1);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_stored_token_expiring_within_the_minimum_is_replaced_in_the_store_too() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = rig().await;
         // Another instance stored a token that expires in 20 seconds.
         let short = rig.broker_with(&config_with_lifetime(&rig, Duration::from_secs(20)), &rig.env());
@@ -51,13 +52,14 @@ async fn a_stored_token_expiring_within_the_minimum_is_replaced_in_the_store_too
         let later = rig.broker_with(&config_with_lifetime(&rig, Duration::from_secs(3600)), &rig.env());
         let shared = later.token("api").await.unwrap();
         assert_eq!((shared.expose(), shared.outcome()), (token.expose(), Provenance::Store));
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn tokens_shorter_than_the_minimum_fail_with_both_durations_named() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = rig().await;
         let broker = rig.broker_with(&config_with_lifetime(&rig, Duration::from_secs(600)), &rig.env());
         let err = broker.token_valid_for("api", Duration::from_secs(15 * 60)).await.unwrap_err();
@@ -66,6 +68,7 @@ async fn tokens_shorter_than_the_minimum_fail_with_both_durations_named() {
         assert!(message.starts_with("upstream \"api\": token unavailable: a new token is valid for 10m,"), "{message}");
         assert!(message.contains("less than the required 15m"), "{message}");
         assert_eq!(rig.tokens.calls(), 2, "one fetch, one forced refresh, no more");
+        Ok(())
     })
     .await;
 }

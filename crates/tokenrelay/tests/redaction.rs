@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded};
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, TEST_TIME, bounded};
 use testkit::Behavior;
 
 /// The secret deployed as the current one in the rotation step.
@@ -39,7 +39,7 @@ async fn no_secret_appears_in_any_log_line_or_error() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let mut errors = Vec::new();
     let mut tokens = Vec::new();
-    bounded(async {
+    bounded(TEST_TIME, async {
         let mut rig = Rig::default().await;
         let b = rig.broker();
         let t = b.token("api").await.unwrap();
@@ -95,6 +95,7 @@ async fn no_secret_appears_in_any_log_line_or_error() {
                 assert!(!e.contains(secret.as_str()), "a secret leaked into an error: {e}");
             }
         }
+        Ok(())
     })
     .await;
 }

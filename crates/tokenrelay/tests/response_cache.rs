@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Rig, bounded};
+use common::{Rig, TEST_TIME, bounded};
 use http_body_util::{BodyExt, Full};
 use testkit::ApiServer;
 use testkit::config::{RouteCache, SiteConfig, route};
@@ -121,16 +121,17 @@ async fn outage_is_covered_within_stale_if_error(rig: &Rig, env: &Env, backend: 
 
 #[tokio::test]
 async fn upstream_down_serves_stale_then_a_clean_error_through_upstash() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         outage_is_covered_within_stale_if_error(&rig, &rig.env(), Backend::Upstash).await;
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn upstream_down_serves_stale_then_a_clean_error_through_the_local_store() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let dir = tempfile_dir();
         let env = rig.env_with(&[
@@ -140,6 +141,7 @@ async fn upstream_down_serves_stale_then_a_clean_error_through_the_local_store()
         ]);
         outage_is_covered_within_stale_if_error(&rig, &env, Backend::Local(&dir)).await;
         std::fs::remove_dir_all(dir).ok();
+        Ok(())
     })
     .await;
 }
@@ -154,7 +156,7 @@ fn tempfile_dir() -> std::path::PathBuf {
 /// time is when its request was sent, not when its body ended.
 #[tokio::test]
 async fn a_purge_during_a_fill_covers_the_answer_on_its_way() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let api = ApiServer::start(&rig.tokens).await.unwrap();
         let (a, b) = (relay(&rig, &api.url(), &rig.env()), relay(&rig, &api.url(), &rig.env()));
@@ -172,6 +174,7 @@ async fn a_purge_during_a_fill_covers_the_answer_on_its_way() {
             "served despite the purge: {}",
             after.cache_status
         );
+        Ok(())
     })
     .await;
 }
@@ -181,20 +184,21 @@ async fn a_purge_during_a_fill_covers_the_answer_on_its_way() {
 /// as long as any entry may.
 #[tokio::test]
 async fn the_purge_record_outlives_any_entry_whatever_the_purgers_routes() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let purger = rig.broker_with(&config(&rig, "https://api.example.com/v3"), &rig.env());
         purge_cache(&purger, "api", "/echo").await.unwrap();
         let ttl = rig.upstash.redis_pttl("tokenrelay:v1:cache:api:purges").await;
         let sixty_days = 60 * 24 * 3600 * 1000;
         assert!(ttl > sixty_days - 60_000 && ttl <= sixty_days, "the record lives {ttl} ms");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn answers_over_the_cached_body_bound_are_relayed_not_stored() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let api = ApiServer::start(&rig.tokens).await.unwrap();
         let routes = site(&rig, &api.url());
@@ -212,6 +216,7 @@ async fn answers_over_the_cached_body_bound_are_relayed_not_stored() {
         assert!(Backend::Upstash.cache_entries(&rig).await.iter().all(|(k, _)| k.ends_with(":purges")));
         let roomy = get(&bounded_to(1 << 20), "/api/relay/api/echo/sized").await;
         assert_eq!(roomy.cache_status, "tokenrelay; fwd=miss; stored");
+        Ok(())
     })
     .await;
 }

@@ -7,13 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded};
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, TEST_TIME, bounded};
 use testkit::{Behavior, TokenServerConfig};
 use tokenrelay::{Broker, Provenance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_cold_brokers_racing_on_an_empty_store_fetch_exactly_once() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let brokers: Vec<Broker> = (0..50).map(|_| rig.broker()).collect();
         let tasks: Vec<_> =
@@ -25,13 +25,14 @@ async fn fifty_cold_brokers_racing_on_an_empty_store_fetch_exactly_once() {
         assert_eq!(rig.tokens.calls(), 1, "exactly one token request for 50 racing instances");
         assert!(values.iter().all(|v| v == &values[0]), "everyone got the same token");
         assert!(rig.tokens.is_valid(&values[0]));
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn warm_instance_makes_zero_store_calls_and_cold_one_makes_one() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let warm = rig.broker();
         assert_eq!(warm.token("api").await.unwrap().outcome(), Provenance::Fetched);
@@ -45,13 +46,14 @@ async fn warm_instance_makes_zero_store_calls_and_cold_one_makes_one() {
         assert_eq!(cold.token("api").await.unwrap().outcome(), Provenance::Store);
         assert_eq!(rig.upstash.requests(), 1, "store calls for a cold instance");
         assert_eq!(rig.tokens.calls(), 1);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         rig.tokens.set_behavior(Behavior::Hang);
         // A holder takes the lock; we learn its key, then the holder's process dies
@@ -82,13 +84,14 @@ async fn crashed_lock_holder_blocks_rotation_only_until_its_lease_expires() {
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(locked_at.elapsed() >= Duration::from_millis(1500), "waited for the 2 s lease, not less");
         assert_eq!(rig.tokens.calls(), calls + 1, "one fetch resumed rotation");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn cancelled_lock_holder_releases_the_lock_at_once() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         rig.tokens.set_behavior(Behavior::Hang);
         let holder = rig.broker();
@@ -108,13 +111,14 @@ async fn cancelled_lock_holder_releases_the_lock_at_once() {
         rig.tokens.set_behavior(Behavior::Normal);
         let token = rig.broker().token("api").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lease_ran_out_never_overwrites_the_newer_token() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let config = rig
             .site()
@@ -151,13 +155,14 @@ async fn a_leader_whose_lease_ran_out_never_overwrites_the_newer_token() {
             "the store kept the newer token"
         );
         assert_eq!(rig.tokens.calls(), 2);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn token_is_refreshed_ahead_of_expiry_without_making_callers_wait() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         // 4 s tokens, 1 s margin: served until 3 s, refreshed from 2 s on.
         let rig = Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).lifetime(Duration::from_secs(4))).await;
         let b = rig.broker_with(
@@ -179,13 +184,14 @@ async fn token_is_refreshed_ahead_of_expiry_without_making_callers_wait() {
         })
         .await
         .unwrap();
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn redis_stopped_mid_run_still_serves_valid_tokens_and_recovers() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let mut rig = Rig::default().await;
         let warm = rig.broker();
         warm.token("api").await.unwrap();
@@ -203,6 +209,7 @@ async fn redis_stopped_mid_run_still_serves_valid_tokens_and_recovers() {
         .await
         .unwrap();
         assert_eq!(rig.broker().token("api").await.unwrap().outcome(), Provenance::Store, "recovered by itself");
+        Ok(())
     })
     .await;
 }

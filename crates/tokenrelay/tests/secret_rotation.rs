@@ -11,7 +11,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded};
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, TEST_TIME, bounded};
 use http_body_util::{BodyExt, Full};
 use testkit::ApiServer;
 use testkit::config::{JsonToken, SiteConfig, UpstreamConfig, env, route};
@@ -49,7 +49,7 @@ async fn token_status(broker: &Broker) -> TokenStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_current_secret_costs_no_failed_answer_and_status_names_the_previous_one_until_it_is_fixed() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let api = ApiServer::start(&rig.tokens).await.unwrap();
         let config = site(&rig, &api.url()).render();
@@ -103,25 +103,27 @@ async fn a_refused_current_secret_costs_no_failed_answer_and_status_names_the_pr
         assert_eq!(fixed.current_accepted_at_ms, Some(fixed.rotated_at_ms));
         assert_eq!(fixed.previous_accepted_at_ms, t.previous_accepted_at_ms, "the previous secret's time is kept");
         assert!(fixed.rotated_at_ms >= t.rotated_at_ms);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_build_gets_its_token_from_the_previous_secret_too() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let build = rig.broker_with(&site(&rig, "https://api.example.com").render(), &rotating_env(&rig));
         let token = build.token_valid_for("api", std::time::Duration::from_secs(60)).await.unwrap();
         assert_eq!((token.minted_with(), token.outcome()), (MintedWith::Previous, Provenance::Fetched));
         assert!(rig.tokens.is_valid(token.expose()));
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn the_store_key_does_not_depend_on_which_secret_minted_the_token() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         // oauth2: the key never held the client secret. A token minted with
         // the previous secret is the one an instance deployed before the
@@ -133,13 +135,14 @@ async fn the_store_key_does_not_depend_on_which_secret_minted_the_token() {
         assert_eq!((before.expose(), before.outcome()), (minted.expose(), Provenance::Store));
         assert_eq!(before.minted_with(), MintedWith::Current, "the old secret is that deployment's current one");
         assert_eq!(rig.tokens.calls(), 2, "one rotation: one refusal, one token");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_json_source_sends_its_previous_secret_in_place_of_the_field_it_replaces() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let config = |previous: Option<(&str, &str)>| {
             let token = JsonToken::new(rig.tokens.custom_url(), "/data/token")
@@ -170,6 +173,7 @@ async fn a_json_source_sends_its_previous_secret_in_place_of_the_field_it_replac
         let other = rig.env_with(&[("API_CLIENT_SECRET", CLIENT_SECRET), (PREVIOUS_VAR, "")]);
         let elsewhere = rig.broker_with(&config(None), &other).token("custom").await.unwrap();
         assert_eq!(elsewhere.outcome(), Provenance::Fetched);
+        Ok(())
     })
     .await;
 }

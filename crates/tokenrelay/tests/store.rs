@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded, json_config, token_key};
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, TEST_TIME, bounded, json_config, token_key};
 use testkit::base64_key;
 use tokenrelay::{Broker, Config, Provenance};
 
 #[tokio::test]
 async fn raw_value_in_redis_is_sealed_and_keyed_without_secrets() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let token = rig.broker().token("api").await.unwrap();
         let key = token_key(&rig).await;
@@ -24,13 +24,14 @@ async fn raw_value_in_redis_is_sealed_and_keyed_without_secrets() {
         let env = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
         let other = rig.broker_with(&rig.config(), &env).token("api").await.unwrap();
         assert_eq!(other.outcome(), Provenance::Fetched);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         // Production and preview: one config, one store, one encryption key,
         // but the same variable names hold other values.
@@ -57,13 +58,14 @@ async fn deployments_with_other_credentials_on_one_store_never_share_a_token() {
             rig.broker_with(&with("images"), &rig.env()).token("api").await.unwrap().outcome(),
             Provenance::Store
         );
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn cache_keys_are_keyed_by_the_encryption_key() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         rig.broker().token("api").await.unwrap();
         let other_key = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", &base64_key())]);
@@ -76,13 +78,14 @@ async fn cache_keys_are_keyed_by_the_encryption_key() {
         let unencrypted = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "")]);
         rig.broker_with(&plain, &unencrypted).token("api").await.unwrap();
         assert_eq!(rig.stored_keys().await.len(), 3);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn remote_store_without_an_encryption_key_is_refused_unless_opted_out() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let env = rig.env_with(&[("TOKENRELAY_ENCRYPTION_KEY", "")]);
         let config = Config::parse(&rig.config(), "tokenrelay.toml", &env).unwrap();
@@ -103,13 +106,14 @@ async fn remote_store_without_an_encryption_key_is_refused_unless_opted_out() {
                 .starts_with("environment variable TOKENRELAY_ENCRYPTION_KEY: must decode to 32 bytes, got 5"),
             "{err}"
         );
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn vercel_kv_variables_select_the_same_store() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let (url, token) = (rig.upstash.url(), rig.upstash.token().to_owned());
         let env = rig.env_with(&[
@@ -122,13 +126,14 @@ async fn vercel_kv_variables_select_the_same_store() {
         assert!(b.has_remote_store());
         b.token("api").await.unwrap();
         assert!(!rig.stored_keys().await.is_empty());
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let dir = std::env::temp_dir().join(format!("tokenrelay-broker-local-{}", fastrand::u64(..)));
         let dir = dir.to_str().unwrap();
@@ -151,6 +156,7 @@ async fn local_store_is_shared_by_separate_brokers_on_this_machine() {
         let token = rig.tokens.issued().pop().unwrap();
         assert!(!file.contains(&token), "the local store is sealed too");
         let _ = std::fs::remove_dir_all(dir);
+        Ok(())
     })
     .await;
 }

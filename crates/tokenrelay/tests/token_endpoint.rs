@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CLIENT_ID, CLIENT_SECRET, Rig, bounded, json_config};
+use common::{CLIENT_ID, CLIENT_SECRET, Rig, TEST_TIME, bounded, json_config};
 use testkit::config::{SiteConfig, Token, UpstreamConfig, env};
 use testkit::{Behavior, ExpiresIn, TokenServerConfig};
 use tokenrelay::Provenance;
@@ -19,7 +19,7 @@ async fn failure(rig: &Rig, behavior: Behavior) -> tokenrelay::Error {
 
 #[tokio::test]
 async fn server_errors_are_retried_a_bounded_number_of_times() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let err = failure(&rig, Behavior::Status(500)).await;
         assert_eq!(err.code(), "token_unavailable");
@@ -28,24 +28,26 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
             "upstream \"api\": token unavailable: token endpoint failed 3 times, last: HTTP 500 Internal Server Error"
         );
         assert_eq!(rig.tokens.calls(), 3);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn timeouts_are_retried_then_reported() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let err = failure(&rig, Behavior::Hang).await;
         assert_eq!(err.code(), "token_unavailable");
         assert!(err.to_string().ends_with("last: timed out after 300ms"), "{err}");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn garbage_and_tokenless_responses_are_invalid_not_retried() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let err = failure(&rig, Behavior::Garbage).await;
         assert_eq!(err.code(), "token_response_invalid");
@@ -57,13 +59,14 @@ async fn garbage_and_tokenless_responses_are_invalid_not_retried() {
         let err = failure(&rig, Behavior::MissingToken).await;
         assert_eq!(err.to_string(), "upstream \"api\": invalid token response: missing \"access_token\"");
         assert_eq!(rig.tokens.calls(), 1);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn tokens_that_arrive_expired_or_with_absurd_expiry_are_invalid_never_served() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let cases = [
             ("0", "\"expires_in\" says the token has already expired"),
             ("1e300", "\"expires_in\" is out of range"),
@@ -82,13 +85,14 @@ async fn tokens_that_arrive_expired_or_with_absurd_expiry_are_invalid_never_serv
                 "nothing but the failure stored"
             );
         }
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn json_expires_at_in_the_past_or_out_of_range_is_invalid_never_a_panic() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         for (raw, reason) in [
             ("1700000000", "/data/expires_at says the token has already expired"),
             ("1e300", "/data/expires_at is out of range"),
@@ -100,13 +104,14 @@ async fn json_expires_at_in_the_past_or_out_of_range_is_invalid_never_a_panic() 
             assert_eq!(err.code(), "token_response_invalid", "expires_at {raw}: {err}");
             assert_eq!(err.to_string(), format!("upstream \"custom\": invalid token response: {reason}"));
         }
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn oauth_errors_and_bad_credentials_are_rejections() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let err = failure(
             &rig,
@@ -126,13 +131,14 @@ async fn oauth_errors_and_bad_credentials_are_rejections() {
         assert!(err.to_string().contains("invalid_client"), "{err}");
         assert!(!err.to_string().contains("wrong-secret"));
         assert_eq!(rig.tokens.calls(), 1, "a rejection is not retried");
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_failing_endpoint_is_not_hammered_by_this_or_other_instances() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let first = rig.broker();
         rig.tokens.set_behavior(Behavior::Status(503));
@@ -150,13 +156,14 @@ async fn a_failing_endpoint_is_not_hammered_by_this_or_other_instances() {
         })
         .await
         .unwrap();
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn getty_style_string_expiry_form_auth_and_extra_parameters() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::start(TokenServerConfig::new(CLIENT_ID, CLIENT_SECRET).expires_in(ExpiresIn::String)).await;
         let token =
             rig.token().form_auth().scope("read").audience("https://api.example.com").extra("resource", "images");
@@ -176,35 +183,38 @@ async fn getty_style_string_expiry_form_auth_and_extra_parameters() {
             assert!(form.contains(&(k.to_owned(), v.to_owned())), "{k} missing from {form:?}");
         }
         assert_eq!(rig.tokens.last_authorization(), None);
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn basic_auth_is_the_default() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         rig.broker().token("api").await.unwrap();
         assert!(rig.tokens.last_authorization().is_some_and(|a| a.starts_with("Basic ")));
         assert!(!rig.tokens.last_form().iter().any(|(k, _)| k == "client_secret"));
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn json_source_reads_token_and_absolute_expiry_by_pointer() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let token = rig.broker_with(&json_config(&rig), &rig.env()).token("custom").await.unwrap();
         assert!(rig.tokens.is_valid(token.expose()));
         assert!(token.expires_at().unwrap() > std::time::SystemTime::now() + Duration::from_secs(1700));
+        Ok(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn static_keys_need_neither_endpoint_nor_store() {
-    bounded(async {
+    bounded(TEST_TIME, async {
         let rig = Rig::default().await;
         let maps = UpstreamConfig::new("maps", "https://maps.example.com", Token::Static(env("API_CLIENT_SECRET")));
         let b = rig.broker_with(&SiteConfig::new().upstream(maps).render(), &rig.env());
@@ -213,6 +223,7 @@ async fn static_keys_need_neither_endpoint_nor_store() {
         assert_eq!(token.outcome(), Provenance::Static);
         assert_eq!((rig.tokens.calls(), rig.upstash.requests()), (0, 0));
         assert_eq!(b.token("nope").await.unwrap_err().code(), "unknown_upstream");
+        Ok(())
     })
     .await;
 }

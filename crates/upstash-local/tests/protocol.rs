@@ -1,19 +1,14 @@
 //! The REST protocol against a real redis-server, over real HTTP.
 
-use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::{RedisServer, Upstash, wait_until};
+use testkit::{RedisServer, Upstash, bounded, wait_until};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn bounded<F: Future<Output = anyhow::Result<()>>>(test: F) {
-    tokio::time::timeout(TEST_TIMEOUT, test).await.expect("test timed out").expect("test failed");
-}
 
 /// Sends a JSON body to `path` with the right token.
 async fn call(up: &Upstash, path: &str, body: Value, base64: bool) -> anyhow::Result<(StatusCode, Value)> {
@@ -37,7 +32,7 @@ async fn setup() -> anyhow::Result<(RedisServer, Upstash)> {
 
 #[tokio::test]
 async fn set_then_get_round_trips_a_value() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         assert_eq!(run(&up, json!(["SET", "k", "héllo ✓"])).await?, (StatusCode::OK, json!({"result": "OK"})));
         assert_eq!(run(&up, json!(["GET", "k"])).await?, (StatusCode::OK, json!({"result": "héllo ✓"})));
@@ -49,7 +44,7 @@ async fn set_then_get_round_trips_a_value() {
 
 #[tokio::test]
 async fn numbers_are_forwarded_as_decimal_text() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         run(&up, json!(["SET", "n", 41, "EX", 100])).await?;
         assert_eq!(run(&up, json!(["INCR", "n"])).await?.1, json!({"result": 42}));
@@ -63,7 +58,7 @@ async fn numbers_are_forwarded_as_decimal_text() {
 
 #[tokio::test]
 async fn replies_map_nil_integers_and_nested_arrays() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         assert_eq!(run(&up, json!(["GET", "missing"])).await?.1, json!({"result": null}));
         assert_eq!(run(&up, json!(["DEL", "missing"])).await?.1, json!({"result": 0}));
@@ -80,7 +75,7 @@ async fn replies_map_nil_integers_and_nested_arrays() {
 /// serverless-redis-http does, so that clients meet Redis's refusal.
 #[tokio::test]
 async fn the_key_locking_flag_is_dropped_or_forwarded_like_srh() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let redis = RedisServer::start().await?;
         let flagged = json!(["EVAL", "#!lua flags=allow-key-locking\nreturn 7", 0]);
         let dropped = Upstash::start(&redis).await?;
@@ -98,7 +93,7 @@ async fn the_key_locking_flag_is_dropped_or_forwarded_like_srh() {
 
 #[tokio::test]
 async fn base64_encoding_covers_strings_and_statuses_but_not_ok_numbers_or_null() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let b64 = |s: &str| BASE64.encode(s);
         assert_eq!(call(&up, "/", json!(["SET", "k", "v"]), true).await?.1, json!({"result": "OK"}));
@@ -117,7 +112,7 @@ async fn base64_encoding_covers_strings_and_statuses_but_not_ok_numbers_or_null(
 
 #[tokio::test]
 async fn base64_encoding_carries_binary_values_exactly() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let mut conn = up.redis_client().get_multiplexed_async_connection().await?;
         let bytes: &[u8] = &[0xff, 0x00, 0xfe, b'a'];
@@ -132,7 +127,7 @@ async fn base64_encoding_carries_binary_values_exactly() {
 
 #[tokio::test]
 async fn redis_errors_keep_their_prefix_and_answer_400() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let (status, body) = run(&up, json!(["GET"])).await?;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -153,7 +148,7 @@ async fn redis_errors_keep_their_prefix_and_answer_400() {
 
 #[tokio::test]
 async fn pipeline_answers_each_entry_with_result_or_error() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let (status, body) =
             call(&up, "/pipeline", json!([["SET", "p", "1"], ["LPUSH", "p", "x"], ["INCR", "p"], ["GET", "p"]]), false)
@@ -175,7 +170,7 @@ async fn pipeline_answers_each_entry_with_result_or_error() {
 
 #[tokio::test]
 async fn multi_exec_runs_entries_together_and_reports_runtime_errors_per_entry() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         run(&up, json!(["SET", "s", "x"])).await?;
         let (status, body) =
@@ -196,7 +191,7 @@ async fn multi_exec_runs_entries_together_and_reports_runtime_errors_per_entry()
 
 #[tokio::test]
 async fn multi_exec_with_a_malformed_entry_applies_nothing() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let (status, body) = call(&up, "/multi-exec", json!([["SET", "t", "1"], ["GET"]]), false).await?;
         assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -209,7 +204,7 @@ async fn multi_exec_with_a_malformed_entry_applies_nothing() {
 
 #[tokio::test]
 async fn wrong_or_missing_token_is_rejected_with_401() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let client = reqwest::Client::new();
         for auth in [Some("Bearer wrong"), Some(""), None] {
@@ -230,7 +225,7 @@ async fn wrong_or_missing_token_is_rejected_with_401() {
 
 #[tokio::test]
 async fn malformed_bodies_are_rejected_with_a_cause() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let client = reqwest::Client::new();
         let cases: [(&str, &str, &str); 6] = [
@@ -255,7 +250,7 @@ async fn malformed_bodies_are_rejected_with_a_cause() {
 
 #[tokio::test]
 async fn commands_that_would_hijack_the_shared_connection_are_refused() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         for command in [json!(["MULTI"]), json!(["SELECT", 2]), json!(["BLPOP", "q", 0])] {
             let (status, body) = run(&up, command.clone()).await?;
@@ -272,7 +267,7 @@ async fn commands_that_would_hijack_the_shared_connection_are_refused() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_json() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let huge = format!(r#"["SET", "k", "{}"]"#, "x".repeat(17 * 1024 * 1024));
         let response = reqwest::Client::new().post(up.url()).bearer_auth(up.token()).body(huge).send().await?;
@@ -285,7 +280,7 @@ async fn oversized_bodies_are_refused_with_json() {
 
 #[tokio::test]
 async fn unknown_routes_answer_404_json() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let (status, body) = call(&up, "/nope", json!(["PING"]), false).await?;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -297,7 +292,7 @@ async fn unknown_routes_answer_404_json() {
 
 #[tokio::test]
 async fn counts_requests_and_commands_separately() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         run(&up, json!(["SET", "k", "v"])).await?;
         call(&up, "/pipeline", json!([["GET", "k"], ["GET", "k"], ["DEL", "k"]]), false).await?;
@@ -314,7 +309,7 @@ async fn counts_requests_and_commands_separately() {
 
 #[tokio::test]
 async fn counts_the_requests_that_add_to_a_counter_once_each() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (_redis, up) = setup().await?;
         let script = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
         run(&up, json!(["INCRBY", "a", "1"])).await?;
@@ -332,7 +327,7 @@ async fn counts_the_requests_that_add_to_a_counter_once_each() {
 
 #[tokio::test]
 async fn redis_outage_answers_503_quickly_then_recovers() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let (mut redis, up) = setup().await?;
         assert_eq!(run(&up, json!(["SET", "k", "v"])).await?.0, StatusCode::OK);
 
@@ -358,7 +353,7 @@ async fn redis_outage_answers_503_quickly_then_recovers() {
 
 #[tokio::test]
 async fn unreachable_redis_at_startup_is_tolerated() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let port = testkit::free_port()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let handle = upstash_local::start(listener, &format!("redis://127.0.0.1:{port}"), "t".into()).await?;
@@ -371,7 +366,7 @@ async fn unreachable_redis_at_startup_is_tolerated() {
 
 #[tokio::test]
 async fn invalid_redis_url_fails_to_start() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let result = upstash_local::start(listener, "not a url", "t".into()).await;
         assert!(result.is_err());
@@ -382,7 +377,7 @@ async fn invalid_redis_url_fails_to_start() {
 
 #[tokio::test]
 async fn shutdown_stops_accepting_connections() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let redis = RedisServer::start().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let handle = upstash_local::start(listener, &redis.url(), "t".into()).await?;
@@ -396,7 +391,7 @@ async fn shutdown_stops_accepting_connections() {
 
 #[tokio::test]
 async fn dropping_the_handle_stops_the_server() {
-    bounded(async {
+    bounded(TEST_TIMEOUT, async {
         let redis = RedisServer::start().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let handle = upstash_local::start(listener, &redis.url(), "t".into()).await?;

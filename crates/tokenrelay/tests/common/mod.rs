@@ -89,9 +89,7 @@ impl Rig {
     }
 }
 
-pub async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_TIME, f).await.expect("test timed out")
-}
+pub use testkit::bounded;
 
 /// The Redis key of the stored token (not its lock, failure or invalidation count).
 pub async fn token_key(rig: &Rig) -> String {
