@@ -110,19 +110,22 @@ impl Connector {
             let mut tls = HttpsConnector::from((tunnel, self.tls.clone()));
             return Box::pin(async move { tls.call(dst).await });
         }
-        Box::pin(async move { Ok(MaybeHttpsStream::Http(tunnel.call(with_port(dst, 80)?).await?)) })
+        Box::pin(async move { Ok(MaybeHttpsStream::Http(tunnel.call(with_http_port(dst)?).await?)) })
     }
 }
 
-/// `dst` with its port spelled out (`default` when it has none): a tunnel
-/// asks the proxy for port 443 unless told.
-fn with_port(dst: http::Uri, default: u16) -> Result<http::Uri, BoxError> {
+/// Plain HTTP's port, which a tunnel must ask the proxy for by number.
+const HTTP_PORT: u16 = 80;
+
+/// The plain-HTTP `dst` with its port spelled out ([`HTTP_PORT`] when it has
+/// none): a tunnel asks the proxy for port 443 unless told.
+fn with_http_port(dst: http::Uri) -> Result<http::Uri, BoxError> {
     if dst.port().is_some() {
         return Ok(dst);
     }
     let host = dst.host().ok_or("the upstream URL has no host")?;
     let mut parts = dst.clone().into_parts();
-    parts.authority = Some(format!("{host}:{default}").parse()?);
+    parts.authority = Some(format!("{host}:{HTTP_PORT}").parse()?);
     Ok(http::Uri::from_parts(parts)?)
 }
 
@@ -480,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_tunnel_is_asked_for_the_schemes_port_unless_the_url_gives_one() {
-        let port = |url: &str| with_port(url.parse().unwrap(), 80).unwrap().to_string();
+        let port = |url: &str| with_http_port(url.parse().unwrap()).unwrap().to_string();
         assert_eq!(port("http://api.example.com/v1/x?q=1"), "http://api.example.com:80/v1/x?q=1");
         assert_eq!(port("http://api.example.com:8080/v1"), "http://api.example.com:8080/v1");
         assert_eq!(port("http://[::1]/v1"), "http://[::1]:80/v1");
