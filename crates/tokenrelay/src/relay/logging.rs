@@ -151,9 +151,9 @@ fn needs_escape(s: &str) -> bool {
     s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
+/// The lines `f` logs, each parsed, as [`init_logging`] writes them.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) fn json_lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -169,19 +169,26 @@ mod tests {
         }
     }
 
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt().event_format(JsonLine).with_writer(move || sink.clone()).finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     #[test]
     fn one_json_object_per_event_with_flattened_fields() {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        let subscriber = tracing_subscriber::fmt().event_format(JsonLine).with_writer(move || sink.clone()).finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let lines = json_lines(|| {
             let method = http::Method::GET;
             let quoted = "a\"b";
             tracing::info!(request_id = "r\"1", debugged = ?quoted, inf = f64::INFINITY, path = "/a\\b\n\u{1}é", %method, status = 200u16, ok = true, ms = 0.25, detail = None::<&str>, "relay request");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
-        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        let [line] = lines.as_slice() else { panic!("one line: {lines:?}") };
         assert_eq!(line["message"], "relay request");
         assert_eq!(line["level"], "INFO");
         assert_eq!(line["request_id"], "r\"1");

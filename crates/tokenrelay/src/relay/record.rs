@@ -38,38 +38,65 @@ impl Record<'_> {
         let cache = self.timing.cache.map_or("-", |(_, o)| o);
         let duration_ms = ms(started.elapsed());
         let code = error.map_or("-", RelayError::code);
-        let detail = error.and_then(RelayError::detail).map(ToString::to_string);
+        // One set of fields at either level; a failed request's line adds its detail.
+        macro_rules! line {
+            ($level:ident, $message:literal $(, $detail:ident)?) => {
+                tracing::$level!(
+                    request_id,
+                    method,
+                    upstream,
+                    route,
+                    status = status.as_u16(),
+                    code,
+                    $($detail,)?
+                    cache,
+                    token,
+                    token_ms,
+                    upstream_ms,
+                    duration_ms,
+                    $message
+                )
+            };
+        }
         if status.is_server_error() {
-            tracing::warn!(
-                request_id,
-                method,
-                upstream,
-                route,
-                status = status.as_u16(),
-                code,
-                detail,
-                cache,
-                token,
-                token_ms,
-                upstream_ms,
-                duration_ms,
-                "relay request failed"
-            );
+            let detail = error.and_then(RelayError::detail).map(ToString::to_string);
+            line!(warn, "relay request failed", detail);
         } else {
-            tracing::info!(
-                request_id,
-                method,
-                upstream,
-                route,
-                status = status.as_u16(),
-                code,
-                cache,
-                token,
-                token_ms,
-                upstream_ms,
-                duration_ms,
-                "relay request"
-            );
+            line!(info, "relay request");
+        }
+    }
+}
+
+#[cfg(all(test, feature = "logging"))]
+mod tests {
+    use super::*;
+    use crate::relay::error::Kind;
+    use crate::relay::logging::json_lines;
+
+    #[test]
+    fn a_failed_request_is_a_warning_with_its_detail_and_a_refused_one_an_info_line() {
+        let failed = RelayError::from(Kind::Misconfigured(crate::Error::InvalidEnv {
+            name: "API_CLIENT_ID".into(),
+            reason: "is empty".into(),
+        }));
+        let refused = RelayError::from(Kind::UnknownUpstream("nope".into()));
+        let record = Record { upstream: Some(Cow::Borrowed("api")), route: Some("/search/**"), ..Record::default() };
+        let lines = json_lines(|| {
+            for error in [&failed, &refused] {
+                record.log("r1", &http::Method::GET, error.status(), Some(error), Instant::now());
+            }
+        });
+        let [warned, informed] = lines.as_slice() else { panic!("two lines: {lines:?}") };
+        assert_eq!(warned["level"], "WARN");
+        assert_eq!(warned["message"], "relay request failed");
+        assert_eq!(warned["status"], 500);
+        assert_eq!(warned["detail"], "environment variable API_CLIENT_ID: is empty");
+        assert_eq!(informed["level"], "INFO");
+        assert_eq!(informed["message"], "relay request");
+        assert_eq!(informed["code"], refused.code());
+        assert!(informed.get("detail").is_none(), "{informed}");
+        for line in [warned, informed] {
+            assert_eq!([&line["upstream"], &line["route"], &line["method"]], ["api", "/search/**", "GET"], "{line}");
         }
     }
 }
