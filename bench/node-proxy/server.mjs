@@ -5,11 +5,11 @@
 //
 // Environment (set by the benchmark):
 //   PORT               port to listen on (127.0.0.1)
-//   NODE_PROXY_ROUTES  JSON list of { prefix, origin, basePath, authorization }:
+//   PROXY_ROUTES       JSON list of { prefix, origin, basePath, authorization }:
 //                      `<prefix>/<rest>` goes to `<origin><basePath>/<rest>`
 import http from "node:http";
 
-const routes = JSON.parse(process.env.NODE_PROXY_ROUTES ?? "[]").map((r) => ({
+const routes = JSON.parse(process.env.PROXY_ROUTES ?? "[]").map((r) => ({
   ...r,
   prefix: `${r.prefix}/`,
   url: new URL(r.origin),

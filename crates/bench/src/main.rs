@@ -1,7 +1,8 @@
 //! `tokenrelay-bench`: starts everything on loopback (redis-server behind the
 //! Upstash REST protocol, a token endpoint and the API it serves, the
-//! JWT-verifying API, nginx when installed, the relay binary, Node's bare
-//! proxy hop, the JS handler over `tokenrelay/fetch`, the Node baseline),
+//! JWT-verifying API, nginx when installed, the relay binary, the bare hops of
+//! the relay's stack and of Node, the JS handler over `tokenrelay/fetch`, the
+//! Node baseline),
 //! measures, and prints a markdown table.
 //!
 //! ```text
@@ -12,6 +13,7 @@
 //! tokenrelay-bench freeze [--quick] [--relay-bin PATH]
 //! tokenrelay-bench caller [--quick] [--relay-bin PATH]
 //! tokenrelay-bench profile [--relay-bin PATH] [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--wrap CMD] …
+//! tokenrelay-bench hop     # the relay stack's bare hop, as the bench starts it (`hop`)
 //! ```
 //!
 //! The second form is the load generator alone, against any server; the
@@ -25,6 +27,7 @@
 //! `scripts/bench.sh` builds what it needs and runs it; see bench/README.md.
 
 mod cli_load;
+mod hop;
 mod load;
 mod machine;
 mod nginx;
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Some("instances") => return worker::main(&args[1..]),
         Some("load") => return cli_load::main(&args[1..]),
         Some("profile") => return profile::main(&args[1..]),
+        Some("hop") => return hop::main(&args[1..]),
         Some("cache") => return cache_main(&args[1..]),
         Some("freeze") => return relay_scenario_main("freeze", &args[1..], scenario::freeze::run),
         Some("caller") => return relay_scenario_main("caller", &args[1..], scenario::caller::run),
@@ -295,8 +299,9 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let broker = world.broker(&config)?;
     let token = broker.token(UPSTREAM).await?;
     let jwt = hot_path::JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
-    let node_proxy =
-        functions.node_proxy(&world, &proxy_routes(&main, token.expose(), &jwt)?).start(None).await?.instance;
+    let routes = proxy_routes(&main, token.expose(), &jwt)?;
+    let rust_hop = functions.rust_hop(&world, &routes)?.start(None).await?.instance;
+    let node_proxy = functions.node_proxy(&world, &routes).start(None).await?.instance;
     let nginx = match nginx::binary() {
         Some(binary) => Some(start_nginx(&binary, &world, &main, token.expose(), &jwt).await?),
         None => {
@@ -320,6 +325,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         nginx: nginx.as_ref(),
         relay: relay.as_ref(),
         cached: cached.as_ref(),
+        rust_hop: &rust_hop,
         node_proxy: &node_proxy,
         js: &js,
         js_node: &js_node,
@@ -332,7 +338,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
         js: js.peak_rss_kib()?,
         node: node.peak_rss_kib()?,
     };
-    drop((relay, cached, node_proxy, js, js_node, node, nginx, jwt_api));
+    drop((relay, cached, rust_hop, node_proxy, js, js_node, node, nginx, jwt_api));
 
     progress("cold bursts");
     let relay_burst = match &relay_spec {

@@ -214,6 +214,7 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
         ("JS handler (createRelay)", &r.hot.js_cost),
         ("JS handler (createNodeRelay)", &r.hot.js_node_cost),
         ("Node's bare proxy hop", &r.hot.node_proxy_cost),
+        ("the relay stack's bare hop (hyper in, hyper-util out)", &r.hot.rust_hop_cost),
     ];
     for (way, cost) in ways {
         let js = cpu(cost);
@@ -269,6 +270,22 @@ fn nginx_level_rows(level: &Level, nginx: &Series, relay: &Series, rows: &mut Ve
         Api::Cached => ("≥ 100% of nginx", TARGET_SHARE_OF_NGINX_CACHE),
     };
     rows.push(Row::info(figure, ours, None).target(target, share.map(|x| x >= least)));
+    let hop = &level.rust_hop;
+    if !hop.rounds.is_empty() {
+        // What the relay's own stack costs with no rule: the part of nginx's
+        // lead that no change to the relay's rules can take back.
+        let of_hop = relay.median_vs(hop, |f, h| f.throughput / h.throughput);
+        let hop_of_nginx = hop.median_vs(nginx, |h, n| h.throughput / n.throughput);
+        let p50 = |s: &Series| s.median(|f| ms_f(f.p50));
+        let figure = format!(
+            "Throughput vs the relay stack's bare hop (hyper in, hyper-util out, no rules), {at} (the hop {}, {} of nginx, p50 {})",
+            fmt_rps(hop.pooled.throughput()),
+            opt(hop_of_nginx.map(|x| format!("{:.0}%", x * 100.0))),
+            opt(p50(hop).map(fmt_ms)),
+        );
+        let ours = of_hop.map(|x| format!("{:.0}% of the hop (p50 {})", x * 100.0, opt(p50(relay).map(fmt_ms))));
+        rows.push(Row::info(figure, ours, None));
+    }
     let x = relay.median_vs(nginx, |f, n| ms_f(f.p99) / ms_f(n.p99).max(0.001));
     let medians = |s: &Series| {
         let p50 = s.median(|f| ms_f(f.p50));
@@ -370,12 +387,12 @@ fn api_name(api: Api) -> &'static str {
     }
 }
 
-/// Every level side by side: direct, nginx, tokenrelay, Node's bare hop, the JS handler and the baseline.
+/// Every level side by side: direct, nginx, tokenrelay, the bare hops, the JS handler and the baseline.
 fn side_by_side(r: &Results) -> String {
     let mut out = String::from(
-        "| upstream | connections | direct | nginx | tokenrelay | Node's bare hop | JS handler | node baseline | \
-         tokenrelay ÷ direct | tokenrelay ÷ nginx |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| upstream | connections | direct | nginx | tokenrelay | relay stack's bare hop | Node's bare hop | JS handler | \
+         node baseline | tokenrelay ÷ direct | tokenrelay ÷ nginx |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let cell = |s: Option<&Series>| {
         s.and_then(|s| {
@@ -400,13 +417,15 @@ fn side_by_side(r: &Results) -> String {
             None => api_name(l.api).to_owned(),
         };
         let node = (!l.node.rounds.is_empty()).then_some(&l.node);
+        let rust_hop = (!l.rust_hop.rounds.is_empty()).then_some(&l.rust_hop);
         let node_proxy = (!l.node_proxy.rounds.is_empty()).then_some(&l.node_proxy);
         out += &format!(
-            "| {upstream} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {upstream} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             l.concurrency,
             cell(Some(&l.direct)),
             cell(l.nginx.as_ref()),
             cell(l.relay.as_ref()),
+            cell(rust_hop),
             cell(node_proxy),
             cell(Some(&l.js)),
             cell(node),
@@ -629,9 +648,11 @@ fn markdown(r: &Results, rows: &[Row]) -> String {
             (tests/js/support/serve-relay.mjs), as `createRelay` behind a Fetch API adapter (the side-by-side table's \
             column) and as `createNodeRelay`; its rows hold its added latency to the Rust relay's (JS handler ÷ relay; \
             n/a where the relay adds ≤ 0, and then its own added p50 is held to 0.05 ms) and its throughput to the \
-            baseline's. Node's bare hop: `node:http` proxying to the same API over keep-alive connections with the \
-            token as a fixed header (bench/node-proxy/server.mjs), as nginx's row does: the least that any handler \
-            served by `node:http` adds.\n";
+            baseline's. The bare hops proxy to the same API over keep-alive connections with the token as a fixed \
+            header, as nginx's row does, with no rule: the relay stack's (`tokenrelay-bench hop`: hyper's server on one \
+            thread, as vercel_runtime serves the function, and hyper-util's pooled client, as the relay calls out) is \
+            the least any relay built on that stack adds; Node's (`node:http` and `http.request`, \
+            bench/node-proxy/server.mjs) the least that any handler served by `node:http` adds.\n";
     out
 }
 

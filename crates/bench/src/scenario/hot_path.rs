@@ -1,6 +1,7 @@
 //! Hot path: the same API request sent straight to the upstream, through
 //! nginx (one bare proxy hop, when installed), through the relay binary,
-//! through Node's own bare proxy hop (bench/node-proxy), through the JS
+//! through the bare hops of the relay's own stack (`hop`) and of Node
+//! (bench/node-proxy), through the JS
 //! handler (`createRelay` behind a Fetch API adapter, and
 //! `createNodeRelay`) and through the Node baseline, with the token warm,
 //! at each concurrency level, then once more against an upstream as slow as a
@@ -52,6 +53,8 @@ pub struct Level {
     pub direct: Series,
     pub nginx: Option<Series>,
     pub relay: Option<Series>,
+    /// The relay stack's bare hop; empty for cache hits.
+    pub rust_hop: Series,
     /// Node's bare proxy hop; empty for cache hits.
     pub node_proxy: Series,
     /// The JS handler as `createRelay`, behind a Fetch API adapter.
@@ -129,6 +132,7 @@ impl Cost {
 pub struct HotPath {
     pub levels: Vec<Level>,
     pub relay_cost: Option<Cost>,
+    pub rust_hop_cost: Cost,
     pub node_proxy_cost: Cost,
     pub js_cost: Cost,
     pub js_node_cost: Cost,
@@ -140,6 +144,7 @@ enum Via {
     Direct,
     Nginx,
     Relay,
+    RustHop,
     NodeProxy,
     Js,
     JsNode,
@@ -156,6 +161,8 @@ pub struct Servers<'a> {
     pub relay: Option<&'a Instance>,
     /// A relay whose API route caches ([`World::cached_site`]).
     pub cached: Option<&'a Instance>,
+    /// The relay stack's bare hop.
+    pub rust_hop: &'a Instance,
     /// Node's bare proxy hop.
     pub node_proxy: &'a Instance,
     /// The JS handler as `createRelay`, and as `createNodeRelay`.
@@ -165,7 +172,7 @@ pub struct Servers<'a> {
 }
 
 pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::Result<HotPath> {
-    let Servers { upstream, token, jwt, nginx, relay, cached, node_proxy, js, js_node, node } = *servers;
+    let Servers { upstream, token, jwt, nginx, relay, cached, rust_hop, node_proxy, js, js_node, node } = *servers;
     let (delay, slow_concurrency) = plan.slow_upstream;
     let main = plan.concurrency.iter().map(|&c| (Api::InProcess, c, None)).chain([(
         Api::InProcess,
@@ -179,6 +186,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
     }
     let mut levels = Vec::new();
     let mut relay_cost = relay.map(|_| Cost::default());
+    let mut rust_hop_cost = Cost::default();
     let mut node_proxy_cost = Cost::default();
     let mut js_cost = Cost::default();
     let mut js_node_cost = Cost::default();
@@ -201,6 +209,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         } else {
             targets.extend(nginx.map(|n| (Via::Nginx, relayed(n.addr), None)));
             targets.extend(relay.map(|r| (Via::Relay, relayed(r.addr), Some(r))));
+            targets.push((Via::RustHop, relayed(rust_hop.addr), Some(rust_hop)));
             targets.push((Via::NodeProxy, relayed(node_proxy.addr), Some(node_proxy)));
             targets.push((Via::Js, relayed(js.addr), Some(js)));
             targets.push((Via::JsNode, relayed(js_node.addr), Some(js_node)));
@@ -215,6 +224,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
             direct: Series::default(),
             nginx: nginx.map(|_| Series::default()),
             relay: relay.map(|_| Series::default()),
+            rust_hop: Series::default(),
             node_proxy: Series::default(),
             js: Series::default(),
             js_node: Series::default(),
@@ -246,6 +256,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
                     // The relay's cost per request is the relayed requests'.
                     Via::Relay if api == Api::Cached => (level.relay.as_mut(), None),
                     Via::Relay => (level.relay.as_mut(), relay_cost.as_mut()),
+                    Via::RustHop => (Some(&mut level.rust_hop), Some(&mut rust_hop_cost)),
                     Via::NodeProxy => (Some(&mut level.node_proxy), Some(&mut node_proxy_cost)),
                     Via::Js => (Some(&mut level.js), Some(&mut js_cost)),
                     Via::JsNode => (Some(&mut level.js_node), Some(&mut js_node_cost)),
@@ -261,7 +272,7 @@ pub async fn run(world: &World, servers: &Servers<'_>, plan: &Plan) -> anyhow::R
         }
         levels.push(level);
     }
-    Ok(HotPath { levels, relay_cost, node_proxy_cost, js_cost, js_node_cost, node_cost })
+    Ok(HotPath { levels, relay_cost, rust_hop_cost, node_proxy_cost, js_cost, js_node_cost, node_cost })
 }
 
 /// The path of `request` through nginx's caching location.
@@ -300,6 +311,7 @@ fn describe(via: Via) -> &'static str {
         Via::Direct => "straight to the API",
         Via::Nginx => "through nginx",
         Via::Relay => "through the relay",
+        Via::RustHop => "through the relay stack's bare hop",
         Via::NodeProxy => "through Node's bare proxy",
         Via::Js => "through the JS handler (createRelay)",
         Via::JsNode => "through the JS handler (createNodeRelay)",

@@ -63,24 +63,40 @@ impl Functions {
     /// Node's bare proxy hop over `routes`, as nginx's row proxies them
     /// (without its cache, which Node's has not).
     pub fn node_proxy(&self, world: &World, routes: &[Route]) -> Spec {
-        let routes: Vec<_> = routes
-            .iter()
-            .filter(|r| !r.cache)
-            .map(|r| {
-                serde_json::json!({
-                    "prefix": r.prefix,
-                    "origin": format!("http://{}", r.upstream),
-                    "basePath": r.base_path,
-                    "authorization": r.authorization,
-                })
-            })
-            .collect();
-        let env = vec![("NODE_PROXY_ROUTES".to_owned(), serde_json::Value::from(routes).to_string())];
-        Spec::node("node-proxy", &self.node_proxy, env, world.dir())
+        Spec::node("node-proxy", &self.node_proxy, routes_env(routes), world.dir())
+    }
+
+    /// The bare hop of the relay's own stack over `routes` (`tokenrelay-bench hop`).
+    pub fn rust_hop(&self, world: &World, routes: &[Route]) -> anyhow::Result<Spec> {
+        Ok(Spec {
+            name: "rust-hop",
+            program: std::env::current_exe()?,
+            args: vec!["hop".into()],
+            env: routes_env(routes),
+            port_var: "PORT",
+            log_dir: world.dir().to_owned(),
+        })
     }
 
     /// The Node baseline for `upstream`, caching its token `margin` shorter than its lifetime.
     pub fn baseline(&self, world: &World, upstream: &Upstream, margin: Duration) -> Spec {
         Spec::node("node", &self.baseline, world.baseline_env(upstream, margin), world.dir())
     }
+}
+
+/// The bare hops' routes ([`crate::hop::ROUTES_VAR`]): nginx's, but for its cache.
+fn routes_env(routes: &[Route]) -> Vec<(String, String)> {
+    let routes: Vec<_> = routes
+        .iter()
+        .filter(|r| !r.cache)
+        .map(|r| {
+            serde_json::json!({
+                "prefix": r.prefix,
+                "origin": format!("http://{}", r.upstream),
+                "basePath": r.base_path,
+                "authorization": r.authorization,
+            })
+        })
+        .collect();
+    vec![(crate::hop::ROUTES_VAR.to_owned(), serde_json::Value::from(routes).to_string())]
 }
