@@ -217,14 +217,14 @@ fn hot_path_rows(r: &Results, rows: &mut Vec<Row>) {
         ("the relay stack's bare hop (hyper in, hyper-util out)", &r.hot.rust_hop_cost),
     ];
     for (way, cost) in ways {
-        let js = cpu(cost);
+        let its = cpu(cost);
         rows.push(
             Row::info(
                 format!("CPU time of the function process per relayed request, {way}"),
-                Some(format!("{js:.0} µs")),
+                Some(format!("{its:.0} µs")),
                 Some(format!("{theirs:.0} µs")),
             )
-            .ratio(ratio_lower_better(Some(js), Some(theirs))),
+            .ratio(ratio_lower_better(Some(its), Some(theirs))),
         );
     }
 }
