@@ -2,8 +2,7 @@
 //! Upstash REST protocol, a token endpoint and the API it serves, the
 //! JWT-verifying API, nginx when installed, the relay binary, the bare hops of
 //! the relay's stack and of Node, the JS handler over `tokenrelay/fetch`, the
-//! Node baseline),
-//! measures, and prints a markdown table.
+//! Node baseline), measures, and prints a markdown table.
 //!
 //! ```text
 //! tokenrelay-bench [--quick] [--relay-bin PATH] [--js-handler PATH] [--baseline PATH]
@@ -303,7 +302,7 @@ async fn run(servers: tokio::runtime::Handle, options: &Options) -> anyhow::Resu
     let rust_hop = functions.rust_hop(&world, &routes)?.start(None).await?.instance;
     let node_proxy = functions.node_proxy(&world, &routes).start(None).await?.instance;
     let nginx = match nginx::binary() {
-        Some(binary) => Some(start_nginx(&binary, &world, &main, token.expose(), &jwt).await?),
+        Some(binary) => Some(nginx::Nginx::start(&binary, world.dir(), &routes).await?),
         None => {
             progress("nginx not installed: its rows are left out (scripts/bench.sh installs nginx-light)");
             None
@@ -398,11 +397,10 @@ fn progress(what: &str) {
     eprintln!("tokenrelay-bench: [{:>5.1} s] {what}", elapsed.as_secs_f64());
 }
 
-/// nginx with the relay's routes: the in-process API (also through its
-/// `proxy_cache`, below [`hot_path::NGINX_CACHED`]) with `token`, and the JWT-verifying API.
-/// The one-hop proxies' routes (nginx's and Node's bare proxy): each API
-/// below its relay path, with its token as a fixed header; and nginx's
-/// caching location for the main API.
+/// The one-hop proxies' routes (nginx's and the bare hops'): the in-process
+/// API with `token` and the JWT-verifying API with its own, each below its
+/// relay path with its token as a fixed header; and, for nginx alone, the
+/// in-process API through its `proxy_cache`, below [`hot_path::NGINX_CACHED`].
 fn proxy_routes(main: &world::Upstream, token: &str, jwt: &hot_path::JwtApi) -> anyhow::Result<Vec<nginx::Route>> {
     let bearer = |token: &str| format!("Bearer {token}");
     let api_path = reqwest::Url::parse(&main.api.url())?.path().to_owned();
@@ -429,14 +427,4 @@ fn proxy_routes(main: &world::Upstream, token: &str, jwt: &hot_path::JwtApi) -> 
             cache: false,
         },
     ])
-}
-
-async fn start_nginx(
-    binary: &std::path::Path,
-    world: &World,
-    main: &world::Upstream,
-    token: &str,
-    jwt: &hot_path::JwtApi,
-) -> anyhow::Result<nginx::Nginx> {
-    nginx::Nginx::start(binary, world.dir(), &proxy_routes(main, token, jwt)?).await
 }

@@ -168,7 +168,7 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
         let broker = world.broker(&config)?;
         let token = broker.token(UPSTREAM).await?;
         let jwt = JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
-        Profiled::Nginx(crate::start_nginx(&binary, &world, &main, token.expose(), &jwt).await?)
+        Profiled::Nginx(Nginx::start(&binary, world.dir(), &crate::proxy_routes(&main, token.expose(), &jwt)?).await?)
     } else {
         let functions = Functions {
             relay: Some(options.relay.clone()),
