@@ -1,10 +1,11 @@
 //! `tokenrelay-bench profile`: one relay instance (the relay binary, or with
-//! `--js` the JS handler) under a fixed number of requests, for a profiler. Figures per request that do not depend on how
+//! `--js` the JS handler) under a fixed number of requests, for a profiler.
+//! Figures per request that do not depend on how
 //! busy the machine is: the relay process's CPU time per request here, and
 //! instructions per request from a profiler run around the measured part.
 //!
 //! ```text
-//! tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx] [--api jwt|in-process|cached]
+//! tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx | --hop] [--api jwt|in-process|cached]
 //!                          [-c N] [-n REQUESTS] [--warmup REQUESTS]
 //!                          [--wrap 'CMD ARGS'] [--before 'SHELL {pid}'] [--after 'SHELL {pid}'] [--slowest K]
 //! ```
@@ -17,7 +18,9 @@
 //! `--nginx` profiles the bench's nginx row instead, the same API behind
 //! `proxy_pass` (`--api cached`: its `proxy_cache`): its master and workers
 //! together are "the process", and `{pid}` is their ids, comma-separated
-//! (as `strace -p` and `perf -p` take them).
+//! (as `strace -p` and `perf -p` take them). `--hop` profiles the relay
+//! stack's bare hop (`tokenrelay-bench hop`) on nginx's routes, the floor
+//! the relay's own work is measured from; it has no cache.
 //!
 //! `--wrap` starts the relay under a command (`valgrind --tool=callgrind
 //! --collect-atstart=no`); `--before` and `--after` run through `sh -c`
@@ -45,8 +48,8 @@ use crate::scenario::hot_path::{JwtApi, NGINX_CACHED};
 use crate::world::{JWT_UPSTREAM, SEARCH, UPSTREAM, World, jwt_upstream, relay_path};
 
 const USAGE: &str =
-    "usage: tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx] [--api jwt|in-process|cached]
-                        [-c N] [-n REQUESTS] [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
+    "usage: tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx | --hop]
+                        [--api jwt|in-process|cached] [-c N] [-n REQUESTS] [--warmup REQUESTS] [--wrap 'CMD ARGS'] [--before 'SHELL'] [--after 'SHELL'] [--slowest K]";
 
 struct Options {
     relay: PathBuf,
@@ -55,6 +58,8 @@ struct Options {
     js_handler: PathBuf,
     /// Whether the bench's nginx row is profiled instead of a relay.
     nginx: bool,
+    /// Whether the relay stack's bare hop is profiled instead of a relay.
+    hop: bool,
     jwt_api: PathBuf,
     jwt: bool,
     /// The in-process API's route with the response cache: memory hits after the first.
@@ -97,6 +102,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         js: None,
         js_handler: repo.join("tests/js/support/serve-relay.mjs"),
         nginx: false,
+        hop: false,
         jwt_api: repo.join("bench/jwt-api/server.mjs"),
         jwt: true,
         cached: false,
@@ -121,6 +127,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             }
             "--js-handler" => options.js_handler = value()?.into(),
             "--nginx" => options.nginx = true,
+            "--hop" => options.hop = true,
             "--api" => {
                 (options.jwt, options.cached) = match value()?.as_str() {
                     "jwt" => (true, false),
@@ -140,14 +147,15 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         }
     }
     anyhow::ensure!(
-        !(options.nginx && options.js.is_some()),
-        "--nginx and --js each choose what is profiled: give one"
+        [options.nginx, options.hop, options.js.is_some()].iter().filter(|&&chosen| chosen).count() <= 1,
+        "--nginx, --hop and --js each choose what is profiled: give one"
     );
+    anyhow::ensure!(!(options.hop && options.cached), "--hop has no cache: not with --api cached");
     anyhow::ensure!(
         !options.nginx || options.wrap.is_empty(),
         "--wrap starts a relay under a command: not with --nginx"
     );
-    if options.js.is_none() && !options.nginx {
+    if options.js.is_none() && !options.nginx && !options.hop {
         anyhow::ensure!(options.relay.is_file(), "relay binary {} not found", options.relay.display());
     }
     anyhow::ensure!(options.concurrency > 0 && options.requests > 0, "-c and -n must be at least 1");
@@ -162,23 +170,29 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
     let site = site.upstream(jwt_upstream(&format!("http://{}", jwt_api.addr)));
     let config = world.write_config("profile", &site)?;
     let name = if options.jwt { JWT_UPSTREAM } else { UPSTREAM };
-    let profiled = if options.nginx {
-        let binary =
-            crate::nginx::binary().context("nginx is not installed (scripts/bench.sh installs nginx-light)")?;
+    let routes = if options.nginx || options.hop {
         let broker = world.broker(&config)?;
         let token = broker.token(UPSTREAM).await?;
         let jwt = JwtApi { addr: jwt_api.addr, token: broker.token(JWT_UPSTREAM).await?.expose().to_owned() };
-        Profiled::Nginx(Nginx::start(&binary, world.dir(), &crate::proxy_routes(&main, token.expose(), &jwt)?).await?)
+        crate::proxy_routes(&main, token.expose(), &jwt)?
+    } else {
+        Vec::new()
+    };
+    let profiled = if options.nginx {
+        let binary =
+            crate::nginx::binary().context("nginx is not installed (scripts/bench.sh installs nginx-light)")?;
+        Profiled::Nginx(Nginx::start(&binary, world.dir(), &routes).await?)
     } else {
         let functions = Functions {
             relay: Some(options.relay.clone()),
             js_handler: options.js_handler.clone(),
             ..Functions::default()
         };
-        let mut spec = match options.js.as_deref() {
-            Some("node") => functions.js_node_handler(&world, &config),
-            Some(_) => functions.js_handler(&world, &config),
-            None => functions.relay(&world, &config).context("no relay binary")?,
+        let (mut spec, ready) = match options.js.as_deref() {
+            _ if options.hop => (functions.rust_hop(&world, &routes)?, None),
+            Some("node") => (functions.js_node_handler(&world, &config), Some(relay_path())),
+            Some(_) => (functions.js_handler(&world, &config), Some(relay_path())),
+            None => (functions.relay(&world, &config).context("no relay binary")?, Some(relay_path())),
         };
         if let Some((program, args)) = options.wrap.split_first() {
             let mut wrapped: Vec<OsString> = args.iter().map(OsString::from).collect();
@@ -186,7 +200,7 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
             wrapped.append(&mut spec.args);
             spec.args = wrapped;
         }
-        Profiled::Relay(spec.start(Some(&relay_path())).await?.instance)
+        Profiled::Relay(spec.start(ready.as_deref()).await?.instance)
     };
     let addr = profiled.addr();
     let path = match &profiled {
@@ -225,6 +239,7 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
             (false, true) => "the in-process API's cached route (memory hits)",
         },
         match (options.nginx, options.cached, options.js.as_deref()) {
+            _ if options.hop => "the relay stack's bare hop",
             (true, true, _) => "nginx (proxy_cache)",
             (true, false, _) => "nginx (proxy_pass)",
             (false, _, Some("node")) => "the JS handler (createNodeRelay)",
@@ -292,7 +307,7 @@ async fn send_all(
     Ok(all)
 }
 
-/// What is profiled: a relay (the binary or the JS handler), or nginx.
+/// What is profiled: a process of its own (a relay, or the stack's bare hop), or nginx.
 enum Profiled {
     Relay(Instance),
     Nginx(Nginx),

@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Config, Env, Summary};
 use crate::error::{Error, Result};
 use crate::store::{Store, TokenKeys, TokenState};
-use crate::token::{Provenance, Source, Token, retry};
+use crate::token::{self, Provenance, Source, Token};
 use entry::CachedToken;
 pub(crate) use rotation::Refresh;
 use secrets::SecretTags;
@@ -167,8 +167,8 @@ impl Broker {
     /// its own answer ends: a serverless instance may be frozen right after.
     pub(crate) async fn token_and_refresh(&self, upstream: &str) -> Result<(Token, Option<Refresh>)> {
         let (source, slot) = self.slot(upstream)?;
-        if !source.rotates() {
-            return Ok((retry::fetch(source, &self.inner.http, upstream).await?, None));
+        if let Source::Static(key) = source {
+            return Ok((token::static_token(key), None));
         }
         let now = SystemTime::now();
         // The token alone is copied out, not the whole entry with its secrets' record.
@@ -179,7 +179,9 @@ impl Broker {
                 if slot.adopted.swap(false, Ordering::AcqRel) { Provenance::Store } else { Provenance::Memory };
             return Ok((token.from(outcome), refresh));
         }
-        Ok((self.refresh(upstream, false).await?, None))
+        // Boxed: the refresh's state machine (a store trip and a token fetch,
+        // kilobytes) would otherwise sit in every warm call's future above it.
+        Ok((Box::pin(self.refresh(upstream, false)).await?, None))
     }
 
     /// Whether this process minted a token for `upstream` with the previous

@@ -399,7 +399,9 @@ impl Relay {
             (None, _) => None,
             (Some(_), Some(session)) => Some(session),
             (Some(policy), None) => {
-                match self.caller.prove(self.broker.http(), store, upstream.name(), policy, &parts.headers, ip).await {
+                // Boxed: a proof's network calls stay out of the future of every request that needs none.
+                let proof = self.caller.prove(self.broker.http(), store, upstream.name(), policy, &parts.headers, ip);
+                match Box::pin(proof).await {
                     Ok(proven) => Some(proven),
                     Err(refused) if per_login => {
                         self.limit(&out, record, ip, None).await?;

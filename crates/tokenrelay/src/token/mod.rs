@@ -273,9 +273,14 @@ impl Source {
         match self {
             Source::OAuth2(s) => s.fetch_once(http, upstream, secret).await,
             Source::Json(s) => s.fetch_once(http, upstream, secret).await,
-            Source::Static(key) => Ok(Token::new(key.expose(), None).from(Provenance::Static)),
+            Source::Static(key) => Ok(static_token(key)),
         }
     }
+}
+
+/// The token of a static key: the key itself, no exchange.
+pub(crate) fn static_token(key: &Param) -> Token {
+    Token::new(key.expose(), None).from(Provenance::Static)
 }
 
 /// Describes a transport error without its URL or any header.

@@ -105,7 +105,10 @@ impl ColdPlan<'_> {
             .chain(self.cooldowns.iter().copied().map(Read::plain))
             .collect();
         let ahead = self.ahead.as_ref().map_or(&[][..], Counting::counts);
-        let mut counted = store.count_and_tally(&[counts, ahead].concat(), tallies, &reads).await?;
+        // Boxed, as a trip off the warm path: inline, its state machine sat in
+        // every future that may count (the rate limit's, a budget's), warm or not.
+        let all = [counts, ahead].concat();
+        let mut counted = Box::pin(store.count_and_tally(&all, tallies, &reads)).await?;
         let ahead_totals = counted.totals.split_off(counts.len().min(counted.totals.len()));
         let values = &mut counted.values;
         let token = token.map(|_| TokenKeys::state(values));
@@ -118,6 +121,35 @@ impl ColdPlan<'_> {
             cooldowns: counted.values.into_plain(),
             ahead: self.ahead.map(|counting| (counting, ahead_totals)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::relay::budgets::Budgets;
+    use crate::relay::counter::Counters;
+    use crate::relay::upstream_limits::Cooldowns;
+
+    #[tokio::test]
+    async fn a_cold_read_gives_the_requests_counts_and_the_budgets_count_ahead_their_own_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker =
+            stand_in::broker(dir.path(), "budget = { requests = 20, per = \"1h\" }\nroutes = [{ path = \"/x\" }]");
+        let counters = Counters::new(broker.clone(), Cooldowns::new(&broker));
+        let ahead = Budgets::new(&broker, &counters).count_ahead("api", "/x").expect("a fresh budget counts ahead");
+        let sent_ahead: Vec<u64> = ahead.counts().iter().map(|c| c.add).collect();
+        let own: Vec<Count> = ["a", "b"]
+            .iter()
+            .map(|n| Count { key: format!("test:{n}"), add: 3, ttl: Duration::from_secs(60) })
+            .collect();
+        let plan = ColdPlan { ahead: Some(ahead), ..ColdPlan::default() };
+        let read = plan.read(broker.store(), &own, &Tallies::default()).await.unwrap();
+        assert_eq!(read.totals, [3, 3], "the request's own counts, in order");
+        let (_, ahead_totals) = read.ahead.expect("the count ahead comes back");
+        assert_eq!(ahead_totals, sent_ahead, "the budget's count ahead, on a fresh store: what it added");
     }
 }
 

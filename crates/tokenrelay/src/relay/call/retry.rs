@@ -74,7 +74,8 @@ impl<S: Call, I: Invalidate> Call for RetryOn401<S, I> {
             Provenance::Static => false,
             _ => {
                 let revoked = challenge::token_revoked(first.response.headers());
-                self.tokens.invalidate(name, &first.token, revoked).await.map_err(Kind::Token)?
+                // Boxed: a 401's store trip stays out of every warm call's future.
+                Box::pin(self.tokens.invalidate(name, &first.token, revoked)).await.map_err(Kind::Token)?
             }
         };
         if !dropped {
