@@ -1,8 +1,8 @@
 //! `tokenrelay-bench profile`: one relay instance (the relay binary, or with
 //! `--js` the JS handler) under a fixed number of requests, for a profiler.
-//! Figures per request that do not depend on how
-//! busy the machine is: the relay process's CPU time per request here, and
-//! instructions per request from a profiler run around the measured part.
+//! Figures per request that do not depend on how busy the machine is: the
+//! relay process's CPU time per request here, and instructions per request
+//! from a profiler run around the measured part.
 //!
 //! ```text
 //! tokenrelay-bench profile [--relay-bin PATH] [--js fetch|node] [--js-handler PATH] [--nginx | --hop] [--api jwt|in-process|cached]
