@@ -188,11 +188,14 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
             js_handler: options.js_handler.clone(),
             ..Functions::default()
         };
-        let (mut spec, ready) = match options.js.as_deref() {
-            _ if options.hop => (functions.rust_hop(&world, &routes)?, None),
-            Some("node") => (functions.js_node_handler(&world, &config), Some(relay_path())),
-            Some(_) => (functions.js_handler(&world, &config), Some(relay_path())),
-            None => (functions.relay(&world, &config).context("no relay binary")?, Some(relay_path())),
+        let mut spec = if options.hop {
+            functions.rust_hop(&world, &routes)?
+        } else {
+            match options.js.as_deref() {
+                Some("node") => functions.js_node_handler(&world, &config),
+                Some(_) => functions.js_handler(&world, &config),
+                None => functions.relay(&world, &config).context("no relay binary")?,
+            }
         };
         if let Some((program, args)) = options.wrap.split_first() {
             let mut wrapped: Vec<OsString> = args.iter().map(OsString::from).collect();
@@ -200,7 +203,9 @@ async fn profile(servers: tokio::runtime::Handle, options: &Options) -> anyhow::
             wrapped.append(&mut spec.args);
             spec.args = wrapped;
         }
-        Profiled::Relay(spec.start(ready.as_deref()).await?.instance)
+        // A relay is ready once it relays; the hop has no token to warm, so once it listens.
+        let probe = (!options.hop).then(relay_path);
+        Profiled::Relay(spec.start(probe.as_deref()).await?.instance)
     };
     let addr = profiled.addr();
     let path = match &profiled {

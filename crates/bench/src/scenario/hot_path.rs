@@ -1,9 +1,8 @@
 //! Hot path: the same API request sent straight to the upstream, through
 //! nginx (one bare proxy hop, when installed), through the relay binary,
 //! through the bare hops of the relay's own stack (`hop`) and of Node
-//! (bench/node-proxy), through the JS
-//! handler (`createRelay` behind a Fetch API adapter, and
-//! `createNodeRelay`) and through the Node baseline, with the token warm,
+//! (bench/node-proxy), through the JS handler (`createRelay` behind a Fetch
+//! API adapter, and `createNodeRelay`) and through the Node baseline, with the token warm,
 //! at each concurrency level, then once more against an upstream as slow as a
 //! real API; and the same levels against the realistic upstream (bench/jwt-api,
 //! verifying a JWT per request) without the baseline; and memory-cache hits
